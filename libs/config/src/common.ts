@@ -1,0 +1,49 @@
+import { z } from 'zod';
+import { csv, logLevel, positiveInt } from './fields.ts';
+
+/** Variables every service reads. */
+export const commonEnvShape = {
+  PUSHLINE_KAFKA_BROKERS: csv(['127.0.0.1:9092']).describe(
+    'Comma-separated Kafka bootstrap brokers (host:port).',
+  ),
+  PUSHLINE_KAFKA_CLIENT_ID: z.string().default('pushline').describe('Kafka client id prefix.'),
+  PUSHLINE_TOPIC_PREFIX: z
+    .string()
+    .regex(/^[a-zA-Z0-9._-]*$/, 'may only hold letters, digits, ".", "_" and "-"')
+    .default('pushline.')
+    .describe(
+      'Prefix of every Kafka topic (connection-events, push-requests, push-requests.dlq, delivery-events).',
+    ),
+  PUSHLINE_KAFKA_PARTITIONS: positiveInt(12).describe(
+    'Partitions used when the platform creates its topics at boot.',
+  ),
+  PUSHLINE_REDIS_URL: z
+    .url({ protocol: /^rediss?$/ })
+    .default('redis://127.0.0.1:6379')
+    .describe('Redis URL of the device registry and socket.io adapter.'),
+  PUSHLINE_KEY_PREFIX: z
+    .string()
+    .default('pushline:')
+    .describe('Prefix of every Redis key and channel the platform writes.'),
+  PUSHLINE_INTERNAL_TOKEN: z
+    .string()
+    .min(16, 'must be at least 16 characters')
+    .describe(
+      'Shared secret that services present to each other on internal endpoints (delivery, broadcast).',
+    ),
+  PUSHLINE_LOG_LEVEL: logLevel.describe('Log level: fatal, error, warn, info, debug, trace or silent.'),
+} as const;
+
+export const commonEnv = z.object(commonEnvShape);
+export type CommonConfig = z.infer<typeof commonEnv>;
+
+/** Kafka topic names derived from the prefix, so tests and tenants can isolate themselves. */
+export function topicNames(prefix: string) {
+  return {
+    connectionEvents: `${prefix}connection-events`,
+    pushRequests: `${prefix}push-requests`,
+    pushRequestsDlq: `${prefix}push-requests.dlq`,
+    deliveryEvents: `${prefix}delivery-events`,
+  } as const;
+}
+export type TopicNames = ReturnType<typeof topicNames>;

@@ -1,0 +1,91 @@
+import { z } from 'zod';
+import { commonEnvShape } from './common.ts';
+import { bool, nonNegativeInt, port, positiveInt } from './fields.ts';
+
+export const connectionServerEnv = z.object({
+  ...commonEnvShape,
+  PUSHLINE_SERVER_ID: z
+    .string()
+    .regex(/^[a-zA-Z0-9._-]+$/, 'may only hold letters, digits, ".", "_" and "-"')
+    .optional()
+    .describe(
+      'Stable id of this connection server. A server restarting with the same id clears its stale registry entries. Default: hostname-port.',
+    ),
+  PUSHLINE_HOST: z.string().default('0.0.0.0').describe('Interface the device (socket.io) port binds to.'),
+  PUSHLINE_PORT: port(7070).describe('Device (socket.io) port. 0 picks a free port.'),
+  PUSHLINE_INTERNAL_HOST: z
+    .string()
+    .default('127.0.0.1')
+    .describe('Interface of the internal port (delivery, health, metrics).'),
+  PUSHLINE_INTERNAL_PORT: port(7071).describe(
+    'Internal port: delivery endpoint, /healthz, /readyz, /metrics. 0 picks a free port.',
+  ),
+  PUSHLINE_INTERNAL_URL: z
+    .url()
+    .optional()
+    .describe(
+      'URL other services use to reach the internal port. Default: http://<internal host>:<internal port>.',
+    ),
+  PUSHLINE_ALLOW_POLLING: bool(false).describe('Also accept HTTP long-polling (WebSocket only by default).'),
+  PUSHLINE_DEVICE_JWT_ALG: z
+    .enum(['HS256', 'RS256', 'ES256'])
+    .default('HS256')
+    .describe('Algorithm of device tokens.'),
+  PUSHLINE_DEVICE_JWT_SECRET: z
+    .string()
+    .min(32, 'must be at least 32 characters')
+    .optional()
+    .describe('HS256 secret for device tokens.'),
+  PUSHLINE_DEVICE_JWT_PUBLIC_KEY: z
+    .string()
+    .optional()
+    .describe('PEM public key (SPKI) for RS256/ES256 device tokens.'),
+  PUSHLINE_DEVICE_JWT_JWKS_URL: z
+    .url()
+    .optional()
+    .describe('JWKS URL for RS256/ES256 device tokens (instead of a PEM key).'),
+  PUSHLINE_DEVICE_JWT_ISSUER: z.string().optional().describe('Required `iss` of device tokens, if set.'),
+  PUSHLINE_DEVICE_JWT_AUDIENCE: z.string().optional().describe('Required `aud` of device tokens, if set.'),
+  PUSHLINE_HANDSHAKE_TIMEOUT_MS: positiveInt(8000).describe(
+    'An unauthenticated connection is closed after this long.',
+  ),
+  PUSHLINE_PING_INTERVAL_MS: positiveInt(25000).describe('socket.io ping interval.'),
+  PUSHLINE_PING_TIMEOUT_MS: positiveInt(20000).describe('socket.io ping timeout.'),
+  PUSHLINE_REGISTRY_TTL_S: positiveInt(1800).describe(
+    'TTL of a registry entry; liveness refreshes it, and connections are recycled before it expires.',
+  ),
+  PUSHLINE_REGISTRY_REFRESH_S: positiveInt(600).describe(
+    'How often a live connection refreshes its registry TTL (batched per server).',
+  ),
+  PUSHLINE_MAX_CONNECTION_LIFETIME_S: positiveInt(1500).describe(
+    'Connections are recycled (reconnect hint, then close) after this long, minus jitter. Must be below the registry TTL.',
+  ),
+  PUSHLINE_LIFETIME_JITTER_S: nonNegativeInt(180).describe(
+    'Random amount subtracted from each connection lifetime, to spread reconnects.',
+  ),
+  PUSHLINE_IDLE_TIMEOUT_S: nonNegativeInt(0).describe(
+    'Close connections with no application traffic for this long. 0 disables.',
+  ),
+  PUSHLINE_DELIVERY_TIMEOUT_MS: positiveInt(5000).describe(
+    'Default time a device has to ack a delivered message.',
+  ),
+  PUSHLINE_DRAIN_WINDOW_MS: nonNegativeInt(10000).describe(
+    'On SIGTERM, devices are told to reconnect after a random delay within this window.',
+  ),
+  PUSHLINE_CLOSE_GRACE_MS: nonNegativeInt(4000).describe(
+    'Time between a reconnect hint and the server closing the socket.',
+  ),
+  PUSHLINE_D2D_POLICY: z
+    .enum(['same-user', 'same-tenant', 'any', 'none'])
+    .default('same-user')
+    .describe('Which device may message which: same-user, same-tenant, any or none.'),
+  PUSHLINE_D2D_RATE_PER_S: positiveInt(10).describe(
+    'Device-to-device messages each device may send per second.',
+  ),
+  PUSHLINE_D2D_BURST: positiveInt(20).describe('Burst size of the device-to-device rate limit.'),
+  PUSHLINE_LOAD_REPORT_MS: positiveInt(5000).describe(
+    'How often the server writes its load report to Redis.',
+  ),
+  PUSHLINE_MAX_TOPICS_PER_DEVICE: positiveInt(64).describe('Topic subscriptions a device may hold.'),
+});
+export type ConnectionServerConfig = z.infer<typeof connectionServerEnv>;

@@ -1,0 +1,10 @@
+export { ConfigError, parseEnv, describeEnv } from './parse.ts';
+export type { EnvSchema, EnvVarDoc } from './parse.ts';
+export { commonEnv, topicNames } from './common.ts';
+export type { CommonConfig, TopicNames } from './common.ts';
+export { connectionServerEnv } from './connection-server.ts';
+export type { ConnectionServerConfig } from './connection-server.ts';
+export { messageProcessorEnv } from './message-processor.ts';
+export type { MessageProcessorConfig } from './message-processor.ts';
+export { pushApiEnv } from './push-api.ts';
+export type { PushApiConfig } from './push-api.ts';

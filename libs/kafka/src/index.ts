@@ -1,0 +1,17 @@
+export type {
+  Admin,
+  BatchContext,
+  Consumer,
+  ConsumerOptions,
+  IncomingRecord,
+  KafkaClient,
+  OutgoingRecord,
+  Producer,
+  RecordBatch,
+  TopicSpec,
+} from './types.ts';
+export { createKafkaClient } from './kafkajs-client.ts';
+export type { KafkaClientOptions } from './kafkajs-client.ts';
+export { BufferedPublisher } from './buffered-publisher.ts';
+export type { BufferedPublisherOptions } from './buffered-publisher.ts';
+export { platformTopics } from './topics.ts';

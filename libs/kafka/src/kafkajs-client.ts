@@ -1,0 +1,235 @@
+import {
+  Kafka,
+  Partitioners,
+  logLevel as KafkaLogLevel,
+  type Consumer as KjsConsumer,
+  type IHeaders,
+  type LogEntry,
+} from 'kafkajs';
+import type { Logger } from '@pushline/telemetry';
+import type {
+  Admin,
+  Consumer,
+  ConsumerOptions,
+  IncomingRecord,
+  KafkaClient,
+  OutgoingRecord,
+  Producer,
+  TopicSpec,
+} from './types.ts';
+
+export interface KafkaClientOptions {
+  readonly brokers: readonly string[];
+  readonly clientId: string;
+  readonly logger: Logger;
+}
+
+/** The kafkajs implementation of the platform's Kafka interfaces. */
+export function createKafkaClient(options: KafkaClientOptions): KafkaClient {
+  const log = options.logger.child({ component: 'kafka' });
+  const kafka = new Kafka({
+    clientId: options.clientId,
+    brokers: [...options.brokers],
+    logLevel: KafkaLogLevel.WARN,
+    logCreator: () => (entry: LogEntry) => logKafka(log, entry),
+    retry: { initialRetryTime: 100, retries: 8 },
+  });
+  return {
+    producer: () => new KafkajsProducer(kafka),
+    consumer: (consumerOptions) => new KafkajsConsumer(kafka, consumerOptions, log),
+    admin: () => new KafkajsAdmin(kafka),
+  };
+}
+
+function logKafka(log: Logger, entry: LogEntry): void {
+  const { message, ...extra } = entry.log;
+  const fields = { namespace: entry.namespace, ...extra };
+  if (entry.level === KafkaLogLevel.ERROR) log.error(fields, message);
+  else if (entry.level === KafkaLogLevel.WARN) log.warn(fields, message);
+  else log.debug(fields, message);
+}
+
+class KafkajsProducer implements Producer {
+  readonly #producer;
+  #closing: Promise<void> | undefined;
+
+  constructor(kafka: Kafka) {
+    this.#producer = kafka.producer({
+      createPartitioner: Partitioners.DefaultPartitioner,
+      allowAutoTopicCreation: false,
+      idempotent: true,
+      maxInFlightRequests: 5,
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.#producer.connect();
+  }
+
+  async send(topic: string, records: readonly OutgoingRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.#producer.send({
+      topic,
+      acks: -1,
+      messages: records.map((r) => ({
+        key: r.key,
+        value: r.value,
+        ...(r.headers ? { headers: { ...r.headers } } : {}),
+      })),
+    });
+  }
+
+  close(): Promise<void> {
+    return (this.#closing ??= this.#producer.disconnect());
+  }
+}
+
+class KafkajsConsumer implements Consumer {
+  readonly #options: ConsumerOptions;
+  readonly #consumer: KjsConsumer;
+  readonly #log: Logger;
+  #closing: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(kafka: Kafka, options: ConsumerOptions, log: Logger) {
+    this.#options = options;
+    this.#log = log.child({ groupId: options.groupId });
+    this.#consumer = kafka.consumer({
+      groupId: options.groupId,
+      allowAutoTopicCreation: false,
+      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
+      rebalanceTimeout: 60_000,
+      maxWaitTimeInMs: 100,
+      retry: { initialRetryTime: 100, retries: 10 },
+    });
+    this.#consumer.on(this.#consumer.events.GROUP_JOIN, (event) => {
+      const assignment = event.payload.memberAssignment;
+      this.#log.info({ assignment }, 'joined consumer group');
+      options.onAssignment?.(assignment);
+    });
+    this.#consumer.on(this.#consumer.events.CRASH, (event) => {
+      this.#log.error({ err: event.payload.error, restart: event.payload.restart }, 'consumer crashed');
+    });
+  }
+
+  async start(): Promise<void> {
+    const joined = new Promise<void>((resolve) => {
+      const remove = this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => {
+        remove();
+        resolve();
+      });
+    });
+    await this.#consumer.connect();
+    await this.#consumer.subscribe({
+      topics: [...this.#options.topics],
+      fromBeginning: this.#options.fromBeginning ?? false,
+    });
+    await this.#consumer.run({
+      autoCommit: true,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.#options.partitionsConsumedConcurrently ?? 4,
+      eachBatch: async ({
+        batch,
+        heartbeat,
+        isRunning,
+        isStale,
+        resolveOffset,
+        commitOffsetsIfNecessary,
+      }) => {
+        if (batch.messages.length === 0) return;
+        const records: IncomingRecord[] = batch.messages.map((m) => ({
+          topic: batch.topic,
+          partition: batch.partition,
+          offset: m.offset,
+          key: m.key ? m.key.toString('utf8') : null,
+          value: m.value,
+          headers: decodeHeaders(m.headers),
+          timestamp: Number(m.timestamp),
+        }));
+        await this.#options.handleBatch(
+          { topic: batch.topic, partition: batch.partition, records, lag: Number(batch.offsetLag()) },
+          { heartbeat, isActive: () => isRunning() && !isStale() && !this.#closed },
+        );
+        const last = records[records.length - 1];
+        if (last) resolveOffset(last.offset);
+        await commitOffsetsIfNecessary();
+      },
+    });
+    await joined;
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return (this.#closing ??= this.#consumer.disconnect());
+  }
+}
+
+function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!headers) return out;
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    const first = Array.isArray(value) ? value[0] : value;
+    if (first !== undefined) out[name] = first.toString();
+  }
+  return out;
+}
+
+class KafkajsAdmin implements Admin {
+  readonly #admin;
+  #connected: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(kafka: Kafka) {
+    this.#admin = kafka.admin();
+  }
+
+  #connect(): Promise<void> {
+    return (this.#connected ??= this.#admin.connect());
+  }
+
+  async ensureTopics(specs: readonly TopicSpec[]): Promise<void> {
+    await this.#connect();
+    const existing = new Set(await this.#admin.listTopics());
+    const missing = specs.filter((s) => !existing.has(s.name));
+    if (missing.length === 0) return;
+    await this.#admin.createTopics({
+      waitForLeaders: true,
+      topics: missing.map((s) => ({
+        topic: s.name,
+        numPartitions: s.partitions,
+        replicationFactor: -1,
+        configEntries: Object.entries(s.config ?? {}).map(([name, value]) => ({ name, value })),
+      })),
+    });
+  }
+
+  async listTopics(): Promise<string[]> {
+    await this.#connect();
+    return this.#admin.listTopics();
+  }
+
+  async groupLag(groupId: string, topic: string): Promise<number> {
+    await this.#connect();
+    const [ends, committed] = await Promise.all([
+      this.#admin.fetchTopicOffsets(topic),
+      this.#admin.fetchOffsets({ groupId, topics: [topic] }),
+    ]);
+    const committedByPartition = new Map<number, number>();
+    for (const t of committed) {
+      for (const p of t.partitions) committedByPartition.set(p.partition, Number(p.offset));
+    }
+    let lag = 0;
+    for (const p of ends) {
+      const end = Number(p.high);
+      const done = committedByPartition.get(p.partition) ?? -1;
+      lag += done < 0 ? end - Number(p.low) : Math.max(0, end - done);
+    }
+    return lag;
+  }
+
+  close(): Promise<void> {
+    return (this.#closing ??= this.#connected ? this.#admin.disconnect() : Promise.resolve());
+  }
+}

@@ -1,0 +1,55 @@
+import { z } from 'zod';
+import { Identifier, JsonPayload, MessageId, TraceContext } from './common.ts';
+
+/**
+ * The outcome of handing one message to one device. `expired` is only recorded by the
+ * store-and-forward path; a live delivery ends in one of the other four.
+ */
+export const DeliveryOutcome = z.enum(['delivered', 'not_connected', 'timeout', 'rejected', 'expired']);
+export type DeliveryOutcome = z.infer<typeof DeliveryOutcome>;
+
+export const DeliverySource = z.enum(['direct', 'async', 'd2d', 'offline']);
+export type DeliverySource = z.infer<typeof DeliverySource>;
+
+/** Internal: POST /internal/v1/deliver on the connection server that holds the device. */
+export const DeliverRequest = z.object({
+  messageId: MessageId,
+  deviceId: Identifier,
+  /** When set, the message is only delivered to this very connection (guards against a stale registry entry). */
+  connectionId: z.string().max(64).optional(),
+  payload: JsonPayload,
+  source: DeliverySource,
+  /** Sender device, for device-to-device messages. */
+  from: Identifier.optional(),
+  topic: Identifier.optional(),
+  timeoutMs: z.number().int().positive().max(120_000),
+  trace: TraceContext.optional(),
+});
+export type DeliverRequest = z.infer<typeof DeliverRequest>;
+
+export const DeliverResult = z.object({
+  outcome: z.enum(['delivered', 'not_connected', 'timeout', 'rejected']),
+  /** Time from the server emitting the message to the device's ack, or to the timeout. */
+  latencyMs: z.number().nonnegative(),
+  reason: z.string().max(256).optional(),
+  /** The device had already received this id on this connection; it was not sent again. */
+  duplicate: z.boolean().optional(),
+});
+export type DeliverResult = z.infer<typeof DeliverResult>;
+
+/** Internal: POST /internal/v1/broadcast on any connection server; reaches a topic's subscribers on every server. */
+export const BroadcastRequest = z.object({
+  messageId: MessageId,
+  topic: Identifier,
+  payload: JsonPayload,
+  timeoutMs: z.number().int().positive().max(120_000),
+  trace: TraceContext.optional(),
+});
+export type BroadcastRequest = z.infer<typeof BroadcastRequest>;
+
+export const BroadcastResult = z.object({
+  /** Subscribers that acked within the timeout, across all servers. */
+  delivered: z.number().int().nonnegative(),
+  latencyMs: z.number().nonnegative(),
+});
+export type BroadcastResult = z.infer<typeof BroadcastResult>;

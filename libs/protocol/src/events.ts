@@ -1,0 +1,125 @@
+import { z } from 'zod';
+import { Identifier, JsonPayload, MessageId } from './common.ts';
+import { DeliveryOutcome, DeliverySource } from './delivery.ts';
+
+/**
+ * Records on Kafka topics. Each carries `v` so consumers can branch on the schema version;
+ * trace context travels in record headers (`traceparent`, `tracestate`), not in the value.
+ */
+
+export const DisconnectReason = z.enum([
+  'client_disconnect',
+  'transport_close',
+  'transport_error',
+  'ping_timeout',
+  'replaced',
+  'lifetime_expired',
+  'idle_timeout',
+  'server_shutdown',
+  'server_kicked',
+  'unknown',
+]);
+export type DisconnectReason = z.infer<typeof DisconnectReason>;
+
+/** `<prefix>connection-events`, keyed by device id. */
+export const ConnectionEvent = z.discriminatedUnion('type', [
+  z.object({
+    v: z.literal(1),
+    type: z.literal('connected'),
+    deviceId: Identifier,
+    userId: Identifier,
+    tenantId: Identifier.optional(),
+    serverId: z.string(),
+    connectionId: z.string(),
+    at: z.number().int(),
+  }),
+  z.object({
+    v: z.literal(1),
+    type: z.literal('disconnected'),
+    deviceId: Identifier,
+    userId: Identifier,
+    tenantId: Identifier.optional(),
+    serverId: z.string(),
+    connectionId: z.string(),
+    at: z.number().int(),
+    reason: DisconnectReason,
+    durationMs: z.number().int().nonnegative(),
+  }),
+]);
+export type ConnectionEvent = z.infer<typeof ConnectionEvent>;
+
+export const PushTarget = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('device'), id: Identifier }),
+  z.object({ type: z.literal('user'), id: Identifier }),
+  z.object({ type: z.literal('topic'), id: Identifier }),
+]);
+export type PushTarget = z.infer<typeof PushTarget>;
+
+/** Kafka key of a push request: the target, so order holds per device (and per user/topic). */
+export function pushTargetKey(target: PushTarget): string {
+  return `${target.type}:${target.id}`;
+}
+
+/** `<prefix>push-requests`, keyed by `pushTargetKey(target)`. */
+export const PushRequest = z.object({
+  v: z.literal(1),
+  /** Unique per request; the idempotency key. */
+  id: MessageId,
+  target: PushTarget,
+  payload: JsonPayload,
+  /** Seconds to keep the message for an offline device; absent or 0: deliver now or never. */
+  ttlSeconds: z.number().int().min(0).max(2_592_000).optional(),
+  /** Milliseconds since epoch when the API accepted it. */
+  createdAt: z.number().int(),
+});
+export type PushRequest = z.infer<typeof PushRequest>;
+
+/** `<prefix>delivery-events`, keyed by device id (topic id for broadcasts): exactly one terminal outcome per request per device. */
+export const DeliveryEvent = z.object({
+  v: z.literal(1),
+  requestId: MessageId,
+  target: PushTarget,
+  /** Absent for topic broadcasts, which are reported as one aggregate event. */
+  deviceId: Identifier.optional(),
+  outcome: DeliveryOutcome,
+  /** A stored message is not terminal: `stored` is followed later by delivered or expired. */
+  terminal: z.boolean(),
+  stored: z.boolean().optional(),
+  source: DeliverySource,
+  /** Broadcasts: how many subscribers acked. */
+  deliveredCount: z.number().int().nonnegative().optional(),
+  /** From request creation to the outcome. */
+  latencyMs: z.number().nonnegative(),
+  attempts: z.number().int().positive(),
+  at: z.number().int(),
+});
+export type DeliveryEvent = z.infer<typeof DeliveryEvent>;
+
+/** Headers set on a dead-lettered record in `<prefix>push-requests.dlq`. */
+export const DlqHeaders = {
+  reason: 'pushline-dlq-reason',
+  detail: 'pushline-dlq-detail',
+  sourceTopic: 'pushline-dlq-source-topic',
+  sourcePartition: 'pushline-dlq-source-partition',
+  sourceOffset: 'pushline-dlq-source-offset',
+} as const;
+export const DlqReason = z.enum(['unparseable', 'schema_invalid', 'payload_too_large']);
+export type DlqReason = z.infer<typeof DlqReason>;
+
+/**
+ * A message kept in Redis for an offline device (store-and-forward). Written by the message
+ * processor and push-api, drained by the connection server when the device reconnects.
+ */
+export const StoredMessage = z.object({
+  v: z.literal(1),
+  requestId: MessageId,
+  target: PushTarget,
+  payload: JsonPayload,
+  createdAt: z.number().int(),
+  expiresAt: z.number().int(),
+  /** Deliveries tried before it was stored (usually 1 when the device was found offline). */
+  attempts: z.number().int().nonnegative(),
+  traceparent: z.string().optional(),
+  tracestate: z.string().optional(),
+});
+export type StoredMessage = z.infer<typeof StoredMessage>;

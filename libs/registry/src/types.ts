@@ -1,0 +1,49 @@
+/** Where a device is connected right now. */
+export interface DeviceRecord {
+  readonly deviceId: string;
+  readonly userId: string;
+  readonly tenantId?: string | undefined;
+  readonly serverId: string;
+  /** Internal URL of the owning connection server (its delivery endpoint's base). */
+  readonly serverUrl: string;
+  /** Unique per connection; guards deletes and deliveries against a newer connection. */
+  readonly connectionId: string;
+  readonly connectedAt: number;
+  readonly lastSeen: number;
+}
+
+export interface ServerLoad {
+  readonly serverId: string;
+  readonly serverUrl: string;
+  /** Public URL devices connect to. */
+  readonly deviceUrl: string;
+  readonly connections: number;
+  readonly eventLoopDelayMs: number;
+  readonly rssBytes: number;
+  readonly heapUsedBytes: number;
+  readonly draining: boolean;
+  readonly at: number;
+}
+
+/** The global device registry: device → server, user → devices, and the live servers. */
+export interface DeviceRegistry {
+  /** Records the connection as the device's current one; returns the record it replaced, if any. */
+  register(record: DeviceRecord, ttlSeconds: number): Promise<DeviceRecord | null>;
+  /** Removes the entry only if it still belongs to `connectionId` (a newer connection wins). */
+  unregister(deviceId: string, connectionId: string): Promise<boolean>;
+  lookup(deviceId: string): Promise<DeviceRecord | null>;
+  lookupMany(deviceIds: readonly string[]): Promise<(DeviceRecord | null)[]>;
+  /** The user's devices that are connected now. */
+  userDevices(userId: string): Promise<DeviceRecord[]>;
+  /** Extends the TTL of entries that still belong to the given connections; returns how many did. */
+  refresh(
+    entries: readonly { deviceId: string; connectionId: string }[],
+    ttlSeconds: number,
+  ): Promise<number>;
+  /** Removes every entry still owned by `serverId` (a server restarting after a crash). */
+  clearServer(serverId: string): Promise<number>;
+  reportLoad(load: ServerLoad, ttlSeconds: number): Promise<void>;
+  removeLoad(serverId: string): Promise<void>;
+  /** Servers whose load report has not expired. */
+  liveServers(): Promise<ServerLoad[]>;
+}

@@ -1,0 +1,4 @@
+export { testInfra, uniquePrefix, testSecret, TEST_KAFKA_ENV, TEST_REDIS_ENV } from './infra.ts';
+export type { TestInfra } from './infra.ts';
+export { waitUntil, within } from './wait.ts';
+export { testKafkaClient, collectRecords, recordJson } from './kafka.ts';

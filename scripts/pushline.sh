@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Entry point behind the npm scripts: runs every command under Node 24 with dependencies
+# installed, so `npm start` and `npm test` work on a fresh clone with an older system node.
+set -euo pipefail
+# shellcheck source=scripts/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+pushline_ensure_node
+pushline_ensure_deps
+cd "$PUSHLINE_ROOT"
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+  start) exec node scripts/start.ts "$@" ;;
+  test)
+    node scripts/fetch-kafka.ts
+    node_modules/.bin/tsc -p tsconfig.json
+    exec node --test --test-global-setup=test/global-setup.ts --test-concurrency=1 \
+      --test-timeout=120000 "$@" 'libs/*/test/**/*.test.ts' 'services/*/test/**/*.test.ts' 'test/**/*.test.ts' ;;
+  typecheck) exec node_modules/.bin/tsc -p tsconfig.json ;;
+  lint)
+    node_modules/.bin/eslint --max-warnings=0 .
+    exec node_modules/.bin/prettier --check --log-level=warn . ;;
+  format) exec node_modules/.bin/prettier --write --log-level=warn . ;;
+  token) exec node scripts/token.ts "$@" ;;
+  bench) exec node bench/src/main.ts "$@" ;;
+  *) echo "usage: scripts/pushline.sh start|test|typecheck|lint|format|token|bench" >&2; exit 2 ;;
+esac
