@@ -1,3 +1,3 @@
-export type { DeviceRecord, DeviceRegistry, ServerLoad } from './types.ts';
+export type { DeviceRecord, DeviceRegistry, RefreshEntry, ServerLoad } from './types.ts';
 export { RedisDeviceRegistry } from './redis-registry.ts';
 export type { RedisDeviceRegistryOptions } from './redis-registry.ts';

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { DeviceRecord, DeviceRegistry, ServerLoad } from './types.ts';
+import type { DeviceRecord, DeviceRegistry, RefreshEntry, ServerLoad } from './types.ts';
 
 /*
  * Key layout (P = key prefix):
@@ -18,10 +18,10 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[6])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'tid', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], ARGV[7])
-redis.call('SADD', KEYS[2], ARGV[8])
-redis.call('EXPIRE', KEYS[2], ARGV[7])
-redis.call('SADD', KEYS[3], ARGV[8])
-redis.call('EXPIRE', KEYS[3], ARGV[7])
+for i = 2, 3 do
+  redis.call('SADD', KEYS[i], ARGV[8])
+  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[7]) then redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+end
 return prev
 `;
 
@@ -38,10 +38,15 @@ if owner[2] ~= ARGV[3] then redis.call('SREM', KEYS[3], ARGV[2]) end
 return 0
 `;
 
+// KEYS[2..] are index sets (user, server) whose TTL must not fall behind the record's; only
+// lengthened, never shortened, since other devices' records may need them longer.
 const REFRESH = `
 if redis.call('HGET', KEYS[1], 'c') == ARGV[1] then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('HSET', KEYS[1], 'ls', ARGV[3])
+  for i = 2, #KEYS do
+    if redis.call('TTL', KEYS[i]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+  end
   return 1
 end
 return 0
@@ -80,7 +85,8 @@ export class RedisDeviceRegistry implements DeviceRegistry {
     if (!('pushlineRegister' in redis)) {
       redis.defineCommand('pushlineRegister', { numberOfKeys: 3, lua: REGISTER });
       redis.defineCommand('pushlineUnregister', { numberOfKeys: 3, lua: UNREGISTER });
-      redis.defineCommand('pushlineRefresh', { numberOfKeys: 1, lua: REFRESH });
+      // Variable key count: the caller passes numkeys first.
+      redis.defineCommand('pushlineRefresh', { lua: REFRESH });
       redis.defineCommand('pushlineClearOne', { numberOfKeys: 1, lua: CLEAR_ONE });
     }
     this.#redis = redis as RegistryRedis;
@@ -159,16 +165,18 @@ export class RedisDeviceRegistry implements DeviceRegistry {
     return live;
   }
 
-  async refresh(
-    entries: readonly { deviceId: string; connectionId: string }[],
-    ttlSeconds: number,
-  ): Promise<number> {
+  async refresh(entries: readonly RefreshEntry[], ttlSeconds: number): Promise<number> {
     if (entries.length === 0) return 0;
     const now = Date.now();
     const pipeline = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & {
       pushlineRefresh(...args: (string | number)[]): unknown;
     };
-    for (const e of entries) pipeline.pushlineRefresh(this.#dev(e.deviceId), e.connectionId, ttlSeconds, now);
+    for (const e of entries) {
+      const keys = [this.#dev(e.deviceId)];
+      if (e.userId !== undefined) keys.push(this.#user(e.userId));
+      if (e.serverId !== undefined) keys.push(this.#srv(e.serverId));
+      pipeline.pushlineRefresh(keys.length, ...keys, e.connectionId, ttlSeconds, now);
+    }
     const results = (await pipeline.exec()) ?? [];
     let refreshed = 0;
     for (const [err, value] of results) {

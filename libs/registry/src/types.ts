@@ -25,6 +25,16 @@ export interface ServerLoad {
   readonly at: number;
 }
 
+/** One connection whose registry entry should live `ttlSeconds` longer. */
+export interface RefreshEntry {
+  readonly deviceId: string;
+  readonly connectionId: string;
+  /** When given, the user's device set is kept alive at least as long as the record. */
+  readonly userId?: string;
+  /** When given, the server's device set is kept alive at least as long as the record. */
+  readonly serverId?: string;
+}
+
 /** The global device registry: device → server, user → devices, and the live servers. */
 export interface DeviceRegistry {
   /** Records the connection as the device's current one; returns the record it replaced, if any. */
@@ -36,10 +46,7 @@ export interface DeviceRegistry {
   /** The user's devices that are connected now. */
   userDevices(userId: string): Promise<DeviceRecord[]>;
   /** Extends the TTL of entries that still belong to the given connections; returns how many did. */
-  refresh(
-    entries: readonly { deviceId: string; connectionId: string }[],
-    ttlSeconds: number,
-  ): Promise<number>;
+  refresh(entries: readonly RefreshEntry[], ttlSeconds: number): Promise<number>;
   /** Removes every entry still owned by `serverId` (a server restarting after a crash). */
   clearServer(serverId: string): Promise<number>;
   reportLoad(load: ServerLoad, ttlSeconds: number): Promise<void>;
