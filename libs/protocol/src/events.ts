@@ -88,6 +88,8 @@ export const DeliveryEvent = z.object({
   source: DeliverySource,
   /** Broadcasts: how many subscribers acked. */
   deliveredCount: z.number().int().nonnegative().optional(),
+  /** Why a message was not delivered, when known: `ttl_elapsed`, `evicted`, `server_unreachable`, a device's nack reason. */
+  reason: z.string().max(256).optional(),
   /** From request creation to the outcome. */
   latencyMs: z.number().nonnegative(),
   attempts: z.number().int().positive(),
