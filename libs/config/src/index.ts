@@ -8,3 +8,4 @@ export { messageProcessorEnv } from './message-processor.ts';
 export type { MessageProcessorConfig } from './message-processor.ts';
 export { pushApiEnv } from './push-api.ts';
 export type { PushApiConfig } from './push-api.ts';
+export { renderConfigTable, serviceEnvSchemas } from './docs.ts';

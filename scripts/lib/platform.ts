@@ -1,0 +1,202 @@
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { freePort, spawnGuarded, startDevstack, type Devstack } from '@pushline/devstack';
+import type { DevCredentials } from './dev-credentials.ts';
+import { repoRoot } from './dev-credentials.ts';
+
+export type ServiceName = 'connection-server' | 'message-processor' | 'push-api';
+
+export interface RunningService {
+  readonly name: string;
+  readonly pid: number;
+  readonly opsUrl: string;
+  readonly logFile: string;
+  stop(): Promise<void>;
+}
+
+export interface Platform {
+  readonly devstack: Devstack;
+  readonly deviceUrls: string[];
+  readonly apiUrl: string;
+  readonly services: RunningService[];
+  readonly logDir: string;
+  stop(): Promise<void>;
+}
+
+export interface StartPlatformOptions {
+  readonly credentials: DevCredentials;
+  readonly logDir: string;
+  /** Try the documented default ports first (npm start); tests pass false to always take free ports. */
+  readonly preferDefaultPorts: boolean;
+  readonly connectionServers?: number;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly log?: (line: string) => void;
+  /** Bound on each service answering /readyz. Default 60 s. */
+  readonly readyTimeoutMs?: number;
+}
+
+/**
+ * The whole platform on one machine: real Kafka and Redis (or the ones PUSHLINE_KAFKA_BROKERS /
+ * PUSHLINE_REDIS_URL point at), N connection servers, one message processor and one push-api,
+ * each a guarded child process that cannot outlive us.
+ */
+export async function startPlatform(options: StartPlatformOptions): Promise<Platform> {
+  const log = options.log ?? (() => {});
+  const env = options.env ?? process.env;
+  mkdirSync(options.logDir, { recursive: true });
+  const devstack = await startDevstack({ env, log });
+  const services: RunningService[] = [];
+  const stop = async () => {
+    // Services first (they flush to Kafka and deregister in Redis), then the infrastructure.
+    await Promise.allSettled(services.map((s) => s.stop()));
+    await devstack.stop();
+  };
+  try {
+    const common: NodeJS.ProcessEnv = {
+      ...env,
+      PUSHLINE_KAFKA_BROKERS: devstack.kafkaBrokers.join(','),
+      PUSHLINE_REDIS_URL: devstack.redisUrl,
+      PUSHLINE_INTERNAL_TOKEN: options.credentials.internalToken,
+    };
+    const port = (preferred: number) => (options.preferDefaultPorts ? pickPort(preferred) : freePort());
+
+    const deviceUrls: string[] = [];
+    const count = options.connectionServers ?? 2;
+    const starting: Promise<RunningService>[] = [];
+    for (let i = 0; i < count; i++) {
+      const devicePort = await port(7070 + 2 * i);
+      const internalPort = await port(7071 + 2 * i);
+      deviceUrls.push(`http://127.0.0.1:${devicePort}`);
+      starting.push(
+        startService(
+          'connection-server',
+          `connection-server-${i + 1}`,
+          options,
+          log,
+          {
+            ...common,
+            PUSHLINE_SERVER_ID: `dev-cs-${i + 1}`,
+            PUSHLINE_PORT: String(devicePort),
+            PUSHLINE_INTERNAL_PORT: String(internalPort),
+            PUSHLINE_DEVICE_JWT_SECRET: options.credentials.deviceJwtSecret,
+          },
+          `http://127.0.0.1:${internalPort}`,
+        ),
+      );
+    }
+    const processorPort = await port(7080);
+    starting.push(
+      startService(
+        'message-processor',
+        'message-processor',
+        options,
+        log,
+        {
+          ...common,
+          PUSHLINE_PROCESSOR_PORT: String(processorPort),
+        },
+        `http://127.0.0.1:${processorPort}`,
+      ),
+    );
+    const apiPort = await port(8080);
+    starting.push(
+      startService(
+        'push-api',
+        'push-api',
+        options,
+        log,
+        {
+          ...common,
+          PUSHLINE_API_PORT: String(apiPort),
+          PUSHLINE_API_KEYS: `${options.credentials.apiKey}:admin`,
+        },
+        `http://127.0.0.1:${apiPort}`,
+      ),
+    );
+    const results = await Promise.allSettled(starting);
+    for (const r of results) if (r.status === 'fulfilled') services.push(r.value);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return {
+      devstack,
+      deviceUrls,
+      apiUrl: `http://127.0.0.1:${apiPort}`,
+      services,
+      logDir: options.logDir,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function startService(
+  service: ServiceName,
+  name: string,
+  options: StartPlatformOptions,
+  log: (line: string) => void,
+  env: NodeJS.ProcessEnv,
+  opsUrl: string,
+): Promise<RunningService> {
+  const logFile = join(options.logDir, `${name}.log`);
+  const child = await spawnGuarded({
+    command: process.execPath,
+    args: [join(repoRoot, 'services', service, 'src', 'main.ts')],
+    outFile: logFile,
+    cwd: repoRoot,
+    env,
+  });
+  const running: RunningService = {
+    name,
+    pid: child.pid,
+    opsUrl,
+    logFile,
+    stop: async () => {
+      await child.stop(15_000);
+    },
+  };
+  try {
+    await waitReady(opsUrl, child.exited, options.readyTimeoutMs ?? 60_000, name, logFile);
+  } catch (err) {
+    await running.stop();
+    throw err;
+  }
+  log(`${name} ready (pid ${child.pid}, log ${logFile})`);
+  return running;
+}
+
+async function waitReady(
+  opsUrl: string,
+  exited: Promise<unknown>,
+  timeoutMs: number,
+  name: string,
+  logFile: string,
+): Promise<void> {
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (gone) throw new Error(`${name} exited during start-up; see ${logFile}`);
+    try {
+      const res = await fetch(`${opsUrl}/readyz`, { signal: AbortSignal.timeout(1_000) });
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    // Re-check pace only: the loop ends on readiness, exit, or the deadline.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${name} was not ready within ${timeoutMs} ms; see ${logFile}`);
+}
+
+/** The preferred port if it is free on loopback, else any free port. */
+async function pickPort(preferred: number): Promise<number> {
+  const free = await new Promise<boolean>((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(preferred, '0.0.0.0', () => server.close(() => resolve(true)));
+  });
+  return free ? preferred : freePort();
+}
