@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, test } from 'node:test';
+import { topicNames } from '@pushline/config';
+import { testInfra, testKafkaClient, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+
+const root = join(import.meta.dirname, '..');
+const stateDir = mkdtempSync(join(tmpdir(), 'pushline-start-'));
+let child: ChildProcess | undefined;
+
+after(() => {
+  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('npm start brings every service up, creates the topics, and SIGTERM stops everything', async () => {
+  const infra = testInfra();
+  const prefix = `${uniquePrefix('start')}.`;
+  child = spawn(process.execPath, [join(root, 'scripts', 'start.ts')], {
+    cwd: root,
+    env: {
+      ...process.env,
+      PUSHLINE_STATE_DIR: stateDir,
+      PUSHLINE_DEV_FREE_PORTS: 'true',
+      PUSHLINE_KAFKA_BROKERS: infra.kafkaBrokers.join(','),
+      PUSHLINE_REDIS_URL: infra.redisUrl,
+      PUSHLINE_TOPIC_PREFIX: prefix,
+      PUSHLINE_KEY_PREFIX: `${prefix}:`,
+      PUSHLINE_PROCESSOR_GROUP_ID: `${prefix}processor`,
+      PUSHLINE_DRAIN_WINDOW_MS: '0',
+      PUSHLINE_CLOSE_GRACE_MS: '0',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => child?.once('exit', (code) => resolve(code)));
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const lines = createInterface({ input: child.stdout! });
+  const ready = new Promise<{ apiUrl: string; deviceUrls: string[]; pids: number[]; opsUrls: string[] }>((resolve) => {
+    lines.on('line', (line) => {
+      if (line.startsWith('PUSHLINE_READY ')) resolve(JSON.parse(line.slice('PUSHLINE_READY '.length)));
+    });
+  });
+  const info = await within(
+    Promise.race([ready, exited.then((code) => Promise.reject(new Error(`start exited ${code}: ${stderr}`)))]),
+    120_000,
+    'npm start to report ready',
+  );
+
+  assert.equal(info.deviceUrls.length, 2);
+  assert.equal(info.pids.length, 4);
+  for (const url of [info.apiUrl, ...info.opsUrls]) {
+    const health = await fetch(`${url}/healthz`);
+    assert.equal(health.status, 200, `${url}/healthz`);
+  }
+
+  const kafka = testKafkaClient();
+  const admin = kafka.admin();
+  try {
+    const topics = await admin.listTopics();
+    for (const topic of Object.values(topicNames(prefix))) assert.ok(topics.includes(topic), `${topic} exists`);
+  } finally {
+    await admin.close();
+  }
+
+  child.kill('SIGTERM');
+  assert.equal(await within(exited, 60_000, 'npm start to exit after SIGTERM'), 0);
+  await waitUntil(() => info.pids.every((pid) => !alive(pid)), { timeoutMs: 20_000, what: 'services to exit' });
+});
