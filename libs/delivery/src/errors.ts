@@ -1,0 +1,67 @@
+import type { RoutedResult } from './types.ts';
+
+/** Why a call to a connection server's internal endpoint failed without a usable answer. */
+export type TransportFailure =
+  /** The server refused or dropped the connection before answering: it is gone or restarting. */
+  | 'server_unreachable'
+  /** No answer within the request's timeout plus the transport's margin. */
+  | 'server_timeout'
+  /** The server answered with a non-2xx status. */
+  | 'http_status'
+  /** A 2xx answer whose body is not the agreed JSON. */
+  | 'invalid_response'
+  /** Anything else on the socket (reset mid-response, DNS error, body too large). */
+  | 'network';
+
+/**
+ * A connection server could not be asked, or answered outside the contract. For `deliver` the
+ * unreachable and timeout cases are outcomes, not errors; this is thrown for the rest, and for
+ * every failure of `broadcast`.
+ */
+export class DeliveryTransportError extends Error {
+  override readonly name: string = 'DeliveryTransportError';
+  readonly failure: TransportFailure;
+  readonly serverUrl: string;
+  /** HTTP status, when the server answered. */
+  readonly status: number | undefined;
+
+  constructor(
+    message: string,
+    details: { failure: TransportFailure; serverUrl: string; status?: number; cause?: unknown },
+  ) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.failure = details.failure;
+    this.serverUrl = details.serverUrl;
+    this.status = details.status;
+  }
+}
+
+/**
+ * The server rejected our internal token (HTTP 401): a deployment error (token mismatch between
+ * services), never a device outcome, so callers surface it loudly instead of retrying.
+ */
+export class InternalAuthError extends DeliveryTransportError {
+  override readonly name = 'InternalAuthError';
+
+  constructor(serverUrl: string) {
+    super(`connection server ${serverUrl} rejected the internal token (401)`, {
+      failure: 'http_status',
+      serverUrl,
+      status: 401,
+    });
+  }
+}
+
+/**
+ * Some deliveries of a fan-out (toUser) threw. Every delivery has settled: `results` holds the
+ * ones that produced an outcome, so a caller can record them before deciding what to retry.
+ */
+export class PartialDeliveryError extends AggregateError {
+  override readonly name = 'PartialDeliveryError';
+  readonly results: readonly RoutedResult[];
+
+  constructor(errors: unknown[], results: readonly RoutedResult[]) {
+    super(errors, `${errors.length} of ${errors.length + results.length} deliveries failed`);
+    this.results = results;
+  }
+}

@@ -1,0 +1,266 @@
+import { Agent, request } from 'node:http';
+import type { ZodType } from 'zod';
+import {
+  BroadcastResult,
+  DeliverResult,
+  type BroadcastRequest,
+  type DeliverRequest,
+  type TraceContext,
+} from '@pushline/protocol';
+import { closeOnce } from '@pushline/runtime';
+import { Counter, injectTraceHeaders, type Logger, type Registry } from '@pushline/telemetry';
+import { DeliveryTransportError, InternalAuthError } from './errors.ts';
+import type { DeliveryTransport } from './types.ts';
+
+export const DELIVER_PATH = '/internal/v1/deliver';
+export const BROADCAST_PATH = '/internal/v1/broadcast';
+
+/** Socket errors that mean the server is not there (any more) rather than that it misbehaved. */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND']);
+/** A connection dropped before any answer: the server died or closed an idle keep-alive socket. */
+const DROPPED_CODES = new Set(['ECONNRESET', 'EPIPE']);
+/** Answers are a few hundred bytes; anything far larger is not a connection server talking. */
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+export interface HttpDeliveryTransportOptions {
+  /** Sent as `authorization: Bearer <token>`; must equal the servers' PUSHLINE_INTERNAL_TOKEN. */
+  readonly internalToken: string;
+  /** Concurrent sockets per connection server. Default 256. */
+  readonly maxSockets?: number;
+  /** Waited beyond a request's `timeoutMs` for the server to report the device's timeout itself. Default 1000. */
+  readonly timeoutMarginMs?: number;
+  readonly logger: Logger;
+  /** When given, counts requests as `pushline_transport_requests_total{route,result}`. */
+  readonly metrics?: Registry;
+}
+
+type Exchange =
+  | { readonly kind: 'answer'; readonly status: number; readonly body: Buffer; readonly latencyMs: number }
+  | { readonly kind: 'unreachable'; readonly code: string; readonly latencyMs: number }
+  | { readonly kind: 'timeout'; readonly latencyMs: number };
+
+type Attempt =
+  | Exchange
+  | { readonly kind: 'dropped'; readonly code: string; readonly reusedSocket: boolean }
+  | { readonly kind: 'error'; readonly error: Error };
+
+type Route = 'deliver' | 'broadcast';
+
+/**
+ * Calls the connection servers' internal endpoints over HTTP/1.1 with keep-alive: one pool of
+ * sockets per server, reused most-recently-first (`lifo`) so idle sockets age out under low load.
+ */
+export class HttpDeliveryTransport implements DeliveryTransport {
+  readonly #agent: Agent;
+  readonly #authorization: string;
+  readonly #marginMs: number;
+  readonly #logger: Logger;
+  readonly #requests: Counter<'route' | 'result'> | undefined;
+  #closed = false;
+  readonly close: () => Promise<void>;
+
+  constructor(options: HttpDeliveryTransportOptions) {
+    this.#agent = new Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 256, scheduling: 'lifo' });
+    this.#authorization = `Bearer ${options.internalToken}`;
+    this.#marginMs = options.timeoutMarginMs ?? 1000;
+    this.#logger = options.logger;
+    this.#requests = options.metrics
+      ? new Counter({
+          name: 'pushline_transport_requests_total',
+          help: 'Requests to connection servers by endpoint and result (ok, unreachable, timeout, auth, error).',
+          labelNames: ['route', 'result'],
+          registers: [options.metrics],
+        })
+      : undefined;
+    this.close = closeOnce(async () => {
+      this.#closed = true;
+      // Destroys pooled and in-flight sockets; pending calls settle as unreachable or errors.
+      this.#agent.destroy();
+    });
+  }
+
+  async deliver(serverUrl: string, req: DeliverRequest): Promise<DeliverResult> {
+    const trace = req.trace ?? activeTrace();
+    const body = trace ? { ...req, trace } : req;
+    const ex = await this.#exchange('deliver', serverUrl, DELIVER_PATH, body, trace, req.timeoutMs);
+    if (ex.kind === 'unreachable') {
+      return { outcome: 'not_connected', reason: 'server_unreachable', latencyMs: ex.latencyMs };
+    }
+    if (ex.kind === 'timeout')
+      return { outcome: 'timeout', reason: 'server_timeout', latencyMs: ex.latencyMs };
+    return this.#parse('deliver', serverUrl, ex, DeliverResult);
+  }
+
+  async broadcast(serverUrl: string, req: BroadcastRequest): Promise<BroadcastResult> {
+    const trace = req.trace ?? activeTrace();
+    const body = trace ? { ...req, trace } : req;
+    const ex = await this.#exchange('broadcast', serverUrl, BROADCAST_PATH, body, trace, req.timeoutMs);
+    if (ex.kind === 'unreachable') {
+      throw new DeliveryTransportError(`connection server ${serverUrl} unreachable (${ex.code})`, {
+        failure: 'server_unreachable',
+        serverUrl,
+      });
+    }
+    if (ex.kind === 'timeout') {
+      throw new DeliveryTransportError(`connection server ${serverUrl} gave no broadcast result in time`, {
+        failure: 'server_timeout',
+        serverUrl,
+      });
+    }
+    return this.#parse('broadcast', serverUrl, ex, BroadcastResult);
+  }
+
+  #parse<T>(route: Route, serverUrl: string, ex: Exchange & { kind: 'answer' }, schema: ZodType<T>): T {
+    if (ex.status === 401) {
+      this.#count(route, 'auth');
+      this.#logger.error({ serverUrl, route }, 'connection server rejected the internal token');
+      throw new InternalAuthError(serverUrl);
+    }
+    if (ex.status < 200 || ex.status >= 300) {
+      this.#count(route, 'error');
+      throw new DeliveryTransportError(
+        `connection server ${serverUrl} answered ${ex.status} to ${route}: ${ex.body.toString('utf8', 0, 512)}`,
+        { failure: 'http_status', serverUrl, status: ex.status },
+      );
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(ex.body.toString('utf8'));
+    } catch (cause) {
+      this.#count(route, 'error');
+      throw new DeliveryTransportError(`connection server ${serverUrl} sent a non-JSON ${route} result`, {
+        failure: 'invalid_response',
+        serverUrl,
+        status: ex.status,
+        cause,
+      });
+    }
+    const parsed = schema.safeParse(json);
+    if (!parsed.success) {
+      this.#count(route, 'error');
+      throw new DeliveryTransportError(`connection server ${serverUrl} sent an invalid ${route} result`, {
+        failure: 'invalid_response',
+        serverUrl,
+        status: ex.status,
+        cause: parsed.error,
+      });
+    }
+    this.#count(route, 'ok');
+    return parsed.data;
+  }
+
+  async #exchange(
+    route: Route,
+    serverUrl: string,
+    path: string,
+    body: unknown,
+    trace: TraceContext | undefined,
+    timeoutMs: number,
+  ): Promise<Exchange> {
+    if (this.#closed) {
+      throw new DeliveryTransportError('delivery transport is closed', { failure: 'network', serverUrl });
+    }
+    const url = `${serverUrl.replace(/\/+$/, '')}${path}`;
+    const payload = Buffer.from(JSON.stringify(body));
+    const headers: Record<string, string | number> = {
+      authorization: this.#authorization,
+      'content-type': 'application/json',
+      'content-length': payload.length,
+    };
+    if (trace?.traceparent) headers['traceparent'] = trace.traceparent;
+    if (trace?.tracestate) headers['tracestate'] = trace.tracestate;
+
+    const started = performance.now();
+    const deadline = started + timeoutMs + this.#marginMs;
+    let attempt = await this.#attempt(url, payload, headers, deadline - started);
+    // A pooled socket the server closed while idle fails on first write; Node's documented remedy
+    // is one retry on a fresh socket. Servers dedupe by message id per connection, so it is safe.
+    if (attempt.kind === 'dropped' && attempt.reusedSocket && performance.now() < deadline) {
+      attempt = await this.#attempt(url, payload, headers, deadline - performance.now());
+    }
+    const latencyMs = performance.now() - started;
+    switch (attempt.kind) {
+      case 'answer':
+        return attempt;
+      case 'timeout':
+        this.#count(route, 'timeout');
+        this.#logger.warn({ serverUrl, route, timeoutMs }, 'connection server did not answer in time');
+        return { kind: 'timeout', latencyMs };
+      case 'unreachable':
+      case 'dropped':
+        this.#count(route, 'unreachable');
+        this.#logger.debug({ serverUrl, route, code: attempt.code }, 'connection server unreachable');
+        return { kind: 'unreachable', code: attempt.code, latencyMs };
+      case 'error':
+        this.#count(route, 'error');
+        throw new DeliveryTransportError(`${route} to ${serverUrl} failed: ${attempt.error.message}`, {
+          failure: 'network',
+          serverUrl,
+          cause: attempt.error,
+        });
+    }
+  }
+
+  #attempt(url: string, payload: Buffer, headers: Record<string, string | number>, timeoutMs: number) {
+    return new Promise<Attempt>((resolve) => {
+      const started = performance.now();
+      let settled = false;
+      let responded = false;
+      const finish = (result: Attempt) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(result);
+      };
+      const req = request(url, { method: 'POST', agent: this.#agent, headers });
+      const timer = setTimeout(
+        () => {
+          finish({ kind: 'timeout', latencyMs: performance.now() - started });
+          req.destroy();
+        },
+        Math.max(0, timeoutMs),
+      );
+      req.on('response', (res) => {
+        responded = true;
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_RESPONSE_BYTES) {
+            finish({ kind: 'error', error: new Error(`response larger than ${MAX_RESPONSE_BYTES} bytes`) });
+            req.destroy();
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.on('end', () =>
+          finish({
+            kind: 'answer',
+            status: res.statusCode ?? 0,
+            body: Buffer.concat(chunks),
+            latencyMs: performance.now() - started,
+          }),
+        );
+        res.on('error', (error) => finish({ kind: 'error', error }));
+      });
+      req.on('error', (error: NodeJS.ErrnoException) => {
+        const code = error.code ?? '';
+        const latencyMs = performance.now() - started;
+        if (!responded && UNREACHABLE_CODES.has(code)) finish({ kind: 'unreachable', code, latencyMs });
+        else if (!responded && DROPPED_CODES.has(code)) {
+          finish({ kind: 'dropped', code, reusedSocket: req.reusedSocket });
+        } else finish({ kind: 'error', error });
+      });
+      req.end(payload);
+    });
+  }
+
+  #count(route: Route, result: 'ok' | 'unreachable' | 'timeout' | 'auth' | 'error'): void {
+    this.#requests?.inc({ route, result });
+  }
+}
+
+function activeTrace(): TraceContext | undefined {
+  const headers = injectTraceHeaders();
+  return headers.traceparent ? headers : undefined;
+}

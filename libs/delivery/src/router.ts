@@ -1,0 +1,334 @@
+import type { BroadcastRequest, BroadcastResult, DeliverRequest, DeliverResult } from '@pushline/protocol';
+import type { DeviceRecord, DeviceRegistry, ServerLoad } from '@pushline/registry';
+import {
+  Counter,
+  Histogram,
+  LATENCY_BUCKETS_S,
+  SpanKind,
+  context,
+  extractTraceContext,
+  injectTraceHeaders,
+  trace,
+  withSpan,
+  type Context,
+  type Logger,
+  type Registry,
+  type Tracer,
+} from '@pushline/telemetry';
+import { DeliveryTransportError, PartialDeliveryError } from './errors.ts';
+import type { DeviceLocator } from './locator.ts';
+import type { DeliveryTransport, OutgoingMessage, RoutedResult } from './types.ts';
+
+/** The connection server this router runs in, if any: its own devices skip the network. */
+export interface LocalDelivery {
+  readonly serverId: string;
+  deliver(req: DeliverRequest): Promise<DeliverResult>;
+}
+
+export interface MessageRouterOptions {
+  readonly locator: DeviceLocator;
+  readonly registry: DeviceRegistry;
+  readonly transport: DeliveryTransport;
+  readonly local?: LocalDelivery;
+  readonly tracer: Tracer;
+  readonly logger: Logger;
+  /** When given, records `pushline_router_deliveries_total` and `pushline_router_delivery_seconds`. */
+  readonly metrics?: Registry;
+  /** How long the live-server list used for broadcasts is reused. Default 1000 ms. */
+  readonly serversTtlMs?: number;
+}
+
+type Resolved = { readonly record: DeviceRecord | null; readonly cached: boolean };
+
+/**
+ * Routes a message to a device, a user's devices or a topic: registry (through the locator's
+ * cache) → owning connection server → the device's ack, reported as one outcome per device.
+ * Shared by every send path: direct push (push-api), device-to-device (connection-server) and the
+ * async path (message-processor).
+ */
+export class MessageRouter {
+  readonly #locator: DeviceLocator;
+  readonly #registry: DeviceRegistry;
+  readonly #transport: DeliveryTransport;
+  readonly #local: LocalDelivery | undefined;
+  readonly #tracer: Tracer;
+  readonly #logger: Logger;
+  readonly #serversTtlMs: number;
+  readonly #deliveries: Counter<'source' | 'outcome'> | undefined;
+  readonly #seconds: Histogram<'source' | 'outcome'> | undefined;
+  #servers: { readonly list: Promise<ServerLoad[]>; readonly expiresAt: number } | undefined;
+
+  constructor(options: MessageRouterOptions) {
+    this.#locator = options.locator;
+    this.#registry = options.registry;
+    this.#transport = options.transport;
+    this.#local = options.local;
+    this.#tracer = options.tracer;
+    this.#logger = options.logger;
+    this.#serversTtlMs = options.serversTtlMs ?? 1000;
+    if (options.metrics) {
+      this.#deliveries = new Counter({
+        name: 'pushline_router_deliveries_total',
+        help: 'Messages routed to one device, by source and outcome (error: the delivery threw).',
+        labelNames: ['source', 'outcome'],
+        registers: [options.metrics],
+      });
+      this.#seconds = new Histogram({
+        name: 'pushline_router_delivery_seconds',
+        help: 'From routing a message to one device to its outcome, lookup and retry included.',
+        labelNames: ['source', 'outcome'],
+        buckets: LATENCY_BUCKETS_S,
+        registers: [options.metrics],
+      });
+    }
+  }
+
+  /**
+   * Looks the device up (cache first) and delivers to its current connection. A `not_connected`
+   * from a cached record means the cache may be stale: the entry is dropped, the registry read
+   * once more and, if the device now has another connection, the message is delivered there.
+   * Throws the transport's typed errors and registry errors; device outcomes are results.
+   */
+  toDevice(deviceId: string, msg: OutgoingMessage): Promise<RoutedResult> {
+    return context.with(parentContext(msg), async () => {
+      const started = performance.now();
+      try {
+        const resolved = await withSpan(
+          this.#tracer,
+          'resolve target',
+          { attributes: { 'pushline.target.type': 'device' } },
+          async (span) => {
+            const found = await this.#locator.lookup(deviceId);
+            span.setAttribute('pushline.cache_hit', found.cached);
+            return found;
+          },
+        );
+        const result = await this.#route(deviceId, resolved, msg);
+        this.#record(msg, result.outcome, started);
+        return result;
+      } catch (err) {
+        this.#record(msg, 'error', started);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Delivers to every device the user has connected now, in parallel, one result per device
+   * (empty when none is connected). The device list is read from the registry each time: it is
+   * not cached, because a device missing from a stale list would silently miss the message.
+   * When some deliveries throw, throws `PartialDeliveryError` after all have settled.
+   */
+  toUser(userId: string, msg: OutgoingMessage): Promise<RoutedResult[]> {
+    return context.with(parentContext(msg), async () => {
+      const records = await withSpan(
+        this.#tracer,
+        'resolve target',
+        { attributes: { 'pushline.target.type': 'user', 'pushline.cache_hit': false } },
+        () =>
+          withSpan(
+            this.#tracer,
+            'registry lookup',
+            { kind: SpanKind.CLIENT, attributes: { 'db.operation.name': 'userDevices' } },
+            async (span) => {
+              const devices = await this.#registry.userDevices(userId);
+              span.setAttribute('pushline.devices', devices.length);
+              return devices;
+            },
+          ),
+      );
+      const settled = await Promise.allSettled(
+        records.map(async (record) => {
+          const started = performance.now();
+          try {
+            const result = await this.#route(record.deviceId, { record, cached: false }, msg);
+            this.#record(msg, result.outcome, started);
+            return result;
+          } catch (err) {
+            this.#record(msg, 'error', started);
+            throw err;
+          }
+        }),
+      );
+      const results: RoutedResult[] = [];
+      const errors: unknown[] = [];
+      for (const s of settled) {
+        if (s.status === 'fulfilled') results.push(s.value);
+        else errors.push(s.reason);
+      }
+      if (errors.length > 0) throw new PartialDeliveryError(errors, results);
+      return results;
+    });
+  }
+
+  /**
+   * Broadcasts through one live connection server, which reaches the topic's subscribers on every
+   * server (the socket.io Redis adapter). Prefers servers that are not draining, picks at random to
+   * spread the work, and tries a second server if the first is unreachable. No live server: no
+   * subscriber can be connected, so `{ delivered: 0 }`.
+   */
+  toTopic(topic: string, msg: OutgoingMessage): Promise<BroadcastResult> {
+    return context.with(parentContext(msg), async () => {
+      const started = performance.now();
+      const servers = await withSpan(
+        this.#tracer,
+        'resolve target',
+        { attributes: { 'pushline.target.type': 'topic' } },
+        async (span) => {
+          const { list, cached } = await this.#liveServers();
+          span.setAttribute('pushline.cache_hit', cached);
+          return list;
+        },
+      );
+      const tried = new Set<string>();
+      for (;;) {
+        const server = pickServer(servers, tried);
+        if (!server) return { delivered: 0, latencyMs: performance.now() - started };
+        tried.add(server.serverId);
+        try {
+          return await withSpan(
+            this.#tracer,
+            'broadcast',
+            { kind: SpanKind.CLIENT, attributes: serverAttributes(server.serverUrl, server.serverId) },
+            async (span) => {
+              const req: BroadcastRequest = {
+                messageId: msg.messageId,
+                topic,
+                payload: msg.payload,
+                timeoutMs: msg.timeoutMs,
+              };
+              const traceHeaders = injectTraceHeaders();
+              if (traceHeaders.traceparent) req.trace = traceHeaders;
+              const result = await this.#transport.broadcast(server.serverUrl, req);
+              span.setAttribute('pushline.delivered', result.delivered);
+              return result;
+            },
+          );
+        } catch (err) {
+          if (
+            !(err instanceof DeliveryTransportError && err.failure === 'server_unreachable') ||
+            tried.size >= 2
+          ) {
+            throw err;
+          }
+          this.#servers = undefined;
+          this.#logger.warn(
+            { serverId: server.serverId, topic },
+            'broadcast server unreachable, trying another',
+          );
+        }
+      }
+    });
+  }
+
+  async #route(deviceId: string, resolved: Resolved, msg: OutgoingMessage): Promise<RoutedResult> {
+    const { record, cached } = resolved;
+    if (!record)
+      return { outcome: 'not_connected', reason: 'not_registered', latencyMs: 0, deviceId, attempts: 1 };
+    const first = await this.#deliver(record, msg, 1);
+    if (first.outcome !== 'not_connected') return first;
+    this.#locator.invalidate(deviceId, record.connectionId);
+    if (!cached) return first;
+    // The cached record was stale or the device just moved: ask the registry once more.
+    const fresh = await this.#locator.lookup(deviceId);
+    if (!fresh.record || fresh.record.connectionId === record.connectionId) return first;
+    this.#logger.debug(
+      { deviceId, from: record.serverId, to: fresh.record.serverId },
+      'device moved since it was cached, delivering to its new connection',
+    );
+    const second = await this.#deliver(fresh.record, msg, 2);
+    if (second.outcome === 'not_connected') this.#locator.invalidate(deviceId, fresh.record.connectionId);
+    return second;
+  }
+
+  #deliver(record: DeviceRecord, msg: OutgoingMessage, attempt: number): Promise<RoutedResult> {
+    const local = this.#local && record.serverId === this.#local.serverId ? this.#local : undefined;
+    return withSpan(
+      this.#tracer,
+      'deliver',
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          ...serverAttributes(record.serverUrl, record.serverId),
+          'pushline.route': local ? 'local' : 'remote',
+          'pushline.source': msg.source,
+          'pushline.attempt': attempt,
+        },
+      },
+      async (span) => {
+        const req: DeliverRequest = {
+          messageId: msg.messageId,
+          deviceId: record.deviceId,
+          connectionId: record.connectionId,
+          payload: msg.payload,
+          source: msg.source,
+          timeoutMs: msg.timeoutMs,
+        };
+        if (msg.from !== undefined) req.from = msg.from;
+        // The owning server continues the trace from this span, not from the caller's.
+        const traceHeaders = injectTraceHeaders();
+        if (traceHeaders.traceparent) req.trace = traceHeaders;
+        const result = local
+          ? await local.deliver(req)
+          : await this.#transport.deliver(record.serverUrl, req);
+        span.setAttribute('pushline.outcome', result.outcome);
+        if (result.reason) span.setAttribute('pushline.reason', result.reason);
+        return { ...result, deviceId: record.deviceId, serverId: record.serverId, attempts: attempt };
+      },
+    );
+  }
+
+  async #liveServers(): Promise<{ list: ServerLoad[]; cached: boolean }> {
+    const now = Date.now();
+    if (this.#servers && this.#servers.expiresAt > now) {
+      return { list: await this.#servers.list, cached: true };
+    }
+    const list = withSpan(
+      this.#tracer,
+      'registry lookup',
+      { kind: SpanKind.CLIENT, attributes: { 'db.operation.name': 'liveServers' } },
+      () => this.#registry.liveServers(),
+    );
+    const entry = { list, expiresAt: now + this.#serversTtlMs };
+    this.#servers = entry;
+    // A failed read is not reused: the next broadcast asks again.
+    list.catch(() => {
+      if (this.#servers === entry) this.#servers = undefined;
+    });
+    return { list: await list, cached: false };
+  }
+
+  #record(msg: OutgoingMessage, outcome: string, started: number): void {
+    this.#deliveries?.inc({ source: msg.source, outcome });
+    this.#seconds?.observe({ source: msg.source, outcome }, (performance.now() - started) / 1000);
+  }
+}
+
+/**
+ * The router's spans hang under the caller's active span; a caller without one (a socket handler)
+ * can pass the origin's W3C context in `msg.trace` instead.
+ */
+function parentContext(msg: OutgoingMessage): Context {
+  if (trace.getSpan(context.active()) || !msg.trace) return context.active();
+  return extractTraceContext(msg.trace);
+}
+
+function pickServer(servers: readonly ServerLoad[], exclude: ReadonlySet<string>): ServerLoad | undefined {
+  const candidates = servers.filter((s) => !exclude.has(s.serverId));
+  const active = candidates.filter((s) => !s.draining);
+  // A draining server still relays broadcasts through the adapter; use one only if nothing else is up.
+  const pool = active.length > 0 ? active : candidates;
+  return pool[Math.floor(Math.random() * pool.length)];
+}
+
+function serverAttributes(serverUrl: string, serverId: string): Record<string, string | number> {
+  const attributes: Record<string, string | number> = { 'pushline.server.id': serverId };
+  try {
+    const url = new URL(serverUrl);
+    attributes['server.address'] = url.hostname;
+    if (url.port) attributes['server.port'] = Number(url.port);
+  } catch {
+    attributes['server.address'] = serverUrl;
+  }
+  return attributes;
+}

@@ -1,0 +1,46 @@
+import type {
+  BroadcastRequest,
+  BroadcastResult,
+  DeliverRequest,
+  DeliverResult,
+  DeliverySource,
+  TraceContext,
+} from '@pushline/protocol';
+
+/** How a message reaches the connection server that holds a device (or any server, for a topic). */
+export interface DeliveryTransport {
+  /**
+   * Never throws for device outcomes. A server that is gone or refuses the connection gives
+   * `{ outcome: 'not_connected', reason: 'server_unreachable' }`; no answer within
+   * `req.timeoutMs` plus a margin gives `{ outcome: 'timeout', reason: 'server_timeout' }`.
+   * Throws `InternalAuthError` on 401 and `DeliveryTransportError` for any other failure.
+   */
+  deliver(serverUrl: string, req: DeliverRequest): Promise<DeliverResult>;
+  /** Throws `DeliveryTransportError` (failure `server_unreachable`, `server_timeout`, ...) when it gets no count. */
+  broadcast(serverUrl: string, req: BroadcastRequest): Promise<BroadcastResult>;
+  close(): Promise<void>;
+}
+
+/** A message to route, before the router knows which device, connection or server gets it. */
+export interface OutgoingMessage {
+  messageId: string;
+  payload: unknown;
+  source: DeliverySource;
+  /** Sender device, for device-to-device messages. */
+  from?: string;
+  /** How long the device has to ack, as the owning server measures it. */
+  timeoutMs: number;
+  /**
+   * The origin's trace context, used as the parent of the router's spans when no span is
+   * active (e.g. a socket handler that only has the device's traceparent).
+   */
+  trace?: TraceContext;
+}
+
+export interface RoutedResult extends DeliverResult {
+  deviceId: string;
+  /** The server that answered, when the device was found in the registry. */
+  serverId?: string;
+  /** Deliveries tried, at least 1: 2 when a stale cache entry sent the first one to the wrong connection. */
+  attempts: number;
+}
