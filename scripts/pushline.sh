@@ -14,7 +14,8 @@ case "$cmd" in
   test)
     node scripts/fetch-kafka.ts
     node_modules/.bin/tsc -p tsconfig.json
-    exec node --test --test-global-setup=test/global-setup.ts --test-concurrency=1 \
+    # kafkajs 2.2.4 trips Node 24's TimeoutNegativeWarning (kafkajs#1751); harmless, and noisy.
+    exec node --disable-warning=TimeoutNegativeWarning --test --test-global-setup=test/global-setup.ts --test-concurrency=1 \
       --test-timeout=120000 "$@" 'libs/*/test/**/*.test.ts' 'services/*/test/**/*.test.ts' 'test/**/*.test.ts' ;;
   typecheck) exec node_modules/.bin/tsc -p tsconfig.json ;;
   lint)

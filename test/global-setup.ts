@@ -7,9 +7,16 @@ import { TEST_KAFKA_ENV, TEST_REDIS_ENV } from '@pushline/testkit';
  * suite at existing ones instead.
  */
 let devstack: Devstack | undefined;
+// Quiet once set up: the runner's summary must stay the last thing a run prints.
+let quiet = false;
 
 export async function globalSetup(): Promise<void> {
-  devstack = await startDevstack({ log: (line) => process.stderr.write(`[devstack] ${line}\n`) });
+  devstack = await startDevstack({
+    log: (line) => {
+      if (!quiet) process.stderr.write(`[devstack] ${line}\n`);
+    },
+  });
+  quiet = true;
   process.env[TEST_KAFKA_ENV] = devstack.kafkaBrokers.join(',');
   process.env[TEST_REDIS_ENV] = devstack.redisUrl;
 }

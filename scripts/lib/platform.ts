@@ -143,7 +143,8 @@ async function startService(
   const logFile = join(options.logDir, `${name}.log`);
   const child = await spawnGuarded({
     command: process.execPath,
-    args: [join(repoRoot, 'services', service, 'src', 'main.ts')],
+    // kafkajs 2.2.4 trips Node 24's TimeoutNegativeWarning (kafkajs#1751); harmless, and noisy.
+    args: ['--disable-warning=TimeoutNegativeWarning', join(repoRoot, 'services', service, 'src', 'main.ts')],
     outFile: logFile,
     cwd: repoRoot,
     env,

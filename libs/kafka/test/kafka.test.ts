@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { afterEach, test } from 'node:test';
+import { BufferedPublisher, type IncomingRecord, type KafkaClient } from '@pushline/kafka';
+import { silentLogger } from '@pushline/telemetry';
+import { collectRecords, testKafkaClient, uniquePrefix, within } from '@pushline/testkit';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function freshTopic(kafka: KafkaClient, partitions = 3): Promise<string> {
+  const topic = `${uniquePrefix('kafka')}.records`;
+  const admin = kafka.admin();
+  cleanups.push(() => admin.close());
+  await admin.ensureTopics([{ name: topic, partitions }]);
+  return topic;
+}
+
+test('ensureTopics creates missing topics and leaves existing ones alone', async () => {
+  const kafka = testKafkaClient();
+  const topic = await freshTopic(kafka);
+  const admin = kafka.admin();
+  cleanups.push(() => admin.close());
+  await admin.ensureTopics([{ name: topic, partitions: 3 }]);
+  assert.ok((await admin.listTopics()).includes(topic));
+});
+
+test('records keep key, value and headers, and order holds per key', async () => {
+  const kafka = testKafkaClient();
+  const topic = await freshTopic(kafka);
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  const records = Array.from({ length: 30 }, (_, i) => ({
+    key: `k${i % 3}`,
+    value: JSON.stringify({ i }),
+    headers: { traceparent: `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01`, n: String(i) },
+  }));
+  await producer.send(topic, records);
+
+  const seen = await collectRecords(kafka, topic, 30);
+  for (const key of ['k0', 'k1', 'k2']) {
+    const order = seen
+      .filter((r) => r.key === key)
+      .map((r) => (JSON.parse(String(r.value)) as { i: number }).i);
+    assert.deepEqual(
+      order,
+      [...order].sort((a, b) => a - b),
+      `order of ${key}`,
+    );
+    assert.equal(order.length, 10);
+  }
+  assert.equal(seen[0]?.headers['traceparent'], records[0]?.headers.traceparent);
+});
+
+test('a batch that throws is redelivered, and its offsets are not committed before it succeeds', async () => {
+  const kafka = testKafkaClient();
+  const topic = await freshTopic(kafka, 1);
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  await producer.send(topic, [{ key: 'a', value: 'first' }]);
+
+  const groupId = `${topic}.group`;
+  let attempts = 0;
+  let done!: (records: readonly IncomingRecord[]) => void;
+  const handled = new Promise<readonly IncomingRecord[]>((resolve) => (done = resolve));
+  const consumer = kafka.consumer({
+    groupId,
+    topics: [topic],
+    fromBeginning: true,
+    handleBatch: async (batch) => {
+      attempts++;
+      if (attempts === 1) throw new Error('transient failure');
+      done(batch.records);
+    },
+  });
+  cleanups.push(() => consumer.close());
+  await consumer.start();
+  const records = await within(handled, 30_000, 'the batch to be redelivered');
+  assert.equal(records[0]?.value?.toString(), 'first');
+  assert.ok(attempts >= 2);
+  await consumer.close();
+
+  const admin = kafka.admin();
+  cleanups.push(() => admin.close());
+  assert.equal(await admin.groupLag(groupId, topic), 0, 'committed after success');
+});
+
+test('BufferedPublisher batches in the background and flushes on close', async () => {
+  const kafka = testKafkaClient();
+  const topic = await freshTopic(kafka);
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  let sent = 0;
+  const publisher = new BufferedPublisher({
+    producer,
+    topic,
+    logger: silentLogger(),
+    maxBatch: 50,
+    onSent: (n) => (sent += n),
+  });
+  for (let i = 0; i < 120; i++) publisher.publish({ key: `d${i}`, value: String(i) });
+  await publisher.close();
+  await publisher.close();
+  assert.equal(sent, 120);
+  assert.equal((await collectRecords(kafka, topic, 120)).length, 120);
+});
+
+test('BufferedPublisher drops the oldest record past its bound and counts it', async () => {
+  const dropped: string[] = [];
+  const kafka = testKafkaClient();
+  const topic = await freshTopic(kafka);
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  const publisher = new BufferedPublisher({
+    producer,
+    topic,
+    logger: silentLogger(),
+    maxQueued: 2,
+    lingerMs: 1_000,
+    onDrop: (n, reason) => dropped.push(`${n}:${reason}`),
+  });
+  publisher.publish({ key: null, value: 'a' });
+  publisher.publish({ key: null, value: 'b' });
+  publisher.publish({ key: null, value: 'c' });
+  assert.deepEqual(dropped, ['1:queue_full']);
+  await publisher.close();
+  const seen = await collectRecords(kafka, topic, 2);
+  assert.deepEqual(seen.map((r) => r.value?.toString()).sort(), ['b', 'c']);
+});
