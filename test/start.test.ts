@@ -48,14 +48,21 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   const exited = new Promise<number | null>((resolve) => child?.once('exit', (code) => resolve(code)));
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const lines = createInterface({ input: child.stdout! });
-  const ready = new Promise<{ apiUrl: string; deviceUrls: string[]; pids: number[]; opsUrls: string[] }>((resolve) => {
-    lines.on('line', (line) => {
-      if (line.startsWith('PUSHLINE_READY ')) resolve(JSON.parse(line.slice('PUSHLINE_READY '.length)));
-    });
-  });
+  const stdout = child.stdout;
+  assert.ok(stdout);
+  const lines = createInterface({ input: stdout });
+  const ready = new Promise<{ apiUrl: string; deviceUrls: string[]; pids: number[]; opsUrls: string[] }>(
+    (resolve) => {
+      lines.on('line', (line) => {
+        if (line.startsWith('PUSHLINE_READY ')) resolve(JSON.parse(line.slice('PUSHLINE_READY '.length)));
+      });
+    },
+  );
   const info = await within(
-    Promise.race([ready, exited.then((code) => Promise.reject(new Error(`start exited ${code}: ${stderr}`)))]),
+    Promise.race([
+      ready,
+      exited.then((code) => Promise.reject(new Error(`start exited ${code}: ${stderr}`))),
+    ]),
     120_000,
     'npm start to report ready',
   );
@@ -71,12 +78,16 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   const admin = kafka.admin();
   try {
     const topics = await admin.listTopics();
-    for (const topic of Object.values(topicNames(prefix))) assert.ok(topics.includes(topic), `${topic} exists`);
+    for (const topic of Object.values(topicNames(prefix)))
+      assert.ok(topics.includes(topic), `${topic} exists`);
   } finally {
     await admin.close();
   }
 
   child.kill('SIGTERM');
   assert.equal(await within(exited, 60_000, 'npm start to exit after SIGTERM'), 0);
-  await waitUntil(() => info.pids.every((pid) => !alive(pid)), { timeoutMs: 20_000, what: 'services to exit' });
+  await waitUntil(() => info.pids.every((pid) => !alive(pid)), {
+    timeoutMs: 20_000,
+    what: 'services to exit',
+  });
 });
