@@ -1,6 +1,8 @@
 export { createLogger, silentLogger } from './logger.ts';
 export type { Logger, LoggerOptions } from './logger.ts';
 export { createMetricsRegistry, LATENCY_BUCKETS_S, Counter, Gauge, Histogram, Registry } from './metrics.ts';
+export { stageCounter } from './stages.ts';
+export type { StageCounterOptions } from './stages.ts';
 export {
   injectTraceHeaders,
   extractTraceContext,
@@ -12,5 +14,9 @@ export {
   SpanStatusCode,
 } from './tracing.ts';
 export type { Context, Span, Tracer } from './tracing.ts';
-export { startTracing } from './sdk.ts';
-export type { TracingHandle } from './sdk.ts';
+export { startTracing, TracingAlreadyStartedError } from './sdk.ts';
+export type { TracingHandle, TracingOptions } from './sdk.ts';
+export { createSpanRecorder } from './recorder.ts';
+export type { SpanRecorder, ReadableSpan, SpanProcessor } from './recorder.ts';
+export { parsePrometheusText, findSamples, sumSamples, PromParseError } from './prom-text.ts';
+export type { PromFamily, PromSample, PromMetricType } from './prom-text.ts';
