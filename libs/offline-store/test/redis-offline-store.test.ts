@@ -1,0 +1,279 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { testInfra, uniquePrefix, waitUntil } from '@pushline/testkit';
+import { silentLogger, createMetricsRegistry, type Registry } from '@pushline/telemetry';
+import type { DeliverResult, DeliveryEvent, StoredMessage } from '@pushline/protocol';
+import { RedisOfflineStore } from '@pushline/offline-store';
+
+function stored(requestId: string, overrides: Partial<StoredMessage> = {}): StoredMessage {
+  const now = Date.now();
+  return {
+    v: 1,
+    requestId,
+    target: { type: 'device', id: 'dev-1' },
+    payload: { n: requestId },
+    createdAt: now,
+    expiresAt: now + 60_000,
+    attempts: 1,
+    ...overrides,
+  };
+}
+
+const delivered: DeliverResult = { outcome: 'delivered', latencyMs: 1 };
+
+describe('RedisOfflineStore', () => {
+  let redis: Redis;
+  let prefix: string;
+  let events: DeliveryEvent[];
+  let metrics: Registry;
+  let store: RedisOfflineStore;
+
+  const makeStore = (maxPerDevice = 10, leaseMs = 30_000) =>
+    new RedisOfflineStore({
+      redis,
+      keyPrefix: prefix,
+      maxPerDevice,
+      leaseMs,
+      publishOutcome: (ev) => {
+        events.push(ev);
+      },
+      logger: silentLogger(),
+      metrics,
+    });
+
+  before(() => {
+    redis = new Redis(testInfra().redisUrl);
+  });
+  after(async () => {
+    await redis.quit();
+  });
+  beforeEach(() => {
+    prefix = `${uniquePrefix('offline')}:`;
+    events = [];
+    metrics = createMetricsRegistry({}, false);
+    store = makeStore();
+  });
+
+  it('drains stored messages oldest first and records one delivered outcome each', async () => {
+    for (const id of ['m1', 'm2', 'm3'])
+      assert.deepEqual(await store.store('dev-1', stored(id)), { stored: true, evicted: 0 });
+    const seen: string[] = [];
+    await store.drain('dev-1', async (msg) => {
+      seen.push(msg.requestId);
+      return delivered;
+    });
+    assert.deepEqual(seen, ['m1', 'm2', 'm3']);
+    assert.deepEqual(
+      events.map((e) => [e.requestId, e.outcome, e.terminal, e.source, e.attempts, e.deviceId]),
+      [
+        ['m1', 'delivered', true, 'offline', 2, 'dev-1'],
+        ['m2', 'delivered', true, 'offline', 2, 'dev-1'],
+        ['m3', 'delivered', true, 'offline', 2, 'dev-1'],
+      ],
+    );
+    assert.equal(await store.pending('dev-1'), 0);
+    assert.deepEqual(await redis.keys(`${prefix}offline:*`), [`${prefix}offline:seq`]);
+  });
+
+  it('storing the same request id twice keeps one copy', async () => {
+    await store.store('dev-1', stored('m1'));
+    assert.deepEqual(await store.store('dev-1', stored('m1')), { stored: true, evicted: 0, duplicate: true });
+    assert.equal(await store.pending('dev-1'), 1);
+  });
+
+  it('puts a message back at the head and stops when the device is gone again', async () => {
+    for (const id of ['m1', 'm2']) await store.store('dev-1', stored(id));
+    let calls = 0;
+    await store.drain('dev-1', async () => {
+      calls++;
+      return { outcome: 'not_connected', latencyMs: 0 };
+    });
+    assert.equal(calls, 1);
+    assert.equal(events.length, 0);
+
+    const seen: [string, number][] = [];
+    await store.drain('dev-1', async (msg) => {
+      seen.push([msg.requestId, msg.attempts]);
+      return delivered;
+    });
+    assert.deepEqual(seen, [
+      ['m1', 2],
+      ['m2', 1],
+    ]);
+    assert.deepEqual(
+      events.map((e) => [e.requestId, e.attempts]),
+      [
+        ['m1', 3],
+        ['m2', 2],
+      ],
+    );
+  });
+
+  it('a delivery that throws keeps the message', async () => {
+    await store.store('dev-1', stored('m1'));
+    await store.drain('dev-1', async () => {
+      throw new Error('transport down');
+    });
+    assert.equal(await store.pending('dev-1'), 1);
+    assert.equal(events.length, 0);
+  });
+
+  it('records expired instead of delivering a message whose ttl passed', async () => {
+    await store.store('dev-1', stored('old', { expiresAt: Date.now() - 1 }));
+    await store.store('dev-1', stored('new'));
+    const seen: string[] = [];
+    await store.drain('dev-1', async (msg) => {
+      seen.push(msg.requestId);
+      return delivered;
+    });
+    assert.deepEqual(seen, ['new']);
+    assert.deepEqual(
+      events.map((e) => [e.requestId, e.outcome, e.reason]),
+      [
+        ['old', 'expired', 'ttl_elapsed'],
+        ['new', 'delivered', undefined],
+      ],
+    );
+  });
+
+  it('evicts the oldest past maxPerDevice and records it expired (evicted)', async () => {
+    store = makeStore(2);
+    await store.store('dev-1', stored('m1'));
+    await store.store('dev-1', stored('m2'));
+    assert.deepEqual(await store.store('dev-1', stored('m3')), { stored: true, evicted: 1 });
+    assert.deepEqual(
+      events.map((e) => [e.requestId, e.outcome, e.reason, e.terminal]),
+      [['m1', 'expired', 'evicted', true]],
+    );
+    const seen: string[] = [];
+    await store.drain('dev-1', async (msg) => {
+      seen.push(msg.requestId);
+      return delivered;
+    });
+    assert.deepEqual(seen, ['m2', 'm3']);
+  });
+
+  it('sweeps expired messages once, across devices, and leaves live ones', async () => {
+    const now = Date.now();
+    await store.store('dev-1', stored('a', { expiresAt: now + 10 }));
+    await store.store('dev-2', stored('b', { expiresAt: now + 20, target: { type: 'device', id: 'dev-2' } }));
+    await store.store(
+      'dev-2',
+      stored('c', { expiresAt: now + 60_000, target: { type: 'device', id: 'dev-2' } }),
+    );
+    assert.equal(await store.sweepExpired(now), 0);
+    assert.equal(await store.sweepExpired(now + 30), 2);
+    assert.equal(await store.sweepExpired(now + 30), 0);
+    assert.deepEqual(events.map((e) => [e.deviceId, e.requestId, e.outcome]).sort(), [
+      ['dev-1', 'a', 'expired'],
+      ['dev-2', 'b', 'expired'],
+    ]);
+    assert.equal(await store.pending('dev-2'), 1);
+    const metricsText = await metrics.metrics();
+    assert.match(metricsText, /pushline_offline_expired_total\{reason="ttl"\} 2/);
+    assert.match(metricsText, /pushline_offline_stored_total 3/);
+  });
+
+  it('drain racing the sweeper on the same messages records exactly one terminal outcome each', async () => {
+    // Two stores on one Redis stand for two processes (a connection server draining, a
+    // processor sweeping).
+    const sweeperEvents: DeliveryEvent[] = [];
+    const sweeper = new RedisOfflineStore({
+      redis,
+      keyPrefix: prefix,
+      maxPerDevice: 1000,
+      publishOutcome: (ev) => {
+        sweeperEvents.push(ev);
+      },
+      logger: silentLogger(),
+    });
+    const count = 200;
+    store = makeStore(1000);
+    for (let i = 0; i < count; i++) await store.store('dev-1', stored(`m${i}`));
+    // The sweeper's clock runs past every expiry while the drain still sees them live, and it
+    // starts mid-drain, so drain and sweeper claim from the same queue at the same time.
+    let sweeping = false;
+    let sweeps: Promise<void> = Promise.resolve();
+    await store.drain('dev-1', async (msg) => {
+      if (msg.requestId === 'm50') {
+        sweeping = true;
+        sweeps = (async () => {
+          while (sweeping) await sweeper.sweepExpired(Date.now() + 120_000);
+        })();
+        await waitUntil(() => sweeperEvents.length > 0, { what: 'a sweep' });
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+      return delivered;
+    });
+    sweeping = false;
+    await sweeps;
+    await sweeper.sweepExpired(Date.now() + 120_000);
+
+    const all = [...events, ...sweeperEvents];
+    const ids = all.map((e) => e.requestId);
+    assert.equal(new Set(ids).size, ids.length, 'no request recorded twice');
+    assert.equal(ids.length, count, 'every request recorded');
+    assert.ok(all.every((e) => e.terminal));
+    assert.ok(events.length >= 51 && sweeperEvents.length > 0, 'both the drain and the sweeper recorded');
+    assert.equal(await store.pending('dev-1'), 0);
+  });
+
+  it('only one drain runs per device; a second one waits and then finds the queue empty', async () => {
+    for (const id of ['m1', 'm2', 'm3']) await store.store('dev-1', stored(id));
+    const seen: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const first = store.drain('dev-1', async (msg) => {
+      seen.push(`a:${msg.requestId}`);
+      if (msg.requestId === 'm1') await gate;
+      return delivered;
+    });
+    // The second drain must not overtake the first one's m1 (order across servers).
+    const second = store.drain('dev-1', async (msg) => {
+      seen.push(`b:${msg.requestId}`);
+      return delivered;
+    });
+    const skipped = store.drain('dev-1', async () => delivered, { waitForLock: false });
+    await skipped;
+    release();
+    await Promise.all([first, second]);
+    assert.deepEqual(seen, ['a:m1', 'a:m2', 'a:m3']);
+    assert.equal(events.length, 3);
+  });
+
+  it('a message stored while a drain runs is drained by it', async () => {
+    await store.store('dev-1', stored('m1'));
+    const seen: string[] = [];
+    await store.drain('dev-1', async (msg) => {
+      seen.push(msg.requestId);
+      if (msg.requestId === 'm1') {
+        await store.store('dev-1', stored('m2'));
+        await store.drain('dev-1', async () => delivered, { waitForLock: false });
+      }
+      return delivered;
+    });
+    assert.deepEqual(seen, ['m1', 'm2']);
+  });
+
+  it('a lease of a drain that died goes back to the queue in its place', async () => {
+    store = makeStore(10, 50);
+    for (const id of ['m1', 'm2']) await store.store('dev-1', stored(id));
+    // A drain that never finishes (its process "died" mid-delivery).
+    void store.drain('dev-1', () => new Promise<DeliverResult>(() => {}));
+    const leases = `${prefix}offline:leases`;
+    let deadline = 0;
+    while (deadline === 0) {
+      const entry = await redis.zrange(leases, 0, 0, 'WITHSCORES');
+      deadline = Number(entry[1] ?? 0);
+    }
+    assert.equal(await store.sweepExpired(deadline + 1), 0);
+    const seen: string[] = [];
+    await makeStore(10, 50).drain('dev-1', async (msg) => {
+      seen.push(msg.requestId);
+      return delivered;
+    });
+    assert.deepEqual(seen, ['m1', 'm2']);
+    assert.equal(events.length, 2);
+  });
+});
