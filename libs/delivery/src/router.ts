@@ -231,7 +231,12 @@ export class MessageRouter {
     if (!cached) return first;
     // The cached record was stale or the device just moved: ask the registry once more.
     const fresh = await this.#locator.lookup(deviceId);
-    if (!fresh.record || fresh.record.connectionId === record.connectionId) return first;
+    if (!fresh.record) return first;
+    if (fresh.record.connectionId === record.connectionId) {
+      // The registry lags behind the server (the disconnect is not written yet): keep not caching it.
+      this.#locator.invalidate(deviceId, record.connectionId);
+      return first;
+    }
     this.#logger.debug(
       { deviceId, from: record.serverId, to: fresh.record.serverId },
       'device moved since it was cached, delivering to its new connection',
