@@ -1,0 +1,112 @@
+import express, { type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
+import type { Registry } from '@pushline/telemetry';
+import { ApiKeyStore, authenticate } from './auth.ts';
+import type { ApiContext } from './context.ts';
+import { requestTelemetry } from './http-telemetry.ts';
+import { registerOpenApiRoute } from './openapi.ts';
+import { ProblemError, sendProblem } from './problem.ts';
+import { KeyRateLimiter, rateLimit } from './rate-limit.ts';
+import { registerHealthRoutes, type Readiness } from './routes/health.ts';
+import { registerPresenceRoutes } from './routes/presence.ts';
+import { registerPublishRoutes } from './routes/publish.ts';
+import { registerPushRoutes } from './routes/push.ts';
+import { RouteTable } from './routing.ts';
+
+export const API_VERSION = '1.0.0';
+
+export interface AppOptions {
+  readonly ctx: ApiContext;
+  readonly metricsRegistry: Registry;
+  readonly ready: () => Promise<Readiness>;
+}
+
+/**
+ * The express app: telemetry for every request, ops routes, the /v1 operations (authenticated,
+ * rate-limited, scoped, then JSON-parsed, so an anonymous caller costs no body parsing), and
+ * problem+json for everything that goes wrong.
+ */
+export function createApp(options: AppOptions): { app: Express; routes: RouteTable } {
+  const { ctx } = options;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(requestTelemetry(ctx.tracer, ctx.metrics));
+  registerHealthRoutes(app, { ready: options.ready, metrics: options.metricsRegistry });
+
+  const keys = new ApiKeyStore(ctx.config.PUSHLINE_API_KEYS);
+  const limiter = new KeyRateLimiter({
+    ratePerSecond: ctx.config.PUSHLINE_API_RATE_PER_S,
+    burst: ctx.config.PUSHLINE_API_BURST,
+  });
+  const routes = new RouteTable(
+    app,
+    {
+      authenticate: authenticate(keys),
+      rateLimit: rateLimit(limiter, () => ctx.metrics.rateLimited.inc()),
+      parseJson: express.json({ limit: ctx.config.PUSHLINE_API_BODY_LIMIT_BYTES, strict: true }),
+    },
+    ctx.logger,
+  );
+  registerPushRoutes(routes, ctx);
+  registerPublishRoutes(routes, ctx);
+  registerPresenceRoutes(routes, ctx);
+  registerOpenApiRoute(routes, ctx.schemas, {
+    title: 'Pushline push API',
+    version: API_VERSION,
+    description:
+      'Direct push with synchronous delivery feedback, asynchronous publish through Kafka, and presence. Errors are RFC 9457 problem+json.',
+  });
+
+  app.use((req: Request) => {
+    const allowed = routes.methodsFor(req.path);
+    if (allowed.length > 0) {
+      throw new ProblemError(
+        'method-not-allowed',
+        `${req.method} is not allowed here; use ${allowed.join(', ')}.`,
+        {
+          allow: allowed,
+        },
+      );
+    }
+    throw new ProblemError('not-found', `No route ${req.method} ${req.path}.`);
+  });
+  app.use(errorHandler(ctx));
+  return { app, routes };
+}
+
+/** body-parser errors carry a `type`; everything else that is not a ProblemError is a 500. */
+function toProblem(err: unknown): ProblemError {
+  if (err instanceof ProblemError) return err;
+  const type = (err as { type?: unknown } | null)?.type;
+  if (type === 'entity.parse.failed') {
+    return new ProblemError('malformed-json', 'The body is not valid JSON (or not an object/array).', {
+      cause: err,
+    });
+  }
+  if (type === 'entity.too.large') {
+    const limit = (err as { limit?: unknown }).limit;
+    return new ProblemError('body-too-large', `The body exceeds ${String(limit)} bytes.`, { cause: err });
+  }
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
+    return new ProblemError('unsupported-media-type', 'Send the body as UTF-8 JSON.', { cause: err });
+  }
+  if (type === 'request.aborted' || type === 'stream.not.readable') {
+    return new ProblemError('validation-error', 'The request body could not be read.', { cause: err });
+  }
+  return new ProblemError('internal-error', 'The request failed; it has been logged.', { cause: err });
+}
+
+function errorHandler(ctx: ApiContext): ErrorRequestHandler {
+  return (err: unknown, req, res: Response, _next) => {
+    const problem = toProblem(err);
+    if (problem.code === 'internal-error') {
+      ctx.logger.error({ err, method: req.method, path: req.path }, 'request failed');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (problem.allow) res.setHeader('allow', problem.allow.join(', '));
+    sendProblem(req, res, problem);
+  };
+}

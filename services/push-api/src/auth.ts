@@ -1,0 +1,96 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { PushApiConfig } from '@pushline/config';
+import { ProblemError } from './problem.ts';
+
+export type ApiScope = PushApiConfig['PUSHLINE_API_KEYS'][number]['scopes'][number];
+
+/** An authenticated caller. `id` is a fingerprint of the key, safe to log; the key itself is never kept. */
+export interface ApiPrincipal {
+  readonly id: string;
+  readonly scopes: ReadonlySet<ApiScope>;
+}
+
+interface StoredKey {
+  readonly digest: Buffer;
+  readonly principal: ApiPrincipal;
+}
+
+const sha256 = (value: string): Buffer => createHash('sha256').update(value, 'utf8').digest();
+
+/**
+ * Holds SHA-256 digests of the configured keys. Lookups hash the presented key and compare it with
+ * every stored digest in constant time, so neither the match position nor a prefix leaks through
+ * timing.
+ */
+export class ApiKeyStore {
+  readonly #keys: readonly StoredKey[];
+
+  constructor(specs: PushApiConfig['PUSHLINE_API_KEYS']) {
+    this.#keys = specs.map((spec) => {
+      const digest = sha256(spec.key);
+      return {
+        digest,
+        principal: { id: digest.subarray(0, 6).toString('hex'), scopes: new Set(spec.scopes) },
+      };
+    });
+  }
+
+  authenticate(presented: string): ApiPrincipal | undefined {
+    const digest = sha256(presented);
+    let found: ApiPrincipal | undefined;
+    for (const key of this.#keys) {
+      // No early exit: every key is compared whatever the outcome.
+      if (timingSafeEqual(key.digest, digest)) found = key.principal;
+    }
+    return found;
+  }
+}
+
+export function hasScope(principal: ApiPrincipal, scope: ApiScope): boolean {
+  return principal.scopes.has('admin') || principal.scopes.has(scope);
+}
+
+/** The key from `authorization: Bearer <key>` or `x-api-key: <key>`. */
+export function presentedKey(req: Request): string | undefined {
+  const authorization = req.get('authorization');
+  if (authorization) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    return match?.[1];
+  }
+  const header = req.get('x-api-key');
+  return header ? header.trim() : undefined;
+}
+
+export function principalOf(res: Response): ApiPrincipal {
+  const principal = (res.locals as { principal?: ApiPrincipal }).principal;
+  if (!principal) throw new Error('principalOf called on a route without authentication');
+  return principal;
+}
+
+/** Authenticates the caller (401) and stores the principal in `res.locals.principal`. */
+export function authenticate(store: ApiKeyStore): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const key = presentedKey(req);
+    if (!key) {
+      throw new ProblemError(
+        'unauthorized',
+        'Send the API key as `authorization: Bearer <key>` or `x-api-key`.',
+      );
+    }
+    const principal = store.authenticate(key);
+    if (!principal) throw new ProblemError('unauthorized', 'The API key is not valid.');
+    (res.locals as { principal?: ApiPrincipal }).principal = principal;
+    next();
+  };
+}
+
+/** Requires a scope of the authenticated caller (403). */
+export function requireScope(scope: ApiScope): RequestHandler {
+  return (_req: Request, res: Response, next: NextFunction) => {
+    if (!hasScope(principalOf(res), scope)) {
+      throw new ProblemError('forbidden', `This operation needs the \`${scope}\` scope.`);
+    }
+    next();
+  };
+}

@@ -1,0 +1,61 @@
+import { Counter, Histogram, LATENCY_BUCKETS_S, type Registry } from '@pushline/telemetry';
+
+/** The API's metrics, registered on the instance's own registry. Labels stay low-cardinality. */
+export class ApiMetrics {
+  readonly requests: Counter<'route' | 'method' | 'status'>;
+  readonly requestSeconds: Histogram<'route' | 'method'>;
+  readonly pushOutcomes: Counter<'outcome'>;
+  readonly pushToAckSeconds: Histogram;
+  readonly published: Counter;
+  readonly rateLimited: Counter;
+  readonly idempotentReplays: Counter;
+  readonly storeFailures: Counter;
+
+  constructor(registry: Registry) {
+    this.requests = new Counter({
+      name: 'pushline_api_requests_total',
+      help: 'HTTP requests answered, by route template, method and status.',
+      labelNames: ['route', 'method', 'status'],
+      registers: [registry],
+    });
+    this.requestSeconds = new Histogram({
+      name: 'pushline_api_request_seconds',
+      help: 'Time to answer an HTTP request, by route template.',
+      labelNames: ['route', 'method'],
+      buckets: LATENCY_BUCKETS_S,
+      registers: [registry],
+    });
+    this.pushOutcomes = new Counter({
+      name: 'pushline_api_push_outcomes_total',
+      help: 'Per-device outcomes of direct pushes (device and user routes).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    });
+    this.pushToAckSeconds = new Histogram({
+      name: 'pushline_api_push_to_ack_seconds',
+      help: 'Emit-to-ack latency of delivered direct pushes, as reported by the connection server.',
+      buckets: LATENCY_BUCKETS_S,
+      registers: [registry],
+    });
+    this.published = new Counter({
+      name: 'pushline_api_published_total',
+      help: 'Push requests produced to Kafka by POST /v1/publish (acknowledged by all in-sync replicas).',
+      registers: [registry],
+    });
+    this.rateLimited = new Counter({
+      name: 'pushline_api_rate_limited_total',
+      help: 'Requests refused with 429 by the per-key rate limit.',
+      registers: [registry],
+    });
+    this.idempotentReplays = new Counter({
+      name: 'pushline_api_idempotent_replays_total',
+      help: 'Publish requests answered from the idempotency store without producing again.',
+      registers: [registry],
+    });
+    this.storeFailures = new Counter({
+      name: 'pushline_api_offline_store_failures_total',
+      help: 'Direct pushes with ttlSeconds whose store-and-forward write failed.',
+      registers: [registry],
+    });
+  }
+}

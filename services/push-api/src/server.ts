@@ -1,0 +1,178 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
+import type { Redis } from 'ioredis';
+import { topicNames, type PushApiConfig } from '@pushline/config';
+import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
+import type { DeviceRegistry } from '@pushline/registry';
+import { closeOnce, runCleanup } from '@pushline/runtime';
+import type { Logger, Registry, Tracer } from '@pushline/telemetry';
+import { createApp } from './app.ts';
+import type { ApiContext } from './context.ts';
+import { IdempotencyStore } from './idempotency.ts';
+import { ApiMetrics } from './metrics.ts';
+import type { OfflineMessageStore, PushRouter } from './ports.ts';
+import { probeReadiness } from './routes/health.ts';
+import type { RouteSpec } from './routing.ts';
+import { buildSchemas } from './schemas.ts';
+
+export interface PushApiDeps {
+  /** Parsed with `pushApiEnv` from @pushline/config. */
+  readonly config: PushApiConfig;
+  /** ioredis client owned by the caller: idempotency keys and the readiness PING. */
+  readonly redis: Redis;
+  readonly registry: DeviceRegistry;
+  /** Direct push routing (`MessageRouter` from @pushline/delivery). Its transport is the caller's to close. */
+  readonly router: PushRouter;
+  /** The API creates its own producer and admin client from it, and closes them. */
+  readonly kafka: KafkaClient;
+  /** Store-and-forward for direct pushes with ttlSeconds; without it, ttlSeconds is ignored. */
+  readonly offlineStore?: OfflineMessageStore | undefined;
+  readonly logger: Logger;
+  /** The instance's own prom-client registry, served at /metrics. */
+  readonly metrics: Registry;
+  readonly tracer: Tracer;
+}
+
+export interface PushApi {
+  /** Creates missing topics, connects the producer, then listens. */
+  start(): Promise<void>;
+  /** Stops accepting, lets in-flight requests finish (bounded), then closes the producer. Idempotent. */
+  close(): Promise<void>;
+  /** Base URL, e.g. http://127.0.0.1:8080 (after start). */
+  readonly url: string;
+  readonly app: Express;
+  /** The documented /v1 operations. */
+  readonly routes: readonly RouteSpec[];
+}
+
+export function createPushApi(deps: PushApiDeps): PushApi {
+  const { config, logger } = deps;
+  const log = logger.child({ component: 'push-api' });
+  const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
+  const metrics = new ApiMetrics(deps.metrics);
+  let producer: Producer | undefined;
+  let admin: Admin | undefined;
+  let draining = false;
+  let inFlight = 0;
+  let url: string | undefined;
+
+  // The producer is created in start(); handlers only run after that, through this facade.
+  const producerFacade: Producer = {
+    start: async () => {},
+    close: async () => {},
+    send: (topic, records) => {
+      if (!producer) throw new Error('push-api not started');
+      return producer.send(topic, records);
+    },
+  };
+
+  const ctx: ApiContext = {
+    config,
+    schemas: buildSchemas({
+      maxBatch: config.PUSHLINE_MAX_BATCH,
+      maxPayloadBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
+      defaultTimeoutMs: config.PUSHLINE_DELIVERY_TIMEOUT_MS,
+    }),
+    topics,
+    registry: deps.registry,
+    router: deps.router,
+    producer: producerFacade,
+    offlineStore: deps.offlineStore,
+    idempotency: new IdempotencyStore({
+      redis: deps.redis,
+      keyPrefix: config.PUSHLINE_KEY_PREFIX,
+      ttlSeconds: config.PUSHLINE_API_IDEMPOTENCY_TTL_S,
+      // Longer than any request may run, shorter than a client's patience after a crash.
+      pendingTtlMs: config.PUSHLINE_API_DRAIN_TIMEOUT_MS + 60_000,
+    }),
+    metrics,
+    tracer: deps.tracer,
+    logger: log,
+  };
+
+  const { app, routes } = createApp({
+    ctx,
+    metricsRegistry: deps.metrics,
+    ready: () =>
+      probeReadiness({
+        admin: () => admin,
+        redis: deps.redis,
+        pushRequestsTopic: topics.pushRequests,
+        timeoutMs: config.PUSHLINE_API_READY_TIMEOUT_MS,
+        draining: () => draining,
+      }),
+  });
+
+  const server: Server = createServer((req, res) => {
+    inFlight++;
+    // While draining, answer with `connection: close` so keep-alive clients reconnect elsewhere.
+    if (draining) res.setHeader('connection', 'close');
+    res.once('close', () => {
+      inFlight--;
+      if (draining) server.closeIdleConnections();
+    });
+    app(req, res);
+  });
+  // Longer than typical load-balancer idle timeouts, so the balancer closes first.
+  server.keepAliveTimeout = 65_000;
+
+  const stopHttp = async (): Promise<void> => {
+    if (!server.listening) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    const timer = setTimeout(() => {
+      log.warn({ inFlight }, 'drain timeout; closing the remaining connections');
+      server.closeAllConnections();
+    }, config.PUSHLINE_API_DRAIN_TIMEOUT_MS);
+    try {
+      await closed;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const close = closeOnce(async () => {
+    draining = true;
+    log.info({ inFlight }, 'push-api closing');
+    await runCleanup([
+      { name: 'http server', run: stopHttp },
+      { name: 'kafka producer', run: () => producer?.close() },
+      { name: 'kafka admin', run: () => admin?.close() },
+    ]);
+  });
+
+  return {
+    app,
+    routes: routes.specs,
+    get url() {
+      if (!url) throw new Error('push-api not started');
+      return url;
+    },
+    start: async () => {
+      try {
+        admin = deps.kafka.admin();
+        await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
+        producer = deps.kafka.producer();
+        await producer.start();
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(config.PUSHLINE_API_PORT, config.PUSHLINE_API_HOST, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        await close().catch((closeErr: unknown) =>
+          log.warn({ err: closeErr }, 'cleanup after a failed start failed'),
+        );
+        throw err;
+      }
+      const address = server.address() as AddressInfo;
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
+      log.info({ url }, 'push-api listening');
+    },
+    close,
+  };
+}
