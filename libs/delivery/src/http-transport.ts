@@ -8,7 +8,13 @@ import {
   type TraceContext,
 } from '@pushline/protocol';
 import { closeOnce } from '@pushline/runtime';
-import { Counter, injectTraceHeaders, type Logger, type Registry } from '@pushline/telemetry';
+import {
+  injectTraceHeaders,
+  stageCounter,
+  type Counter,
+  type Logger,
+  type Registry,
+} from '@pushline/telemetry';
 import { DeliveryTransportError, InternalAuthError } from './errors.ts';
 import type { DeliveryTransport } from './types.ts';
 
@@ -65,11 +71,14 @@ export class HttpDeliveryTransport implements DeliveryTransport {
     this.#marginMs = options.timeoutMarginMs ?? 1000;
     this.#logger = options.logger;
     this.#requests = options.metrics
-      ? new Counter({
+      ? stageCounter({
           name: 'pushline_transport_requests_total',
-          help: 'Requests to connection servers by endpoint and result (ok, unreachable, timeout, auth, error).',
-          labelNames: ['route', 'result'],
-          registers: [options.metrics],
+          help: 'Requests to connection servers by endpoint and result.',
+          labels: {
+            route: ['deliver', 'broadcast'],
+            result: ['ok', 'unreachable', 'timeout', 'auth', 'error'],
+          },
+          registry: options.metrics,
         })
       : undefined;
     this.close = closeOnce(async () => {

@@ -1,6 +1,14 @@
 import type { ConnectionEvent } from '@pushline/protocol';
 import type { DeviceRecord, DeviceRegistry } from '@pushline/registry';
-import { Counter, SpanKind, trace, withSpan, type Registry, type Tracer } from '@pushline/telemetry';
+import {
+  SpanKind,
+  stageCounter,
+  trace,
+  withSpan,
+  type Counter,
+  type Registry,
+  type Tracer,
+} from '@pushline/telemetry';
 
 export interface DeviceLocatorOptions {
   readonly registry: DeviceRegistry;
@@ -71,11 +79,11 @@ export class DeviceLocator {
     this.#negativeTtlMs = options.negativeTtlMs ?? 1000;
     this.#tracer = options.tracer ?? trace.getTracer('pushline-delivery');
     this.#lookups = options.metrics
-      ? new Counter({
+      ? stageCounter({
           name: 'pushline_locator_lookups_total',
           help: 'Device lookups by result: hit, negative_hit (cached "not registered") or miss (registry read).',
-          labelNames: ['result'],
-          registers: [options.metrics],
+          labels: { result: ['hit', 'negative_hit', 'miss'] },
+          registry: options.metrics,
         })
       : undefined;
   }

@@ -1,16 +1,23 @@
-import type { BroadcastRequest, BroadcastResult, DeliverRequest, DeliverResult } from '@pushline/protocol';
+import {
+  DeliverySource,
+  type BroadcastRequest,
+  type BroadcastResult,
+  type DeliverRequest,
+  type DeliverResult,
+} from '@pushline/protocol';
 import type { DeviceRecord, DeviceRegistry, ServerLoad } from '@pushline/registry';
 import {
-  Counter,
   Histogram,
   LATENCY_BUCKETS_S,
   SpanKind,
   context,
   extractTraceContext,
   injectTraceHeaders,
+  stageCounter,
   trace,
   withSpan,
   type Context,
+  type Counter,
   type Logger,
   type Registry,
   type Tracer,
@@ -38,6 +45,9 @@ export interface MessageRouterOptions {
   readonly serversTtlMs?: number;
 }
 
+/** Every value of the `outcome` label: a device outcome, or `error` when the delivery threw. */
+const ROUTED_OUTCOMES = ['delivered', 'not_connected', 'timeout', 'rejected', 'error'] as const;
+
 type Resolved = { readonly record: DeviceRecord | null; readonly cached: boolean };
 
 /**
@@ -56,6 +66,7 @@ export class MessageRouter {
   readonly #serversTtlMs: number;
   readonly #deliveries: Counter<'source' | 'outcome'> | undefined;
   readonly #seconds: Histogram<'source' | 'outcome'> | undefined;
+  readonly #broadcasts: Counter<'result'> | undefined;
   #servers: { readonly list: Promise<ServerLoad[]>; readonly expiresAt: number } | undefined;
 
   constructor(options: MessageRouterOptions) {
@@ -67,11 +78,11 @@ export class MessageRouter {
     this.#logger = options.logger;
     this.#serversTtlMs = options.serversTtlMs ?? 1000;
     if (options.metrics) {
-      this.#deliveries = new Counter({
+      this.#deliveries = stageCounter({
         name: 'pushline_router_deliveries_total',
         help: 'Messages routed to one device, by source and outcome (error: the delivery threw).',
-        labelNames: ['source', 'outcome'],
-        registers: [options.metrics],
+        labels: { source: DeliverySource.options, outcome: ROUTED_OUTCOMES },
+        registry: options.metrics,
       });
       this.#seconds = new Histogram({
         name: 'pushline_router_delivery_seconds',
@@ -79,6 +90,12 @@ export class MessageRouter {
         labelNames: ['source', 'outcome'],
         buckets: LATENCY_BUCKETS_S,
         registers: [options.metrics],
+      });
+      this.#broadcasts = stageCounter({
+        name: 'pushline_router_broadcasts_total',
+        help: 'Topic broadcasts by result (no_server: no live connection server to relay it).',
+        labels: { result: ['ok', 'no_server', 'error'] },
+        registry: options.metrics,
       });
     }
   }
@@ -183,7 +200,10 @@ export class MessageRouter {
       const tried = new Set<string>();
       for (;;) {
         const server = pickServer(servers, tried);
-        if (!server) return { delivered: 0, latencyMs: performance.now() - started };
+        if (!server) {
+          this.#broadcasts?.inc({ result: 'no_server' });
+          return { delivered: 0, latencyMs: performance.now() - started };
+        }
         tried.add(server.serverId);
         try {
           return await withSpan(
@@ -201,6 +221,7 @@ export class MessageRouter {
               if (traceHeaders.traceparent) req.trace = traceHeaders;
               const result = await this.#transport.broadcast(server.serverUrl, req);
               span.setAttribute('pushline.delivered', result.delivered);
+              this.#broadcasts?.inc({ result: 'ok' });
               return result;
             },
           );
@@ -209,6 +230,7 @@ export class MessageRouter {
             !(err instanceof DeliveryTransportError && err.failure === 'server_unreachable') ||
             tried.size >= 2
           ) {
+            this.#broadcasts?.inc({ result: 'error' });
             throw err;
           }
           this.#servers = undefined;
@@ -303,7 +325,7 @@ export class MessageRouter {
     return { list: await list, cached: false };
   }
 
-  #record(msg: OutgoingMessage, outcome: string, started: number): void {
+  #record(msg: OutgoingMessage, outcome: (typeof ROUTED_OUTCOMES)[number], started: number): void {
     this.#deliveries?.inc({ source: msg.source, outcome });
     this.#seconds?.observe({ source: msg.source, outcome }, (performance.now() - started) / 1000);
   }

@@ -153,7 +153,7 @@ describe('HttpDeliveryTransport', () => {
     const result = await transport.deliver(server.url, deliverRequest({ timeoutMs: 50 }));
     assert.equal(result.outcome, 'timeout');
     assert.equal(result.reason, 'server_timeout');
-    assert.ok(result.latencyMs >= 100, `latency ${result.latencyMs}`);
+    assert.equal(server.requests.length, 1, 'the request reached the server, which never answered');
   });
 
   it('throws InternalAuthError on 401', async () => {

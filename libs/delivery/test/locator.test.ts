@@ -64,14 +64,14 @@ describe('DeviceLocator', () => {
       { hits: locator.stats.hits, misses: locator.stats.misses, size: locator.stats.size },
       { hits: 1, misses: 1, size: 1 },
     );
-    assert.deepEqual(await lookupsByResult(), { miss: 1, hit: 1 });
+    assert.deepEqual(await lookupsByResult(), { miss: 1, hit: 1, negative_hit: 0 });
   });
 
   it('caches "not registered" briefly, so a flood to an offline device reads the registry once', async () => {
     for (let i = 0; i < 20; i++) assert.equal((await locator.lookup('offline')).record, null);
     assert.equal(registry.lookups, 1);
     assert.equal(locator.stats.negativeHits, 19);
-    assert.deepEqual(await lookupsByResult(), { miss: 1, negative_hit: 19 });
+    assert.deepEqual(await lookupsByResult(), { miss: 1, hit: 0, negative_hit: 19 });
   });
 
   it('lets a negative entry expire after negativeTtlMs', async () => {

@@ -94,7 +94,9 @@ describe('MessageRouter', () => {
 
   async function deliveriesCounted(outcome: string): Promise<number> {
     const metric = await metrics.getSingleMetric('pushline_router_deliveries_total')?.get();
-    return metric?.values.find((v) => v.labels['outcome'] === outcome)?.value ?? 0;
+    return (metric?.values ?? [])
+      .filter((v) => v.labels['outcome'] === outcome)
+      .reduce((n, v) => n + v.value, 0);
   }
 
   it('delivers to the connection the registry names', async () => {
