@@ -1,0 +1,217 @@
+import type { BatchContext, Consumer, IncomingRecord, KafkaClient, RecordBatch } from '@pushline/kafka';
+import { pushTargetKey } from '@pushline/protocol';
+import { SpanKind, extractTraceContext, withSpan, type Logger, type Tracer } from '@pushline/telemetry';
+import type { DeadLetterQueue } from './dead-letter.ts';
+import { runKeyed, type Semaphore } from './keyed-runner.ts';
+import type { ProcessorMetrics } from './metrics.ts';
+import type { OutcomeRecorder } from './outcomes.ts';
+import { decodePushRequest } from './request-decoder.ts';
+import type { PushRequestHandler } from './request-handler.ts';
+import type { RequestLedger } from './request-ledger.ts';
+
+/**
+ * Thrown from a batch that stopped before its end (partition revoked, processor closing, a record
+ * failed): the batch's offsets are then not committed and its records are redelivered; the ones
+ * that did finish are recognised as duplicates by the request ledger.
+ */
+export class BatchInterruptedError extends Error {
+  override readonly name = 'BatchInterruptedError';
+  readonly skipped: number;
+  constructor(message: string, skipped: number, options?: { cause?: unknown }) {
+    super(message, options);
+    this.skipped = skipped;
+  }
+}
+
+export interface PushRequestConsumerOptions {
+  readonly kafka: KafkaClient;
+  readonly topic: string;
+  readonly groupId: string;
+  readonly partitionsConcurrency: number;
+  readonly maxPayloadBytes: number;
+  readonly semaphore: Semaphore;
+  readonly dlq: DeadLetterQueue;
+  readonly ledger: RequestLedger;
+  readonly handler: PushRequestHandler;
+  readonly outcomes: OutcomeRecorder;
+  readonly metrics: ProcessorMetrics;
+  readonly tracer: Tracer;
+  readonly logger: Logger;
+  /** Called with the lag of each partition after each batch. */
+  readonly onLag?: (partition: number, lag: number) => void;
+  readonly onAssignment?: (assignment: Readonly<Record<string, number[]>>) => void;
+  /** How often a long batch heartbeats the group. Default 1000 ms (the client throttles it further). */
+  readonly heartbeatEveryMs?: number;
+}
+
+/**
+ * The consumer-group member that works through `<prefix>push-requests`. Per batch (one
+ * partition): records with the same key run one after another in offset order, different keys in
+ * parallel under the processor-wide in-flight bound. The batch returns only when every record has
+ * its outcome in Kafka (or in the DLQ), and only then are its offsets committed (at-least-once).
+ */
+export class PushRequestConsumer {
+  readonly #o: PushRequestConsumerOptions;
+  readonly #consumer: Consumer;
+  readonly #log: Logger;
+  #joined = false;
+
+  constructor(options: PushRequestConsumerOptions) {
+    this.#o = options;
+    this.#log = options.logger.child({ component: 'push-request-consumer' });
+    this.#consumer = options.kafka.consumer({
+      groupId: options.groupId,
+      topics: [options.topic],
+      fromBeginning: true,
+      partitionsConsumedConcurrently: options.partitionsConcurrency,
+      handleBatch: (batch, ctx) => this.#handleBatch(batch, ctx),
+      ...(options.onAssignment ? { onAssignment: options.onAssignment } : {}),
+    });
+  }
+
+  /** True once the member has joined the group. */
+  get joined(): boolean {
+    return this.#joined;
+  }
+
+  async start(): Promise<void> {
+    await this.#consumer.start();
+    this.#joined = true;
+  }
+
+  /** Stops taking records, lets the records in hand finish, commits, leaves the group. */
+  async close(): Promise<void> {
+    this.#joined = false;
+    await this.#consumer.close();
+  }
+
+  async #handleBatch(batch: RecordBatch, ctx: BatchContext): Promise<void> {
+    this.#o.onLag?.(batch.partition, batch.lag);
+    let lostGroup: unknown;
+    const beat = setInterval(() => {
+      ctx.heartbeat().catch((err: unknown) => {
+        // Usually a rebalance: stop starting records so the partition is handed over promptly.
+        lostGroup ??= err;
+      });
+    }, this.#o.heartbeatEveryMs ?? 1000);
+    let result;
+    try {
+      result = await runKeyed(
+        batch.records,
+        (record) => record.key ?? '',
+        (record) => this.#processRecord(record, () => ctx.isActive() && lostGroup === undefined),
+        {
+          semaphore: this.#o.semaphore,
+          shouldContinue: () => ctx.isActive() && lostGroup === undefined,
+        },
+      );
+    } finally {
+      clearInterval(beat);
+    }
+    if (result.errors.length > 0) {
+      this.#o.metrics.loopFailures.inc({ loop: 'batch' });
+      this.#log.warn(
+        {
+          err: result.errors[0],
+          partition: batch.partition,
+          failed: result.errors.length,
+          skipped: result.skipped,
+        },
+        'batch failed; it is redelivered after a backoff',
+      );
+      throw new BatchInterruptedError('records of the batch failed', result.skipped, {
+        cause: result.errors[0],
+      });
+    }
+    if (result.skipped > 0) {
+      this.#log.info(
+        { partition: batch.partition, completed: result.completed, skipped: result.skipped },
+        'batch interrupted (rebalance or close); the rest is redelivered to the next owner',
+      );
+      // Rethrowing the rebalance error lets the client rejoin at once; otherwise our own error
+      // keeps the batch from being committed.
+      if (lostGroup !== undefined) throw lostGroup;
+      throw new BatchInterruptedError('batch interrupted before its end', result.skipped);
+    }
+  }
+
+  #processRecord(record: IncomingRecord, isActive: () => boolean): Promise<void> {
+    const parent = extractTraceContext({
+      traceparent: record.headers['traceparent'],
+      tracestate: record.headers['tracestate'],
+    });
+    return withSpan(
+      this.#o.tracer,
+      `process ${record.topic}`,
+      {
+        kind: SpanKind.CONSUMER,
+        parent,
+        attributes: {
+          'messaging.system': 'kafka',
+          'messaging.operation.type': 'process',
+          'messaging.destination.name': record.topic,
+          'messaging.destination.partition.id': String(record.partition),
+          'messaging.kafka.offset': Number(record.offset),
+          'messaging.consumer.group.name': this.#o.groupId,
+          ...(record.key === null ? {} : { 'messaging.kafka.message.key': record.key }),
+        },
+      },
+      async (span) => {
+        const m = this.#o.metrics;
+        m.records.inc({ result: 'received' });
+        const decoded = decodePushRequest(record.value, this.#o.maxPayloadBytes);
+        if (!decoded.ok) {
+          try {
+            await this.#o.dlq.send(record, decoded.reason, decoded.detail);
+          } catch (err) {
+            m.records.inc({ result: 'failed' });
+            throw err;
+          }
+          span.setAttribute('pushline.dlq_reason', decoded.reason);
+          m.dlq.inc({ reason: decoded.reason });
+          m.records.inc({ result: 'dlq' });
+          this.#log.warn(
+            {
+              partition: record.partition,
+              offset: record.offset,
+              reason: decoded.reason,
+              detail: decoded.detail,
+            },
+            'record dead-lettered',
+          );
+          return;
+        }
+        const req = decoded.request;
+        span.setAttribute('messaging.message.id', req.id);
+        span.setAttribute('pushline.target.type', req.target.type);
+        if (record.key !== null && record.key !== pushTargetKey(req.target)) {
+          this.#log.debug({ key: record.key, requestId: req.id }, 'record key is not its target key');
+        }
+        let claim;
+        try {
+          claim = await this.#o.ledger.claim(req.id, isActive);
+        } catch (err) {
+          m.records.inc({ result: 'failed' });
+          throw err;
+        }
+        if (claim.status === 'done') {
+          span.setAttribute('pushline.duplicate', true);
+          m.records.inc({ result: 'duplicate' });
+          return;
+        }
+        try {
+          const events = await this.#o.handler.handle(req);
+          await this.#o.outcomes.record(events);
+          await this.#o.ledger.complete(req.id);
+          m.records.inc({ result: 'processed' });
+        } catch (err) {
+          m.records.inc({ result: 'failed' });
+          await this.#o.ledger.release(req.id, claim.token).catch((releaseErr: unknown) => {
+            this.#log.warn({ err: releaseErr, requestId: req.id }, 'releasing a failed request failed');
+          });
+          throw err;
+        }
+      },
+    );
+  }
+}

@@ -1,0 +1,155 @@
+import type { MessageRouter, OutgoingMessage } from '@pushline/delivery';
+import type { RedisOfflineStore } from '@pushline/offline-store';
+import type {
+  DeliverResult,
+  DeliveryEvent,
+  DeliveryOutcome,
+  PushRequest,
+  StoredMessage,
+} from '@pushline/protocol';
+import { injectTraceHeaders } from '@pushline/telemetry';
+import type { TargetResolver } from './target-resolver.ts';
+
+export interface PushRequestHandlerOptions {
+  readonly resolver: TargetResolver;
+  readonly router: MessageRouter;
+  readonly store: RedisOfflineStore;
+  /** Time a device has to ack. */
+  readonly deliveryTimeoutMs: number;
+}
+
+/** Outcomes after which a message with a ttl is kept for the device instead of being final. */
+const STORABLE = new Set<DeliveryOutcome>(['not_connected', 'timeout']);
+
+/**
+ * Turns one push request into deliveries and the delivery events that record them: one terminal
+ * event per device, or a non-terminal `stored` event when the device is unreachable and the
+ * request has a ttl (the offline store records the terminal one later). Events are returned, not
+ * sent: the caller writes them to Kafka before it marks the request done.
+ */
+export class PushRequestHandler {
+  readonly #o: PushRequestHandlerOptions;
+
+  constructor(options: PushRequestHandlerOptions) {
+    this.#o = options;
+  }
+
+  async handle(req: PushRequest): Promise<DeliveryEvent[]> {
+    const ttlMs = (req.ttlSeconds ?? 0) * 1000;
+    const expiresAt = ttlMs > 0 ? req.createdAt + ttlMs : undefined;
+    const deviceId = req.target.type === 'device' ? req.target.id : undefined;
+    if (expiresAt !== undefined && expiresAt <= Date.now()) {
+      // It waited in Kafka longer than it may live: never delivered late.
+      return [this.#event(req, { deviceId, outcome: 'expired', attempts: 1, reason: 'ttl_elapsed' })];
+    }
+    if (deviceId !== undefined && (await this.#o.store.pending(deviceId)) > 0) {
+      // Stored messages go first, so the device sees its messages in order. The drain records
+      // their outcomes itself; if the device is gone it stops, and this request is stored behind.
+      await this.#o.store.drain(deviceId, (msg) => this.#deliverStored(deviceId, msg));
+    }
+
+    const resolution = await this.#o.resolver.deliver(req.target, this.#outgoing(req));
+    switch (resolution.kind) {
+      case 'topic':
+        return [
+          this.#event(req, {
+            outcome: 'delivered',
+            attempts: 1,
+            deliveredCount: resolution.result.delivered,
+          }),
+        ];
+      case 'failed':
+        if (deviceId !== undefined) {
+          return [await this.#settle(req, deviceId, 'not_connected', 1, resolution.reason, expiresAt)];
+        }
+        return [this.#event(req, { outcome: 'not_connected', attempts: 1, reason: resolution.reason })];
+      case 'devices': {
+        if (resolution.results.length === 0) {
+          // A user with no device connected: nothing to deliver to, nor to store for (the
+          // registry only knows connected devices). One event says so.
+          return [
+            this.#event(req, { outcome: 'not_connected', attempts: 1, reason: 'no_connected_devices' }),
+          ];
+        }
+        return Promise.all(
+          resolution.results.map((r) =>
+            this.#settle(req, r.deviceId, r.outcome, r.attempts, r.reason, expiresAt),
+          ),
+        );
+      }
+    }
+  }
+
+  async #settle(
+    req: PushRequest,
+    deviceId: string,
+    outcome: DeliverResult['outcome'],
+    attempts: number,
+    reason: string | undefined,
+    expiresAt: number | undefined,
+  ): Promise<DeliveryEvent> {
+    if (expiresAt === undefined || !STORABLE.has(outcome)) {
+      return this.#event(req, { deviceId, outcome, attempts, reason });
+    }
+    const trace = injectTraceHeaders();
+    const msg: StoredMessage = {
+      v: 1,
+      requestId: req.id,
+      target: req.target,
+      payload: req.payload,
+      createdAt: req.createdAt,
+      expiresAt,
+      attempts,
+      ...trace,
+    };
+    await this.#o.store.store(deviceId, msg);
+    return this.#event(req, { deviceId, outcome, attempts, reason, terminal: false, stored: true });
+  }
+
+  #outgoing(req: PushRequest): OutgoingMessage {
+    return { messageId: req.id, payload: req.payload, source: 'async', timeoutMs: this.#o.deliveryTimeoutMs };
+  }
+
+  #deliverStored(deviceId: string, msg: StoredMessage): Promise<DeliverResult> {
+    const out: OutgoingMessage = {
+      messageId: msg.requestId,
+      payload: msg.payload,
+      source: 'offline',
+      timeoutMs: this.#o.deliveryTimeoutMs,
+    };
+    if (msg.traceparent) {
+      out.trace = { traceparent: msg.traceparent, ...(msg.tracestate ? { tracestate: msg.tracestate } : {}) };
+    }
+    return this.#o.router.toDevice(deviceId, out);
+  }
+
+  #event(
+    req: PushRequest,
+    fields: {
+      deviceId?: string | undefined;
+      outcome: DeliveryOutcome;
+      attempts: number;
+      reason?: string | undefined;
+      terminal?: boolean;
+      stored?: boolean;
+      deliveredCount?: number;
+    },
+  ): DeliveryEvent {
+    const now = Date.now();
+    return {
+      v: 1,
+      requestId: req.id,
+      target: req.target,
+      ...(fields.deviceId === undefined ? {} : { deviceId: fields.deviceId }),
+      outcome: fields.outcome,
+      terminal: fields.terminal ?? true,
+      ...(fields.stored ? { stored: true } : {}),
+      source: 'async',
+      ...(fields.deliveredCount === undefined ? {} : { deliveredCount: fields.deliveredCount }),
+      ...(fields.reason === undefined ? {} : { reason: fields.reason }),
+      latencyMs: Math.max(0, now - req.createdAt),
+      attempts: Math.max(1, fields.attempts),
+      at: now,
+    };
+  }
+}

@@ -1,0 +1,218 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { topicNames, type MessageProcessorConfig } from '@pushline/config';
+import {
+  DeviceLocator,
+  HttpDeliveryTransport,
+  MessageRouter,
+  type DeliveryTransport,
+} from '@pushline/delivery';
+import { platformTopics, type KafkaClient, type Producer } from '@pushline/kafka';
+import { RedisOfflineStore } from '@pushline/offline-store';
+import { RedisDeviceRegistry, type DeviceRegistry } from '@pushline/registry';
+import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
+import { Gauge, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
+import { CacheInvalidator } from './cache-invalidation.ts';
+import { DeadLetterQueue } from './dead-letter.ts';
+import { Semaphore } from './keyed-runner.ts';
+import { createProcessorMetrics } from './metrics.ts';
+import { OutcomeRecorder } from './outcomes.ts';
+import { PushRequestConsumer } from './processor.ts';
+import { PushRequestHandler } from './request-handler.ts';
+import { RequestLedger } from './request-ledger.ts';
+import { Sweeper } from './sweeper.ts';
+import { TargetResolver } from './target-resolver.ts';
+
+export interface MessageProcessorDeps {
+  /** Parsed with `messageProcessorEnv` (tests: `parseEnv(messageProcessorEnv, {...})`). */
+  readonly config: MessageProcessorConfig;
+  /** ioredis client owned by the caller (registry, offline store, request ledger). */
+  readonly redis: Redis;
+  readonly kafka: KafkaClient;
+  readonly logger: Logger;
+  readonly metrics: Registry;
+  readonly tracer: Tracer;
+  /** Default: a `RedisDeviceRegistry` on `redis` with the configured key prefix. */
+  readonly registry?: DeviceRegistry;
+  /** Default: an `HttpDeliveryTransport` owned (and closed) by the processor. */
+  readonly transport?: DeliveryTransport;
+}
+
+export interface MessageProcessor {
+  /** Creates the platform topics if missing, joins the group, starts the sweeper and the ops port. */
+  start(): Promise<void>;
+  /** Stops taking records, finishes the ones in hand and commits them, then closes everything it owns. */
+  close(): Promise<void>;
+  readonly instanceId: string;
+  /** Base URL of the ops port (/healthz, /readyz, /metrics). */
+  readonly opsUrl: string;
+  /** The offline store, shared with the connection servers through Redis. */
+  readonly store: RedisOfflineStore;
+  readonly locator: DeviceLocator;
+}
+
+/** Builds a message processor from its dependencies; `main.ts` wires it to the environment. */
+export function createMessageProcessor(deps: MessageProcessorDeps): MessageProcessor {
+  const { config, redis, kafka, metrics, tracer } = deps;
+  const instanceId =
+    config.PUSHLINE_PROCESSOR_INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const logger = deps.logger.child({ instanceId });
+  const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
+  const keyPrefix = config.PUSHLINE_KEY_PREFIX;
+
+  const semaphore = new Semaphore(config.PUSHLINE_PROCESSOR_MAX_IN_FLIGHT);
+  const lagByPartition = new Map<number, number>();
+  const m = createProcessorMetrics(metrics, {
+    inFlight: () => semaphore.inUse,
+    lag: () => [...lagByPartition.values()].reduce((a, b) => a + b, 0),
+  });
+
+  const registry = deps.registry ?? new RedisDeviceRegistry({ redis, keyPrefix });
+  const ownTransport = deps.transport
+    ? undefined
+    : new HttpDeliveryTransport({ internalToken: config.PUSHLINE_INTERNAL_TOKEN, logger });
+  const transport = deps.transport ?? (ownTransport as DeliveryTransport);
+  const locator = new DeviceLocator({
+    registry,
+    maxEntries: config.PUSHLINE_LOCATOR_CACHE_MAX,
+    ttlMs: config.PUSHLINE_LOCATOR_CACHE_TTL_MS,
+    metrics,
+    tracer,
+  });
+  new Gauge({
+    name: 'pushline_processor_locator_hit_ratio',
+    help: 'Share of device lookups answered by the in-process cache since start (hits incl. cached "not registered").',
+    registers: [metrics],
+    collect() {
+      const s = locator.stats;
+      const hits = s.hits + s.negativeHits;
+      this.set(hits + s.misses === 0 ? 0 : hits / (hits + s.misses));
+    },
+  });
+  const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });
+
+  const producer: Producer = kafka.producer();
+  const outcomes = new OutcomeRecorder({ producer, topic: topics.deliveryEvents, metrics: m, tracer });
+  const store = new RedisOfflineStore({
+    redis,
+    keyPrefix,
+    maxPerDevice: config.PUSHLINE_OFFLINE_MAX_PER_DEVICE,
+    leaseMs: config.PUSHLINE_OFFLINE_LEASE_MS,
+    publishOutcome: (ev) => outcomes.record([ev]),
+    logger,
+    metrics,
+  });
+  const ledger = new RequestLedger({
+    redis,
+    keyPrefix,
+    instanceId,
+    claimTtlMs: config.PUSHLINE_PROCESSOR_CLAIM_TTL_MS,
+    windowSeconds: config.PUSHLINE_PROCESSOR_DEDUPE_WINDOW_S,
+    logger,
+    onWait: () => m.claimWaits.inc(),
+  });
+  const handler = new PushRequestHandler({
+    resolver: new TargetResolver({ router, logger }),
+    router,
+    store,
+    deliveryTimeoutMs: config.PUSHLINE_DELIVERY_TIMEOUT_MS,
+  });
+  const consumer = new PushRequestConsumer({
+    kafka,
+    topic: topics.pushRequests,
+    groupId: config.PUSHLINE_PROCESSOR_GROUP_ID,
+    partitionsConcurrency: config.PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY,
+    maxPayloadBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
+    semaphore,
+    dlq: new DeadLetterQueue({ producer, topic: topics.pushRequestsDlq }),
+    ledger,
+    handler,
+    outcomes,
+    metrics: m,
+    tracer,
+    logger,
+    onLag: (partition, lag) => lagByPartition.set(partition, lag),
+    onAssignment: (assignment) => {
+      const mine = new Set(assignment[topics.pushRequests] ?? []);
+      for (const partition of lagByPartition.keys())
+        if (!mine.has(partition)) lagByPartition.delete(partition);
+    },
+  });
+  const invalidator = new CacheInvalidator({
+    kafka,
+    topic: topics.connectionEvents,
+    groupId: `${config.PUSHLINE_PROCESSOR_GROUP_ID}.cache.${instanceId}`,
+    locator,
+    metrics: m,
+    logger,
+  });
+  const sweeper = new Sweeper({
+    store,
+    intervalMs: config.PUSHLINE_OFFLINE_SWEEP_MS,
+    batch: config.PUSHLINE_OFFLINE_SWEEP_BATCH,
+    metrics: m,
+    logger,
+  });
+  const ops = new OpsServer({
+    host: config.PUSHLINE_PROCESSOR_HOST,
+    port: config.PUSHLINE_PROCESSOR_PORT,
+    metrics,
+    ready: async () => {
+      let redisOk = false;
+      try {
+        redisOk = (await redis.ping()) === 'PONG';
+      } catch {
+        redisOk = false;
+      }
+      const ok = consumer.joined && invalidator.joined && redisOk;
+      return {
+        ok,
+        detail: { consumer: consumer.joined, cacheInvalidation: invalidator.joined, redis: redisOk },
+      };
+    },
+  });
+
+  let started = false;
+  const close = closeOnce(async () => {
+    logger.info('message processor closing');
+    await runCleanup([
+      // Stop taking records first; the batches in hand finish and are committed.
+      { name: 'push-request consumer', run: () => consumer.close() },
+      { name: 'sweeper', run: () => sweeper.close() },
+      { name: 'cache invalidation', run: () => invalidator.close() },
+      { name: 'producer', run: () => producer.close() },
+      { name: 'transport', run: () => ownTransport?.close() },
+      { name: 'ops server', run: () => ops.close() },
+    ]);
+    logger.info('message processor closed');
+  });
+
+  return {
+    instanceId,
+    store,
+    locator,
+    get opsUrl() {
+      return ops.url;
+    },
+    async start() {
+      if (started) throw new Error('message processor already started');
+      started = true;
+      await ops.start();
+      const admin = kafka.admin();
+      try {
+        await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
+      } finally {
+        await admin.close();
+      }
+      await producer.start();
+      await Promise.all([consumer.start(), invalidator.start()]);
+      await sweeper.start();
+      logger.info(
+        { opsUrl: ops.url, groupId: config.PUSHLINE_PROCESSOR_GROUP_ID },
+        'message processor started',
+      );
+    },
+    close,
+  };
+}
