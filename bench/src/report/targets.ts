@@ -1,0 +1,70 @@
+import type { Row, ScenarioResult, TargetCheck } from './model.ts';
+
+/** Evaluates the issue's targets against a run. A target whose numbers are missing is `pass: null`. */
+export function evaluateTargets(scenarios: readonly ScenarioResult[], stormGoal = 19_000): TargetCheck[] {
+  const rows = new Map<string, Row>();
+  for (const s of scenarios) if (s.status === 'ok') for (const r of s.rows) rows.set(r.key, r);
+  const get = (key: string) => rows.get(key);
+  const checks: TargetCheck[] = [];
+
+  const rss = get('capacity.rss_per_conn');
+  const heap = get('capacity.heap_per_conn');
+  checks.push({
+    goal: 'memory per idle connection ≤ 1.0× baseline',
+    measured:
+      rss?.ratio == null
+        ? 'not measured'
+        : `RSS ${rss.pushline} vs ${rss.baseline} KB (${rss.ratio}×); heap ${heap?.pushline ?? '—'} vs ${heap?.baseline ?? '—'} KB (${heap?.ratio ?? '—'}×)`,
+    pass: rss?.ratio == null ? null : rss.ratio <= 1.0,
+  });
+
+  const direct = [...rows.values()].filter((r) => /^direct\.c\d+\.throughput$/.test(r.key));
+  const peak = (side: 'baseline' | 'pushline') => Math.max(0, ...direct.map((r) => r[side] ?? 0));
+  const directRatio =
+    direct.length > 0 && peak('baseline') > 0
+      ? Math.round((peak('pushline') / peak('baseline')) * 100) / 100
+      : null;
+  checks.push({
+    goal: 'direct push throughput ≥ 1.0× baseline emit-with-ack (peak over concurrency levels)',
+    measured:
+      directRatio === null
+        ? 'not measured'
+        : `${peak('pushline')} vs ${peak('baseline')} msg/s (${directRatio}×)`,
+    pass: directRatio === null ? null : directRatio >= 1.0,
+  });
+
+  const d2d = get('d2d.r1000.p99');
+  checks.push({
+    goal: 'device-to-device p99 ≤ 4 ms at 1k msg/s',
+    measured:
+      d2d?.pushline == null
+        ? 'not measured'
+        : `p99 ${d2d.pushline} ms (p50 ${get('d2d.r1000.p50')?.pushline ?? '—'} ms; baseline p99 ${d2d.baseline ?? '—'} ms)`,
+    pass: d2d?.pushline == null ? null : d2d.pushline <= 4,
+  });
+
+  const asyncMax = get('async.max_deliveries_per_s')?.pushline;
+  const asyncP99 = get('async.half_p99')?.pushline;
+  checks.push({
+    goal: 'async path ≥ 20k msg/s delivered, p99 ≤ 50 ms at half of max',
+    measured:
+      asyncMax == null
+        ? 'not measured'
+        : `${asyncMax} msg/s max; p99 ${asyncP99 ?? '—'} ms at ${get('async.half_rate')?.pushline ?? '—'} msg/s`,
+    pass: asyncMax == null || asyncP99 == null ? null : asyncMax >= 20_000 && asyncP99 <= 50,
+  });
+
+  const stormN = get('storm.devices')?.pushline;
+  const stormS = get('storm.registered_s')?.pushline;
+  const lost = get('storm.lost')?.pushline;
+  const atGoal = stormN != null && stormN >= stormGoal;
+  checks.push({
+    goal: `reconnect storm: ${stormGoal / 1000}k devices re-registered within 10 s, none lost`,
+    measured:
+      stormN == null
+        ? 'not measured'
+        : `${stormN} devices: ${stormS == null ? 'not all' : `${stormS} s`}, ${lost ?? '—'} lost${atGoal ? '' : ` (below the ${stormGoal} of the goal, so not judged)`}`,
+    pass: stormN == null || !atGoal ? null : stormS != null && stormS <= 10 && lost === 0,
+  });
+  return checks;
+}

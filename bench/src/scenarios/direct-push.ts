@@ -1,0 +1,205 @@
+import { GeneratorProcess } from '../load/ipc.ts';
+import { HttpLoadResult, type HttpLoadArgs } from '../load/http-protocol.ts';
+import { row, type Chart, type Row } from '../report/model.ts';
+import { perSecond, summarize, type LatencySummary } from '../stats.ts';
+import type { HttpPushSpec, Target } from '../targets/types.ts';
+import { sideBySide, withFleet } from './common.ts';
+import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
+
+const HTTP_LOAD_SCRIPT = new URL('../load/http-load.ts', import.meta.url);
+
+interface LevelResult {
+  readonly label: string;
+  readonly concurrency: number;
+  readonly throughput: number;
+  readonly latency: LatencySummary;
+  readonly outcomes: Record<string, number>;
+}
+
+function plan(smoke: boolean) {
+  return smoke
+    ? { levels: [4], durationMs: 1000, warmupMs: 300 }
+    : { levels: [10, 100, 200], durationMs: 8000, warmupMs: 1000 };
+}
+
+/** Scenario 2: HTTP push with synchronous delivery feedback, closed loop at fixed concurrency. */
+export const directPush: Scenario = {
+  id: 2,
+  name: 'direct-push',
+  title: 'Direct push over HTTP with delivery feedback',
+  timeoutMs: (o) => {
+    const p = plan(o.smoke);
+    return 120_000 + 3 * p.levels.length * (p.durationMs + p.warmupMs + 15_000);
+  },
+  async run(ctx: ScenarioContext): Promise<ScenarioOutput> {
+    const { levels, durationMs, warmupMs } = plan(ctx.options.smoke);
+    const devices = Math.min(ctx.options.devices, 1000);
+    const results: Record<string, LevelResult[]> = {};
+    for (const target of sideBySide(ctx)) {
+      await withFleet(ctx, `push-${target.name}`, devices, async (fleet, ids) => {
+        // Pinned to the first server: the connection-server route below delivers only locally.
+        const connect = await fleet.connect({ urls: target.deviceUrls, pin: 0 });
+        if (connect.failed > 0)
+          ctx.log(`direct push ${target.name}: ${connect.failed} devices failed to connect`);
+        const generator = new GeneratorProcess(`push-${target.name}-http`, HTTP_LOAD_SCRIPT);
+        try {
+          for (const spec of target.directPush) {
+            const perLevel: LevelResult[] = [];
+            for (const concurrency of levels) {
+              const r = await runLevel(generator, spec, ids, concurrency, durationMs, warmupMs);
+              ctx.log(
+                `direct push ${spec.label} c=${concurrency}: ${r.throughput}/s p50 ${r.latency.p50} p99 ${r.latency.p99} ${JSON.stringify(r.outcomes)}`,
+              );
+              perLevel.push(r);
+            }
+            results[spec.label] = perLevel;
+          }
+        } finally {
+          await generator.close();
+        }
+      });
+    }
+    return render(ctx, results, levels, devices);
+  },
+};
+
+async function runLevel(
+  generator: GeneratorProcess,
+  spec: HttpPushSpec,
+  ids: string[],
+  concurrency: number,
+  durationMs: number,
+  warmupMs: number,
+): Promise<LevelResult> {
+  const args: HttpLoadArgs = {
+    baseUrl: spec.baseUrl,
+    pathTemplate: spec.pathTemplate,
+    headers: spec.headers,
+    bodyTemplate: spec.bodyTemplate,
+    deviceIds: ids,
+    concurrency,
+    durationMs,
+    warmupMs,
+    timeoutMs: 10_000,
+  };
+  const r = await generator.request('run', args, HttpLoadResult, durationMs + warmupMs + 30_000);
+  return {
+    label: spec.label,
+    concurrency,
+    throughput: perSecond(r.outcomes['delivered'] ?? 0, r.ms),
+    latency: summarize(r.latencies),
+    outcomes: r.outcomes,
+  };
+}
+
+function headline(target: Target | undefined): string | undefined {
+  return target?.directPush[0]?.label;
+}
+
+function render(
+  ctx: ScenarioContext,
+  results: Record<string, LevelResult[]>,
+  levels: number[],
+  devices: number,
+): ScenarioOutput {
+  const baseLabel = headline(ctx.baseline);
+  const pushLabel = headline(ctx.pushline);
+  const at = (label: string | undefined, c: number) =>
+    label === undefined ? undefined : results[label]?.find((r) => r.concurrency === c);
+  const rows: Row[] = [];
+  const throughputBars: Chart['bars'] = [];
+  const latencyBars: Chart['bars'] = [];
+  for (const c of levels) {
+    const b = at(baseLabel, c);
+    const p = at(pushLabel, c);
+    rows.push(
+      row(
+        `direct.c${c}.throughput`,
+        `c=${c} delivered/s`,
+        'msg/s',
+        { baseline: b?.throughput, pushline: p?.throughput },
+        'higher',
+      ),
+      row(
+        `direct.c${c}.p50`,
+        `c=${c} p50`,
+        'ms',
+        { baseline: b?.latency.p50, pushline: p?.latency.p50 },
+        'lower',
+      ),
+      row(
+        `direct.c${c}.p95`,
+        `c=${c} p95`,
+        'ms',
+        { baseline: b?.latency.p95, pushline: p?.latency.p95 },
+        'lower',
+      ),
+      row(
+        `direct.c${c}.p99`,
+        `c=${c} p99`,
+        'ms',
+        { baseline: b?.latency.p99, pushline: p?.latency.p99 },
+        'lower',
+      ),
+    );
+  }
+  // Every route at every level, so the hop costs show up side by side.
+  for (const [label, perLevel] of Object.entries(results)) {
+    for (const r of perLevel) {
+      throughputBars.push({ group: `c=${r.concurrency}`, series: label, value: r.throughput });
+      if (r.concurrency === Math.max(...levels)) {
+        for (const q of ['p50', 'p95', 'p99'] as const)
+          latencyBars.push({ group: q, series: label, value: r.latency[q] });
+      }
+    }
+  }
+  const hop = Object.entries(results).filter(([label]) => label !== baseLabel && label !== pushLabel);
+  for (const [label, perLevel] of hop) {
+    for (const r of perLevel) {
+      rows.push(
+        row(
+          `direct.internal.c${r.concurrency}.throughput`,
+          `c=${r.concurrency} delivered/s, ${label}`,
+          'msg/s',
+          { baseline: at(baseLabel, r.concurrency)?.throughput, pushline: r.throughput },
+          'higher',
+        ),
+        row(
+          `direct.internal.c${r.concurrency}.p99`,
+          `c=${r.concurrency} p99, ${label}`,
+          'ms',
+          { baseline: at(baseLabel, r.concurrency)?.latency.p99, pushline: r.latency.p99 },
+          'lower',
+        ),
+      );
+    }
+  }
+  return {
+    rows,
+    charts: [
+      {
+        title: 'Direct push throughput (delivered/s)',
+        unit: 'msg/s',
+        kind: 'throughput',
+        bars: throughputBars,
+      },
+      {
+        title: `Direct push latency at c=${Math.max(...levels)}`,
+        unit: 'ms',
+        kind: 'latency',
+        bars: latencyBars,
+      },
+    ],
+    notes: [
+      `${devices} connected devices on one server, pushed round-robin by ${levels.join('/')} concurrent HTTP clients (keep-alive) in a separate process.`,
+      `Baseline: ${baseLabel ?? 'not run'}. Pushline headline: ${pushLabel ?? 'not run'} (registry lookup with cache, then the connection server's internal delivery endpoint).`,
+      'Latency is request start → response with the device ack, for delivered messages only; every other outcome is listed in details.',
+    ],
+    details: Object.fromEntries(
+      Object.entries(results).map(([label, perLevel]) => [
+        label,
+        perLevel.map((r) => ({ concurrency: r.concurrency, outcomes: r.outcomes, latency: r.latency })),
+      ]),
+    ),
+  };
+}

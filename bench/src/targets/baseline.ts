@@ -1,0 +1,49 @@
+import { join } from 'node:path';
+import { z } from 'zod';
+import { closeOnce } from '@pushline/runtime';
+import { spawnAnnounced } from './child.ts';
+import { readRssBytes } from './memory.ts';
+import type { BroadcastAnswer, MemorySample, Target } from './types.ts';
+
+const BASELINE_SCRIPT = new URL('../../baseline/src/main.ts', import.meta.url);
+const Listening = z.object({ event: z.literal('listening'), port: z.number().int(), pid: z.number().int() });
+const Stats = z.object({ connections: z.number(), rssBytes: z.number(), heapUsedBytes: z.number() });
+const Broadcast = z.object({ delivered: z.number(), latencyMs: z.number() });
+
+/** The plain socket.io + express server of bench/baseline, as its own process on a free port. */
+export async function startBaselineTarget(opts: { jwtSecret: string; logDir: string }): Promise<Target> {
+  const proc = await spawnAnnounced(
+    BASELINE_SCRIPT,
+    { ...process.env, BASELINE_JWT_SECRET: opts.jwtSecret, BASELINE_PORT: '0' },
+    Listening,
+    join(opts.logDir, 'baseline.log'),
+  );
+  const url = `http://127.0.0.1:${proc.announcement.port}`;
+  return {
+    name: 'baseline',
+    deviceUrls: [url],
+    async memory(): Promise<MemorySample> {
+      const res = await fetch(`${url}/stats`);
+      const stats = Stats.parse(await res.json());
+      return { rssBytes: await readRssBytes(proc.pid), heapUsedBytes: stats.heapUsedBytes };
+    },
+    directPush: [
+      {
+        label: 'baseline emitWithAck',
+        baseUrl: url,
+        pathTemplate: '/push/{device}',
+        headers: {},
+        bodyTemplate: '{"payload":{"t0":{t0}}}',
+      },
+    ],
+    async broadcast(topic: string, payload: unknown): Promise<BroadcastAnswer> {
+      const res = await fetch(`${url}/broadcast/${encodeURIComponent(topic)}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ payload }),
+      });
+      return Broadcast.parse(await res.json());
+    },
+    close: closeOnce(() => proc.stop()),
+  };
+}

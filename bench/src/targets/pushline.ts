@@ -1,0 +1,240 @@
+import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import { topicNames, type TopicNames } from '@pushline/config';
+import { freePort, startDevstack, type Devstack } from '@pushline/devstack';
+import { createKafkaClient, platformTopics, type Producer } from '@pushline/kafka';
+import { RedisDeviceRegistry } from '@pushline/registry';
+import { runCleanup, closeOnce, type CleanupStep } from '@pushline/runtime';
+import { silentLogger } from '@pushline/telemetry';
+import { spawnService, waitReady, type ServiceProcess } from './child.ts';
+import { promValue, readRssBytes } from './memory.ts';
+import type { BroadcastAnswer, HttpPushSpec, MemorySample, Target } from './types.ts';
+
+const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const serviceScript = (name: string) => join(REPO_ROOT, 'services', name, 'src', 'main.ts');
+
+export type PushlineService = 'connection-server' | 'push-api' | 'message-processor';
+
+/** Whether a service has a runnable entry yet (the services are built alongside the bench). */
+export function serviceAvailable(name: PushlineService): boolean {
+  return existsSync(serviceScript(name));
+}
+
+export interface ConnectionServerProcess {
+  readonly serverId: string;
+  readonly deviceUrl: string;
+  readonly internalUrl: string;
+  readonly process: ServiceProcess;
+}
+
+const BroadcastResult = z.object({ delivered: z.number(), latencyMs: z.number() });
+
+export interface PushlineTarget extends Target {
+  readonly devstack: Devstack;
+  readonly servers: readonly ConnectionServerProcess[];
+  readonly apiUrl: string | undefined;
+  readonly apiKey: string;
+  readonly jwtSecret: string;
+  readonly topics: TopicNames;
+  readonly registry: RedisDeviceRegistry;
+  readonly hasProcessor: boolean;
+  /** A started producer onto the platform's Kafka, for the async path. */
+  producer(): Promise<Producer>;
+}
+
+export interface StartPushlineOptions {
+  readonly logDir: string;
+  /** Connection servers to run; the fan-out and storm scenarios need two. */
+  readonly connectionServers: number;
+  /** HS256 secret of device tokens (shared with the baseline, so one signer serves both). */
+  readonly jwtSecret: string;
+  /** Extra NODE_OPTIONS for the services, e.g. --cpu-prof. */
+  readonly nodeOptions?: string;
+  readonly log: (line: string) => void;
+}
+
+/**
+ * The real platform as separate processes: Kafka and Redis from @pushline/devstack, then N
+ * connection servers, push-api and the message processor via `node services/<name>/src/main.ts`.
+ * Every value the bench changes from the documented defaults is here, with its reason.
+ */
+export async function startPushlineTarget(opts: StartPushlineOptions): Promise<PushlineTarget> {
+  const cleanup: CleanupStep[] = [];
+  const closeAll = closeOnce(() => runCleanup([...cleanup].reverse()));
+  try {
+    const devstack = await startDevstack({ log: (l) => opts.log(`devstack: ${l}`) });
+    cleanup.push({ name: 'devstack', run: () => devstack.stop() });
+
+    const run = randomBytes(3).toString('hex');
+    const topicPrefix = `bench-${run}.`;
+    const jwtSecret = opts.jwtSecret;
+    const internalToken = randomBytes(24).toString('hex');
+    const apiKey = `bench-${randomBytes(16).toString('hex')}`;
+    const common: NodeJS.ProcessEnv = {
+      ...process.env,
+      ...devstack.env,
+      PUSHLINE_TOPIC_PREFIX: topicPrefix,
+      PUSHLINE_KEY_PREFIX: `bench:${run}:`,
+      PUSHLINE_INTERNAL_TOKEN: internalToken,
+      // info-level logs per connection would measure the logger, not the platform.
+      PUSHLINE_LOG_LEVEL: 'warn',
+      ...(opts.nodeOptions
+        ? { NODE_OPTIONS: [process.env['NODE_OPTIONS'], opts.nodeOptions].filter(Boolean).join(' ') }
+        : {}),
+    };
+    const topics = topicNames(topicPrefix);
+    const kafka = createKafkaClient({
+      brokers: devstack.kafkaBrokers,
+      clientId: 'pushline-bench',
+      logger: silentLogger(),
+    });
+    // Created up front, so the first service to boot does not race the others for it.
+    const admin = kafka.admin();
+    await admin.ensureTopics(platformTopics(topics, 12));
+    await admin.close();
+
+    const servers: ConnectionServerProcess[] = [];
+    for (let i = 0; i < opts.connectionServers; i++) {
+      const serverId = `bench-cs-${String.fromCharCode(97 + i)}`;
+      const [port, internalPort] = [await freePort(), await freePort()];
+      const proc = spawnService(
+        serverId,
+        serviceScript('connection-server'),
+        {
+          ...common,
+          PUSHLINE_SERVER_ID: serverId,
+          PUSHLINE_HOST: '127.0.0.1',
+          PUSHLINE_PORT: String(port),
+          PUSHLINE_INTERNAL_PORT: String(internalPort),
+          PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
+        },
+        join(opts.logDir, `${serverId}.log`),
+      );
+      cleanup.push({ name: serverId, run: () => proc.stop() });
+      servers.push({
+        serverId,
+        deviceUrl: `http://127.0.0.1:${port}`,
+        internalUrl: `http://127.0.0.1:${internalPort}`,
+        process: proc,
+      });
+    }
+
+    let apiUrl: string | undefined;
+    const starting: Promise<void>[] = servers.map((s) => waitReady(s.process, s.internalUrl, 60_000));
+    if (serviceAvailable('push-api')) {
+      const apiPort = await freePort();
+      apiUrl = `http://127.0.0.1:${apiPort}`;
+      const proc = spawnService(
+        'push-api',
+        serviceScript('push-api'),
+        {
+          ...common,
+          PUSHLINE_API_HOST: '127.0.0.1',
+          PUSHLINE_API_PORT: String(apiPort),
+          PUSHLINE_API_KEYS: `${apiKey}:push+publish+presence+admin`,
+          // The per-key limiter protects a shared deployment; the bench measures the delivery path.
+          PUSHLINE_API_RATE_PER_S: '10000000',
+          PUSHLINE_API_BURST: '10000000',
+        },
+        join(opts.logDir, 'push-api.log'),
+      );
+      cleanup.push({ name: 'push-api', run: () => proc.stop() });
+      starting.push(waitReady(proc, apiUrl, 60_000));
+    }
+    const hasProcessor = serviceAvailable('message-processor');
+    if (hasProcessor) {
+      const port = await freePort();
+      const proc = spawnService(
+        'message-processor',
+        serviceScript('message-processor'),
+        { ...common, PUSHLINE_PROCESSOR_HOST: '127.0.0.1', PUSHLINE_PROCESSOR_PORT: String(port) },
+        join(opts.logDir, 'message-processor.log'),
+      );
+      cleanup.push({ name: 'message-processor', run: () => proc.stop() });
+      starting.push(waitReady(proc, `http://127.0.0.1:${port}`, 90_000));
+    }
+    await Promise.all(starting);
+    opts.log(
+      `pushline: ${servers.length} connection server(s)${apiUrl ? ', push-api' : ''}${hasProcessor ? ', message-processor' : ''} ready`,
+    );
+
+    const redis = new Redis(devstack.redisUrl, { lazyConnect: false, maxRetriesPerRequest: 2 });
+    cleanup.push({ name: 'redis', run: async () => void (await redis.quit()) });
+    const registry = new RedisDeviceRegistry({ redis, keyPrefix: `bench:${run}:` });
+
+    let producer: Promise<Producer> | undefined;
+    const authHeader = { authorization: `Bearer ${internalToken}` };
+    const first = servers[0] as ConnectionServerProcess;
+    const directPush: HttpPushSpec[] = [];
+    if (apiUrl) {
+      directPush.push({
+        label: 'pushline push-api',
+        baseUrl: apiUrl,
+        pathTemplate: '/v1/devices/{device}/messages',
+        headers: { authorization: `Bearer ${apiKey}` },
+        bodyTemplate: '{"payload":{"t0":{t0}}}',
+      });
+    }
+    // The connection server's own delivery endpoint: the hop push-api makes after its registry lookup.
+    directPush.push({
+      label: 'pushline connection-server /internal/v1/deliver',
+      baseUrl: first.internalUrl,
+      pathTemplate: '/internal/v1/deliver',
+      headers: authHeader,
+      bodyTemplate:
+        '{"messageId":"{id}","deviceId":"{device}","payload":{"t0":{t0}},"source":"direct","timeoutMs":5000}',
+    });
+
+    return {
+      name: 'pushline',
+      devstack,
+      servers,
+      apiUrl,
+      apiKey,
+      jwtSecret,
+      topics,
+      registry,
+      hasProcessor,
+      deviceUrls: servers.map((s) => s.deviceUrl),
+      directPush,
+      async memory(index: number): Promise<MemorySample> {
+        const server = servers[index] as ConnectionServerProcess;
+        const res = await fetch(`${server.internalUrl}/metrics`);
+        const heap = promValue(await res.text(), 'pushline_process_nodejs_heap_size_used_bytes');
+        return { rssBytes: await readRssBytes(server.process.pid), heapUsedBytes: heap };
+      },
+      async broadcast(topic: string, payload: unknown): Promise<BroadcastAnswer> {
+        const live = servers.find((s) => s.process.isRunning()) ?? first;
+        const res = await fetch(`${live.internalUrl}/internal/v1/broadcast`, {
+          method: 'POST',
+          headers: { ...authHeader, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            messageId: `bc-${randomBytes(6).toString('hex')}`,
+            topic,
+            payload,
+            timeoutMs: 10_000,
+          }),
+        });
+        if (!res.ok) throw new Error(`broadcast answered ${res.status}: ${await res.text()}`);
+        return BroadcastResult.parse(await res.json());
+      },
+      producer(): Promise<Producer> {
+        producer ??= (async () => {
+          const p = kafka.producer();
+          await p.start();
+          cleanup.push({ name: 'producer', run: () => p.close() });
+          return p;
+        })();
+        return producer;
+      },
+      close: closeAll,
+    };
+  } catch (err) {
+    await closeAll().catch(() => undefined);
+    throw err;
+  }
+}

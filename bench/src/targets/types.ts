@@ -1,0 +1,36 @@
+/** What a scenario needs from a system under test; implemented by the baseline and by Pushline. */
+
+export type TargetName = 'baseline' | 'pushline';
+
+/** An HTTP endpoint the HTTP load generator can drive; see HttpLoadArgs for the placeholders. */
+export interface HttpPushSpec {
+  readonly label: string;
+  readonly baseUrl: string;
+  readonly pathTemplate: string;
+  readonly headers: Record<string, string>;
+  readonly bodyTemplate: string;
+}
+
+export interface MemorySample {
+  readonly rssBytes: number;
+  /** undefined when the process does not expose its heap. */
+  readonly heapUsedBytes: number | undefined;
+}
+
+export interface BroadcastAnswer {
+  readonly delivered: number;
+  readonly latencyMs: number;
+}
+
+export interface Target {
+  readonly name: TargetName;
+  /** socket.io URLs devices connect to, one per server process. */
+  readonly deviceUrls: readonly string[];
+  /** Memory of the server process behind deviceUrls[index]. */
+  memory(index: number): Promise<MemorySample>;
+  /** Direct pushes with synchronous feedback; the first is the headline route. */
+  readonly directPush: readonly HttpPushSpec[];
+  /** One broadcast to a topic's subscribers on every server; resolves with the acked count. */
+  broadcast(topic: string, payload: unknown): Promise<BroadcastAnswer>;
+  close(): Promise<void>;
+}
