@@ -3,7 +3,7 @@
 //   node scripts/fetch-kafka.ts
 // Env: PUSHLINE_CACHE_DIR (default <repo>/.cache); PUSHLINE_KAFKA_BROKERS set means an existing
 // cluster is used, so nothing is fetched.
-import { KAFKA_VERSION, ensureKafkaJars } from '../libs/devstack/src/index.ts';
+import { KAFKA_VERSION, ensureKafkaJars } from '@pushline/devstack';
 
 const log = (line: string): void => {
   process.stderr.write(`[fetch-kafka] ${line}\n`);

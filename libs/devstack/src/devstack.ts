@@ -1,0 +1,95 @@
+import { startKafka } from './kafka.ts';
+import type { KafkaInstance } from './kafka.ts';
+import { startRedis } from './redis.ts';
+import type { RedisInstance } from './redis.ts';
+import { defaultCacheDir, noLog } from './util.ts';
+import type { LogFn } from './util.ts';
+import path from 'node:path';
+
+export interface Devstack {
+  readonly kafkaBrokers: string[];
+  /** '' when Redis was neither requested nor given. */
+  readonly redisUrl: string;
+  /** true where the address came from PUSHLINE_KAFKA_BROKERS / PUSHLINE_REDIS_URL and nothing was started. */
+  readonly external: { kafka: boolean; redis: boolean };
+  /** The processes this devstack started, if any. */
+  readonly kafka: KafkaInstance | undefined;
+  readonly redis: RedisInstance | undefined;
+  /** PUSHLINE_KAFKA_BROKERS / PUSHLINE_REDIS_URL for child processes (services, benchmarks). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Idempotent: every call returns the same promise. */
+  stop(): Promise<void>;
+}
+
+export interface StartDevstackOptions {
+  /** Where PUSHLINE_KAFKA_BROKERS, PUSHLINE_REDIS_URL and PUSHLINE_CACHE_DIR are read. Default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Parent for kafka/ and redis/ work dirs (kept). Default: temp dirs, removed by stop(). */
+  workDir?: string;
+  log?: LogFn;
+  /** Set false when the caller needs no Kafka. Default true. */
+  kafka?: boolean;
+  /** Set false when the caller needs no Redis. Default true. */
+  redis?: boolean;
+  startTimeoutMs?: number;
+}
+
+function externalBrokers(env: NodeJS.ProcessEnv): string[] {
+  return (env['PUSHLINE_KAFKA_BROKERS'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+/** Kafka and Redis for dev, tests and benchmarks: the ones named in env, or real local processes. */
+export async function startDevstack(opts: StartDevstackOptions = {}): Promise<Devstack> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? noLog;
+  const givenBrokers = externalBrokers(env);
+  const givenRedis = (env['PUSHLINE_REDIS_URL'] ?? '').trim();
+  const externalKafka = givenBrokers.length > 0;
+  const externalRedis = givenRedis !== '';
+  const sub = (name: string): { workDir?: string } =>
+    opts.workDir === undefined ? {} : { workDir: path.join(opts.workDir, name) };
+  const timeout = opts.startTimeoutMs === undefined ? {} : { startTimeoutMs: opts.startTimeoutMs };
+
+  if (externalKafka) log(`kafka: using PUSHLINE_KAFKA_BROKERS=${givenBrokers.join(',')}`);
+  if (externalRedis) log(`redis: using PUSHLINE_REDIS_URL=${givenRedis}`);
+
+  const [kafkaResult, redisResult] = await Promise.allSettled([
+    (opts.kafka ?? true) && !externalKafka
+      ? startKafka({ cacheDir: defaultCacheDir(env), log, ...sub('kafka'), ...timeout })
+      : undefined,
+    (opts.redis ?? true) && !externalRedis ? startRedis({ log, ...sub('redis'), ...timeout }) : undefined,
+  ]);
+  const kafka = kafkaResult.status === 'fulfilled' ? kafkaResult.value : undefined;
+  const redis = redisResult.status === 'fulfilled' ? redisResult.value : undefined;
+  const failures = [kafkaResult, redisResult].flatMap((r) =>
+    r.status === 'rejected' ? [r.reason as unknown] : [],
+  );
+  if (failures.length > 0) {
+    await Promise.all([kafka?.stop(), redis?.stop()]);
+    if (failures.length === 1) throw failures[0];
+    throw new AggregateError(failures, 'devstack: Kafka and Redis both failed to start');
+  }
+
+  const kafkaBrokers = externalKafka ? givenBrokers : (kafka?.brokers ?? []);
+  const redisUrl = externalRedis ? givenRedis : (redis?.url ?? '');
+  const childEnv: Record<string, string> = {};
+  if (kafkaBrokers.length > 0) childEnv['PUSHLINE_KAFKA_BROKERS'] = kafkaBrokers.join(',');
+  if (redisUrl !== '') childEnv['PUSHLINE_REDIS_URL'] = redisUrl;
+
+  let stopping: Promise<void> | undefined;
+  return {
+    kafkaBrokers,
+    redisUrl,
+    external: { kafka: externalKafka, redis: externalRedis },
+    kafka,
+    redis,
+    env: childEnv,
+    stop(): Promise<void> {
+      stopping ??= Promise.all([kafka?.stop(), redis?.stop()]).then(() => undefined);
+      return stopping;
+    },
+  };
+}

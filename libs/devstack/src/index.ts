@@ -1,0 +1,14 @@
+// The only public entry of @pushline/devstack: real Kafka (KRaft, from Maven Central jars) and
+// real redis-server on free loopback ports for dev, tests and benchmarks, with no orphans left
+// behind even when the parent process is SIGKILLed.
+export { KAFKA_VERSION, ensureKafkaJars } from './kafka-jars.ts';
+export { startKafka } from './kafka.ts';
+export type { KafkaInstance, StartKafkaOptions } from './kafka.ts';
+export { ensureRedisServer, startRedis } from './redis.ts';
+export type { RedisInstance, StartRedisOptions } from './redis.ts';
+export { startDevstack } from './devstack.ts';
+export type { Devstack, StartDevstackOptions } from './devstack.ts';
+export { freePort } from './ports.ts';
+// The guardian that gives every process above its no-orphan guarantee, for launching other servers.
+export { spawnGuarded } from './guard.ts';
+export type { ExitInfo, GuardedProcess, SpawnGuardedOptions } from './guard.ts';

@@ -1,0 +1,233 @@
+import { execFile } from 'node:child_process';
+import { access, constants, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import { spawnGuarded } from './guard.ts';
+import type { GuardedProcess } from './guard.ts';
+import { exchange, freePort } from './ports.ts';
+import { delay, errorMessage, findOnPath, noLog, withLogTails } from './util.ts';
+import type { LogFn } from './util.ts';
+
+const execFileAsync = promisify(execFile);
+
+export interface RedisInstance {
+  /** redis://127.0.0.1:<port> */
+  readonly url: string;
+  readonly logFile: string;
+  readonly workDir: string;
+  /** pid of the redis-server process. */
+  readonly pid: number;
+  /** Wall time from the call to startRedis until PING was answered. */
+  readonly startupMs: number;
+  /** Idempotent: every call returns the same promise. */
+  stop(): Promise<void>;
+}
+
+export interface StartRedisOptions {
+  /** Default: a fresh temp dir, removed again by stop(). A given dir is kept. */
+  workDir?: string;
+  log?: LogFn;
+  /** Default 15 s. */
+  startTimeoutMs?: number;
+  /** Grace after SIGTERM before SIGKILL. Default 10 s. */
+  stopTimeoutMs?: number;
+  /** Extra command-line config, e.g. ['--maxmemory', '256mb']. */
+  extraArgs?: readonly string[];
+}
+
+const HOST = '127.0.0.1';
+const MAX_BIND_ATTEMPTS = 3;
+const WELL_KNOWN = ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/opt/homebrew/bin/redis-server'];
+
+async function findRedisServer(): Promise<string | undefined> {
+  const onPath = await findOnPath('redis-server');
+  if (onPath !== undefined) return onPath;
+  for (const candidate of WELL_KNOWN) {
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}
+
+let installing: Promise<string> | undefined;
+
+/** Path of redis-server; as root on a Debian-like system installs it with apt-get when missing. */
+export function ensureRedisServer(opts: { log?: LogFn } = {}): Promise<string> {
+  const log = opts.log ?? noLog;
+  return (async () => {
+    const found = await findRedisServer();
+    if (found !== undefined) return found;
+    // One apt-get at a time: concurrent installs fight over the dpkg lock.
+    installing ??= installWithApt(log).finally(() => {
+      installing = undefined;
+    });
+    return installing;
+  })();
+}
+
+async function installWithApt(log: LogFn): Promise<string> {
+  const advice =
+    'Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis), ' +
+    'or use an existing Redis with PUSHLINE_REDIS_URL=redis://host:port.';
+  const aptGet = await findOnPath('apt-get');
+  if (process.getuid?.() !== 0 || aptGet === undefined) {
+    throw new Error(`redis-server was not found on PATH. ${advice}`);
+  }
+  log('redis-server not found; installing it with apt-get (running as root)');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  try {
+    await execFileAsync(aptGet, ['update'], { env, maxBuffer: 32 * 1024 * 1024 });
+    await execFileAsync(aptGet, ['install', '-y', '--no-install-recommends', 'redis-server'], {
+      env,
+      maxBuffer: 32 * 1024 * 1024,
+    });
+  } catch (err) {
+    const out = err as { stderr?: string };
+    throw new Error(
+      `apt-get could not install redis-server: ${errorMessage(err)}\n${out.stderr ?? ''}\n${advice}`,
+    );
+  }
+  const found = await findRedisServer();
+  if (found === undefined)
+    throw new Error(`apt-get installed redis-server but it is still not found. ${advice}`);
+  log(`installed ${found}`);
+  return found;
+}
+
+/** Sends a RESP PING and resolves with the first reply line (e.g. '+PONG'). */
+async function ping(port: number, timeoutMs: number): Promise<string> {
+  const reply = await exchange(HOST, port, Buffer.from('PING\r\n'), (buf) => buf.includes('\r\n'), timeoutMs);
+  return reply.toString('utf8').split('\r\n')[0] ?? '';
+}
+
+class BindConflict extends Error {}
+
+export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisInstance> {
+  const log = opts.log ?? noLog;
+  const startTimeoutMs = opts.startTimeoutMs ?? 15_000;
+  const stopTimeoutMs = opts.stopTimeoutMs ?? 10_000;
+  const redisServer = await ensureRedisServer({ log });
+
+  const started = performance.now();
+  const deadline = Date.now() + startTimeoutMs;
+  const ownsWorkDir = opts.workDir === undefined;
+  const workDir =
+    opts.workDir === undefined
+      ? await mkdtemp(path.join(tmpdir(), 'pushline-redis-'))
+      : path.resolve(opts.workDir);
+  await mkdir(workDir, { recursive: true });
+  const logFile = path.join(workDir, 'redis.log');
+  const outFile = path.join(workDir, 'redis.out');
+  const logs = [logFile, outFile];
+
+  try {
+    for (let attempt = 1; ; attempt++) {
+      await Promise.all(logs.map((p) => rm(p, { force: true })));
+      const port = await freePort(HOST);
+      const proc = await spawnGuarded({
+        command: redisServer,
+        args: [
+          '--port',
+          String(port),
+          '--bind',
+          HOST,
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          workDir,
+          '--logfile',
+          logFile,
+          '--daemonize',
+          'no',
+          ...(opts.extraArgs ?? []),
+        ],
+        outFile,
+        orphanCleanupDir: ownsWorkDir ? workDir : undefined,
+        cwd: workDir,
+      });
+      try {
+        await waitForPong(proc, port, deadline, startTimeoutMs, logs);
+      } catch (err) {
+        await proc.stop(2_000);
+        if (err instanceof BindConflict && attempt < MAX_BIND_ATTEMPTS) {
+          log(`redis: port ${port} was taken meanwhile; retrying with a new port`);
+          continue;
+        }
+        throw err;
+      }
+      const startupMs = Math.round(performance.now() - started);
+      const url = `redis://${HOST}:${port}`;
+      log(`redis ready at ${url} in ${startupMs} ms (pid ${proc.pid}, log ${logFile})`);
+      let stopping: Promise<void> | undefined;
+      return {
+        url,
+        logFile,
+        workDir,
+        pid: proc.pid,
+        startupMs,
+        stop(): Promise<void> {
+          stopping ??= (async () => {
+            const t = performance.now();
+            const exit = await proc.stop(stopTimeoutMs);
+            if (ownsWorkDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+            log(
+              `redis stopped in ${Math.round(performance.now() - t)} ms (exit code ${exit.code}, signal ${exit.signal})`,
+            );
+          })();
+          return stopping;
+        },
+      };
+    }
+  } catch (err) {
+    if (ownsWorkDir) await rm(workDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function waitForPong(
+  proc: GuardedProcess,
+  port: number,
+  deadline: number,
+  startTimeoutMs: number,
+  logs: readonly string[],
+): Promise<void> {
+  let lastProblem = 'no answer yet';
+  for (;;) {
+    const exit = proc.exitInfo();
+    if (exit !== undefined) {
+      const message = `redis-server exited (code ${exit.code}, signal ${exit.signal}) before answering PING`;
+      for (const file of logs) {
+        const text = await readFile(file, 'utf8').catch(() => '');
+        if (text.includes('Address already in use'))
+          throw new BindConflict(await withLogTails(message, logs));
+      }
+      throw new Error(await withLogTails(message, logs));
+    }
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      throw new Error(
+        await withLogTails(
+          `redis-server did not answer PING within ${startTimeoutMs} ms (last: ${lastProblem})`,
+          logs,
+        ),
+      );
+    }
+    try {
+      const reply = await ping(port, Math.min(1_000, remaining));
+      if (reply === '+PONG') return;
+      // e.g. -LOADING while a dataset loads; keep polling.
+      lastProblem = `reply ${JSON.stringify(reply)}`;
+    } catch (err) {
+      lastProblem = errorMessage(err);
+    }
+    await delay(Math.min(50, Math.max(deadline - Date.now(), 0)), proc.exited);
+  }
+}
