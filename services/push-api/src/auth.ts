@@ -18,6 +18,11 @@ interface StoredKey {
 
 const sha256 = (value: string): Buffer => createHash('sha256').update(value, 'utf8').digest();
 
+/** The fingerprint that identifies a key in logs, rate limits and idempotency records. */
+export function apiKeyId(key: string): string {
+  return sha256(key).subarray(0, 6).toString('hex');
+}
+
 /**
  * Holds SHA-256 digests of the configured keys. Lookups hash the presented key and compare it with
  * every stored digest in constant time, so neither the match position nor a prefix leaks through
@@ -31,7 +36,7 @@ export class ApiKeyStore {
       const digest = sha256(spec.key);
       return {
         digest,
-        principal: { id: digest.subarray(0, 6).toString('hex'), scopes: new Set(spec.scopes) },
+        principal: { id: apiKeyId(spec.key), scopes: new Set(spec.scopes) },
       };
     });
   }

@@ -6,3 +6,6 @@ export type { ProblemCode } from './problem.ts';
 export { DIRECT_PUSH_STATUS } from './routes/push.ts';
 export { OPENAPI_PATH, openApiPath, buildOpenApiDocument } from './openapi.ts';
 export type { RouteSpec } from './routing.ts';
+export { apiKeyId } from './auth.ts';
+export { IdempotencyStore } from './idempotency.ts';
+export { IDEMPOTENCY_HEADER, REPLAYED_HEADER } from './routes/publish.ts';
