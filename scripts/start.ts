@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { loadOrCreateCredentials, stateDir } from './lib/dev-credentials.ts';
 import { startPlatform } from './lib/platform.ts';
 
-const log = (line: string) => process.stderr.write(`[pushline] ${line}\n`);
+const log = (line: string): void => {
+  process.stderr.write(`[pushline] ${line}\n`);
+};
 const { credentials, created } = loadOrCreateCredentials();
 if (created) log(`generated dev credentials in ${join(stateDir, 'dev-credentials.json')}`);
 
