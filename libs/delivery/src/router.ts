@@ -245,8 +245,9 @@ export class MessageRouter {
 
   async #route(deviceId: string, resolved: Resolved, msg: OutgoingMessage): Promise<RoutedResult> {
     const { record, cached } = resolved;
-    if (!record)
+    if (!record) {
       return { outcome: 'not_connected', reason: 'not_registered', latencyMs: 0, deviceId, attempts: 1 };
+    }
     const first = await this.#deliver(record, msg, 1);
     if (first.outcome !== 'not_connected') return first;
     this.#locator.invalidate(deviceId, record.connectionId);
