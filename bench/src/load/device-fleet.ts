@@ -185,23 +185,24 @@ async function d2d(raw: unknown): Promise<D2dResult> {
       .finally(() => inFlight.delete(p));
     inFlight.add(p);
   };
-  // A 5 ms tick with a fractional carry keeps the offered rate exact without a timer per message.
+  // Sends are due by elapsed time, not by tick count: timers run late on a busy machine, and the
+  // offered rate must not sag with them.
   const tickMs = 5;
-  let carry = 0;
+  let due = 0;
   let pairIndex = 0;
   await new Promise<void>((resolve) => {
     const timer = setInterval(() => {
-      if (nowMs() - started >= args.durationMs) {
+      const elapsed = nowMs() - started;
+      const target = Math.floor((Math.min(elapsed, args.durationMs) * args.ratePerS) / 1000);
+      while (due < target) {
+        due++;
+        const pair = args.pairs[pairIndex++ % args.pairs.length] as [string, string];
+        sendOne(pair[0], pair[1]);
+      }
+      if (elapsed >= args.durationMs) {
         clearInterval(timer);
         timers.delete(timer);
         resolve();
-        return;
-      }
-      carry += (args.ratePerS * tickMs) / 1000;
-      while (carry >= 1) {
-        carry -= 1;
-        const pair = args.pairs[pairIndex++ % args.pairs.length] as [string, string];
-        sendOne(pair[0], pair[1]);
       }
     }, tickMs);
     timers.add(timer);

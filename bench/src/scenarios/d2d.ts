@@ -40,7 +40,7 @@ export const deviceToDevice: Scenario = {
           const r = await fleet.d2d({ ratePerS: rate, durationMs, timeoutMs: 5000, senders: devices / 2 });
           const result = {
             offered: rate,
-            achieved: perSecond(r.outcomes['delivered'] ?? 0, r.ms),
+            achieved: perSecond(r.outcomes['delivered'] ?? 0, durationMs),
             latency: summarize(r.latencies),
             outcomes: r.outcomes,
           };

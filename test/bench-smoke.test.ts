@@ -1,0 +1,64 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { BenchResult } from '@pushline/bench';
+import { testInfra } from '@pushline/testkit';
+
+/**
+ * Keeps the benchmark harness alive: `npm run bench -- --smoke` runs every scenario at tiny sizes
+ * against the suite's Kafka and Redis and must write a well-formed result. No timing is asserted.
+ */
+const root = fileURLToPath(new URL('..', import.meta.url));
+let out: string | undefined;
+
+after(async () => {
+  if (out) await rm(out, { recursive: true, force: true });
+});
+
+test('bench --smoke runs every scenario and writes JSON, Markdown and SVG', async () => {
+  const infra = testInfra();
+  out = await mkdtemp(join(tmpdir(), 'pushline-bench-smoke-'));
+  const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const child = execFile(
+      process.execPath,
+      ['bench/src/main.ts', '--smoke', `--out=${out}`],
+      {
+        cwd: root,
+        env: {
+          ...process.env,
+          PUSHLINE_KAFKA_BROKERS: infra.kafkaBrokers.join(','),
+          PUSHLINE_REDIS_URL: infra.redisUrl,
+        },
+        timeout: 110_000,
+        maxBuffer: 16 * 1024 * 1024,
+      },
+      (_err, _stdout, stderrText) => resolve({ code: child.exitCode, stderr: stderrText }),
+    );
+  });
+  assert.equal(code, 0, `bench exited with ${code}:\n${stderr}`);
+
+  const files = await readdir(out);
+  const json = files.find((f) => /^\d{4}-\d{2}-\d{2}-[0-9a-f]+\.json$/.test(f));
+  assert.ok(json, `no result JSON among ${files.join(', ')}`);
+  const stem = json.slice(0, -'.json'.length);
+  assert.ok(files.includes(`${stem}.md`) && files.includes(`${stem}.svg`) && files.includes('latest.md'));
+
+  const result = BenchResult.parse(JSON.parse(await readFile(join(out, json), 'utf8')));
+  assert.equal(result.options.smoke, true);
+  assert.deepEqual(
+    result.scenarios.map((s) => [s.id, s.status, s.reason]),
+    [1, 2, 5, 4, 3, 6].map((id) => [id, 'ok', undefined]),
+  );
+  for (const s of result.scenarios) assert.ok(s.rows.length > 0, `scenario ${s.id} reported no rows`);
+  assert.equal(result.targets.length, 5);
+
+  const svg = await readFile(join(out, `${stem}.svg`), 'utf8');
+  assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  assert.match(svg, /<rect /);
+  const md = await readFile(join(out, `${stem}.md`), 'utf8');
+  assert.match(md, /\| metric \| unit \| baseline \| pushline \| pushline\/baseline \|/);
+});
