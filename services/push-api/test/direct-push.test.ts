@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { ConnectionServer } from '@pushline/connection-server';
+import { findSamples, parsePrometheusText } from '@pushline/telemetry';
+import { waitUntil } from '@pushline/testkit';
+import { call } from './harness.ts';
+import { startPlatform, type Platform } from './platform.ts';
+
+interface DirectResult {
+  id: string;
+  deviceId: string;
+  outcome: string;
+  latencyMs: number;
+  reason?: string;
+}
+
+let p: Platform;
+let A: ConnectionServer;
+let B: ConnectionServer;
+
+before(async () => {
+  p = await startPlatform('direct');
+  [A, B] = p.servers as [ConnectionServer, ConnectionServer];
+});
+after(() => p.close());
+
+const push = (deviceId: string, body: Record<string, unknown>) =>
+  call(p.h.url, 'POST', `/v1/devices/${deviceId}/messages`, { key: p.h.keys.push, body });
+
+describe('direct push to a device', () => {
+  it('delivers to devices on server A and on server B: 200 delivered with the latency', async () => {
+    const onA = await p.connect(A, 'dp-a', 'dp-user-1');
+    const onB = await p.connect(B, 'dp-b', 'dp-user-2');
+    for (const device of [onA, onB]) {
+      const received = device.nextMessage();
+      const res = await push(device.id, { id: `m-${device.id}`, payload: { text: `hi ${device.id}` } });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      const body = res.body as DirectResult;
+      assert.equal(body.outcome, 'delivered');
+      assert.equal(body.id, `m-${device.id}`);
+      assert.equal(body.deviceId, device.id);
+      assert.ok(body.latencyMs >= 0);
+      const msg = await received;
+      assert.equal(msg.id, `m-${device.id}`);
+      assert.deepEqual(msg.payload, { text: `hi ${device.id}` });
+    }
+  });
+
+  it('404 not_connected for a device with no connection', async () => {
+    const res = await push('dp-nobody', { payload: 1 });
+    assert.equal(res.status, 404);
+    assert.match(res.contentType, /^application\/json/);
+    const body = res.body as DirectResult;
+    assert.equal(body.outcome, 'not_connected');
+    assert.equal(body.deviceId, 'dp-nobody');
+    assert.ok(body.id.length > 0);
+  });
+
+  it('422 rejected when the device acks {ok:false}, with its reason', async () => {
+    await p.connect(B, 'dp-rejecting', 'dp-user-3', 'reject');
+    const res = await push('dp-rejecting', { payload: 'nope' });
+    assert.equal(res.status, 422);
+    const body = res.body as DirectResult;
+    assert.equal(body.outcome, 'rejected');
+    assert.equal(body.reason, 'muted');
+  });
+
+  it('504 timeout when the device never acks', async () => {
+    const silent = await p.connect(A, 'dp-silent', 'dp-user-4', 'silent');
+    const res = await push('dp-silent', { payload: 'anyone?', timeoutMs: 300 });
+    assert.equal(res.status, 504);
+    const body = res.body as DirectResult;
+    assert.equal(body.outcome, 'timeout');
+    assert.ok(body.latencyMs >= 250, `latency ${body.latencyMs}`);
+    assert.equal(silent.received.length, 1);
+  });
+
+  it('404 not_connected when the device disconnects mid-push', async () => {
+    const leaving = await p.connect(B, 'dp-leaving', 'dp-user-5', 'disconnect');
+    const res = await push('dp-leaving', { payload: 'bye', timeoutMs: 5_000 });
+    assert.equal(res.status, 404, JSON.stringify(res.body));
+    const body = res.body as DirectResult;
+    assert.equal(body.outcome, 'not_connected');
+    assert.ok(body.latencyMs < 5_000);
+    assert.equal(leaving.received.length, 1);
+  });
+
+  it('with ttlSeconds, an offline device gets 202 stored, and the message on reconnect', async () => {
+    const res = await push('dp-later', { id: 'stored-1', payload: { n: 1 }, ttlSeconds: 60 });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    const body = res.body as DirectResult;
+    assert.equal(body.outcome, 'stored');
+    assert.equal(body.reason, 'not_connected');
+
+    const device = await p.connect(B, 'dp-later', 'dp-user-6');
+    await waitUntil(() => device.received.find((m) => m.id === 'stored-1'), { what: 'the stored message' });
+    assert.deepEqual(device.received.find((m) => m.id === 'stored-1')?.payload, { n: 1 });
+    await waitUntil(
+      () => p.storedOutcomes.find((e) => e.requestId === 'stored-1' && e.outcome === 'delivered'),
+      {
+        what: 'the stored message’s delivered outcome',
+      },
+    );
+  });
+
+  it('with ttlSeconds, a device that does not ack in time gets 202 stored', async () => {
+    await p.connect(A, 'dp-slow', 'dp-user-7', 'silent');
+    const res = await push('dp-slow', { payload: 1, ttlSeconds: 60, timeoutMs: 200 });
+    assert.equal(res.status, 202);
+    assert.equal((res.body as DirectResult).reason, 'timeout');
+  });
+
+  it('counts outcomes and push-to-ack latency in /metrics', async () => {
+    const text = String((await call(p.h.url, 'GET', '/metrics')).body);
+    const families = parsePrometheusText(text);
+    for (const outcome of ['delivered', 'not_connected', 'rejected', 'timeout', 'stored']) {
+      const [sample] = findSamples(families, 'pushline_api_push_outcomes_total', { outcome });
+      assert.ok((sample?.value ?? 0) >= 1, `outcome ${outcome} counted`);
+    }
+    const [count] = findSamples(families, 'pushline_api_push_to_ack_seconds_count', {});
+    assert.ok((count?.value ?? 0) >= 2);
+  });
+});
+
+describe('push to a user', () => {
+  it('answers one outcome per connected device, across servers', async () => {
+    await p.connect(A, 'usr-phone', 'user-multi');
+    await p.connect(B, 'usr-laptop', 'user-multi');
+    await p.connect(B, 'usr-tablet', 'user-multi', 'reject');
+    const res = await call(p.h.url, 'POST', '/v1/users/user-multi/messages', {
+      key: p.h.keys.push,
+      body: { id: 'to-user-1', payload: { hello: 'all' } },
+    });
+    assert.equal(res.status, 200);
+    const body = res.body as { id: string; userId: string; results: DirectResult[] };
+    assert.equal(body.id, 'to-user-1');
+    assert.equal(body.userId, 'user-multi');
+    const byDevice = Object.fromEntries(body.results.map((r) => [r.deviceId, r.outcome]));
+    assert.deepEqual(byDevice, {
+      'usr-phone': 'delivered',
+      'usr-laptop': 'delivered',
+      'usr-tablet': 'rejected',
+    });
+  });
+
+  it('answers an empty list for a user with no connected device', async () => {
+    const res = await call(p.h.url, 'POST', '/v1/users/user-none/messages', {
+      key: p.h.keys.push,
+      body: { payload: 1 },
+    });
+    assert.equal(res.status, 200);
+    assert.deepEqual((res.body as { results: unknown[] }).results, []);
+  });
+});
+
+describe('push to a topic', () => {
+  it('reaches subscribers on both servers and counts their acks', async () => {
+    const one = await p.connect(A, 'top-1', 'top-user-1', 'ack', { topics: ['scores'] });
+    const two = await p.connect(B, 'top-2', 'top-user-2', 'ack', { topics: ['scores'] });
+    await p.connect(B, 'top-3', 'top-user-3');
+    for (const d of [one, two])
+      assert.deepEqual(await d.request('subscribe', { topic: 'scores' }), { ok: true, topic: 'scores' });
+    const got = Promise.all([one.nextMessage(), two.nextMessage()]);
+    const res = await call(p.h.url, 'POST', '/v1/topics/scores/messages', {
+      key: p.h.keys.push,
+      body: { id: 'goal-1', payload: { goal: 1 }, timeoutMs: 2_000 },
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(
+      { ...(res.body as object), latencyMs: 0 },
+      { id: 'goal-1', topic: 'scores', delivered: 2, latencyMs: 0 },
+    );
+    const msgs = await got;
+    assert.ok(msgs.every((m) => m.id === 'goal-1' && m.topic === 'scores'));
+  });
+});
+
+describe('device-to-device across servers', () => {
+  it('delivers to a device of the same user on the other server; the sender’s ack carries the outcome', async () => {
+    const sender = await p.connect(A, 'd2d-from', 'd2d-user');
+    const target = await p.connect(B, 'd2d-to', 'd2d-user');
+    const got = target.nextMessage();
+    const ack = (await sender.request('send', { to: 'd2d-to', id: 'd2d-1', payload: { ping: true } })) as {
+      ok: boolean;
+      outcome: string;
+      id: string;
+    };
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    assert.equal(ack.outcome, 'delivered');
+    assert.equal(ack.id, 'd2d-1');
+    const msg = await got;
+    assert.equal(msg.from, 'd2d-from');
+    assert.deepEqual(msg.payload, { ping: true });
+  });
+
+  it('denies a device of another user (default policy same-user) without revealing that it is online', async () => {
+    const sender = await p.connect(A, 'd2d-stranger', 'd2d-other-user');
+    const victim = await p.connect(B, 'd2d-victim', 'd2d-victim-user');
+    // The connection server answers a denied target exactly like an offline one, so a device cannot
+    // probe which devices of other users are connected.
+    const ack = (await sender.request('send', { to: 'd2d-victim', id: 'd2d-denied', payload: 1 })) as {
+      ok: boolean;
+      outcome?: string;
+    };
+    assert.deepEqual({ ok: ack.ok, outcome: ack.outcome }, { ok: true, outcome: 'not_connected' });
+    // A message sent after the denied one arrives first: the denied one never went out.
+    const next = victim.nextMessage();
+    assert.equal((await push('d2d-victim', { id: 'after-denied', payload: 2 })).status, 200);
+    assert.equal((await next).id, 'after-denied');
+    assert.deepEqual(
+      victim.received.map((m) => m.id),
+      ['after-denied'],
+    );
+  });
+});
+
+describe('device-to-device rate limit', () => {
+  let q: Platform;
+  before(async () => {
+    q = await startPlatform('d2drate', {
+      serverEnv: { PUSHLINE_D2D_RATE_PER_S: '1', PUSHLINE_D2D_BURST: '2' },
+    });
+  });
+  after(() => q.close());
+
+  it('answers rate_limited once the sender’s burst is spent', async () => {
+    const [a, b] = q.servers as [ConnectionServer, ConnectionServer];
+    const sender = await q.connect(a, 'rl-from', 'rl-user');
+    await q.connect(b, 'rl-to', 'rl-user');
+    const acks: { ok: boolean; outcome?: string; error?: { code: string } }[] = [];
+    for (let i = 0; i < 3; i++)
+      acks.push((await sender.request('send', { to: 'rl-to', payload: i })) as (typeof acks)[number]);
+    assert.deepEqual(
+      acks.map((a) => a.outcome ?? a.error?.code),
+      ['delivered', 'delivered', 'rate_limited'],
+    );
+  });
+});
