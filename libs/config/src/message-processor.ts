@@ -21,6 +21,9 @@ export const messageProcessorEnv = z.object({
   PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY: positiveInt(4).describe(
     'Partitions of the push-requests topic a processor works on at once.',
   ),
+  PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: positiveInt(30000).describe(
+    'Kafka group session timeout: how soon the group notices a processor that died and hands its partitions over (the broker allows 6000 and up by default).',
+  ),
   PUSHLINE_PROCESSOR_CLAIM_TTL_MS: positiveInt(60000).describe(
     'How long a processor holds a request while delivering it; another processor that gets the same record (after a rebalance) waits this long at most before taking over. Must exceed one delivery.',
   ),

@@ -28,6 +28,8 @@ export interface PushRequestConsumerOptions {
   readonly topic: string;
   readonly groupId: string;
   readonly partitionsConcurrency: number;
+  /** Group session timeout; heartbeats go out every third of it, at most every 3 s. */
+  readonly sessionTimeoutMs: number;
   readonly maxPayloadBytes: number;
   readonly semaphore: Semaphore;
   readonly dlq: DeadLetterQueue;
@@ -64,6 +66,8 @@ export class PushRequestConsumer {
       topics: [options.topic],
       fromBeginning: true,
       partitionsConsumedConcurrently: options.partitionsConcurrency,
+      sessionTimeoutMs: options.sessionTimeoutMs,
+      heartbeatIntervalMs: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
       handleBatch: (batch, ctx) => this.#handleBatch(batch, ctx),
       ...(options.onAssignment ? { onAssignment: options.onAssignment } : {}),
     });

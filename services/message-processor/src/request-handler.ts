@@ -1,4 +1,4 @@
-import type { MessageRouter, OutgoingMessage } from '@pushline/delivery';
+import type { DeviceLocator, MessageRouter, OutgoingMessage } from '@pushline/delivery';
 import type { RedisOfflineStore } from '@pushline/offline-store';
 import type {
   DeliverResult,
@@ -13,6 +13,7 @@ import type { TargetResolver } from './target-resolver.ts';
 export interface PushRequestHandlerOptions {
   readonly resolver: TargetResolver;
   readonly router: MessageRouter;
+  readonly locator: DeviceLocator;
   readonly store: RedisOfflineStore;
   /** Time a device has to ack. */
   readonly deliveryTimeoutMs: number;
@@ -42,7 +43,7 @@ export class PushRequestHandler {
       // It waited in Kafka longer than it may live: never delivered late.
       return [this.#event(req, { deviceId, outcome: 'expired', attempts: 1, reason: 'ttl_elapsed' })];
     }
-    if (deviceId !== undefined && (await this.#o.store.pending(deviceId)) > 0) {
+    if (deviceId !== undefined && (await this.#hasStoredAndIsConnected(deviceId))) {
       // Stored messages go first, so the device sees its messages in order. The drain records
       // their outcomes itself; if the device is gone it stops, and this request is stored behind.
       await this.#o.store.drain(deviceId, (msg) => this.#deliverStored(deviceId, msg));
@@ -78,6 +79,12 @@ export class PushRequestHandler {
         );
       }
     }
+  }
+
+  /** An offline device's stored messages wait for its reconnect: no doomed delivery per request. */
+  async #hasStoredAndIsConnected(deviceId: string): Promise<boolean> {
+    if ((await this.#o.store.pending(deviceId)) === 0) return false;
+    return (await this.#o.locator.lookup(deviceId)).record !== null;
   }
 
   async #settle(

@@ -50,6 +50,8 @@ export interface MessageProcessor {
   /** The offline store, shared with the connection servers through Redis. */
   readonly store: RedisOfflineStore;
   readonly locator: DeviceLocator;
+  /** Partitions of the push-requests topic this member holds now. */
+  readonly assignedPartitions: readonly number[];
 }
 
 /** Builds a message processor from its dependencies; `main.ts` wires it to the environment. */
@@ -63,6 +65,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
 
   const semaphore = new Semaphore(config.PUSHLINE_PROCESSOR_MAX_IN_FLIGHT);
   const lagByPartition = new Map<number, number>();
+  let assigned: number[] = [];
   const m = createProcessorMetrics(metrics, {
     inFlight: () => semaphore.inUse,
     lag: () => [...lagByPartition.values()].reduce((a, b) => a + b, 0),
@@ -115,6 +118,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   const handler = new PushRequestHandler({
     resolver: new TargetResolver({ router, logger }),
     router,
+    locator,
     store,
     deliveryTimeoutMs: config.PUSHLINE_DELIVERY_TIMEOUT_MS,
   });
@@ -123,6 +127,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     topic: topics.pushRequests,
     groupId: config.PUSHLINE_PROCESSOR_GROUP_ID,
     partitionsConcurrency: config.PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY,
+    sessionTimeoutMs: config.PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS,
     maxPayloadBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
     semaphore,
     dlq: new DeadLetterQueue({ producer, topic: topics.pushRequestsDlq }),
@@ -134,7 +139,8 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     logger,
     onLag: (partition, lag) => lagByPartition.set(partition, lag),
     onAssignment: (assignment) => {
-      const mine = new Set(assignment[topics.pushRequests] ?? []);
+      assigned = [...(assignment[topics.pushRequests] ?? [])].sort((a, b) => a - b);
+      const mine = new Set(assigned);
       for (const partition of lagByPartition.keys())
         if (!mine.has(partition)) lagByPartition.delete(partition);
     },
@@ -176,6 +182,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   let started = false;
   const close = closeOnce(async () => {
     logger.info('message processor closing');
+    assigned = [];
     await runCleanup([
       // Stop taking records first; the batches in hand finish and are committed.
       { name: 'push-request consumer', run: () => consumer.close() },
@@ -192,6 +199,9 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     instanceId,
     store,
     locator,
+    get assignedPartitions() {
+      return assigned;
+    },
     get opsUrl() {
       return ops.url;
     },

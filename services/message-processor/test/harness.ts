@@ -1,0 +1,310 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import {
+  connectionServerEnv,
+  messageProcessorEnv,
+  parseEnv,
+  topicNames,
+  type TopicNames,
+} from '@pushline/config';
+import { createConnectionServer, type ConnectionServer } from '@pushline/connection-server';
+import { platformTopics, type Consumer, type KafkaClient, type Producer } from '@pushline/kafka';
+import { createMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
+import { RedisOfflineStore } from '@pushline/offline-store';
+import { DeliveryEvent, pushTargetKey, type DeviceMessage, type PushRequest } from '@pushline/protocol';
+import { RedisDeviceRegistry } from '@pushline/registry';
+import {
+  createLogger,
+  createMetricsRegistry,
+  silentLogger,
+  trace,
+  type Logger,
+  type Registry,
+} from '@pushline/telemetry';
+import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+import { Redis } from 'ioredis';
+import { SignJWT } from 'jose';
+import { io, type Socket } from 'socket.io-client';
+
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+
+function testLogger(service: string): Logger {
+  const level = process.env['PUSHLINE_TEST_LOG'];
+  return level ? createLogger({ service, level }) : silentLogger();
+}
+
+/** A device: a real socket.io client that records every message and acks it. */
+export interface Device {
+  readonly deviceId: string;
+  readonly socket: Socket;
+  /** Message ids in the order they arrived. */
+  readonly received: DeviceMessage[];
+  ids(): string[];
+  disconnect(): Promise<void>;
+}
+
+/** Every delivery event written to the test's delivery-events topic, read as they arrive. */
+export class EventLog {
+  readonly events: DeliveryEvent[] = [];
+  readonly #consumer: Consumer;
+
+  constructor(kafka: KafkaClient, topic: string) {
+    this.#consumer = kafka.consumer({
+      groupId: `events-${uniquePrefix('log')}`,
+      topics: [topic],
+      fromBeginning: true,
+      handleBatch: async (batch) => {
+        for (const r of batch.records)
+          this.events.push(DeliveryEvent.parse(JSON.parse(r.value?.toString() ?? '')));
+      },
+    });
+  }
+
+  start(): Promise<void> {
+    return this.#consumer.start();
+  }
+  close(): Promise<void> {
+    return this.#consumer.close();
+  }
+
+  of(requestId: string): DeliveryEvent[] {
+    return this.events.filter((e) => e.requestId === requestId);
+  }
+
+  terminal(requestId: string): DeliveryEvent[] {
+    return this.of(requestId).filter((e) => e.terminal);
+  }
+
+  async waitFor(
+    check: (events: DeliveryEvent[]) => boolean,
+    what: string,
+    timeoutMs = 20_000,
+  ): Promise<void> {
+    await waitUntil(() => check(this.events), { timeoutMs, what });
+  }
+}
+
+/** One test's isolated platform: topics, keys, secrets, and whatever it starts. */
+export class World {
+  readonly prefix = uniquePrefix('processor');
+  readonly topicPrefix = `${this.prefix}.`;
+  readonly keyPrefix = `${this.prefix}:`;
+  readonly topics: TopicNames = topicNames(this.topicPrefix);
+  readonly jwtSecret = testSecret();
+  readonly internalToken = testSecret();
+  readonly redis = new Redis(testInfra().redisUrl);
+  readonly kafka: KafkaClient = testKafkaClient(`${this.prefix}-test`);
+  readonly registry = new RedisDeviceRegistry({ redis: this.redis, keyPrefix: this.keyPrefix });
+  readonly groupId = `${this.prefix}-processors`;
+  readonly events = new EventLog(this.kafka, this.topics.deliveryEvents);
+  readonly #producer: Producer = this.kafka.producer();
+  readonly #closers: (() => Promise<unknown>)[] = [];
+
+  async start(): Promise<void> {
+    const admin = this.kafka.admin();
+    try {
+      await admin.ensureTopics(platformTopics(this.topics, 3));
+    } finally {
+      await admin.close();
+    }
+    await this.#producer.start();
+    await this.events.start();
+  }
+
+  processorEnv(overrides: Record<string, string> = {}): Record<string, string> {
+    return {
+      PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
+      PUSHLINE_REDIS_URL: testInfra().redisUrl,
+      PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
+      PUSHLINE_KEY_PREFIX: this.keyPrefix,
+      PUSHLINE_KAFKA_PARTITIONS: '3',
+      PUSHLINE_INTERNAL_TOKEN: this.internalToken,
+      PUSHLINE_PROCESSOR_GROUP_ID: this.groupId,
+      PUSHLINE_PROCESSOR_PORT: '0',
+      PUSHLINE_PROCESSOR_CLAIM_TTL_MS: '3000',
+      PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: '6000',
+      PUSHLINE_DELIVERY_TIMEOUT_MS: '2000',
+      PUSHLINE_OFFLINE_SWEEP_MS: '100',
+      PUSHLINE_OFFLINE_LEASE_MS: '5000',
+      PUSHLINE_LOG_LEVEL: process.env['PUSHLINE_TEST_LOG'] ?? 'silent',
+      ...overrides,
+    };
+  }
+
+  /** A processor in this process. */
+  async startProcessor(
+    overrides: Record<string, string> = {},
+  ): Promise<{ processor: MessageProcessor; metrics: Registry }> {
+    const redis = new Redis(testInfra().redisUrl);
+    const metrics = createMetricsRegistry({ service: 'message-processor' }, false);
+    const processor = createMessageProcessor({
+      config: parseEnv(messageProcessorEnv, this.processorEnv(overrides)),
+      redis,
+      kafka: this.kafka,
+      logger: testLogger('message-processor'),
+      metrics,
+      tracer: trace.getTracer('pushline-message-processor-test'),
+    });
+    this.#closers.push(async () => {
+      await processor.close();
+      await redis.quit();
+    });
+    await processor.start();
+    return { processor, metrics };
+  }
+
+  /** A processor as its own OS process (`node src/main.ts`), for kill and signal tests. */
+  spawnProcessor(overrides: Record<string, string> = {}): ChildProcess {
+    const child = spawn(process.execPath, [MAIN], {
+      env: { ...process.env, ...this.processorEnv(overrides) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    const keep = (chunk: Buffer) => {
+      output = (output + chunk.toString()).slice(-20_000);
+      if (process.env['PUSHLINE_TEST_LOG']) process.stderr.write(chunk);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    Object.defineProperty(child, 'output', { get: () => output });
+    this.#closers.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await once(child, 'exit');
+      }
+    });
+    return child;
+  }
+
+  /** A connection server in this process, draining the offline store to devices on connect. */
+  async startConnectionServer(id: string): Promise<ConnectionServer> {
+    const config = parseEnv(connectionServerEnv, {
+      PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
+      PUSHLINE_REDIS_URL: testInfra().redisUrl,
+      PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
+      PUSHLINE_KEY_PREFIX: this.keyPrefix,
+      PUSHLINE_INTERNAL_TOKEN: this.internalToken,
+      PUSHLINE_DEVICE_JWT_SECRET: this.jwtSecret,
+      PUSHLINE_SERVER_ID: `${this.prefix}-${id}`,
+      PUSHLINE_HOST: '127.0.0.1',
+      PUSHLINE_PORT: '0',
+      PUSHLINE_INTERNAL_PORT: '0',
+      PUSHLINE_CLOSE_GRACE_MS: '100',
+      PUSHLINE_DRAIN_WINDOW_MS: '100',
+      PUSHLINE_DELIVERY_TIMEOUT_MS: '2000',
+      PUSHLINE_LOAD_REPORT_MS: '500',
+      PUSHLINE_LOG_LEVEL: 'silent',
+    });
+    const logger = testLogger(`connection-server-${id}`);
+    const outcomes = this.kafka.producer();
+    await outcomes.start();
+    const inbox = new RedisOfflineStore({
+      redis: this.redis,
+      keyPrefix: this.keyPrefix,
+      maxPerDevice: 100,
+      publishOutcome: (ev) =>
+        outcomes.send(this.topics.deliveryEvents, [
+          { key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) },
+        ]),
+      logger,
+    });
+    const server = createConnectionServer({
+      config,
+      redis: this.redis,
+      registry: this.registry,
+      kafka: this.kafka,
+      logger,
+      metrics: createMetricsRegistry({ service: 'connection-server' }, false),
+      tracer: trace.getTracer('pushline-connection-server-test'),
+      inbox,
+    });
+    this.#closers.push(async () => {
+      await server.close();
+      await outcomes.close();
+    });
+    await server.start();
+    return server;
+  }
+
+  async token(deviceId: string, userId: string, topics?: string[]): Promise<string> {
+    return new SignJWT({ uid: userId, ...(topics ? { topics } : {}) })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(deviceId)
+      .setIssuedAt()
+      .setExpirationTime('10m')
+      .sign(new TextEncoder().encode(this.jwtSecret));
+  }
+
+  /** Connects a device and resolves once it is in the registry (reachable for deliveries). */
+  async connectDevice(server: ConnectionServer, deviceId: string, userId = 'user-1'): Promise<Device> {
+    const socket = io(server.deviceUrl, {
+      transports: ['websocket'],
+      reconnection: false,
+      auth: { token: await this.token(deviceId, userId) },
+    });
+    const received: DeviceMessage[] = [];
+    socket.on('message', (msg: DeviceMessage, ack?: (a: { ok: true }) => void) => {
+      received.push(msg);
+      ack?.({ ok: true });
+    });
+    this.#closers.push(async () => {
+      socket.disconnect();
+    });
+    await within(
+      new Promise<void>((resolve, reject) => {
+        socket.once('connect', () => resolve());
+        socket.once('connect_error', (err) => reject(err));
+      }),
+      5_000,
+      `device ${deviceId} to connect`,
+    );
+    await waitUntil(async () => (await this.registry.lookup(deviceId))?.serverId === server.serverId, {
+      what: `${deviceId} registered`,
+    });
+    return {
+      deviceId,
+      socket,
+      received,
+      ids: () => received.map((m) => m.id),
+      disconnect: async () => {
+        socket.disconnect();
+        await waitUntil(async () => (await this.registry.lookup(deviceId)) === null, {
+          what: `${deviceId} unregistered`,
+        });
+      },
+    };
+  }
+
+  request(id: string, target: PushRequest['target'], extra: Partial<PushRequest> = {}): PushRequest {
+    return { v: 1, id, target, payload: { id }, createdAt: Date.now(), ...extra };
+  }
+
+  /** Publishes requests to push-requests, keyed by target like the push-api does. */
+  async publish(requests: readonly PushRequest[], headers?: Record<string, string>): Promise<void> {
+    await this.#producer.send(
+      this.topics.pushRequests,
+      requests.map((r) => ({
+        key: pushTargetKey(r.target),
+        value: JSON.stringify(r),
+        ...(headers ? { headers } : {}),
+      })),
+    );
+  }
+
+  async publishRaw(records: { key: string | null; value: string | Buffer }[]): Promise<void> {
+    await this.#producer.send(this.topics.pushRequests, records);
+  }
+
+  async close(): Promise<void> {
+    for (const close of this.#closers.reverse()) await close().catch(() => {});
+    await this.events.close().catch(() => {});
+    await this.#producer.close().catch(() => {});
+    await this.redis.quit().catch(() => {});
+  }
+}
+
+/** Output of a spawned processor (its JSON logs), for failure messages. */
+export function outputOf(child: ChildProcess): string {
+  return (child as ChildProcess & { output?: string }).output ?? '';
+}
