@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { Redis } from 'ioredis';
@@ -54,7 +54,6 @@ export function createPushApi(deps: PushApiDeps): PushApi {
   let producer: Producer | undefined;
   let admin: Admin | undefined;
   let draining = false;
-  let inFlight = 0;
   let url: string | undefined;
 
   // The producer is created in start(); handlers only run after that, through this facade.
@@ -104,12 +103,16 @@ export function createPushApi(deps: PushApiDeps): PushApi {
       }),
   });
 
+  const inFlight = new Set<ServerResponse>();
+  // While draining, answers carry `connection: close` so keep-alive clients reconnect elsewhere.
+  const closeAfterResponse = (res: ServerResponse) => {
+    if (!res.headersSent) res.setHeader('connection', 'close');
+  };
   const server: Server = createServer((req, res) => {
-    inFlight++;
-    // While draining, answer with `connection: close` so keep-alive clients reconnect elsewhere.
-    if (draining) res.setHeader('connection', 'close');
+    inFlight.add(res);
+    if (draining) closeAfterResponse(res);
     res.once('close', () => {
-      inFlight--;
+      inFlight.delete(res);
       if (draining) server.closeIdleConnections();
     });
     app(req, res);
@@ -122,7 +125,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
     const timer = setTimeout(() => {
-      log.warn({ inFlight }, 'drain timeout; closing the remaining connections');
+      log.warn({ inFlight: inFlight.size }, 'drain timeout; closing the remaining connections');
       server.closeAllConnections();
     }, config.PUSHLINE_API_DRAIN_TIMEOUT_MS);
     try {
@@ -134,7 +137,8 @@ export function createPushApi(deps: PushApiDeps): PushApi {
 
   const close = closeOnce(async () => {
     draining = true;
-    log.info({ inFlight }, 'push-api closing');
+    for (const res of inFlight) closeAfterResponse(res);
+    log.info({ inFlight: inFlight.size }, 'push-api closing');
     await runCleanup([
       { name: 'http server', run: stopHttp },
       { name: 'kafka producer', run: () => producer?.close() },
