@@ -237,11 +237,16 @@ export class World {
   }
 
   /** Connects a device and resolves once it is in the registry (reachable for deliveries). */
-  async connectDevice(server: ConnectionServer, deviceId: string, userId = 'user-1'): Promise<Device> {
+  async connectDevice(
+    server: ConnectionServer,
+    deviceId: string,
+    userId = 'user-1',
+    topics?: string[],
+  ): Promise<Device> {
     const socket = io(server.deviceUrl, {
       transports: ['websocket'],
       reconnection: false,
-      auth: { token: await this.token(deviceId, userId) },
+      auth: { token: await this.token(deviceId, userId, topics) },
     });
     const received: DeviceMessage[] = [];
     socket.on('message', (msg: DeviceMessage, ack?: (a: { ok: true }) => void) => {

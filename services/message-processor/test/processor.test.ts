@@ -130,6 +130,92 @@ describe('message processor', () => {
     assert.equal(none?.deviceId, undefined);
   });
 
+  it('broadcasts a topic message to its subscribers on every server, as one event', async () => {
+    const a = await world.startConnectionServer('a');
+    const b = await world.startConnectionServer('b');
+    const one = await world.connectDevice(a, 'sub-1', 'u1', ['news']);
+    const two = await world.connectDevice(b, 'sub-2', 'u2', ['news']);
+    const outsider = await world.connectDevice(b, 'not-sub', 'u3', ['news']);
+    for (const d of [one, two]) {
+      assert.deepEqual(await d.socket.emitWithAck('subscribe', { topic: 'news' }), {
+        ok: true,
+        topic: 'news',
+      });
+    }
+    await world.startProcessor();
+    await world.publish([world.request('t1', { type: 'topic', id: 'news' })]);
+    await world.events.waitFor((evs) => terminalIds(evs).has('t1'), 'broadcast outcome');
+    assert.deepEqual(one.ids(), ['t1']);
+    assert.deepEqual(two.ids(), ['t1']);
+    assert.deepEqual(outsider.ids(), []);
+    const [ev, ...more] = world.events.of('t1');
+    assert.equal(more.length, 0);
+    assert.equal(ev?.outcome, 'delivered');
+    assert.equal(ev?.deliveredCount, 2);
+    assert.equal(ev?.deviceId, undefined);
+  });
+
+  it('keeps its device cache correct from connection events and exposes its hit ratio', async () => {
+    const a = await world.startConnectionServer('a');
+    const b = await world.startConnectionServer('b');
+    const { processor, metrics } = await world.startProcessor();
+    const invalidations = (type: string) =>
+      counter(metrics, 'pushline_processor_cache_invalidations_total', { type });
+
+    const first = await world.connectDevice(a, 'mover');
+    await world.publish([world.request('m1', { type: 'device', id: 'mover' })]);
+    await world.events.waitFor((evs) => terminalIds(evs).has('m1'), 'm1');
+    assert.equal(world.events.of('m1')[0]?.attempts, 1);
+    assert.deepEqual(first.ids(), ['m1']);
+
+    // The device moves to server b; the processor's cached location (server a) is now stale.
+    await first.disconnect();
+    const moved = await world.connectDevice(b, 'mover');
+    // Every event of the move is on the topic, and the processor's own cache group has read it.
+    await collectRecords(world.kafka, world.topics.connectionEvents, 3, {
+      filter: (r) => r.key === 'mover',
+    });
+    const admin = world.kafka.admin();
+    try {
+      const cacheGroup = `${world.groupId}.cache.${processor.instanceId}`;
+      await waitUntil(async () => (await admin.groupLag(cacheGroup, world.topics.connectionEvents)) === 0, {
+        what: 'connection events applied',
+      });
+    } finally {
+      await admin.close();
+    }
+    assert.ok((await invalidations('disconnected')) >= 1);
+    await world.publish([world.request('m2', { type: 'device', id: 'mover' })]);
+    await world.events.waitFor((evs) => terminalIds(evs).has('m2'), 'm2');
+    const [m2] = world.events.of('m2');
+    assert.equal(m2?.outcome, 'delivered');
+    assert.equal(m2?.attempts, 1, 'delivered straight to the new server, not via a stale entry');
+    assert.deepEqual(moved.ids(), ['m2']);
+
+    // Same device again: answered from the cache.
+    await world.publish([world.request('m3', { type: 'device', id: 'mover' })]);
+    await world.events.waitFor((evs) => terminalIds(evs).has('m3'), 'm3');
+    assert.ok(processor.locator.stats.hits >= 1);
+    const text = await (await fetch(`${processor.opsUrl}/metrics`)).text();
+    const ratio =
+      findSamples(parsePrometheusText(text), 'pushline_processor_locator_hit_ratio')[0]?.value ?? 0;
+    assert.ok(ratio > 0 && ratio < 1, `hit ratio ${ratio}`);
+    for (const name of [
+      'pushline_processor_records_total',
+      'pushline_processor_outcomes_total',
+      'pushline_processor_in_flight',
+      'pushline_processor_consumer_lag',
+      'pushline_publish_to_ack_seconds',
+      'pushline_offline_stored_total',
+      'pushline_offline_expired_total',
+      'pushline_processor_loop_failures_total',
+    ]) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+    }
+    assert.equal((await fetch(`${processor.opsUrl}/healthz`)).status, 200);
+    assert.equal((await fetch(`${processor.opsUrl}/readyz`)).status, 200);
+  });
+
   it('keeps messages with a ttl for an offline device and delivers them in order on reconnect', async () => {
     const server = await world.startConnectionServer('a');
     const { metrics } = await world.startProcessor();
