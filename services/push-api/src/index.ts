@@ -9,3 +9,5 @@ export type { RouteSpec } from './routing.ts';
 export { apiKeyId } from './auth.ts';
 export { IdempotencyStore } from './idempotency.ts';
 export { IDEMPOTENCY_HEADER, REPLAYED_HEADER } from './routes/publish.ts';
+export { probeReadiness } from './routes/health.ts';
+export type { Readiness, DependencyCheck } from './routes/health.ts';
