@@ -1,5 +1,6 @@
 import {
   DeliveryTransportError,
+  InternalAuthError,
   PartialDeliveryError,
   type MessageRouter,
   type OutgoingMessage,
@@ -73,7 +74,12 @@ export class TargetResolver {
       } catch (err) {
         if (!isTransportFailure(err)) throw err;
         if (err instanceof PartialDeliveryError) partial = err.results;
-        this.#log.warn({ err, target, attempt: n }, 'delivery through a connection server failed');
+        if (isAuthFailure(err)) {
+          // Not a device outcome: the services disagree on the internal token (deployment error).
+          this.#log.error({ err, target, attempt: n }, 'a connection server rejected the internal token');
+        } else {
+          this.#log.warn({ err, target, attempt: n }, 'delivery through a connection server failed');
+        }
         if (n >= this.#maxAttempts) {
           // A fan-out whose some deliveries failed still reports the devices that did answer.
           if (partial.length > 0) return { kind: 'devices', results: partial };
@@ -88,6 +94,11 @@ export class TargetResolver {
 function isTransportFailure(err: unknown): boolean {
   if (err instanceof DeliveryTransportError) return true;
   return err instanceof PartialDeliveryError && err.errors.every((e) => e instanceof DeliveryTransportError);
+}
+
+function isAuthFailure(err: unknown): boolean {
+  if (err instanceof InternalAuthError) return true;
+  return err instanceof PartialDeliveryError && err.errors.some((e) => e instanceof InternalAuthError);
 }
 
 function failureReason(err: unknown): string {
