@@ -1,0 +1,324 @@
+import { Redis } from 'ioredis';
+import { SignJWT } from 'jose';
+import { io, type Socket } from 'socket.io-client';
+import {
+  connectionServerEnv,
+  messageProcessorEnv,
+  parseEnv,
+  pushApiEnv,
+  topicNames,
+  type TopicNames,
+} from '@pushline/config';
+import { createConnectionServer, type ConnectionServer } from '@pushline/connection-server';
+import { DeviceLocator, HttpDeliveryTransport, MessageRouter } from '@pushline/delivery';
+import { platformTopics, type KafkaClient } from '@pushline/kafka';
+import { createMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
+import { DeviceEvents, DeviceMessage } from '@pushline/protocol';
+import { createPushApi, type PushApi } from '@pushline/push-api';
+import { RedisDeviceRegistry } from '@pushline/registry';
+import { runCleanup, type CleanupStep } from '@pushline/runtime';
+import {
+  createLogger,
+  createMetricsRegistry,
+  parsePrometheusText,
+  silentLogger,
+  trace,
+  type Logger,
+  type PromFamily,
+  type ReadableSpan,
+} from '@pushline/telemetry';
+import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+
+/**
+ * The whole platform in this process, wired as the services' main.ts files wire it (each
+ * instance with its own metrics registry, the routers and transports counting into it), on the
+ * run's real Kafka and Redis, with real socket.io-client devices. The test process registers the
+ * tracer provider, so every service's spans land in one recorder.
+ */
+
+function testLogger(service: string): Logger {
+  const level = process.env['PUSHLINE_TEST_LOG'];
+  return level ? createLogger({ service, level }) : silentLogger();
+}
+
+/** How a device answers `message`. */
+export type DeviceBehaviour = 'ack' | 'reject' | 'silent';
+
+export interface TestDevice {
+  readonly id: string;
+  readonly received: DeviceMessage[];
+  nextMessage(timeoutMs?: number): Promise<DeviceMessage>;
+}
+
+export interface ScrapedService {
+  readonly name: string;
+  readonly url: string;
+  readonly text: string;
+  readonly families: PromFamily[];
+}
+
+export interface ObservedPlatform {
+  readonly prefix: string;
+  readonly topics: TopicNames;
+  readonly kafka: KafkaClient;
+  readonly api: PushApi;
+  readonly servers: readonly ConnectionServer[];
+  readonly processor: MessageProcessor;
+  connect(
+    server: ConnectionServer,
+    deviceId: string,
+    userId: string,
+    behaviour?: DeviceBehaviour,
+  ): Promise<TestDevice>;
+  /** Calls the API with the admin key. */
+  call(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }>;
+  /** GET /metrics of every service instance, parsed strictly. */
+  scrape(): Promise<ScrapedService[]>;
+  close(): Promise<void>;
+}
+
+export async function startObservedPlatform(
+  label: string,
+  options: { servers?: number; deliveryTimeoutMs?: number } = {},
+): Promise<ObservedPlatform> {
+  const infra = testInfra();
+  const prefix = uniquePrefix(label);
+  const topics = topicNames(`${prefix}.`);
+  const internalToken = testSecret();
+  const jwtSecret = testSecret();
+  const apiKey = `k-${testSecret()}`;
+  const deliveryTimeoutMs = String(options.deliveryTimeoutMs ?? 3000);
+  const common = {
+    PUSHLINE_KAFKA_BROKERS: infra.kafkaBrokers.join(','),
+    PUSHLINE_REDIS_URL: infra.redisUrl,
+    PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
+    PUSHLINE_KEY_PREFIX: `${prefix}:`,
+    PUSHLINE_KAFKA_PARTITIONS: '3',
+    PUSHLINE_INTERNAL_TOKEN: internalToken,
+    PUSHLINE_LOG_LEVEL: process.env['PUSHLINE_TEST_LOG'] ?? 'silent',
+  };
+  const redis = new Redis(infra.redisUrl);
+  const kafka = testKafkaClient(`${prefix}-obs`);
+  const registry = new RedisDeviceRegistry({ redis, keyPrefix: common.PUSHLINE_KEY_PREFIX });
+  const steps: CleanupStep[] = [];
+  const close = async () => {
+    await runCleanup([...steps.reverse(), { name: 'redis', run: () => redis.quit().then(() => undefined) }]);
+  };
+  const scrapeTargets: { name: string; url: () => string }[] = [];
+  const servers: ConnectionServer[] = [];
+  const sockets: Socket[] = [];
+
+  try {
+    const admin = kafka.admin();
+    try {
+      await admin.ensureTopics(platformTopics(topics, 3));
+    } finally {
+      await admin.close();
+    }
+
+    // push-api, wired like services/push-api/src/main.ts.
+    const apiLogger = testLogger('push-api');
+    const apiMetrics = createMetricsRegistry({ service: 'push-api', instance: `${prefix}-api` });
+    const apiTracer = trace.getTracer('pushline-push-api');
+    const transport = new HttpDeliveryTransport({ internalToken, logger: apiLogger, metrics: apiMetrics });
+    steps.push({ name: 'api transport', run: () => transport.close() });
+    const locator = new DeviceLocator({ registry, metrics: apiMetrics, tracer: apiTracer, negativeTtlMs: 1 });
+    const api = createPushApi({
+      config: parseEnv(pushApiEnv, {
+        ...common,
+        PUSHLINE_API_HOST: '127.0.0.1',
+        PUSHLINE_API_PORT: '0',
+        PUSHLINE_API_KEYS: `${apiKey}:admin`,
+        PUSHLINE_DELIVERY_TIMEOUT_MS: deliveryTimeoutMs,
+      }),
+      redis,
+      registry,
+      router: new MessageRouter({
+        locator,
+        registry,
+        transport,
+        tracer: apiTracer,
+        logger: apiLogger,
+        metrics: apiMetrics,
+      }),
+      kafka,
+      logger: apiLogger,
+      metrics: apiMetrics,
+      tracer: apiTracer,
+    });
+    steps.push({ name: 'push-api', run: () => api.close() });
+    await api.start();
+    scrapeTargets.push({ name: 'push-api', url: () => api.url });
+
+    // Connection servers, wired like services/connection-server/src/main.ts.
+    steps.push({
+      name: 'connection servers',
+      run: async () => void (await Promise.allSettled(servers.map((s) => s.close()))),
+    });
+    for (let i = 0; i < (options.servers ?? 2); i++) {
+      const serverId = `${prefix}-cs-${i + 1}`;
+      const server = createConnectionServer({
+        config: parseEnv(connectionServerEnv, {
+          ...common,
+          PUSHLINE_SERVER_ID: serverId,
+          PUSHLINE_HOST: '127.0.0.1',
+          PUSHLINE_PORT: '0',
+          PUSHLINE_INTERNAL_PORT: '0',
+          PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
+          PUSHLINE_DELIVERY_TIMEOUT_MS: deliveryTimeoutMs,
+          PUSHLINE_CLOSE_GRACE_MS: '100',
+          PUSHLINE_DRAIN_WINDOW_MS: '100',
+        }),
+        redis,
+        registry,
+        kafka,
+        logger: testLogger('connection-server'),
+        metrics: createMetricsRegistry({ service: 'connection-server', instance: serverId }),
+        tracer: trace.getTracer('pushline-connection-server'),
+      });
+      servers.push(server);
+      await server.start();
+      scrapeTargets.push({ name: serverId, url: () => server.internalUrl });
+    }
+    // Devices go before the servers close, so their disconnects are ordinary ones.
+    steps.push({
+      name: 'devices',
+      run: () => {
+        for (const s of sockets) s.disconnect();
+      },
+    });
+
+    // message-processor, wired like services/message-processor/src/main.ts.
+    const processor = createMessageProcessor({
+      config: parseEnv(messageProcessorEnv, {
+        ...common,
+        PUSHLINE_PROCESSOR_GROUP_ID: `${prefix}-processors`,
+        PUSHLINE_PROCESSOR_INSTANCE_ID: `${prefix}-mp`,
+        PUSHLINE_PROCESSOR_PORT: '0',
+        PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: '6000',
+        PUSHLINE_DELIVERY_TIMEOUT_MS: deliveryTimeoutMs,
+      }),
+      redis,
+      kafka,
+      logger: testLogger('message-processor'),
+      metrics: createMetricsRegistry({ service: 'message-processor', instance: `${prefix}-mp` }),
+      tracer: trace.getTracer('pushline-message-processor'),
+    });
+    steps.push({ name: 'message-processor', run: () => processor.close() });
+    await processor.start();
+    scrapeTargets.push({ name: 'message-processor', url: () => processor.opsUrl });
+    await waitUntil(async () => (await fetch(`${processor.opsUrl}/readyz`)).ok, {
+      timeoutMs: 30_000,
+      what: 'message processor ready (group joined)',
+    });
+
+    const connect: ObservedPlatform['connect'] = async (server, deviceId, userId, behaviour = 'ack') => {
+      const token = await new SignJWT({ uid: userId })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(deviceId)
+        .setExpirationTime('10m')
+        .sign(new TextEncoder().encode(jwtSecret));
+      const socket = io(server.deviceUrl, {
+        transports: ['websocket'],
+        reconnection: false,
+        auth: { token },
+      });
+      sockets.push(socket);
+      const received: DeviceMessage[] = [];
+      const waiters: ((m: DeviceMessage) => void)[] = [];
+      socket.on(DeviceEvents.message, (raw: unknown, ack: (answer: unknown) => void) => {
+        const msg = DeviceMessage.parse(raw);
+        received.push(msg);
+        for (const w of waiters.splice(0)) w(msg);
+        if (behaviour === 'ack') ack({ ok: true });
+        else if (behaviour === 'reject') ack({ ok: false, reason: 'muted' });
+      });
+      await within(
+        new Promise<void>((resolve, reject) => {
+          socket.once('connect', () => resolve());
+          socket.once('connect_error', (err) => reject(err));
+        }),
+        5_000,
+        `${deviceId} to connect`,
+      );
+      await waitUntil(async () => (await registry.lookup(deviceId))?.serverId === server.serverId, {
+        what: `${deviceId} registered on ${server.serverId}`,
+      });
+      return {
+        id: deviceId,
+        received,
+        nextMessage: (timeoutMs = 10_000) =>
+          within(
+            new Promise<DeviceMessage>((resolve) => waiters.push(resolve)),
+            timeoutMs,
+            `a message for ${deviceId}`,
+          ),
+      };
+    };
+
+    const call: ObservedPlatform['call'] = async (method, path, body) => {
+      const res = await fetch(`${api.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? (JSON.parse(text) as unknown) : undefined };
+    };
+
+    const scrape = () =>
+      Promise.all(
+        scrapeTargets.map(async (t) => {
+          const url = `${t.url()}/metrics`;
+          const res = await fetch(url);
+          if (!res.ok) throw new Error(`${url} answered ${res.status}`);
+          const contentType = res.headers.get('content-type') ?? '';
+          if (!contentType.startsWith('text/plain')) throw new Error(`${url} content-type ${contentType}`);
+          const text = await res.text();
+          return { name: t.name, url, text, families: parsePrometheusText(text) };
+        }),
+      );
+
+    return { prefix, topics, kafka, api, servers, processor, connect, call, scrape, close };
+  } catch (err) {
+    await close().catch(() => {});
+    throw err;
+  }
+}
+
+/** The spans of one trace, keyed by span id. */
+export function spansOfTrace(spans: readonly ReadableSpan[], traceId: string): Map<string, ReadableSpan> {
+  return new Map(
+    spans.filter((s) => s.spanContext().traceId === traceId).map((s) => [s.spanContext().spanId, s]),
+  );
+}
+
+/** Walks parent links from `span` to the root; throws if a parent is missing from the trace. */
+export function pathToRoot(trace: Map<string, ReadableSpan>, span: ReadableSpan): ReadableSpan[] {
+  const path = [span];
+  let current = span;
+  while (current.parentSpanContext) {
+    const parent = trace.get(current.parentSpanContext.spanId);
+    if (!parent) throw new Error(`span "${current.name}" has a parent that is not in the trace`);
+    path.push(parent);
+    current = parent;
+  }
+  return path;
+}
+
+/** Asserts the trace is one tree: exactly one root, every other span's parent in the trace. Returns the root. */
+export function rootOf(trace: Map<string, ReadableSpan>): ReadableSpan {
+  const roots = [...trace.values()].filter((s) => !s.parentSpanContext);
+  if (roots.length !== 1)
+    throw new Error(`trace has ${roots.length} roots: ${roots.map((r) => r.name).join(', ')}`);
+  for (const span of trace.values()) pathToRoot(trace, span);
+  return roots[0] as ReadableSpan;
+}
+
+/** `name (scope)` lines, root first, for assertion messages. */
+export function describeTrace(trace: Map<string, ReadableSpan>): string {
+  return [...trace.values()]
+    .sort((a, b) => a.startTime[0] - b.startTime[0] || a.startTime[1] - b.startTime[1])
+    .map((s) => `${s.name} [${s.instrumentationScope.name}]`)
+    .join('\n');
+}
