@@ -52,7 +52,11 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
   const results: ScenarioResult[] = [];
   try {
     if (selected.some((s) => BASELINE_SCENARIOS.has(s.id))) {
-      baseline = await startBaselineTarget({ jwtSecret, logDir });
+      baseline = await startBaselineTarget({
+        jwtSecret,
+        logDir,
+        ...(options.profile ? { profileDir: join(logDir, 'profiles') } : {}),
+      });
       log(`baseline on ${baseline.deviceUrls.join(' ')}`);
     }
     if (!serviceAvailable('connection-server')) {

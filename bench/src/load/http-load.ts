@@ -63,6 +63,7 @@ async function run(raw: unknown): Promise<HttpLoadResult> {
   const end = measureFrom + args.durationMs;
   let next = 0;
   let requests = 0;
+  let total = 0;
 
   const worker = async (w: number): Promise<void> => {
     while (nowMs() < end) {
@@ -85,6 +86,7 @@ async function run(raw: unknown): Promise<HttpLoadResult> {
         outcome = `error:${err instanceof Error ? err.message : String(err)}`;
       }
       const t1 = nowMs();
+      total++;
       if (t0 < measureFrom || t1 > end) continue;
       requests++;
       increment(outcomes, outcome);
@@ -93,7 +95,7 @@ async function run(raw: unknown): Promise<HttpLoadResult> {
   };
   await Promise.all(Array.from({ length: args.concurrency }, (_, w) => worker(w)));
   agent.destroy();
-  return { requests, ms: args.durationMs, outcomes, latencies: samples.values() };
+  return { requests, total, ms: args.durationMs, outcomes, latencies: samples.values() };
 }
 
 serveCommands({ run }, () => Promise.resolve());

@@ -21,6 +21,8 @@ export type HttpLoadArgs = z.infer<typeof HttpLoadArgs>;
 export const HttpLoadResult = z.object({
   /** Requests completed in the measured window. */
   requests: z.number().int(),
+  /** Every request completed, warm-up and stragglers included (for per-request CPU cost). */
+  total: z.number().int(),
   ms: z.number(),
   /** By response `outcome` field, else `status:<code>`, or `error:<code>`. */
   outcomes: z.record(z.string(), z.number()),

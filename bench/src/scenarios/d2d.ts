@@ -1,5 +1,6 @@
 import { row, type Chart, type Row } from '../report/model.ts';
-import { perSecond, summarize, type LatencySummary } from '../stats.ts';
+import { perSecond, round, summarize, type LatencySummary } from '../stats.ts';
+import { measureCpu } from '../targets/memory.ts';
 import { sideBySide, withFleet } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
 
@@ -8,6 +9,9 @@ interface RateResult {
   readonly achieved: number;
   readonly latency: LatencySummary;
   readonly outcomes: Record<string, number>;
+  /** Server-side CPU per message sent, µs: all target processes, then by process. */
+  readonly cpuUsPerMsg: number;
+  readonly cpuUsPerMsgByProcess: Record<string, number>;
 }
 
 function plan(smoke: boolean) {
@@ -37,12 +41,17 @@ export const deviceToDevice: Scenario = {
         await fleet.connect({ urls: target.deviceUrls });
         const perRate: RateResult[] = [];
         for (const rate of rates) {
-          const r = await fleet.d2d({ ratePerS: rate, durationMs, timeoutMs: 5000, senders: devices / 2 });
+          const { value: r, cpuMs } = await measureCpu(target.processes(), () =>
+            fleet.d2d({ ratePerS: rate, durationMs, timeoutMs: 5000, senders: devices / 2 }),
+          );
+          const perMsg = (ms: number) => round((ms * 1000) / Math.max(1, r.sent), 1);
           const result = {
             offered: rate,
             achieved: perSecond(r.outcomes['delivered'] ?? 0, durationMs),
             latency: summarize(r.latencies),
             outcomes: r.outcomes,
+            cpuUsPerMsg: perMsg(Object.values(cpuMs).reduce((a, b) => a + b, 0)),
+            cpuUsPerMsgByProcess: Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, perMsg(v)])),
           };
           ctx.log(
             `d2d ${target.name} ${rate}/s: p50 ${result.latency.p50} p99 ${result.latency.p99} ${JSON.stringify(r.outcomes)}`,
@@ -84,6 +93,13 @@ export const deviceToDevice: Scenario = {
           `${rate}/s: p99 round trip`,
           'ms',
           { baseline: b?.latency.p99, pushline: p?.latency.p99 },
+          'lower',
+        ),
+        row(
+          `d2d.r${rate}.cpu`,
+          `${rate}/s: server CPU per message (all processes)`,
+          'µs',
+          { baseline: b?.cpuUsPerMsg, pushline: p?.cpuUsPerMsg },
           'lower',
         ),
       );

@@ -1,7 +1,8 @@
 import { GeneratorProcess } from '../load/ipc.ts';
 import { HttpLoadResult, type HttpLoadArgs } from '../load/http-protocol.ts';
 import { row, type Chart, type Row } from '../report/model.ts';
-import { perSecond, summarize, type LatencySummary } from '../stats.ts';
+import { perSecond, round, summarize, type LatencySummary } from '../stats.ts';
+import { measureCpu } from '../targets/memory.ts';
 import type { HttpPushSpec, Target } from '../targets/types.ts';
 import { sideBySide, withFleet } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
@@ -14,6 +15,9 @@ interface LevelResult {
   readonly throughput: number;
   readonly latency: LatencySummary;
   readonly outcomes: Record<string, number>;
+  /** Server-side CPU per delivered message, in µs: all target processes, then by process. */
+  readonly cpuUsPerMsg: number;
+  readonly cpuUsPerMsgByProcess: Record<string, number>;
 }
 
 function plan(smoke: boolean) {
@@ -46,7 +50,7 @@ export const directPush: Scenario = {
           for (const spec of target.directPush) {
             const perLevel: LevelResult[] = [];
             for (const concurrency of levels) {
-              const r = await runLevel(generator, spec, ids, concurrency, durationMs, warmupMs);
+              const r = await runLevel(generator, target, spec, ids, concurrency, durationMs, warmupMs);
               ctx.log(
                 `direct push ${spec.label} c=${concurrency}: ${r.throughput}/s p50 ${r.latency.p50} p99 ${r.latency.p99} ${JSON.stringify(r.outcomes)}`,
               );
@@ -65,6 +69,7 @@ export const directPush: Scenario = {
 
 async function runLevel(
   generator: GeneratorProcess,
+  target: Target,
   spec: HttpPushSpec,
   ids: string[],
   concurrency: number,
@@ -82,8 +87,15 @@ async function runLevel(
     warmupMs,
     timeoutMs: 10_000,
   };
-  const r = await generator.request('run', args, HttpLoadResult, durationMs + warmupMs + 30_000);
+  const { value: r, cpuMs } = await measureCpu(target.processes(), () =>
+    generator.request('run', args, HttpLoadResult, durationMs + warmupMs + 30_000),
+  );
+  // CPU is sampled over the whole run including warm-up, so it is divided by every request made.
+  const sent = Math.max(1, r.total);
+  const perMsg = (ms: number) => round((ms * 1000) / sent, 1);
   return {
+    cpuUsPerMsg: perMsg(Object.values(cpuMs).reduce((a, b) => a + b, 0)),
+    cpuUsPerMsgByProcess: Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, perMsg(v)])),
     label: spec.label,
     concurrency,
     throughput: perSecond(r.outcomes['delivered'] ?? 0, r.ms),
@@ -141,6 +153,13 @@ function render(
         { baseline: b?.latency.p99, pushline: p?.latency.p99 },
         'lower',
       ),
+      row(
+        `direct.c${c}.cpu`,
+        `c=${c} server CPU per message (all processes)`,
+        'µs',
+        { baseline: b?.cpuUsPerMsg, pushline: p?.cpuUsPerMsg },
+        'lower',
+      ),
     );
   }
   // Every route at every level, so the hop costs show up side by side.
@@ -171,6 +190,13 @@ function render(
           { baseline: at(baseLabel, r.concurrency)?.latency.p99, pushline: r.latency.p99 },
           'lower',
         ),
+        row(
+          `direct.internal.c${r.concurrency}.cpu`,
+          `c=${r.concurrency} server CPU per message, ${label}`,
+          'µs',
+          { baseline: at(baseLabel, r.concurrency)?.cpuUsPerMsg, pushline: r.cpuUsPerMsg },
+          'lower',
+        ),
       );
     }
   }
@@ -198,7 +224,12 @@ function render(
     details: Object.fromEntries(
       Object.entries(results).map(([label, perLevel]) => [
         label,
-        perLevel.map((r) => ({ concurrency: r.concurrency, outcomes: r.outcomes, latency: r.latency })),
+        perLevel.map((r) => ({
+          concurrency: r.concurrency,
+          outcomes: r.outcomes,
+          latency: r.latency,
+          cpuUsPerMsgByProcess: r.cpuUsPerMsgByProcess,
+        })),
       ]),
     ),
   };

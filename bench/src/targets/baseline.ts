@@ -11,10 +11,26 @@ const Stats = z.object({ connections: z.number(), rssBytes: z.number(), heapUsed
 const Broadcast = z.object({ delivered: z.number(), latencyMs: z.number() });
 
 /** The plain socket.io + express server of bench/baseline, as its own process on a free port. */
-export async function startBaselineTarget(opts: { jwtSecret: string; logDir: string }): Promise<Target> {
+export async function startBaselineTarget(opts: {
+  jwtSecret: string;
+  logDir: string;
+  /** When set, the baseline writes `baseline.cpuprofile` here when it exits. */
+  profileDir?: string;
+}): Promise<Target> {
+  const profile =
+    opts.profileDir === undefined
+      ? {}
+      : {
+          NODE_OPTIONS: [
+            process.env['NODE_OPTIONS'],
+            `--cpu-prof --cpu-prof-dir=${opts.profileDir} --cpu-prof-name=baseline.cpuprofile`,
+          ]
+            .filter(Boolean)
+            .join(' '),
+        };
   const proc = await spawnAnnounced(
     BASELINE_SCRIPT,
-    { ...process.env, BASELINE_JWT_SECRET: opts.jwtSecret, BASELINE_PORT: '0' },
+    { ...process.env, ...profile, BASELINE_JWT_SECRET: opts.jwtSecret, BASELINE_PORT: '0' },
     Listening,
     join(opts.logDir, 'baseline.log'),
   );
@@ -27,6 +43,7 @@ export async function startBaselineTarget(opts: { jwtSecret: string; logDir: str
       const stats = Stats.parse(await res.json());
       return { rssBytes: await readRssBytes(proc.pid), heapUsedBytes: stats.heapUsedBytes };
     },
+    processes: () => [{ name: 'baseline', pid: proc.pid }],
     directPush: [
       {
         label: 'baseline emitWithAck',

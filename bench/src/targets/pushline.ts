@@ -52,8 +52,8 @@ export interface StartPushlineOptions {
   readonly connectionServers: number;
   /** HS256 secret of device tokens (shared with the baseline, so one signer serves both). */
   readonly jwtSecret: string;
-  /** Extra NODE_OPTIONS for the services, e.g. --cpu-prof. */
-  readonly nodeOptions?: string;
+  /** When set, every service writes a V8 CPU profile `<name>.cpuprofile` here when it exits. */
+  readonly profileDir?: string;
   readonly log: (line: string) => void;
 }
 
@@ -82,10 +82,20 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       PUSHLINE_INTERNAL_TOKEN: internalToken,
       // info-level logs per connection would measure the logger, not the platform.
       PUSHLINE_LOG_LEVEL: 'warn',
-      ...(opts.nodeOptions
-        ? { NODE_OPTIONS: [process.env['NODE_OPTIONS'], opts.nodeOptions].filter(Boolean).join(' ') }
-        : {}),
     };
+    const withProfile = (name: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv =>
+      opts.profileDir === undefined
+        ? env
+        : {
+            ...env,
+            NODE_OPTIONS: [
+              process.env['NODE_OPTIONS'],
+              `--cpu-prof --cpu-prof-dir=${opts.profileDir} --cpu-prof-name=${name}.cpuprofile`,
+            ]
+              .filter(Boolean)
+              .join(' '),
+          };
+    const services: { name: string; pid: number }[] = [];
     const topics = topicNames(topicPrefix);
     const kafka = createKafkaClient({
       brokers: devstack.kafkaBrokers,
@@ -104,17 +114,18 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       const proc = spawnService(
         serverId,
         serviceScript('connection-server'),
-        {
+        withProfile(serverId, {
           ...common,
           PUSHLINE_SERVER_ID: serverId,
           PUSHLINE_HOST: '127.0.0.1',
           PUSHLINE_PORT: String(port),
           PUSHLINE_INTERNAL_PORT: String(internalPort),
           PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
-        },
+        }),
         join(opts.logDir, `${serverId}.log`),
       );
       cleanup.push({ name: serverId, run: () => proc.stop() });
+      services.push({ name: serverId, pid: proc.pid });
       servers.push({
         serverId,
         deviceUrl: `http://127.0.0.1:${port}`,
@@ -131,7 +142,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       const proc = spawnService(
         'push-api',
         serviceScript('push-api'),
-        {
+        withProfile('push-api', {
           ...common,
           PUSHLINE_API_HOST: '127.0.0.1',
           PUSHLINE_API_PORT: String(apiPort),
@@ -139,10 +150,11 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
           // The per-key limiter protects a shared deployment; the bench measures the delivery path.
           PUSHLINE_API_RATE_PER_S: '10000000',
           PUSHLINE_API_BURST: '10000000',
-        },
+        }),
         join(opts.logDir, 'push-api.log'),
       );
       cleanup.push({ name: 'push-api', run: () => proc.stop() });
+      services.push({ name: 'push-api', pid: proc.pid });
       starting.push(waitReady(proc, apiUrl, 60_000));
     }
     const hasProcessor = serviceAvailable('message-processor');
@@ -151,10 +163,15 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       const proc = spawnService(
         'message-processor',
         serviceScript('message-processor'),
-        { ...common, PUSHLINE_PROCESSOR_HOST: '127.0.0.1', PUSHLINE_PROCESSOR_PORT: String(port) },
+        withProfile('message-processor', {
+          ...common,
+          PUSHLINE_PROCESSOR_HOST: '127.0.0.1',
+          PUSHLINE_PROCESSOR_PORT: String(port),
+        }),
         join(opts.logDir, 'message-processor.log'),
       );
       cleanup.push({ name: 'message-processor', run: () => proc.stop() });
+      services.push({ name: 'message-processor', pid: proc.pid });
       starting.push(waitReady(proc, `http://127.0.0.1:${port}`, 90_000));
     }
     await Promise.all(starting);
@@ -201,6 +218,11 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       hasProcessor,
       deviceUrls: servers.map((s) => s.deviceUrl),
       directPush,
+      processes: () => [
+        ...services,
+        ...(devstack.redis ? [{ name: 'redis', pid: devstack.redis.pid }] : []),
+        ...(devstack.kafka ? [{ name: 'kafka', pid: devstack.kafka.pid }] : []),
+      ],
       async memory(index: number): Promise<MemorySample> {
         const server = servers[index] as ConnectionServerProcess;
         const res = await fetch(`${server.internalUrl}/metrics`);

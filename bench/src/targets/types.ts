@@ -1,3 +1,5 @@
+import type { ProcessRef } from './memory.ts';
+
 /** What a scenario needs from a system under test; implemented by the baseline and by Pushline. */
 
 export type TargetName = 'baseline' | 'pushline';
@@ -30,6 +32,8 @@ export interface Target {
   memory(index: number): Promise<MemorySample>;
   /** Direct pushes with synchronous feedback; the first is the headline route. */
   readonly directPush: readonly HttpPushSpec[];
+  /** Every server-side process of the target (services, Redis, Kafka), for CPU accounting. */
+  processes(): ProcessRef[];
   /** One broadcast to a topic's subscribers on every server; resolves with the acked count. */
   broadcast(topic: string, payload: unknown): Promise<BroadcastAnswer>;
   close(): Promise<void>;
