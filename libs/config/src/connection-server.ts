@@ -26,6 +26,36 @@ export const connectionServerEnv = z.object({
     .describe(
       'URL other services use to reach the internal port. Default: http://<internal host>:<internal port>.',
     ),
+  PUSHLINE_PUBLIC_URL: z
+    .url()
+    .optional()
+    .describe(
+      'URL devices use to reach this server, advertised in its load report. Default: http://<host>:<port>.',
+    ),
+  PUSHLINE_SOCKETIO_ADAPTER: z
+    .enum(['sharded', 'classic'])
+    .default('sharded')
+    .describe(
+      'socket.io Redis adapter: sharded (Redis 7 sharded pub/sub, SPUBLISH) or classic (PUBLISH to every node).',
+    ),
+  PUSHLINE_SOCKETIO_SUBSCRIPTION_MODE: z
+    .enum(['static', 'dynamic'])
+    .default('dynamic')
+    .describe(
+      'Sharded adapter only: dynamic gives each topic room its own channel (a server only receives broadcasts for rooms it holds); static uses one channel per namespace.',
+    ),
+  PUSHLINE_MAX_PAYLOAD_BYTES: positiveInt(4096).describe(
+    'Largest payload a device may send to another device (JSON bytes).',
+  ),
+  PUSHLINE_MAX_FRAME_BYTES: positiveInt(65536).describe(
+    'Largest socket.io frame a device may send; bigger frames close the connection.',
+  ),
+  PUSHLINE_DEDUPE_WINDOW: positiveInt(256).describe(
+    'Message ids remembered per connection so a repeated delivery of the same id is not sent twice.',
+  ),
+  PUSHLINE_DEVICE_JWT_CLOCK_TOLERANCE_S: nonNegativeInt(5).describe(
+    'Clock skew tolerated when checking `exp`/`nbf` of device tokens.',
+  ),
   PUSHLINE_ALLOW_POLLING: bool(false).describe('Also accept HTTP long-polling (WebSocket only by default).'),
   PUSHLINE_DEVICE_JWT_ALG: z
     .enum(['HS256', 'RS256', 'ES256'])
@@ -55,7 +85,7 @@ export const connectionServerEnv = z.object({
     'TTL of a registry entry; liveness refreshes it, and connections are recycled before it expires.',
   ),
   PUSHLINE_REGISTRY_REFRESH_S: positiveInt(600).describe(
-    'How often a live connection refreshes its registry TTL (batched per server).',
+    'How often the refresh loop runs. It rewrites (in one pipeline per server) only entries that would expire before their connection is recycled, so with lifetime < TTL it writes nothing. Must be below the TTL.',
   ),
   PUSHLINE_MAX_CONNECTION_LIFETIME_S: positiveInt(1500).describe(
     'Connections are recycled (reconnect hint, then close) after this long, minus jitter. Must be below the registry TTL.',

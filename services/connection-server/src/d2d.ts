@@ -1,0 +1,134 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { DeviceLocator, MessageRouter } from '@pushline/delivery';
+import { payloadBytes, SendRequest, type DeviceErrorCode, type SendAck } from '@pushline/protocol';
+import type { DeviceRecord } from '@pushline/registry';
+import { SpanKind, withSpan, type Logger, type Tracer } from '@pushline/telemetry';
+import type { DeviceConnection } from './connection.ts';
+import type { ConnectionServerMetrics } from './metrics.ts';
+import { errorAck } from './subscriptions.ts';
+
+/** Which device may message which. */
+export type D2dPolicy = 'same-user' | 'same-tenant' | 'any' | 'none';
+
+/** A token bucket: `ratePerS` tokens a second, at most `burst` saved up. */
+export class TokenBucket {
+  readonly #ratePerMs: number;
+  readonly #burst: number;
+  #tokens: number;
+  #at: number;
+
+  constructor(ratePerS: number, burst: number, now = performance.now()) {
+    this.#ratePerMs = ratePerS / 1000;
+    this.#burst = burst;
+    this.#tokens = burst;
+    this.#at = now;
+  }
+
+  take(now = performance.now()): boolean {
+    this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#at) * this.#ratePerMs);
+    this.#at = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+}
+
+export interface DeviceToDeviceOptions {
+  readonly policy: D2dPolicy;
+  readonly router: MessageRouter;
+  readonly locator: DeviceLocator;
+  readonly ratePerS: number;
+  readonly burst: number;
+  readonly maxPayloadBytes: number;
+  readonly defaultTimeoutMs: number;
+  readonly metrics: ConnectionServerMetrics;
+  readonly tracer: Tracer;
+  readonly logger: Logger;
+}
+
+/**
+ * Device-to-device `send`: validate, rate-limit per connection, check the policy against the
+ * target's registry record, then route like a direct push (the router short-circuits devices on
+ * this server) and ack the sender with the target's outcome.
+ *
+ * Under the same-user and same-tenant policies a target outside the sender's user/tenant is
+ * answered exactly like an offline one (`not_connected`), so a device cannot probe which
+ * device ids exist or are online elsewhere.
+ */
+export class DeviceToDevice {
+  readonly #o: DeviceToDeviceOptions;
+  readonly #buckets = new WeakMap<DeviceConnection, TokenBucket>();
+
+  constructor(options: DeviceToDeviceOptions) {
+    this.#o = options;
+  }
+
+  async send(conn: DeviceConnection, raw: unknown): Promise<SendAck> {
+    const ack = await withSpan(
+      this.#o.tracer,
+      'd2d send',
+      { kind: SpanKind.SERVER, attributes: { 'pushline.source': 'd2d' } },
+      async (span) => {
+        const result = await this.#send(conn, raw);
+        span.setAttribute('pushline.outcome', result.ok ? result.outcome : result.error.code);
+        return result;
+      },
+    );
+    this.#o.metrics.d2d.inc({ outcome: ack.ok ? ack.outcome : ack.error.code });
+    return ack;
+  }
+
+  async #send(conn: DeviceConnection, raw: unknown): Promise<SendAck> {
+    const parsed = SendRequest.safeParse(raw);
+    if (!parsed.success) {
+      return errorAck('invalid_request', parsed.error.issues[0]?.message ?? 'invalid send request');
+    }
+    const req = parsed.data;
+    if (payloadBytes(req.payload) > this.#o.maxPayloadBytes) {
+      return errorAck('payload_too_large', `payload exceeds ${this.#o.maxPayloadBytes} bytes`);
+    }
+    let bucket = this.#buckets.get(conn);
+    if (!bucket) {
+      bucket = new TokenBucket(this.#o.ratePerS, this.#o.burst);
+      this.#buckets.set(conn, bucket);
+    }
+    if (!bucket.take()) return errorAck('rate_limited', `at most ${this.#o.ratePerS} messages per second`);
+    if (this.#o.policy === 'none') return errorAck('forbidden', 'device-to-device messages are disabled');
+
+    const id = req.id ?? randomUUID();
+    const started = performance.now();
+    try {
+      if (this.#o.policy !== 'any' && !(await this.#allowed(conn, req.to))) {
+        return { ok: true, id, outcome: 'not_connected', latencyMs: performance.now() - started };
+      }
+      const result = await this.#o.router.toDevice(req.to, {
+        messageId: id,
+        payload: req.payload,
+        source: 'd2d',
+        from: conn.deviceId,
+        timeoutMs: req.timeoutMs ?? this.#o.defaultTimeoutMs,
+      });
+      return { ok: true, id, outcome: result.outcome, latencyMs: result.latencyMs };
+    } catch (err) {
+      this.#o.logger.warn({ err, from: conn.deviceId, to: req.to }, 'device-to-device send failed');
+      const code: DeviceErrorCode = 'internal';
+      return errorAck(code, 'could not route the message; retry later');
+    }
+  }
+
+  /** Same user / same tenant, read through the locator cache (re-read once if it says no). */
+  async #allowed(conn: DeviceConnection, to: string): Promise<boolean> {
+    const first = await this.#o.locator.lookup(to);
+    if (this.#matches(conn, first.record)) return true;
+    if (!first.cached) return false;
+    this.#o.locator.invalidate(to);
+    return this.#matches(conn, (await this.#o.locator.lookup(to)).record);
+  }
+
+  #matches(conn: DeviceConnection, record: DeviceRecord | null): boolean {
+    if (!record) return false;
+    if (this.#o.policy === 'same-user') return record.userId === conn.userId;
+    return conn.tenantId !== undefined && record.tenantId === conn.tenantId;
+  }
+}

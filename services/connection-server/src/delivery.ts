@@ -1,0 +1,206 @@
+import { performance } from 'node:perf_hooks';
+import type { Logger, Tracer } from '@pushline/telemetry';
+import {
+  context,
+  extractTraceContext,
+  injectTraceHeaders,
+  SpanKind,
+  trace,
+  withSpan,
+} from '@pushline/telemetry';
+import {
+  DeviceEvents,
+  DeviceMessageAck,
+  type DeliverRequest,
+  type DeliverResult,
+  type DeviceMessage,
+  type StoredMessage,
+} from '@pushline/protocol';
+import type { DeviceConnection } from './connection.ts';
+import type { LocalDevices } from './local-devices.ts';
+import type { ConnectionServerMetrics } from './metrics.ts';
+
+export interface LocalDeliveryOptions {
+  readonly devices: LocalDevices;
+  readonly metrics: ConnectionServerMetrics;
+  readonly tracer: Tracer;
+  readonly logger: Logger;
+}
+
+/**
+ * Hands one message to one device connected to this server and reports exactly one outcome:
+ * delivered (acked `{ok:true}` in time), rejected (acked `{ok:false}` or an unreadable ack),
+ * timeout, or not_connected (not here, another connection, or gone before the ack).
+ */
+export class LocalDelivery {
+  readonly #o: LocalDeliveryOptions;
+
+  constructor(options: LocalDeliveryOptions) {
+    this.#o = options;
+  }
+
+  /**
+   * Delivers to the device's current connection. Waits for the connection's offline-inbox drain
+   * first; that wait counts against `req.timeoutMs`.
+   */
+  deliver(req: DeliverRequest, kind: SpanKind = SpanKind.INTERNAL): Promise<DeliverResult> {
+    return this.#traced(req, kind, () => this.#deliverLive(req));
+  }
+
+  /** Delivers a message from the offline inbox to `conn` (the drain itself, so no gate). */
+  deliverStored(conn: DeviceConnection, msg: StoredMessage, timeoutMs: number): Promise<DeliverResult> {
+    const req: DeliverRequest = {
+      messageId: msg.requestId,
+      deviceId: conn.deviceId,
+      connectionId: conn.connectionId,
+      payload: msg.payload,
+      source: 'offline',
+      timeoutMs,
+      ...(msg.traceparent
+        ? {
+            trace: {
+              traceparent: msg.traceparent,
+              ...(msg.tracestate ? { tracestate: msg.tracestate } : {}),
+            },
+          }
+        : {}),
+    };
+    return this.#traced(req, SpanKind.INTERNAL, () => this.#send(conn, req, timeoutMs));
+  }
+
+  async #traced(
+    req: DeliverRequest,
+    kind: SpanKind,
+    fn: () => Promise<DeliverResult>,
+  ): Promise<DeliverResult> {
+    const result = await withSpan(
+      this.#o.tracer,
+      'deliver',
+      {
+        kind,
+        parent: extractTraceContext(req.trace),
+        attributes: { 'messaging.message.id': req.messageId, 'pushline.source': req.source },
+      },
+      async (span) => {
+        let r: DeliverResult;
+        try {
+          r = await fn();
+        } catch (err) {
+          // Never leave a request without an outcome; an unexpected error means it was not delivered.
+          this.#o.logger.error({ err, messageId: req.messageId }, 'local delivery failed');
+          r = { outcome: 'not_connected', latencyMs: 0, reason: 'internal_error' };
+        }
+        span.setAttribute('pushline.outcome', r.outcome);
+        if (r.duplicate) span.setAttribute('pushline.duplicate', true);
+        return r;
+      },
+    );
+    this.#o.metrics.deliveries.inc({ source: req.source, outcome: result.outcome });
+    return result;
+  }
+
+  async #deliverLive(req: DeliverRequest): Promise<DeliverResult> {
+    const conn = this.#o.devices.get(req.deviceId);
+    if (!conn || conn.closed) return { outcome: 'not_connected', latencyMs: 0, reason: 'not_here' };
+    if (req.connectionId !== undefined && req.connectionId !== conn.connectionId) {
+      return { outcome: 'not_connected', latencyMs: 0, reason: 'connection_replaced' };
+    }
+    const started = performance.now();
+    const gate = conn.gate;
+    if (gate) {
+      const waited = await waitFor(conn, gate, req.timeoutMs);
+      if (waited === 'closed') return { outcome: 'not_connected', latencyMs: 0, reason: 'disconnected' };
+      if (waited === 'timeout') {
+        return { outcome: 'timeout', latencyMs: performance.now() - started, reason: 'inbox_drain' };
+      }
+    }
+    const remaining = Math.max(1, Math.round(req.timeoutMs - (performance.now() - started)));
+    return this.#send(conn, req, remaining);
+  }
+
+  /** Emits unless this id was already settled on this connection (dedupe), then awaits the ack. */
+  async #send(conn: DeviceConnection, req: DeliverRequest, timeoutMs: number): Promise<DeliverResult> {
+    const prior = conn.sentMessage(req.messageId);
+    if (prior?.state === 'pending') return { ...(await prior.result), duplicate: true };
+    // A message the device acked (either way) is never sent again on this connection; one that
+    // timed out may be retried, since the device never confirmed it.
+    if (prior?.state === 'done' && (prior.outcome === 'delivered' || prior.outcome === 'rejected')) {
+      return { outcome: prior.outcome, latencyMs: 0, duplicate: true };
+    }
+    const result = this.#emit(conn, req, timeoutMs);
+    conn.rememberSent(req.messageId, { state: 'pending', result });
+    const settled = await result;
+    conn.rememberSent(req.messageId, { state: 'done', outcome: settled.outcome });
+    return settled;
+  }
+
+  #emit(conn: DeviceConnection, req: DeliverRequest, timeoutMs: number): Promise<DeliverResult> {
+    const ackSpan = this.#o.tracer.startSpan(
+      'device ack',
+      { kind: SpanKind.CLIENT, attributes: { 'messaging.message.id': req.messageId } },
+      context.active(),
+    );
+    const message: DeviceMessage = {
+      id: req.messageId,
+      payload: req.payload,
+      sentAt: Date.now(),
+      ...(req.from !== undefined ? { from: req.from } : {}),
+      ...(req.topic !== undefined ? { topic: req.topic } : {}),
+      ...injectTraceHeaders(trace.setSpan(context.active(), ackSpan)),
+    };
+    const started = performance.now();
+    return new Promise<DeliverResult>((resolve) => {
+      let done = false;
+      let offClose = () => {};
+      const finish = (result: DeliverResult) => {
+        if (done) return;
+        done = true;
+        offClose();
+        ackSpan.setAttribute('pushline.outcome', result.outcome);
+        ackSpan.end();
+        if (result.outcome === 'delivered' || result.outcome === 'rejected') {
+          this.#o.metrics.deviceAck.observe({ outcome: result.outcome }, result.latencyMs / 1000);
+        }
+        resolve(result);
+      };
+      offClose = conn.onClose(() =>
+        finish({ outcome: 'not_connected', latencyMs: performance.now() - started, reason: 'disconnected' }),
+      );
+      if (done) return;
+      conn.socket
+        .timeout(timeoutMs)
+        .emit(DeviceEvents.message, message, (err: Error | null, ack: unknown) => {
+          const latencyMs = performance.now() - started;
+          if (err) return finish({ outcome: 'timeout', latencyMs });
+          conn.touch();
+          const parsed = DeviceMessageAck.safeParse(ack);
+          if (!parsed.success) return finish({ outcome: 'rejected', latencyMs, reason: 'invalid_ack' });
+          if (parsed.data.ok) return finish({ outcome: 'delivered', latencyMs });
+          finish({
+            outcome: 'rejected',
+            latencyMs,
+            ...(parsed.data.reason ? { reason: parsed.data.reason } : {}),
+          });
+        });
+    });
+  }
+}
+
+/** Waits for `gate` at most `ms`, or until the connection ends. */
+function waitFor(
+  conn: DeviceConnection,
+  gate: Promise<void>,
+  ms: number,
+): Promise<'ready' | 'timeout' | 'closed'> {
+  return new Promise((resolve) => {
+    let offClose = () => {};
+    const settle = (how: 'ready' | 'timeout' | 'closed') => {
+      clearTimeout(timer);
+      offClose();
+      resolve(how);
+    };
+    const timer = setTimeout(() => settle('timeout'), ms);
+    offClose = conn.onClose(() => settle('closed'));
+    void gate.then(() => settle('ready'));
+  });
+}

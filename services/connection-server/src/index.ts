@@ -1,0 +1,9 @@
+export { createConnectionServer, validateConnectionServerConfig } from './server.ts';
+export type { ConnectionServer, ConnectionServerDeps, OfflineInbox } from './server.ts';
+export { AuthError, createTokenVerifier, toAuthError } from './auth.ts';
+export type { TokenVerifier } from './auth.ts';
+export { defaultTopicAuthorizer, topicRoom } from './subscriptions.ts';
+export type { TopicAuthorizer } from './subscriptions.ts';
+export { TokenBucket } from './d2d.ts';
+export type { D2dPolicy } from './d2d.ts';
+export { INTERNAL_ROUTES } from './internal-api.ts';

@@ -1,0 +1,134 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  BroadcastRequest,
+  DeliverRequest,
+  type BroadcastResult,
+  type DeliverResult,
+} from '@pushline/protocol';
+import { BodyTooLargeError, readBody, sendJson, type ExtraRoute } from '@pushline/runtime';
+import { SpanKind, type Logger } from '@pushline/telemetry';
+import type { z } from 'zod';
+import type { ConnectionServerMetrics } from './metrics.ts';
+
+export const INTERNAL_ROUTES = {
+  deliver: '/internal/v1/deliver',
+  broadcast: '/internal/v1/broadcast',
+} as const;
+
+export interface InternalApiOptions {
+  readonly internalToken: string;
+  readonly deliver: (req: DeliverRequest, kind: SpanKind) => Promise<DeliverResult>;
+  readonly broadcast: (req: BroadcastRequest, kind: SpanKind) => Promise<BroadcastResult>;
+  readonly metrics: ConnectionServerMetrics;
+  readonly logger: Logger;
+  /** Largest request body. Default 1 MiB. */
+  readonly bodyLimitBytes?: number;
+}
+
+/**
+ * The internal delivery API, mounted on the OpsServer of the internal port:
+ * `POST /internal/v1/deliver` (DeliverRequest → DeliverResult) and
+ * `POST /internal/v1/broadcast` (BroadcastRequest → BroadcastResult), both behind
+ * `authorization: Bearer <PUSHLINE_INTERNAL_TOKEN>`. Device outcomes are always 200 with the
+ * outcome in the body; 4xx is only for requests that are not valid deliver requests.
+ */
+export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
+  const expected = digest(`Bearer ${options.internalToken}`);
+  const limit = options.bodyLimitBytes ?? 1024 * 1024;
+
+  return async (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const route =
+      path === INTERNAL_ROUTES.deliver
+        ? 'deliver'
+        : path === INTERNAL_ROUTES.broadcast
+          ? 'broadcast'
+          : undefined;
+    if (!route) return false;
+    const respond = (status: number, body: unknown, problem = false) => {
+      options.metrics.internalRequests.inc({ route, status: String(status) });
+      if (problem) sendProblem(res, status, body as Problem);
+      else sendJson(res, status, body);
+    };
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      respond(405, { title: 'method not allowed', status: 405 }, true);
+      return true;
+    }
+    if (!timingSafeEqual(digest(req.headers.authorization ?? ''), expected)) {
+      respond(401, { title: 'missing or wrong internal token', status: 401 }, true);
+      return true;
+    }
+    const parsed =
+      route === 'deliver'
+        ? await parseJson(req, DeliverRequest, limit)
+        : await parseJson(req, BroadcastRequest, limit);
+    if (!parsed.ok) {
+      respond(parsed.problem.status, parsed.problem, true);
+      return true;
+    }
+    const result =
+      route === 'deliver'
+        ? await options.deliver(parsed.value as DeliverRequest, SpanKind.SERVER)
+        : await options.broadcast(parsed.value as BroadcastRequest, SpanKind.SERVER);
+    respond(200, result);
+    return true;
+  };
+}
+
+interface Problem {
+  readonly type?: string;
+  readonly title: string;
+  readonly status: number;
+  readonly detail?: string;
+  readonly errors?: readonly { path: string; message: string }[];
+}
+
+async function parseJson<T>(
+  req: IncomingMessage,
+  schema: z.ZodType<T>,
+  limit: number,
+): Promise<{ ok: true; value: T } | { ok: false; problem: Problem }> {
+  let raw: Buffer;
+  try {
+    raw = await readBody(req, limit);
+  } catch (err) {
+    if (err instanceof BodyTooLargeError) {
+      return { ok: false, problem: { title: 'request body too large', status: 413, detail: err.message } };
+    }
+    throw err;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch {
+    return { ok: false, problem: { title: 'body is not JSON', status: 400 } };
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) {
+    return {
+      ok: false,
+      problem: {
+        title: 'invalid request body',
+        status: 400,
+        errors: result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+      },
+    };
+  }
+  return { ok: true, value: result.data };
+}
+
+function sendProblem(res: ServerResponse, status: number, problem: Problem): void {
+  const text = JSON.stringify({ type: 'about:blank', ...problem });
+  res.writeHead(status, {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+// Hashing first gives both sides the same length, which timingSafeEqual requires.
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}

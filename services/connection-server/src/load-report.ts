@@ -1,0 +1,97 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { DeviceRegistry, ServerLoad } from '@pushline/registry';
+import { backoffMs } from '@pushline/runtime';
+import type { Logger } from '@pushline/telemetry';
+import { countedRegistryOp, type ConnectionServerMetrics } from './metrics.ts';
+
+export interface LoadReporterOptions {
+  readonly registry: DeviceRegistry;
+  readonly metrics: ConnectionServerMetrics;
+  readonly logger: Logger;
+  readonly intervalMs: number;
+  /** The fields of the report that do not change with load. */
+  readonly identity: () => Pick<ServerLoad, 'serverId' | 'serverUrl' | 'deviceUrl'>;
+  readonly connections: () => number;
+  readonly draining: () => boolean;
+}
+
+/**
+ * Writes this server's load to the registry every interval (connections, p99 event-loop delay
+ * over the interval, memory), for load-aware balancing and for picking broadcast servers. The
+ * report expires after three missed intervals, so a dead server drops out by itself.
+ */
+export class LoadReporter {
+  readonly #o: LoadReporterOptions;
+  readonly #loopDelay: ReturnType<typeof monitorEventLoopDelay> = monitorEventLoopDelay({ resolution: 10 });
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight: Promise<void> | undefined;
+  #failures = 0;
+  #closed = false;
+
+  constructor(options: LoadReporterOptions) {
+    this.#o = options;
+  }
+
+  get ttlSeconds(): number {
+    return Math.max(1, Math.ceil((3 * this.#o.intervalMs) / 1000));
+  }
+
+  /** Writes a first report at once (so the server is listed before it takes traffic), then loops. */
+  async start(): Promise<void> {
+    this.#loopDelay.enable();
+    await this.report();
+    this.#schedule(this.#o.intervalMs);
+  }
+
+  /** Writes one report now; failures are logged, counted and retried by the loop. */
+  async report(): Promise<void> {
+    const load: ServerLoad = {
+      ...this.#o.identity(),
+      connections: this.#o.connections(),
+      eventLoopDelayMs: this.#loopDelay.count > 0 ? this.#loopDelay.percentile(99) / 1e6 : 0,
+      rssBytes: process.memoryUsage.rss(),
+      heapUsedBytes: process.memoryUsage().heapUsed,
+      draining: this.#o.draining(),
+      at: Date.now(),
+    };
+    this.#loopDelay.reset();
+    const run = countedRegistryOp(this.#o.metrics, 'report_load', () =>
+      this.#o.registry.reportLoad(load, this.ttlSeconds),
+    );
+    this.#inFlight = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    await run;
+  }
+
+  /** Stops the loop and removes this server's report, so routers stop picking it. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#loopDelay.disable();
+    await this.#inFlight;
+    await countedRegistryOp(this.#o.metrics, 'remove_load', () =>
+      this.#o.registry.removeLoad(this.#o.identity().serverId),
+    );
+  }
+
+  #schedule(ms: number): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.report().then(
+        () => {
+          this.#failures = 0;
+          this.#schedule(this.#o.intervalMs);
+        },
+        (err: unknown) => {
+          this.#failures++;
+          this.#o.metrics.loopFailures.inc({ loop: 'load_report' });
+          this.#o.logger.warn({ err, attempt: this.#failures }, 'load report failed; retrying');
+          this.#schedule(Math.min(this.#o.intervalMs, backoffMs(this.#failures, 200, 10_000) + 100));
+        },
+      );
+    }, ms);
+    this.#timer.unref();
+  }
+}

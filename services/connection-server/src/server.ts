@@ -1,0 +1,527 @@
+import { hostname } from 'node:os';
+import { ConfigError, topicNames, type ConnectionServerConfig } from '@pushline/config';
+import {
+  DeviceLocator,
+  HttpDeliveryTransport,
+  MessageRouter,
+  type DeliveryTransport,
+} from '@pushline/delivery';
+import type { KafkaClient, Producer } from '@pushline/kafka';
+import {
+  DeviceEvents,
+  type BroadcastRequest,
+  type BroadcastResult,
+  type DeliverRequest,
+  type DeliverResult,
+  type DeviceTokenClaims,
+  type DisconnectReason,
+  type StoredMessage,
+} from '@pushline/protocol';
+import type { DeviceRegistry } from '@pushline/registry';
+import { closeOnce, OpsServer, runCleanup } from '@pushline/runtime';
+import { SpanKind, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
+import type { Redis } from 'ioredis';
+import type { Socket } from 'socket.io';
+import { createTokenVerifier } from './auth.ts';
+import { TopicBroadcaster } from './broadcast.ts';
+import { ConnectionEventPublisher } from './connection-events.ts';
+import { DeviceConnection } from './connection.ts';
+import { DeviceToDevice } from './d2d.ts';
+import { LocalDelivery } from './delivery.ts';
+import { handshakeMiddleware } from './handshake.ts';
+import { internalApiRoutes } from './internal-api.ts';
+import { Liveness } from './liveness.ts';
+import { LoadReporter } from './load-report.ts';
+import { LocalDevices } from './local-devices.ts';
+import { countedRegistryOp, createMetrics, type ConnectionServerMetrics } from './metrics.ts';
+import { GracefulCloser } from './shutdown.ts';
+import { SocketServer } from './socket-server.ts';
+import { defaultTopicAuthorizer, Subscriptions, type TopicAuthorizer } from './subscriptions.ts';
+
+/** Store-and-forward inbox of offline devices (implemented by @pushline/offline-store). */
+export interface OfflineInbox {
+  /** Delivers the device's stored messages oldest first through `deliver`, recording each outcome; resolves when the queue is empty. */
+  drain(deviceId: string, deliver: (msg: StoredMessage) => Promise<DeliverResult>): Promise<void>;
+}
+
+export interface ConnectionServerDeps {
+  /** Parsed with `connectionServerEnv` from @pushline/config. */
+  readonly config: ConnectionServerConfig;
+  /** Owned by the caller; the server duplicates it for the socket.io adapter and owns those. */
+  readonly redis: Redis;
+  readonly registry: DeviceRegistry;
+  readonly kafka: KafkaClient;
+  readonly logger: Logger;
+  readonly metrics: Registry;
+  readonly tracer: Tracer;
+  /** Store-and-forward; drained to a device right after it connects, before live messages. */
+  readonly inbox?: OfflineInbox;
+  /** How device-to-device messages reach other servers. Default: an owned HttpDeliveryTransport. */
+  readonly transport?: DeliveryTransport;
+  /** Who may subscribe to what. Default: the `topics` claim and the device's own `user:<uid>` topics. */
+  readonly authorizeTopic?: TopicAuthorizer;
+}
+
+export interface ConnectionServer {
+  start(): Promise<void>;
+  /** Graceful: refuse handshakes, hint and close devices, deregister, flush events. Idempotent. */
+  close(): Promise<void>;
+  readonly serverId: string;
+  /** Where devices connect (socket.io, default path /socket.io). */
+  readonly deviceUrl: string;
+  /** Base URL of the internal API (deliver, broadcast, health, metrics). */
+  readonly internalUrl: string;
+  readonly connectionCount: number;
+  deliverLocal(req: DeliverRequest): Promise<DeliverResult>;
+  /** Sends to a topic's subscribers on every server (what POST /internal/v1/broadcast does). */
+  broadcast(req: BroadcastRequest): Promise<BroadcastResult>;
+}
+
+export function createConnectionServer(deps: ConnectionServerDeps): ConnectionServer {
+  return new PushlineConnectionServer(deps);
+}
+
+/** Checks the relations between variables that one schema field cannot express. */
+export function validateConnectionServerConfig(config: ConnectionServerConfig): void {
+  const issues: { variable: string; message: string }[] = [];
+  if (config.PUSHLINE_REGISTRY_REFRESH_S >= config.PUSHLINE_REGISTRY_TTL_S) {
+    issues.push({
+      variable: 'PUSHLINE_REGISTRY_REFRESH_S',
+      message: 'must be below PUSHLINE_REGISTRY_TTL_S',
+    });
+  }
+  if (config.PUSHLINE_LIFETIME_JITTER_S >= config.PUSHLINE_MAX_CONNECTION_LIFETIME_S) {
+    issues.push({
+      variable: 'PUSHLINE_LIFETIME_JITTER_S',
+      message: 'must be below PUSHLINE_MAX_CONNECTION_LIFETIME_S',
+    });
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+}
+
+/** SocketIO's disconnect reasons → the platform's (ConnectionEvent.reason). */
+function disconnectReason(reason: string): DisconnectReason {
+  switch (reason) {
+    case 'client namespace disconnect':
+      return 'client_disconnect';
+    case 'transport close':
+      return 'transport_close';
+    case 'transport error':
+    case 'parse error':
+      return 'transport_error';
+    case 'ping timeout':
+      return 'ping_timeout';
+    case 'server shutting down':
+    case 'forced server close':
+      return 'server_shutdown';
+    case 'server namespace disconnect':
+      return 'server_kicked';
+    default:
+      return 'unknown';
+  }
+}
+
+class PushlineConnectionServer implements ConnectionServer {
+  readonly serverId: string;
+  readonly close: () => Promise<void>;
+  readonly #d: ConnectionServerDeps;
+  readonly #config: ConnectionServerConfig;
+  readonly #log: Logger;
+  readonly #metrics: ConnectionServerMetrics;
+  readonly #devices = new LocalDevices();
+  readonly #claims = new WeakMap<Socket, DeviceTokenClaims>();
+  readonly #socketServer: SocketServer;
+  readonly #ops: OpsServer;
+  readonly #producer: Producer;
+  readonly #events: ConnectionEventPublisher;
+  readonly #delivery: LocalDelivery;
+  readonly #broadcaster: TopicBroadcaster;
+  readonly #subscriptions: Subscriptions;
+  readonly #closer: GracefulCloser;
+  readonly #liveness: Liveness;
+  readonly #loadReporter: LoadReporter;
+  readonly #transport: DeliveryTransport;
+  readonly #ownsTransport: boolean;
+  readonly #locator: DeviceLocator;
+  readonly #d2d: DeviceToDevice;
+  readonly #pending = new Set<Promise<void>>();
+  #emptyWaiters: (() => void)[] = [];
+  #deviceUrl: string | undefined;
+  #internalUrl: string | undefined;
+  #started = false;
+  #draining = false;
+
+  constructor(deps: ConnectionServerDeps) {
+    this.#d = deps;
+    const config = (this.#config = deps.config);
+    this.serverId = config.PUSHLINE_SERVER_ID ?? `${hostname()}-${config.PUSHLINE_PORT}`;
+    this.#log = deps.logger.child({ component: 'connection-server', serverId: this.serverId });
+    const metrics = (this.#metrics = createMetrics(deps.metrics, () => this.#devices.size));
+    const { tracer } = deps;
+    const logger = this.#log;
+
+    this.#socketServer = new SocketServer({ config, redis: deps.redis, logger });
+    this.#delivery = new LocalDelivery({ devices: this.#devices, metrics, tracer, logger });
+    this.#broadcaster = new TopicBroadcaster({ io: this.#socketServer.io, tracer, metrics, logger });
+    this.#subscriptions = new Subscriptions({
+      authorize: deps.authorizeTopic ?? defaultTopicAuthorizer,
+      maxTopics: config.PUSHLINE_MAX_TOPICS_PER_DEVICE,
+      metrics,
+    });
+    this.#closer = new GracefulCloser(metrics);
+    this.#producer = deps.kafka.producer();
+    this.#events = new ConnectionEventPublisher({
+      producer: this.#producer,
+      topic: topicNames(config.PUSHLINE_TOPIC_PREFIX).connectionEvents,
+      serverId: this.serverId,
+      logger,
+      metrics,
+    });
+    this.#ops = new OpsServer({
+      host: config.PUSHLINE_INTERNAL_HOST,
+      port: config.PUSHLINE_INTERNAL_PORT,
+      metrics: deps.metrics,
+      ready: async () => ({
+        ok: this.#started && !this.#draining,
+        detail: { serverId: this.serverId, connections: this.#devices.size, draining: this.#draining },
+      }),
+      routes: internalApiRoutes({
+        internalToken: config.PUSHLINE_INTERNAL_TOKEN,
+        deliver: (req, kind) => this.#delivery.deliver(req, kind),
+        broadcast: (req, kind) => this.#broadcaster.broadcast(req, kind),
+        metrics,
+        logger,
+      }),
+    });
+    this.#liveness = new Liveness({
+      devices: this.#devices,
+      registry: deps.registry,
+      metrics,
+      logger,
+      serverId: this.serverId,
+      ttlSeconds: config.PUSHLINE_REGISTRY_TTL_S,
+      refreshMs: config.PUSHLINE_REGISTRY_REFRESH_S * 1000,
+      closeGraceMs: config.PUSHLINE_CLOSE_GRACE_MS,
+      idleTimeoutMs: config.PUSHLINE_IDLE_TIMEOUT_S * 1000,
+      recycle: (conn, why) => this.#recycle(conn, why),
+    });
+    this.#loadReporter = new LoadReporter({
+      registry: deps.registry,
+      metrics,
+      logger,
+      intervalMs: config.PUSHLINE_LOAD_REPORT_MS,
+      identity: () => ({
+        serverId: this.serverId,
+        serverUrl: this.internalUrl,
+        deviceUrl: config.PUSHLINE_PUBLIC_URL ?? this.deviceUrl,
+      }),
+      connections: () => this.#devices.size,
+      draining: () => this.#draining,
+    });
+    this.#ownsTransport = deps.transport === undefined;
+    this.#transport =
+      deps.transport ?? new HttpDeliveryTransport({ internalToken: config.PUSHLINE_INTERNAL_TOKEN, logger });
+    this.#locator = new DeviceLocator({ registry: deps.registry, tracer });
+    const router = new MessageRouter({
+      locator: this.#locator,
+      registry: deps.registry,
+      transport: this.#transport,
+      local: { serverId: this.serverId, deliver: (req) => this.deliverLocal(req) },
+      tracer,
+      logger,
+    });
+    this.#d2d = new DeviceToDevice({
+      policy: config.PUSHLINE_D2D_POLICY,
+      router,
+      locator: this.#locator,
+      ratePerS: config.PUSHLINE_D2D_RATE_PER_S,
+      burst: config.PUSHLINE_D2D_BURST,
+      maxPayloadBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
+      defaultTimeoutMs: config.PUSHLINE_DELIVERY_TIMEOUT_MS,
+      metrics,
+      tracer,
+      logger,
+    });
+    this.close = closeOnce(() => this.#close());
+  }
+
+  get deviceUrl(): string {
+    if (!this.#deviceUrl) throw new Error('connection server not started');
+    return this.#deviceUrl;
+  }
+
+  get internalUrl(): string {
+    if (!this.#internalUrl) throw new Error('connection server not started');
+    return this.#internalUrl;
+  }
+
+  get connectionCount(): number {
+    return this.#devices.size;
+  }
+
+  deliverLocal(req: DeliverRequest): Promise<DeliverResult> {
+    return this.#delivery.deliver(req, SpanKind.INTERNAL);
+  }
+
+  broadcast(req: BroadcastRequest): Promise<BroadcastResult> {
+    return this.#broadcaster.broadcast(req, SpanKind.INTERNAL);
+  }
+
+  async start(): Promise<void> {
+    const config = this.#config;
+    validateConnectionServerConfig(config);
+    const verifier = await createTokenVerifier(config);
+    const io = this.#socketServer.io;
+    io.use(
+      handshakeMiddleware({
+        verifier,
+        timeoutMs: config.PUSHLINE_HANDSHAKE_TIMEOUT_MS,
+        isDraining: () => this.#draining,
+        openedAt: (socket) => this.#socketServer.openedAt(socket),
+        claims: this.#claims,
+        metrics: this.#metrics,
+        logger: this.#log,
+      }),
+    );
+    io.on('connection', (socket) => this.#onConnection(socket));
+
+    // Entries left by a previous life of this server id (kill -9) must go before new ones appear.
+    const cleared = await countedRegistryOp(this.#metrics, 'clear_server', () =>
+      this.#d.registry.clearServer(this.serverId),
+    );
+    if (cleared > 0) this.#log.warn({ cleared }, 'cleared stale registry entries of a previous run');
+    await this.#producer.start();
+    await this.#ops.start();
+    this.#internalUrl = config.PUSHLINE_INTERNAL_URL ?? this.#ops.url;
+    this.#deviceUrl = await this.#socketServer.start();
+    this.#liveness.start();
+    await this.#loadReporter.start();
+    this.#started = true;
+    this.#log.info(
+      {
+        deviceUrl: this.#deviceUrl,
+        internalUrl: this.#internalUrl,
+        adapter: config.PUSHLINE_SOCKETIO_ADAPTER,
+      },
+      'connection server started',
+    );
+  }
+
+  #lifetimeMs(): number {
+    const c = this.#config;
+    const jitter = Math.floor(Math.random() * (c.PUSHLINE_LIFETIME_JITTER_S * 1000 + 1));
+    return Math.max(1_000, c.PUSHLINE_MAX_CONNECTION_LIFETIME_S * 1000 - jitter);
+  }
+
+  #onConnection(socket: Socket): void {
+    const claims = this.#claims.get(socket);
+    if (!claims) {
+      socket.disconnect(true);
+      return;
+    }
+    this.#claims.delete(socket);
+    const conn = new DeviceConnection({
+      socket,
+      claims,
+      lifetimeMs: this.#lifetimeMs(),
+      dedupeWindow: this.#config.PUSHLINE_DEDUPE_WINDOW,
+    });
+    const previous = this.#devices.add(conn);
+    this.#metrics.connects.inc();
+    socket.on('disconnect', (reason: string) => this.#onDisconnect(conn, reason));
+    this.#handle(conn, DeviceEvents.subscribe, (raw) => this.#subscriptions.subscribe(conn, raw));
+    this.#handle(conn, DeviceEvents.unsubscribe, (raw) => this.#subscriptions.unsubscribe(conn, raw));
+    this.#handle(conn, DeviceEvents.send, (raw) => this.#d2d.send(conn, raw));
+    if (previous) {
+      // Newest wins: the older connection of the same device is told why and closed now.
+      this.#closer.closeAfterHint(previous, { reason: 'replaced', afterMs: 0 }, 'replaced', 0);
+    }
+    this.#events.connected(conn);
+    this.#locator.invalidate(conn.deviceId);
+    conn.registered = this.#register(conn);
+    const inbox = this.#d.inbox;
+    if (inbox) {
+      const timeoutMs = this.#config.PUSHLINE_DELIVERY_TIMEOUT_MS;
+      conn.holdDeliveriesUntil(
+        conn.registered
+          .then(() =>
+            conn.closed
+              ? undefined
+              : inbox.drain(conn.deviceId, (m) => this.#delivery.deliverStored(conn, m, timeoutMs)),
+          )
+          .catch((err: unknown) => {
+            this.#metrics.loopFailures.inc({ loop: 'inbox_drain' });
+            this.#log.warn({ err, deviceId: conn.deviceId }, 'draining the offline inbox failed');
+          }),
+      );
+    }
+    if (this.#draining) {
+      // Authenticated just before the drain began: send it on like the others.
+      this.#closer.closeAfterHint(
+        conn,
+        {
+          reason: 'server_shutdown',
+          afterMs: Math.floor(Math.random() * (this.#config.PUSHLINE_DRAIN_WINDOW_MS + 1)),
+        },
+        'server_shutdown',
+        0,
+      );
+    }
+  }
+
+  /** Registers a request handler that always answers through the ack, and never throws. */
+  #handle(conn: DeviceConnection, event: string, fn: (raw: unknown) => Promise<unknown>): void {
+    conn.socket.on(event, (raw: unknown, ack: unknown) => {
+      conn.touch();
+      // A request without an ack callback has nowhere to send its answer; it is ignored.
+      if (typeof ack !== 'function') return;
+      fn(raw).then(
+        (answer) => ack(answer),
+        (err: unknown) => {
+          this.#log.error({ err, event, deviceId: conn.deviceId }, 'device request failed');
+          ack({ ok: false, error: { code: 'internal', message: 'internal error' } });
+        },
+      );
+    });
+  }
+
+  async #register(conn: DeviceConnection): Promise<void> {
+    const ttl = this.#config.PUSHLINE_REGISTRY_TTL_S;
+    const writtenAt = Date.now();
+    try {
+      await countedRegistryOp(this.#metrics, 'register', () =>
+        this.#d.registry.register(
+          {
+            deviceId: conn.deviceId,
+            userId: conn.userId,
+            tenantId: conn.tenantId,
+            serverId: this.serverId,
+            serverUrl: this.internalUrl,
+            connectionId: conn.connectionId,
+            connectedAt: conn.connectedAt,
+            lastSeen: conn.connectedAt,
+          },
+          ttl,
+        ),
+      );
+      conn.registryExpiresAt = writtenAt + ttl * 1000;
+    } catch (err) {
+      // A device nobody can find is worse than a reconnect: close it so it retries (elsewhere).
+      this.#log.error({ err, deviceId: conn.deviceId }, 'registering a device failed; closing it');
+      conn.disconnect('server_kicked');
+    }
+  }
+
+  #onDisconnect(conn: DeviceConnection, socketReason: string): void {
+    conn.markClosed();
+    this.#devices.remove(conn);
+    const reason = conn.closeReason ?? disconnectReason(socketReason);
+    this.#metrics.disconnects.inc({ reason });
+    this.#events.disconnected(conn, reason);
+    this.#locator.invalidate(conn.deviceId, conn.connectionId);
+    // After the registration settled, so a slow register cannot land after its own unregister.
+    const done: Promise<void> = conn.registered
+      .then(() =>
+        countedRegistryOp(this.#metrics, 'unregister', () =>
+          this.#d.registry.unregister(conn.deviceId, conn.connectionId),
+        ),
+      )
+      .then(
+        () => undefined,
+        (err: unknown) =>
+          this.#log.warn(
+            { err, deviceId: conn.deviceId },
+            'unregistering a device failed; its entry expires by TTL',
+          ),
+      )
+      .finally(() => this.#pending.delete(done));
+    this.#pending.add(done);
+    if (this.#devices.size === 0) {
+      const waiters = this.#emptyWaiters;
+      this.#emptyWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #recycle(conn: DeviceConnection, why: 'lifetime_expired' | 'idle_timeout'): void {
+    if (why === 'idle_timeout') {
+      this.#closer.closeAfterHint(conn, { reason: 'idle', afterMs: 0 }, 'idle_timeout', 0);
+      return;
+    }
+    // Lifetimes are already jittered; the hint spreads the reconnects within the grace period.
+    const grace = this.#config.PUSHLINE_CLOSE_GRACE_MS;
+    this.#closer.closeAfterHint(
+      conn,
+      { reason: 'lifetime_expired', afterMs: Math.floor(Math.random() * (grace + 1)) },
+      'lifetime_expired',
+      grace,
+    );
+  }
+
+  /** Resolves when no device is connected, or after `ms`. */
+  #whenEmpty(ms: number): Promise<void> {
+    if (this.#devices.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#emptyWaiters.push(done);
+    });
+  }
+
+  async #close(): Promise<void> {
+    this.#draining = true;
+    const config = this.#config;
+    const wasStarted = this.#started;
+    this.#log.info({ connections: this.#devices.size }, 'connection server draining');
+    await runCleanup([
+      {
+        name: 'report draining',
+        run: async () => {
+          if (wasStarted) await this.#loadReporter.report();
+        },
+      },
+      {
+        name: 'drain devices',
+        run: async () => {
+          const hinted = this.#closer.drain(
+            this.#devices.values(),
+            config.PUSHLINE_DRAIN_WINDOW_MS,
+            config.PUSHLINE_CLOSE_GRACE_MS,
+          );
+          this.#log.info({ hinted }, 'reconnect hints sent');
+          // Devices may leave on their own; the grace period (plus a margin) bounds the wait.
+          await this.#whenEmpty(config.PUSHLINE_CLOSE_GRACE_MS + 500);
+          this.#closer.closeAll(this.#devices.values(), 'server_shutdown');
+          await this.#whenEmpty(1_000);
+        },
+      },
+      { name: 'deregister devices', run: () => Promise.allSettled([...this.#pending]).then(() => undefined) },
+      {
+        name: 'clear server entries',
+        run: async () => {
+          await countedRegistryOp(this.#metrics, 'clear_server', () =>
+            this.#d.registry.clearServer(this.serverId),
+          );
+        },
+      },
+      { name: 'liveness', run: () => this.#liveness.close() },
+      { name: 'load report', run: () => this.#loadReporter.close() },
+      { name: 'socket server', run: () => this.#socketServer.close() },
+      { name: 'connection events', run: () => this.#events.close() },
+      { name: 'kafka producer', run: () => this.#producer.close() },
+      {
+        name: 'delivery transport',
+        run: async () => {
+          if (this.#ownsTransport) await this.#transport.close();
+        },
+      },
+      { name: 'internal server', run: () => this.#ops.close() },
+      { name: 'timers', run: () => this.#closer.clear() },
+    ]);
+    this.#started = false;
+    this.#log.info('connection server closed');
+  }
+}

@@ -1,0 +1,123 @@
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { ConnectionServerConfig } from '@pushline/config';
+import type { Logger } from '@pushline/telemetry';
+import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
+import type { Redis } from 'ioredis';
+import { Server, type Socket } from 'socket.io';
+
+/** Options of the socket.io server devices connect to. */
+export interface SocketServerOptions {
+  readonly config: ConnectionServerConfig;
+  /** The caller's client; the server duplicates it for the adapter and owns the duplicates. */
+  readonly redis: Redis;
+  readonly logger: Logger;
+}
+
+/**
+ * The device-facing socket.io server: WebSocket only unless polling is allowed, no connection
+ * state recovery (the Redis adapter does not support it; the offline inbox covers missed
+ * messages), and a Redis adapter so topic rooms and acked broadcasts span all servers.
+ */
+export class SocketServer {
+  readonly io: Server;
+  readonly http: HttpServer;
+  readonly #o: SocketServerOptions;
+  readonly #adapterClients: Redis[] = [];
+  readonly #openedAt = new WeakMap<object, number>();
+  #url: string | undefined;
+
+  constructor(options: SocketServerOptions) {
+    this.#o = options;
+    const { config } = options;
+    this.http = createServer();
+    this.io = new Server(this.http, {
+      transports: config.PUSHLINE_ALLOW_POLLING ? ['polling', 'websocket'] : ['websocket'],
+      pingInterval: config.PUSHLINE_PING_INTERVAL_MS,
+      pingTimeout: config.PUSHLINE_PING_TIMEOUT_MS,
+      // The handshake middleware answers `handshake_timeout` within PUSHLINE_HANDSHAKE_TIMEOUT_MS;
+      // this closes, a little later, a client that never even asks to join the namespace.
+      connectTimeout: config.PUSHLINE_HANDSHAKE_TIMEOUT_MS + 1_000,
+      maxHttpBufferSize: config.PUSHLINE_MAX_FRAME_BYTES,
+      perMessageDeflate: false,
+      httpCompression: false,
+      serveClient: false,
+      allowEIO3: false,
+      cleanupEmptyChildNamespaces: true,
+    });
+    this.io.engine.on('connection', (raw: object) => {
+      this.#openedAt.set(raw, Date.now());
+      // The handshake request (headers, socket references) is not needed after the upgrade;
+      // dropping it saves memory per connection (socket.io docs, "Memory usage").
+      (raw as { request: unknown }).request = null;
+    });
+  }
+
+  /** When the engine connection under a socket opened, the start of its handshake budget. */
+  openedAt(socket: Socket): number {
+    return this.#openedAt.get(socket.conn) ?? Date.now();
+  }
+
+  get url(): string {
+    if (!this.#url) throw new Error('socket server not started');
+    return this.#url;
+  }
+
+  /** Subscribes the adapter and listens; resolves with the device URL. */
+  async start(): Promise<string> {
+    await this.#attachAdapter();
+    const { config } = this.#o;
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(config.PUSHLINE_PORT, config.PUSHLINE_HOST, () => {
+        this.http.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.http.address() as AddressInfo;
+    const host =
+      address.address === '0.0.0.0' || address.address === '::'
+        ? '127.0.0.1'
+        : address.family === 'IPv6'
+          ? `[${address.address}]`
+          : address.address;
+    this.#url = `http://${host}:${address.port}`;
+    return this.#url;
+  }
+
+  async #attachAdapter(): Promise<void> {
+    const { config, redis, logger } = this.#o;
+    const pub = redis.duplicate();
+    const sub = redis.duplicate();
+    for (const [role, client] of [
+      ['pub', pub],
+      ['sub', sub],
+    ] as const) {
+      this.#adapterClients.push(client);
+      client.on('error', (err: Error) => logger.warn({ err, role }, 'socket.io adapter redis error'));
+    }
+    const prefix = `${config.PUSHLINE_KEY_PREFIX}socket.io`;
+    this.io.adapter(
+      config.PUSHLINE_SOCKETIO_ADAPTER === 'sharded'
+        ? createShardedAdapter(pub, sub, {
+            channelPrefix: prefix,
+            subscriptionMode: config.PUSHLINE_SOCKETIO_SUBSCRIPTION_MODE,
+          })
+        : createAdapter(pub, sub, { key: prefix }),
+    );
+    // Replies come back in command order on one connection, so once this PING is answered the
+    // adapter's (S)SUBSCRIBE before it is active and no cross-server broadcast is missed.
+    await Promise.all([pub.ping(), sub.ping()]);
+  }
+
+  /** Closes every socket, the HTTP server, the adapter and its Redis clients. */
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      // io.close() also closes the underlying HTTP server; its callback reports "not running"
+      // when listen never happened, which is fine here.
+      void this.io.close(() => resolve());
+    });
+    await Promise.allSettled(this.#adapterClients.map((c) => c.quit()));
+    for (const c of this.#adapterClients) c.disconnect();
+  }
+}

@@ -1,0 +1,84 @@
+import {
+  SubscribeRequest,
+  type DeviceErrorAck,
+  type DeviceErrorCode,
+  type DeviceTokenClaims,
+  type SubscribeAck,
+} from '@pushline/protocol';
+import type { DeviceConnection } from './connection.ts';
+import type { ConnectionServerMetrics } from './metrics.ts';
+
+/** Decides whether a device may subscribe to a topic, from its token claims. */
+export type TopicAuthorizer = (claims: DeviceTokenClaims, topic: string) => boolean;
+
+/** The socket.io room of a topic's subscribers. */
+export function topicRoom(topic: string): string {
+  return `topic:${topic}`;
+}
+
+/**
+ * Default policy: a topic listed in the `topics` claim (exactly, or by prefix when the entry ends
+ * with `*`), and the device's own user topics `user:<uid>` and `user:<uid>.<anything>`.
+ */
+export const defaultTopicAuthorizer: TopicAuthorizer = (claims, topic) => {
+  const own = `user:${claims.uid}`;
+  if (topic === own || topic.startsWith(`${own}.`)) return true;
+  for (const entry of claims.topics ?? []) {
+    if (entry.endsWith('*') ? topic.startsWith(entry.slice(0, -1)) : topic === entry) return true;
+  }
+  return false;
+};
+
+export function errorAck(code: DeviceErrorCode, message: string): DeviceErrorAck {
+  return { ok: false, error: { code, message } };
+}
+
+/** Handles `subscribe` / `unsubscribe` requests of one connection. */
+export class Subscriptions {
+  readonly #authorize: TopicAuthorizer;
+  readonly #maxTopics: number;
+  readonly #metrics: ConnectionServerMetrics;
+
+  constructor(options: { authorize: TopicAuthorizer; maxTopics: number; metrics: ConnectionServerMetrics }) {
+    this.#authorize = options.authorize;
+    this.#maxTopics = options.maxTopics;
+    this.#metrics = options.metrics;
+  }
+
+  async subscribe(conn: DeviceConnection, raw: unknown): Promise<SubscribeAck> {
+    const ack = await this.#subscribe(conn, raw);
+    this.#metrics.subscriptions.inc({ op: 'subscribe', result: ack.ok ? 'ok' : ack.error.code });
+    return ack;
+  }
+
+  async unsubscribe(conn: DeviceConnection, raw: unknown): Promise<SubscribeAck> {
+    const req = SubscribeRequest.safeParse(raw);
+    if (!req.success) {
+      this.#metrics.subscriptions.inc({ op: 'unsubscribe', result: 'invalid_request' });
+      return errorAck('invalid_request', req.error.issues[0]?.message ?? 'invalid unsubscribe request');
+    }
+    const { topic } = req.data;
+    // Unsubscribing from a topic the device does not hold is not an error: the end state is the same.
+    if (conn.topics.delete(topic)) await conn.socket.leave(topicRoom(topic));
+    this.#metrics.subscriptions.inc({ op: 'unsubscribe', result: 'ok' });
+    return { ok: true, topic };
+  }
+
+  async #subscribe(conn: DeviceConnection, raw: unknown): Promise<SubscribeAck> {
+    const req = SubscribeRequest.safeParse(raw);
+    if (!req.success) {
+      return errorAck('invalid_request', req.error.issues[0]?.message ?? 'invalid subscribe request');
+    }
+    const { topic } = req.data;
+    if (conn.topics.has(topic)) return { ok: true, topic };
+    if (!this.#authorize(conn.claims, topic)) {
+      return errorAck('forbidden', `not allowed to subscribe to ${topic}`);
+    }
+    if (conn.topics.size >= this.#maxTopics) {
+      return errorAck('too_many_subscriptions', `at most ${this.#maxTopics} topics per device`);
+    }
+    conn.topics.add(topic);
+    await conn.socket.join(topicRoom(topic));
+    return { ok: true, topic };
+  }
+}

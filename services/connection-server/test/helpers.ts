@@ -1,0 +1,199 @@
+import { connectionServerEnv, parseEnv, topicNames, type ConnectionServerConfig } from '@pushline/config';
+import { platformTopics, type KafkaClient } from '@pushline/kafka';
+import { RedisDeviceRegistry } from '@pushline/registry';
+import { createLogger, createMetricsRegistry, silentLogger, trace, type Registry } from '@pushline/telemetry';
+import { testInfra, testKafkaClient, testSecret, uniquePrefix, within } from '@pushline/testkit';
+import { Redis } from 'ioredis';
+import { SignJWT } from 'jose';
+import { io, type ManagerOptions, type Socket as ClientSocket, type SocketOptions } from 'socket.io-client';
+import {
+  createConnectionServer,
+  type ConnectionServer,
+  type ConnectionServerDeps,
+} from '@pushline/connection-server';
+
+export type { ClientSocket };
+
+/** One test's isolated world: its own topic/key prefix, secrets, Redis and Kafka clients. */
+export interface TestWorld {
+  readonly prefix: string;
+  readonly jwtSecret: string;
+  readonly internalToken: string;
+  readonly redis: Redis;
+  readonly kafka: KafkaClient;
+  readonly registry: RedisDeviceRegistry;
+  /** The environment a server of this world runs with (plus per-server overrides). */
+  env(overrides?: Record<string, string>): Record<string, string>;
+  startServer(options?: {
+    env?: Record<string, string>;
+    deps?: Partial<ConnectionServerDeps>;
+  }): Promise<{ server: ConnectionServer; config: ConnectionServerConfig; metrics: Registry }>;
+  token(
+    claims: { sub: string; uid?: string; tid?: string; topics?: string[] },
+    expiresIn?: string,
+  ): Promise<string>;
+  /** Connects a device and resolves once the server accepted it. */
+  connect(
+    url: string,
+    token: string | undefined,
+    options?: Partial<ManagerOptions & SocketOptions>,
+  ): Promise<ClientSocket>;
+  /** Closes every server, device and client this world opened. */
+  close(): Promise<void>;
+}
+
+export async function createWorld(label: string, options: { topics?: boolean } = {}): Promise<TestWorld> {
+  const prefix = uniquePrefix(label);
+  const jwtSecret = testSecret();
+  const internalToken = testSecret();
+  const redis = new Redis(testInfra().redisUrl);
+  const kafka = testKafkaClient(`${prefix}-client`);
+  const registry = new RedisDeviceRegistry({ redis, keyPrefix: `${prefix}:` });
+  const servers: ConnectionServer[] = [];
+  const sockets: ClientSocket[] = [];
+  const admin = kafka.admin();
+  if (options.topics !== false) {
+    await admin.ensureTopics(platformTopics(topicNames(`${prefix}.`), 3));
+  }
+  const logger =
+    process.env['PUSHLINE_TEST_LOG'] !== undefined
+      ? createLogger({ service: 'connection-server-test', level: process.env['PUSHLINE_TEST_LOG'] })
+      : silentLogger();
+
+  const env = (overrides: Record<string, string> = {}) => ({
+    PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
+    PUSHLINE_REDIS_URL: testInfra().redisUrl,
+    PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
+    PUSHLINE_KEY_PREFIX: `${prefix}:`,
+    PUSHLINE_INTERNAL_TOKEN: internalToken,
+    PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
+    PUSHLINE_HOST: '127.0.0.1',
+    PUSHLINE_PORT: '0',
+    PUSHLINE_INTERNAL_PORT: '0',
+    PUSHLINE_CLOSE_GRACE_MS: '200',
+    PUSHLINE_DRAIN_WINDOW_MS: '500',
+    PUSHLINE_LOG_LEVEL: 'silent',
+    ...overrides,
+  });
+
+  return {
+    prefix,
+    jwtSecret,
+    internalToken,
+    redis,
+    kafka,
+    registry,
+    env,
+    async startServer(opts = {}) {
+      const config = parseEnv(
+        connectionServerEnv,
+        env({ PUSHLINE_SERVER_ID: `srv-${servers.length}`, ...opts.env }),
+      );
+      const metrics = createMetricsRegistry({ service: 'connection-server' }, false);
+      const server = createConnectionServer({
+        config,
+        redis,
+        registry,
+        kafka,
+        logger,
+        metrics,
+        tracer: trace.getTracer('pushline-connection-server-test'),
+        ...opts.deps,
+      });
+      servers.push(server);
+      await server.start();
+      return { server, config, metrics };
+    },
+    async token(claims, expiresIn = '10m') {
+      const { sub, ...rest } = claims;
+      return new SignJWT({ uid: 'user-1', ...rest })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(sub)
+        .setIssuedAt()
+        .setExpirationTime(expiresIn)
+        .sign(new TextEncoder().encode(jwtSecret));
+    },
+    async connect(url, token, socketOptions = {}) {
+      const socket = io(url, {
+        transports: ['websocket'],
+        reconnection: false,
+        ...(token !== undefined ? { auth: { token } } : {}),
+        ...socketOptions,
+      });
+      sockets.push(socket);
+      await within(
+        new Promise<void>((resolve, reject) => {
+          socket.once('connect', () => resolve());
+          socket.once('connect_error', (err) => reject(err));
+        }),
+        5_000,
+        'device to connect',
+      );
+      return socket;
+    },
+    async close() {
+      for (const s of sockets) s.disconnect();
+      await Promise.allSettled(servers.map((s) => s.close()));
+      await admin.close();
+      await redis.quit();
+    },
+  };
+}
+
+/** Opens a device socket and resolves with the `connect_error` it gets (rejects if it connects). */
+export async function connectError(
+  world: TestWorld,
+  url: string,
+  auth: Record<string, unknown> | undefined,
+): Promise<{ error: Error & { data?: { code?: string } }; socket: ClientSocket }> {
+  const socket = io(url, { transports: ['websocket'], reconnection: false, ...(auth ? { auth } : {}) });
+  try {
+    const error = await within(
+      new Promise<Error & { data?: { code?: string } }>((resolve, reject) => {
+        socket.once('connect', () => reject(new Error('device was accepted')));
+        socket.once('connect_error', (err) => resolve(err as Error & { data?: { code?: string } }));
+      }),
+      5_000,
+      'connect_error',
+    );
+    return { error, socket };
+  } catch (err) {
+    socket.disconnect();
+    throw err;
+  }
+}
+
+/** Resolves with the first `event` the socket receives. */
+export function nextEvent<T = unknown>(socket: ClientSocket, event: string, ms = 5_000): Promise<T> {
+  return within(
+    new Promise<T>((resolve) => socket.once(event, (arg: T) => resolve(arg))),
+    ms,
+    `event ${event}`,
+  );
+}
+
+/** Resolves with the reason of the socket's disconnect. */
+export function disconnected(socket: ClientSocket, ms = 5_000): Promise<string> {
+  if (socket.disconnected) return Promise.resolve('already disconnected');
+  return within(
+    new Promise<string>((resolve) => socket.once('disconnect', (r) => resolve(r))),
+    ms,
+    'disconnect',
+  );
+}
+
+/** Reads one counter/gauge value from a metrics registry. */
+export async function metricValue(
+  metrics: Registry,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const metric = metrics.getSingleMetric(name);
+  if (!metric) return 0;
+  const data = await metric.get();
+  let sum = 0;
+  for (const v of data.values) {
+    if (Object.entries(labels).every(([k, val]) => String(v.labels[k]) === val)) sum += v.value;
+  }
+  return sum;
+}
