@@ -68,9 +68,7 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
           connectionServers: 2,
           jwtSecret,
           log,
-          ...(options.profile
-            ? { nodeOptions: `--cpu-prof --cpu-prof-dir=${join(logDir, 'profiles')}` }
-            : {}),
+          ...(options.profile ? { profileDir: join(logDir, 'profiles') } : {}),
         });
       } catch (err) {
         pushlineUnavailable = `the platform did not start: ${err instanceof Error ? err.message : String(err)}`;

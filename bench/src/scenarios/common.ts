@@ -95,3 +95,30 @@ export function sideBySide(ctx: ScenarioContext): Target[] {
 export function pct(n: number, total: number): number {
   return total === 0 ? 0 : Math.round((n / total) * 10_000) / 100;
 }
+
+export interface TargetFleet {
+  readonly target: Target;
+  readonly fleet: DeviceFleet;
+  readonly ids: string[];
+}
+
+/**
+ * One fleet per side-by-side target, all open at once, so a scenario can alternate between
+ * targets level by level: on a shared machine, numbers measured seconds apart see the same noise.
+ */
+export async function withTargetFleets<T>(
+  ctx: ScenarioContext,
+  prefix: string,
+  count: number,
+  fn: (fleets: TargetFleet[]) => Promise<T>,
+): Promise<T> {
+  const targets = sideBySide(ctx);
+  const open = async (i: number, acc: TargetFleet[]): Promise<T> => {
+    const target = targets[i];
+    if (!target) return fn(acc);
+    return withFleet(ctx, `${prefix}-${target.name}`, count, (fleet, ids) =>
+      open(i + 1, [...acc, { target, fleet, ids }]),
+    );
+  };
+  return open(0, []);
+}

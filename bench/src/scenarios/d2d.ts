@@ -1,7 +1,7 @@
 import { row, type Chart, type Row } from '../report/model.ts';
 import { perSecond, round, summarize, type LatencySummary } from '../stats.ts';
 import { measureCpu } from '../targets/memory.ts';
-import { sideBySide, withFleet } from './common.ts';
+import { withTargetFleets } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
 
 interface RateResult {
@@ -36,16 +36,16 @@ export const deviceToDevice: Scenario = {
     // 2k devices make 1k senders: 1 msg/s each at the moderate rate, well under the per-device limit.
     const devices = Math.max(2, Math.min(ctx.options.devices, 2000) & ~1);
     const results: Record<string, RateResult[]> = {};
-    for (const target of sideBySide(ctx)) {
-      results[target.name] = await withFleet(ctx, `d2d-${target.name}`, devices, async (fleet) => {
-        await fleet.connect({ urls: target.deviceUrls });
-        const perRate: RateResult[] = [];
-        for (const rate of rates) {
+    await withTargetFleets(ctx, 'd2d', devices, async (fleets) => {
+      for (const { target, fleet } of fleets) await fleet.connect({ urls: target.deviceUrls });
+      // Rate by rate, targets back to back, so compared numbers share the machine's noise.
+      for (const rate of rates) {
+        for (const { target, fleet } of fleets) {
           const { value: r, cpuMs } = await measureCpu(target.processes(), () =>
             fleet.d2d({ ratePerS: rate, durationMs, timeoutMs: 5000, senders: devices / 2 }),
           );
           const perMsg = (ms: number) => round((ms * 1000) / Math.max(1, r.sent), 1);
-          const result = {
+          const result: RateResult = {
             offered: rate,
             achieved: perSecond(r.outcomes['delivered'] ?? 0, durationMs),
             latency: summarize(r.latencies),
@@ -54,13 +54,12 @@ export const deviceToDevice: Scenario = {
             cpuUsPerMsgByProcess: Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, perMsg(v)])),
           };
           ctx.log(
-            `d2d ${target.name} ${rate}/s: p50 ${result.latency.p50} p99 ${result.latency.p99} ${JSON.stringify(r.outcomes)}`,
+            `d2d ${target.name} ${rate}/s: p50 ${result.latency.p50} p99 ${result.latency.p99} cpu ${result.cpuUsPerMsg} µs/msg ${JSON.stringify(r.outcomes)}`,
           );
-          perRate.push(result);
+          (results[target.name] ??= []).push(result);
         }
-        return perRate;
-      });
-    }
+      }
+    });
     const rows: Row[] = [];
     const bars: Chart['bars'] = [];
     for (const rate of rates) {

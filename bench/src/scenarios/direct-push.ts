@@ -4,7 +4,7 @@ import { row, type Chart, type Row } from '../report/model.ts';
 import { perSecond, round, summarize, type LatencySummary } from '../stats.ts';
 import { measureCpu } from '../targets/memory.ts';
 import type { HttpPushSpec, Target } from '../targets/types.ts';
-import { sideBySide, withFleet } from './common.ts';
+import { withTargetFleets } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
 
 const HTTP_LOAD_SCRIPT = new URL('../load/http-load.ts', import.meta.url);
@@ -39,30 +39,33 @@ export const directPush: Scenario = {
     const { levels, durationMs, warmupMs } = plan(ctx.options.smoke);
     const devices = Math.min(ctx.options.devices, 1000);
     const results: Record<string, LevelResult[]> = {};
-    for (const target of sideBySide(ctx)) {
-      await withFleet(ctx, `push-${target.name}`, devices, async (fleet, ids) => {
-        // Pinned to the first server: the connection-server route below delivers only locally.
-        const connect = await fleet.connect({ urls: target.deviceUrls, pin: 0 });
-        if (connect.failed > 0)
-          ctx.log(`direct push ${target.name}: ${connect.failed} devices failed to connect`);
-        const generator = new GeneratorProcess(`push-${target.name}-http`, HTTP_LOAD_SCRIPT);
-        try {
-          for (const spec of target.directPush) {
-            const perLevel: LevelResult[] = [];
-            for (const concurrency of levels) {
+    await withTargetFleets(ctx, 'push', devices, async (fleets) => {
+      const generators: GeneratorProcess[] = [];
+      try {
+        for (const { target, fleet } of fleets) {
+          // Pinned to the first server: the connection-server route delivers only locally.
+          const connect = await fleet.connect({ urls: target.deviceUrls, pin: 0 });
+          if (connect.failed > 0)
+            ctx.log(`direct push ${target.name}: ${connect.failed} devices failed to connect`);
+        }
+        const generator = new GeneratorProcess('push-http', HTTP_LOAD_SCRIPT);
+        generators.push(generator);
+        // Level by level, every route back to back, so compared numbers share the machine's noise.
+        for (const concurrency of levels) {
+          for (const { target, ids } of fleets) {
+            for (const spec of target.directPush) {
               const r = await runLevel(generator, target, spec, ids, concurrency, durationMs, warmupMs);
               ctx.log(
                 `direct push ${spec.label} c=${concurrency}: ${r.throughput}/s p50 ${r.latency.p50} p99 ${r.latency.p99} ${JSON.stringify(r.outcomes)}`,
               );
-              perLevel.push(r);
+              (results[spec.label] ??= []).push(r);
             }
-            results[spec.label] = perLevel;
           }
-        } finally {
-          await generator.close();
         }
-      });
-    }
+      } finally {
+        await Promise.all(generators.map((g) => g.close()));
+      }
+    });
     return render(ctx, results, levels, devices);
   },
 };

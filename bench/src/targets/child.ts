@@ -75,8 +75,8 @@ export interface ServiceProcess {
   isRunning(): boolean;
   /** kill -9: what a crash looks like to the rest of the platform. */
   kill(): Promise<void>;
-  /** SIGTERM, then SIGKILL after `graceMs`. */
-  stop(graceMs?: number): Promise<void>;
+  /** SIGTERM, then SIGKILL after `graceMs`; says whether the SIGKILL was needed. */
+  stop(graceMs?: number): Promise<{ killed: boolean; ms: number }>;
 }
 
 const live = new Set<ChildProcess>();
@@ -119,12 +119,18 @@ export function spawnService(
       if (isRunning()) child.kill('SIGKILL');
       await exited;
     },
-    async stop(graceMs = 10_000) {
-      if (!isRunning()) return;
+    async stop(graceMs = 15_000) {
+      const started = performance.now();
+      if (!isRunning()) return { killed: false, ms: 0 };
+      let killed = false;
       child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const timer = setTimeout(() => {
+        killed = true;
+        child.kill('SIGKILL');
+      }, graceMs);
       await exited;
       clearTimeout(timer);
+      return { killed, ms: performance.now() - started };
     },
   };
 }

@@ -24,6 +24,12 @@ export function serviceAvailable(name: PushlineService): boolean {
   return existsSync(serviceScript(name));
 }
 
+/** Stops a service and says so when it had to be killed: a service must exit by itself on SIGTERM. */
+async function stopLogged(proc: ServiceProcess, log: (line: string) => void): Promise<void> {
+  const { killed, ms } = await proc.stop();
+  if (killed) log(`${proc.name} did not exit within ${Math.round(ms)} ms of SIGTERM and was killed`);
+}
+
 export interface ConnectionServerProcess {
   readonly serverId: string;
   readonly deviceUrl: string;
@@ -124,7 +130,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         }),
         join(opts.logDir, `${serverId}.log`),
       );
-      cleanup.push({ name: serverId, run: () => proc.stop() });
+      cleanup.push({ name: serverId, run: () => stopLogged(proc, opts.log) });
       services.push({ name: serverId, pid: proc.pid });
       servers.push({
         serverId,
@@ -153,7 +159,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         }),
         join(opts.logDir, 'push-api.log'),
       );
-      cleanup.push({ name: 'push-api', run: () => proc.stop() });
+      cleanup.push({ name: 'push-api', run: () => stopLogged(proc, opts.log) });
       services.push({ name: 'push-api', pid: proc.pid });
       starting.push(waitReady(proc, apiUrl, 60_000));
     }
@@ -170,7 +176,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         }),
         join(opts.logDir, 'message-processor.log'),
       );
-      cleanup.push({ name: 'message-processor', run: () => proc.stop() });
+      cleanup.push({ name: 'message-processor', run: () => stopLogged(proc, opts.log) });
       services.push({ name: 'message-processor', pid: proc.pid });
       starting.push(waitReady(proc, `http://127.0.0.1:${port}`, 90_000));
     }
