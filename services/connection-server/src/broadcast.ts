@@ -7,10 +7,10 @@ import {
   type DeviceMessage,
 } from '@pushline/protocol';
 import {
-  context,
   extractTraceContext,
   injectTraceHeaders,
   SpanKind,
+  trace,
   withSpan,
   type Logger,
   type Tracer,
@@ -38,12 +38,13 @@ export class TopicBroadcaster {
   }
 
   broadcast(req: BroadcastRequest, kind: SpanKind = SpanKind.INTERNAL): Promise<BroadcastResult> {
+    const parent = extractTraceContext(req.trace);
     return withSpan(
       this.#tracer,
       'broadcast',
       {
         kind,
-        parent: extractTraceContext(req.trace),
+        parent,
         attributes: { 'messaging.message.id': req.messageId, 'messaging.destination.name': req.topic },
       },
       async (span) => {
@@ -52,7 +53,7 @@ export class TopicBroadcaster {
           payload: req.payload,
           topic: req.topic,
           sentAt: Date.now(),
-          ...injectTraceHeaders(context.active()),
+          ...injectTraceHeaders(trace.setSpan(parent, span)),
         };
         const started = performance.now();
         const result = await new Promise<BroadcastResult>((resolve) => {

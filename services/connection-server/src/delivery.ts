@@ -1,13 +1,6 @@
 import { performance } from 'node:perf_hooks';
-import type { Logger, Tracer } from '@pushline/telemetry';
-import {
-  context,
-  extractTraceContext,
-  injectTraceHeaders,
-  SpanKind,
-  trace,
-  withSpan,
-} from '@pushline/telemetry';
+import type { Context, Logger, Tracer } from '@pushline/telemetry';
+import { extractTraceContext, injectTraceHeaders, SpanKind, trace, withSpan } from '@pushline/telemetry';
 import {
   DeviceEvents,
   DeviceMessageAck,
@@ -44,7 +37,7 @@ export class LocalDelivery {
    * first; that wait counts against `req.timeoutMs`.
    */
   deliver(req: DeliverRequest, kind: SpanKind = SpanKind.INTERNAL): Promise<DeliverResult> {
-    return this.#traced(req, kind, () => this.#deliverLive(req));
+    return this.#traced(req, kind, (ctx) => this.#deliverLive(req, ctx));
   }
 
   /** Delivers a message from the offline inbox to `conn` (the drain itself, so no gate). */
@@ -65,26 +58,28 @@ export class LocalDelivery {
           }
         : {}),
     };
-    return this.#traced(req, SpanKind.INTERNAL, () => this.#send(conn, req, timeoutMs));
+    return this.#traced(req, SpanKind.INTERNAL, (ctx) => this.#send(conn, req, timeoutMs, ctx));
   }
 
   async #traced(
     req: DeliverRequest,
     kind: SpanKind,
-    fn: () => Promise<DeliverResult>,
+    fn: (ctx: Context) => Promise<DeliverResult>,
   ): Promise<DeliverResult> {
+    const parent = extractTraceContext(req.trace);
     const result = await withSpan(
       this.#o.tracer,
       'deliver',
       {
         kind,
-        parent: extractTraceContext(req.trace),
+        parent,
         attributes: { 'messaging.message.id': req.messageId, 'pushline.source': req.source },
       },
       async (span) => {
         let r: DeliverResult;
         try {
-          r = await fn();
+          // Passed explicitly: the device ack span must be this span's child with or without a context manager.
+          r = await fn(trace.setSpan(parent, span));
         } catch (err) {
           // Never leave a request without an outcome; an unexpected error means it was not delivered.
           this.#o.logger.error({ err, messageId: req.messageId }, 'local delivery failed');
@@ -99,7 +94,7 @@ export class LocalDelivery {
     return result;
   }
 
-  async #deliverLive(req: DeliverRequest): Promise<DeliverResult> {
+  async #deliverLive(req: DeliverRequest, ctx: Context): Promise<DeliverResult> {
     const conn = this.#o.devices.get(req.deviceId);
     if (!conn || conn.closed) return { outcome: 'not_connected', latencyMs: 0, reason: 'not_here' };
     if (req.connectionId !== undefined && req.connectionId !== conn.connectionId) {
@@ -115,11 +110,16 @@ export class LocalDelivery {
       }
     }
     const remaining = Math.max(1, Math.round(req.timeoutMs - (performance.now() - started)));
-    return this.#send(conn, req, remaining);
+    return this.#send(conn, req, remaining, ctx);
   }
 
   /** Emits unless this id was already settled on this connection (dedupe), then awaits the ack. */
-  async #send(conn: DeviceConnection, req: DeliverRequest, timeoutMs: number): Promise<DeliverResult> {
+  async #send(
+    conn: DeviceConnection,
+    req: DeliverRequest,
+    timeoutMs: number,
+    ctx: Context,
+  ): Promise<DeliverResult> {
     const prior = conn.sentMessage(req.messageId);
     if (prior?.state === 'pending') return { ...(await prior.result), duplicate: true };
     // A message the device acked (either way) is never sent again on this connection; one that
@@ -127,18 +127,23 @@ export class LocalDelivery {
     if (prior?.state === 'done' && (prior.outcome === 'delivered' || prior.outcome === 'rejected')) {
       return { outcome: prior.outcome, latencyMs: 0, duplicate: true };
     }
-    const result = this.#emit(conn, req, timeoutMs);
+    const result = this.#emit(conn, req, timeoutMs, ctx);
     conn.rememberSent(req.messageId, { state: 'pending', result });
     const settled = await result;
     conn.rememberSent(req.messageId, { state: 'done', outcome: settled.outcome });
     return settled;
   }
 
-  #emit(conn: DeviceConnection, req: DeliverRequest, timeoutMs: number): Promise<DeliverResult> {
+  #emit(
+    conn: DeviceConnection,
+    req: DeliverRequest,
+    timeoutMs: number,
+    ctx: Context,
+  ): Promise<DeliverResult> {
     const ackSpan = this.#o.tracer.startSpan(
       'device ack',
       { kind: SpanKind.CLIENT, attributes: { 'messaging.message.id': req.messageId } },
-      context.active(),
+      ctx,
     );
     const message: DeviceMessage = {
       id: req.messageId,
@@ -146,7 +151,7 @@ export class LocalDelivery {
       sentAt: Date.now(),
       ...(req.from !== undefined ? { from: req.from } : {}),
       ...(req.topic !== undefined ? { topic: req.topic } : {}),
-      ...injectTraceHeaders(trace.setSpan(context.active(), ackSpan)),
+      ...injectTraceHeaders(trace.setSpan(ctx, ackSpan)),
     };
     const started = performance.now();
     return new Promise<DeliverResult>((resolve) => {

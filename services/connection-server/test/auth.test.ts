@@ -18,7 +18,7 @@ describe('device handshake auth', () => {
 
   /** Asserts the refusal code and that the server closed the transport afterwards. */
   async function expectRefused(url: string, auth: Record<string, unknown> | undefined, code: string) {
-    const { error, socket } = await connectError(world, url, auth);
+    const { error, socket } = await connectError(url, auth);
     assert.equal(error.message, code);
     assert.equal(error.data?.code, code);
     // No unauthenticated socket stays open: the server closes the underlying connection.

@@ -16,7 +16,10 @@ export type { ClientSocket };
 
 /** One test's isolated world: its own topic/key prefix, secrets, Redis and Kafka clients. */
 export interface TestWorld {
+  /** Unique to the test: Redis keys and ids. */
   readonly prefix: string;
+  /** Kafka topic prefix, shared by the tests of one file. */
+  readonly topicPrefix: string;
   readonly jwtSecret: string;
   readonly internalToken: string;
   readonly redis: Redis;
@@ -37,12 +40,34 @@ export interface TestWorld {
     url: string,
     token: string | undefined,
     options?: Partial<ManagerOptions & SocketOptions>,
+    /** Runs before the connection, e.g. to install handlers for what arrives right after it. */
+    setup?: (socket: ClientSocket) => void,
   ): Promise<ClientSocket>;
   /** Closes every server, device and client this world opened. */
   close(): Promise<void>;
 }
 
-export async function createWorld(label: string, options: { topics?: boolean } = {}): Promise<TestWorld> {
+/**
+ * Kafka topics are created once per test file (each file runs in its own process) rather than
+ * per test: creating topics is the slowest step of a test, and every test still isolates its
+ * Redis keys and device ids with its own prefix.
+ */
+let sharedTopics: Promise<string> | undefined;
+function topicPrefix(): Promise<string> {
+  return (sharedTopics ??= (async () => {
+    const topicsPrefix = `${uniquePrefix('cs')}.`;
+    const admin = testKafkaClient('connection-server-test-admin').admin();
+    try {
+      await admin.ensureTopics(platformTopics(topicNames(topicsPrefix), 3));
+    } finally {
+      await admin.close();
+    }
+    return topicsPrefix;
+  })());
+}
+
+export async function createWorld(label: string): Promise<TestWorld> {
+  const topics = await topicPrefix();
   const prefix = uniquePrefix(label);
   const jwtSecret = testSecret();
   const internalToken = testSecret();
@@ -51,10 +76,6 @@ export async function createWorld(label: string, options: { topics?: boolean } =
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: `${prefix}:` });
   const servers: ConnectionServer[] = [];
   const sockets: ClientSocket[] = [];
-  const admin = kafka.admin();
-  if (options.topics !== false) {
-    await admin.ensureTopics(platformTopics(topicNames(`${prefix}.`), 3));
-  }
   const logger =
     process.env['PUSHLINE_TEST_LOG'] !== undefined
       ? createLogger({ service: 'connection-server-test', level: process.env['PUSHLINE_TEST_LOG'] })
@@ -63,7 +84,7 @@ export async function createWorld(label: string, options: { topics?: boolean } =
   const env = (overrides: Record<string, string> = {}) => ({
     PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
     PUSHLINE_REDIS_URL: testInfra().redisUrl,
-    PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
+    PUSHLINE_TOPIC_PREFIX: topics,
     PUSHLINE_KEY_PREFIX: `${prefix}:`,
     PUSHLINE_INTERNAL_TOKEN: internalToken,
     PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
@@ -78,6 +99,7 @@ export async function createWorld(label: string, options: { topics?: boolean } =
 
   return {
     prefix,
+    topicPrefix: topics,
     jwtSecret,
     internalToken,
     redis,
@@ -113,7 +135,7 @@ export async function createWorld(label: string, options: { topics?: boolean } =
         .setExpirationTime(expiresIn)
         .sign(new TextEncoder().encode(jwtSecret));
     },
-    async connect(url, token, socketOptions = {}) {
+    async connect(url, token, socketOptions = {}, setup) {
       const socket = io(url, {
         transports: ['websocket'],
         reconnection: false,
@@ -121,6 +143,7 @@ export async function createWorld(label: string, options: { topics?: boolean } =
         ...socketOptions,
       });
       sockets.push(socket);
+      setup?.(socket);
       await within(
         new Promise<void>((resolve, reject) => {
           socket.once('connect', () => resolve());
@@ -134,7 +157,6 @@ export async function createWorld(label: string, options: { topics?: boolean } =
     async close() {
       for (const s of sockets) s.disconnect();
       await Promise.allSettled(servers.map((s) => s.close()));
-      await admin.close();
       await redis.quit();
     },
   };
@@ -142,7 +164,6 @@ export async function createWorld(label: string, options: { topics?: boolean } =
 
 /** Opens a device socket and resolves with the `connect_error` it gets (rejects if it connects). */
 export async function connectError(
-  world: TestWorld,
   url: string,
   auth: Record<string, unknown> | undefined,
 ): Promise<{ error: Error & { data?: { code?: string } }; socket: ClientSocket }> {

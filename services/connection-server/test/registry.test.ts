@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { ReconnectHint } from '@pushline/protocol';
+import { waitUntil } from '@pushline/testkit';
+import { createWorld, disconnected, metricValue, nextEvent, type TestWorld } from './helpers.ts';
+
+describe('registry entries of device connections', () => {
+  let world: TestWorld;
+  beforeEach(async () => {
+    world = await createWorld('registry');
+  });
+  afterEach(async () => {
+    await world.close();
+  });
+
+  it('appear on connect and disappear on disconnect', async () => {
+    const { server, metrics } = await world.startServer();
+    const device = await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1', uid: 'u-1' }));
+    const record = await waitUntil(() => world.registry.lookup('dev-1'), { what: 'registry entry' });
+    assert.equal(record.serverId, server.serverId);
+    assert.deepEqual(
+      (await world.registry.userDevices('u-1')).map((r) => r.deviceId),
+      ['dev-1'],
+    );
+
+    device.disconnect();
+    await waitUntil(async () => (await world.registry.lookup('dev-1')) === null, { what: 'entry removed' });
+    assert.deepEqual(await world.registry.userDevices('u-1'), []);
+    await waitUntil(() => server.connectionCount === 0, { what: 'connection gone' });
+    assert.equal(
+      await metricValue(metrics, 'pushline_disconnects_total', { reason: 'client_disconnect' }),
+      1,
+    );
+    assert.equal(
+      await metricValue(metrics, 'pushline_registry_ops_total', { op: 'unregister', result: 'ok' }),
+      1,
+    );
+  });
+
+  it('A→B reconnect race: A processing the old disconnect keeps B’s entry', async () => {
+    const a = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-a' } });
+    const b = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-b' } });
+    const token = await world.token({ sub: 'dev-1' });
+
+    const onA = await world.connect(a.server.deviceUrl, token);
+    await waitUntil(async () => (await world.registry.lookup('dev-1'))?.serverId === 'srv-a', {
+      what: 'entry at A',
+    });
+    // The device comes back through B before A noticed that the old connection is gone.
+    await world.connect(b.server.deviceUrl, token);
+    await waitUntil(async () => (await world.registry.lookup('dev-1'))?.serverId === 'srv-b', {
+      what: 'entry at B',
+    });
+    const atB = await world.registry.lookup('dev-1');
+
+    onA.disconnect();
+    await waitUntil(
+      async () => (await metricValue(a.metrics, 'pushline_registry_ops_total', { op: 'unregister' })) === 1,
+      { what: 'A to process the disconnect' },
+    );
+    assert.deepEqual(await world.registry.lookup('dev-1'), atB);
+    assert.equal(b.server.connectionCount, 1);
+  });
+
+  it('a second connection of the same device to the same server wins; the older gets `replaced`', async () => {
+    const { server, metrics } = await world.startServer();
+    const token = await world.token({ sub: 'dev-1' });
+    const older = await world.connect(server.deviceUrl, token);
+    const first = await waitUntil(() => world.registry.lookup('dev-1'), { what: 'first entry' });
+    const hint = nextEvent<unknown>(older, 'reconnect_hint');
+    const olderClosed = disconnected(older);
+
+    const newer = await world.connect(server.deviceUrl, token);
+    assert.deepEqual(ReconnectHint.parse(await hint), { reason: 'replaced', afterMs: 0 });
+    assert.equal(await olderClosed, 'io server disconnect');
+    assert.ok(newer.connected);
+
+    await waitUntil(
+      async () => (await metricValue(metrics, 'pushline_disconnects_total', { reason: 'replaced' })) === 1,
+      {
+        what: 'replaced disconnect',
+      },
+    );
+    await waitUntil(
+      async () => (await metricValue(metrics, 'pushline_registry_ops_total', { op: 'unregister' })) === 1,
+      { what: 'older connection unregistered' },
+    );
+    const current = await world.registry.lookup('dev-1');
+    assert.ok(current);
+    assert.notEqual(current.connectionId, first.connectionId);
+    assert.equal(server.connectionCount, 1);
+  });
+
+  it('clears its stale entries at start when restarted with the same server id', async () => {
+    await world.registry.register(
+      {
+        deviceId: 'ghost',
+        userId: 'u-1',
+        serverId: 'srv-same',
+        serverUrl: 'http://127.0.0.1:1',
+        connectionId: 'old',
+        connectedAt: 1,
+        lastSeen: 1,
+      },
+      600,
+    );
+    const { metrics } = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-same' } });
+    assert.equal(await world.registry.lookup('ghost'), null);
+    assert.equal(
+      await metricValue(metrics, 'pushline_registry_ops_total', { op: 'clear_server', result: 'ok' }),
+      1,
+    );
+  });
+
+  it('reports its load to the registry and removes it on close', async () => {
+    const { server } = await world.startServer({ env: { PUSHLINE_LOAD_REPORT_MS: '100' } });
+    await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1' }));
+    const load = await waitUntil(
+      async () =>
+        (await world.registry.liveServers()).find(
+          (l) => l.serverId === server.serverId && l.connections === 1,
+        ),
+      { what: 'load report with one connection' },
+    );
+    assert.equal(load.serverUrl, server.internalUrl);
+    assert.equal(load.deviceUrl, server.deviceUrl);
+    assert.equal(load.draining, false);
+    assert.ok(load.rssBytes > 0 && load.heapUsedBytes > 0 && load.eventLoopDelayMs >= 0);
+
+    await server.close();
+    assert.deepEqual(await world.registry.liveServers(), []);
+    assert.equal(await world.registry.lookup('dev-1'), null);
+  });
+});
