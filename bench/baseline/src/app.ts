@@ -5,6 +5,7 @@
  * `subscribe`, JWT in the handshake), so the same load generators drive both.
  */
 import { createServer, type Server as HttpServer } from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { jwtVerify } from 'jose';
@@ -117,9 +118,20 @@ export async function startBaseline(options: BaselineOptions): Promise<BaselineS
     res.json({ delivered, latencyMs: performance.now() - started });
   });
 
+  // Instrumentation only, the same as prom-client's default metrics in Pushline: each read of
+  // /stats reports the event-loop delay since the previous read.
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
   app.get('/stats', (_req, res) => {
     const mem = process.memoryUsage();
-    res.json({ connections: sockets.size, rssBytes: mem.rss, heapUsedBytes: mem.heapUsed });
+    res.json({
+      connections: sockets.size,
+      rssBytes: mem.rss,
+      heapUsedBytes: mem.heapUsed,
+      eventLoopDelayMaxMs: loopDelay.max / 1e6,
+      eventLoopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+    });
+    loopDelay.reset();
   });
 
   await new Promise<void>((resolve) => http.listen(options.port ?? 0, '127.0.0.1', resolve));
@@ -127,6 +139,7 @@ export async function startBaseline(options: BaselineOptions): Promise<BaselineS
   return {
     port,
     close: async () => {
+      loopDelay.disable();
       await io.close();
       http.closeAllConnections();
     },

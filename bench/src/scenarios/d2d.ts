@@ -1,6 +1,6 @@
 import { row, type Chart, type Row } from '../report/model.ts';
-import { perSecond, round, summarize, type LatencySummary } from '../stats.ts';
-import { measureCpu } from '../targets/memory.ts';
+import { perSecond, summarize, type LatencySummary } from '../stats.ts';
+import { measureCpu, perMessage, type PerMessageCost } from '../targets/memory.ts';
 import { withTargetFleets } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
 
@@ -9,9 +9,10 @@ interface RateResult {
   readonly achieved: number;
   readonly latency: LatencySummary;
   readonly outcomes: Record<string, number>;
-  /** Server-side CPU per message sent, µs: all target processes, then by process. */
-  readonly cpuUsPerMsg: number;
-  readonly cpuUsPerMsgByProcess: Record<string, number>;
+  /** Server-side CPU and write syscalls per message sent, all target processes and by process. */
+  readonly cost: PerMessageCost;
+  /** Event-loop delay of the servers during the phase, ms. */
+  readonly eventLoopDelay: Record<string, { maxMs: number; p99Ms: number }>;
 }
 
 function plan(smoke: boolean) {
@@ -41,20 +42,21 @@ export const deviceToDevice: Scenario = {
       // Rate by rate, targets back to back, so compared numbers share the machine's noise.
       for (const rate of rates) {
         for (const { target, fleet } of fleets) {
-          const { value: r, cpuMs } = await measureCpu(target.processes(), () =>
+          await target.eventLoopDelay();
+          const { value: r, cost } = await measureCpu(target.processes(), () =>
             fleet.d2d({ ratePerS: rate, durationMs, timeoutMs: 5000, senders: devices / 2 }),
           );
-          const perMsg = (ms: number) => round((ms * 1000) / Math.max(1, r.sent), 1);
+          const loop = await target.eventLoopDelay();
           const result: RateResult = {
             offered: rate,
             achieved: perSecond(r.outcomes['delivered'] ?? 0, durationMs),
             latency: summarize(r.latencies),
             outcomes: r.outcomes,
-            cpuUsPerMsg: perMsg(Object.values(cpuMs).reduce((a, b) => a + b, 0)),
-            cpuUsPerMsgByProcess: Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, perMsg(v)])),
+            cost: perMessage(cost, r.sent),
+            eventLoopDelay: loop,
           };
           ctx.log(
-            `d2d ${target.name} ${rate}/s: p50 ${result.latency.p50} p99 ${result.latency.p99} cpu ${result.cpuUsPerMsg} µs/msg ${JSON.stringify(r.outcomes)}`,
+            `d2d ${target.name} ${rate}/s: p50 ${result.latency.p50} p99 ${result.latency.p99} cpu ${result.cost.cpuUs} µs/msg, ${result.cost.writes} writes/msg, loop delay ${JSON.stringify(loop)} ${JSON.stringify(r.outcomes)}`,
           );
           (results[target.name] ??= []).push(result);
         }
@@ -98,7 +100,14 @@ export const deviceToDevice: Scenario = {
           `d2d.r${rate}.cpu`,
           `${rate}/s: server CPU per message (all processes)`,
           'µs',
-          { baseline: b?.cpuUsPerMsg, pushline: p?.cpuUsPerMsg },
+          { baseline: b?.cost.cpuUs, pushline: p?.cost.cpuUs },
+          'lower',
+        ),
+        row(
+          `d2d.r${rate}.writes`,
+          `${rate}/s: server write syscalls per message`,
+          'writes',
+          { baseline: b?.cost.writes, pushline: p?.cost.writes },
           'lower',
         ),
       );

@@ -1,8 +1,8 @@
 import { GeneratorProcess } from '../load/ipc.ts';
 import { HttpLoadResult, type HttpLoadArgs } from '../load/http-protocol.ts';
 import { row, type Chart, type Row } from '../report/model.ts';
-import { perSecond, round, summarize, type LatencySummary } from '../stats.ts';
-import { measureCpu } from '../targets/memory.ts';
+import { perSecond, summarize, type LatencySummary } from '../stats.ts';
+import { measureCpu, perMessage, type PerMessageCost } from '../targets/memory.ts';
 import type { HttpPushSpec, Target } from '../targets/types.ts';
 import { withTargetFleets } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
@@ -15,9 +15,10 @@ interface LevelResult {
   readonly throughput: number;
   readonly latency: LatencySummary;
   readonly outcomes: Record<string, number>;
-  /** Server-side CPU per delivered message, in µs: all target processes, then by process. */
-  readonly cpuUsPerMsg: number;
-  readonly cpuUsPerMsgByProcess: Record<string, number>;
+  /** Server-side CPU and write syscalls per request, all target processes and by process. */
+  readonly cost: PerMessageCost;
+  /** Event-loop delay of the device-holding servers during the level, ms. */
+  readonly eventLoopDelay: Record<string, { maxMs: number; p99Ms: number }>;
 }
 
 function plan(smoke: boolean) {
@@ -90,15 +91,15 @@ async function runLevel(
     warmupMs,
     timeoutMs: 10_000,
   };
-  const { value: r, cpuMs } = await measureCpu(target.processes(), () =>
+  await target.eventLoopDelay();
+  const { value: r, cost } = await measureCpu(target.processes(), () =>
     generator.request('run', args, HttpLoadResult, durationMs + warmupMs + 30_000),
   );
-  // CPU is sampled over the whole run including warm-up, so it is divided by every request made.
-  const sent = Math.max(1, r.total);
-  const perMsg = (ms: number) => round((ms * 1000) / sent, 1);
+  const eventLoopDelay = await target.eventLoopDelay();
   return {
-    cpuUsPerMsg: perMsg(Object.values(cpuMs).reduce((a, b) => a + b, 0)),
-    cpuUsPerMsgByProcess: Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, perMsg(v)])),
+    // CPU is sampled over the whole run including warm-up, so it is divided by every request made.
+    cost: perMessage(cost, r.total),
+    eventLoopDelay,
     label: spec.label,
     concurrency,
     throughput: perSecond(r.outcomes['delivered'] ?? 0, r.ms),
@@ -160,7 +161,14 @@ function render(
         `direct.c${c}.cpu`,
         `c=${c} server CPU per message (all processes)`,
         'µs',
-        { baseline: b?.cpuUsPerMsg, pushline: p?.cpuUsPerMsg },
+        { baseline: b?.cost.cpuUs, pushline: p?.cost.cpuUs },
+        'lower',
+      ),
+      row(
+        `direct.c${c}.writes`,
+        `c=${c} server write syscalls per message`,
+        'writes',
+        { baseline: b?.cost.writes, pushline: p?.cost.writes },
         'lower',
       ),
     );
@@ -197,7 +205,7 @@ function render(
           `direct.internal.c${r.concurrency}.cpu`,
           `c=${r.concurrency} server CPU per message, ${label}`,
           'µs',
-          { baseline: at(baseLabel, r.concurrency)?.cpuUsPerMsg, pushline: r.cpuUsPerMsg },
+          { baseline: at(baseLabel, r.concurrency)?.cost.cpuUs, pushline: r.cost.cpuUs },
           'lower',
         ),
       );
@@ -231,7 +239,8 @@ function render(
           concurrency: r.concurrency,
           outcomes: r.outcomes,
           latency: r.latency,
-          cpuUsPerMsgByProcess: r.cpuUsPerMsgByProcess,
+          cost: r.cost,
+          eventLoopDelay: r.eventLoopDelay,
         })),
       ]),
     ),

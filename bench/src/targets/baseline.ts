@@ -7,7 +7,13 @@ import type { BroadcastAnswer, MemorySample, Target } from './types.ts';
 
 const BASELINE_SCRIPT = new URL('../../baseline/src/main.ts', import.meta.url);
 const Listening = z.object({ event: z.literal('listening'), port: z.number().int(), pid: z.number().int() });
-const Stats = z.object({ connections: z.number(), rssBytes: z.number(), heapUsedBytes: z.number() });
+const Stats = z.object({
+  connections: z.number(),
+  rssBytes: z.number(),
+  heapUsedBytes: z.number(),
+  eventLoopDelayMaxMs: z.number(),
+  eventLoopDelayP99Ms: z.number(),
+});
 const Broadcast = z.object({ delivered: z.number(), latencyMs: z.number() });
 
 /** The plain socket.io + express server of bench/baseline, as its own process on a free port. */
@@ -38,6 +44,10 @@ export async function startBaselineTarget(opts: {
   return {
     name: 'baseline',
     deviceUrls: [url],
+    async eventLoopDelay() {
+      const stats = Stats.parse(await (await fetch(`${url}/stats`)).json());
+      return { baseline: { maxMs: stats.eventLoopDelayMaxMs, p99Ms: stats.eventLoopDelayP99Ms } };
+    },
     async memory(): Promise<MemorySample> {
       const res = await fetch(`${url}/stats`);
       const stats = Stats.parse(await res.json());

@@ -28,24 +28,64 @@ export async function readCpuMs(pid: number): Promise<number> {
   return ((utime + stime) * 1000) / CLOCK_TICKS_PER_S;
 }
 
+/** Write syscalls (write, writev) a process has made so far, from /proc/<pid>/io. */
+export async function readWriteSyscalls(pid: number): Promise<number> {
+  const io = await readFile(`/proc/${pid}/io`, 'utf8');
+  const match = /^syscw:\s+(\d+)$/m.exec(io);
+  if (!match?.[1]) throw new Error(`no syscw for pid ${pid}`);
+  return Number(match[1]);
+}
+
 export interface ProcessRef {
   readonly name: string;
   readonly pid: number;
 }
 
-/** CPU milliseconds each process used while `fn` ran; processes that are gone count as 0. */
+export interface ProcessCost {
+  /** CPU milliseconds (user + system). */
+  readonly cpuMs: number;
+  /** Write syscalls; on loopback each one also pays for the receiver's TCP processing. */
+  readonly writes: number;
+}
+
+/** CPU and write syscalls each process used while `fn` ran; a process that is gone counts as 0. */
 export async function measureCpu<T>(
   processes: readonly ProcessRef[],
   fn: () => Promise<T>,
-): Promise<{ value: T; cpuMs: Record<string, number> }> {
-  const read = (p: ProcessRef) => readCpuMs(p.pid).catch(() => Number.NaN);
+): Promise<{ value: T; cost: Record<string, ProcessCost> }> {
+  const read = (p: ProcessRef) =>
+    Promise.all([readCpuMs(p.pid), readWriteSyscalls(p.pid)]).catch(() => [Number.NaN, Number.NaN]);
   const before = await Promise.all(processes.map(read));
   const value = await fn();
   const after = await Promise.all(processes.map(read));
-  const cpuMs: Record<string, number> = {};
+  const cost: Record<string, ProcessCost> = {};
   processes.forEach((p, i) => {
-    const d = (after[i] ?? Number.NaN) - (before[i] ?? Number.NaN);
-    cpuMs[p.name] = Number.isFinite(d) ? d : 0;
+    const d = (k: 0 | 1) => {
+      const v = (after[i]?.[k] ?? Number.NaN) - (before[i]?.[k] ?? Number.NaN);
+      return Number.isFinite(v) ? v : 0;
+    };
+    cost[p.name] = { cpuMs: d(0), writes: d(1) };
   });
-  return { value, cpuMs };
+  return { value, cost };
+}
+
+/** Per-message costs: CPU µs and write syscalls, in total and by process. */
+export interface PerMessageCost {
+  readonly cpuUs: number;
+  readonly writes: number;
+  readonly byProcess: Record<string, { cpuUs: number; writes: number }>;
+}
+
+export function perMessage(cost: Record<string, ProcessCost>, messages: number): PerMessageCost {
+  const n = Math.max(1, messages);
+  const r = (v: number) => Math.round(v * 10) / 10;
+  const byProcess: Record<string, { cpuUs: number; writes: number }> = {};
+  let cpu = 0;
+  let writes = 0;
+  for (const [name, c] of Object.entries(cost)) {
+    byProcess[name] = { cpuUs: r((c.cpuMs * 1000) / n), writes: r(c.writes / n) };
+    cpu += c.cpuMs;
+    writes += c.writes;
+  }
+  return { cpuUs: r((cpu * 1000) / n), writes: r(writes / n), byProcess };
 }

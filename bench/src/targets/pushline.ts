@@ -229,6 +229,16 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         ...(devstack.redis ? [{ name: 'redis', pid: devstack.redis.pid }] : []),
         ...(devstack.kafka ? [{ name: 'kafka', pid: devstack.kafka.pid }] : []),
       ],
+      async eventLoopDelay() {
+        const out: Record<string, { maxMs: number; p99Ms: number }> = {};
+        for (const s of servers.filter((x) => x.process.isRunning())) {
+          const text = await (await fetch(`${s.internalUrl}/metrics`)).text();
+          const ms = (m: string) =>
+            (promValue(text, `pushline_process_nodejs_eventloop_lag_${m}_seconds`) ?? 0) * 1000;
+          out[s.serverId] = { maxMs: ms('max'), p99Ms: ms('p99') };
+        }
+        return out;
+      },
       async memory(index: number): Promise<MemorySample> {
         const server = servers[index] as ConnectionServerProcess;
         const res = await fetch(`${server.internalUrl}/metrics`);

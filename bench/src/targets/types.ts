@@ -28,6 +28,11 @@ export interface Target {
   readonly name: TargetName;
   /** socket.io URLs devices connect to, one per server process. */
   readonly deviceUrls: readonly string[];
+  /**
+   * Event-loop delay of each device-holding server since the previous call (the first call
+   * starts the window): max and p99 in ms, by server name.
+   */
+  eventLoopDelay(): Promise<Record<string, { maxMs: number; p99Ms: number }>>;
   /** Memory of the server process behind deviceUrls[index]. */
   memory(index: number): Promise<MemorySample>;
   /** Direct pushes with synchronous feedback; the first is the headline route. */
