@@ -119,6 +119,7 @@ export class Liveness {
         for (const c of batch) c.registryExpiresAt = writtenAt + ttlSeconds * 1000;
       }
       this.#failures = 0;
+      metrics.loopRuns.inc({ loop: 'registry_refresh' });
       this.#scheduleRefresh(this.#o.refreshMs);
     } catch (err) {
       this.#failures++;

@@ -82,6 +82,7 @@ export class LoadReporter {
       this.report().then(
         () => {
           this.#failures = 0;
+          this.#o.metrics.loopRuns.inc({ loop: 'load_report' });
           this.#schedule(this.#o.intervalMs);
         },
         (err: unknown) => {

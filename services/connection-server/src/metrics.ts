@@ -15,6 +15,7 @@ export interface ConnectionServerMetrics {
   readonly subscriptions: Counter<'op' | 'result'>;
   readonly reconnectHints: Counter<'reason'>;
   readonly loopFailures: Counter<'loop'>;
+  readonly loopRuns: Counter<'loop'>;
   readonly internalRequests: Counter<'route' | 'status'>;
 }
 
@@ -98,6 +99,12 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
     loopFailures: new Counter({
       name: 'pushline_loop_failures_total',
       help: 'Failed iterations of background loops (registry refresh, load report, inbox drain, ...).',
+      labelNames: ['loop'],
+      registers,
+    }),
+    loopRuns: new Counter({
+      name: 'pushline_loop_runs_total',
+      help: 'Completed iterations of background loops, to see that they run at all.',
       labelNames: ['loop'],
       registers,
     }),

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { BroadcastResult, DeviceMessage, SubscribeAck } from '@pushline/protocol';
+import { defaultTopicAuthorizer } from '@pushline/connection-server';
+import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
+
+type Ack = (answer: unknown) => void;
+
+function request(socket: ClientSocket, event: string, body: unknown): Promise<unknown> {
+  return socket.timeout(5_000).emitWithAck(event, body);
+}
+
+function collect(socket: ClientSocket, answer: unknown = { ok: true }): DeviceMessage[] {
+  const seen: DeviceMessage[] = [];
+  socket.on('message', (msg: unknown, ack: Ack) => {
+    seen.push(DeviceMessage.parse(msg));
+    ack(answer);
+  });
+  return seen;
+}
+
+describe('topic subscriptions', () => {
+  let world: TestWorld;
+  beforeEach(async () => {
+    world = await createWorld('subs');
+  });
+  afterEach(async () => {
+    await world.close();
+  });
+
+  it('authorizes topics from the token claims', () => {
+    const claims = { sub: 'd', uid: 'u1', exp: 0, topics: ['news', 'scores.*'] };
+    assert.equal(defaultTopicAuthorizer(claims, 'news'), true);
+    assert.equal(defaultTopicAuthorizer(claims, 'newsletter'), false);
+    assert.equal(defaultTopicAuthorizer(claims, 'scores.live'), true);
+    assert.equal(defaultTopicAuthorizer(claims, 'user:u1'), true);
+    assert.equal(defaultTopicAuthorizer(claims, 'user:u1.inbox'), true);
+    assert.equal(defaultTopicAuthorizer(claims, 'user:u10'), false);
+    assert.equal(defaultTopicAuthorizer(claims, 'user:u2'), false);
+    assert.equal(defaultTopicAuthorizer({ sub: 'd', uid: 'u1', exp: 0 }, 'news'), false);
+  });
+
+  it('subscribes, refuses forbidden and invalid topics, limits the count, and unsubscribes', async () => {
+    const { server, metrics } = await world.startServer({ env: { PUSHLINE_MAX_TOPICS_PER_DEVICE: '2' } });
+    const device = await world.connect(
+      server.deviceUrl,
+      await world.token({ sub: 'dev-1', uid: 'u1', topics: ['news', 'scores.*'] }),
+    );
+    const ack = async (event: string, body: unknown) =>
+      SubscribeAck.parse(await request(device, event, body));
+
+    assert.deepEqual(await ack('subscribe', { topic: 'news' }), { ok: true, topic: 'news' });
+    assert.deepEqual(await ack('subscribe', { topic: 'news' }), { ok: true, topic: 'news' });
+    const forbidden = await ack('subscribe', { topic: 'secret' });
+    assert.equal(forbidden.ok, false);
+    assert.equal(!forbidden.ok && forbidden.error.code, 'forbidden');
+    const invalid = await ack('subscribe', { topic: 'has space' });
+    assert.equal(!invalid.ok && invalid.error.code, 'invalid_request');
+    assert.deepEqual(await ack('subscribe', { topic: 'user:u1.inbox' }), {
+      ok: true,
+      topic: 'user:u1.inbox',
+    });
+    const tooMany = await ack('subscribe', { topic: 'scores.live' });
+    assert.equal(!tooMany.ok && tooMany.error.code, 'too_many_subscriptions');
+
+    assert.deepEqual(await ack('unsubscribe', { topic: 'news' }), { ok: true, topic: 'news' });
+    assert.deepEqual(await ack('unsubscribe', { topic: 'never-subscribed' }), {
+      ok: true,
+      topic: 'never-subscribed',
+    });
+    assert.deepEqual(await ack('subscribe', { topic: 'scores.live' }), { ok: true, topic: 'scores.live' });
+    assert.equal(
+      await metricValue(metrics, 'pushline_subscriptions_total', { op: 'subscribe', result: 'forbidden' }),
+      1,
+    );
+
+    // Only subscribers get a broadcast; an unsubscribed topic is no longer delivered.
+    const seen = collect(device);
+    assert.equal(
+      (await server.broadcast({ messageId: 'b1', topic: 'news', payload: 1, timeoutMs: 500 })).delivered,
+      0,
+    );
+    const live = await server.broadcast({
+      messageId: 'b2',
+      topic: 'scores.live',
+      payload: 2,
+      timeoutMs: 2_000,
+    });
+    assert.equal(live.delivered, 1);
+    assert.deepEqual(
+      seen.map((m) => [m.id, m.topic, m.payload]),
+      [['b2', 'scores.live', 2]],
+    );
+  });
+
+  for (const adapter of ['sharded', 'classic'] as const) {
+    it(`a broadcast reaches subscribers on every server (${adapter} adapter)`, async () => {
+      const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
+      const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
+      const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
+      const token = (sub: string) => world.token({ sub, topics: ['news'] });
+      const onA = await world.connect(a.server.deviceUrl, await token('dev-a'));
+      const onB = await world.connect(b.server.deviceUrl, await token('dev-b'));
+      const refusing = await world.connect(b.server.deviceUrl, await token('dev-c'));
+      const bystander = await world.connect(b.server.deviceUrl, await token('dev-d'));
+      for (const d of [onA, onB, refusing]) {
+        assert.deepEqual(SubscribeAck.parse(await request(d, 'subscribe', { topic: 'news' })), {
+          ok: true,
+          topic: 'news',
+        });
+      }
+      const seenA = collect(onA);
+      const seenB = collect(onB);
+      collect(refusing, { ok: false, reason: 'muted' });
+      const seenBystander = collect(bystander);
+
+      // Through the internal HTTP endpoint of server A: one call reaches both servers.
+      const res = await fetch(`${a.server.internalUrl}/internal/v1/broadcast`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${world.internalToken}` },
+        body: JSON.stringify({
+          messageId: 'm-1',
+          topic: 'news',
+          payload: { headline: 'hi' },
+          timeoutMs: 3_000,
+        }),
+      });
+      assert.equal(res.status, 200);
+      const result = BroadcastResult.parse(await res.json());
+      assert.equal(result.delivered, 2);
+      assert.deepEqual(
+        seenA.map((m) => m.id),
+        ['m-1'],
+      );
+      assert.deepEqual(
+        seenB.map((m) => m.id),
+        ['m-1'],
+      );
+      assert.deepEqual(seenB[0]?.payload, { headline: 'hi' });
+      assert.equal(seenBystander.length, 0);
+    });
+  }
+});
