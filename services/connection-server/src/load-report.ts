@@ -9,8 +9,9 @@ export interface LoadReporterOptions {
   readonly metrics: ConnectionServerMetrics;
   readonly logger: Logger;
   readonly intervalMs: number;
-  /** The fields of the report that do not change with load. */
-  readonly identity: () => Pick<ServerLoad, 'serverId' | 'serverUrl' | 'deviceUrl'>;
+  readonly serverId: string;
+  /** Where the server is reached (known once it listens). */
+  readonly urls: () => Pick<ServerLoad, 'serverUrl' | 'deviceUrl'>;
   readonly connections: () => number;
   readonly draining: () => boolean;
 }
@@ -46,7 +47,8 @@ export class LoadReporter {
   /** Writes one report now; failures are logged, counted and retried by the loop. */
   async report(): Promise<void> {
     const load: ServerLoad = {
-      ...this.#o.identity(),
+      serverId: this.#o.serverId,
+      ...this.#o.urls(),
       connections: this.#o.connections(),
       eventLoopDelayMs: this.#loopDelay.count > 0 ? this.#loopDelay.percentile(99) / 1e6 : 0,
       rssBytes: process.memoryUsage.rss(),
@@ -72,7 +74,7 @@ export class LoadReporter {
     this.#loopDelay.disable();
     await this.#inFlight;
     await countedRegistryOp(this.#o.metrics, 'remove_load', () =>
-      this.#o.registry.removeLoad(this.#o.identity().serverId),
+      this.#o.registry.removeLoad(this.#o.serverId),
     );
   }
 

@@ -210,8 +210,8 @@ class PushlineConnectionServer implements ConnectionServer {
       metrics,
       logger,
       intervalMs: config.PUSHLINE_LOAD_REPORT_MS,
-      identity: () => ({
-        serverId: this.serverId,
+      serverId: this.serverId,
+      urls: () => ({
         serverUrl: this.internalUrl,
         deviceUrl: config.PUSHLINE_PUBLIC_URL ?? this.deviceUrl,
       }),
