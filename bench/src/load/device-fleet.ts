@@ -8,6 +8,7 @@ import { serveCommands } from './ipc.ts';
 import {
   ConnectArgs,
   D2dArgs,
+  SLOW_MS,
   SubscribeArgs,
   type ConnectResult,
   type D2dResult,
@@ -157,6 +158,7 @@ async function d2d(raw: unknown): Promise<D2dResult> {
   const args = D2dArgs.parse(raw);
   const outcomes: Record<string, number> = {};
   const samples = new SampleReservoir(200_000);
+  const slowBySecond = Array.from({ length: Math.ceil(args.durationMs / 1000) }, () => 0);
   const inFlight = new Set<Promise<void>>();
   let sent = 0;
   let seq = 0;
@@ -178,7 +180,12 @@ async function d2d(raw: unknown): Promise<D2dResult> {
           const outcome =
             a.ok === true ? String(a.outcome) : `error:${String(a.error?.code ?? 'malformed_ack')}`;
           increment(outcomes, outcome);
-          if (outcome === 'delivered') samples.add(nowMs() - t0);
+          if (outcome !== 'delivered') return;
+          const rtt = nowMs() - t0;
+          samples.add(rtt);
+          const second = Math.floor((t0 - started) / 1000);
+          if (rtt > SLOW_MS && second < slowBySecond.length)
+            slowBySecond[second] = (slowBySecond[second] ?? 0) + 1;
         },
         () => increment(outcomes, 'ack_timeout'),
       )
@@ -208,7 +215,7 @@ async function d2d(raw: unknown): Promise<D2dResult> {
     timers.add(timer);
   });
   await Promise.all(inFlight);
-  return { sent, ms: nowMs() - started, outcomes, latencies: samples.values() };
+  return { sent, ms: nowMs() - started, outcomes, latencies: samples.values(), slowBySecond };
 }
 
 function stats(): Promise<FleetStats> {

@@ -60,7 +60,12 @@ export const D2dResult = z.object({
   outcomes: z.record(z.string(), z.number()),
   /** Round trips (send → ack with the outcome) that ended `delivered`. */
   latencies: z.array(z.number()),
+  /** Round trips slower than SLOW_MS, by the second of the run they were sent in: shows whether a tail is warm-up or periodic. */
+  slowBySecond: z.array(z.number().int()),
 });
 export type D2dResult = z.infer<typeof D2dResult>;
+
+/** A round trip slower than this counts in D2dResult.slowBySecond. */
+export const SLOW_MS = 20;
 
 export const Empty = z.object({}).loose();

@@ -161,6 +161,9 @@ export class DeviceFleet {
       ms: Math.max(...results.map((r) => r.ms)),
       outcomes,
       latencies: results.flatMap((r) => r.latencies),
+      slowBySecond: (results[0]?.slowBySecond ?? []).map((_, i) =>
+        results.reduce((n, r) => n + (r.slowBySecond[i] ?? 0), 0),
+      ),
     };
   }
 

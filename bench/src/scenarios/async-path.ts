@@ -3,6 +3,7 @@ import { pushTargetKey, type PushRequest } from '@pushline/protocol';
 import type { OutgoingRecord, Producer } from '@pushline/kafka';
 import type { DeviceFleet } from '../load/fleet.ts';
 import { row } from '../report/model.ts';
+import { measureCpu, perMessage, type PerMessageCost } from '../targets/memory.ts';
 import { nowMs, perSecond, summarize, type LatencySummary } from '../stats.ts';
 import { pollUntil, requirePushline, withFleet } from './common.ts';
 import { ScenarioSkipped, type Scenario, type ScenarioContext, type ScenarioOutput } from './types.ts';
@@ -15,6 +16,8 @@ interface PhaseResult {
   readonly received: number;
   readonly deliveriesPerS: number;
   readonly latency: LatencySummary;
+  /** Platform CPU (services, Redis, Kafka) per delivered message. */
+  readonly cost: PerMessageCost;
 }
 
 function plan(smoke: boolean) {
@@ -46,25 +49,33 @@ export const asyncPath: Scenario = {
       await fleet.reset();
 
       const started = nowMs();
-      const published = await publishBurst(producer, topic, ids, burst);
-      const max = await drain(fleet, published);
+      const burstRun = await measureCpu(pushline.processes(), async () => {
+        const n = await publishBurst(producer, topic, ids, burst);
+        return { published: n, stats: await drain(fleet, n) };
+      });
+      const { published, stats: max } = burstRun.value;
       const maxResult: PhaseResult = {
         published,
         received: max.received,
         deliveriesPerS: perSecond(max.received, Math.max(1, max.lastReceivedAt - started)),
         latency: summarize(max.latencies),
+        cost: perMessage(burstRun.cost, max.received),
       };
       ctx.log(`async max: ${JSON.stringify(maxResult)}`);
 
       await fleet.reset();
       const rate = Math.max(10, Math.floor(maxResult.deliveriesPerS / 2));
-      const paced = await publishPaced(producer, topic, ids, rate, paceMs);
-      const half = await drain(fleet, paced);
+      const pacedRun = await measureCpu(pushline.processes(), async () => {
+        const n = await publishPaced(producer, topic, ids, rate, paceMs);
+        return { paced: n, stats: await drain(fleet, n) };
+      });
+      const { paced, stats: half } = pacedRun.value;
       const halfResult: PhaseResult = {
         published: paced,
         received: half.received,
         deliveriesPerS: perSecond(half.received, paceMs),
         latency: summarize(half.latencies),
+        cost: perMessage(pacedRun.cost, half.received),
       };
       ctx.log(`async half (${rate}/s): ${JSON.stringify(halfResult)}`);
       const lost = (r: PhaseResult) => Math.max(0, r.published - r.received);
@@ -89,6 +100,13 @@ export const asyncPath: Scenario = {
             'max: publish → device ack p99',
             'ms',
             { pushline: maxResult.latency.p99 },
+            'lower',
+          ),
+          row(
+            'async.max_cpu',
+            'max: platform CPU per delivery (all processes)',
+            'µs',
+            { pushline: maxResult.cost.cpuUs },
             'lower',
           ),
           row('async.half_rate', 'half of max: offered rate', 'msg/s', { pushline: rate }, 'higher'),

@@ -2,6 +2,7 @@ import { row, type Row } from '../report/model.ts';
 import { perSecond, round } from '../stats.ts';
 import type { PushlineTarget } from '../targets/pushline.ts';
 import type { Target } from '../targets/types.ts';
+import { measureCpu, perMessage, type PerMessageCost } from '../targets/memory.ts';
 import { countRegistered, pollUntil, settledMemory, sideBySide, withFleet } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
 
@@ -13,6 +14,9 @@ interface CapacityMeasure {
   readonly heapPerConnKb: number | null;
   readonly registryWritesPerS: number | null;
   readonly errors: Record<string, number>;
+  /** Server-side CPU per connect (handshake, auth, registry, events), all processes. */
+  readonly cpuUsPerConnect: number;
+  readonly connectCost: PerMessageCost;
 }
 
 /** Scenario 1: N idle devices on one server process; memory per connection and connect rate. */
@@ -60,6 +64,13 @@ export const capacity: Scenario = {
         'higher',
       ),
       row(
+        'capacity.cpu_per_connect',
+        'server CPU per connect (all processes)',
+        'µs',
+        { baseline: b?.cpuUsPerConnect, pushline: p?.cpuUsPerConnect },
+        'lower',
+      ),
+      row(
         'capacity.registry_rate',
         'registry write rate (connect → visible in Redis)',
         'writes/s',
@@ -87,8 +98,12 @@ async function measure(ctx: ScenarioContext, target: Target, n: number): Promise
       target.name === 'pushline'
         ? waitRegistered(target as PushlineTarget, ids, started)
         : Promise.resolve(null);
-    const connect = await fleet.connect({ urls: target.deviceUrls, pin: 0 });
-    const registryMs = await registered;
+    const { value, cost } = await measureCpu(target.processes(), async () => {
+      const c = await fleet.connect({ urls: target.deviceUrls, pin: 0 });
+      return { connect: c, registryMs: await registered };
+    });
+    const { connect, registryMs } = value;
+    const connectCost = perMessage(cost, connect.connected);
     const after = await settledMemory(target, 0);
     const per = (bytes: number) => round(bytes / Math.max(1, connect.connected) / 1024, 2);
     return {
@@ -101,6 +116,8 @@ async function measure(ctx: ScenarioContext, target: Target, n: number): Promise
           ? null
           : per(after.heapUsedBytes - before.heapUsedBytes),
       registryWritesPerS: registryMs === null ? null : perSecond(ids.length, registryMs),
+      cpuUsPerConnect: connectCost.cpuUs,
+      connectCost,
       errors: connect.errors,
     };
   });

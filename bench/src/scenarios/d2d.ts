@@ -13,6 +13,8 @@ interface RateResult {
   readonly cost: PerMessageCost;
   /** Event-loop delay of the servers during the phase, ms. */
   readonly eventLoopDelay: Record<string, { maxMs: number; p99Ms: number }>;
+  /** Round trips over 20 ms by second of the phase. */
+  readonly slowBySecond: number[];
 }
 
 function plan(smoke: boolean) {
@@ -54,9 +56,10 @@ export const deviceToDevice: Scenario = {
             outcomes: r.outcomes,
             cost: perMessage(cost, r.sent),
             eventLoopDelay: loop,
+            slowBySecond: r.slowBySecond,
           };
           ctx.log(
-            `d2d ${target.name} ${rate}/s: p50 ${result.latency.p50} p99 ${result.latency.p99} cpu ${result.cost.cpuUs} µs/msg, ${result.cost.writes} writes/msg, loop delay ${JSON.stringify(loop)} ${JSON.stringify(r.outcomes)}`,
+            `d2d ${target.name} ${rate}/s: p50 ${result.latency.p50} p99 ${result.latency.p99} cpu ${result.cost.cpuUs} µs/msg, ${result.cost.writes} writes/msg, loop delay ${JSON.stringify(loop)} slow/s ${r.slowBySecond.join(',')} ${JSON.stringify(r.outcomes)}`,
           );
           (results[target.name] ??= []).push(result);
         }

@@ -1,6 +1,7 @@
 import { row, type Row } from '../report/model.ts';
 import { nowMs, perSecond, summarize, type LatencySummary } from '../stats.ts';
 import type { Target } from '../targets/types.ts';
+import { measureCpu, perMessage, type PerMessageCost } from '../targets/memory.ts';
 import { pollUntil, sideBySide, withFleet } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
 
@@ -14,6 +15,8 @@ interface FanoutResult {
   readonly deliveriesPerS: number;
   readonly deviceLatency: LatencySummary;
   readonly callLatency: LatencySummary;
+  /** Server CPU per device delivery, all processes. */
+  readonly cost: PerMessageCost;
 }
 
 function plan(smoke: boolean) {
@@ -41,19 +44,21 @@ export const fanout: Scenario = {
         const calls: number[] = [];
         let acked = 0;
         const started = nowMs();
-        for (let i = 0; i < broadcasts; i++) {
-          const t = nowMs();
-          const answer = await target.broadcast(topic, { t0: t, i });
-          calls.push(nowMs() - t);
-          acked += answer.delivered;
-        }
-        // Receipt counting is bounded: the broadcasts have returned, stragglers get a short grace.
-        const done = await pollUntil(
-          () => fleet.stats(),
-          (s) => s.received >= expected,
-          10_000,
-          100,
-        );
+        const { value: done, cost } = await measureCpu(target.processes(), async () => {
+          for (let i = 0; i < broadcasts; i++) {
+            const t = nowMs();
+            const answer = await target.broadcast(topic, { t0: t, i });
+            calls.push(nowMs() - t);
+            acked += answer.delivered;
+          }
+          // Receipt counting is bounded: the broadcasts have returned, stragglers get a short grace.
+          return pollUntil(
+            () => fleet.stats(),
+            (s) => s.received >= expected,
+            10_000,
+            100,
+          );
+        });
         const stats = done.value;
         const result: FanoutResult = {
           subscribers: sub.ok,
@@ -65,6 +70,7 @@ export const fanout: Scenario = {
           deliveriesPerS: perSecond(stats.received, Math.max(1, stats.lastReceivedAt - started)),
           deviceLatency: summarize(stats.latencies),
           callLatency: summarize(calls),
+          cost: perMessage(cost, stats.received),
         };
         ctx.log(`fanout ${target.name}: ${JSON.stringify({ ...result, connected: connect.connected })}`);
         return result;
@@ -79,6 +85,13 @@ export const fanout: Scenario = {
         'msg/s',
         { baseline: b?.deliveriesPerS, pushline: p?.deliveriesPerS },
         'higher',
+      ),
+      row(
+        'fanout.cpu',
+        'server CPU per delivery (all processes)',
+        'µs',
+        { baseline: b?.cost.cpuUs, pushline: p?.cost.cpuUs },
+        'lower',
       ),
       row(
         'fanout.received_pct',
