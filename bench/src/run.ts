@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { runCleanup } from '@pushline/runtime';
-import type { BenchOptions } from './options.ts';
+import { ALL_SCENARIOS, type BenchOptions } from './options.ts';
 import { BenchResult, type ScenarioResult } from './report/model.ts';
 import { evaluateTargets } from './report/targets.ts';
 import { writeResults, type WrittenFiles } from './report/write.ts';
@@ -112,7 +112,7 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
     scenarios: results,
     targets: evaluateTargets(results),
   });
-  const files = await writeResults(options.outDir, result);
+  const files = await writeResults(options.outDir, result, ALL_SCENARIOS);
   return { result, files, logDir };
 }
 

@@ -35,6 +35,7 @@ let received = 0;
 let lastReceivedAt = 0;
 let reconnects = 0;
 let reconnectErrors = 0;
+const reconnectErrorKinds: Record<string, number> = {};
 let closing = false;
 let urls: string[] = [];
 let reconnectDelayMs = 0;
@@ -103,8 +104,9 @@ function scheduleReconnect(device: Device, delayMs: number, backoffMs: number): 
       () => {
         reconnects++;
       },
-      () => {
+      (err: unknown) => {
         reconnectErrors++;
+        increment(reconnectErrorKinds, err instanceof Error ? err.message : String(err));
         device.urlIndex++;
         const next = Math.min(backoffMs * 2, MAX_RECONNECT_BACKOFF_MS);
         scheduleReconnect(device, next * (0.5 + Math.random()), next);
@@ -227,6 +229,7 @@ function stats(): Promise<FleetStats> {
     latencies: latencies.values(),
     reconnects,
     reconnectErrors,
+    reconnectErrorKinds,
     lastReceivedAt,
   });
 }

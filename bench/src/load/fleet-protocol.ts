@@ -40,6 +40,8 @@ export const FleetStats = z.object({
   latencies: z.array(z.number()),
   reconnects: z.number().int(),
   reconnectErrors: z.number().int(),
+  /** Failed reconnect attempts by error message. */
+  reconnectErrorKinds: z.record(z.string(), z.number()),
   /** Epoch ms of the last message received, 0 when none. */
   lastReceivedAt: z.number(),
 });

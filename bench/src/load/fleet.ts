@@ -37,6 +37,7 @@ export interface AggregateStats {
   readonly latencies: number[];
   readonly reconnects: number;
   readonly reconnectErrors: number;
+  readonly reconnectErrorKinds: Record<string, number>;
   readonly lastReceivedAt: number;
 }
 
@@ -125,6 +126,10 @@ export class DeviceFleet {
       latencies: all.flatMap((s) => s.latencies),
       reconnects: all.reduce((n, s) => n + s.reconnects, 0),
       reconnectErrors: all.reduce((n, s) => n + s.reconnectErrors, 0),
+      reconnectErrorKinds: all.reduce<Record<string, number>>((acc, s) => {
+        for (const [k, v] of Object.entries(s.reconnectErrorKinds)) increment(acc, k, v);
+        return acc;
+      }, {}),
       lastReceivedAt: Math.max(0, ...all.map((s) => s.lastReceivedAt)),
     };
   }

@@ -24,7 +24,7 @@ export const Bar = z.object({ group: z.string(), series: z.string(), value: z.nu
 export const Chart = z.object({
   title: z.string(),
   unit: z.string(),
-  kind: z.enum(['throughput', 'latency']),
+  kind: z.enum(['throughput', 'latency', 'memory']),
   bars: z.array(Bar),
 });
 export type Chart = z.infer<typeof Chart>;

@@ -63,11 +63,15 @@ function panel(chart: Chart, y0: number): string {
       `<text x="${(MARGIN.left + gi * groupW + groupW / 2).toFixed(1)}" y="${y0 + MARGIN.top + plotH + 18}" class="tick" text-anchor="middle">${esc(g)}</text>`,
     );
   });
+  // Legend entries flow left to right, each as wide as its label (about 7 px a character at 12 px).
+  let legendX = MARGIN.left;
   series.forEach((s, si) => {
-    const x = MARGIN.left + si * 240;
     const y = y0 + PANEL_HEIGHT - 14;
-    out.push(`<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${PALETTE[si % PALETTE.length]}"/>`);
-    out.push(`<text x="${x + 18}" y="${y}" class="legend">${esc(s)}</text>`);
+    out.push(
+      `<rect x="${legendX}" y="${y - 10}" width="12" height="12" fill="${PALETTE[si % PALETTE.length]}"/>`,
+    );
+    out.push(`<text x="${legendX + 18}" y="${y}" class="legend">${esc(s)}</text>`);
+    legendX += 18 + s.length * 7 + 24;
   });
   return out.join('\n');
 }

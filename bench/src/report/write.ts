@@ -8,24 +8,33 @@ export interface WrittenFiles {
   readonly json: string;
   readonly markdown: string;
   readonly svg: string;
-  readonly latest: string;
+  /** Only after a run of every scenario. */
+  readonly latest: string | undefined;
 }
 
-/** Writes `<date>-<sha>.json|.md|.svg` and `latest.md` into `dir`. */
-export async function writeResults(dir: string, result: BenchResult): Promise<WrittenFiles> {
+/**
+ * Writes `<date>-<sha>.json|.md|.svg` into `dir` (`<date>-<sha>-s<ids>` when only some scenarios
+ * ran, so a partial run never overwrites a full one), and `latest.md` after a full run.
+ */
+export async function writeResults(
+  dir: string,
+  result: BenchResult,
+  allScenarios: readonly number[],
+): Promise<WrittenFiles> {
   await mkdir(dir, { recursive: true });
-  const base = `${result.startedAt.slice(0, 10)}-${result.commit}`;
+  const full = allScenarios.every((id) => result.options.scenarios.includes(id));
+  const base = `${result.startedAt.slice(0, 10)}-${result.commit}${full ? '' : `-s${result.options.scenarios.join('')}`}`;
   const names = { json: `${base}.json`, svg: `${base}.svg`, md: `${base}.md` };
   const markdown = renderMarkdown(result, names);
   const files: WrittenFiles = {
     json: join(dir, names.json),
     markdown: join(dir, names.md),
     svg: join(dir, names.svg),
-    latest: join(dir, 'latest.md'),
+    latest: full ? join(dir, 'latest.md') : undefined,
   };
   await writeFile(files.json, `${JSON.stringify(result, null, 2)}\n`);
   await writeFile(files.svg, renderSvg(result));
   await writeFile(files.markdown, markdown);
-  await writeFile(files.latest, markdown);
+  if (files.latest) await writeFile(files.latest, markdown);
   return files;
 }

@@ -80,7 +80,21 @@ export const capacity: Scenario = {
     ];
     return {
       rows,
-      charts: [],
+      charts: [
+        {
+          title: 'Memory per idle connection',
+          unit: 'KB',
+          kind: 'memory',
+          bars: (
+            [
+              ['RSS', 'baseline', b?.rssPerConnKb],
+              ['RSS', 'pushline', p?.rssPerConnKb],
+              ['JS heap', 'baseline', b?.heapPerConnKb],
+              ['JS heap', 'pushline', p?.heapPerConnKb],
+            ] as const
+          ).flatMap(([group, series, value]) => (value == null ? [] : [{ group, series, value }])),
+        },
+      ],
       notes: [
         'Memory is the server process delta between before and after connecting, after settling: median RSS (from /proc) and lowest heap of five samples 400 ms apart.',
         'Both servers hold only the devices; the generators run in separate processes.',

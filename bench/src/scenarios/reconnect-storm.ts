@@ -60,6 +60,7 @@ export const reconnectStorm: Scenario = {
         lost: connect.connected - registered.value,
         reconnects: stats.reconnects,
         reconnectErrors: stats.reconnectErrors,
+        reconnectErrorKinds: stats.reconnectErrorKinds,
         deadlineS: deadlineMs / 1000,
         sinceKillS: round((performance.now() - killedAt) / 1000, 2),
       };
