@@ -32,12 +32,14 @@ function pct(sorted: number[], p: number): number {
 async function run(redisUrl: string, mode: Mode) {
   const clients: Redis[] = [];
   const servers: Server[] = [];
-  const received = [0, 0];
+  const received: [number, number] = [0, 0];
   for (let i = 0; i < 2; i++) {
     const pub = new Redis(redisUrl);
     const sub = new Redis(redisUrl);
     clients.push(pub, sub);
-    const count = () => received[i]!++;
+    const count = () => {
+      received[i === 0 ? 0 : 1]++;
+    };
     sub.on('messageBuffer', count);
     sub.on('pmessageBuffer', count);
     sub.on('smessageBuffer', count);
@@ -59,6 +61,8 @@ async function run(redisUrl: string, mode: Mode) {
     await Promise.all([pub.ping(), sub.ping()]);
     servers.push(server);
   }
+  const [serverA, serverB] = servers;
+  if (!serverA || !serverB) throw new Error('two servers expected');
   const urls = servers.map((s) => {
     const addr = (s.httpServer as unknown as { address(): AddressInfo }).address();
     return `http://127.0.0.1:${addr.port}`;
@@ -68,7 +72,7 @@ async function run(redisUrl: string, mode: Mode) {
   const devices: ClientSocket[] = [];
   for (let d = 0; d < DEVICES; d++) {
     const topic = d % TOPICS;
-    const socket = connect(urls[topic % 2]!, {
+    const socket = connect(urls[topic % 2] ?? '', {
       transports: ['websocket'],
       reconnection: false,
       auth: { topic },
@@ -96,7 +100,7 @@ async function run(redisUrl: string, mode: Mode) {
       while (next < ACKED) {
         const topic = next++ % TOPICS;
         const t0 = performance.now();
-        await servers[0]!.to(`topic:${topic}`).timeout(5000).emitWithAck('msg', { n: topic });
+        await serverA.to(`topic:${topic}`).timeout(5000).emitWithAck('msg', { n: topic });
         latencies.push(performance.now() - t0);
       }
     }),
@@ -109,7 +113,7 @@ async function run(redisUrl: string, mode: Mode) {
   // Plain broadcasts (no ack), started on server 0; wait until every subscriber got its copies.
   const perTopic = DEVICES / TOPICS;
   const plainStart = performance.now();
-  for (let i = 0; i < PLAIN; i++) servers[0]!.to(`topic:${i % TOPICS}`).emit('msg', { n: i });
+  for (let i = 0; i < PLAIN; i++) serverA.to(`topic:${i % TOPICS}`).emit('msg', { n: i });
   const expected = PLAIN * perTopic;
   while (plainSeen < expected) await new Promise((resolve) => setTimeout(resolve, 5));
   const plainSeconds = (performance.now() - plainStart) / 1000;
