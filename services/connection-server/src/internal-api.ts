@@ -3,23 +3,35 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   BroadcastRequest,
   DeliverRequest,
+  Identifier,
   type BroadcastResult,
   type DeliverResult,
 } from '@pushline/protocol';
 import { BodyTooLargeError, readBody, sendJson, type ExtraRoute } from '@pushline/runtime';
 import { SpanKind, type Logger } from '@pushline/telemetry';
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { ConnectionServerMetrics } from './metrics.ts';
 
 export const INTERNAL_ROUTES = {
   deliver: '/internal/v1/deliver',
   broadcast: '/internal/v1/broadcast',
+  replaced: '/internal/v1/replaced',
 } as const;
+
+/**
+ * Body of `POST /internal/v1/replaced`: the device reconnected to another server, so the connection
+ * `connectionId` here (if still open) is closed with reason `replaced` (Zuul issue #1825: otherwise
+ * the old connection lingers until its TCP connection dies).
+ */
+export const ReplacedNotice = z.object({ deviceId: Identifier, connectionId: z.string().min(1).max(64) });
+export type ReplacedNotice = z.infer<typeof ReplacedNotice>;
 
 export interface InternalApiOptions {
   readonly internalToken: string;
   readonly deliver: (req: DeliverRequest, kind: SpanKind) => Promise<DeliverResult>;
   readonly broadcast: (req: BroadcastRequest, kind: SpanKind) => Promise<BroadcastResult>;
+  /** Closes the local connection if it is still `connectionId`; returns whether it did. */
+  readonly replaced: (notice: ReplacedNotice) => boolean;
   readonly metrics: ConnectionServerMetrics;
   readonly logger: Logger;
   /** Largest request body. Default 1 MiB. */
@@ -39,12 +51,9 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
 
   return async (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
-    const route =
-      path === INTERNAL_ROUTES.deliver
-        ? 'deliver'
-        : path === INTERNAL_ROUTES.broadcast
-          ? 'broadcast'
-          : undefined;
+    const route = (Object.keys(INTERNAL_ROUTES) as (keyof typeof INTERNAL_ROUTES)[]).find(
+      (r) => INTERNAL_ROUTES[r] === path,
+    );
     if (!route) return false;
     const respond = (status: number, body: unknown, problem = false) => {
       options.metrics.internalRequests.inc({ route, status: String(status) });
@@ -58,6 +67,12 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
     }
     if (!timingSafeEqual(digest(req.headers.authorization ?? ''), expected)) {
       respond(401, { title: 'missing or wrong internal token', status: 401 }, true);
+      return true;
+    }
+    if (route === 'replaced') {
+      const notice = await parseJson(req, ReplacedNotice, limit);
+      if (!notice.ok) respond(notice.problem.status, notice.problem, true);
+      else respond(200, { closed: options.replaced(notice.value) });
       return true;
     }
     const parsed =

@@ -29,7 +29,7 @@ import { DeviceConnection } from './connection.ts';
 import { DeviceToDevice } from './d2d.ts';
 import { LocalDelivery } from './delivery.ts';
 import { handshakeMiddleware } from './handshake.ts';
-import { internalApiRoutes } from './internal-api.ts';
+import { INTERNAL_ROUTES, internalApiRoutes } from './internal-api.ts';
 import { Liveness } from './liveness.ts';
 import { LoadReporter } from './load-report.ts';
 import { LocalDevices } from './local-devices.ts';
@@ -189,6 +189,7 @@ class PushlineConnectionServer implements ConnectionServer {
         internalToken: config.PUSHLINE_INTERNAL_TOKEN,
         deliver: (req, kind) => this.#delivery.deliver(req, kind),
         broadcast: (req, kind) => this.#broadcaster.broadcast(req, kind),
+        replaced: (notice) => this.#closeReplaced(notice.deviceId, notice.connectionId),
         metrics,
         logger,
       }),
@@ -389,7 +390,7 @@ class PushlineConnectionServer implements ConnectionServer {
     const ttl = this.#config.PUSHLINE_REGISTRY_TTL_S;
     const writtenAt = Date.now();
     try {
-      await countedRegistryOp(this.#metrics, 'register', () =>
+      const previous = await countedRegistryOp(this.#metrics, 'register', () =>
         this.#d.registry.register(
           {
             deviceId: conn.deviceId,
@@ -405,11 +406,50 @@ class PushlineConnectionServer implements ConnectionServer {
         ),
       );
       conn.registryExpiresAt = writtenAt + ttl * 1000;
+      if (previous && previous.serverId !== this.serverId && previous.connectionId !== conn.connectionId) {
+        this.#notifyReplaced(previous.serverUrl, conn.deviceId, previous.connectionId);
+      }
     } catch (err) {
       // A device nobody can find is worse than a reconnect: close it so it retries (elsewhere).
       this.#log.error({ err, deviceId: conn.deviceId }, 'registering a device failed; closing it');
       conn.disconnect('server_kicked');
     }
+  }
+
+  /** Closes this server's connection of the device if it is still `connectionId`. */
+  #closeReplaced(deviceId: string, connectionId: string): boolean {
+    const conn = this.#devices.get(deviceId);
+    if (!conn || conn.connectionId !== connectionId) return false;
+    this.#closer.closeAfterHint(conn, { reason: 'replaced', afterMs: 0 }, 'replaced', 0);
+    return true;
+  }
+
+  /**
+   * The device moved here while its old connection on another server may still be open: tell that
+   * server to close it. Best effort; if it fails the old connection ends by ping timeout and its
+   * compare-and-delete leaves this entry alone.
+   */
+  #notifyReplaced(serverUrl: string, deviceId: string, connectionId: string): void {
+    fetch(`${serverUrl}${INTERNAL_ROUTES.replaced}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        authorization: `Bearer ${this.#config.PUSHLINE_INTERNAL_TOKEN}`,
+      },
+      body: JSON.stringify({ deviceId, connectionId }),
+      signal: AbortSignal.timeout(2_000),
+    })
+      .then(async (res) => {
+        await res.body?.cancel();
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      })
+      .catch((err: unknown) => {
+        this.#metrics.loopFailures.inc({ loop: 'replaced_notice' });
+        this.#log.debug(
+          { err, deviceId, serverUrl },
+          'could not tell the previous server about a replaced connection',
+        );
+      });
   }
 
   #onDisconnect(conn: DeviceConnection, socketReason: string): void {

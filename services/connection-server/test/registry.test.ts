@@ -62,6 +62,43 @@ describe('registry entries of device connections', () => {
     assert.equal(b.server.connectionCount, 1);
   });
 
+  it('a device reconnecting through another server closes its old connection there with `replaced`', async () => {
+    const a = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-a' } });
+    const b = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-b' } });
+    const token = await world.token({ sub: 'dev-1' });
+    const onA = await world.connect(a.server.deviceUrl, token);
+    await waitUntil(async () => (await world.registry.lookup('dev-1'))?.serverId === 'srv-a', {
+      what: 'entry at A',
+    });
+    const hint = nextEvent<unknown>(onA, 'reconnect_hint');
+    const closed = disconnected(onA);
+
+    await world.connect(b.server.deviceUrl, token);
+    assert.deepEqual(ReconnectHint.parse(await hint), { reason: 'replaced', afterMs: 0 });
+    assert.equal(await closed, 'io server disconnect');
+    await waitUntil(() => a.server.connectionCount === 0, { what: 'A to drop the old connection' });
+    assert.equal((await world.registry.lookup('dev-1'))?.serverId, 'srv-b');
+    assert.equal(await metricValue(a.metrics, 'pushline_disconnects_total', { reason: 'replaced' }), 1);
+  });
+
+  it('close() works before start() and more than once', async () => {
+    const { createConnectionServer } = await import('@pushline/connection-server');
+    const { connectionServerEnv, parseEnv } = await import('@pushline/config');
+    const { createMetricsRegistry, silentLogger, trace } = await import('@pushline/telemetry');
+    const server = createConnectionServer({
+      config: parseEnv(connectionServerEnv, world.env({ PUSHLINE_SERVER_ID: 'never-started' })),
+      redis: world.redis,
+      registry: world.registry,
+      kafka: world.kafka,
+      logger: silentLogger(),
+      metrics: createMetricsRegistry({}, false),
+      tracer: trace.getTracer('test'),
+    });
+    await server.close();
+    await server.close();
+    assert.equal(server.connectionCount, 0);
+  });
+
   it('a second connection of the same device to the same server wins; the older gets `replaced`', async () => {
     const { server, metrics } = await world.startServer();
     const token = await world.token({ sub: 'dev-1' });
