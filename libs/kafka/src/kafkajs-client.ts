@@ -189,20 +189,53 @@ class KafkajsAdmin implements Admin {
     return (this.#connected ??= this.#admin.connect());
   }
 
-  async ensureTopics(specs: readonly TopicSpec[]): Promise<void> {
+  async ensureTopics(specs: readonly TopicSpec[], timeoutMs = 30_000): Promise<void> {
     await this.#connect();
     const existing = new Set(await this.#admin.listTopics());
     const missing = specs.filter((s) => !existing.has(s.name));
     if (missing.length === 0) return;
-    await this.#admin.createTopics({
-      waitForLeaders: true,
-      topics: missing.map((s) => ({
-        topic: s.name,
-        numPartitions: s.partitions,
-        replicationFactor: -1,
-        configEntries: Object.entries(s.config ?? {}).map(([name, value]) => ({ name, value })),
-      })),
-    });
+    try {
+      await this.#admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((s) => ({
+          topic: s.name,
+          numPartitions: s.partitions,
+          replicationFactor: -1,
+          configEntries: Object.entries(s.config ?? {}).map(([name, value]) => ({ name, value })),
+        })),
+      });
+    } catch (err) {
+      // Several services boot at once and race to create the same topics; losing is fine. kafkajs's
+      // wait for leaders can also surface UNKNOWN_TOPIC_OR_PARTITION from a broker whose metadata
+      // lags the controller on Kafka 4: the wait below settles both.
+      if (!isKafkaError(err, ['TOPIC_ALREADY_EXISTS', 'UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE']))
+        throw err;
+    }
+    await this.#waitForLeaders(
+      missing.map((s) => s.name),
+      timeoutMs,
+    );
+  }
+
+  async #waitForLeaders(topics: string[], timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let lastProblem = 'no metadata yet';
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const metadata = await this.#admin.fetchTopicMetadata({ topics });
+        const leaderless = metadata.topics.filter(
+          (t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0),
+        );
+        if (leaderless.length === 0) return;
+        lastProblem = `no leader yet for ${leaderless.map((t) => t.name).join(', ')}`;
+      } catch (err) {
+        lastProblem = err instanceof Error ? err.message : String(err);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`topics ${topics.join(', ')} have no leaders after ${timeoutMs} ms: ${lastProblem}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, 25 * 2 ** attempt)));
+    }
   }
 
   async listTopics(): Promise<string[]> {
@@ -232,4 +265,12 @@ class KafkajsAdmin implements Admin {
   close(): Promise<void> {
     return (this.#closing ??= this.#connected ? this.#admin.disconnect() : Promise.resolve());
   }
+}
+
+/** True for a kafkajs protocol error (or an aggregate of them) of one of the given types. */
+function isKafkaError(err: unknown, types: readonly string[]): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const { type, errors } = err as { type?: unknown; errors?: unknown };
+  if (typeof type === 'string' && types.includes(type)) return true;
+  return Array.isArray(errors) && errors.length > 0 && errors.every((e) => isKafkaError(e, types));
 }

@@ -77,8 +77,11 @@ export interface TopicSpec {
 }
 
 export interface Admin {
-  /** Creates missing topics and waits until they have leaders; existing ones are left alone. */
-  ensureTopics(specs: readonly TopicSpec[]): Promise<void>;
+  /**
+   * Creates missing topics and waits until every partition has a leader (default bound 30 s);
+   * existing ones are left alone, and losing a creation race to another process is fine.
+   */
+  ensureTopics(specs: readonly TopicSpec[], timeoutMs?: number): Promise<void>;
   listTopics(): Promise<string[]>;
   /** Sum of (end offset - committed offset) over the topic's partitions for a group. */
   groupLag(groupId: string, topic: string): Promise<number>;

@@ -132,3 +132,19 @@ test('BufferedPublisher drops the oldest record past its bound and counts it', a
   const seen = await collectRecords(kafka, topic, 2);
   assert.deepEqual(seen.map((r) => r.value?.toString()).sort(), ['b', 'c']);
 });
+
+test('processes racing to create the same topics all succeed once leaders exist', async () => {
+  const kafka = testKafkaClient();
+  const names = [1, 2, 3].map((i) => `${uniquePrefix('race')}.t${i}`);
+  const admins = [kafka.admin(), kafka.admin(), kafka.admin()];
+  for (const admin of admins) cleanups.push(() => admin.close());
+  await Promise.all(
+    admins.map((admin) => admin.ensureTopics(names.map((name) => ({ name, partitions: 4 })))),
+  );
+
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  await producer.send(names[0] ?? '', [{ key: 'k', value: 'v' }]);
+  assert.equal((await collectRecords(kafka, names[0] ?? '', 1)).length, 1);
+});
