@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { connectionServerEnv, parseEnv, topicNames } from '@pushline/config';
 import { createKafkaClient, platformTopics } from '@pushline/kafka';
+import { RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry } from '@pushline/registry';
 import { runCleanup, runMain } from '@pushline/runtime';
 import { createLogger, createMetricsRegistry, startTracing, trace } from '@pushline/telemetry';
@@ -28,26 +29,43 @@ runMain({
       logger,
     });
     const admin = kafka.admin();
+    const metrics = createMetricsRegistry({ service: 'connection-server', instance: serverId });
+    const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
+    // Terminal outcomes of stored messages this server drains to reconnecting devices.
+    const outcomes = kafka.producer();
+    const inbox = new RedisOfflineStore({
+      redis,
+      keyPrefix: config.PUSHLINE_KEY_PREFIX,
+      // This server only drains; the storing side (processor, push-api) enforces the bound.
+      maxPerDevice: Number.MAX_SAFE_INTEGER,
+      publishOutcome: (ev) =>
+        outcomes.send(topics.deliveryEvents, [
+          { key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) },
+        ]),
+      logger,
+      metrics,
+    });
     const server = createConnectionServer({
       config: { ...config, PUSHLINE_SERVER_ID: serverId },
       redis,
       registry: new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX }),
       kafka,
       logger,
-      metrics: createMetricsRegistry({ service: 'connection-server', instance: serverId }),
+      metrics,
       tracer: trace.getTracer('pushline-connection-server'),
+      inbox,
     });
     const close = () =>
       runCleanup([
         { name: 'connection server', run: () => server.close() },
+        { name: 'outcomes producer', run: () => outcomes.close() },
         { name: 'kafka admin', run: () => admin.close() },
         { name: 'redis', run: () => redis.quit().then(() => undefined) },
         { name: 'tracing', run: () => tracing.close() },
       ]);
     try {
-      await admin.ensureTopics(
-        platformTopics(topicNames(config.PUSHLINE_TOPIC_PREFIX), config.PUSHLINE_KAFKA_PARTITIONS),
-      );
+      await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
+      await outcomes.start();
       await server.start();
     } catch (err) {
       await close().catch((closeErr: unknown) =>
