@@ -18,10 +18,19 @@ try {
   process.exit(2);
 }
 
+// An interrupted run exits at once; the exit hook kills every server the bench started.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: stopping`);
+    process.exit(130);
+  });
+}
+
 const run = await runBench(options, log);
 log(`results: ${run.files.json}`);
 log(`         ${run.files.markdown}`);
 log(`         ${run.files.svg}`);
+if (run.files.latest) log(`         ${run.files.latest}`);
 for (const t of run.result.targets)
   log(`target: ${t.goal}: ${t.measured} [${t.pass === null ? 'n/a' : t.pass ? 'met' : 'MISSED'}]`);
 const failed = run.result.scenarios.filter((s) => s.status === 'failed');

@@ -3,6 +3,22 @@ import { createInterface } from 'node:readline';
 import { openSync, closeSync } from 'node:fs';
 import type { z } from 'zod';
 
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/**
+ * Servers must never outlive the bench, even when it throws or is interrupted: the driver's
+ * main turns SIGINT/SIGTERM into process.exit, which lands here. (Kafka and Redis are guarded by
+ * @pushline/devstack itself; load generators exit when their IPC channel closes.)
+ */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
 /** A server process that announces itself with one JSON line on stdout. */
 export interface AnnouncedProcess<T> {
   readonly pid: number;
@@ -18,10 +34,17 @@ export async function spawnAnnounced<T>(
   logFile: string,
   timeoutMs = 30_000,
 ): Promise<AnnouncedProcess<T>> {
+  installExitHook();
   const fd = openSync(logFile, 'a');
   const child = spawn(process.execPath, [script.pathname], { env, stdio: ['ignore', 'pipe', fd] });
   closeSync(fd);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  live.add(child);
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      live.delete(child);
+      resolve();
+    }),
+  );
   const stop = async (graceMs = 5000): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGTERM');
@@ -77,18 +100,6 @@ export interface ServiceProcess {
   kill(): Promise<void>;
   /** SIGTERM, then SIGKILL after `graceMs`; says whether the SIGKILL was needed. */
   stop(graceMs?: number): Promise<{ killed: boolean; ms: number }>;
-}
-
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** Services must never outlive the bench, even when it throws or is interrupted. */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
-  });
 }
 
 export function spawnService(
