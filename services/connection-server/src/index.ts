@@ -7,3 +7,5 @@ export type { TopicAuthorizer } from './subscriptions.ts';
 export { TokenBucket } from './d2d.ts';
 export type { D2dPolicy } from './d2d.ts';
 export { INTERNAL_ROUTES } from './internal-api.ts';
+export { assembleConnectionServer, connectionServerId } from './assemble.ts';
+export type { AssembleConnectionServerOptions, AssembledConnectionServer } from './assemble.ts';

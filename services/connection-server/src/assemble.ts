@@ -1,0 +1,136 @@
+import { hostname } from 'node:os';
+import { topicNames, type ConnectionServerConfig } from '@pushline/config';
+import { createKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
+import { RedisOfflineStore } from '@pushline/offline-store';
+import { RedisDeviceRegistry } from '@pushline/registry';
+import { closeOnce, runCleanup, type CleanupStep } from '@pushline/runtime';
+import {
+  createMetricsRegistry,
+  trace,
+  type Logger,
+  type Registry,
+  type TracingHandle,
+  type Tracer,
+} from '@pushline/telemetry';
+import { Redis } from 'ioredis';
+import { createConnectionServer, type ConnectionServer, type OfflineInbox } from './server.ts';
+
+/** The id this server goes by in the registry, logs, traces and metrics. */
+export function connectionServerId(config: ConnectionServerConfig): string {
+  return config.PUSHLINE_SERVER_ID ?? `${hostname()}-${config.PUSHLINE_PORT}`;
+}
+
+export interface AssembleConnectionServerOptions {
+  readonly logger: Logger;
+  /** Default: a registry with the process metrics, labelled with the service and the server id. */
+  readonly metrics?: Registry;
+  /** Default: the `pushline-connection-server` tracer of the global provider. */
+  readonly tracer?: Tracer;
+  /** The caller's, and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
+  readonly redis?: Redis;
+  /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
+  readonly kafka?: KafkaClient;
+  /** Default: the Redis offline store, whose terminal outcomes go to the delivery-events topic. */
+  readonly inbox?: OfflineInbox;
+  /** Started by main.ts and handed over: closed last, so the spans of the shutdown are exported. */
+  readonly tracing?: TracingHandle;
+}
+
+/** A connection server with everything it runs on, wired the way the deployed process runs. */
+export interface AssembledConnectionServer {
+  /** Creates missing topics, then starts the outcome producer and the server; cleans up if it fails. */
+  start(): Promise<void>;
+  /** Drains the server, then closes its producers and the clients it owns. Idempotent. */
+  close(): Promise<void>;
+  readonly server: ConnectionServer;
+  readonly serverId: string;
+  readonly redis: Redis;
+  readonly kafka: KafkaClient;
+  readonly registry: RedisDeviceRegistry;
+  readonly metrics: Registry;
+}
+
+/** The composition root of the connection server, used by main.ts and by tests alike. */
+export function assembleConnectionServer(
+  config: ConnectionServerConfig,
+  options: AssembleConnectionServerOptions,
+): AssembledConnectionServer {
+  const { logger } = options;
+  const serverId = connectionServerId(config);
+  const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
+  const ownedRedis = options.redis ? undefined : new Redis(config.PUSHLINE_REDIS_URL);
+  ownedRedis?.on('error', (err: Error) => logger.warn({ err }, 'redis error'));
+  const redis = options.redis ?? (ownedRedis as Redis);
+  const kafka =
+    options.kafka ??
+    createKafkaClient({
+      brokers: config.PUSHLINE_KAFKA_BROKERS,
+      clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-connection-server`,
+      logger,
+    });
+  const metrics =
+    options.metrics ?? createMetricsRegistry({ service: 'connection-server', instance: serverId });
+  const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
+  // Terminal outcomes of stored messages this server drains to reconnecting devices.
+  const outcomes = kafka.producer();
+  const inbox =
+    options.inbox ??
+    new RedisOfflineStore({
+      redis,
+      keyPrefix: config.PUSHLINE_KEY_PREFIX,
+      // This server only drains; the storing side (processor, push-api) enforces the bound.
+      maxPerDevice: Number.MAX_SAFE_INTEGER,
+      publishOutcome: (ev) =>
+        outcomes.send(topics.deliveryEvents, [
+          { key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) },
+        ]),
+      logger,
+      metrics,
+    });
+  const server = createConnectionServer({
+    config: { ...config, PUSHLINE_SERVER_ID: serverId },
+    redis,
+    registry,
+    kafka,
+    logger,
+    metrics,
+    tracer: options.tracer ?? trace.getTracer('pushline-connection-server'),
+    inbox,
+  });
+
+  const { tracing } = options;
+  const steps: CleanupStep[] = [
+    { name: 'connection server', run: () => server.close() },
+    { name: 'outcomes producer', run: () => outcomes.close() },
+    { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+    { name: 'tracing', run: () => tracing?.close() },
+  ];
+  const close = closeOnce(() => runCleanup(steps));
+
+  return {
+    server,
+    serverId,
+    redis,
+    kafka,
+    registry,
+    metrics,
+    close,
+    async start() {
+      try {
+        const admin = kafka.admin();
+        try {
+          await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
+        } finally {
+          await admin.close();
+        }
+        await outcomes.start();
+        await server.start();
+      } catch (err) {
+        await close().catch((closeErr: unknown) =>
+          logger.error({ err: closeErr }, 'cleanup after a failed start failed'),
+        );
+        throw err;
+      }
+    },
+  };
+}
