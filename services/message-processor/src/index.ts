@@ -7,3 +7,5 @@ export type { KeyedRunResult } from './keyed-runner.ts';
 export { RequestLedger, ClaimAbandonedError } from './request-ledger.ts';
 export type { ClaimResult, RequestLedgerOptions } from './request-ledger.ts';
 export { BatchInterruptedError } from './processor.ts';
+export { assembleMessageProcessor, processorInstanceId } from './assemble.ts';
+export type { AssembleMessageProcessorOptions, AssembledMessageProcessor } from './assemble.ts';
