@@ -11,3 +11,5 @@ export { IdempotencyStore } from './idempotency.ts';
 export { IDEMPOTENCY_HEADER, REPLAYED_HEADER } from './routes/publish.ts';
 export { probeReadiness } from './routes/health.ts';
 export type { Readiness, DependencyCheck } from './routes/health.ts';
+export { assemblePushApi, pushApiInstanceId } from './assemble.ts';
+export type { AssemblePushApiOptions, AssembledPushApi } from './assemble.ts';

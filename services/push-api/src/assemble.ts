@@ -1,0 +1,151 @@
+import { hostname } from 'node:os';
+import { topicNames, type PushApiConfig } from '@pushline/config';
+import {
+  DeviceLocator,
+  HttpDeliveryTransport,
+  MessageRouter,
+  type DeviceLocatorOptions,
+} from '@pushline/delivery';
+import { BufferedPublisher, createKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { RedisOfflineStore } from '@pushline/offline-store';
+import { RedisDeviceRegistry } from '@pushline/registry';
+import { closeOnce, runCleanup } from '@pushline/runtime';
+import {
+  createMetricsRegistry,
+  trace,
+  type Logger,
+  type Registry,
+  type TracingHandle,
+  type Tracer,
+} from '@pushline/telemetry';
+import { Redis } from 'ioredis';
+import { createPushApi, type PushApi } from './server.ts';
+
+/** The id this instance goes by in traces, logs and metrics. */
+export function pushApiInstanceId(config: PushApiConfig): string {
+  return `${hostname()}-${config.PUSHLINE_API_PORT}-${process.pid}`;
+}
+
+export interface AssemblePushApiOptions {
+  readonly logger: Logger;
+  /** Default: a registry with the process metrics, labelled with the service and `pushApiInstanceId`. */
+  readonly metrics?: Registry;
+  /** Default: the `pushline-push-api` tracer of the global provider. */
+  readonly tracer?: Tracer;
+  /** The caller's (connected), and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
+  readonly redis?: Redis;
+  /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
+  readonly kafka?: KafkaClient;
+  /** The direct-push device cache. Default: DeviceLocator's defaults. */
+  readonly locator?: Pick<DeviceLocatorOptions, 'maxEntries' | 'ttlMs' | 'negativeTtlMs'>;
+  /** Started by main.ts and handed over: closed last, so the spans of the shutdown are exported. */
+  readonly tracing?: TracingHandle;
+}
+
+/** A push-api with everything it runs on, wired the way the deployed process runs. */
+export interface AssembledPushApi {
+  /** Connects Redis and the outcome producer, then the API (topics, producer, listen); cleans up if it fails. */
+  start(): Promise<void>;
+  /** Drains the API, flushes stored-message outcomes, then closes transports and owned clients. Idempotent. */
+  close(): Promise<void>;
+  readonly api: PushApi;
+  /** Base URL (after start). */
+  readonly url: string;
+  readonly router: MessageRouter;
+  readonly registry: RedisDeviceRegistry;
+  readonly redis: Redis;
+  readonly kafka: KafkaClient;
+  readonly metrics: Registry;
+}
+
+/** The composition root of the push-api, used by main.ts and by tests alike. */
+export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiOptions): AssembledPushApi {
+  const { logger } = options;
+  const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
+  const ownedRedis = options.redis ? undefined : new Redis(config.PUSHLINE_REDIS_URL, { lazyConnect: true });
+  ownedRedis?.on('error', (err: Error) => logger.warn({ err }, 'redis error'));
+  const redis = options.redis ?? (ownedRedis as Redis);
+  const kafka =
+    options.kafka ??
+    createKafkaClient({
+      brokers: config.PUSHLINE_KAFKA_BROKERS,
+      clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-push-api`,
+      logger,
+    });
+  const metrics =
+    options.metrics ?? createMetricsRegistry({ service: 'push-api', instance: pushApiInstanceId(config) });
+  const tracer = options.tracer ?? trace.getTracer('pushline-push-api');
+  const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
+  const transport = new HttpDeliveryTransport({
+    internalToken: config.PUSHLINE_INTERNAL_TOKEN,
+    logger,
+    metrics,
+  });
+  const locator = new DeviceLocator({ ...options.locator, registry, metrics, tracer });
+  const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });
+  // Terminal outcomes of stored messages evicted by a store from this API (the rest are recorded by
+  // the connection servers and the processor's sweeper).
+  const outcomesProducer = kafka.producer();
+  const outcomes = new BufferedPublisher({
+    producer: outcomesProducer,
+    topic: topics.deliveryEvents,
+    logger,
+  });
+  const offlineStore = new RedisOfflineStore({
+    redis,
+    keyPrefix: config.PUSHLINE_KEY_PREFIX,
+    maxPerDevice: config.PUSHLINE_OFFLINE_MAX_PER_DEVICE,
+    publishOutcome: (ev) => outcomes.publish({ key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) }),
+    logger,
+    metrics,
+  });
+  const api = createPushApi({
+    config,
+    redis,
+    registry,
+    router,
+    kafka,
+    offlineStore,
+    logger,
+    metrics,
+    tracer,
+  });
+
+  const { tracing } = options;
+  // Reverse order of construction: the API drains first, then what it used.
+  const close = closeOnce(() =>
+    runCleanup([
+      { name: 'push-api', run: () => api.close() },
+      { name: 'delivery outcomes', run: () => outcomes.close() },
+      { name: 'outcomes producer', run: () => outcomesProducer.close() },
+      { name: 'delivery transport', run: () => transport.close() },
+      { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+      { name: 'tracing', run: () => tracing?.close() },
+    ]),
+  );
+
+  return {
+    api,
+    get url() {
+      return api.url;
+    },
+    router,
+    registry,
+    redis,
+    kafka,
+    metrics,
+    close,
+    async start() {
+      try {
+        await ownedRedis?.connect();
+        await outcomesProducer.start();
+        await api.start();
+      } catch (err) {
+        await close().catch((closeErr: unknown) =>
+          logger.error({ err: closeErr }, 'cleanup after a failed start failed'),
+        );
+        throw err;
+      }
+    },
+  };
+}
