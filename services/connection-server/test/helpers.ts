@@ -1,15 +1,16 @@
 import { connectionServerEnv, parseEnv, topicNames, type ConnectionServerConfig } from '@pushline/config';
 import { platformTopics, type KafkaClient } from '@pushline/kafka';
 import { RedisDeviceRegistry } from '@pushline/registry';
-import { createLogger, createMetricsRegistry, silentLogger, trace, type Registry } from '@pushline/telemetry';
+import { createLogger, silentLogger, type Registry } from '@pushline/telemetry';
 import { testInfra, testKafkaClient, testSecret, uniquePrefix, within } from '@pushline/testkit';
 import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
 import { io, type ManagerOptions, type Socket as ClientSocket, type SocketOptions } from 'socket.io-client';
 import {
-  createConnectionServer,
+  assembleConnectionServer,
+  type AssembledConnectionServer,
   type ConnectionServer,
-  type ConnectionServerDeps,
+  type OfflineInbox,
 } from '@pushline/connection-server';
 
 export type { ClientSocket };
@@ -29,7 +30,8 @@ export interface TestWorld {
   env(overrides?: Record<string, string>): Record<string, string>;
   startServer(options?: {
     env?: Record<string, string>;
-    deps?: Partial<ConnectionServerDeps>;
+    /** Default: the Redis offline store, as deployed. */
+    deps?: { inbox?: OfflineInbox };
   }): Promise<{ server: ConnectionServer; config: ConnectionServerConfig; metrics: Registry }>;
   token(
     claims: { sub: string; uid?: string; tid?: string; topics?: string[] },
@@ -74,7 +76,7 @@ export async function createWorld(label: string): Promise<TestWorld> {
   const redis = new Redis(testInfra().redisUrl);
   const kafka = testKafkaClient(`${prefix}-client`);
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: `${prefix}:` });
-  const servers: ConnectionServer[] = [];
+  const servers: AssembledConnectionServer[] = [];
   const sockets: ClientSocket[] = [];
   const logger =
     process.env['PUSHLINE_TEST_LOG'] !== undefined
@@ -111,19 +113,10 @@ export async function createWorld(label: string): Promise<TestWorld> {
         connectionServerEnv,
         env({ PUSHLINE_SERVER_ID: `srv-${servers.length}`, ...opts.env }),
       );
-      const metrics = createMetricsRegistry({ service: 'connection-server' }, false);
-      const server = createConnectionServer({
-        config,
-        redis,
-        registry,
-        kafka,
-        logger,
-        metrics,
-        tracer: trace.getTracer('pushline-connection-server-test'),
-        ...opts.deps,
-      });
-      servers.push(server);
-      await server.start();
+      const assembled = assembleConnectionServer(config, { logger, redis, kafka, ...opts.deps });
+      servers.push(assembled);
+      await assembled.start();
+      const { server, metrics } = assembled;
       return { server, config, metrics };
     },
     async token(claims, expiresIn = '10m') {
