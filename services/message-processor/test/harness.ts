@@ -8,20 +8,12 @@ import {
   topicNames,
   type TopicNames,
 } from '@pushline/config';
-import { createConnectionServer, type ConnectionServer } from '@pushline/connection-server';
+import { assembleConnectionServer, type ConnectionServer } from '@pushline/connection-server';
 import { platformTopics, type Consumer, type KafkaClient, type Producer } from '@pushline/kafka';
-import { createMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
-import { RedisOfflineStore } from '@pushline/offline-store';
+import { assembleMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
 import { DeliveryEvent, pushTargetKey, type DeviceMessage, type PushRequest } from '@pushline/protocol';
 import { RedisDeviceRegistry } from '@pushline/registry';
-import {
-  createLogger,
-  createMetricsRegistry,
-  silentLogger,
-  trace,
-  type Logger,
-  type Registry,
-} from '@pushline/telemetry';
+import { createLogger, silentLogger, type Logger, type Registry } from '@pushline/telemetry';
 import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
 import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
@@ -132,26 +124,17 @@ export class World {
     };
   }
 
-  /** A processor in this process. */
+  /** A processor in this process, assembled as main.ts assembles it. */
   async startProcessor(
     overrides: Record<string, string> = {},
   ): Promise<{ processor: MessageProcessor; metrics: Registry }> {
-    const redis = new Redis(testInfra().redisUrl);
-    const metrics = createMetricsRegistry({ service: 'message-processor' }, false);
-    const processor = createMessageProcessor({
-      config: parseEnv(messageProcessorEnv, this.processorEnv(overrides)),
-      redis,
-      kafka: this.kafka,
+    const assembled = assembleMessageProcessor(parseEnv(messageProcessorEnv, this.processorEnv(overrides)), {
       logger: testLogger('message-processor'),
-      metrics,
-      tracer: trace.getTracer('pushline-message-processor-test'),
+      kafka: this.kafka,
     });
-    this.#closers.push(async () => {
-      await processor.close();
-      await redis.quit();
-    });
-    await processor.start();
-    return { processor, metrics };
+    this.#closers.push(() => assembled.close());
+    await assembled.start();
+    return { processor: assembled.processor, metrics: assembled.metrics };
   }
 
   /** A processor as its own OS process (`node src/main.ts`), for kill and signal tests. */
@@ -196,35 +179,14 @@ export class World {
       PUSHLINE_LOAD_REPORT_MS: '500',
       PUSHLINE_LOG_LEVEL: 'silent',
     });
-    const logger = testLogger(`connection-server-${id}`);
-    const outcomes = this.kafka.producer();
-    await outcomes.start();
-    const inbox = new RedisOfflineStore({
+    const assembled = assembleConnectionServer(config, {
+      logger: testLogger(`connection-server-${id}`),
       redis: this.redis,
-      keyPrefix: this.keyPrefix,
-      maxPerDevice: 100,
-      publishOutcome: (ev) =>
-        outcomes.send(this.topics.deliveryEvents, [
-          { key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) },
-        ]),
-      logger,
-    });
-    const server = createConnectionServer({
-      config,
-      redis: this.redis,
-      registry: this.registry,
       kafka: this.kafka,
-      logger,
-      metrics: createMetricsRegistry({ service: 'connection-server' }, false),
-      tracer: trace.getTracer('pushline-connection-server-test'),
-      inbox,
     });
-    this.#closers.push(async () => {
-      await server.close();
-      await outcomes.close();
-    });
-    await server.start();
-    return server;
+    this.#closers.push(() => assembled.close());
+    await assembled.start();
+    return assembled.server;
   }
 
   async token(deviceId: string, userId: string, topics?: string[]): Promise<string> {
