@@ -2,21 +2,21 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { messageProcessorEnv, parseEnv } from '@pushline/config';
 import type { ConnectionServer } from '@pushline/connection-server';
-import { createMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
+import { assembleMessageProcessor, type AssembledMessageProcessor } from '@pushline/message-processor';
 import { DeliveryEvent } from '@pushline/protocol';
-import { createMetricsRegistry, silentLogger, trace } from '@pushline/telemetry';
+import { silentLogger } from '@pushline/telemetry';
 import { collectRecords, recordJson, testInfra } from '@pushline/testkit';
 import { call } from './harness.ts';
 import { startPlatform, type Platform } from './platform.ts';
 
 let p: Platform;
-let processor: MessageProcessor;
+let processor: AssembledMessageProcessor;
 
 before(async () => {
   p = await startPlatform('async');
   const { h } = p;
-  processor = createMessageProcessor({
-    config: parseEnv(messageProcessorEnv, {
+  processor = assembleMessageProcessor(
+    parseEnv(messageProcessorEnv, {
       PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
       PUSHLINE_REDIS_URL: testInfra().redisUrl,
       PUSHLINE_TOPIC_PREFIX: `${h.prefix}.`,
@@ -27,12 +27,8 @@ before(async () => {
       PUSHLINE_PROCESSOR_PORT: '0',
       PUSHLINE_LOG_LEVEL: 'silent',
     }),
-    redis: h.redis,
-    kafka: h.kafka,
-    logger: silentLogger(),
-    metrics: createMetricsRegistry({ service: 'message-processor' }, false),
-    tracer: trace.getTracer('pushline-message-processor'),
-  });
+    { logger: silentLogger(), redis: h.redis, kafka: h.kafka },
+  );
   // Closed before the platform, so nothing is mid-delivery when the servers go.
   h.defer({ name: 'message processor', run: () => processor.close() });
   await processor.start();

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { ConnectionServer } from '@pushline/connection-server';
 import { findSamples, parsePrometheusText } from '@pushline/telemetry';
-import { waitUntil } from '@pushline/testkit';
+import { DeliveryEvent } from '@pushline/protocol';
+import { collectRecords, recordJson, waitUntil } from '@pushline/testkit';
 import { call } from './harness.ts';
 import { startPlatform, type Platform } from './platform.ts';
 
@@ -95,12 +96,14 @@ describe('direct push to a device', () => {
     const device = await p.connect(B, 'dp-later', 'dp-user-6');
     await waitUntil(() => device.received.find((m) => m.id === 'stored-1'), { what: 'the stored message' });
     assert.deepEqual(device.received.find((m) => m.id === 'stored-1')?.payload, { n: 1 });
-    await waitUntil(
-      () => p.storedOutcomes.find((e) => e.requestId === 'stored-1' && e.outcome === 'delivered'),
-      {
-        what: 'the stored message’s delivered outcome',
+    // The server that drained it records the delivered outcome on the delivery-events topic.
+    const [outcome] = await collectRecords(p.h.kafka, p.h.topics.deliveryEvents, 1, {
+      filter: (r) => {
+        const e = DeliveryEvent.parse(recordJson(r));
+        return e.requestId === 'stored-1' && e.outcome === 'delivered';
       },
-    );
+    });
+    assert.ok(outcome, 'the stored message’s delivered outcome');
   });
 
   it('with ttlSeconds, a device that does not ack in time gets 202 stored', async () => {

@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { parseEnv, pushApiEnv, topicNames, type TopicNames } from '@pushline/config';
-import { DeviceLocator, HttpDeliveryTransport, MessageRouter } from '@pushline/delivery';
 import type { KafkaClient } from '@pushline/kafka';
-import { RedisDeviceRegistry } from '@pushline/registry';
+import type { RedisDeviceRegistry } from '@pushline/registry';
 import { runCleanup, type CleanupStep } from '@pushline/runtime';
-import { createMetricsRegistry, silentLogger, trace, type Registry, type Tracer } from '@pushline/telemetry';
-import { testInfra, testKafkaClient, testSecret, uniquePrefix } from '@pushline/testkit';
-import { createPushApi, type OfflineMessageStore, type PushApi, type PushRouter } from '../src/index.ts';
+import { silentLogger, type Registry } from '@pushline/telemetry';
+import { testInfra, testSecret, uniquePrefix } from '@pushline/testkit';
+import { assemblePushApi, type PushApi } from '../src/index.ts';
 
 export interface ApiKeys {
   readonly admin: string;
@@ -38,14 +37,6 @@ export interface ApiHarness {
 export interface ApiHarnessOptions {
   readonly label: string;
   readonly env?: Record<string, string>;
-  /** Default: a MessageRouter over the real registry with an HTTP transport. */
-  readonly router?: (deps: {
-    registry: RedisDeviceRegistry;
-    internalToken: string;
-    tracer: Tracer;
-  }) => PushRouter;
-  readonly offlineStore?: (deps: { redis: Redis; keyPrefix: string }) => OfflineMessageStore;
-  readonly tracer?: Tracer;
   /** Shared with connection servers started by the test. */
   readonly prefix?: string;
   readonly internalToken?: string;
@@ -86,47 +77,14 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
     PUSHLINE_LOG_LEVEL: 'silent',
     ...options.env,
   });
-  const redis = new Redis(infra.redisUrl);
-  const registry = new RedisDeviceRegistry({ redis, keyPrefix });
-  const kafka = testKafkaClient(`push-api-${prefix}`);
-  const metrics = createMetricsRegistry({ service: 'push-api' }, false);
-  const tracer = options.tracer ?? trace.getTracer('pushline-push-api');
-  const logger = silentLogger();
-  const steps: CleanupStep[] = [];
-  let transport: HttpDeliveryTransport | undefined;
-  const router =
-    options.router?.({ registry, internalToken, tracer }) ??
-    (() => {
-      transport = new HttpDeliveryTransport({ internalToken, logger });
-      // No negative caching: tests connect devices and push at once.
-      const locator = new DeviceLocator({ registry, negativeTtlMs: 1 });
-      return new MessageRouter({ locator, registry, transport, tracer, logger });
-    })();
-  const api = createPushApi({
-    config,
-    redis,
-    registry,
-    router,
-    kafka,
-    offlineStore: options.offlineStore?.({ redis, keyPrefix }),
-    logger,
-    metrics,
-    tracer,
+  const assembled = assemblePushApi(config, {
+    logger: silentLogger(),
+    // No negative caching: tests connect devices and push at once.
+    locator: { negativeTtlMs: 1 },
   });
-  const close = async () => {
-    await runCleanup([
-      ...steps.reverse(),
-      { name: 'api', run: () => api.close() },
-      { name: 'transport', run: () => transport?.close() },
-      { name: 'redis', run: () => redis.quit().then(() => undefined) },
-    ]);
-  };
-  try {
-    await api.start();
-  } catch (err) {
-    await close().catch(() => {});
-    throw err;
-  }
+  const steps: CleanupStep[] = [];
+  await assembled.start();
+  const { api, redis, registry, kafka, metrics } = assembled;
   return {
     api,
     url: api.url,
@@ -140,7 +98,7 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
     metrics,
     internalToken,
     defer: (step) => steps.push(step),
-    close,
+    close: () => runCleanup([...steps.reverse(), { name: 'push-api', run: () => assembled.close() }]),
   };
 }
 

@@ -1,10 +1,13 @@
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
 import { connectionServerEnv, parseEnv } from '@pushline/config';
-import { createConnectionServer, type ConnectionServer } from '@pushline/connection-server';
-import { RedisOfflineStore } from '@pushline/offline-store';
-import { DeviceEvents, DeviceMessage, type DeliveryEvent } from '@pushline/protocol';
-import { createMetricsRegistry, silentLogger, trace } from '@pushline/telemetry';
+import {
+  assembleConnectionServer,
+  type AssembledConnectionServer,
+  type ConnectionServer,
+} from '@pushline/connection-server';
+import { DeviceEvents, DeviceMessage } from '@pushline/protocol';
+import { silentLogger } from '@pushline/telemetry';
 import { testInfra, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
 import { startApi, type ApiHarness } from './harness.ts';
 
@@ -27,8 +30,6 @@ export interface Platform {
   readonly h: ApiHarness;
   readonly servers: readonly ConnectionServer[];
   readonly jwtSecret: string;
-  /** Terminal outcomes recorded by the offline stores of this platform (API and servers). */
-  readonly storedOutcomes: DeliveryEvent[];
   connect(
     server: ConnectionServer,
     deviceId: string,
@@ -41,8 +42,8 @@ export interface Platform {
 
 /**
  * Two (or more) in-process connection servers, a push-api, and real socket.io-client devices, all
- * on one prefix against the run's real Kafka and Redis. Stored messages go through a real
- * RedisOfflineStore, which the servers drain when a device connects.
+ * on one prefix against the run's real Kafka and Redis, each assembled as its main.ts assembles it:
+ * stored messages go through the Redis offline store, which the servers drain when a device connects.
  */
 export async function startPlatform(
   label: string,
@@ -51,24 +52,9 @@ export async function startPlatform(
   const prefix = uniquePrefix(label);
   const internalToken = testSecret();
   const jwtSecret = testSecret();
-  const storedOutcomes: DeliveryEvent[] = [];
-  const logger = silentLogger();
-  const h = await startApi({
-    label,
-    prefix,
-    internalToken,
-    env: options.apiEnv ?? {},
-    offlineStore: ({ redis, keyPrefix }) =>
-      new RedisOfflineStore({
-        redis,
-        keyPrefix,
-        maxPerDevice: 10,
-        logger,
-        publishOutcome: (ev) => void storedOutcomes.push(ev),
-      }),
-  });
+  const h = await startApi({ label, prefix, internalToken, env: options.apiEnv ?? {} });
   const sockets: Socket[] = [];
-  const servers: ConnectionServer[] = [];
+  const servers: AssembledConnectionServer[] = [];
   h.defer({
     name: 'devices',
     run: () => {
@@ -97,21 +83,10 @@ export async function startPlatform(
         PUSHLINE_LOG_LEVEL: 'silent',
         ...options.serverEnv,
       });
-      const server = createConnectionServer({
-        config,
+      const server = assembleConnectionServer(config, {
+        logger: silentLogger(),
         redis: h.redis,
-        registry: h.registry,
         kafka: h.kafka,
-        logger,
-        metrics: createMetricsRegistry({ service: 'connection-server' }, false),
-        tracer: trace.getTracer('pushline-connection-server'),
-        inbox: new RedisOfflineStore({
-          redis: h.redis,
-          keyPrefix: `${prefix}:`,
-          maxPerDevice: 10,
-          logger,
-          publishOutcome: (ev) => void storedOutcomes.push(ev),
-        }),
       });
       servers.push(server);
       await server.start();
@@ -180,5 +155,11 @@ export async function startPlatform(
     return device;
   };
 
-  return { h, servers, jwtSecret, storedOutcomes, connect, close: () => h.close() };
+  return {
+    h,
+    servers: servers.map((s) => s.server),
+    jwtSecret,
+    connect,
+    close: () => h.close(),
+  };
 }
