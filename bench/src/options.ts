@@ -9,6 +9,8 @@ export interface BenchOptions {
   readonly devices: number;
   /** Devices on the server killed in the reconnect storm. */
   readonly stormDevices: number;
+  /** Live servers that take the reconnects in scenario 6. */
+  readonly stormSurvivors: number;
   /** Tiny sizes and seconds-long phases, to keep the harness alive in CI. */
   readonly smoke: boolean;
   readonly outDir: string;
@@ -27,15 +29,18 @@ const Flags = z.object({
   devices: z.coerce.number().int().min(2).max(MAX_DEVICES_PER_SERVER).optional(),
   // The storm target is stated for 19k devices on one server, right under the 20k open-files limit.
   'storm-devices': z.coerce.number().int().min(2).max(19_500).optional(),
+  // Each survivor is one process under the 20k open-files limit: 19k devices need at least two.
+  'storm-survivors': z.coerce.number().int().min(1).max(4).optional(),
   smoke: z.boolean().optional(),
   profile: z.boolean().optional(),
   out: z.string().optional(),
 });
 
-export const USAGE = `usage: npm run bench -- [--scenarios=1,2,5] [--devices=N] [--storm-devices=N] [--smoke] [--profile] [--out=DIR]
+export const USAGE = `usage: npm run bench -- [--scenarios=1,2,5] [--devices=N] [--storm-devices=N] [--storm-survivors=N] [--smoke] [--profile] [--out=DIR]
   1 capacity   2 direct push   3 async path (Kafka)   4 fan-out   5 device-to-device   6 reconnect storm
   --devices        idle devices in scenario 1 (default 10000, smoke 40, max ${MAX_DEVICES_PER_SERVER})
   --storm-devices  devices on the killed server in scenario 6 (default: --devices)
+  --storm-survivors  live servers taking the reconnects in scenario 6 (default 2, max 4)
   --smoke          tiny sizes, a few seconds per scenario (CI)
   --profile        --cpu-prof the services; profiles land next to the service logs
   --out            results directory (default bench/results)`;
@@ -47,6 +52,7 @@ export function parseOptions(argv: readonly string[], defaultOutDir: string): Be
       scenarios: { type: 'string' },
       devices: { type: 'string' },
       'storm-devices': { type: 'string' },
+      'storm-survivors': { type: 'string' },
       smoke: { type: 'boolean' },
       profile: { type: 'boolean' },
       out: { type: 'string' },
@@ -62,6 +68,7 @@ export function parseOptions(argv: readonly string[], defaultOutDir: string): Be
       : [...ALL_SCENARIOS],
     devices,
     stormDevices: flags['storm-devices'] ?? devices,
+    stormSurvivors: flags['storm-survivors'] ?? 2,
     smoke,
     outDir: flags.out ?? defaultOutDir,
     profile: flags.profile ?? false,

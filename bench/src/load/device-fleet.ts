@@ -24,6 +24,7 @@ interface Device {
   readonly cred: Credential;
   socket: Socket | undefined;
   urlIndex: number;
+  url: string;
   connected: boolean;
 }
 
@@ -38,6 +39,7 @@ let reconnectErrors = 0;
 const reconnectErrorKinds: Record<string, number> = {};
 let closing = false;
 let urls: string[] = [];
+let reconnectUrls: string[] | undefined;
 let reconnectDelayMs = 0;
 let connectTimeoutMs = 10_000;
 const timers = new Set<NodeJS.Timeout>();
@@ -61,8 +63,15 @@ function onMessage(msg: unknown, ack: unknown): void {
   if (typeof ack === 'function') (ack as (a: unknown) => void)({ ok: true });
 }
 
+/** The url of the next attempt after a drop or a failed attempt. */
+function nextUrl(device: Device): void {
+  device.urlIndex++;
+  if (reconnectUrls) device.url = reconnectUrls[Math.floor(Math.random() * reconnectUrls.length)] as string;
+  else device.url = urls[device.urlIndex % urls.length] as string;
+}
+
 function openSocket(device: Device): Promise<void> {
-  const url = urls[device.urlIndex % urls.length] as string;
+  const url = device.url;
   // forceNew: without it socket.io-client multiplexes every device to one URL over one connection.
   const socket = io(url, {
     transports: ['websocket'],
@@ -92,7 +101,7 @@ function onDisconnect(device: Device, socket: Socket, reason: string): void {
   device.connected = false;
   if (closing || reason === 'io client disconnect' || reconnectDelayMs === 0) return;
   socket.removeAllListeners();
-  device.urlIndex++;
+  nextUrl(device);
   scheduleReconnect(device, reconnectDelayMs * (0.5 + Math.random()), reconnectDelayMs);
 }
 
@@ -107,7 +116,7 @@ function scheduleReconnect(device: Device, delayMs: number, backoffMs: number): 
       (err: unknown) => {
         reconnectErrors++;
         increment(reconnectErrorKinds, err instanceof Error ? err.message : String(err));
-        device.urlIndex++;
+        nextUrl(device);
         const next = Math.min(backoffMs * 2, MAX_RECONNECT_BACKOFF_MS);
         scheduleReconnect(device, next * (0.5 + Math.random()), next);
       },
@@ -120,13 +129,16 @@ async function connect(raw: unknown): Promise<ConnectResult> {
   const args = ConnectArgs.parse(raw);
   urls = args.urls;
   reconnectDelayMs = args.reconnectDelayMs;
+  reconnectUrls = args.reconnectUrls;
   connectTimeoutMs = args.timeoutMs;
   const errors: Record<string, number> = {};
   let connected = 0;
   const base = devices.size;
   const started = nowMs();
   await forEachLimited(args.devices, args.concurrency, async (cred, i) => {
-    const device: Device = { cred, socket: undefined, urlIndex: args.pin ?? base + i, connected: false };
+    const urlIndex = args.pin ?? base + i;
+    const url = urls[urlIndex % urls.length] as string;
+    const device: Device = { cred, socket: undefined, urlIndex, url, connected: false };
     devices.set(cred.id, device);
     try {
       await openSocket(device);

@@ -18,6 +18,11 @@ export const ConnectArgs = z.object({
    * 0.5–1.5 × this value (socket.io-client's own default is 1000 ms with factor 0.5). 0 disables.
    */
   reconnectDelayMs: z.number().int().nonnegative(),
+  /**
+   * Where reconnects go: a random url of this list each attempt (a client's list of live servers,
+   * as a load balancer would hand out). Default: the next url of `urls` after the one that failed.
+   */
+  reconnectUrls: z.array(z.string()).min(1).optional(),
 });
 export type ConnectArgs = z.infer<typeof ConnectArgs>;
 

@@ -29,6 +29,8 @@ export interface FleetConnectOptions {
   readonly timeoutMs?: number;
   /** See ConnectArgs.reconnectDelayMs. Default 0 (no reconnect). */
   readonly reconnectDelayMs?: number;
+  /** See ConnectArgs.reconnectUrls. */
+  readonly reconnectUrls?: readonly string[];
 }
 
 export interface AggregateStats {
@@ -84,6 +86,7 @@ export class DeviceFleet {
           timeoutMs,
           reconnectDelayMs: opts.reconnectDelayMs ?? 0,
           ...(opts.pin === undefined ? {} : { pin: opts.pin }),
+          ...(opts.reconnectUrls === undefined ? {} : { reconnectUrls: [...opts.reconnectUrls] }),
         };
         // Bounded: every handshake is bounded by timeoutMs, so the batch is bounded by its waves.
         const bound = timeoutMs * Math.ceil(args.devices.length / args.concurrency + 1) + 10_000;

@@ -48,6 +48,8 @@ export interface PushlineTarget extends Target {
   readonly topics: TopicNames;
   readonly registry: RedisDeviceRegistry;
   readonly hasProcessor: boolean;
+  /** Starts one more connection server like the others (the storm's extra survivors); stopped with the target. */
+  addConnectionServer(): Promise<ConnectionServerProcess>;
   /** A started producer onto the platform's Kafka, for the async path. */
   producer(): Promise<Producer>;
 }
@@ -114,7 +116,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
     await admin.close();
 
     const servers: ConnectionServerProcess[] = [];
-    for (let i = 0; i < opts.connectionServers; i++) {
+    const spawnConnectionServer = async (i: number): Promise<ConnectionServerProcess> => {
       const serverId = `bench-cs-${String.fromCharCode(97 + i)}`;
       const [port, internalPort] = [await freePort(), await freePort()];
       const proc = spawnService(
@@ -132,13 +134,16 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       );
       cleanup.push({ name: serverId, run: () => stopLogged(proc, opts.log) });
       services.push({ name: serverId, pid: proc.pid });
-      servers.push({
+      const server = {
         serverId,
         deviceUrl: `http://127.0.0.1:${port}`,
         internalUrl: `http://127.0.0.1:${internalPort}`,
         process: proc,
-      });
-    }
+      };
+      servers.push(server);
+      return server;
+    };
+    for (let i = 0; i < opts.connectionServers; i++) await spawnConnectionServer(i);
 
     let apiUrl: string | undefined;
     const starting: Promise<void>[] = servers.map((s) => waitReady(s.process, s.internalUrl, 60_000));
@@ -223,6 +228,11 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       registry,
       hasProcessor,
       deviceUrls: servers.map((s) => s.deviceUrl),
+      async addConnectionServer(): Promise<ConnectionServerProcess> {
+        const server = await spawnConnectionServer(servers.length);
+        await waitReady(server.process, server.internalUrl, 60_000);
+        return server;
+      },
       directPush,
       processes: () => [
         ...services,
