@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { waitUntil } from '@pushline/testkit';
 import { sumSamples, type PromFamily } from '@pushline/telemetry';
-import { startObservedPlatform, type ObservedPlatform, type ScrapedService } from './platform.ts';
+import { startPlatform, type Platform, type ScrapedService } from '../support/platform.ts';
 
 /**
  * Every service's /metrics is valid Prometheus text (checked by a strict parser), follows the
@@ -19,11 +19,11 @@ const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
 /** Label names that would carry per-device, per-user or per-message values. */
 const HIGH_CARDINALITY = /^(device|user|message|request|connection|socket|tenant)(_?id)?$|^id$/i;
 
-let platform: ObservedPlatform;
+let platform: Platform;
 let scraped: ScrapedService[];
 
 before(async () => {
-  platform = await startObservedPlatform('metrics');
+  platform = await startPlatform('metrics');
   const [server] = platform.servers;
   assert.ok(server);
   const device = await platform.connect(server, 'm1', 'u1');

@@ -3,12 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { DeliveryEvent } from '@pushline/protocol';
 import { sumSamples, type PromFamily } from '@pushline/telemetry';
 import { collectRecords, waitUntil } from '@pushline/testkit';
-import {
-  startObservedPlatform,
-  type ObservedPlatform,
-  type ScrapedService,
-  type TestDevice,
-} from './platform.ts';
+import { startPlatform, type Platform, type ScrapedService, type TestDevice } from '../support/platform.ts';
 
 /**
  * After a known mix of messages, every stage counter of every service adds up exactly: against
@@ -17,7 +12,7 @@ import {
  * watch.
  */
 
-let platform: ObservedPlatform;
+let platform: Platform;
 const devices: Record<string, TestDevice> = {};
 let scraped: ScrapedService[];
 let events: DeliveryEvent[];
@@ -28,7 +23,7 @@ const BAD_RECORDS = 2;
 const PUBLISHED = 14;
 
 before(async () => {
-  platform = await startObservedPlatform('stages', { deliveryTimeoutMs: 1500 });
+  platform = await startPlatform('stages', { deliveryTimeoutMs: 1500 });
   const [a, b] = platform.servers;
   assert.ok(a && b);
   devices['a1'] = await platform.connect(a, 'a1', 'u1');

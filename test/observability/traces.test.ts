@@ -13,9 +13,9 @@ import {
   pathToRoot,
   rootOf,
   spansOfTrace,
-  startObservedPlatform,
-  type ObservedPlatform,
-} from './platform.ts';
+  startPlatform,
+  type Platform,
+} from '../support/platform.ts';
 
 /**
  * One message, one trace: from the API request to the device's ack, across the internal
@@ -25,7 +25,7 @@ import {
 
 const recorder = createSpanRecorder();
 let tracing: TracingHandle;
-let platform: ObservedPlatform;
+let platform: Platform;
 
 before(async () => {
   tracing = startTracing({
@@ -33,7 +33,7 @@ before(async () => {
     instanceId: 'test',
     spanProcessors: [recorder.spanProcessor],
   });
-  platform = await startObservedPlatform('traces');
+  platform = await startPlatform('traces');
 });
 after(async () => {
   await platform.close();

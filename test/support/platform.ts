@@ -9,20 +9,17 @@ import {
   topicNames,
   type TopicNames,
 } from '@pushline/config';
-import { createConnectionServer, type ConnectionServer } from '@pushline/connection-server';
-import { DeviceLocator, HttpDeliveryTransport, MessageRouter } from '@pushline/delivery';
+import { assembleConnectionServer, type ConnectionServer } from '@pushline/connection-server';
 import { platformTopics, type KafkaClient } from '@pushline/kafka';
-import { createMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
+import { assembleMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
 import { DeviceEvents, DeviceMessage } from '@pushline/protocol';
-import { createPushApi, type PushApi } from '@pushline/push-api';
+import { assemblePushApi, type AssembledPushApi } from '@pushline/push-api';
 import { RedisDeviceRegistry } from '@pushline/registry';
 import { runCleanup, type CleanupStep } from '@pushline/runtime';
 import {
   createLogger,
-  createMetricsRegistry,
   parsePrometheusText,
   silentLogger,
-  trace,
   type Logger,
   type PromFamily,
   type ReadableSpan,
@@ -30,10 +27,10 @@ import {
 import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
 
 /**
- * The whole platform in this process, wired as the services' main.ts files wire it (each
- * instance with its own metrics registry, the routers and transports counting into it), on the
- * run's real Kafka and Redis, with real socket.io-client devices. The test process registers the
- * tracer provider, so every service's spans land in one recorder.
+ * The whole platform in this process, each service built by the composition root its main.ts
+ * uses (each instance with its own metrics registry), on the run's real Kafka and Redis, with
+ * real socket.io-client devices. The test process registers the tracer provider, so every
+ * service's spans land in one recorder.
  */
 
 function testLogger(service: string): Logger {
@@ -46,6 +43,7 @@ export type DeviceBehaviour = 'ack' | 'reject' | 'silent';
 
 export interface TestDevice {
   readonly id: string;
+  readonly socket: Socket;
   readonly received: DeviceMessage[];
   nextMessage(timeoutMs?: number): Promise<DeviceMessage>;
 }
@@ -57,13 +55,25 @@ export interface ScrapedService {
   readonly families: PromFamily[];
 }
 
-export interface ObservedPlatform {
+export interface PlatformOptions {
+  /** Connection servers. Default 2. */
+  readonly servers?: number;
+  /** Whether to run a message processor (and wait until its group is joined). Default true. */
+  readonly processor?: boolean;
+  /** PUSHLINE_DELIVERY_TIMEOUT_MS of every service. Default 3000. */
+  readonly deliveryTimeoutMs?: number;
+}
+
+export interface Platform {
   readonly prefix: string;
   readonly topics: TopicNames;
   readonly kafka: KafkaClient;
-  readonly api: PushApi;
+  readonly registry: RedisDeviceRegistry;
+  /** The push-api, with the router its direct pushes go through. */
+  readonly api: AssembledPushApi;
   readonly servers: readonly ConnectionServer[];
-  readonly processor: MessageProcessor;
+  /** Absent with `processor: false`. */
+  readonly processor: MessageProcessor | undefined;
   connect(
     server: ConnectionServer,
     deviceId: string,
@@ -77,10 +87,7 @@ export interface ObservedPlatform {
   close(): Promise<void>;
 }
 
-export async function startObservedPlatform(
-  label: string,
-  options: { servers?: number; deliveryTimeoutMs?: number } = {},
-): Promise<ObservedPlatform> {
+export async function startPlatform(label: string, options: PlatformOptions = {}): Promise<Platform> {
   const infra = testInfra();
   const prefix = uniquePrefix(label);
   const topics = topicNames(`${prefix}.`);
@@ -95,10 +102,13 @@ export async function startObservedPlatform(
     PUSHLINE_KEY_PREFIX: `${prefix}:`,
     PUSHLINE_KAFKA_PARTITIONS: '3',
     PUSHLINE_INTERNAL_TOKEN: internalToken,
+    PUSHLINE_DELIVERY_TIMEOUT_MS: deliveryTimeoutMs,
     PUSHLINE_LOG_LEVEL: process.env['PUSHLINE_TEST_LOG'] ?? 'silent',
   };
+  // One Redis and one Kafka client for every service (theirs to use, ours to close).
   const redis = new Redis(infra.redisUrl);
-  const kafka = testKafkaClient(`${prefix}-obs`);
+  const kafka = testKafkaClient(`${prefix}-platform`);
+  const clients = { redis, kafka };
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: common.PUSHLINE_KEY_PREFIX });
   const steps: CleanupStep[] = [];
   const close = async () => {
@@ -116,69 +126,39 @@ export async function startObservedPlatform(
       await admin.close();
     }
 
-    // push-api, wired like services/push-api/src/main.ts.
-    const apiLogger = testLogger('push-api');
-    const apiMetrics = createMetricsRegistry({ service: 'push-api', instance: `${prefix}-api` });
-    const apiTracer = trace.getTracer('pushline-push-api');
-    const transport = new HttpDeliveryTransport({ internalToken, logger: apiLogger, metrics: apiMetrics });
-    steps.push({ name: 'api transport', run: () => transport.close() });
-    const locator = new DeviceLocator({ registry, metrics: apiMetrics, tracer: apiTracer, negativeTtlMs: 1 });
-    const api = createPushApi({
-      config: parseEnv(pushApiEnv, {
+    const api = assemblePushApi(
+      parseEnv(pushApiEnv, {
         ...common,
         PUSHLINE_API_HOST: '127.0.0.1',
         PUSHLINE_API_PORT: '0',
         PUSHLINE_API_KEYS: `${apiKey}:admin`,
-        PUSHLINE_DELIVERY_TIMEOUT_MS: deliveryTimeoutMs,
       }),
-      redis,
-      registry,
-      router: new MessageRouter({
-        locator,
-        registry,
-        transport,
-        tracer: apiTracer,
-        logger: apiLogger,
-        metrics: apiMetrics,
-      }),
-      kafka,
-      logger: apiLogger,
-      metrics: apiMetrics,
-      tracer: apiTracer,
-    });
+      // No negative caching: tests connect devices and push at once.
+      { ...clients, logger: testLogger('push-api'), locator: { negativeTtlMs: 1 } },
+    );
     steps.push({ name: 'push-api', run: () => api.close() });
     await api.start();
     scrapeTargets.push({ name: 'push-api', url: () => api.url });
 
-    // Connection servers, wired like services/connection-server/src/main.ts.
-    steps.push({
-      name: 'connection servers',
-      run: async () => void (await Promise.allSettled(servers.map((s) => s.close()))),
-    });
     for (let i = 0; i < (options.servers ?? 2); i++) {
       const serverId = `${prefix}-cs-${i + 1}`;
-      const server = createConnectionServer({
-        config: parseEnv(connectionServerEnv, {
+      const assembled = assembleConnectionServer(
+        parseEnv(connectionServerEnv, {
           ...common,
           PUSHLINE_SERVER_ID: serverId,
           PUSHLINE_HOST: '127.0.0.1',
           PUSHLINE_PORT: '0',
           PUSHLINE_INTERNAL_PORT: '0',
           PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
-          PUSHLINE_DELIVERY_TIMEOUT_MS: deliveryTimeoutMs,
           PUSHLINE_CLOSE_GRACE_MS: '100',
           PUSHLINE_DRAIN_WINDOW_MS: '100',
         }),
-        redis,
-        registry,
-        kafka,
-        logger: testLogger('connection-server'),
-        metrics: createMetricsRegistry({ service: 'connection-server', instance: serverId }),
-        tracer: trace.getTracer('pushline-connection-server'),
-      });
-      servers.push(server);
-      await server.start();
-      scrapeTargets.push({ name: serverId, url: () => server.internalUrl });
+        { ...clients, logger: testLogger('connection-server') },
+      );
+      steps.push({ name: serverId, run: () => assembled.close() });
+      await assembled.start();
+      servers.push(assembled.server);
+      scrapeTargets.push({ name: serverId, url: () => assembled.server.internalUrl });
     }
     // Devices go before the servers close, so their disconnects are ordinary ones.
     steps.push({
@@ -188,31 +168,29 @@ export async function startObservedPlatform(
       },
     });
 
-    // message-processor, wired like services/message-processor/src/main.ts.
-    const processor = createMessageProcessor({
-      config: parseEnv(messageProcessorEnv, {
-        ...common,
-        PUSHLINE_PROCESSOR_GROUP_ID: `${prefix}-processors`,
-        PUSHLINE_PROCESSOR_INSTANCE_ID: `${prefix}-mp`,
-        PUSHLINE_PROCESSOR_PORT: '0',
-        PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: '6000',
-        PUSHLINE_DELIVERY_TIMEOUT_MS: deliveryTimeoutMs,
-      }),
-      redis,
-      kafka,
-      logger: testLogger('message-processor'),
-      metrics: createMetricsRegistry({ service: 'message-processor', instance: `${prefix}-mp` }),
-      tracer: trace.getTracer('pushline-message-processor'),
-    });
-    steps.push({ name: 'message-processor', run: () => processor.close() });
-    await processor.start();
-    scrapeTargets.push({ name: 'message-processor', url: () => processor.opsUrl });
-    await waitUntil(async () => (await fetch(`${processor.opsUrl}/readyz`)).ok, {
-      timeoutMs: 30_000,
-      what: 'message processor ready (group joined)',
-    });
+    let processor: MessageProcessor | undefined;
+    if (options.processor ?? true) {
+      const assembled = assembleMessageProcessor(
+        parseEnv(messageProcessorEnv, {
+          ...common,
+          PUSHLINE_PROCESSOR_GROUP_ID: `${prefix}-processors`,
+          PUSHLINE_PROCESSOR_INSTANCE_ID: `${prefix}-mp`,
+          PUSHLINE_PROCESSOR_PORT: '0',
+          PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: '6000',
+        }),
+        { ...clients, logger: testLogger('message-processor') },
+      );
+      steps.push({ name: 'message-processor', run: () => assembled.close() });
+      await assembled.start();
+      const { opsUrl } = (processor = assembled.processor);
+      scrapeTargets.push({ name: 'message-processor', url: () => opsUrl });
+      await waitUntil(async () => (await fetch(`${opsUrl}/readyz`)).ok, {
+        timeoutMs: 30_000,
+        what: 'message processor ready (group joined)',
+      });
+    }
 
-    const connect: ObservedPlatform['connect'] = async (server, deviceId, userId, behaviour = 'ack') => {
+    const connect: Platform['connect'] = async (server, deviceId, userId, behaviour = 'ack') => {
       const token = await new SignJWT({ uid: userId })
         .setProtectedHeader({ alg: 'HS256' })
         .setSubject(deviceId)
@@ -246,6 +224,7 @@ export async function startObservedPlatform(
       });
       return {
         id: deviceId,
+        socket,
         received,
         nextMessage: (timeoutMs = 10_000) =>
           within(
@@ -256,7 +235,7 @@ export async function startObservedPlatform(
       };
     };
 
-    const call: ObservedPlatform['call'] = async (method, path, body) => {
+    const call: Platform['call'] = async (method, path, body) => {
       const res = await fetch(`${api.url}${path}`, {
         method,
         headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
@@ -279,7 +258,7 @@ export async function startObservedPlatform(
         }),
       );
 
-    return { prefix, topics, kafka, api, servers, processor, connect, call, scrape, close };
+    return { prefix, topics, kafka, registry, api, servers, processor, connect, call, scrape, close };
   } catch (err) {
     await close().catch(() => {});
     throw err;
