@@ -171,6 +171,26 @@ export class RedisOfflineStore implements OfflineInbox {
   }
 
   /**
+   * The devices among `deviceIds` that have stored messages (queued or in flight), in one round
+   * trip: lets a caller with many requests skip the per-request check for the common case.
+   */
+  async withPending(deviceIds: Iterable<string>): Promise<Set<string>> {
+    const ids = [...new Set(deviceIds)];
+    const found = new Set<string>();
+    if (ids.length === 0) return found;
+    const pipe = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & {
+      pushlineOfflinePending(...args: (string | number)[]): unknown;
+    };
+    for (const id of ids) pipe.pushlineOfflinePending(this.#q(id), this.#f(id));
+    const results = (await pipe.exec()) ?? [];
+    results.forEach(([err, count], i) => {
+      if (err) throw err;
+      if (Number(count) > 0) found.add(ids[i] as string);
+    });
+    return found;
+  }
+
+  /**
    * Delivers the device's stored messages oldest first, one at a time, recording each terminal
    * outcome. A message past its expiry is recorded `expired` instead. When a delivery ends
    * `not_connected` or `timeout` (or throws), the message goes back to the head of the queue with

@@ -23,8 +23,23 @@ export class OutcomeRecorder {
   }
 
   async record(events: readonly DeliveryEvent[]): Promise<void> {
-    if (events.length === 0) return;
-    const checked = events.map((ev) => DeliveryEvent.parse(ev));
+    await this.recordBatch([{ events, headers: injectTraceHeaders() as Record<string, string> }]);
+  }
+
+  /**
+   * Writes the events of many requests in one produce, in the given order; each request's events
+   * carry its own trace headers (those of its `process` span).
+   */
+  async recordBatch(
+    entries: readonly {
+      readonly events: readonly DeliveryEvent[];
+      readonly headers: Record<string, string>;
+    }[],
+  ): Promise<void> {
+    const records = entries.flatMap((entry) =>
+      entry.events.map((ev) => ({ ev: DeliveryEvent.parse(ev), headers: entry.headers })),
+    );
+    if (records.length === 0) return;
     await withSpan(
       this.#tracer,
       `send ${this.#topic}`,
@@ -34,22 +49,21 @@ export class OutcomeRecorder {
           'messaging.system': 'kafka',
           'messaging.operation.type': 'send',
           'messaging.destination.name': this.#topic,
-          'messaging.batch.message_count': checked.length,
+          'messaging.batch.message_count': records.length,
         },
       },
       async () => {
-        const headers = injectTraceHeaders();
         await this.#producer.send(
           this.#topic,
-          checked.map((ev) => ({
+          records.map(({ ev, headers }) => ({
             key: ev.deviceId ?? ev.target.id,
             value: JSON.stringify(ev),
-            headers: headers as Record<string, string>,
+            headers,
           })),
         );
       },
     );
-    for (const ev of checked) {
+    for (const { ev } of records) {
       this.#metrics.outcomes.inc({ outcome: ev.stored ? 'stored' : ev.outcome, target_type: ev.target.type });
       if (ev.outcome === 'delivered' && ev.terminal && ev.deliveredCount !== 0) {
         this.#metrics.publishToAck.observe({ source: ev.source }, ev.latencyMs / 1000);

@@ -1,13 +1,21 @@
 import type { BatchContext, Consumer, IncomingRecord, KafkaClient, RecordBatch } from '@pushline/kafka';
-import { pushTargetKey } from '@pushline/protocol';
-import { SpanKind, extractTraceContext, withSpan, type Logger, type Tracer } from '@pushline/telemetry';
+import type { RedisOfflineStore } from '@pushline/offline-store';
+import { pushTargetKey, type PushRequest } from '@pushline/protocol';
+import {
+  SpanKind,
+  extractTraceContext,
+  injectTraceHeaders,
+  withSpan,
+  type Logger,
+  type Tracer,
+} from '@pushline/telemetry';
 import type { DeadLetterQueue } from './dead-letter.ts';
-import { runKeyed, type Semaphore } from './keyed-runner.ts';
+import { runKeyed, type KeyedRunResult, type Semaphore } from './keyed-runner.ts';
 import type { ProcessorMetrics } from './metrics.ts';
-import type { OutcomeRecorder } from './outcomes.ts';
+import type { OutcomeCommitter } from './outcome-committer.ts';
 import { decodePushRequest } from './request-decoder.ts';
-import type { PushRequestHandler } from './request-handler.ts';
-import type { RequestLedger } from './request-ledger.ts';
+import type { PushRequestHandler, StoredHint } from './request-handler.ts';
+import type { ClaimResult, RequestLedger } from './request-ledger.ts';
 
 /**
  * Thrown from a batch that stopped before its end (partition revoked, processor closing, a record
@@ -35,7 +43,10 @@ export interface PushRequestConsumerOptions {
   readonly dlq: DeadLetterQueue;
   readonly ledger: RequestLedger;
   readonly handler: PushRequestHandler;
-  readonly outcomes: OutcomeRecorder;
+  /** Asked once per batch which target devices have stored messages. */
+  readonly store: RedisOfflineStore;
+  /** Writes each handled request's events and marks it done, many requests per round trip. */
+  readonly committer: OutcomeCommitter;
   readonly metrics: ProcessorMetrics;
   readonly tracer: Tracer;
   readonly logger: Logger;
@@ -98,16 +109,23 @@ export class PushRequestConsumer {
         lostGroup ??= err;
       });
     }, this.#o.heartbeatEveryMs ?? 1000);
-    let result;
+    const isActive = () => ctx.isActive() && lostGroup === undefined;
+    let result: KeyedRunResult;
+    let work: BatchWork;
     try {
+      work = await this.#prepare(batch.records);
       result = await runKeyed(
-        batch.records,
-        (record) => record.key ?? '',
-        (record) => this.#processRecord(record, () => ctx.isActive() && lostGroup === undefined),
-        {
-          semaphore: this.#o.semaphore,
-          shouldContinue: () => ctx.isActive() && lostGroup === undefined,
-        },
+        work.items,
+        (item) => item.record.key ?? '',
+        (item) => this.#processItem(item, work, isActive),
+        { semaphore: this.#o.semaphore, shouldContinue: isActive },
+      );
+      // Claims of requests never started (the batch stopped early) are given up at once, so
+      // their redelivery does not wait for the claim to expire.
+      await this.#release(
+        [...work.claims].flatMap(([requestId, c]) =>
+          c.status === 'claimed' ? [{ requestId, token: c.token }] : [],
+        ),
       );
     } finally {
       clearInterval(beat);
@@ -139,7 +157,65 @@ export class PushRequestConsumer {
     }
   }
 
-  #processRecord(record: IncomingRecord, isActive: () => boolean): Promise<void> {
+  /**
+   * Decodes the batch (bad records go to the DLQ at once), claims every request id in one round
+   * trip and looks up which target devices have stored messages in another.
+   */
+  async #prepare(records: readonly IncomingRecord[]): Promise<BatchWork> {
+    const m = this.#o.metrics;
+    const items: WorkItem[] = [];
+    const firstOf = new Map<string, WorkItem>();
+    const devices = new Set<string>();
+    for (const record of records) {
+      const decoded = decodePushRequest(record.value, this.#o.maxPayloadBytes);
+      if (!decoded.ok) {
+        m.records.inc({ result: 'received' });
+        try {
+          await this.#o.dlq.send(record, decoded.reason, decoded.detail);
+        } catch (err) {
+          m.records.inc({ result: 'failed' });
+          throw err;
+        }
+        m.dlq.inc({ reason: decoded.reason });
+        m.records.inc({ result: 'dlq' });
+        this.#log.warn(
+          {
+            partition: record.partition,
+            offset: record.offset,
+            reason: decoded.reason,
+            detail: decoded.detail,
+          },
+          'record dead-lettered',
+        );
+        continue;
+      }
+      const req = decoded.request;
+      // The same id twice in one batch: the later one is a duplicate of the first, which holds
+      // the claim until the batch ends (waiting on it here would wait on ourselves).
+      const item: WorkItem = { record, req, duplicateOf: firstOf.get(req.id) };
+      if (!item.duplicateOf) firstOf.set(req.id, item);
+      if (req.target.type === 'device') devices.add(req.target.id);
+      items.push(item);
+    }
+    const [claims, pending] = await Promise.allSettled([
+      this.#o.ledger.claimMany([...firstOf.keys()]),
+      this.#o.store.withPending(devices),
+    ]);
+    if (pending.status === 'rejected') {
+      if (claims.status === 'fulfilled') {
+        const taken = [...claims.value].flatMap(([requestId, c]) =>
+          c.status === 'claimed' ? [{ requestId, token: c.token }] : [],
+        );
+        await this.#release(taken);
+      }
+      throw pending.reason;
+    }
+    if (claims.status === 'rejected') throw claims.reason;
+    return { items, claims: claims.value, hint: { mayHavePending: pending.value } };
+  }
+
+  #processItem(item: WorkItem, work: BatchWork, isActive: () => boolean): Promise<void> {
+    const { record, req } = item;
     const parent = extractTraceContext({
       traceparent: record.headers['traceparent'],
       tracestate: record.headers['tracestate'],
@@ -163,53 +239,41 @@ export class PushRequestConsumer {
       async (span) => {
         const m = this.#o.metrics;
         m.records.inc({ result: 'received' });
-        const decoded = decodePushRequest(record.value, this.#o.maxPayloadBytes);
-        if (!decoded.ok) {
-          try {
-            await this.#o.dlq.send(record, decoded.reason, decoded.detail);
-          } catch (err) {
-            m.records.inc({ result: 'failed' });
-            throw err;
-          }
-          span.setAttribute('pushline.dlq_reason', decoded.reason);
-          m.dlq.inc({ reason: decoded.reason });
-          m.records.inc({ result: 'dlq' });
-          this.#log.warn(
-            {
-              partition: record.partition,
-              offset: record.offset,
-              reason: decoded.reason,
-              detail: decoded.detail,
-            },
-            'record dead-lettered',
-          );
-          return;
-        }
-        const req = decoded.request;
         span.setAttribute('messaging.message.id', req.id);
         span.setAttribute('pushline.target.type', req.target.type);
         if (record.key !== null && record.key !== pushTargetKey(req.target)) {
           this.#log.debug({ key: record.key, requestId: req.id }, 'record key is not its target key');
         }
-        let claim;
-        try {
-          claim = await this.#o.ledger.claim(req.id, isActive);
-        } catch (err) {
-          m.records.inc({ result: 'failed' });
-          throw err;
-        }
-        if (claim.status === 'done') {
+        if (item.duplicateOf) {
           span.setAttribute('pushline.duplicate', true);
           m.records.inc({ result: 'duplicate' });
           return;
         }
+        let claim = work.claims.get(req.id);
+        if (claim?.status !== 'claimed') {
+          // Done already, or held by another processor: the single-request path tells them apart
+          // and waits for a live holder.
+          try {
+            claim = await this.#o.ledger.claim(req.id, isActive);
+          } catch (err) {
+            m.records.inc({ result: 'failed' });
+            throw err;
+          }
+          if (claim.status === 'done') {
+            span.setAttribute('pushline.duplicate', true);
+            m.records.inc({ result: 'duplicate' });
+            return;
+          }
+          work.claims.set(req.id, claim);
+        }
         try {
-          const events = await this.#o.handler.handle(req);
-          await this.#o.outcomes.record(events);
-          await this.#o.ledger.complete(req.id);
+          const events = await this.#o.handler.handle(req, work.hint);
+          await this.#o.committer.commit(req.id, events, injectTraceHeaders() as Record<string, string>);
+          work.claims.delete(req.id);
           m.records.inc({ result: 'processed' });
         } catch (err) {
           m.records.inc({ result: 'failed' });
+          work.claims.delete(req.id);
           await this.#o.ledger.release(req.id, claim.token).catch((releaseErr: unknown) => {
             this.#log.warn({ err: releaseErr, requestId: req.id }, 'releasing a failed request failed');
           });
@@ -218,4 +282,23 @@ export class PushRequestConsumer {
       },
     );
   }
+
+  async #release(claims: readonly { requestId: string; token: string }[]): Promise<void> {
+    await this.#o.ledger.releaseMany(claims).catch((err: unknown) => {
+      this.#log.warn({ err, requests: claims.length }, 'releasing unfinished requests failed');
+    });
+  }
+}
+
+interface WorkItem {
+  readonly record: IncomingRecord;
+  readonly req: PushRequest;
+  /** The earlier record of the same batch with the same request id. */
+  readonly duplicateOf: WorkItem | undefined;
+}
+
+interface BatchWork {
+  readonly items: readonly WorkItem[];
+  readonly claims: Map<string, ClaimResult | { readonly status: 'held' }>;
+  readonly hint: StoredHint;
 }

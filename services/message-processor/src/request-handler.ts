@@ -19,6 +19,16 @@ export interface PushRequestHandlerOptions {
   readonly deliveryTimeoutMs: number;
 }
 
+/**
+ * The devices that may have stored messages, looked up once for a whole batch
+ * (`RedisOfflineStore.withPending`). A device not in it had none at the lookup, so the per-request
+ * check is skipped; the handler adds every device it stores for, so a later request of the batch
+ * for that device still drains first.
+ */
+export interface StoredHint {
+  readonly mayHavePending: Set<string>;
+}
+
 /** Outcomes after which a message with a ttl is kept for the device instead of being final. */
 const STORABLE = new Set<DeliveryOutcome>(['not_connected', 'timeout']);
 
@@ -35,7 +45,7 @@ export class PushRequestHandler {
     this.#o = options;
   }
 
-  async handle(req: PushRequest): Promise<DeliveryEvent[]> {
+  async handle(req: PushRequest, hint?: StoredHint): Promise<DeliveryEvent[]> {
     const ttlMs = (req.ttlSeconds ?? 0) * 1000;
     const expiresAt = ttlMs > 0 ? req.createdAt + ttlMs : undefined;
     const deviceId = req.target.type === 'device' ? req.target.id : undefined;
@@ -43,7 +53,8 @@ export class PushRequestHandler {
       // It waited in Kafka longer than it may live: never delivered late.
       return [this.#event(req, { deviceId, outcome: 'expired', attempts: 1, reason: 'ttl_elapsed' })];
     }
-    if (deviceId !== undefined && (await this.#hasStoredAndIsConnected(deviceId))) {
+    const mayHavePending = deviceId !== undefined && (hint?.mayHavePending.has(deviceId) ?? true);
+    if (deviceId !== undefined && mayHavePending && (await this.#hasStoredAndIsConnected(deviceId))) {
       // Stored messages go first, so the device sees its messages in order. The drain records
       // their outcomes itself; if the device is gone it stops, and this request is stored behind.
       await this.#o.store.drain(deviceId, (msg) => this.#deliverStored(deviceId, msg));
@@ -61,7 +72,7 @@ export class PushRequestHandler {
         ];
       case 'failed':
         if (deviceId !== undefined) {
-          return [await this.#settle(req, deviceId, 'not_connected', 1, resolution.reason, expiresAt)];
+          return [await this.#settle(req, deviceId, 'not_connected', 1, resolution.reason, expiresAt, hint)];
         }
         return [this.#event(req, { outcome: 'not_connected', attempts: 1, reason: resolution.reason })];
       case 'devices': {
@@ -74,7 +85,7 @@ export class PushRequestHandler {
         }
         return Promise.all(
           resolution.results.map((r) =>
-            this.#settle(req, r.deviceId, r.outcome, r.attempts, r.reason, expiresAt),
+            this.#settle(req, r.deviceId, r.outcome, r.attempts, r.reason, expiresAt, hint),
           ),
         );
       }
@@ -94,6 +105,7 @@ export class PushRequestHandler {
     attempts: number,
     reason: string | undefined,
     expiresAt: number | undefined,
+    hint: StoredHint | undefined,
   ): Promise<DeliveryEvent> {
     if (expiresAt === undefined || !STORABLE.has(outcome)) {
       return this.#event(req, { deviceId, outcome, attempts, reason });
@@ -109,6 +121,7 @@ export class PushRequestHandler {
       attempts,
       ...trace,
     };
+    hint?.mayHavePending.add(deviceId);
     await this.#o.store.store(deviceId, msg);
     return this.#event(req, { deviceId, outcome, attempts, reason, terminal: false, stored: true });
   }

@@ -94,6 +94,56 @@ export class RequestLedger {
     }
   }
 
+  /**
+   * Claims many requests in one round trip (a pipeline of `SET NX PX`). A request this call could
+   * not take comes back as `held` (someone holds it, or it is `done`): settle it with `claim`,
+   * which tells the two apart and waits for a live holder. Ids must be distinct.
+   */
+  async claimMany(
+    requestIds: readonly string[],
+  ): Promise<
+    Map<string, { readonly status: 'claimed'; readonly token: string } | { readonly status: 'held' }>
+  > {
+    const out = new Map<
+      string,
+      { readonly status: 'claimed'; readonly token: string } | { readonly status: 'held' }
+    >();
+    if (requestIds.length === 0) return out;
+    const tokens = requestIds.map(() => `proc:${this.#o.instanceId}:${randomUUID()}`);
+    const pipe = this.#redis.pipeline();
+    requestIds.forEach((id, i) =>
+      pipe.set(this.#key(id), tokens[i] as string, 'PX', this.#o.claimTtlMs, 'NX'),
+    );
+    const replies = await execPipeline(pipe);
+    requestIds.forEach((id, i) => {
+      out.set(
+        id,
+        replies[i] === 'OK' ? { status: 'claimed', token: tokens[i] as string } : { status: 'held' },
+      );
+    });
+    return out;
+  }
+
+  /** Marks many requests' outcomes as recorded, in one round trip. */
+  async completeMany(requestIds: readonly string[]): Promise<void> {
+    if (requestIds.length === 0) return;
+    const pipe = this.#redis.pipeline();
+    for (const id of requestIds) pipe.set(this.#key(id), DONE, 'EX', this.#o.windowSeconds);
+    await execPipeline(pipe);
+  }
+
+  /** `release` for many claims, in one round trip. */
+  async releaseMany(
+    claims: readonly { readonly requestId: string; readonly token: string }[],
+  ): Promise<void> {
+    if (claims.length === 0) return;
+    const pipe = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & {
+      pushlineLedgerRelease(key: string, token: string): unknown;
+    };
+    for (const c of claims) pipe.pushlineLedgerRelease(this.#key(c.requestId), c.token);
+    await execPipeline(pipe);
+  }
+
   /** Marks the request's outcome as recorded. */
   async complete(requestId: string): Promise<void> {
     await this.#redis.set(this.#key(requestId), DONE, 'EX', this.#o.windowSeconds);
@@ -103,4 +153,13 @@ export class RequestLedger {
   async release(requestId: string, token: string): Promise<void> {
     await this.#redis.pushlineLedgerRelease(this.#key(requestId), token);
   }
+}
+
+/** Runs a pipeline and throws the first command error (ioredis reports them per command). */
+async function execPipeline(pipe: ReturnType<Redis['pipeline']>): Promise<unknown[]> {
+  const results = (await pipe.exec()) ?? [];
+  return results.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
 }

@@ -17,6 +17,7 @@ import { CacheInvalidator } from './cache-invalidation.ts';
 import { DeadLetterQueue } from './dead-letter.ts';
 import { Semaphore } from './keyed-runner.ts';
 import { createProcessorMetrics } from './metrics.ts';
+import { OutcomeCommitter } from './outcome-committer.ts';
 import { OutcomeRecorder } from './outcomes.ts';
 import { PushRequestConsumer } from './processor.ts';
 import { PushRequestHandler } from './request-handler.ts';
@@ -133,7 +134,8 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     dlq: new DeadLetterQueue({ producer, topic: topics.pushRequestsDlq }),
     ledger,
     handler,
-    outcomes,
+    store,
+    committer: new OutcomeCommitter({ outcomes, ledger, logger }),
     metrics: m,
     tracer,
     logger,
