@@ -4,3 +4,5 @@ export { OpsServer, sendJson, readBody, BodyTooLargeError } from './ops-server.t
 export type { OpsServerOptions, ReadinessCheck, ExtraRoute } from './ops-server.ts';
 export { runMain } from './main.ts';
 export type { RunningService } from './main.ts';
+export { assemblyLifecycle } from './assembly.ts';
+export type { AssemblyOptions } from './assembly.ts';

@@ -3,15 +3,8 @@ import { topicNames, type ConnectionServerConfig } from '@pushline/config';
 import { createKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
 import { RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry } from '@pushline/registry';
-import { closeOnce, runCleanup, type CleanupStep } from '@pushline/runtime';
-import {
-  createMetricsRegistry,
-  trace,
-  type Logger,
-  type Registry,
-  type TracingHandle,
-  type Tracer,
-} from '@pushline/telemetry';
+import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
+import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import { Redis } from 'ioredis';
 import { createConnectionServer, type ConnectionServer, type OfflineInbox } from './server.ts';
 
@@ -20,28 +13,17 @@ export function connectionServerId(config: ConnectionServerConfig): string {
   return config.PUSHLINE_SERVER_ID ?? `${hostname()}-${config.PUSHLINE_PORT}`;
 }
 
-export interface AssembleConnectionServerOptions {
-  readonly logger: Logger;
-  /** Default: a registry with the process metrics, labelled with the service and the server id. */
-  readonly metrics?: Registry;
-  /** Default: the `pushline-connection-server` tracer of the global provider. */
-  readonly tracer?: Tracer;
+export interface AssembleConnectionServerOptions extends AssemblyOptions {
   /** The caller's, and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
   readonly redis?: Redis;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
   /** Default: the Redis offline store, whose terminal outcomes go to the delivery-events topic. */
   readonly inbox?: OfflineInbox;
-  /** Started by main.ts and handed over: closed last, so the spans of the shutdown are exported. */
-  readonly tracing?: TracingHandle;
 }
 
 /** A connection server with everything it runs on, wired the way the deployed process runs. */
-export interface AssembledConnectionServer {
-  /** Creates missing topics, then starts the outcome producer and the server; cleans up if it fails. */
-  start(): Promise<void>;
-  /** Drains the server, then closes its producers and the clients it owns. Idempotent. */
-  close(): Promise<void>;
+export interface AssembledConnectionServer extends Component {
   readonly server: ConnectionServer;
   readonly serverId: string;
   readonly redis: Redis;
@@ -98,15 +80,6 @@ export function assembleConnectionServer(
     inbox,
   });
 
-  const { tracing } = options;
-  const steps: CleanupStep[] = [
-    { name: 'connection server', run: () => server.close() },
-    { name: 'outcomes producer', run: () => outcomes.close() },
-    { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
-    { name: 'tracing', run: () => tracing?.close() },
-  ];
-  const close = closeOnce(() => runCleanup(steps));
-
   return {
     server,
     serverId,
@@ -114,9 +87,10 @@ export function assembleConnectionServer(
     kafka,
     registry,
     metrics,
-    close,
-    async start() {
-      try {
+    ...assemblyLifecycle({
+      logger,
+      tracing: options.tracing,
+      async start() {
         const admin = kafka.admin();
         try {
           await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
@@ -125,12 +99,12 @@ export function assembleConnectionServer(
         }
         await outcomes.start();
         await server.start();
-      } catch (err) {
-        await close().catch((closeErr: unknown) =>
-          logger.error({ err: closeErr }, 'cleanup after a failed start failed'),
-        );
-        throw err;
-      }
-    },
+      },
+      steps: [
+        { name: 'connection server', run: () => server.close() },
+        { name: 'outcomes producer', run: () => outcomes.close() },
+        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+      ],
+    }),
   };
 }

@@ -2,15 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { MessageProcessorConfig } from '@pushline/config';
 import { createKafkaClient, type KafkaClient } from '@pushline/kafka';
-import { closeOnce, runCleanup } from '@pushline/runtime';
-import {
-  createMetricsRegistry,
-  trace,
-  type Logger,
-  type Registry,
-  type TracingHandle,
-  type Tracer,
-} from '@pushline/telemetry';
+import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
+import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import { Redis } from 'ioredis';
 import { createMessageProcessor, type MessageProcessor } from './service.ts';
 
@@ -24,29 +17,18 @@ export function processorInstanceId(config: MessageProcessorConfig): string {
   );
 }
 
-export interface AssembleMessageProcessorOptions {
-  /** Without an instanceId field: the assembly adds it to every line. */
-  readonly logger: Logger;
+/** `logger` without an instanceId field: the assembly adds it to every line. */
+export interface AssembleMessageProcessorOptions extends AssemblyOptions {
   /** Default: `processorInstanceId(config)`. */
   readonly instanceId?: string;
-  /** Default: a registry with the process metrics, labelled with the service and the instance id. */
-  readonly metrics?: Registry;
-  /** Default: the `pushline-message-processor` tracer of the global provider. */
-  readonly tracer?: Tracer;
   /** The caller's, and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
   readonly redis?: Redis;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
-  /** Started by main.ts and handed over: closed last, so the spans of the shutdown are exported. */
-  readonly tracing?: TracingHandle;
 }
 
 /** A message processor with everything it runs on, wired the way the deployed process runs. */
-export interface AssembledMessageProcessor {
-  /** Connects Redis, then starts the processor (topics, group, sweeper, ops port); cleans up if it fails. */
-  start(): Promise<void>;
-  /** Finishes and commits the records in hand, then closes what the processor and this root own. Idempotent. */
-  close(): Promise<void>;
+export interface AssembledMessageProcessor extends Component {
   readonly processor: MessageProcessor;
   readonly instanceId: string;
   readonly redis: Redis;
@@ -83,32 +65,23 @@ export function assembleMessageProcessor(
     tracer: options.tracer ?? trace.getTracer('pushline-message-processor'),
   });
 
-  const { tracing } = options;
-  const close = closeOnce(() =>
-    runCleanup([
-      { name: 'message processor', run: () => processor.close() },
-      { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
-      { name: 'tracing', run: () => tracing?.close() },
-    ]),
-  );
-
   return {
     processor,
     instanceId,
     redis,
     kafka,
     metrics,
-    close,
-    async start() {
-      try {
+    ...assemblyLifecycle({
+      logger,
+      tracing: options.tracing,
+      async start() {
         await ownedRedis?.connect();
         await processor.start();
-      } catch (err) {
-        await close().catch((closeErr: unknown) =>
-          logger.error({ err: closeErr }, 'cleanup after a failed start failed'),
-        );
-        throw err;
-      }
-    },
+      },
+      steps: [
+        { name: 'message processor', run: () => processor.close() },
+        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+      ],
+    }),
   };
 }

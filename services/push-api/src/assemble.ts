@@ -9,15 +9,8 @@ import {
 import { BufferedPublisher, createKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry } from '@pushline/registry';
-import { closeOnce, runCleanup } from '@pushline/runtime';
-import {
-  createMetricsRegistry,
-  trace,
-  type Logger,
-  type Registry,
-  type TracingHandle,
-  type Tracer,
-} from '@pushline/telemetry';
+import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
+import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import { Redis } from 'ioredis';
 import { createPushApi, type PushApi } from './server.ts';
 
@@ -26,28 +19,17 @@ export function pushApiInstanceId(config: PushApiConfig): string {
   return `${hostname()}-${config.PUSHLINE_API_PORT}-${process.pid}`;
 }
 
-export interface AssemblePushApiOptions {
-  readonly logger: Logger;
-  /** Default: a registry with the process metrics, labelled with the service and `pushApiInstanceId`. */
-  readonly metrics?: Registry;
-  /** Default: the `pushline-push-api` tracer of the global provider. */
-  readonly tracer?: Tracer;
+export interface AssemblePushApiOptions extends AssemblyOptions {
   /** The caller's (connected), and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
   readonly redis?: Redis;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
   /** The direct-push device cache. Default: DeviceLocator's defaults. */
   readonly locator?: Pick<DeviceLocatorOptions, 'maxEntries' | 'ttlMs' | 'negativeTtlMs'>;
-  /** Started by main.ts and handed over: closed last, so the spans of the shutdown are exported. */
-  readonly tracing?: TracingHandle;
 }
 
 /** A push-api with everything it runs on, wired the way the deployed process runs. */
-export interface AssembledPushApi {
-  /** Connects Redis and the outcome producer, then the API (topics, producer, listen); cleans up if it fails. */
-  start(): Promise<void>;
-  /** Drains the API, flushes stored-message outcomes, then closes transports and owned clients. Idempotent. */
-  close(): Promise<void>;
+export interface AssembledPushApi extends Component {
   readonly api: PushApi;
   /** Base URL (after start). */
   readonly url: string;
@@ -111,19 +93,6 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     tracer,
   });
 
-  const { tracing } = options;
-  // Reverse order of construction: the API drains first, then what it used.
-  const close = closeOnce(() =>
-    runCleanup([
-      { name: 'push-api', run: () => api.close() },
-      { name: 'delivery outcomes', run: () => outcomes.close() },
-      { name: 'outcomes producer', run: () => outcomesProducer.close() },
-      { name: 'delivery transport', run: () => transport.close() },
-      { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
-      { name: 'tracing', run: () => tracing?.close() },
-    ]),
-  );
-
   return {
     api,
     get url() {
@@ -134,18 +103,22 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     redis,
     kafka,
     metrics,
-    close,
-    async start() {
-      try {
+    ...assemblyLifecycle({
+      logger,
+      tracing: options.tracing,
+      async start() {
         await ownedRedis?.connect();
         await outcomesProducer.start();
         await api.start();
-      } catch (err) {
-        await close().catch((closeErr: unknown) =>
-          logger.error({ err: closeErr }, 'cleanup after a failed start failed'),
-        );
-        throw err;
-      }
-    },
+      },
+      // Reverse order of construction: the API drains first, then what it used.
+      steps: [
+        { name: 'push-api', run: () => api.close() },
+        { name: 'delivery outcomes', run: () => outcomes.close() },
+        { name: 'outcomes producer', run: () => outcomesProducer.close() },
+        { name: 'delivery transport', run: () => transport.close() },
+        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+      ],
+    }),
   };
 }
