@@ -1,6 +1,5 @@
 import { Redis } from 'ioredis';
-import { SignJWT } from 'jose';
-import { io, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import {
   connectionServerEnv,
   messageProcessorEnv,
@@ -12,7 +11,6 @@ import {
 import { assembleConnectionServer, type ConnectionServer } from '@pushline/connection-server';
 import { platformTopics, type KafkaClient } from '@pushline/kafka';
 import { assembleMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
-import { DeviceEvents, DeviceMessage } from '@pushline/protocol';
 import { assemblePushApi, type AssembledPushApi } from '@pushline/push-api';
 import { RedisDeviceRegistry } from '@pushline/registry';
 import { runCleanup, type CleanupStep } from '@pushline/runtime';
@@ -24,7 +22,8 @@ import {
   type PromFamily,
   type ReadableSpan,
 } from '@pushline/telemetry';
-import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil } from '@pushline/testkit';
+import { connectDevice, type DeviceBehaviour, type TestDevice } from './devices.ts';
 
 /**
  * The whole platform in this process, each service built by the composition root its main.ts
@@ -38,15 +37,7 @@ function testLogger(service: string): Logger {
   return level ? createLogger({ service, level }) : silentLogger();
 }
 
-/** How a device answers `message`. */
-export type DeviceBehaviour = 'ack' | 'reject' | 'silent';
-
-export interface TestDevice {
-  readonly id: string;
-  readonly socket: Socket;
-  readonly received: DeviceMessage[];
-  nextMessage(timeoutMs?: number): Promise<DeviceMessage>;
-}
+export type { DeviceBehaviour, TestDevice };
 
 export interface ScrapedService {
   readonly name: string;
@@ -190,50 +181,16 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
       });
     }
 
-    const connect: Platform['connect'] = async (server, deviceId, userId, behaviour = 'ack') => {
-      const token = await new SignJWT({ uid: userId })
-        .setProtectedHeader({ alg: 'HS256' })
-        .setSubject(deviceId)
-        .setExpirationTime('10m')
-        .sign(new TextEncoder().encode(jwtSecret));
-      const socket = io(server.deviceUrl, {
-        transports: ['websocket'],
-        reconnection: false,
-        auth: { token },
+    const connect: Platform['connect'] = (server, deviceId, userId, behaviour) =>
+      connectDevice({
+        server,
+        registry,
+        jwtSecret,
+        deviceId,
+        userId,
+        ...(behaviour ? { behaviour } : {}),
+        track: (socket) => sockets.push(socket),
       });
-      sockets.push(socket);
-      const received: DeviceMessage[] = [];
-      const waiters: ((m: DeviceMessage) => void)[] = [];
-      socket.on(DeviceEvents.message, (raw: unknown, ack: (answer: unknown) => void) => {
-        const msg = DeviceMessage.parse(raw);
-        received.push(msg);
-        for (const w of waiters.splice(0)) w(msg);
-        if (behaviour === 'ack') ack({ ok: true });
-        else if (behaviour === 'reject') ack({ ok: false, reason: 'muted' });
-      });
-      await within(
-        new Promise<void>((resolve, reject) => {
-          socket.once('connect', () => resolve());
-          socket.once('connect_error', (err) => reject(err));
-        }),
-        5_000,
-        `${deviceId} to connect`,
-      );
-      await waitUntil(async () => (await registry.lookup(deviceId))?.serverId === server.serverId, {
-        what: `${deviceId} registered on ${server.serverId}`,
-      });
-      return {
-        id: deviceId,
-        socket,
-        received,
-        nextMessage: (timeoutMs = 10_000) =>
-          within(
-            new Promise<DeviceMessage>((resolve) => waiters.push(resolve)),
-            timeoutMs,
-            `a message for ${deviceId}`,
-          ),
-      };
-    };
 
     const call: Platform['call'] = async (method, path, body) => {
       const res = await fetch(`${api.url}${path}`, {

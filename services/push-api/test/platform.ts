@@ -1,30 +1,17 @@
-import { SignJWT } from 'jose';
-import { io, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import { connectionServerEnv, parseEnv } from '@pushline/config';
 import {
   assembleConnectionServer,
   type AssembledConnectionServer,
   type ConnectionServer,
 } from '@pushline/connection-server';
-import { DeviceEvents, DeviceMessage } from '@pushline/protocol';
 import { silentLogger } from '@pushline/telemetry';
-import { testInfra, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+import { testInfra, testSecret, uniquePrefix } from '@pushline/testkit';
+// Devices are the same everywhere; the root tests' support is their one home.
+import { connectDevice, type DeviceBehaviour, type TestDevice } from '../../../test/support/devices.ts';
 import { startApi, type ApiHarness } from './harness.ts';
 
-/** How a test device answers `message`. */
-export type DeviceBehaviour = 'ack' | 'reject' | 'silent' | 'disconnect';
-
-export interface TestDevice {
-  readonly id: string;
-  readonly userId: string;
-  readonly socket: Socket;
-  readonly received: DeviceMessage[];
-  behaviour: DeviceBehaviour;
-  /** Resolves with the next message this device receives. */
-  nextMessage(timeoutMs?: number): Promise<DeviceMessage>;
-  /** Emits with an ack and resolves with the ack. */
-  request(event: string, body: unknown, timeoutMs?: number): Promise<unknown>;
-}
+export type { DeviceBehaviour, TestDevice };
 
 export interface Platform {
   readonly h: ApiHarness;
@@ -96,64 +83,17 @@ export async function startPlatform(
     throw err;
   }
 
-  const connect: Platform['connect'] = async (server, deviceId, userId, behaviour = 'ack', claims = {}) => {
-    const token = await new SignJWT({ uid: userId, ...claims })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setSubject(deviceId)
-      .setExpirationTime('10m')
-      .sign(new TextEncoder().encode(jwtSecret));
-    const socket = io(server.deviceUrl, { transports: ['websocket'], reconnection: false, auth: { token } });
-    sockets.push(socket);
-    const received: DeviceMessage[] = [];
-    const waiters: ((m: DeviceMessage) => void)[] = [];
-    const device: TestDevice = {
-      id: deviceId,
+  const connect: Platform['connect'] = (server, deviceId, userId, behaviour, claims) =>
+    connectDevice({
+      server,
+      registry: h.registry,
+      jwtSecret,
+      deviceId,
       userId,
-      socket,
-      received,
-      behaviour,
-      nextMessage: (timeoutMs = 5_000) =>
-        within(
-          new Promise<DeviceMessage>((resolve) => waiters.push(resolve)),
-          timeoutMs,
-          `a message for ${deviceId}`,
-        ),
-      request: (event, body, timeoutMs = 5_000) =>
-        within(
-          socket.timeout(timeoutMs).emitWithAck(event, body) as Promise<unknown>,
-          timeoutMs + 500,
-          `ack of ${event}`,
-        ),
-    };
-    socket.on(DeviceEvents.message, (raw: unknown, ack: (answer: unknown) => void) => {
-      const msg = DeviceMessage.parse(raw);
-      received.push(msg);
-      for (const w of waiters.splice(0)) w(msg);
-      switch (device.behaviour) {
-        case 'ack':
-          return ack({ ok: true });
-        case 'reject':
-          return ack({ ok: false, reason: 'muted' });
-        case 'silent':
-          return;
-        case 'disconnect':
-          socket.disconnect();
-          return;
-      }
+      ...(behaviour ? { behaviour } : {}),
+      ...(claims ? { claims } : {}),
+      track: (socket) => sockets.push(socket),
     });
-    await within(
-      new Promise<void>((resolve, reject) => {
-        socket.once('connect', () => resolve());
-        socket.once('connect_error', (err) => reject(err));
-      }),
-      5_000,
-      `${deviceId} to connect`,
-    );
-    await waitUntil(async () => (await h.registry.lookup(deviceId))?.serverId === server.serverId, {
-      what: `${deviceId} registered on ${server.serverId}`,
-    });
-    return device;
-  };
 
   return {
     h,
