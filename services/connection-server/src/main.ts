@@ -5,15 +5,12 @@ import { assembleConnectionServer, connectionServerId } from './assemble.ts';
 
 const config = parseEnv(connectionServerEnv, process.env);
 const serverId = connectionServerId(config);
-const logger = createLogger({
-  service: 'connection-server',
-  level: config.PUSHLINE_LOG_LEVEL,
-  base: { serverId },
-});
+// The server adds serverId to its own lines; a base field here would write the key twice.
+const logger = createLogger({ service: 'connection-server', level: config.PUSHLINE_LOG_LEVEL });
 
 runMain({
   name: 'connection-server',
-  logger,
+  logger: logger.child({ serverId }),
   boot: async () => {
     const tracing = startTracing({ serviceName: 'pushline-connection-server', instanceId: serverId });
     const service = assembleConnectionServer(config, { logger, tracing });
