@@ -5,6 +5,8 @@ export interface ConnectionServerMetrics {
   readonly connects: Counter<never>;
   readonly disconnects: Counter<'reason'>;
   readonly authFailures: Counter<'code'>;
+  /** Handshakes refused at the upgrade because too many were in flight (admission control). */
+  readonly handshakesBusy: Counter<never>;
   /** Every deliver request ends in exactly one outcome: requests received = sum over outcomes. */
   readonly deliveries: Counter<'source' | 'outcome'>;
   readonly deviceAck: Histogram<'outcome'>;
@@ -45,6 +47,11 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
       name: 'pushline_auth_failures_total',
       help: 'Refused device handshakes, by reason code.',
       labelNames: ['code'],
+      registers,
+    }),
+    handshakesBusy: new Counter({
+      name: 'pushline_handshakes_busy_total',
+      help: 'Device handshakes refused at the upgrade because too many were already in flight.',
       registers,
     }),
     deliveries: new Counter({

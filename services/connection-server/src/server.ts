@@ -99,6 +99,15 @@ export function validateConnectionServerConfig(config: ConnectionServerConfig): 
   if (issues.length > 0) throw new ConfigError(issues);
 }
 
+/** How long a server that refused a connection gets no replaced notices. */
+const UNREACHABLE_BACKOFF_MS = 5_000;
+
+/** Whether a fetch failed because nothing listens there (the server is gone). */
+function isRefused(err: unknown): boolean {
+  const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
+  return cause?.code === 'ECONNREFUSED';
+}
+
 /** SocketIO's disconnect reasons → the platform's (ConnectionEvent.reason). */
 function disconnectReason(reason: string): DisconnectReason {
   switch (reason) {
@@ -145,6 +154,8 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #locator: DeviceLocator;
   readonly #d2d: DeviceToDevice;
   readonly #pending = new Set<Promise<void>>();
+  /** Servers that refused a replaced notice, until when no notice is sent to them. */
+  readonly #unreachable = new Map<string, number>();
   #emptyWaiters: (() => void)[] = [];
   #deviceUrl: string | undefined;
   #internalUrl: string | undefined;
@@ -160,7 +171,12 @@ class PushlineConnectionServer implements ConnectionServer {
     const { tracer } = deps;
     const logger = this.#log;
 
-    this.#socketServer = new SocketServer({ config, redis: deps.redis, logger });
+    this.#socketServer = new SocketServer({
+      config,
+      redis: deps.redis,
+      logger,
+      onBusy: () => metrics.handshakesBusy.inc(),
+    });
     this.#delivery = new LocalDelivery({ devices: this.#devices, metrics, tracer, logger });
     this.#broadcaster = new TopicBroadcaster({ io: this.#socketServer.io, tracer, metrics, logger });
     this.#subscriptions = new Subscriptions({
@@ -315,6 +331,7 @@ class PushlineConnectionServer implements ConnectionServer {
   }
 
   #onConnection(socket: Socket): void {
+    this.#socketServer.authenticated(socket);
     const claims = this.#claims.get(socket);
     if (!claims) {
       socket.disconnect(true);
@@ -430,6 +447,15 @@ class PushlineConnectionServer implements ConnectionServer {
    * compare-and-delete leaves this entry alone.
    */
   #notifyReplaced(serverUrl: string, deviceId: string, connectionId: string): void {
+    const downUntil = this.#unreachable.get(serverUrl);
+    if (downUntil !== undefined) {
+      // After a crash every device of the dead server lands here; one refused notice is enough.
+      if (downUntil > Date.now()) {
+        this.#metrics.loopFailures.inc({ loop: 'replaced_notice' });
+        return;
+      }
+      this.#unreachable.delete(serverUrl);
+    }
     fetch(`${serverUrl}${INTERNAL_ROUTES.replaced}`, {
       method: 'POST',
       headers: {
@@ -444,6 +470,7 @@ class PushlineConnectionServer implements ConnectionServer {
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
       })
       .catch((err: unknown) => {
+        if (isRefused(err)) this.#unreachable.set(serverUrl, Date.now() + UNREACHABLE_BACKOFF_MS);
         this.#metrics.loopFailures.inc({ loop: 'replaced_notice' });
         this.#log.debug(
           { err, deviceId, serverUrl },

@@ -12,6 +12,35 @@ export interface SocketServerOptions {
   /** The caller's client; the server duplicates it for the adapter and owns the duplicates. */
   readonly redis: Redis;
   readonly logger: Logger;
+  /**
+   * Handshakes (engine connection opened, device not yet authenticated) held at once; past it new
+   * ones are refused at the HTTP upgrade, before any work, and the device retries with backoff
+   * (elsewhere). Bounds the queueing delay of a reconnect storm below the handshake timeout, so
+   * the server does not spend its CPU on handshakes the devices have already given up on.
+   * Default 1000.
+   */
+  readonly maxPendingHandshakes?: number;
+  /**
+   * New handshakes are also refused while the oldest pending one has waited this long: the count
+   * alone cannot tell a fast server from a starved one. Default 2000 ms (a quarter of the 8 s
+   * handshake bound).
+   */
+  readonly maxHandshakeQueueMs?: number;
+  /** Called for every handshake refused by `maxPendingHandshakes`. */
+  readonly onBusy?: () => void;
+}
+
+/**
+ * Pending connections the kernel queues before accept(). Node's default (511) overflows when
+ * thousands of devices reconnect within a second, and a dropped SYN costs the device a 1 s, then
+ * 3 s TCP retransmit before it is even seen. Linux caps it at net.core.somaxconn.
+ */
+const LISTEN_BACKLOG = 4096;
+
+/** The parts of an engine.io connection this server touches. */
+interface EngineConnection {
+  request: unknown;
+  once(event: 'close', fn: () => void): void;
 }
 
 /**
@@ -25,11 +54,15 @@ export class SocketServer {
   readonly #o: SocketServerOptions;
   readonly #adapterClients: Redis[] = [];
   readonly #openedAt = new WeakMap<object, number>();
+  /** Engine connections not yet authenticated nor closed → when they opened, oldest first. */
+  readonly #pending = new Map<object, number>();
   #url: string | undefined;
 
   constructor(options: SocketServerOptions) {
     this.#o = options;
     const { config } = options;
+    const maxPending = options.maxPendingHandshakes ?? 1000;
+    const maxQueueMs = options.maxHandshakeQueueMs ?? 2000;
     this.http = createServer();
     this.io = new Server(this.http, {
       transports: config.PUSHLINE_ALLOW_POLLING ? ['polling', 'websocket'] : ['websocket'],
@@ -44,13 +77,43 @@ export class SocketServer {
       serveClient: false,
       allowEIO3: false,
       cleanupEmptyChildNamespaces: true,
+      allowRequest: (_req, callback) => {
+        if (this.#pending.size < maxPending && this.#oldestPendingMs() < maxQueueMs) {
+          return callback(null, true);
+        }
+        options.onBusy?.();
+        callback('server busy', false);
+      },
     });
-    this.io.engine.on('connection', (raw: object) => {
-      this.#openedAt.set(raw, Date.now());
+    this.io.engine.on('connection', (raw: EngineConnection) => {
+      const now = Date.now();
+      this.#openedAt.set(raw, now);
+      this.#pending.set(raw, now);
+      raw.once('close', () => this.#handshakeDone(raw));
       // The handshake request (headers, socket references) is not needed after the upgrade;
       // dropping it saves memory per connection (socket.io docs, "Memory usage").
-      (raw as { request: unknown }).request = null;
+      raw.request = null;
     });
+  }
+
+  /** Handshakes in flight: engine connections not yet authenticated nor closed. */
+  get pendingHandshakes(): number {
+    return this.#pending.size;
+  }
+
+  /** The device behind `socket` authenticated: its engine connection no longer counts as pending. */
+  authenticated(socket: Socket): void {
+    this.#handshakeDone(socket.conn);
+  }
+
+  #handshakeDone(raw: object): void {
+    this.#pending.delete(raw);
+  }
+
+  /** How long the oldest pending handshake has waited (a Map iterates in insertion order). */
+  #oldestPendingMs(): number {
+    const oldest = this.#pending.values().next();
+    return oldest.done ? 0 : Date.now() - oldest.value;
   }
 
   /** When the engine connection under a socket opened, the start of its handshake budget. */
@@ -69,10 +132,13 @@ export class SocketServer {
     const { config } = this.#o;
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
-      this.http.listen(config.PUSHLINE_PORT, config.PUSHLINE_HOST, () => {
-        this.http.off('error', reject);
-        resolve();
-      });
+      this.http.listen(
+        { port: config.PUSHLINE_PORT, host: config.PUSHLINE_HOST, backlog: LISTEN_BACKLOG },
+        () => {
+          this.http.off('error', reject);
+          resolve();
+        },
+      );
     });
     const address = this.http.address() as AddressInfo;
     const host =

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { connectionServerEnv, parseEnv } from '@pushline/config';
+import { silentLogger } from '@pushline/telemetry';
+import { testInfra, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+import { Redis } from 'ioredis';
+import { io, type Socket as ClientSocket } from 'socket.io-client';
+import { SocketServer } from '../src/socket-server.ts';
+
+/** Resolves with the message of the socket's `connect_error`; rejects if it connects. */
+function refusal(socket: ClientSocket): Promise<string> {
+  return within(
+    new Promise<string>((resolve, reject) => {
+      socket.once('connect', () => reject(new Error('device was accepted')));
+      socket.once('connect_error', (err) => resolve(err.message));
+    }),
+    5_000,
+    'connect_error',
+  );
+}
+
+describe('handshake admission control', () => {
+  const cleanup: (() => unknown)[] = [];
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step();
+  });
+
+  it('refuses handshakes past maxPendingHandshakes at the upgrade, and admits again once one completes', async () => {
+    const redis = new Redis(testInfra().redisUrl);
+    cleanup.push(() => redis.quit());
+    const config = parseEnv(connectionServerEnv, {
+      PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
+      PUSHLINE_REDIS_URL: testInfra().redisUrl,
+      PUSHLINE_KEY_PREFIX: `${uniquePrefix('admission')}:`,
+      PUSHLINE_INTERNAL_TOKEN: 'x'.repeat(32),
+      PUSHLINE_DEVICE_JWT_SECRET: 'y'.repeat(32),
+      PUSHLINE_HOST: '127.0.0.1',
+      PUSHLINE_PORT: '0',
+    });
+    let busy = 0;
+    const server = new SocketServer({
+      config,
+      redis,
+      logger: silentLogger(),
+      maxPendingHandshakes: 1,
+      onBusy: () => busy++,
+    });
+    // Stands in for a slow token check: the first handshake stays pending until released.
+    const held: (() => void)[] = [];
+    server.io.use((_socket, next) => held.push(() => next()));
+    server.io.on('connection', (socket) => server.authenticated(socket));
+    const url = await server.start();
+    cleanup.push(() => server.close());
+    const open = (): ClientSocket => {
+      const socket = io(url, { transports: ['websocket'], reconnection: false, forceNew: true });
+      cleanup.push(() => void socket.disconnect());
+      return socket;
+    };
+
+    const first = open();
+    await waitUntil(() => held.length === 1, { timeoutMs: 5_000, what: 'first handshake pending' });
+    assert.equal(server.pendingHandshakes, 1);
+
+    assert.equal(await refusal(open()), 'websocket error');
+    assert.equal(busy, 1);
+
+    const connected = within(
+      new Promise<void>((resolve) => first.once('connect', () => resolve())),
+      5_000,
+      'first device to connect',
+    );
+    held[0]?.();
+    await connected;
+    assert.equal(server.pendingHandshakes, 0);
+
+    // A refused or abandoned handshake does not keep its slot either.
+    const third = open();
+    await waitUntil(() => held.length === 2, { timeoutMs: 5_000, what: 'third handshake pending' });
+    third.disconnect();
+    await waitUntil(() => server.pendingHandshakes === 0, {
+      timeoutMs: 5_000,
+      what: 'abandoned handshake released',
+    });
+  });
+});
