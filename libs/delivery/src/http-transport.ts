@@ -2,6 +2,7 @@ import { Agent, request } from 'node:http';
 import type { ZodType } from 'zod';
 import {
   BroadcastResult,
+  DeliverBatchResult,
   DeliverResult,
   type BroadcastRequest,
   type DeliverRequest,
@@ -20,6 +21,7 @@ import type { DeliveryTransport } from './types.ts';
 
 export const DELIVER_PATH = '/internal/v1/deliver';
 export const BROADCAST_PATH = '/internal/v1/broadcast';
+export const DELIVER_BATCH_PATH = '/internal/v1/deliver-batch';
 
 /** Socket errors that mean the server is not there (any more) rather than that it misbehaved. */
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND']);
@@ -27,6 +29,8 @@ const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH'
 const DROPPED_CODES = new Set(['ECONNRESET', 'EPIPE']);
 /** Answers are a few hundred bytes; anything far larger is not a connection server talking. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
+/** A batch answers one small result per item, at most `DELIVER_BATCH_MAX` of them. */
+const MAX_BATCH_RESPONSE_BYTES = 1024 * 1024;
 
 export interface HttpDeliveryTransportOptions {
   /** Sent as `authorization: Bearer <token>`; must equal the servers' PUSHLINE_INTERNAL_TOKEN. */
@@ -50,7 +54,7 @@ type Attempt =
   | { readonly kind: 'dropped'; readonly code: string; readonly reusedSocket: boolean }
   | { readonly kind: 'error'; readonly error: Error };
 
-type Route = 'deliver' | 'broadcast';
+type Route = 'deliver' | 'deliver_batch' | 'broadcast';
 
 /**
  * Calls the connection servers' internal endpoints over HTTP/1.1 with keep-alive: one pool of
@@ -75,7 +79,7 @@ export class HttpDeliveryTransport implements DeliveryTransport {
           name: 'pushline_transport_requests_total',
           help: 'Requests to connection servers by endpoint and result.',
           labels: {
-            route: ['deliver', 'broadcast'],
+            route: ['deliver', 'deliver_batch', 'broadcast'],
             result: ['ok', 'unreachable', 'timeout', 'auth', 'error'],
           },
           registry: options.metrics,
@@ -98,6 +102,56 @@ export class HttpDeliveryTransport implements DeliveryTransport {
     if (ex.kind === 'timeout')
       return { outcome: 'timeout', reason: 'server_timeout', latencyMs: ex.latencyMs };
     return this.#parse('deliver', serverUrl, ex, DeliverResult);
+  }
+
+  /**
+   * Delivers many messages through one server in one exchange (`POST /internal/v1/deliver-batch`,
+   * at most `DELIVER_BATCH_MAX`), one result per request in request order, with `deliver`'s
+   * outcomes for a server that is gone or too slow. Every request is delivered on its own, all at
+   * once: put at most one request per device in a call when their order matters. A server
+   * without the batch endpoint (404) gets the requests one by one.
+   */
+  async deliverMany(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult[]> {
+    if (reqs.length === 0) return [];
+    if (reqs.length === 1) return [await this.deliver(serverUrl, reqs[0] as DeliverRequest)];
+    const fallback = activeTrace();
+    const items = reqs.map((req) => {
+      const trace = req.trace ?? fallback;
+      return trace ? { ...req, trace } : req;
+    });
+    const timeoutMs = Math.max(...reqs.map((r) => r.timeoutMs));
+    const ex = await this.#exchange(
+      'deliver_batch',
+      serverUrl,
+      DELIVER_BATCH_PATH,
+      { items },
+      fallback,
+      timeoutMs,
+      MAX_BATCH_RESPONSE_BYTES,
+    );
+    if (ex.kind === 'unreachable') {
+      return reqs.map(() => ({
+        outcome: 'not_connected',
+        reason: 'server_unreachable',
+        latencyMs: ex.latencyMs,
+      }));
+    }
+    if (ex.kind === 'timeout') {
+      return reqs.map(() => ({ outcome: 'timeout', reason: 'server_timeout', latencyMs: ex.latencyMs }));
+    }
+    if (ex.status === 404) {
+      // A server from before the batch endpoint (rolling upgrade).
+      return Promise.all(reqs.map((req) => this.deliver(serverUrl, req)));
+    }
+    const { results } = this.#parse('deliver_batch', serverUrl, ex, DeliverBatchResult);
+    if (results.length !== reqs.length) {
+      this.#count('deliver_batch', 'error');
+      throw new DeliveryTransportError(
+        `connection server ${serverUrl} answered ${results.length} results to ${reqs.length} deliveries`,
+        { failure: 'invalid_response', serverUrl, status: ex.status },
+      );
+    }
+    return results;
   }
 
   async broadcast(serverUrl: string, req: BroadcastRequest): Promise<BroadcastResult> {
@@ -165,6 +219,7 @@ export class HttpDeliveryTransport implements DeliveryTransport {
     body: unknown,
     trace: TraceContext | undefined,
     timeoutMs: number,
+    maxResponseBytes = MAX_RESPONSE_BYTES,
   ): Promise<Exchange> {
     if (this.#closed) {
       throw new DeliveryTransportError('delivery transport is closed', { failure: 'network', serverUrl });
@@ -181,11 +236,11 @@ export class HttpDeliveryTransport implements DeliveryTransport {
 
     const started = performance.now();
     const deadline = started + timeoutMs + this.#marginMs;
-    let attempt = await this.#attempt(url, payload, headers, deadline - started);
+    let attempt = await this.#attempt(url, payload, headers, deadline - started, maxResponseBytes);
     // A pooled socket the server closed while idle fails on first write; Node's documented remedy
     // is one retry on a fresh socket. Servers dedupe by message id per connection, so it is safe.
     if (attempt.kind === 'dropped' && attempt.reusedSocket && performance.now() < deadline) {
-      attempt = await this.#attempt(url, payload, headers, deadline - performance.now());
+      attempt = await this.#attempt(url, payload, headers, deadline - performance.now(), maxResponseBytes);
     }
     const latencyMs = performance.now() - started;
     switch (attempt.kind) {
@@ -210,7 +265,13 @@ export class HttpDeliveryTransport implements DeliveryTransport {
     }
   }
 
-  #attempt(url: string, payload: Buffer, headers: Record<string, string | number>, timeoutMs: number) {
+  #attempt(
+    url: string,
+    payload: Buffer,
+    headers: Record<string, string | number>,
+    timeoutMs: number,
+    maxResponseBytes: number,
+  ) {
     return new Promise<Attempt>((resolve) => {
       const started = performance.now();
       let settled = false;
@@ -235,8 +296,8 @@ export class HttpDeliveryTransport implements DeliveryTransport {
         let size = 0;
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
-          if (size > MAX_RESPONSE_BYTES) {
-            finish({ kind: 'error', error: new Error(`response larger than ${MAX_RESPONSE_BYTES} bytes`) });
+          if (size > maxResponseBytes) {
+            finish({ kind: 'error', error: new Error(`response larger than ${maxResponseBytes} bytes`) });
             req.destroy();
             return;
           }

@@ -37,6 +37,23 @@ export const DeliverResult = z.object({
 });
 export type DeliverResult = z.infer<typeof DeliverResult>;
 
+/** Most items one `POST /internal/v1/deliver-batch` may carry. */
+export const DELIVER_BATCH_MAX = 500;
+
+/**
+ * Internal: POST /internal/v1/deliver-batch on the connection server that holds the devices. Each
+ * item is delivered on its own (own ack, own timeout), all at once; the caller puts at most one
+ * item per device in a batch when their order matters.
+ */
+export const DeliverBatchRequest = z.object({
+  items: z.array(DeliverRequest).min(1).max(DELIVER_BATCH_MAX),
+});
+export type DeliverBatchRequest = z.infer<typeof DeliverBatchRequest>;
+
+/** One result per item, in item order; sent when the last item has its outcome. */
+export const DeliverBatchResult = z.object({ results: z.array(DeliverResult) });
+export type DeliverBatchResult = z.infer<typeof DeliverBatchResult>;
+
 /** Internal: POST /internal/v1/broadcast on any connection server; reaches a topic's subscribers on every server. */
 export const BroadcastRequest = z.object({
   messageId: MessageId,

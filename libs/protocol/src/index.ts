@@ -4,6 +4,9 @@ export {
   DeliverySource,
   DeliverRequest,
   DeliverResult,
+  DELIVER_BATCH_MAX,
+  DeliverBatchRequest,
+  DeliverBatchResult,
   BroadcastRequest,
   BroadcastResult,
 } from './delivery.ts';

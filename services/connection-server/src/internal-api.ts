@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   BroadcastRequest,
+  DeliverBatchRequest,
   DeliverRequest,
   Identifier,
   type BroadcastResult,
@@ -14,6 +15,7 @@ import type { ConnectionServerMetrics } from './metrics.ts';
 
 export const INTERNAL_ROUTES = {
   deliver: '/internal/v1/deliver',
+  deliverBatch: '/internal/v1/deliver-batch',
   broadcast: '/internal/v1/broadcast',
   replaced: '/internal/v1/replaced',
 } as const;
@@ -36,6 +38,8 @@ export interface InternalApiOptions {
   readonly logger: Logger;
   /** Largest request body. Default 1 MiB. */
   readonly bodyLimitBytes?: number;
+  /** Largest deliver-batch body. Default 16 MiB (500 items of the largest payloads fit). */
+  readonly batchBodyLimitBytes?: number;
 }
 
 /**
@@ -44,10 +48,14 @@ export interface InternalApiOptions {
  * `POST /internal/v1/broadcast` (BroadcastRequest → BroadcastResult), both behind
  * `authorization: Bearer <PUSHLINE_INTERNAL_TOKEN>`. Device outcomes are always 200 with the
  * outcome in the body; 4xx is only for requests that are not valid deliver requests.
+ * `POST /internal/v1/deliver-batch` (DeliverBatchRequest → DeliverBatchResult) delivers up to
+ * `DELIVER_BATCH_MAX` messages at once, each with its own ack and timeout, and answers when the
+ * last one has its outcome: one HTTP exchange instead of one per message.
  */
 export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
   const expected = digest(`Bearer ${options.internalToken}`);
   const limit = options.bodyLimitBytes ?? 1024 * 1024;
+  const batchLimit = options.batchBodyLimitBytes ?? 16 * 1024 * 1024;
 
   return async (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -73,6 +81,17 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
       const notice = await parseJson(req, ReplacedNotice, limit);
       if (!notice.ok) respond(notice.problem.status, notice.problem, true);
       else respond(200, { closed: options.replaced(notice.value) });
+      return true;
+    }
+    if (route === 'deliverBatch') {
+      const batch = await parseJson(req, DeliverBatchRequest, batchLimit);
+      if (!batch.ok) respond(batch.problem.status, batch.problem, true);
+      else {
+        const results = await Promise.all(
+          batch.value.items.map((item) => options.deliver(item, SpanKind.SERVER)),
+        );
+        respond(200, { results });
+      }
       return true;
     }
     const parsed =

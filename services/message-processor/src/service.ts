@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { topicNames, type MessageProcessorConfig } from '@pushline/config';
 import {
+  CoalescingDeliveryTransport,
   DeviceLocator,
   HttpDeliveryTransport,
   MessageRouter,
@@ -76,7 +77,10 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   const ownTransport = deps.transport
     ? undefined
     : new HttpDeliveryTransport({ internalToken: config.PUSHLINE_INTERNAL_TOKEN, logger });
-  const transport = deps.transport ?? (ownTransport as DeliveryTransport);
+  // Deliveries started in the same tick (many keys of many batches) go to each server as one
+  // batch request instead of one HTTP exchange each.
+  const transport =
+    deps.transport ?? new CoalescingDeliveryTransport({ transport: ownTransport as HttpDeliveryTransport });
   const locator = new DeviceLocator({
     registry,
     maxEntries: config.PUSHLINE_LOCATOR_CACHE_MAX,
