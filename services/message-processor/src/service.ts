@@ -85,6 +85,10 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     registry,
     maxEntries: config.PUSHLINE_LOCATOR_CACHE_MAX,
     ttlMs: config.PUSHLINE_LOCATOR_CACHE_TTL_MS,
+    // A cached "not registered" can predate the device's connect event by the connection
+    // servers' event batching; here it would turn a message into a final not_connected (or a
+    // stored one) for a connected device, so the processor always reads the registry instead.
+    negativeTtlMs: 0,
     metrics,
     tracer,
   });
