@@ -18,14 +18,14 @@ export const messageProcessorEnv = z.object({
   PUSHLINE_PROCESSOR_HOST: z.string().default('127.0.0.1').describe('Interface of the ops port.'),
   PUSHLINE_PROCESSOR_PORT: port(7080).describe('Ops port: /healthz, /readyz, /metrics. 0 picks a free port.'),
   PUSHLINE_PROCESSOR_MAX_IN_FLIGHT: positiveInt(1000).describe('Deliveries in flight at once per processor.'),
-  PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY: positiveInt(4).describe(
-    'Partitions of the push-requests topic a processor works on at once.',
+  PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY: positiveInt(12).describe(
+    'Partitions of the push-requests topic a processor works on at once. The Kafka client fetches again only when every batch of a fetch is done, so fewer than the partitions it holds makes them wait in turns.',
   ),
   PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: positiveInt(30000).describe(
     'Kafka group session timeout: how soon the group notices a processor that died and hands its partitions over (the broker allows 6000 and up by default).',
   ),
   PUSHLINE_PROCESSOR_CLAIM_TTL_MS: positiveInt(60000).describe(
-    'How long a processor holds a request while delivering it; another processor that gets the same record (after a rebalance) waits this long at most before taking over. Must exceed one delivery.',
+    'How long a processor holds a request while delivering it; another processor that gets the same record (after a rebalance) waits this long at most before taking over. A batch claims all its requests up front, so it must exceed the processing of one batch.',
   ),
   PUSHLINE_PROCESSOR_DEDUPE_WINDOW_S: positiveInt(86400).describe(
     'How long a completed request id is remembered, so a redelivered record does not produce a second outcome.',
