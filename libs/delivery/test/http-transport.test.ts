@@ -231,4 +231,80 @@ describe('HttpDeliveryTransport', () => {
     await transport.close();
     await assert.rejects(transport.deliver(server.url, deliverRequest()), DeliveryTransportError);
   });
+
+  it('deliverMany sends one batch and returns the results in request order', async () => {
+    server.onRequest = (req, res) => {
+      if (req.path !== '/internal/v1/deliver-batch') return false;
+      const { items } = req.body as { items: { deviceId: string }[] };
+      reply(res, 200, {
+        results: items.map((item) =>
+          item.deviceId === 'dev-1'
+            ? { outcome: 'delivered', latencyMs: 1 }
+            : { outcome: 'not_connected', reason: 'not_connected_here', latencyMs: 0 },
+        ),
+      });
+      return true;
+    };
+    const results = await transport.deliverMany(server.url, [
+      deliverRequest({ deviceId: 'dev-2', messageId: 'm-a' }),
+      deliverRequest({ deviceId: 'dev-1', messageId: 'm-b' }),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.outcome),
+      ['not_connected', 'delivered'],
+    );
+    assert.deepEqual(
+      server.requests.map((r) => r.path),
+      ['/internal/v1/deliver-batch'],
+    );
+    assert.equal(await requestCount('deliver_batch', 'ok'), 1);
+  });
+
+  it('deliverMany falls back to one deliver per item on a server without the batch endpoint', async () => {
+    const results = await transport.deliverMany(server.url, [
+      deliverRequest({ messageId: 'm-a' }),
+      deliverRequest({ deviceId: 'dev-2', messageId: 'm-b', connectionId: undefined }),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.outcome),
+      ['delivered', 'not_connected'],
+    );
+    assert.deepEqual(
+      server.requests.map((r) => r.path),
+      ['/internal/v1/deliver-batch', '/internal/v1/deliver', '/internal/v1/deliver'],
+    );
+  });
+
+  it('deliverMany reports every item server_unreachable when the server is gone', async () => {
+    const gone = await closedPortUrl();
+    const results = await transport.deliverMany(gone, [
+      deliverRequest({ messageId: 'm-a' }),
+      deliverRequest({ messageId: 'm-b' }),
+    ]);
+    assert.deepEqual(
+      results.map((r) => [r.outcome, r.reason]),
+      [
+        ['not_connected', 'server_unreachable'],
+        ['not_connected', 'server_unreachable'],
+      ],
+    );
+  });
+
+  it('deliverMany throws invalid_response when the server answers another number of results', async () => {
+    server.onRequest = (_req, res) => {
+      reply(res, 200, { results: [{ outcome: 'delivered', latencyMs: 1 }] });
+      return true;
+    };
+    await assert.rejects(
+      transport.deliverMany(server.url, [
+        deliverRequest({ messageId: 'm-a' }),
+        deliverRequest({ messageId: 'm-b' }),
+      ]),
+      (err: unknown) => {
+        assert.ok(err instanceof DeliveryTransportError);
+        assert.equal(err.failure, 'invalid_response');
+        return true;
+      },
+    );
+  });
 });
