@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { ConfigError, topicNames, type ConnectionServerConfig } from '@pushline/config';
 import {
+  CoalescingDeliveryTransport,
   DeviceLocator,
   HttpDeliveryTransport,
   MessageRouter,
@@ -236,8 +237,13 @@ class PushlineConnectionServer implements ConnectionServer {
       draining: () => this.#draining,
     });
     this.#ownsTransport = deps.transport === undefined;
+    // Device-to-device sends that arrive in the same turn of the event loop (many sockets' frames
+    // read together, more of them the busier the server) go to each server as one batch request.
     this.#transport =
-      deps.transport ?? new HttpDeliveryTransport({ internalToken: config.PUSHLINE_INTERNAL_TOKEN, logger });
+      deps.transport ??
+      new CoalescingDeliveryTransport({
+        transport: new HttpDeliveryTransport({ internalToken: config.PUSHLINE_INTERNAL_TOKEN, logger }),
+      });
     this.#locator = new DeviceLocator({ registry: deps.registry, tracer });
     const router = new MessageRouter({
       locator: this.#locator,
