@@ -10,7 +10,7 @@ export type {
   RecordBatch,
   TopicSpec,
 } from './types.ts';
-export { createKafkaClient } from './kafkajs-client.ts';
+export { createKafkaClient, serviceKafkaClient } from './kafkajs-client.ts';
 export type { KafkaClientOptions } from './kafkajs-client.ts';
 export { BufferedPublisher } from './buffered-publisher.ts';
 export type { BufferedPublisherOptions } from './buffered-publisher.ts';

@@ -274,3 +274,16 @@ function isKafkaError(err: unknown, types: readonly string[]): boolean {
   if (typeof type === 'string' && types.includes(type)) return true;
   return Array.isArray(errors) && errors.length > 0 && errors.every((e) => isKafkaError(e, types));
 }
+
+/** The Kafka client of a service from the common config, with a client id naming the service. */
+export function serviceKafkaClient(
+  config: { readonly PUSHLINE_KAFKA_BROKERS: readonly string[]; readonly PUSHLINE_KAFKA_CLIENT_ID: string },
+  service: string,
+  logger: Logger,
+): KafkaClient {
+  return createKafkaClient({
+    brokers: config.PUSHLINE_KAFKA_BROKERS,
+    clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-${service}`,
+    logger,
+  });
+}

@@ -1,11 +1,11 @@
 import { hostname } from 'node:os';
 import { topicNames, type ConnectionServerConfig } from '@pushline/config';
-import { createKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
+import { serviceKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
 import { RedisOfflineStore } from '@pushline/offline-store';
-import { RedisDeviceRegistry } from '@pushline/registry';
+import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createConnectionServer, type ConnectionServer, type OfflineInbox } from './server.ts';
 
 /** The id this server goes by in the registry, logs, traces and metrics. */
@@ -40,16 +40,8 @@ export function assembleConnectionServer(
   const { logger } = options;
   const serverId = connectionServerId(config);
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
-  const ownedRedis = options.redis ? undefined : new Redis(config.PUSHLINE_REDIS_URL);
-  ownedRedis?.on('error', (err: Error) => logger.warn({ err }, 'redis error'));
-  const redis = options.redis ?? (ownedRedis as Redis);
-  const kafka =
-    options.kafka ??
-    createKafkaClient({
-      brokers: config.PUSHLINE_KAFKA_BROKERS,
-      clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-connection-server`,
-      logger,
-    });
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
+  const kafka = options.kafka ?? serviceKafkaClient(config, 'connection-server', logger);
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'connection-server', instance: serverId });
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
@@ -91,6 +83,7 @@ export function assembleConnectionServer(
       logger,
       tracing: options.tracing,
       async start() {
+        await ownedRedis?.connect();
         const admin = kafka.admin();
         try {
           await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { MessageProcessorConfig } from '@pushline/config';
-import { createKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createMessageProcessor, type MessageProcessor } from './service.ts';
 
 /**
@@ -44,16 +45,8 @@ export function assembleMessageProcessor(
   const instanceId = options.instanceId ?? processorInstanceId(config);
   // The processor adds the instance id to its own lines; these are the lines around it.
   const logger = options.logger.child({ instanceId });
-  const ownedRedis = options.redis ? undefined : new Redis(config.PUSHLINE_REDIS_URL, { lazyConnect: true });
-  ownedRedis?.on('error', (err: Error) => logger.warn({ err }, 'redis error'));
-  const redis = options.redis ?? (ownedRedis as Redis);
-  const kafka =
-    options.kafka ??
-    createKafkaClient({
-      brokers: config.PUSHLINE_KAFKA_BROKERS,
-      clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-message-processor`,
-      logger,
-    });
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
+  const kafka = options.kafka ?? serviceKafkaClient(config, 'message-processor', logger);
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'message-processor', instance: instanceId });
   const processor = createMessageProcessor({

@@ -6,12 +6,12 @@ import {
   MessageRouter,
   type DeviceLocatorOptions,
 } from '@pushline/delivery';
-import { BufferedPublisher, createKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { BufferedPublisher, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { RedisOfflineStore } from '@pushline/offline-store';
-import { RedisDeviceRegistry } from '@pushline/registry';
+import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createPushApi, type PushApi } from './server.ts';
 
 /** The id this instance goes by in traces, logs and metrics. */
@@ -44,16 +44,8 @@ export interface AssembledPushApi extends Component {
 export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiOptions): AssembledPushApi {
   const { logger } = options;
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
-  const ownedRedis = options.redis ? undefined : new Redis(config.PUSHLINE_REDIS_URL, { lazyConnect: true });
-  ownedRedis?.on('error', (err: Error) => logger.warn({ err }, 'redis error'));
-  const redis = options.redis ?? (ownedRedis as Redis);
-  const kafka =
-    options.kafka ??
-    createKafkaClient({
-      brokers: config.PUSHLINE_KAFKA_BROKERS,
-      clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-push-api`,
-      logger,
-    });
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
+  const kafka = options.kafka ?? serviceKafkaClient(config, 'push-api', logger);
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'push-api', instance: pushApiInstanceId(config) });
   const tracer = options.tracer ?? trace.getTracer('pushline-push-api');
