@@ -13,9 +13,9 @@ import {
 const base = { PUSHLINE_INTERNAL_TOKEN: 'x'.repeat(32) };
 
 test('defaults apply when variables are unset or empty', () => {
-  const config = parseEnv(messageProcessorEnv, { ...base, PUSHLINE_KAFKA_BROKERS: '' });
-  assert.deepEqual(config.PUSHLINE_KAFKA_BROKERS, ['127.0.0.1:9092']);
+  const config = parseEnv(messageProcessorEnv, { ...base, PUSHLINE_TOPIC_PREFIX: '' });
   assert.equal(config.PUSHLINE_TOPIC_PREFIX, 'pushline.');
+  assert.equal(config.PUSHLINE_KAFKA_PARTITIONS, 12);
 });
 
 test('a bad value fails with the variable name in the message', () => {
