@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -8,7 +8,8 @@ import type { GuardedProcess } from './guard.ts';
 import { KAFKA_VERSION, ensureKafkaJars, requireJava } from './kafka-jars.ts';
 import { fetchMetadataBrokers } from './kafka-probe.ts';
 import { freePorts } from './ports.ts';
-import { delay, errorMessage, noLog, withLogTails } from './util.ts';
+import { BindConflict, waitForReady } from './readiness.ts';
+import { delay, noLog, withLogTails } from './util.ts';
 import type { LogFn } from './util.ts';
 
 export interface KafkaInstance {
@@ -135,19 +136,6 @@ function jvmArgs(libsDir: string, log4jFile: string, workDir: string, heap: read
   ];
 }
 
-async function logMentions(files: readonly string[], needle: string): Promise<boolean> {
-  for (const file of files) {
-    try {
-      if ((await readFile(file, 'utf8')).includes(needle)) return true;
-    } catch {
-      // not written yet
-    }
-  }
-  return false;
-}
-
-class BindConflict extends Error {}
-
 export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaInstance> {
   const log = opts.log ?? noLog;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
@@ -233,7 +221,19 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaIns
         `kafka ${KAFKA_VERSION}: java pid ${proc.pid} starting on ${HOST}:${port} (controller ${controllerPort})`,
       );
       try {
-        await waitUntilServing(proc, port, deadline, startTimeoutMs, logs);
+        await waitForReady({
+          proc,
+          name: 'Kafka',
+          deadline,
+          startTimeoutMs,
+          logs,
+          intervalMs: 200,
+          probe: async (remaining) => {
+            const brokers = await fetchMetadataBrokers(HOST, port, Math.min(2_000, remaining));
+            if (brokers.some((b) => b.nodeId === NODE_ID && b.port === port)) return true;
+            return `metadata lists brokers ${JSON.stringify(brokers)}`;
+          },
+        });
       } catch (err) {
         await proc.stop(2_000);
         if (err instanceof BindConflict && attempt < MAX_BIND_ATTEMPTS) {
@@ -261,42 +261,6 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaIns
   } catch (err) {
     if (ownsWorkDir) await rm(workDir, { recursive: true, force: true });
     throw err;
-  }
-}
-
-async function waitUntilServing(
-  proc: GuardedProcess,
-  port: number,
-  deadline: number,
-  startTimeoutMs: number,
-  logs: readonly string[],
-): Promise<void> {
-  let lastProblem = 'no answer yet';
-  for (;;) {
-    const exit = proc.exitInfo();
-    if (exit !== undefined) {
-      const message = `java exited (code ${exit.code}, signal ${exit.signal}) before Kafka was ready`;
-      if (await logMentions(logs, 'Address already in use'))
-        throw new BindConflict(await withLogTails(message, logs));
-      throw new Error(await withLogTails(message, logs));
-    }
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      throw new Error(
-        await withLogTails(
-          `Kafka did not become ready within ${startTimeoutMs} ms (last probe: ${lastProblem})`,
-          logs,
-        ),
-      );
-    }
-    try {
-      const brokers = await fetchMetadataBrokers(HOST, port, Math.min(2_000, remaining));
-      if (brokers.some((b) => b.nodeId === NODE_ID && b.port === port)) return;
-      lastProblem = `metadata lists brokers ${JSON.stringify(brokers)}`;
-    } catch (err) {
-      lastProblem = errorMessage(err);
-    }
-    await delay(Math.min(200, Math.max(deadline - Date.now(), 0)), proc.exited);
   }
 }
 

@@ -1,13 +1,13 @@
 import { execFile } from 'node:child_process';
-import { access, constants, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, constants, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { spawnGuarded } from './guard.ts';
-import type { GuardedProcess } from './guard.ts';
 import { exchange, freePort } from './ports.ts';
-import { delay, errorMessage, findOnPath, noLog, withLogTails } from './util.ts';
+import { BindConflict, waitForReady } from './readiness.ts';
+import { errorMessage, findOnPath, noLog } from './util.ts';
 import type { LogFn } from './util.ts';
 
 const execFileAsync = promisify(execFile);
@@ -106,8 +106,6 @@ async function ping(port: number, timeoutMs: number): Promise<string> {
   return reply.toString('utf8').split('\r\n')[0] ?? '';
 }
 
-class BindConflict extends Error {}
-
 export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisInstance> {
   const log = opts.log ?? noLog;
   const startTimeoutMs = opts.startTimeoutMs ?? 15_000;
@@ -154,7 +152,19 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisIns
         cwd: workDir,
       });
       try {
-        await waitForPong(proc, port, deadline, startTimeoutMs, logs);
+        await waitForReady({
+          proc,
+          name: 'redis-server',
+          deadline,
+          startTimeoutMs,
+          logs,
+          intervalMs: 50,
+          probe: async (remaining) => {
+            const reply = await ping(port, Math.min(1_000, remaining));
+            // Anything but PONG (e.g. -LOADING while a dataset loads) means: keep probing.
+            return reply === '+PONG' ? true : `reply ${JSON.stringify(reply)}`;
+          },
+        });
       } catch (err) {
         await proc.stop(2_000);
         if (err instanceof BindConflict && attempt < MAX_BIND_ATTEMPTS) {
@@ -189,45 +199,5 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisIns
   } catch (err) {
     if (ownsWorkDir) await rm(workDir, { recursive: true, force: true });
     throw err;
-  }
-}
-
-async function waitForPong(
-  proc: GuardedProcess,
-  port: number,
-  deadline: number,
-  startTimeoutMs: number,
-  logs: readonly string[],
-): Promise<void> {
-  let lastProblem = 'no answer yet';
-  for (;;) {
-    const exit = proc.exitInfo();
-    if (exit !== undefined) {
-      const message = `redis-server exited (code ${exit.code}, signal ${exit.signal}) before answering PING`;
-      for (const file of logs) {
-        const text = await readFile(file, 'utf8').catch(() => '');
-        if (text.includes('Address already in use'))
-          throw new BindConflict(await withLogTails(message, logs));
-      }
-      throw new Error(await withLogTails(message, logs));
-    }
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      throw new Error(
-        await withLogTails(
-          `redis-server did not answer PING within ${startTimeoutMs} ms (last: ${lastProblem})`,
-          logs,
-        ),
-      );
-    }
-    try {
-      const reply = await ping(port, Math.min(1_000, remaining));
-      if (reply === '+PONG') return;
-      // e.g. -LOADING while a dataset loads; keep polling.
-      lastProblem = `reply ${JSON.stringify(reply)}`;
-    } catch (err) {
-      lastProblem = errorMessage(err);
-    }
-    await delay(Math.min(50, Math.max(deadline - Date.now(), 0)), proc.exited);
   }
 }
