@@ -16,33 +16,46 @@ export interface BenchOptions {
   readonly outDir: string;
   /** Write V8 CPU profiles of the services into <out>/tmp/<run>/profiles. */
   readonly profile: boolean;
+  /** Heap snapshots of one connection server and of the baseline around scenario 1's connects. */
+  readonly heapSnapshot: boolean;
 }
 
 /** A single server process holds at most ~19.9k sockets here; 18k keeps a margin for Redis, Kafka and HTTP. */
 export const MAX_DEVICES_PER_SERVER = 18_000;
+
+/** Scenario 1 spreads devices over ceil(N / this) connection servers; the baseline runs at most this many. */
+export const CAPACITY_DEVICES_PER_SERVER = 16_000;
+
+/** Scenario 1's ceiling: four connection servers and six load generators on this machine. */
+export const MAX_CAPACITY_DEVICES = 50_000;
 
 const Flags = z.object({
   scenarios: z
     .string()
     .regex(/^[1-6](,[1-6])*$/, 'a comma-separated list of scenario numbers 1-6')
     .optional(),
-  devices: z.coerce.number().int().min(2).max(MAX_DEVICES_PER_SERVER).optional(),
+  devices: z.coerce.number().int().min(2).max(MAX_CAPACITY_DEVICES).optional(),
   // The storm target is stated for 19k devices on one server, right under the 20k open-files limit.
   'storm-devices': z.coerce.number().int().min(2).max(19_500).optional(),
   // Each survivor is one process under the 20k open-files limit: 19k devices need at least two.
   'storm-survivors': z.coerce.number().int().min(1).max(4).optional(),
   smoke: z.boolean().optional(),
   profile: z.boolean().optional(),
+  'heap-snapshot': z.boolean().optional(),
   out: z.string().optional(),
 });
 
-export const USAGE = `usage: npm run bench -- [--scenarios=1,2,5] [--devices=N] [--storm-devices=N] [--storm-survivors=N] [--smoke] [--profile] [--out=DIR]
+export const USAGE = `usage: npm run bench -- [--scenarios=1,2,5] [--devices=N] [--storm-devices=N] [--storm-survivors=N] [--smoke] [--profile] [--heap-snapshot] [--out=DIR]
   1 capacity   2 direct push   3 async path (Kafka)   4 fan-out   5 device-to-device   6 reconnect storm
-  --devices        idle devices in scenario 1 (default 10000, smoke 40, max ${MAX_DEVICES_PER_SERVER})
-  --storm-devices  devices on the killed server in scenario 6 (default: --devices)
+  --devices        idle devices in scenario 1 (default 10000, smoke 40, max ${MAX_CAPACITY_DEVICES}); above
+                   ${CAPACITY_DEVICES_PER_SERVER} they spread over several connection servers and the baseline runs ${CAPACITY_DEVICES_PER_SERVER}.
+                   Fan-out takes min(N, ${MAX_DEVICES_PER_SERVER}).
+  --storm-devices  devices on the killed server in scenario 6 (default: min(--devices, ${MAX_DEVICES_PER_SERVER}))
   --storm-survivors  live servers taking the reconnects in scenario 6 (default 2, max 4)
   --smoke          tiny sizes, a few seconds per scenario (CI)
   --profile        --cpu-prof the services; profiles land next to the service logs
+  --heap-snapshot  heap snapshots of one connection server and the baseline before and after
+                   scenario 1 connects, summarized per connection (bench/src/tools/heap-summary.ts)
   --out            results directory (default bench/results)`;
 
 export function parseOptions(argv: readonly string[], defaultOutDir: string): BenchOptions {
@@ -55,6 +68,7 @@ export function parseOptions(argv: readonly string[], defaultOutDir: string): Be
       'storm-survivors': { type: 'string' },
       smoke: { type: 'boolean' },
       profile: { type: 'boolean' },
+      'heap-snapshot': { type: 'boolean' },
       out: { type: 'string' },
     },
     strict: true,
@@ -67,10 +81,11 @@ export function parseOptions(argv: readonly string[], defaultOutDir: string): Be
       ? [...new Set(flags.scenarios.split(',').map(Number))].sort()
       : [...ALL_SCENARIOS],
     devices,
-    stormDevices: flags['storm-devices'] ?? devices,
+    stormDevices: flags['storm-devices'] ?? Math.min(devices, MAX_DEVICES_PER_SERVER),
     stormSurvivors: flags['storm-survivors'] ?? 2,
     smoke,
     outDir: flags.out ?? defaultOutDir,
     profile: flags.profile ?? false,
+    heapSnapshot: flags['heap-snapshot'] ?? false,
   };
 }

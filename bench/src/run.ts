@@ -50,12 +50,15 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
   let pushline: PushlineTarget | undefined;
   let pushlineUnavailable: string | undefined;
   const results: ScenarioResult[] = [];
+  const heapDir = options.heapSnapshot ? { heapSnapshotDir: join(logDir, 'heap') } : {};
+  if (heapDir.heapSnapshotDir) mkdirSync(heapDir.heapSnapshotDir, { recursive: true });
   try {
     if (selected.some((s) => BASELINE_SCENARIOS.has(s.id))) {
       baseline = await startBaselineTarget({
         jwtSecret,
         logDir,
         ...(options.profile ? { profileDir: join(logDir, 'profiles') } : {}),
+        ...heapDir,
       });
       log(`baseline on ${baseline.deviceUrls.join(' ')}`);
     }
@@ -69,6 +72,7 @@ export async function runBench(options: BenchOptions, log: (line: string) => voi
           jwtSecret,
           log,
           ...(options.profile ? { profileDir: join(logDir, 'profiles') } : {}),
+          ...heapDir,
         });
       } catch (err) {
         pushlineUnavailable = `the platform did not start: ${err instanceof Error ? err.message : String(err)}`;

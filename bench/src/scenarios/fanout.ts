@@ -1,3 +1,4 @@
+import { MAX_DEVICES_PER_SERVER } from '../options.ts';
 import { row, type Row } from '../report/model.ts';
 import { nowMs, perSecond, summarize, type LatencySummary } from '../stats.ts';
 import type { Target } from '../targets/types.ts';
@@ -28,9 +29,10 @@ export const fanout: Scenario = {
   id: 4,
   name: 'fanout',
   title: 'Fan-out: topic broadcast to every subscriber',
-  timeoutMs: (o) => 180_000 + o.devices * 40,
+  timeoutMs: (o) => 180_000 + Math.min(o.devices, MAX_DEVICES_PER_SERVER) * 40,
   async run(ctx: ScenarioContext): Promise<ScenarioOutput> {
-    const n = Math.max(2, ctx.options.devices);
+    // The baseline holds every subscriber in one process, under the open-files limit.
+    const n = Math.max(2, Math.min(ctx.options.devices, MAX_DEVICES_PER_SERVER));
     const { broadcasts } = plan(ctx.options.smoke);
     const results: Partial<Record<Target['name'], FanoutResult>> = {};
     for (const target of sideBySide(ctx)) {

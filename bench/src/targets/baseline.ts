@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { closeOnce } from '@pushline/runtime';
 import { spawnAnnounced } from './child.ts';
+import { heapSnapshotNodeOptions, nodeOptions, takeHeapSnapshot } from './heap-snapshot.ts';
 import { readRssBytes } from './memory.ts';
 import type { BroadcastAnswer, MemorySample, Target } from './types.ts';
 
@@ -22,21 +23,25 @@ export async function startBaselineTarget(opts: {
   logDir: string;
   /** When set, the baseline writes `baseline.cpuprofile` here when it exits. */
   profileDir?: string;
+  /** When set, the target offers heapSnapshot(), written here. */
+  heapSnapshotDir?: string;
 }): Promise<Target> {
-  const profile =
-    opts.profileDir === undefined
-      ? {}
-      : {
-          NODE_OPTIONS: [
-            process.env['NODE_OPTIONS'],
-            `--cpu-prof --cpu-prof-dir=${opts.profileDir} --cpu-prof-name=baseline.cpuprofile`,
-          ]
-            .filter(Boolean)
-            .join(' '),
-        };
+  const { profileDir, heapSnapshotDir } = opts;
+  const NODE_OPTIONS = nodeOptions(
+    process.env['NODE_OPTIONS'],
+    profileDir === undefined
+      ? undefined
+      : `--cpu-prof --cpu-prof-dir=${profileDir} --cpu-prof-name=baseline.cpuprofile`,
+    heapSnapshotDir === undefined ? undefined : heapSnapshotNodeOptions(heapSnapshotDir),
+  );
   const proc = await spawnAnnounced(
     BASELINE_SCRIPT,
-    { ...process.env, ...profile, BASELINE_JWT_SECRET: opts.jwtSecret, BASELINE_PORT: '0' },
+    {
+      ...process.env,
+      ...(NODE_OPTIONS === '' ? {} : { NODE_OPTIONS }),
+      BASELINE_JWT_SECRET: opts.jwtSecret,
+      BASELINE_PORT: '0',
+    },
     Listening,
     join(opts.logDir, 'baseline.log'),
   );
@@ -54,6 +59,17 @@ export async function startBaselineTarget(opts: {
       return { rssBytes: await readRssBytes(proc.pid), heapUsedBytes: stats.heapUsedBytes };
     },
     processes: () => [{ name: 'baseline', pid: proc.pid }],
+    ...(heapSnapshotDir === undefined
+      ? {}
+      : {
+          heapSnapshot: (_index: number, label: string) =>
+            takeHeapSnapshot({
+              pid: proc.pid,
+              dir: heapSnapshotDir,
+              label,
+              ping: async () => void (await (await fetch(`${url}/stats`)).arrayBuffer()),
+            }),
+        }),
     directPush: [
       {
         label: 'baseline emitWithAck',

@@ -11,6 +11,7 @@ import { RedisDeviceRegistry } from '@pushline/registry';
 import { runCleanup, closeOnce, type CleanupStep } from '@pushline/runtime';
 import { silentLogger } from '@pushline/telemetry';
 import { spawnService, waitReady, type ServiceProcess } from './child.ts';
+import { heapSnapshotNodeOptions, nodeOptions, takeHeapSnapshot } from './heap-snapshot.ts';
 import { promValue, readRssBytes } from './memory.ts';
 import type { BroadcastAnswer, HttpPushSpec, MemorySample, Target } from './types.ts';
 
@@ -62,6 +63,8 @@ export interface StartPushlineOptions {
   readonly jwtSecret: string;
   /** When set, every service writes a V8 CPU profile `<name>.cpuprofile` here when it exits. */
   readonly profileDir?: string;
+  /** When set, connection servers can write heap snapshots here (the target offers heapSnapshot()). */
+  readonly heapSnapshotDir?: string;
   readonly log: (line: string) => void;
 }
 
@@ -91,18 +94,17 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       // info-level logs per connection would measure the logger, not the platform.
       PUSHLINE_LOG_LEVEL: 'warn',
     };
-    const withProfile = (name: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv =>
-      opts.profileDir === undefined
-        ? env
-        : {
-            ...env,
-            NODE_OPTIONS: [
-              process.env['NODE_OPTIONS'],
-              `--cpu-prof --cpu-prof-dir=${opts.profileDir} --cpu-prof-name=${name}.cpuprofile`,
-            ]
-              .filter(Boolean)
-              .join(' '),
-          };
+    const { profileDir, heapSnapshotDir } = opts;
+    const withProfile = (name: string, env: NodeJS.ProcessEnv, heap = false): NodeJS.ProcessEnv => {
+      const NODE_OPTIONS = nodeOptions(
+        process.env['NODE_OPTIONS'],
+        profileDir === undefined
+          ? undefined
+          : `--cpu-prof --cpu-prof-dir=${profileDir} --cpu-prof-name=${name}.cpuprofile`,
+        heap && heapSnapshotDir !== undefined ? heapSnapshotNodeOptions(heapSnapshotDir) : undefined,
+      );
+      return NODE_OPTIONS === '' ? env : { ...env, NODE_OPTIONS };
+    };
     const services: { name: string; pid: number }[] = [];
     const topics = topicNames(topicPrefix);
     const kafka = createKafkaClient({
@@ -122,14 +124,18 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       const proc = spawnService(
         serverId,
         serviceScript('connection-server'),
-        withProfile(serverId, {
-          ...common,
-          PUSHLINE_SERVER_ID: serverId,
-          PUSHLINE_HOST: '127.0.0.1',
-          PUSHLINE_PORT: String(port),
-          PUSHLINE_INTERNAL_PORT: String(internalPort),
-          PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
-        }),
+        withProfile(
+          serverId,
+          {
+            ...common,
+            PUSHLINE_SERVER_ID: serverId,
+            PUSHLINE_HOST: '127.0.0.1',
+            PUSHLINE_PORT: String(port),
+            PUSHLINE_INTERNAL_PORT: String(internalPort),
+            PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
+          },
+          true,
+        ),
         join(opts.logDir, `${serverId}.log`),
       );
       cleanup.push({ name: serverId, run: () => stopLogged(proc, opts.log) });
@@ -234,6 +240,19 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         return server;
       },
       directPush,
+      ...(heapSnapshotDir === undefined
+        ? {}
+        : {
+            heapSnapshot(index: number, label: string): Promise<string> {
+              const server = servers[index] as ConnectionServerProcess;
+              return takeHeapSnapshot({
+                pid: server.process.pid,
+                dir: heapSnapshotDir,
+                label,
+                ping: async () => void (await (await fetch(`${server.internalUrl}/healthz`)).arrayBuffer()),
+              });
+            },
+          }),
       processes: () => [
         ...services,
         ...(devstack.redis ? [{ name: 'redis', pid: devstack.redis.pid }] : []),

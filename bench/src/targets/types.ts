@@ -39,6 +39,11 @@ export interface Target {
   readonly directPush: readonly HttpPushSpec[];
   /** Every server-side process of the target (services, Redis, Kafka), for CPU accounting. */
   processes(): ProcessRef[];
+  /**
+   * Writes a heap snapshot of the server behind deviceUrls[index] as `<label>.heapsnapshot` and
+   * resolves with its path; only present when the target was started for heap snapshots.
+   */
+  heapSnapshot?(index: number, label: string): Promise<string>;
   /** One broadcast to a topic's subscribers on every server; resolves with the acked count. */
   broadcast(topic: string, payload: unknown): Promise<BroadcastAnswer>;
   close(): Promise<void>;
