@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderMarkdown } from './markdown.ts';
@@ -13,8 +14,10 @@ export interface WrittenFiles {
 }
 
 /**
- * Writes `<date>-<sha>.json|.md|.svg` into `dir` (`<date>-<sha>-s<ids>` when only some scenarios
- * ran, so a partial run never overwrites a full one), and `latest.md` after a full run.
+ * Writes `<date>-<sha>.json|.md|.svg` into `dir` (`<date>-<sha>-s<ids>-n<devices>` when only some
+ * scenarios ran, so a partial run never overwrites a full one), and `latest.md` after a full run.
+ * A name already taken (the same run repeated on one commit) gets `-2`, `-3`, … rather than
+ * overwriting committed results.
  */
 export async function writeResults(
   dir: string,
@@ -23,7 +26,9 @@ export async function writeResults(
 ): Promise<WrittenFiles> {
   await mkdir(dir, { recursive: true });
   const full = allScenarios.every((id) => result.options.scenarios.includes(id));
-  const base = `${result.startedAt.slice(0, 10)}-${result.commit}${full ? '' : `-s${result.options.scenarios.join('')}`}`;
+  const stem = `${result.startedAt.slice(0, 10)}-${result.commit}${full ? '' : `-s${result.options.scenarios.join('')}-n${result.options.devices}`}`;
+  let base = stem;
+  for (let i = 2; existsSync(join(dir, `${base}.json`)); i++) base = `${stem}-${i}`;
   const names = { json: `${base}.json`, svg: `${base}.svg`, md: `${base}.md` };
   const markdown = renderMarkdown(result, names);
   const files: WrittenFiles = {
