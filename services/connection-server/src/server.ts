@@ -353,9 +353,9 @@ class PushlineConnectionServer implements ConnectionServer {
     const previous = this.#devices.add(conn);
     this.#metrics.connects.inc();
     socket.on('disconnect', (reason: string) => this.#onDisconnect(conn, reason));
-    this.#handle(conn, DeviceEvents.subscribe, (raw) => this.#subscriptions.subscribe(conn, raw));
-    this.#handle(conn, DeviceEvents.unsubscribe, (raw) => this.#subscriptions.unsubscribe(conn, raw));
-    this.#handle(conn, DeviceEvents.send, (raw) => this.#d2d.send(conn, raw));
+    // One catch-all listener instead of one per request event: listeners and their closures are
+    // per connection, and heap snapshots showed them as most of our memory above the baseline.
+    socket.onAny((event: string, raw: unknown, ack: unknown) => this.#onRequest(conn, event, raw, ack));
     if (previous) {
       // Newest wins: the older connection of the same device is told why and closed now.
       this.#closer.closeAfterHint(previous, { reason: 'replaced', afterMs: 0 }, 'replaced', 0);
@@ -393,20 +393,33 @@ class PushlineConnectionServer implements ConnectionServer {
     }
   }
 
-  /** Registers a request handler that always answers through the ack, and never throws. */
-  #handle(conn: DeviceConnection, event: string, fn: (raw: unknown) => Promise<unknown>): void {
-    conn.socket.on(event, (raw: unknown, ack: unknown) => {
-      conn.touch();
-      // A request without an ack callback has nowhere to send its answer; it is ignored.
-      if (typeof ack !== 'function') return;
-      fn(raw).then(
-        (answer) => ack(answer),
-        (err: unknown) => {
-          this.#log.error({ err, event, deviceId: conn.deviceId }, 'device request failed');
-          ack({ ok: false, error: { code: 'internal', message: 'internal error' } });
-        },
-      );
-    });
+  /** Answers a device request through its ack, always, and never throws; unknown events are ignored. */
+  #onRequest(conn: DeviceConnection, event: string, raw: unknown, ack: unknown): void {
+    // A request without an ack callback has nowhere to send its answer; it is ignored.
+    if (typeof ack !== 'function') return;
+    const answer = this.#dispatch(conn, event, raw);
+    if (!answer) return;
+    conn.touch();
+    answer.then(
+      (value) => ack(value),
+      (err: unknown) => {
+        this.#log.error({ err, event, deviceId: conn.deviceId }, 'device request failed');
+        ack({ ok: false, error: { code: 'internal', message: 'internal error' } });
+      },
+    );
+  }
+
+  #dispatch(conn: DeviceConnection, event: string, raw: unknown): Promise<unknown> | undefined {
+    switch (event) {
+      case DeviceEvents.subscribe:
+        return this.#subscriptions.subscribe(conn, raw);
+      case DeviceEvents.unsubscribe:
+        return this.#subscriptions.unsubscribe(conn, raw);
+      case DeviceEvents.send:
+        return this.#d2d.send(conn, raw);
+      default:
+        return undefined;
+    }
   }
 
   async #register(conn: DeviceConnection): Promise<void> {
