@@ -34,9 +34,10 @@ export class DeviceConnection {
   closeReason: DisconnectReason | undefined;
   #closed = false;
   #gate: Promise<void> | undefined;
-  readonly #sent = new Map<string, SentMessage>();
+  // Allocated on first use: most connections sit idle, and empty maps still cost memory per connection.
+  #sent: Map<string, SentMessage> | undefined;
   readonly #dedupeWindow: number;
-  readonly #onClose = new Set<() => void>();
+  #onClose: Set<() => void> | undefined;
 
   constructor(options: {
     socket: Socket;
@@ -82,17 +83,18 @@ export class DeviceConnection {
   }
 
   sentMessage(id: string): SentMessage | undefined {
-    return this.#sent.get(id);
+    return this.#sent?.get(id);
   }
 
   rememberSent(id: string, entry: SentMessage): void {
-    this.#sent.delete(id);
-    this.#sent.set(id, entry);
+    const sent = (this.#sent ??= new Map());
+    sent.delete(id);
+    sent.set(id, entry);
     // Map iteration order is insertion order, so the first key is the oldest.
-    while (this.#sent.size > this.#dedupeWindow) {
-      const oldest = this.#sent.keys().next().value;
+    while (sent.size > this.#dedupeWindow) {
+      const oldest = sent.keys().next().value;
       if (oldest === undefined) break;
-      this.#sent.delete(oldest);
+      sent.delete(oldest);
     }
   }
 
@@ -102,8 +104,9 @@ export class DeviceConnection {
       fn();
       return () => {};
     }
-    this.#onClose.add(fn);
-    return () => this.#onClose.delete(fn);
+    const listeners = (this.#onClose ??= new Set());
+    listeners.add(fn);
+    return () => listeners.delete(fn);
   }
 
   /** Tells the device to reconnect (to any server) after `afterMs`. */
@@ -121,8 +124,8 @@ export class DeviceConnection {
   markClosed(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const listeners = [...this.#onClose];
-    this.#onClose.clear();
+    const listeners = [...(this.#onClose ?? [])];
+    this.#onClose = undefined;
     for (const fn of listeners) fn();
   }
 }
