@@ -11,7 +11,7 @@ export type SentMessage =
 /**
  * One authenticated device connection. It owns the per-connection state that outlives single
  * events: the registry connection id, the bounded memory of sent message ids (dedupe), the
- * topics, the offline-inbox gate and the liveness deadlines.
+ * offline-inbox gate and the liveness deadlines. Topic subscriptions are the socket's rooms.
  */
 export class DeviceConnection {
   readonly socket: Socket;
@@ -24,7 +24,6 @@ export class DeviceConnection {
   readonly connectedAt = Date.now();
   /** Recycle time: the connection gets a reconnect hint and is closed after it. */
   readonly recycleAt: number;
-  readonly topics = new Set<string>();
   lastActivity = this.connectedAt;
   /** When the registry entry expires unless refreshed (set once registered). */
   registryExpiresAt = 0;

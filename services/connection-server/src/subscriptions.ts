@@ -13,7 +13,14 @@ export type TopicAuthorizer = (claims: DeviceTokenClaims, topic: string) => bool
 
 /** The socket.io room of a topic's subscribers. */
 export function topicRoom(topic: string): string {
-  return `topic:${topic}`;
+  return `${TOPIC_ROOM_PREFIX}${topic}`;
+}
+const TOPIC_ROOM_PREFIX = 'topic:';
+
+function topicCount(rooms: ReadonlySet<string>): number {
+  let count = 0;
+  for (const room of rooms) if (room.startsWith(TOPIC_ROOM_PREFIX)) count++;
+  return count;
 }
 
 /**
@@ -59,7 +66,8 @@ export class Subscriptions {
     }
     const { topic } = req.data;
     // Unsubscribing from a topic the device does not hold is not an error: the end state is the same.
-    if (conn.topics.delete(topic)) await conn.socket.leave(topicRoom(topic));
+    const room = topicRoom(topic);
+    if (conn.socket.rooms.has(room)) await conn.socket.leave(room);
     this.#metrics.subscriptions.inc({ op: 'unsubscribe', result: 'ok' });
     return { ok: true, topic };
   }
@@ -70,15 +78,17 @@ export class Subscriptions {
       return errorAck('invalid_request', req.error.issues[0]?.message ?? 'invalid subscribe request');
     }
     const { topic } = req.data;
-    if (conn.topics.has(topic)) return { ok: true, topic };
+    // The socket's rooms are the subscriptions: socket.io keeps them, so we keep no copy per connection.
+    const room = topicRoom(topic);
+    if (conn.socket.rooms.has(room)) return { ok: true, topic };
     if (!this.#authorize(conn.claims, topic)) {
       return errorAck('forbidden', `not allowed to subscribe to ${topic}`);
     }
-    if (conn.topics.size >= this.#maxTopics) {
+    if (topicCount(conn.socket.rooms) >= this.#maxTopics) {
       return errorAck('too_many_subscriptions', `at most ${this.#maxTopics} topics per device`);
     }
-    conn.topics.add(topic);
-    await conn.socket.join(topicRoom(topic));
+    // join() updates the local rooms before it awaits the adapter, so a concurrent subscribe sees the count.
+    await conn.socket.join(room);
     return { ok: true, topic };
   }
 }
