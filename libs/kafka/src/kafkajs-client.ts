@@ -90,6 +90,7 @@ class KafkajsConsumer implements Consumer {
   readonly #log: Logger;
   #closing: Promise<void> | undefined;
   #closed = false;
+  #joined = false;
 
   constructor(kafka: Kafka, options: ConsumerOptions, log: Logger) {
     this.#options = options;
@@ -105,10 +106,12 @@ class KafkajsConsumer implements Consumer {
     });
     this.#consumer.on(this.#consumer.events.GROUP_JOIN, (event) => {
       const assignment = event.payload.memberAssignment;
+      this.#joined = true;
       this.#log.info({ assignment }, 'joined consumer group');
       options.onAssignment?.(assignment);
     });
     this.#consumer.on(this.#consumer.events.CRASH, (event) => {
+      this.#joined = false;
       this.#log.error({ err: event.payload.error, restart: event.payload.restart }, 'consumer crashed');
     });
   }
@@ -159,8 +162,13 @@ class KafkajsConsumer implements Consumer {
     await joined;
   }
 
+  get joined(): boolean {
+    return this.#joined;
+  }
+
   close(): Promise<void> {
     this.#closed = true;
+    this.#joined = false;
     return (this.#closing ??= this.#consumer.disconnect());
   }
 }

@@ -64,6 +64,8 @@ export interface ConsumerOptions {
 }
 
 export interface Consumer {
+  /** True while the member is in the group: set on each join, cleared by a crash or close (readiness). */
+  readonly joined: boolean;
   /** Resolves once the member has joined the group and started fetching. */
   start(): Promise<void>;
   /** Leaves the group after the batches in hand finish; their offsets are committed. */

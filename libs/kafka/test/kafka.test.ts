@@ -77,11 +77,14 @@ test('a batch that throws is redelivered, and its offsets are not committed befo
     },
   });
   cleanups.push(() => consumer.close());
+  assert.equal(consumer.joined, false);
   await consumer.start();
+  assert.equal(consumer.joined, true);
   const records = await within(handled, 30_000, 'the batch to be redelivered');
   assert.equal(records[0]?.value?.toString(), 'first');
   assert.ok(attempts >= 2);
   await consumer.close();
+  assert.equal(consumer.joined, false);
 
   const admin = kafka.admin();
   cleanups.push(() => admin.close());

@@ -27,7 +27,6 @@ export class CacheInvalidator {
   readonly #o: CacheInvalidatorOptions;
   readonly #consumer: Consumer;
   readonly #log: Logger;
-  #joined = false;
 
   constructor(options: CacheInvalidatorOptions) {
     this.#o = options;
@@ -42,16 +41,14 @@ export class CacheInvalidator {
   }
 
   get joined(): boolean {
-    return this.#joined;
+    return this.#consumer.joined;
   }
 
   async start(): Promise<void> {
     await this.#consumer.start();
-    this.#joined = true;
   }
 
   async close(): Promise<void> {
-    this.#joined = false;
     await this.#consumer.close();
   }
 

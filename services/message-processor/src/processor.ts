@@ -67,7 +67,6 @@ export class PushRequestConsumer {
   readonly #o: PushRequestConsumerOptions;
   readonly #consumer: Consumer;
   readonly #log: Logger;
-  #joined = false;
 
   constructor(options: PushRequestConsumerOptions) {
     this.#o = options;
@@ -86,17 +85,15 @@ export class PushRequestConsumer {
 
   /** True once the member has joined the group. */
   get joined(): boolean {
-    return this.#joined;
+    return this.#consumer.joined;
   }
 
   async start(): Promise<void> {
     await this.#consumer.start();
-    this.#joined = true;
   }
 
   /** Stops taking records, lets the records in hand finish, commits, leaves the group. */
   async close(): Promise<void> {
-    this.#joined = false;
     await this.#consumer.close();
   }
 
