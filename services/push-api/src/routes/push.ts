@@ -33,6 +33,21 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
   const { schemas, config } = ctx;
   const maxPayload = config.PUSHLINE_MAX_PAYLOAD_BYTES;
   const pushProblems = ['payload-too-large', 'service-unavailable'] as const;
+  /** What every direct push hands the router, once its payload is within the limit. */
+  const directMessage = (body: {
+    payload: unknown;
+    id?: string | undefined;
+    timeoutMs?: number | undefined;
+  }) => {
+    checkPayloadSize(body.payload, 'payload', maxPayload);
+    return {
+      messageId: body.id ?? randomUUID(),
+      payload: body.payload,
+      source: 'direct' as const,
+      timeoutMs: body.timeoutMs ?? config.PUSHLINE_DELIVERY_TIMEOUT_MS,
+      trace: injectTraceHeaders(),
+    };
+  };
 
   table.add(
     {
@@ -69,18 +84,9 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       problems: pushProblems,
     },
     async ({ params, body }) => {
-      checkPayloadSize(body.payload, 'payload', maxPayload);
-      const id = body.id ?? randomUUID();
-      const trace = injectTraceHeaders();
-      const result = await route(ctx, () =>
-        ctx.router.toDevice(params.deviceId, {
-          messageId: id,
-          payload: body.payload,
-          source: 'direct',
-          timeoutMs: body.timeoutMs ?? config.PUSHLINE_DELIVERY_TIMEOUT_MS,
-          trace,
-        }),
-      );
+      const msg = directMessage(body);
+      const { messageId: id, trace } = msg;
+      const result = await route(ctx, () => ctx.router.toDevice(params.deviceId, msg));
       const settled = await settle(ctx, result, {
         id,
         target: { type: 'device', id: params.deviceId },
@@ -110,28 +116,19 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       problems: pushProblems,
     },
     async ({ params, body }) => {
-      checkPayloadSize(body.payload, 'payload', maxPayload);
-      const id = body.id ?? randomUUID();
-      const trace = injectTraceHeaders();
+      const msg = directMessage(body);
+      const { messageId: id, trace } = msg;
       let failed = 0;
       const results = await route(ctx, () =>
-        ctx.router
-          .toUser(params.userId, {
-            messageId: id,
-            payload: body.payload,
-            source: 'direct',
-            timeoutMs: body.timeoutMs ?? config.PUSHLINE_DELIVERY_TIMEOUT_MS,
-            trace,
-          })
-          .catch((err: unknown) => {
-            // Some devices got an outcome and others hit an error: report what is known rather
-            // than a 503 that would make the caller re-send to devices that already have it.
-            const partial = partialResults(err);
-            if (!partial) throw err;
-            failed = partial.failed;
-            ctx.logger.warn({ err, userId: params.userId, failed }, 'some deliveries of a user push failed');
-            return partial.results;
-          }),
+        ctx.router.toUser(params.userId, msg).catch((err: unknown) => {
+          // Some devices got an outcome and others hit an error: report what is known rather
+          // than a 503 that would make the caller re-send to devices that already have it.
+          const partial = partialResults(err);
+          if (!partial) throw err;
+          failed = partial.failed;
+          ctx.logger.warn({ err, userId: params.userId, failed }, 'some deliveries of a user push failed');
+          return partial.results;
+        }),
       );
       const settled = await Promise.all(
         results.map((result) =>
@@ -169,17 +166,9 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       problems: pushProblems,
     },
     async ({ params, body }) => {
-      checkPayloadSize(body.payload, 'payload', maxPayload);
-      const id = body.id ?? randomUUID();
-      const result = await route(ctx, () =>
-        ctx.router.toTopic(params.topic, {
-          messageId: id,
-          payload: body.payload,
-          source: 'direct',
-          timeoutMs: body.timeoutMs ?? config.PUSHLINE_DELIVERY_TIMEOUT_MS,
-          trace: injectTraceHeaders(),
-        }),
-      );
+      const msg = directMessage(body);
+      const id = msg.messageId;
+      const result = await route(ctx, () => ctx.router.toTopic(params.topic, msg));
       return {
         status: 200,
         body: { id, topic: params.topic, delivered: result.delivered, latencyMs: result.latencyMs },
