@@ -50,9 +50,31 @@ export const DeliverBatchRequest = z.object({
 });
 export type DeliverBatchRequest = z.infer<typeof DeliverBatchRequest>;
 
-/** One result per item, in item order; sent when the last item has its outcome. */
+/**
+ * One result per item, in item order; sent when the last item has its outcome. The answer to a
+ * caller that does not ask for the streamed form (`DELIVER_BATCH_STREAM_TYPE`).
+ */
 export const DeliverBatchResult = z.object({ results: z.array(DeliverResult) });
 export type DeliverBatchResult = z.infer<typeof DeliverBatchResult>;
+
+/**
+ * Media type of the streamed deliver-batch answer. A caller that lists it in `accept` gets one
+ * `DeliverBatchLine` per item, newline-delimited, each written as soon as that item has its outcome
+ * (in completion order, not item order); the response ends after the last line. A server from
+ * before the streamed form ignores `accept` and answers `DeliverBatchResult` as `application/json`.
+ */
+export const DELIVER_BATCH_STREAM_TYPE = 'application/x-ndjson';
+
+/** One line of the streamed deliver-batch answer: the outcome of item `index` of the request. */
+export const DeliverBatchLine = z.object({
+  index: z
+    .number()
+    .int()
+    .nonnegative()
+    .max(DELIVER_BATCH_MAX - 1),
+  result: DeliverResult,
+});
+export type DeliverBatchLine = z.infer<typeof DeliverBatchLine>;
 
 /** Internal: POST /internal/v1/broadcast on any connection server; reaches a topic's subscribers on every server. */
 export const BroadcastRequest = z.object({

@@ -7,6 +7,8 @@ export {
   DELIVER_BATCH_MAX,
   DeliverBatchRequest,
   DeliverBatchResult,
+  DELIVER_BATCH_STREAM_TYPE,
+  DeliverBatchLine,
   BroadcastRequest,
   BroadcastResult,
 } from './delivery.ts';
