@@ -5,13 +5,8 @@ import {
   type DeliverRequest,
   type DeliverResult,
 } from '@pushline/protocol';
-import type { DeliveryTransport } from './types.ts';
-
-/** A transport that can hand many deliveries to one server in one exchange. */
-export interface BatchDeliveryTransport extends DeliveryTransport {
-  /** One result per request, in request order; the same outcomes and errors as `deliver`. */
-  deliverMany(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult[]>;
-}
+import { injectTraceHeaders } from '@pushline/telemetry';
+import type { BatchDeliveryTransport, DeliveryTransport } from './types.ts';
 
 export interface CoalescingDeliveryTransportOptions {
   readonly transport: BatchDeliveryTransport;
@@ -26,11 +21,12 @@ interface Waiting {
 }
 
 /**
- * Turns the `deliver` calls made within one turn of the event loop into one `deliverMany` per
- * connection server, for callers with many deliveries in flight at once (the message processor).
- * Each call still gets its own result or error. Calls are not ordered against each other, exactly
- * like concurrent `deliver` calls: a caller that needs per-device order waits for one delivery's
- * result before starting the next.
+ * Turns the `deliver` calls made within one turn of the event loop into one `deliverEach` per
+ * connection server, for callers with many deliveries in flight at once (push-api, the message
+ * processor, device-to-device). Each call still gets its own result or error, as soon as its own
+ * device has answered: a slow device in the same exchange does not hold the others back. Calls
+ * are not ordered against each other, exactly like concurrent `deliver` calls: a caller that
+ * needs per-device order waits for one delivery's result before starting the next.
  */
 export class CoalescingDeliveryTransport implements DeliveryTransport {
   readonly #inner: BatchDeliveryTransport;
@@ -44,6 +40,11 @@ export class CoalescingDeliveryTransport implements DeliveryTransport {
   }
 
   deliver(serverUrl: string, req: DeliverRequest): Promise<DeliverResult> {
+    // The exchange starts later, in another caller's context: each item takes its own trace now.
+    if (req.trace === undefined) {
+      const trace = injectTraceHeaders();
+      if (trace.traceparent) req = { ...req, trace };
+    }
     return new Promise<DeliverResult>((resolve, reject) => {
       let queue = this.#pending.get(serverUrl);
       if (!queue) {
@@ -79,16 +80,19 @@ export class CoalescingDeliveryTransport implements DeliveryTransport {
   }
 
   #send(serverUrl: string, queue: readonly Waiting[]): void {
-    const reqs = queue.map((w) => w.req);
-    const sent =
-      queue.length === 1
-        ? this.#inner.deliver(serverUrl, reqs[0] as DeliverRequest).then((r) => [r])
-        : this.#inner.deliverMany(serverUrl, reqs);
-    sent.then(
-      (results) => queue.forEach((w, i) => w.resolve(results[i] as DeliverResult)),
-      (err: unknown) => {
-        for (const w of queue) w.reject(err);
-      },
+    const [only] = queue;
+    if (only && queue.length === 1) {
+      this.#inner.deliver(serverUrl, only.req).then(only.resolve, only.reject);
+      return;
+    }
+    const results = this.#inner.deliverEach(
+      serverUrl,
+      queue.map((w) => w.req),
     );
+    queue.forEach((w, i) => {
+      const result = results[i];
+      if (result) result.then(w.resolve, w.reject);
+      else w.reject(new Error(`deliverEach gave ${results.length} results for ${queue.length} requests`));
+    });
   }
 }

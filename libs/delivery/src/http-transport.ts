@@ -2,6 +2,7 @@ import { Agent, request } from 'node:http';
 import type { ZodType } from 'zod';
 import {
   BroadcastResult,
+  DELIVER_BATCH_STREAM_TYPE,
   DeliverBatchResult,
   DeliverResult,
   type BroadcastRequest,
@@ -16,21 +17,22 @@ import {
   type Logger,
   type Registry,
 } from '@pushline/telemetry';
+import { batchAttempt, type BatchAttemptOptions } from './batch-exchange.ts';
+import { BatchItems } from './batch-items.ts';
 import { DeliveryTransportError, InternalAuthError } from './errors.ts';
-import type { DeliveryTransport } from './types.ts';
+import { classifyRequestError } from './request-errors.ts';
+import type { BatchDeliveryTransport } from './types.ts';
 
 export const DELIVER_PATH = '/internal/v1/deliver';
 export const BROADCAST_PATH = '/internal/v1/broadcast';
 export const DELIVER_BATCH_PATH = '/internal/v1/deliver-batch';
 
-/** Socket errors that mean the server is not there (any more) rather than that it misbehaved. */
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND']);
-/** A connection dropped before any answer: the server died or closed an idle keep-alive socket. */
-const DROPPED_CODES = new Set(['ECONNRESET', 'EPIPE']);
 /** Answers are a few hundred bytes; anything far larger is not a connection server talking. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
 /** A batch answers one small result per item, at most `DELIVER_BATCH_MAX` of them. */
 const MAX_BATCH_RESPONSE_BYTES = 1024 * 1024;
+/** The streamed answer first; an older server ignores `accept` and sends JSON. */
+const BATCH_ACCEPT = `${DELIVER_BATCH_STREAM_TYPE}, application/json;q=0.5`;
 
 export interface HttpDeliveryTransportOptions {
   /** Sent as `authorization: Bearer <token>`; must equal the servers' PUSHLINE_INTERNAL_TOKEN. */
@@ -60,7 +62,7 @@ type Route = 'deliver' | 'deliver_batch' | 'broadcast';
  * Calls the connection servers' internal endpoints over HTTP/1.1 with keep-alive: one pool of
  * sockets per server, reused most-recently-first (`lifo`) so idle sockets age out under low load.
  */
-export class HttpDeliveryTransport implements DeliveryTransport {
+export class HttpDeliveryTransport implements BatchDeliveryTransport {
   readonly #agent: Agent;
   readonly #authorization: string;
   readonly #marginMs: number;
@@ -106,52 +108,26 @@ export class HttpDeliveryTransport implements DeliveryTransport {
 
   /**
    * Delivers many messages through one server in one exchange (`POST /internal/v1/deliver-batch`,
-   * at most `DELIVER_BATCH_MAX`), one result per request in request order, with `deliver`'s
-   * outcomes for a server that is gone or too slow. Every request is delivered on its own, all at
-   * once: put at most one request per device in a call when their order matters. A server
-   * without the batch endpoint (404) gets the requests one by one.
+   * at most `DELIVER_BATCH_MAX`): one promise per request, in request order, each settled as soon
+   * as that request has its outcome, with `deliver`'s outcomes and errors. The server streams one
+   * line per item as its device acks (`DELIVER_BATCH_STREAM_TYPE`), so a slow device delays only
+   * its own promise; each item also times out on its own (`timeoutMs` plus the margin). A server
+   * from before the stream answers all items at once, and one without the batch endpoint (404)
+   * gets the requests one by one. Every request is delivered on its own, all at once: put at most
+   * one request per device in a call when their order matters. Each item carries its own trace
+   * context (the caller's active one when it has none); the batch request itself carries none.
    */
-  async deliverMany(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult[]> {
+  deliverEach(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult>[] {
     if (reqs.length === 0) return [];
-    if (reqs.length === 1) return [await this.deliver(serverUrl, reqs[0] as DeliverRequest)];
-    const fallback = activeTrace();
-    const items = reqs.map((req) => {
-      const trace = req.trace ?? fallback;
-      return trace ? { ...req, trace } : req;
-    });
-    const timeoutMs = Math.max(...reqs.map((r) => r.timeoutMs));
-    const ex = await this.#exchange(
-      'deliver_batch',
-      serverUrl,
-      DELIVER_BATCH_PATH,
-      { items },
-      fallback,
-      timeoutMs,
-      MAX_BATCH_RESPONSE_BYTES,
-    );
-    if (ex.kind === 'unreachable') {
-      return reqs.map(() => ({
-        outcome: 'not_connected',
-        reason: 'server_unreachable',
-        latencyMs: ex.latencyMs,
-      }));
-    }
-    if (ex.kind === 'timeout') {
-      return reqs.map(() => ({ outcome: 'timeout', reason: 'server_timeout', latencyMs: ex.latencyMs }));
-    }
-    if (ex.status === 404) {
-      // A server from before the batch endpoint (rolling upgrade).
-      return Promise.all(reqs.map((req) => this.deliver(serverUrl, req)));
-    }
-    const { results } = this.#parse('deliver_batch', serverUrl, ex, DeliverBatchResult);
-    if (results.length !== reqs.length) {
-      this.#count('deliver_batch', 'error');
-      throw new DeliveryTransportError(
-        `connection server ${serverUrl} answered ${results.length} results to ${reqs.length} deliveries`,
-        { failure: 'invalid_response', serverUrl, status: ex.status },
-      );
-    }
-    return results;
+    if (reqs.length === 1) return [this.deliver(serverUrl, reqs[0] as DeliverRequest)];
+    const items = new BatchItems(reqs.length);
+    this.#deliverBatch(serverUrl, reqs, items).catch((err: unknown) => items.rejectRest(err));
+    return items.promises;
+  }
+
+  /** `deliverEach`, waiting for every result; rejects with the first error. */
+  deliverMany(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult[]> {
+    return Promise.all(this.deliverEach(serverUrl, reqs));
   }
 
   async broadcast(serverUrl: string, req: BroadcastRequest): Promise<BroadcastResult> {
@@ -173,7 +149,117 @@ export class HttpDeliveryTransport implements DeliveryTransport {
     return this.#parse('broadcast', serverUrl, ex, BroadcastResult);
   }
 
-  #parse<T>(route: Route, serverUrl: string, ex: Exchange & { kind: 'answer' }, schema: ZodType<T>): T {
+  async #deliverBatch(serverUrl: string, reqs: readonly DeliverRequest[], items: BatchItems): Promise<void> {
+    if (this.#closed) {
+      throw new DeliveryTransportError('delivery transport is closed', { failure: 'network', serverUrl });
+    }
+    const fallback = activeTrace();
+    const body = {
+      items: reqs.map((req) => (req.trace || !fallback ? req : { ...req, trace: fallback })),
+    };
+    const payload = Buffer.from(JSON.stringify(body));
+    const started = performance.now();
+    const deadlines = reqs.map((req) => started + req.timeoutMs + this.#marginMs);
+    const options: BatchAttemptOptions = {
+      agent: this.#agent,
+      url: `${serverUrl.replace(/\/+$/, '')}${DELIVER_BATCH_PATH}`,
+      payload,
+      headers: {
+        authorization: this.#authorization,
+        'content-type': 'application/json',
+        'content-length': payload.length,
+        accept: BATCH_ACCEPT,
+      },
+      deadlines,
+      started,
+      items,
+      maxBodyBytes: MAX_BATCH_RESPONSE_BYTES,
+      maxLineBytes: MAX_RESPONSE_BYTES,
+    };
+    let attempt = await batchAttempt(options);
+    // As for `deliver`: one retry on a fresh socket when a pooled one was found closed.
+    if (attempt.kind === 'dropped' && attempt.reusedSocket && performance.now() < Math.max(...deadlines)) {
+      attempt = await batchAttempt(options);
+    }
+    const latencyMs = performance.now() - started;
+    const route = 'deliver_batch';
+    switch (attempt.kind) {
+      case 'streamed': {
+        if (items.open === 0) return this.#count(route, 'ok');
+        this.#count(route, 'error');
+        throw new DeliveryTransportError(
+          `connection server ${serverUrl} ended a streamed batch without ${items.open} of ${items.size} results`,
+          { failure: 'invalid_response', serverUrl, status: attempt.status },
+        );
+      }
+      case 'broken':
+        this.#count(route, 'error');
+        this.#logger.warn(
+          { serverUrl, route, failure: attempt.failure, open: items.open, reason: attempt.message },
+          'streamed batch broke off',
+        );
+        throw new DeliveryTransportError(`${route} to ${serverUrl} broke off: ${attempt.message}`, {
+          failure: attempt.failure,
+          serverUrl,
+          status: attempt.status,
+          cause: attempt.cause,
+        });
+      case 'expired':
+        this.#count(route, 'timeout');
+        this.#logger.warn({ serverUrl, route }, 'connection server did not answer in time');
+        return;
+      case 'unreachable':
+      case 'dropped':
+        this.#count(route, 'unreachable');
+        this.#logger.debug({ serverUrl, route, code: attempt.code }, 'connection server unreachable');
+        items.resolveRest(() => ({ outcome: 'not_connected', reason: 'server_unreachable', latencyMs }));
+        return;
+      case 'error':
+        this.#count(route, 'error');
+        throw new DeliveryTransportError(`${route} to ${serverUrl} failed: ${attempt.error.message}`, {
+          failure: 'network',
+          serverUrl,
+          cause: attempt.error,
+        });
+      case 'answer':
+        return this.#settleAnswer(serverUrl, reqs, items, { ...attempt, latencyMs });
+    }
+  }
+
+  /** A server that did not stream: an older one's all-at-once JSON, or no batch endpoint at all. */
+  #settleAnswer(
+    serverUrl: string,
+    reqs: readonly DeliverRequest[],
+    items: BatchItems,
+    ex: Exchange & { kind: 'answer' },
+  ): void {
+    if (ex.status === 404) {
+      // A server from before the batch endpoint (rolling upgrade).
+      reqs.forEach((req, i) => {
+        if (!items.isOpen(i)) return;
+        this.deliver(serverUrl, req).then(
+          (result) => items.resolve(i, result),
+          (err: unknown) => items.reject(i, err),
+        );
+      });
+      return;
+    }
+    const { results } = this.#parse('deliver_batch', serverUrl, ex, DeliverBatchResult, (r) =>
+      r.results.length === reqs.length
+        ? undefined
+        : `answered ${r.results.length} results to ${reqs.length} deliveries`,
+    );
+    results.forEach((result, i) => items.resolve(i, result));
+  }
+
+  /** `check` names what else is wrong with a body that matches the schema, if anything. */
+  #parse<T>(
+    route: Route,
+    serverUrl: string,
+    ex: Exchange & { kind: 'answer' },
+    schema: ZodType<T>,
+    check?: (value: T) => string | undefined,
+  ): T {
     if (ex.status === 401) {
       this.#count(route, 'auth');
       this.#logger.error({ serverUrl, route }, 'connection server rejected the internal token');
@@ -206,6 +292,15 @@ export class HttpDeliveryTransport implements DeliveryTransport {
         serverUrl,
         status: ex.status,
         cause: parsed.error,
+      });
+    }
+    const problem = check?.(parsed.data);
+    if (problem) {
+      this.#count(route, 'error');
+      throw new DeliveryTransportError(`connection server ${serverUrl} ${problem}`, {
+        failure: 'invalid_response',
+        serverUrl,
+        status: ex.status,
       });
     }
     this.#count(route, 'ok');
@@ -314,12 +409,10 @@ export class HttpDeliveryTransport implements DeliveryTransport {
         res.on('error', (error) => finish({ kind: 'error', error }));
       });
       req.on('error', (error: NodeJS.ErrnoException) => {
-        const code = error.code ?? '';
-        const latencyMs = performance.now() - started;
-        if (!responded && UNREACHABLE_CODES.has(code)) finish({ kind: 'unreachable', code, latencyMs });
-        else if (!responded && DROPPED_CODES.has(code)) {
-          finish({ kind: 'dropped', code, reusedSocket: req.reusedSocket });
-        } else finish({ kind: 'error', error });
+        const failure = classifyRequestError(error, responded, req.reusedSocket);
+        finish(
+          failure.kind === 'unreachable' ? { ...failure, latencyMs: performance.now() - started } : failure,
+        );
       });
       req.end(payload);
     });

@@ -1,9 +1,9 @@
-export type { DeliveryTransport, OutgoingMessage, RoutedResult } from './types.ts';
+export type { BatchDeliveryTransport, DeliveryTransport, OutgoingMessage, RoutedResult } from './types.ts';
 export { DeliveryTransportError, InternalAuthError, PartialDeliveryError } from './errors.ts';
 export type { TransportFailure } from './errors.ts';
 export { HttpDeliveryTransport, DELIVER_PATH, DELIVER_BATCH_PATH, BROADCAST_PATH } from './http-transport.ts';
 export { CoalescingDeliveryTransport } from './coalescing-transport.ts';
-export type { BatchDeliveryTransport, CoalescingDeliveryTransportOptions } from './coalescing-transport.ts';
+export type { CoalescingDeliveryTransportOptions } from './coalescing-transport.ts';
 export type { HttpDeliveryTransportOptions } from './http-transport.ts';
 export { DeviceLocator } from './locator.ts';
 export type { DeviceLocatorOptions, LocatorStats } from './locator.ts';

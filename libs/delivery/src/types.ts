@@ -21,6 +21,15 @@ export interface DeliveryTransport {
   close(): Promise<void>;
 }
 
+/** A transport that can hand many deliveries to one server in one exchange. */
+export interface BatchDeliveryTransport extends DeliveryTransport {
+  /**
+   * One promise per request, in request order, each settled as soon as its own outcome is known,
+   * with the same outcomes and errors as `deliver`.
+   */
+  deliverEach(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult>[];
+}
+
 /** A message to route, before the router knows which device, connection or server gets it. */
 export interface OutgoingMessage {
   messageId: string;

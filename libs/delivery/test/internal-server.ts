@@ -103,3 +103,37 @@ export async function closedPortUrl(): Promise<string> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return `http://127.0.0.1:${port}`;
 }
+
+/** Starts a streamed deliver-batch answer (`application/x-ndjson`); `line` writes one item's result. */
+export function streamBatch(res: ServerResponse): {
+  line(index: number, result: DeliverResult): void;
+  raw(text: string): void;
+  end(text?: string): void;
+} {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  return {
+    line: (index, result) => res.write(`${JSON.stringify({ index, result })}\n`),
+    raw: (text) => res.write(text),
+    end: (text) => res.end(text),
+  };
+}
+
+/** A promise the test settles, for a stub answer held until the test says so. */
+export function gate(): { readonly opened: Promise<void>; open(): void } {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
+}
+
+/** Whether `promise` has settled by the time the already queued callbacks ran. */
+export async function isSettled(promise: Promise<unknown>): Promise<boolean> {
+  const pending = Symbol('pending');
+  const first = await Promise.race([
+    promise.then(
+      () => 'settled',
+      () => 'settled',
+    ),
+    new Promise((resolve) => setImmediate(() => resolve(pending))),
+  ]);
+  return first !== pending;
+}
