@@ -2,10 +2,12 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   BroadcastRequest,
+  DELIVER_BATCH_STREAM_TYPE,
   DeliverBatchRequest,
   DeliverRequest,
   Identifier,
   type BroadcastResult,
+  type DeliverBatchLine,
   type DeliverResult,
 } from '@pushline/protocol';
 import { BodyTooLargeError, readBody, sendJson, type ExtraRoute } from '@pushline/runtime';
@@ -48,14 +50,23 @@ export interface InternalApiOptions {
  * `POST /internal/v1/broadcast` (BroadcastRequest → BroadcastResult), both behind
  * `authorization: Bearer <PUSHLINE_INTERNAL_TOKEN>`. Device outcomes are always 200 with the
  * outcome in the body; 4xx is only for requests that are not valid deliver requests.
- * `POST /internal/v1/deliver-batch` (DeliverBatchRequest → DeliverBatchResult) delivers up to
- * `DELIVER_BATCH_MAX` messages at once, each with its own ack and timeout, and answers when the
- * last one has its outcome: one HTTP exchange instead of one per message.
+ * `POST /internal/v1/deliver-batch` (DeliverBatchRequest) delivers up to `DELIVER_BATCH_MAX`
+ * messages at once, each with its own ack and timeout: one HTTP exchange instead of one per
+ * message. A caller that accepts `DELIVER_BATCH_STREAM_TYPE` gets one `DeliverBatchLine` per item
+ * as soon as that item has its outcome; any other caller (one from before the stream) gets
+ * `DeliverBatchResult` when the last item has its outcome.
  */
 export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
   const expected = digest(`Bearer ${options.internalToken}`);
   const limit = options.bodyLimitBytes ?? 1024 * 1024;
   const batchLimit = options.batchBodyLimitBytes ?? 16 * 1024 * 1024;
+
+  // A batch item never fails the whole batch: a delivery that throws is not delivered.
+  const deliverItem = (item: DeliverRequest): Promise<DeliverResult> =>
+    options.deliver(item, SpanKind.SERVER).catch((err: unknown) => {
+      options.logger.error({ err, messageId: item.messageId }, 'batch item delivery failed');
+      return { outcome: 'not_connected', latencyMs: 0, reason: 'internal_error' };
+    });
 
   return async (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -86,10 +97,11 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
     if (route === 'deliverBatch') {
       const batch = await parseJson(req, DeliverBatchRequest, batchLimit);
       if (!batch.ok) respond(batch.problem.status, batch.problem, true);
-      else {
-        const results = await Promise.all(
-          batch.value.items.map((item) => options.deliver(item, SpanKind.SERVER)),
-        );
+      else if (acceptsStream(req.headers.accept)) {
+        options.metrics.internalRequests.inc({ route, status: '200' });
+        await streamResults(res, batch.value.items, deliverItem);
+      } else {
+        const results = await Promise.all(batch.value.items.map(deliverItem));
         respond(200, { results });
       }
       return true;
@@ -109,6 +121,58 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
     respond(200, result);
     return true;
   };
+}
+
+/** Whether the caller lists the streamed batch answer in `accept` (with a non-zero q). */
+function acceptsStream(accept: string | undefined): boolean {
+  if (!accept) return false;
+  return accept.split(',').some((range) => {
+    const [type, ...params] = range.split(';').map((p) => p.trim().toLowerCase());
+    if (type !== DELIVER_BATCH_STREAM_TYPE) return false;
+    const q = params.find((p) => p.startsWith('q='));
+    return q === undefined || Number(q.slice(2)) > 0;
+  });
+}
+
+/**
+ * Answers a batch as newline-delimited `DeliverBatchLine`s, each written as soon as its item has an
+ * outcome, so a caller settles fast devices without waiting for the slowest. Lines finished in the
+ * same event-loop turn (acks read from many sockets together) go out in one write; the last line
+ * ends the response. Resolves when the response has ended.
+ */
+function streamResults(
+  res: ServerResponse,
+  items: readonly DeliverRequest[],
+  deliver: (item: DeliverRequest) => Promise<DeliverResult>,
+): Promise<void> {
+  // Headers go out with the first line, so a server that dies before any outcome looks like one
+  // that dropped the request (which the caller may retry) rather than a broken stream.
+  res.writeHead(200, { 'content-type': DELIVER_BATCH_STREAM_TYPE });
+  let buffered = '';
+  let flushing = false;
+  let open = items.length;
+  const flush = () => {
+    flushing = false;
+    if (buffered.length === 0 || res.writableEnded || res.destroyed) return;
+    res.write(buffered);
+    buffered = '';
+  };
+  return new Promise<void>((resolve) => {
+    items.forEach((item, index) => {
+      void deliver(item).then((result) => {
+        const line: DeliverBatchLine = { index, result };
+        buffered += `${JSON.stringify(line)}\n`;
+        if (--open === 0) {
+          if (!res.destroyed) res.end(buffered);
+          buffered = '';
+          resolve();
+        } else if (!flushing) {
+          flushing = true;
+          setImmediate(flush);
+        }
+      });
+    });
+  });
 }
 
 interface Problem {

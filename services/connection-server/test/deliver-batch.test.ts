@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { CoalescingDeliveryTransport, HttpDeliveryTransport } from '@pushline/delivery';
-import { DELIVER_BATCH_MAX, DeviceMessage, type DeliverRequest } from '@pushline/protocol';
+import {
+  DELIVER_BATCH_MAX,
+  DELIVER_BATCH_STREAM_TYPE,
+  DeliverBatchLine,
+  DeliverBatchResult,
+  DeviceMessage,
+  type DeliverRequest,
+} from '@pushline/protocol';
 import { silentLogger } from '@pushline/telemetry';
 import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
 
@@ -93,6 +100,81 @@ describe('batch delivery (POST /internal/v1/deliver-batch)', () => {
       }),
       1,
     );
+  });
+
+  it('streams each outcome as its device acks: a fast device is settled while another holds its ack', async () => {
+    const { server, metrics } = await world.startServer();
+    let releaseHeld = () => {};
+    const heldAck = new Promise<void>((resolve) => (releaseHeld = resolve));
+    let heldGotIt = () => {};
+    const heldReceived = new Promise<void>((resolve) => (heldGotIt = resolve));
+    const held = await world.connect(server.deviceUrl, await world.token({ sub: 'dev-held' }));
+    held.on('message', (_msg: unknown, ack: Ack) => {
+      heldGotIt();
+      void heldAck.then(() => ack({ ok: true }));
+    });
+    answering(await world.connect(server.deviceUrl, await world.token({ sub: 'dev-fast' })), () => ({
+      ok: true,
+    }));
+
+    const [slow, fast] = transport.deliverEach(server.internalUrl, [
+      request('dev-held', { timeoutMs: 10_000 }),
+      request('dev-fast'),
+    ]);
+    assert.ok(slow && fast);
+    let slowSettled = false;
+    void slow.then(() => (slowSettled = true));
+    await heldReceived;
+    assert.equal((await fast).outcome, 'delivered');
+    assert.equal(slowSettled, false, 'the held device has not acked, so its item is still open');
+    releaseHeld();
+    assert.equal((await slow).outcome, 'delivered');
+    assert.equal(
+      await metricValue(metrics, 'pushline_internal_requests_total', { route: 'deliverBatch' }),
+      1,
+      'both items went in one exchange',
+    );
+  });
+
+  it('answers a caller that does not ask for the stream (an older one) with one JSON body', async () => {
+    const { server } = await world.startServer();
+    answering(await world.connect(server.deviceUrl, await world.token({ sub: 'dev-a' })), () => ({
+      ok: true,
+    }));
+    const items = [request('nobody'), request('dev-a')];
+    const ask = (accept: string | undefined) =>
+      fetch(`${server.internalUrl}/internal/v1/deliver-batch`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${world.internalToken}`,
+          ...(accept ? { accept } : {}),
+        },
+        body: JSON.stringify({ items }),
+      });
+
+    const old = await ask(undefined);
+    assert.equal(old.headers.get('content-type'), 'application/json');
+    const { results } = DeliverBatchResult.parse(await old.json());
+    assert.deepEqual(
+      results.map((r) => r.outcome),
+      ['not_connected', 'delivered'],
+    );
+
+    const refused = await ask('application/x-ndjson;q=0, application/json');
+    assert.equal(refused.headers.get('content-type'), 'application/json');
+    await refused.body?.cancel();
+
+    const streamed = await ask('application/x-ndjson, application/json;q=0.5');
+    assert.equal(streamed.headers.get('content-type'), DELIVER_BATCH_STREAM_TYPE);
+    const lines = (await streamed.text())
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => DeliverBatchLine.parse(JSON.parse(l)));
+    assert.deepEqual(lines.map((l) => [l.index, l.result.outcome]).sort(), [
+      [0, 'not_connected'],
+      [1, 'delivered'],
+    ]);
   });
 
   it('refuses bad tokens, empty and oversized batches', async () => {
