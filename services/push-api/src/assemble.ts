@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { topicNames, type PushApiConfig } from '@pushline/config';
 import {
+  CoalescingDeliveryTransport,
   DeviceLocator,
   HttpDeliveryTransport,
   MessageRouter,
@@ -50,10 +51,14 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     options.metrics ?? createMetricsRegistry({ service: 'push-api', instance: pushApiInstanceId(config) });
   const tracer = options.tracer ?? trace.getTracer('pushline-push-api');
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
-  const transport = new HttpDeliveryTransport({
-    internalToken: config.PUSHLINE_INTERNAL_TOKEN,
-    logger,
-    metrics,
+  // Concurrent pushes to the same connection server share one internal exchange per event-loop
+  // turn; each request still gets its own device's outcome as soon as that device has acked.
+  const transport = new CoalescingDeliveryTransport({
+    transport: new HttpDeliveryTransport({
+      internalToken: config.PUSHLINE_INTERNAL_TOKEN,
+      logger,
+      metrics,
+    }),
   });
   const locator = new DeviceLocator({ ...options.locator, registry, metrics, tracer });
   const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });
