@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DeliveryEvent, StoredMessage, type DeliverResult, type DeliveryOutcome } from '@pushline/protocol';
 import { Counter, type Logger, type Registry } from '@pushline/telemetry';
-import { CLAIM_EXPIRED, FINISH, LEASE, LOCK, PENDING, RECLAIM, RELEASE, STORE, UNLOCK } from './scripts.ts';
+import { BEGIN, CLAIM_EXPIRED, FINISH, LEASE, PENDING, RECLAIM, RELEASE, STORE, UNLOCK } from './scripts.ts';
 
 /** The inbox a connection server drains when a device connects (the `OfflineInbox` contract). */
 export interface OfflineInbox {
@@ -52,7 +52,7 @@ export interface StoreResult {
 
 type StoreRedis = Redis & {
   pushlineOfflineStore(...args: (string | number)[]): Promise<(number | string)[]>;
-  pushlineOfflineLock(...args: (string | number)[]): Promise<number>;
+  pushlineOfflineBegin(...args: (string | number)[]): Promise<Begin>;
   pushlineOfflineUnlock(...args: (string | number)[]): Promise<number>;
   pushlineOfflineLease(...args: (string | number)[]): Promise<-1 | null | [string, string | null]>;
   pushlineOfflineFinish(...args: (string | number)[]): Promise<number>;
@@ -69,6 +69,11 @@ interface StoreMetrics {
   requeued: Counter<'reason'>;
   reclaimed: Counter;
 }
+
+/** What the BEGIN script found: nothing queued (and no drain running), the lock is ours, another drain holds it. */
+type Begin = 0 | 1 | 2;
+const NOTHING_QUEUED = 0;
+const LOCKED = 1;
 
 /** Outcomes that end a stored message; anything else puts it back for the next drain. */
 const TERMINAL_ON_DRAIN = new Set<DeliverResult['outcome']>(['delivered', 'rejected']);
@@ -94,7 +99,7 @@ export class RedisOfflineStore implements OfflineInbox {
     const redis = options.redis;
     if (!('pushlineOfflineStore' in redis)) {
       redis.defineCommand('pushlineOfflineStore', { numberOfKeys: 5, lua: STORE });
-      redis.defineCommand('pushlineOfflineLock', { numberOfKeys: 1, lua: LOCK });
+      redis.defineCommand('pushlineOfflineBegin', { numberOfKeys: 2, lua: BEGIN });
       redis.defineCommand('pushlineOfflineUnlock', { numberOfKeys: 1, lua: UNLOCK });
       redis.defineCommand('pushlineOfflineLease', { numberOfKeys: 5, lua: LEASE });
       redis.defineCommand('pushlineOfflineFinish', { numberOfKeys: 4, lua: FINISH });
@@ -203,23 +208,21 @@ export class RedisOfflineStore implements OfflineInbox {
     options: DrainOptions = {},
   ): Promise<void> {
     const token = randomUUID();
-    const lockKey = this.#lock(deviceId);
-    if (!(await this.#acquire(lockKey, token, options.waitForLock ?? true))) return;
-    for (;;) {
-      let stopped: boolean;
-      try {
-        stopped = await this.#drainLocked(deviceId, token, deliver);
-      } finally {
-        await this.#redis.pushlineOfflineUnlock(lockKey, token);
-      }
-      if (stopped) return;
-      // Something stored after our last look would wait for the next connect: look again.
-      if ((await this.#redis.zcard(this.#q(deviceId))) === 0) return;
-      if (!(await this.#acquire(lockKey, token, false))) return;
+    // The common case, a device with nothing stored, ends here after one round trip.
+    if (!(await this.#begin(deviceId, token, options.waitForLock ?? true))) return;
+    let holding = true;
+    try {
+      holding = await this.#drainLocked(deviceId, token, deliver);
+    } finally {
+      if (holding) await this.#redis.pushlineOfflineUnlock(this.#lock(deviceId), token);
     }
   }
 
-  /** Returns true when the drain stopped early (delivery failed, or the lock was lost). */
+  /**
+   * Delivers queued messages while the caller holds the lock. Returns whether it still holds it:
+   * false when the queue ran empty (the lease script released the lock with its last look) or the
+   * lock was lost; true when a delivery failed and the drain stopped early.
+   */
   async #drainLocked(
     deviceId: string,
     token: string,
@@ -240,7 +243,7 @@ export class RedisOfflineStore implements OfflineInbox {
       if (leased === null) return false;
       if (leased === -1) {
         this.#log.warn({ deviceId }, 'drain lost its lock (slower than the lease); another drain takes over');
-        return true;
+        return false;
       }
       const [requestId, json] = leased;
       const msg = json === null ? null : this.#parse(deviceId, json);
@@ -342,10 +345,21 @@ export class RedisOfflineStore implements OfflineInbox {
     }
   }
 
-  async #acquire(lockKey: string, token: string, wait: boolean): Promise<boolean> {
+  /**
+   * Takes the device's drain lock when something is queued. Resolves false when there is nothing
+   * to drain, or when another drain holds the lock and `wait` is false (or it held it past the lease).
+   */
+  async #begin(deviceId: string, token: string, wait: boolean): Promise<boolean> {
     const deadline = Date.now() + this.#leaseMs;
     for (let attempt = 0; ; attempt++) {
-      if ((await this.#redis.pushlineOfflineLock(lockKey, token, this.#leaseMs)) === 1) return true;
+      const begun = await this.#redis.pushlineOfflineBegin(
+        this.#q(deviceId),
+        this.#lock(deviceId),
+        token,
+        this.#leaseMs,
+      );
+      if (begun === NOTHING_QUEUED) return false;
+      if (begun === LOCKED) return true;
       if (!wait || Date.now() >= deadline) return false;
       // No event tells us when another instance's drain ends; re-check at a gentle pace.
       await new Promise((resolve) => setTimeout(resolve, Math.min(250, 20 * 2 ** attempt)));

@@ -41,20 +41,24 @@ return out
 `;
 
 /**
- * KEYS lock; ARGV token leaseMs. Takes the device's drain lock, or extends it when the caller
- * already holds it. Returns 1 when the caller holds the lock.
+ * KEYS q lock; ARGV token leaseMs. Starts a drain. Returns 0 when nothing is queued and no other
+ * drain runs: there is nothing to do and the lock is not taken, which makes a connect of a device
+ * with an empty inbox one round trip. Returns 1 when the caller holds the lock (taken now, or
+ * extended because it already held it), 2 when another drain holds it (it may be delivering the
+ * device's last message, which comes back to the queue if the delivery fails).
  */
-export const LOCK = `
-local holder = redis.call('GET', KEYS[1])
+export const BEGIN = `
+local holder = redis.call('GET', KEYS[2])
 if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return 1
 end
-return 0
+return 2
 `;
 
 /** KEYS lock; ARGV token. Releases the lock only if the caller still holds it. */
@@ -66,14 +70,19 @@ return 0
 /**
  * KEYS q f m leases lock; ARGV memberPrefix leaseDeadline token leaseMs.
  * Moves the oldest queued message to the in-flight set under a lease. Returns {requestId, json}
- * ({requestId, false} if its body is missing), false when the queue is empty, or -1 when the
- * caller lost the drain lock (its lease ran out while it was slow).
+ * ({requestId, false} if its body is missing), or -1 when the caller lost the drain lock (its
+ * lease ran out while it was slow). When the queue is empty it releases the lock in the same step
+ * and returns false: a message stored before it was seen here, and a drain started after it finds
+ * the lock free. Nothing can slip in between the last look and the unlock.
  */
 export const LEASE = `
 if redis.call('GET', KEYS[5]) ~= ARGV[3] then return -1 end
-redis.call('PEXPIRE', KEYS[5], ARGV[4])
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #head == 0 then return false end
+if #head == 0 then
+  redis.call('DEL', KEYS[5])
+  return false
+end
+redis.call('PEXPIRE', KEYS[5], ARGV[4])
 local id = head[1]
 redis.call('ZREM', KEYS[1], id)
 redis.call('ZADD', KEYS[2], head[2], id)

@@ -22,6 +22,30 @@ function stored(requestId: string, overrides: Partial<StoredMessage> = {}): Stor
 
 const delivered: DeliverResult = { outcome: 'delivered', latencyMs: 1 };
 
+/**
+ * The commands clients send that touch keys under `prefix`, seen through a MONITOR connection
+ * (commands a script runs are left out: one script call is one round trip).
+ */
+async function watchCommands(redis: Redis, prefix: string) {
+  const monitor = await redis.monitor();
+  const seen: string[][] = [];
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source !== 'lua' && args.some((a) => a.startsWith(prefix))) seen.push(args);
+  });
+  let marks = 0;
+  return {
+    /** The commands since the previous call, once MONITOR has reported all of them. */
+    async take(): Promise<string[][]> {
+      const mark = `${prefix}mark:${++marks}`;
+      await redis.exists(mark);
+      await waitUntil(() => seen.some((args) => args.includes(mark)), { what: 'MONITOR to catch up' });
+      const at = seen.findIndex((args) => args.includes(mark));
+      return seen.splice(0, at + 1).slice(0, at);
+    },
+    close: () => monitor.disconnect(),
+  };
+}
+
 describe('RedisOfflineStore', () => {
   let redis: Redis;
   let prefix: string;
@@ -74,6 +98,27 @@ describe('RedisOfflineStore', () => {
     );
     assert.equal(await store.pending('dev-1'), 0);
     assert.deepEqual(await redis.keys(`${prefix}offline:*`), [`${prefix}offline:seq`]);
+  });
+
+  it('draining an empty inbox is one round trip; n stored messages take 2n + 2', async () => {
+    const watch = await watchCommands(redis, prefix);
+    try {
+      await store.drain('dev-1', async () => delivered);
+      const empty = await watch.take();
+      assert.equal(empty.length, 1, `one command, got ${JSON.stringify(empty)}`);
+      assert.equal(await redis.exists(`${prefix}offline:lock:dev-1`), 0, 'no lock left behind');
+
+      for (const id of ['m1', 'm2', 'm3']) await store.store('dev-1', stored(id));
+      await watch.take();
+      await store.drain('dev-1', async () => delivered);
+      // begin (takes the lock), lease + finish per message, and the last lease that finds the
+      // queue empty and releases the lock in the same step.
+      assert.equal((await watch.take()).length, 2 * 3 + 2);
+      assert.equal(await redis.exists(`${prefix}offline:lock:dev-1`), 0);
+      assert.equal(events.length, 3);
+    } finally {
+      watch.close();
+    }
   });
 
   it('storing the same request id twice keeps one copy', async () => {
@@ -240,6 +285,35 @@ describe('RedisOfflineStore', () => {
     await Promise.all([first, second]);
     assert.deepEqual(seen, ['a:m1', 'a:m2', 'a:m3']);
     assert.equal(events.length, 3);
+  });
+
+  it('a drain waiting for another finds what that one put back, even when nothing was queued as it began', async () => {
+    // The other drain (say, to the device's old connection) holds the lock and the device's only
+    // message in flight: the queue is empty, but the drain must wait, since a failed delivery
+    // puts the message back.
+    await store.store('dev-1', stored('m1'));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let leased!: () => void;
+    const inFlight = new Promise<void>((resolve) => (leased = resolve));
+    const old = store.drain('dev-1', async () => {
+      leased();
+      await gate;
+      return { outcome: 'not_connected', latencyMs: 0 };
+    });
+    await inFlight;
+    const seen: string[] = [];
+    const next = store.drain('dev-1', async (msg) => {
+      seen.push(msg.requestId);
+      return delivered;
+    });
+    release();
+    await Promise.all([old, next]);
+    assert.deepEqual(seen, ['m1']);
+    assert.deepEqual(
+      events.map((e) => [e.requestId, e.outcome]),
+      [['m1', 'delivered']],
+    );
   });
 
   it('a message stored while a drain runs is drained by it', async () => {
