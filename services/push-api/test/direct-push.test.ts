@@ -156,6 +156,78 @@ describe('push to a user', () => {
   });
 });
 
+describe('concurrent direct pushes (coalesced per connection server)', () => {
+  const exchanges = async (route: string) => {
+    const text = String((await call(p.h.url, 'GET', '/metrics')).body);
+    return findSamples(parsePrometheusText(text), 'pushline_transport_requests_total', { route }).reduce(
+      (sum, s) => sum + s.value,
+      0,
+    );
+  };
+
+  it('each request gets its own device’s outcome, and a silent device holds back only its own', async () => {
+    const acking = [
+      await p.connect(A, 'cc-a1', 'cc-user-1'),
+      await p.connect(A, 'cc-a2', 'cc-user-2'),
+      await p.connect(A, 'cc-a3', 'cc-user-3'),
+      await p.connect(B, 'cc-b1', 'cc-user-4'),
+      await p.connect(B, 'cc-b2', 'cc-user-5'),
+    ];
+    await p.connect(A, 'cc-silent', 'cc-user-6', 'silent');
+    await p.connect(B, 'cc-rejecting', 'cc-user-7', 'reject');
+    const done: string[] = [];
+    const pushTo = async (deviceId: string, body: Record<string, unknown>) => {
+      const res = await push(deviceId, { id: `cc-${deviceId}`, payload: { to: deviceId }, ...body });
+      done.push(deviceId);
+      return { deviceId, status: res.status, body: res.body as DirectResult };
+    };
+    const results = await Promise.all([
+      pushTo('cc-silent', { timeoutMs: 1_500 }),
+      ...acking.map((d) => pushTo(d.id, {})),
+      pushTo('cc-rejecting', {}),
+      pushTo('cc-nobody', {}),
+    ]);
+    assert.deepEqual(
+      results.map((r) => [r.deviceId, r.status, r.body.outcome, r.body.id]),
+      [
+        ['cc-silent', 504, 'timeout', 'cc-cc-silent'],
+        ...acking.map((d) => [d.id, 200, 'delivered', `cc-${d.id}`]),
+        ['cc-rejecting', 422, 'rejected', 'cc-cc-rejecting'],
+        ['cc-nobody', 404, 'not_connected', 'cc-cc-nobody'],
+      ],
+    );
+    assert.equal(done.at(-1), 'cc-silent', `answered in the order ${done.join(', ')}`);
+    for (const d of acking)
+      assert.deepEqual(
+        d.received.map((m) => m.id),
+        [`cc-${d.id}`],
+      );
+  });
+
+  it('a user push to several devices on one server is one exchange with an outcome per device', async () => {
+    await p.connect(A, 'ccu-1', 'cc-multi');
+    await p.connect(A, 'ccu-2', 'cc-multi');
+    await p.connect(A, 'ccu-3', 'cc-multi', 'reject');
+    await p.connect(B, 'ccu-4', 'cc-multi');
+    const before = await exchanges('deliver_batch');
+    const res = await call(p.h.url, 'POST', '/v1/users/cc-multi/messages', {
+      key: p.h.keys.push,
+      body: { payload: 'all of you' },
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const outcomes = Object.fromEntries(
+      (res.body as { results: DirectResult[] }).results.map((r) => [r.deviceId, r.outcome]),
+    );
+    assert.deepEqual(outcomes, {
+      'ccu-1': 'delivered',
+      'ccu-2': 'delivered',
+      'ccu-3': 'rejected',
+      'ccu-4': 'delivered',
+    });
+    assert.equal(await exchanges('deliver_batch'), before + 1, 'the three devices on A share one batch');
+  });
+});
+
 describe('push to a topic', () => {
   it('reaches subscribers on both servers and counts their acks', async () => {
     const one = await p.connect(A, 'top-1', 'top-user-1', 'ack', { topics: ['scores'] });
