@@ -40,8 +40,11 @@ const LISTEN_BACKLOG = 4096;
 /** The parts of an engine.io connection this server touches. */
 interface EngineConnection {
   request: unknown;
-  once(event: 'close', fn: () => void): void;
+  readonly readyState: string;
 }
+
+/** Longest a closed handshake may keep its admission slot while the limit is reached. */
+const PRUNE_INTERVAL_MS = 100;
 
 /**
  * The device-facing socket.io server: WebSocket only unless polling is allowed, no connection
@@ -53,9 +56,14 @@ export class SocketServer {
   readonly http: HttpServer;
   readonly #o: SocketServerOptions;
   readonly #adapterClients: Redis[] = [];
-  readonly #openedAt = new WeakMap<object, number>();
-  /** Engine connections not yet authenticated nor closed → when they opened, oldest first. */
-  readonly #pending = new Map<object, number>();
+  /**
+   * Engine connections not yet authenticated → when they opened, oldest first. One that closes
+   * before authenticating is dropped when it is next looked at (#prune): a close listener per
+   * connection would outlive the handshake, since adding one grows the connection's listener
+   * array for good (about 150 B per idle connection).
+   */
+  readonly #pending = new Map<EngineConnection, number>();
+  #prunedAt = 0;
   #url: string | undefined;
 
   constructor(options: SocketServerOptions) {
@@ -78,6 +86,8 @@ export class SocketServer {
       allowEIO3: false,
       cleanupEmptyChildNamespaces: true,
       allowRequest: (_req, callback) => {
+        // At the limit, closed handshakes may still hold slots: look for them (not on every request).
+        if (this.#pending.size >= maxPending) this.#prune(PRUNE_INTERVAL_MS);
         if (this.#pending.size < maxPending && this.#oldestPendingMs() < maxQueueMs) {
           return callback(null, true);
         }
@@ -86,10 +96,7 @@ export class SocketServer {
       },
     });
     this.io.engine.on('connection', (raw: EngineConnection) => {
-      const now = Date.now();
-      this.#openedAt.set(raw, now);
-      this.#pending.set(raw, now);
-      raw.once('close', () => this.#handshakeDone(raw));
+      this.#pending.set(raw, Date.now());
       // The handshake request (headers, socket references) is not needed after the upgrade;
       // dropping it saves memory per connection (socket.io docs, "Memory usage").
       raw.request = null;
@@ -98,27 +105,41 @@ export class SocketServer {
 
   /** Handshakes in flight: engine connections not yet authenticated nor closed. */
   get pendingHandshakes(): number {
+    this.#prune(0);
     return this.#pending.size;
   }
 
   /** The device behind `socket` authenticated: its engine connection no longer counts as pending. */
   authenticated(socket: Socket): void {
-    this.#handshakeDone(socket.conn);
+    this.#pending.delete(socket.conn);
   }
 
-  #handshakeDone(raw: object): void {
-    this.#pending.delete(raw);
+  /** Drops pending handshakes whose connection closed, unless it did so less than `minIntervalMs` ago. */
+  #prune(minIntervalMs: number): void {
+    const now = Date.now();
+    if (now - this.#prunedAt < minIntervalMs) return;
+    this.#prunedAt = now;
+    for (const raw of this.#pending.keys()) if (raw.readyState === 'closed') this.#pending.delete(raw);
   }
 
-  /** How long the oldest pending handshake has waited (a Map iterates in insertion order). */
+  /**
+   * How long the oldest pending handshake has waited (a Map iterates in insertion order); closed
+   * ones found on the way are dropped.
+   */
   #oldestPendingMs(): number {
-    const oldest = this.#pending.values().next();
-    return oldest.done ? 0 : Date.now() - oldest.value;
+    for (const [raw, openedAt] of this.#pending) {
+      if (raw.readyState !== 'closed') return Date.now() - openedAt;
+      this.#pending.delete(raw);
+    }
+    return 0;
   }
 
-  /** When the engine connection under a socket opened, the start of its handshake budget. */
+  /**
+   * When the engine connection under a socket opened, the start of its handshake budget. Asked
+   * while the handshake is pending; now if it is not (any more).
+   */
   openedAt(socket: Socket): number {
-    return this.#openedAt.get(socket.conn) ?? Date.now();
+    return this.#pending.get(socket.conn) ?? Date.now();
   }
 
   get url(): string {
