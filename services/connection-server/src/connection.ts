@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { DeliverResult, DeviceTokenClaims, DisconnectReason, ReconnectHint } from '@pushline/protocol';
 import { DeviceEvents } from '@pushline/protocol';
 import type { Socket } from 'socket.io';
@@ -8,49 +7,99 @@ export type SentMessage =
   | { readonly state: 'pending'; readonly result: Promise<DeliverResult> }
   | { readonly state: 'done'; readonly outcome: DeliverResult['outcome'] };
 
+const CONNECTION = Symbol('pushline.connection');
+
+/**
+ * The connection on `socket`, for listeners shared by every socket (they get the socket as
+ * `this`). Kept in `socket.data`, which socket.io allocates per socket with room for a few
+ * properties, so it costs no memory; a symbol key is never serialised when another server
+ * fetches the socket.
+ */
+export function connectionOf(socket: Socket): DeviceConnection | undefined {
+  return (socket.data as Record<symbol, DeviceConnection | undefined>)[CONNECTION];
+}
+
 /**
  * One authenticated device connection. It owns the per-connection state that outlives single
- * events: the registry connection id, the bounded memory of sent message ids (dedupe), the
- * offline-inbox gate and the liveness deadlines. Topic subscriptions are the socket's rooms.
+ * events: the bounded memory of sent message ids (dedupe), the offline-inbox gate and the
+ * liveness deadlines. Topic subscriptions are the socket's rooms.
+ *
+ * Idle connections are most of a server's memory, so it keeps nothing it can derive (the ids are
+ * the claims' and the socket's), nothing past its use (the registration promise, the inbox gate),
+ * and its times as small offsets from `connectedAt`: an integer that fits a pointer is stored in
+ * the object, while every absolute millisecond time would take a heap number of its own.
  */
 export class DeviceConnection {
   readonly socket: Socket;
-  readonly deviceId: string;
-  readonly userId: string;
-  readonly tenantId: string | undefined;
   readonly claims: DeviceTokenClaims;
-  /** Unique per connection; the registry's compare-and-delete guard. */
-  readonly connectionId = randomBytes(12).toString('base64url');
   readonly connectedAt = Date.now();
-  /** Recycle time: the connection gets a reconnect hint and is closed after it. */
-  readonly recycleAt: number;
-  lastActivity = this.connectedAt;
-  /** When the registry entry expires unless refreshed (set once registered). */
-  registryExpiresAt = 0;
-  /** Resolves once the registry write settled; unregister waits for it so it cannot run first. */
-  registered: Promise<void> = Promise.resolve();
+  /**
+   * The registry write while it is in flight, undefined once it settled: unregister waits for it
+   * so it cannot run first.
+   */
+  registering: Promise<void> | undefined;
   /** Why the server ended the connection; unset when the device or network ended it. */
   closeReason: DisconnectReason | undefined;
+  readonly #lifetimeMs: number;
+  /** lastActivity − connectedAt. */
+  #activeAfterMs = 0;
+  /** registryExpiresAt − connectedAt; 0 until registered. */
+  #expiresAfterMs = 0;
   #closed = false;
   #gate: Promise<void> | undefined;
   // Allocated on first use: most connections sit idle, and empty maps still cost memory per connection.
   #sent: Map<string, SentMessage> | undefined;
-  readonly #dedupeWindow: number;
   #onClose: Set<() => void> | undefined;
 
-  constructor(options: {
-    socket: Socket;
-    claims: DeviceTokenClaims;
-    lifetimeMs: number;
-    dedupeWindow: number;
-  }) {
+  constructor(options: { socket: Socket; claims: DeviceTokenClaims; lifetimeMs: number }) {
     this.socket = options.socket;
     this.claims = options.claims;
-    this.deviceId = options.claims.sub;
-    this.userId = options.claims.uid;
-    this.tenantId = options.claims.tid;
-    this.recycleAt = this.connectedAt + options.lifetimeMs;
-    this.#dedupeWindow = options.dedupeWindow;
+    this.#lifetimeMs = options.lifetimeMs;
+    (options.socket.data as Record<symbol, DeviceConnection>)[CONNECTION] = this;
+  }
+
+  get deviceId(): string {
+    return this.claims.sub;
+  }
+
+  get userId(): string {
+    return this.claims.uid;
+  }
+
+  get tenantId(): string | undefined {
+    return this.claims.tid;
+  }
+
+  /**
+   * Unique per connection; the registry's compare-and-delete guard. The socket's id: random
+   * (120 bits) and already kept per socket.
+   */
+  get connectionId(): string {
+    return this.socket.id;
+  }
+
+  /** Recycle time: the connection gets a reconnect hint and is closed after it. */
+  get recycleAt(): number {
+    return this.connectedAt + this.#lifetimeMs;
+  }
+
+  /** The last application traffic (a device request or an ack). */
+  get lastActivity(): number {
+    return this.connectedAt + this.#activeAfterMs;
+  }
+
+  /** When the registry entry expires unless refreshed; 0 until registered. */
+  get registryExpiresAt(): number {
+    return this.#expiresAfterMs === 0 ? 0 : this.connectedAt + this.#expiresAfterMs;
+  }
+
+  set registryExpiresAt(at: number) {
+    this.#expiresAfterMs = at === 0 ? 0 : Math.max(1, at - this.connectedAt);
+  }
+
+  /** Resolves once no registry write of this connection is in flight. */
+  afterRegistration(): Promise<void> {
+    return this.registering ?? Promise.resolve();
   }
 
   get closed(): boolean {
@@ -78,19 +127,20 @@ export class DeviceConnection {
   }
 
   touch(): void {
-    this.lastActivity = Date.now();
+    this.#activeAfterMs = Date.now() - this.connectedAt;
   }
 
   sentMessage(id: string): SentMessage | undefined {
     return this.#sent?.get(id);
   }
 
-  rememberSent(id: string, entry: SentMessage): void {
+  /** Remembers `id` as the newest of at most `window` ids. */
+  rememberSent(id: string, entry: SentMessage, window: number): void {
     const sent = (this.#sent ??= new Map());
     sent.delete(id);
     sent.set(id, entry);
     // Map iteration order is insertion order, so the first key is the oldest.
-    while (sent.size > this.#dedupeWindow) {
+    while (sent.size > window) {
       const oldest = sent.keys().next().value;
       if (oldest === undefined) break;
       sent.delete(oldest);

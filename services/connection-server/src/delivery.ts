@@ -18,6 +18,8 @@ export interface LocalDeliveryOptions {
   readonly metrics: ConnectionServerMetrics;
   readonly tracer: Tracer;
   readonly logger: Logger;
+  /** Message ids remembered per connection for dedupe (PUSHLINE_DEDUPE_WINDOW). */
+  readonly dedupeWindow: number;
 }
 
 /**
@@ -128,9 +130,9 @@ export class LocalDelivery {
       return { outcome: prior.outcome, latencyMs: 0, duplicate: true };
     }
     const result = this.#emit(conn, req, timeoutMs, ctx);
-    conn.rememberSent(req.messageId, { state: 'pending', result });
+    conn.rememberSent(req.messageId, { state: 'pending', result }, this.#o.dedupeWindow);
     const settled = await result;
-    conn.rememberSent(req.messageId, { state: 'done', outcome: settled.outcome });
+    conn.rememberSent(req.messageId, { state: 'done', outcome: settled.outcome }, this.#o.dedupeWindow);
     return settled;
   }
 

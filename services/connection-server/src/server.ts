@@ -26,7 +26,7 @@ import type { Socket } from 'socket.io';
 import { createTokenVerifier } from './auth.ts';
 import { TopicBroadcaster } from './broadcast.ts';
 import { ConnectionEventPublisher } from './connection-events.ts';
-import { DeviceConnection } from './connection.ts';
+import { connectionOf, DeviceConnection } from './connection.ts';
 import { DeviceToDevice } from './d2d.ts';
 import { LocalDelivery } from './delivery.ts';
 import { handshakeMiddleware } from './handshake.ts';
@@ -100,6 +100,26 @@ export function validateConnectionServerConfig(config: ConnectionServerConfig): 
   if (issues.length > 0) throw new ConfigError(issues);
 }
 
+/** The device requests a connection answers through its ack. */
+const REQUEST_EVENTS = [DeviceEvents.subscribe, DeviceEvents.unsubscribe, DeviceEvents.send] as const;
+
+/** What stays of a socket's handshake auth once its token is verified. */
+const VERIFIED_AUTH = Object.freeze({});
+
+/**
+ * A socket listener shared by every socket: the emitter calls it with the socket as `this`, and
+ * the connection is found from there. One function per server instead of closures per socket,
+ * which heap snapshots showed as most of the memory a connection costs above plain socket.io.
+ */
+function socketListener<A extends unknown[]>(
+  handle: (conn: DeviceConnection, ...args: A) => void,
+): (this: Socket, ...args: A) => void {
+  return function (this: Socket, ...args: A) {
+    const conn = connectionOf(this);
+    if (conn) handle(conn, ...args);
+  };
+}
+
 /** How long a server that refused a connection gets no replaced notices. */
 const UNREACHABLE_BACKOFF_MS = 5_000;
 
@@ -157,6 +177,14 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #pending = new Set<Promise<void>>();
   /** Servers that refused a replaced notice, until when no notice is sent to them. */
   readonly #unreachable = new Map<string, number>();
+  readonly #onSocketDisconnect = socketListener((conn, reason: string) => this.#onDisconnect(conn, reason));
+  readonly #requestListeners = REQUEST_EVENTS.map(
+    (event) =>
+      [
+        event,
+        socketListener((conn, raw: unknown, ack: unknown) => this.#onRequest(conn, event, raw, ack)),
+      ] as const,
+  );
   #emptyWaiters: (() => void)[] = [];
   #deviceUrl: string | undefined;
   #internalUrl: string | undefined;
@@ -178,7 +206,13 @@ class PushlineConnectionServer implements ConnectionServer {
       logger,
       onBusy: () => metrics.handshakesBusy.inc(),
     });
-    this.#delivery = new LocalDelivery({ devices: this.#devices, metrics, tracer, logger });
+    this.#delivery = new LocalDelivery({
+      devices: this.#devices,
+      metrics,
+      tracer,
+      logger,
+      dedupeWindow: config.PUSHLINE_DEDUPE_WINDOW,
+    });
     this.#broadcaster = new TopicBroadcaster({ io: this.#socketServer.io, tracer, metrics, logger });
     this.#subscriptions = new Subscriptions({
       authorize: deps.authorizeTopic ?? defaultTopicAuthorizer,
@@ -344,30 +378,27 @@ class PushlineConnectionServer implements ConnectionServer {
       return;
     }
     this.#claims.delete(socket);
-    const conn = new DeviceConnection({
-      socket,
-      claims,
-      lifetimeMs: this.#lifetimeMs(),
-      dedupeWindow: this.#config.PUSHLINE_DEDUPE_WINDOW,
-    });
+    // Verified and its claims kept: the token is not needed again, and a bearer token (a few
+    // hundred bytes) should not live as long as the connection.
+    socket.handshake.auth = VERIFIED_AUTH;
+    const conn = new DeviceConnection({ socket, claims, lifetimeMs: this.#lifetimeMs() });
     const previous = this.#devices.add(conn);
     this.#metrics.connects.inc();
-    socket.on('disconnect', (reason: string) => this.#onDisconnect(conn, reason));
-    // One catch-all listener instead of one per request event: listeners and their closures are
-    // per connection, and heap snapshots showed them as most of our memory above the baseline.
-    socket.onAny((event: string, raw: unknown, ack: unknown) => this.#onRequest(conn, event, raw, ack));
+    socket.on('disconnect', this.#onSocketDisconnect);
+    for (const [event, listener] of this.#requestListeners) socket.on(event, listener);
     if (previous) {
       // Newest wins: the older connection of the same device is told why and closed now.
       this.#closer.closeAfterHint(previous, { reason: 'replaced', afterMs: 0 }, 'replaced', 0);
     }
     this.#events.connected(conn);
     this.#locator.invalidate(conn.deviceId);
-    conn.registered = this.#register(conn);
+    const registered = this.#register(conn);
+    conn.registering = registered;
     const inbox = this.#d.inbox;
     if (inbox) {
       const timeoutMs = this.#config.PUSHLINE_DELIVERY_TIMEOUT_MS;
       conn.holdDeliveriesUntil(
-        conn.registered
+        registered
           .then(() =>
             conn.closed
               ? undefined
@@ -449,6 +480,10 @@ class PushlineConnectionServer implements ConnectionServer {
       // A device nobody can find is worse than a reconnect: close it so it retries (elsewhere).
       this.#log.error({ err, deviceId: conn.deviceId }, 'registering a device failed; closing it');
       conn.disconnect('server_kicked');
+    } finally {
+      // Settled: nothing to wait for any more. (The registry call always awaits, so this runs
+      // after the caller stored the promise.)
+      conn.registering = undefined;
     }
   }
 
@@ -506,7 +541,8 @@ class PushlineConnectionServer implements ConnectionServer {
     this.#events.disconnected(conn, reason);
     this.#locator.invalidate(conn.deviceId, conn.connectionId);
     // After the registration settled, so a slow register cannot land after its own unregister.
-    const done: Promise<void> = conn.registered
+    const done: Promise<void> = conn
+      .afterRegistration()
       .then(() =>
         countedRegistryOp(this.#metrics, 'unregister', () =>
           this.#d.registry.unregister(conn.deviceId, conn.connectionId),
