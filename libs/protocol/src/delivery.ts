@@ -51,6 +51,16 @@ export const DeliverBatchRequest = z.object({
 export type DeliverBatchRequest = z.infer<typeof DeliverBatchRequest>;
 
 /**
+ * `DeliverRequest` and `DeliverBatchRequest` for a body straight out of `JSON.parse`, which can only
+ * hold JSON values: the same fields and limits, but the payload is not walked a second time (the
+ * recursive JSON check is most of the per-item parse cost of a batch).
+ */
+export const DeliverRequestFromJson = DeliverRequest.extend({ payload: z.unknown() });
+export const DeliverBatchRequestFromJson = z.object({
+  items: z.array(DeliverRequestFromJson).min(1).max(DELIVER_BATCH_MAX),
+});
+
+/**
  * One result per item, in item order; sent when the last item has its outcome. The answer to a
  * caller that does not ask for the streamed form (`DELIVER_BATCH_STREAM_TYPE`).
  */

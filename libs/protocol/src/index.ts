@@ -6,6 +6,8 @@ export {
   DeliverResult,
   DELIVER_BATCH_MAX,
   DeliverBatchRequest,
+  DeliverRequestFromJson,
+  DeliverBatchRequestFromJson,
   DeliverBatchResult,
   DELIVER_BATCH_STREAM_TYPE,
   DeliverBatchLine,

@@ -3,9 +3,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   BroadcastRequest,
   DELIVER_BATCH_STREAM_TYPE,
-  DeliverBatchRequest,
-  DeliverRequest,
+  DeliverBatchRequestFromJson,
+  DeliverRequestFromJson,
   Identifier,
+  type DeliverRequest,
   type BroadcastResult,
   type DeliverBatchLine,
   type DeliverResult,
@@ -95,7 +96,7 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
       return true;
     }
     if (route === 'deliverBatch') {
-      const batch = await parseJson(req, DeliverBatchRequest, batchLimit);
+      const batch = await parseJson(req, DeliverBatchRequestFromJson, batchLimit);
       if (!batch.ok) respond(batch.problem.status, batch.problem, true);
       else if (acceptsStream(req.headers.accept)) {
         options.metrics.internalRequests.inc({ route, status: '200' });
@@ -108,7 +109,7 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
     }
     const parsed =
       route === 'deliver'
-        ? await parseJson(req, DeliverRequest, limit)
+        ? await parseJson(req, DeliverRequestFromJson, limit)
         : await parseJson(req, BroadcastRequest, limit);
     if (!parsed.ok) {
       respond(parsed.problem.status, parsed.problem, true);
