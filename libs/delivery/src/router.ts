@@ -48,6 +48,9 @@ export interface MessageRouterOptions {
 /** Every value of the `outcome` label: a device outcome, or `error` when the delivery threw. */
 const ROUTED_OUTCOMES = ['delivered', 'not_connected', 'timeout', 'rejected', 'error'] as const;
 
+/** Connection servers whose span attributes are kept at once. */
+const SERVER_ATTRIBUTES_MAX = 1024;
+
 type Resolved = { readonly record: DeviceRecord | null; readonly cached: boolean };
 
 /**
@@ -68,6 +71,7 @@ export class MessageRouter {
   readonly #seconds: Histogram<'source' | 'outcome'> | undefined;
   readonly #broadcasts: Counter<'result'> | undefined;
   #servers: { readonly list: Promise<ServerLoad[]>; readonly expiresAt: number } | undefined;
+  readonly #attributes = new Map<string, Readonly<Record<string, string | number>>>();
 
   constructor(options: MessageRouterOptions) {
     this.#locator = options.locator;
@@ -209,7 +213,7 @@ export class MessageRouter {
           return await withSpan(
             this.#tracer,
             'broadcast',
-            { kind: SpanKind.CLIENT, attributes: serverAttributes(server.serverUrl, server.serverId) },
+            { kind: SpanKind.CLIENT, attributes: this.#serverAttributes(server.serverUrl, server.serverId) },
             async (span) => {
               const req: BroadcastRequest = {
                 messageId: msg.messageId,
@@ -277,7 +281,7 @@ export class MessageRouter {
       {
         kind: SpanKind.CLIENT,
         attributes: {
-          ...serverAttributes(record.serverUrl, record.serverId),
+          ...this.#serverAttributes(record.serverUrl, record.serverId),
           'pushline.route': local ? 'local' : 'remote',
           'pushline.source': msg.source,
           'pushline.attempt': attempt,
@@ -326,6 +330,19 @@ export class MessageRouter {
     return { list: await list, cached: false };
   }
 
+  /** A server's span attributes, parsed once per server: its URL does not change. */
+  #serverAttributes(serverUrl: string, serverId: string): Readonly<Record<string, string | number>> {
+    const key = `${serverId} ${serverUrl}`;
+    let attributes = this.#attributes.get(key);
+    if (!attributes) {
+      // Servers come and go (a new id per start); a full cache starts over rather than grow.
+      if (this.#attributes.size >= SERVER_ATTRIBUTES_MAX) this.#attributes.clear();
+      attributes = serverAttributes(serverUrl, serverId);
+      this.#attributes.set(key, attributes);
+    }
+    return attributes;
+  }
+
   #record(msg: OutgoingMessage, outcome: (typeof ROUTED_OUTCOMES)[number], started: number): void {
     this.#deliveries?.inc({ source: msg.source, outcome });
     this.#seconds?.observe({ source: msg.source, outcome }, (performance.now() - started) / 1000);
@@ -349,7 +366,7 @@ function pickServer(servers: readonly ServerLoad[], exclude: ReadonlySet<string>
   return pool[Math.floor(Math.random() * pool.length)];
 }
 
-function serverAttributes(serverUrl: string, serverId: string): Record<string, string | number> {
+function serverAttributes(serverUrl: string, serverId: string): Readonly<Record<string, string | number>> {
   const attributes: Record<string, string | number> = { 'pushline.server.id': serverId };
   try {
     const url = new URL(serverUrl);
@@ -358,5 +375,5 @@ function serverAttributes(serverUrl: string, serverId: string): Record<string, s
   } catch {
     attributes['server.address'] = serverUrl;
   }
-  return attributes;
+  return Object.freeze(attributes);
 }
