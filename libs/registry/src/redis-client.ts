@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '@pushline/telemetry';
 
 export interface ServiceRedis {
@@ -9,11 +9,17 @@ export interface ServiceRedis {
 
 /**
  * The Redis client of a service: the one a caller (a test) hands in, or a new lazy one the service
- * owns. ioredis reconnects by itself; its errors are logged rather than left to crash the process.
+ * owns, created with `options` (default: ioredis's). ioredis reconnects by itself; its errors are
+ * logged rather than left to crash the process.
  */
-export function serviceRedis(given: Redis | undefined, url: string, logger: Logger): ServiceRedis {
+export function serviceRedis(
+  given: Redis | undefined,
+  url: string,
+  logger: Logger,
+  options: RedisOptions = {},
+): ServiceRedis {
   if (given) return { redis: given, owned: undefined };
-  const owned = new Redis(url, { lazyConnect: true });
+  const owned = new Redis(url, { ...options, lazyConnect: true });
   owned.on('error', (err: Error) => logger.warn({ err }, 'redis error'));
   return { redis: owned, owned };
 }

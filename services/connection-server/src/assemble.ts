@@ -14,7 +14,10 @@ export function connectionServerId(config: ConnectionServerConfig): string {
 }
 
 export interface AssembleConnectionServerOptions extends AssemblyOptions {
-  /** The caller's, and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
+  /**
+   * The caller's, and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL with
+   * auto-pipelining, owned.
+   */
   readonly redis?: Redis;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
@@ -40,7 +43,12 @@ export function assembleConnectionServer(
   const { logger } = options;
   const serverId = connectionServerId(config);
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
-  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
+  // Every connect writes its registration and checks its offline inbox: auto-pipelining sends the
+  // commands of one event-loop turn (and those issued while a batch is in flight) as one write,
+  // so a burst of connects costs a few round trips instead of two each.
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger, {
+    enableAutoPipelining: true,
+  });
   const kafka = options.kafka ?? serviceKafkaClient(config, 'connection-server', logger);
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'connection-server', instance: serverId });

@@ -174,8 +174,9 @@ export class SocketServer {
 
   async #attachAdapter(): Promise<void> {
     const { config, redis, logger } = this.#o;
-    const pub = redis.duplicate();
-    const sub = redis.duplicate();
+    // Never auto-pipelined: a subscriber's (S)SUBSCRIBE must not wait in, or ride with, a batch.
+    const pub = redis.duplicate({ enableAutoPipelining: false });
+    const sub = redis.duplicate({ enableAutoPipelining: false });
     for (const [role, client] of [
       ['pub', pub],
       ['sub', sub],

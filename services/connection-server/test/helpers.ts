@@ -73,7 +73,8 @@ export async function createWorld(label: string): Promise<TestWorld> {
   const prefix = uniquePrefix(label);
   const jwtSecret = testSecret();
   const internalToken = testSecret();
-  const redis = new Redis(testInfra().redisUrl);
+  // Configured like the client the deployed server creates for itself.
+  const redis = new Redis(testInfra().redisUrl, { enableAutoPipelining: true });
   const kafka = testKafkaClient(`${prefix}-client`);
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: `${prefix}:` });
   const servers: AssembledConnectionServer[] = [];

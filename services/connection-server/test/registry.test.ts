@@ -37,6 +37,34 @@ describe('registry entries of device connections', () => {
     );
   });
 
+  it('a connect with nothing stored for the device costs two Redis commands: its registration and the inbox check', async () => {
+    const { server } = await world.startServer();
+    const monitor = await world.redis.monitor();
+    const seen: string[][] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      // Commands a script runs inside Redis are part of that script's one round trip.
+      if (source !== 'lua' && args.some((a) => a.includes('dev-1'))) seen.push(args);
+    });
+    try {
+      await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1', uid: 'u-1' }));
+      // The inbox check comes after the registration: once it is seen, the connect is done.
+      await waitUntil(() => seen.some((args) => args.includes(`${world.prefix}:offline:q:dev-1`)), {
+        what: 'the inbox check',
+      });
+      const mark = `${world.prefix}:mark:dev-1`;
+      await world.redis.exists(mark);
+      await waitUntil(() => seen.some((args) => args.includes(mark)), { what: 'MONITOR to catch up' });
+      const commands = seen.slice(
+        0,
+        seen.findIndex((args) => args.includes(mark)),
+      );
+      assert.equal(commands.length, 2, JSON.stringify(commands));
+      assert.ok(commands[0]?.includes(`${world.prefix}:dev:dev-1`), 'the registration first');
+    } finally {
+      monitor.disconnect();
+    }
+  });
+
   it('A→B reconnect race: A processing the old disconnect keeps B’s entry', async () => {
     const a = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-a' } });
     const b = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-b' } });
