@@ -1,22 +1,7 @@
-import {
-  Kafka,
-  Partitioners,
-  logLevel as KafkaLogLevel,
-  type Consumer as KjsConsumer,
-  type IHeaders,
-  type LogEntry,
-} from 'kafkajs';
+import { Kafka, Partitioners, logLevel as KafkaLogLevel, type LogEntry } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
-import type {
-  Admin,
-  Consumer,
-  ConsumerOptions,
-  IncomingRecord,
-  KafkaClient,
-  OutgoingRecord,
-  Producer,
-  TopicSpec,
-} from './types.ts';
+import { KafkajsConsumer } from './kafkajs-consumer.ts';
+import type { Admin, KafkaClient, OutgoingRecord, Producer, TopicSpec } from './types.ts';
 
 export interface KafkaClientOptions {
   readonly brokers: readonly string[];
@@ -82,106 +67,6 @@ class KafkajsProducer implements Producer {
   close(): Promise<void> {
     return (this.#closing ??= this.#producer.disconnect());
   }
-}
-
-class KafkajsConsumer implements Consumer {
-  readonly #options: ConsumerOptions;
-  readonly #consumer: KjsConsumer;
-  readonly #log: Logger;
-  #closing: Promise<void> | undefined;
-  #closed = false;
-  #joined = false;
-
-  constructor(kafka: Kafka, options: ConsumerOptions, log: Logger) {
-    this.#options = options;
-    this.#log = log.child({ groupId: options.groupId });
-    this.#consumer = kafka.consumer({
-      groupId: options.groupId,
-      allowAutoTopicCreation: false,
-      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
-      heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
-      rebalanceTimeout: 60_000,
-      maxWaitTimeInMs: 100,
-      retry: { initialRetryTime: 100, retries: 10 },
-    });
-    this.#consumer.on(this.#consumer.events.GROUP_JOIN, (event) => {
-      const assignment = event.payload.memberAssignment;
-      this.#joined = true;
-      this.#log.info({ assignment }, 'joined consumer group');
-      options.onAssignment?.(assignment);
-    });
-    this.#consumer.on(this.#consumer.events.CRASH, (event) => {
-      this.#joined = false;
-      this.#log.error({ err: event.payload.error, restart: event.payload.restart }, 'consumer crashed');
-    });
-  }
-
-  async start(): Promise<void> {
-    const joined = new Promise<void>((resolve) => {
-      const remove = this.#consumer.on(this.#consumer.events.GROUP_JOIN, () => {
-        remove();
-        resolve();
-      });
-    });
-    await this.#consumer.connect();
-    await this.#consumer.subscribe({
-      topics: [...this.#options.topics],
-      fromBeginning: this.#options.fromBeginning ?? false,
-    });
-    await this.#consumer.run({
-      autoCommit: true,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.#options.partitionsConsumedConcurrently ?? 4,
-      eachBatch: async ({
-        batch,
-        heartbeat,
-        isRunning,
-        isStale,
-        resolveOffset,
-        commitOffsetsIfNecessary,
-      }) => {
-        if (batch.messages.length === 0) return;
-        const records: IncomingRecord[] = batch.messages.map((m) => ({
-          topic: batch.topic,
-          partition: batch.partition,
-          offset: m.offset,
-          key: m.key ? m.key.toString('utf8') : null,
-          value: m.value,
-          headers: decodeHeaders(m.headers),
-          timestamp: Number(m.timestamp),
-        }));
-        await this.#options.handleBatch(
-          { topic: batch.topic, partition: batch.partition, records, lag: Number(batch.offsetLag()) },
-          { heartbeat, isActive: () => isRunning() && !isStale() && !this.#closed },
-        );
-        const last = records[records.length - 1];
-        if (last) resolveOffset(last.offset);
-        await commitOffsetsIfNecessary();
-      },
-    });
-    await joined;
-  }
-
-  get joined(): boolean {
-    return this.#joined;
-  }
-
-  close(): Promise<void> {
-    this.#closed = true;
-    this.#joined = false;
-    return (this.#closing ??= this.#consumer.disconnect());
-  }
-}
-
-function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!headers) return out;
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined) continue;
-    const first = Array.isArray(value) ? value[0] : value;
-    if (first !== undefined) out[name] = first.toString();
-  }
-  return out;
 }
 
 class KafkajsAdmin implements Admin {

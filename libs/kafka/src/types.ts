@@ -28,7 +28,10 @@ export interface Producer {
 }
 
 export interface BatchContext {
-  /** Keep the group membership alive during long batches. */
+  /**
+   * Keeps the group membership alive. The consumer heartbeats on its own while handlers run, so
+   * calling this is optional; it rejects when the group is rebalancing.
+   */
   heartbeat(): Promise<void>;
   /** False once the consumer is closing or the partition was revoked: stop taking new work. */
   isActive(): boolean;
@@ -37,6 +40,10 @@ export interface BatchContext {
 export interface RecordBatch {
   readonly topic: string;
   readonly partition: number;
+  /**
+   * Records of one partition in offset order, following the previous batch of the partition
+   * without a gap. May join several fetches that queued up while the previous batch ran.
+   */
   readonly records: readonly IncomingRecord[];
   /** Records behind the end of the partition after this batch (consumer lag). */
   readonly lag: number;
@@ -48,13 +55,20 @@ export interface ConsumerOptions {
   /** Where a group with no committed offset starts. Default false (latest). */
   readonly fromBeginning?: boolean;
   /**
-   * Handles one batch from one partition. The batch's offsets are committed only after the
-   * promise resolves, so work is never committed before it finishes (at-least-once). A throw
-   * redelivers the batch after a backoff.
+   * Handles one batch from one partition. A partition's batches run one after another in offset
+   * order; different partitions run at once, and a slow partition never holds up another's
+   * fetching. The batch's offsets are committed only after the promise resolves, in order, so
+   * work is never committed before it finishes (at-least-once). A throw commits nothing: the
+   * partition drops what it fetched after the batch and reads the batch again after a backoff.
    */
   readonly handleBatch: (batch: RecordBatch, ctx: BatchContext) => Promise<void>;
-  /** Partitions processed at once by this member. Default 4. */
+  /** Partitions whose handler runs at once on this member. Default: no limit (every assigned one). */
   readonly partitionsConsumedConcurrently?: number;
+  /**
+   * Batches fetched ahead for a partition while its handler runs; at this many the partition is
+   * paused until the handler takes them (all at once, as its next batch). Default 4.
+   */
+  readonly maxQueuedBatchesPerPartition?: number;
   /** Called when the member's assignment changes. */
   readonly onAssignment?: (assignment: Readonly<Record<string, number[]>>) => void;
   /** Default 30 000 ms. */
@@ -68,7 +82,10 @@ export interface Consumer {
   readonly joined: boolean;
   /** Resolves once the member has joined the group and started fetching. */
   start(): Promise<void>;
-  /** Leaves the group after the batches in hand finish; their offsets are committed. */
+  /**
+   * Stops fetching, drops batches not started yet (the next owner reads them), lets the running
+   * ones finish (they see `isActive()` false), commits what finished, then leaves the group.
+   */
   close(): Promise<void>;
 }
 

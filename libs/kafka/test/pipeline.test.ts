@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { silentLogger } from '@pushline/telemetry';
+import type { BatchContext, IncomingRecord, RecordBatch } from '@pushline/kafka';
+import { OffsetCommitter, type PartitionOffset } from '../src/offset-committer.ts';
+import { PartitionPipeline, type FetchedBatch, type PipelineHost } from '../src/partition-pipeline.ts';
+
+/** A promise the test resolves when it chooses. */
+function gate(): { open: () => void; opened: Promise<void> } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { open, opened };
+}
+
+function fetched(partition: number, from: number, count: number): FetchedBatch {
+  const records: IncomingRecord[] = Array.from({ length: count }, (_, i) => ({
+    topic: 't',
+    partition,
+    offset: String(from + i),
+    key: null,
+    value: null,
+    headers: {},
+    timestamp: 0,
+  }));
+  return { topic: 't', partition, records, nextOffset: String(from + count), lag: 0 };
+}
+
+/** Records what the pipeline asks of the client; `on` resolves when a call matching it happens. */
+class FakeHost implements PipelineHost {
+  readonly calls: string[] = [];
+  readonly #waiters: { match: string; resolve: () => void }[] = [];
+  pause(_topic: string, partition: number): void {
+    this.#record(`pause ${partition}`);
+  }
+  resume(_topic: string, partition: number): void {
+    this.#record(`resume ${partition}`);
+  }
+  seek(_topic: string, partition: number, offset: string): void {
+    this.#record(`seek ${partition} ${offset}`);
+  }
+  done(_topic: string, partition: number, nextOffset: string, generation: number): void {
+    this.#record(`done ${partition} ${nextOffset} g${generation}`);
+  }
+  heartbeat(): Promise<void> {
+    return Promise.resolve();
+  }
+  on(match: string): Promise<void> {
+    if (this.calls.includes(match)) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ match, resolve }));
+  }
+  #record(call: string): void {
+    this.calls.push(call);
+    for (const w of this.#waiters.filter((w) => w.match === call)) w.resolve();
+  }
+}
+
+type Handler = (batch: RecordBatch, ctx: BatchContext) => Promise<void>;
+
+function pipeline(
+  host: FakeHost,
+  handleBatch: Handler,
+  options: { maxQueued?: number; slots?: number } = {},
+) {
+  return new PartitionPipeline({
+    handleBatch,
+    host,
+    logger: silentLogger(),
+    maxQueuedBatches: options.maxQueued ?? 4,
+    maxConcurrentPartitions: options.slots ?? Number.POSITIVE_INFINITY,
+    retryDelayMs: () => 0,
+  });
+}
+
+const offsets = (b: RecordBatch) => b.records.map((r) => Number(r.offset));
+
+describe('PartitionPipeline', () => {
+  it('joins what queued behind a running batch into the next one, pausing at the bound', async () => {
+    const host = new FakeHost();
+    const first = gate();
+    const seen: number[][] = [];
+    const p = pipeline(
+      host,
+      async (batch) => {
+        seen.push(offsets(batch));
+        if (seen.length === 1) await first.opened;
+      },
+      { maxQueued: 2 },
+    );
+    p.push(fetched(0, 0, 2));
+    p.push(fetched(0, 2, 1));
+    assert.deepEqual(host.calls, []);
+    p.push(fetched(0, 3, 2));
+    assert.deepEqual(host.calls, ['pause 0'], 'paused at two queued batches');
+    first.open();
+    await host.on('done 0 5 g0');
+    assert.deepEqual(seen, [
+      [0, 1],
+      [2, 3, 4],
+    ]);
+    assert.deepEqual(host.calls, ['pause 0', 'done 0 2 g0', 'resume 0', 'done 0 5 g0']);
+  });
+
+  it('runs partitions independently, at most `maxConcurrentPartitions` at once', async () => {
+    const host = new FakeHost();
+    const held = gate();
+    const running = new Set<number>();
+    let most = 0;
+    const p = pipeline(
+      host,
+      async (batch) => {
+        running.add(batch.partition);
+        most = Math.max(most, running.size);
+        if (batch.partition === 0) await held.opened;
+        running.delete(batch.partition);
+      },
+      { slots: 2 },
+    );
+    for (const partition of [0, 1, 2, 3]) p.push(fetched(partition, 0, 1));
+    await host.on('done 3 1 g0');
+    assert.equal(most, 2);
+    assert.ok(!host.calls.includes('done 0 1 g0'), 'partition 0 is still held');
+    held.open();
+    await host.on('done 0 1 g0');
+  });
+
+  it('a failed batch is not done: the partition drops what followed, seeks back, and resumes', async () => {
+    const host = new FakeHost();
+    const held = gate();
+    const seen: number[][] = [];
+    const p = pipeline(host, async (batch) => {
+      seen.push(offsets(batch));
+      if (seen.length === 1) {
+        await held.opened;
+        throw new Error('boom');
+      }
+    });
+    p.push(fetched(0, 10, 2));
+    p.push(fetched(0, 12, 2));
+    held.open();
+    await host.on('resume 0');
+    assert.deepEqual(host.calls, ['pause 0', 'seek 0 10', 'resume 0']);
+    assert.equal(seen.length, 1, 'the batch queued behind the failed one was dropped');
+    assert.equal(p.accepts('t', 0), true);
+    p.push(fetched(0, 10, 4));
+    await host.on('done 0 14 g0');
+    assert.deepEqual(seen[1], [10, 11, 12, 13]);
+  });
+
+  it('a new generation stops the running batch, drops the queue and reports nothing for it', async () => {
+    const host = new FakeHost();
+    const held = gate();
+    let ctxOfHeld: BatchContext | undefined;
+    const seen: number[][] = [];
+    const p = pipeline(host, async (batch, ctx) => {
+      seen.push(offsets(batch));
+      if (seen.length === 1) {
+        ctxOfHeld = ctx;
+        await held.opened;
+      }
+    });
+    p.push(fetched(0, 0, 1));
+    p.push(fetched(0, 1, 1));
+    assert.equal(ctxOfHeld?.isActive(), true);
+    p.invalidate();
+    assert.equal(ctxOfHeld?.isActive(), false);
+    // The new generation reads from the last commit; its batch waits behind the old one.
+    p.push(fetched(0, 0, 2));
+    held.open();
+    await host.on('done 0 2 g1');
+    assert.deepEqual(seen, [[0], [0, 1]]);
+    assert.deepEqual(host.calls, ['done 0 2 g1']);
+  });
+
+  it('drain drops queued batches, tells running ones to stop, and waits for them', async () => {
+    const host = new FakeHost();
+    const held = gate();
+    let ctxOfHeld: BatchContext | undefined;
+    const seen: number[][] = [];
+    const p = pipeline(host, async (batch, ctx) => {
+      seen.push(offsets(batch));
+      ctxOfHeld = ctx;
+      await held.opened;
+    });
+    p.push(fetched(0, 0, 1));
+    p.push(fetched(0, 1, 1));
+    let drained = false;
+    const draining = p.drain().then(() => (drained = true));
+    assert.equal(ctxOfHeld?.isActive(), false);
+    assert.equal(p.accepts('t', 0), false);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(drained, false);
+    held.open();
+    await draining;
+    assert.deepEqual(seen, [[0]]);
+    assert.deepEqual(host.calls, ['done 0 1 g0'], 'what finished while draining is still reported');
+  });
+});
+
+describe('OffsetCommitter', () => {
+  function committer(commit: (offsets: readonly PartitionOffset[]) => Promise<void>, current = 0) {
+    const state = { current };
+    const c = new OffsetCommitter({
+      commit,
+      isCurrent: (generation) => generation === state.current,
+      logger: silentLogger(),
+    });
+    return { c, state };
+  }
+  const show = (offsets: readonly PartitionOffset[]) => offsets.map((o) => `${o.partition}@${o.offset}`);
+
+  it('commits what finished meanwhile in one request, newest offset per partition', async () => {
+    const sent: string[][] = [];
+    const { c } = committer(async (offsets) => void sent.push(show(offsets)));
+    c.add('t', 0, '5', 0);
+    c.add('t', 0, '9', 0);
+    c.add('t', 1, '3', 0);
+    c.add('t', 0, '7', 0);
+    await c.flush();
+    assert.deepEqual(sent, [['0@9', '1@3']]);
+  });
+
+  it('drops offsets of an ended generation, and retries a failed commit', async () => {
+    const sent: string[][] = [];
+    let fail = true;
+    const { c, state } = committer(async (offsets) => {
+      sent.push(show(offsets));
+      if (fail) {
+        fail = false;
+        throw new Error('coordinator moved');
+      }
+    });
+    c.add('t', 0, '4', 0);
+    state.current = 1;
+    c.add('t', 1, '2', 1);
+    await c.flush();
+    assert.deepEqual(sent, [['1@2'], ['1@2']]);
+  });
+});
