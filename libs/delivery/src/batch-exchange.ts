@@ -116,6 +116,9 @@ function readBody(
   });
   res.on('end', () => finish({ kind: 'answer', status, body: Buffer.concat(chunks) }));
   res.on('error', (error) => finish({ kind: 'error', error }));
+  res.on('close', () => {
+    if (!res.complete) finish({ kind: 'error', error: new Error('connection closed mid-answer') });
+  });
 }
 
 function readStream(

@@ -209,6 +209,22 @@ describe('HttpDeliveryTransport.deliverEach with a streamed answer', () => {
     assert.equal(await batchRequests('ok'), 1);
   });
 
+  it('rejects every item with a network error when an older server is cut off mid-answer', async () => {
+    server.onRequest = (req, res, socket) => {
+      if (req.path !== BATCH) return false;
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': 1000 });
+      res.write('{"results":[{"outcome":"delivered",', () => socket.destroy());
+      return true;
+    };
+    for (const result of transport.deliverEach(server.url, [item('a'), item('b')])) {
+      await assert.rejects(result, (err: unknown) => {
+        assert.ok(err instanceof DeliveryTransportError);
+        assert.equal(err.failure, 'network');
+        return true;
+      });
+    }
+  });
+
   it('settles held items with a typed error when the transport closes', async () => {
     server.onRequest = (req, res) => {
       if (req.path !== BATCH) return false;
