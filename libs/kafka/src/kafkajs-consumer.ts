@@ -5,6 +5,15 @@ import { OffsetCommitter, type PartitionOffset } from './offset-committer.ts';
 import { PartitionPipeline } from './partition-pipeline.ts';
 import type { Consumer, ConsumerOptions, IncomingRecord } from './types.ts';
 
+/**
+ * How long a finished offset waits to share one commit request with other partitions'. Kafka
+ * appends every commit to its offsets log, and with batches finishing per partition instead of
+ * per fetch round, committing each one at once costs the broker a request per batch. A commit
+ * that never happens (crash, revocation) only means redelivered records, which the handler
+ * already has to tolerate; close() and rebalances send what is pending at once.
+ */
+const COMMIT_LINGER_MS = 100;
+
 /** What one group membership of the client lends us: its commit and heartbeat, bound to it. */
 interface Membership {
   readonly generation: number;
@@ -58,6 +67,7 @@ export class KafkajsConsumer implements Consumer {
     });
     this.#committer = new OffsetCommitter({
       logger: this.#log,
+      lingerMs: COMMIT_LINGER_MS,
       isCurrent: (generation) =>
         generation === this.#pipeline.generation && this.#membership?.generation === generation,
       commit: (offsets) => this.#commit(offsets),
@@ -77,6 +87,9 @@ export class KafkajsConsumer implements Consumer {
       options.onAssignment?.(assignment);
     });
     this.#consumer.on(this.#consumer.events.REBALANCING, () => {
+      // What finished still belongs to this generation, which the coordinator accepts commits
+      // from until the group has rejoined: send it now (the send captures the generation at once).
+      void this.#committer.flush();
       // Stop starting work now; the partitions may be someone else's in a moment.
       this.#pipeline.invalidate();
       this.#membership = undefined;

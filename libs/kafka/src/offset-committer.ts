@@ -19,6 +19,11 @@ export interface OffsetCommitterOptions {
   readonly logger: Logger;
   /** Sends of one offset before it is left to the partition's next commit. Default 5. */
   readonly maxAttempts?: number;
+  /**
+   * How long a finished offset waits for others to share its request. 0 sends in the next
+   * event-loop turn. Default 0.
+   */
+  readonly lingerMs?: number;
 }
 
 interface Pending extends PartitionOffset {
@@ -37,8 +42,8 @@ export class OffsetCommitter {
   readonly #o: OffsetCommitterOptions;
   readonly #pending = new Map<string, Pending>();
   readonly #settledWaiters: (() => void)[] = [];
-  #immediate: NodeJS.Immediate | undefined;
-  #retryTimer: NodeJS.Timeout | undefined;
+  /** A send already scheduled (linger, next turn, or a retry after a failure). */
+  #timer: { readonly cancel: () => void } | undefined;
   #inFlight = false;
 
   constructor(options: OffsetCommitterOptions) {
@@ -54,33 +59,47 @@ export class OffsetCommitter {
     this.#schedule();
   }
 
-  /** Resolves once everything added so far is committed, or dropped after its last attempt. */
+  /**
+   * Sends what is pending now, without waiting out the linger or a retry backoff, and resolves
+   * once everything added so far is committed or dropped after its last attempt.
+   */
   async flush(): Promise<void> {
     while (this.#inFlight || this.#pending.size > 0) {
-      // Waiting out a retry backoff is fine: attempts are bounded.
-      if (!this.#inFlight && !this.#retryTimer) this.#schedule();
+      if (!this.#inFlight) {
+        this.#cancelTimer();
+        void this.#send();
+      }
       await new Promise<void>((resolve) => this.#settledWaiters.push(resolve));
     }
   }
 
   /** Drops everything pending and stops retrying. */
   clear(): void {
-    clearImmediate(this.#immediate);
-    clearTimeout(this.#retryTimer);
-    this.#immediate = undefined;
-    this.#retryTimer = undefined;
+    this.#cancelTimer();
     this.#pending.clear();
     this.#settled();
   }
 
-  #schedule(): void {
-    if (this.#immediate || this.#retryTimer || this.#inFlight || this.#pending.size === 0) return;
-    // setImmediate, not a microtask: the client swaps its group generation in one synchronous
-    // stretch before announcing the new membership, and no commit may start in between.
-    this.#immediate = setImmediate(() => {
-      this.#immediate = undefined;
+  #schedule(delayMs = this.#o.lingerMs ?? 0): void {
+    if (this.#timer || this.#inFlight || this.#pending.size === 0) return;
+    const run = () => {
+      this.#timer = undefined;
       void this.#send();
-    });
+    };
+    // A macrotask, never a microtask: the client swaps its group generation in one synchronous
+    // stretch before announcing the new membership, and no commit may start in between.
+    if (delayMs > 0) {
+      const timer = setTimeout(run, delayMs);
+      this.#timer = { cancel: () => clearTimeout(timer) };
+    } else {
+      const immediate = setImmediate(run);
+      this.#timer = { cancel: () => clearImmediate(immediate) };
+    }
+  }
+
+  #cancelTimer(): void {
+    this.#timer?.cancel();
+    this.#timer = undefined;
   }
 
   async #send(): Promise<void> {
@@ -100,14 +119,7 @@ export class OffsetCommitter {
     } finally {
       this.#inFlight = false;
     }
-    if (failedAttempts > 0 && this.#pending.size > 0) {
-      this.#retryTimer = setTimeout(() => {
-        this.#retryTimer = undefined;
-        void this.#send();
-      }, backoffMs(failedAttempts));
-    } else {
-      this.#schedule();
-    }
+    this.#schedule(failedAttempts > 0 ? backoffMs(failedAttempts) : undefined);
     this.#settled();
   }
 

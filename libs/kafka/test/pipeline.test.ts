@@ -197,12 +197,16 @@ describe('PartitionPipeline', () => {
 });
 
 describe('OffsetCommitter', () => {
-  function committer(commit: (offsets: readonly PartitionOffset[]) => Promise<void>, current = 0) {
-    const state = { current };
+  function committer(
+    commit: (offsets: readonly PartitionOffset[]) => Promise<void>,
+    options: { lingerMs?: number } = {},
+  ) {
+    const state = { current: 0 };
     const c = new OffsetCommitter({
       commit,
       isCurrent: (generation) => generation === state.current,
       logger: silentLogger(),
+      ...options,
     });
     return { c, state };
   }
@@ -234,5 +238,15 @@ describe('OffsetCommitter', () => {
     c.add('t', 1, '2', 1);
     await c.flush();
     assert.deepEqual(sent, [['1@2'], ['1@2']]);
+  });
+
+  it('lingers before sending, but flush sends at once', async () => {
+    const sent: string[][] = [];
+    const { c } = committer(async (offsets) => void sent.push(show(offsets)), { lingerMs: 60_000 });
+    c.add('t', 0, '1', 0);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(sent, []);
+    await c.flush();
+    assert.deepEqual(sent, [['0@1']]);
   });
 });
