@@ -10,7 +10,7 @@ import {
   type Tracer,
 } from '@pushline/telemetry';
 import type { DeadLetterQueue } from './dead-letter.ts';
-import { runKeyed, type KeyedRunResult, type Semaphore } from './keyed-runner.ts';
+import { runKeyed, type Semaphore } from './keyed-runner.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import type { OutcomeCommitter } from './outcome-committer.ts';
 import { decodePushRequest } from './request-decoder.ts';
@@ -53,8 +53,6 @@ export interface PushRequestConsumerOptions {
   /** Called with the lag of each partition after each batch. */
   readonly onLag?: (partition: number, lag: number) => void;
   readonly onAssignment?: (assignment: Readonly<Record<string, number[]>>) => void;
-  /** How often a long batch heartbeats the group. Default 1000 ms (the client throttles it further). */
-  readonly heartbeatEveryMs?: number;
 }
 
 /**
@@ -99,34 +97,23 @@ export class PushRequestConsumer {
 
   async #handleBatch(batch: RecordBatch, ctx: BatchContext): Promise<void> {
     this.#o.onLag?.(batch.partition, batch.lag);
-    let lostGroup: unknown;
-    const beat = setInterval(() => {
-      ctx.heartbeat().catch((err: unknown) => {
-        // Usually a rebalance: stop starting records so the partition is handed over promptly.
-        lostGroup ??= err;
-      });
-    }, this.#o.heartbeatEveryMs ?? 1000);
-    const isActive = () => ctx.isActive() && lostGroup === undefined;
-    let result: KeyedRunResult;
-    let work: BatchWork;
-    try {
-      work = await this.#prepare(batch.records);
-      result = await runKeyed(
-        work.items,
-        (item) => item.record.key ?? '',
-        (item) => this.#processItem(item, work, isActive),
-        { semaphore: this.#o.semaphore, shouldContinue: isActive },
-      );
-      // Claims of requests never started (the batch stopped early) are given up at once, so
-      // their redelivery does not wait for the claim to expire.
-      await this.#release(
-        [...work.claims].flatMap(([requestId, c]) =>
-          c.status === 'claimed' ? [{ requestId, token: c.token }] : [],
-        ),
-      );
-    } finally {
-      clearInterval(beat);
-    }
+    // The consumer heartbeats on its own and turns this false as soon as a rebalance starts, so
+    // the partition is handed over promptly.
+    const isActive = () => ctx.isActive();
+    const work = await this.#prepare(batch.records);
+    const result = await runKeyed(
+      work.items,
+      (item) => item.record.key ?? '',
+      (item) => this.#processItem(item, work, isActive),
+      { semaphore: this.#o.semaphore, shouldContinue: isActive },
+    );
+    // Claims of requests never started (the batch stopped early) are given up at once, so
+    // their redelivery does not wait for the claim to expire.
+    await this.#release(
+      [...work.claims].flatMap(([requestId, c]) =>
+        c.status === 'claimed' ? [{ requestId, token: c.token }] : [],
+      ),
+    );
     if (result.errors.length > 0) {
       this.#o.metrics.loopFailures.inc({ loop: 'batch' });
       this.#log.warn(
@@ -147,9 +134,7 @@ export class PushRequestConsumer {
         { partition: batch.partition, completed: result.completed, skipped: result.skipped },
         'batch interrupted (rebalance or close); the rest is redelivered to the next owner',
       );
-      // Rethrowing the rebalance error lets the client rejoin at once; otherwise our own error
-      // keeps the batch from being committed.
-      if (lostGroup !== undefined) throw lostGroup;
+      // Our own error keeps the batch from being committed.
       throw new BatchInterruptedError('batch interrupted before its end', result.skipped);
     }
   }
