@@ -1,6 +1,7 @@
-import { Kafka, Partitioners, logLevel as KafkaLogLevel, type LogEntry } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, type LogEntry } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
+import { javaCompatiblePartitioner } from './partitioner.ts';
 import type { Admin, KafkaClient, OutgoingRecord, Producer, TopicSpec } from './types.ts';
 
 export interface KafkaClientOptions {
@@ -40,7 +41,7 @@ class KafkajsProducer implements Producer {
 
   constructor(kafka: Kafka) {
     this.#producer = kafka.producer({
-      createPartitioner: Partitioners.DefaultPartitioner,
+      createPartitioner: javaCompatiblePartitioner,
       allowAutoTopicCreation: false,
       idempotent: true,
       maxInFlightRequests: 5,

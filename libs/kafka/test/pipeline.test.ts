@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { Partitioners } from 'kafkajs';
 import { silentLogger } from '@pushline/telemetry';
 import type { BatchContext, IncomingRecord, RecordBatch } from '@pushline/kafka';
 import { OffsetCommitter, type PartitionOffset } from '../src/offset-committer.ts';
 import { PartitionPipeline, type FetchedBatch, type PipelineHost } from '../src/partition-pipeline.ts';
+import { javaCompatiblePartitioner, murmur2 } from '../src/partitioner.ts';
 
 /** A promise the test resolves when it chooses. */
 function gate(): { open: () => void; opened: Promise<void> } {
@@ -248,5 +251,39 @@ describe('OffsetCommitter', () => {
     assert.deepEqual(sent, []);
     await c.flush();
     assert.deepEqual(sent, [['0@1']]);
+  });
+});
+
+describe('javaCompatiblePartitioner', () => {
+  it('puts every key where kafkajs’s (and the Java client’s) default partitioner does', () => {
+    const ours = javaCompatiblePartitioner();
+    const theirs = Partitioners.DefaultPartitioner();
+    const keys: (string | Buffer)[] = ['', 'a', 'ab', 'abc', 'abcd', 'device:0', 'user:ü→✓', randomBytes(0)];
+    for (let i = 0; i < 2_000; i++) keys.push(randomBytes(i % 40), `device:${randomUUID()}`);
+    for (const partitions of [1, 3, 12, 50]) {
+      const partitionMetadata = Array.from({ length: partitions }, (_, partitionId) => ({
+        partitionErrorCode: 0,
+        partitionId,
+        leader: 0,
+        replicas: [0],
+        isr: [0],
+      }));
+      for (const key of keys) {
+        const args = { topic: 't', partitionMetadata, message: { key, value: null } };
+        assert.equal(ours(args), theirs(args), `key ${String(key)} over ${partitions}`);
+      }
+    }
+  });
+
+  it('matches the Java client’s murmur2 on known values', () => {
+    // Kafka's UtilsTest.testMurmur2.
+    const cases: [string, number][] = [
+      ['21', -973932308],
+      ['foobar', -790332482],
+      ['a-little-bit-long-string', -985981536],
+      ['a-little-bit-longer-string', -1486304829],
+      ['lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8', -58897971],
+    ];
+    for (const [key, hash] of cases) assert.equal(murmur2(Buffer.from(key)), hash, key);
   });
 });
