@@ -19,7 +19,7 @@ export const messageProcessorEnv = z.object({
   PUSHLINE_PROCESSOR_PORT: port(7080).describe('Ops port: /healthz, /readyz, /metrics. 0 picks a free port.'),
   PUSHLINE_PROCESSOR_MAX_IN_FLIGHT: positiveInt(1000).describe('Deliveries in flight at once per processor.'),
   PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY: positiveInt(12).describe(
-    'Partitions of the push-requests topic a processor works on at once. The Kafka client fetches again only when every batch of a fetch is done, so fewer than the partitions it holds makes them wait in turns.',
+    'Partitions of the push-requests topic a processor works on at once. Fetching goes on meanwhile; the records of the other partitions wait in their own queues (bounded per partition), so a slow partition never holds up a fast one.',
   ),
   PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: positiveInt(30000).describe(
     'Kafka group session timeout: how soon the group notices a processor that died and hands its partitions over (the broker allows 6000 and up by default).',
