@@ -60,6 +60,7 @@ export class PushRequestHandler {
       await this.#o.store.drain(deviceId, (msg) => this.#deliverStored(deviceId, msg));
     }
 
+    const startedAt = Date.now();
     const resolution = await this.#o.resolver.deliver(req.target, this.#outgoing(req));
     switch (resolution.kind) {
       case 'topic':
@@ -72,7 +73,18 @@ export class PushRequestHandler {
         ];
       case 'failed':
         if (deviceId !== undefined) {
-          return [await this.#settle(req, deviceId, 'not_connected', 1, resolution.reason, expiresAt, hint)];
+          return [
+            await this.#settle(
+              req,
+              deviceId,
+              'not_connected',
+              1,
+              resolution.reason,
+              expiresAt,
+              hint,
+              startedAt,
+            ),
+          ];
         }
         return [this.#event(req, { outcome: 'not_connected', attempts: 1, reason: resolution.reason })];
       case 'devices': {
@@ -85,7 +97,7 @@ export class PushRequestHandler {
         }
         return Promise.all(
           resolution.results.map((r) =>
-            this.#settle(req, r.deviceId, r.outcome, r.attempts, r.reason, expiresAt, hint),
+            this.#settle(req, r.deviceId, r.outcome, r.attempts, r.reason, expiresAt, hint, startedAt),
           ),
         );
       }
@@ -106,6 +118,7 @@ export class PushRequestHandler {
     reason: string | undefined,
     expiresAt: number | undefined,
     hint: StoredHint | undefined,
+    startedAt: number,
   ): Promise<DeliveryEvent> {
     if (expiresAt === undefined || !STORABLE.has(outcome)) {
       return this.#event(req, { deviceId, outcome, attempts, reason });
@@ -123,7 +136,26 @@ export class PushRequestHandler {
     };
     hint?.mayHavePending.add(deviceId);
     await this.#o.store.store(deviceId, msg);
+    await this.#drainIfReconnected(deviceId, outcome, startedAt);
     return this.#event(req, { deviceId, outcome, attempts, reason, terminal: false, stored: true });
+  }
+
+  /**
+   * A device that connected while this request was being tried drained its inbox on connect, maybe
+   * just before the store above; without a drain here the message would wait for the device's next
+   * request or connect, or expire. Typical for phones: the attempt went to the old connection, which
+   * the reconnect closed as replaced, or timed out on one that died silently. A timeout on a connection that
+   * is still the device's current one is left for later, so a slow device is not retried at once.
+   * The registry is read afresh: the cache learns of connects through connection events, which
+   * linger.
+   */
+  async #drainIfReconnected(deviceId: string, outcome: DeliveryOutcome, startedAt: number): Promise<void> {
+    this.#o.locator.invalidate(deviceId);
+    const { record } = await this.#o.locator.lookup(deviceId);
+    if (!record) return;
+    if (outcome === 'timeout' && record.connectedAt < startedAt) return;
+    // A drain already running (the connect's own) sees the message or leaves the lock free for this one.
+    await this.#o.store.drain(deviceId, (m) => this.#deliverStored(deviceId, m), { waitForLock: false });
   }
 
   #outgoing(req: PushRequest): OutgoingMessage {

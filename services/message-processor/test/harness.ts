@@ -204,6 +204,8 @@ export class World {
     deviceId: string,
     userId = 'user-1',
     topics?: string[],
+    /** `ack: false` keeps the device silent, like a connection that died without closing. */
+    options: { readonly ack?: boolean } = {},
   ): Promise<Device> {
     const socket = io(server.deviceUrl, {
       transports: ['websocket'],
@@ -213,7 +215,7 @@ export class World {
     const received: DeviceMessage[] = [];
     socket.on('message', (msg: DeviceMessage, ack?: (a: { ok: true }) => void) => {
       received.push(msg);
-      ack?.({ ok: true });
+      if (options.ack !== false) ack?.({ ok: true });
     });
     this.#closers.push(async () => {
       socket.disconnect();

@@ -258,6 +258,25 @@ describe('message processor', () => {
     assert.deepEqual(device.ids(), ['s1', 's2', 's3', 'live']);
   });
 
+  it('drains a message it stored itself when the device came back elsewhere during the attempt', async () => {
+    const a = await world.startConnectionServer('a');
+    const b = await world.startConnectionServer('b');
+    await world.startProcessor();
+    const old = await world.connectDevice(a, 'roamer', 'user-1', undefined, { ack: false });
+    const reached = new Promise<void>((resolve) => old.socket.once('message', () => resolve()));
+    await world.publish([world.request('r1', { type: 'device', id: 'roamer' }, { ttlSeconds: 60 })]);
+    await reached;
+    // Back on server b while the processor waits for the old connection's ack: b drains an empty
+    // inbox on connect, and the old connection, closed as replaced, answers not_connected, so the
+    // processor stores the message after that drain.
+    const back = await world.connectDevice(b, 'roamer');
+    await world.events.waitFor((evs) => terminalIds(evs).has('r1'), 'r1 delivered');
+    const [terminal, ...more] = world.events.terminal('r1');
+    assert.equal(more.length, 0);
+    assert.equal(terminal?.outcome, 'delivered');
+    assert.deepEqual(back.ids(), ['r1']);
+  });
+
   it('records expired when the ttl runs out before the device comes back', async () => {
     const { metrics } = await world.startProcessor();
     await world.publish([world.request('short', { type: 'device', id: 'dev-gone' }, { ttlSeconds: 1 })]);
