@@ -65,6 +65,12 @@ export class SocketServer {
    * array for good (about 150 B per idle connection).
    */
   readonly #pending = new Map<EngineConnection, number>();
+  /**
+   * The pending handshakes whose client asked to join (its CONNECT packet was read), in that order.
+   * Only these measure how far behind the server is: an engine connection that never asks would
+   * otherwise age until `connectTimeout` and, alone, make admission refuse every device.
+   */
+  readonly #asking = new Map<EngineConnection, number>();
   #prunedAt = 0;
   #url: string | undefined;
 
@@ -90,12 +96,18 @@ export class SocketServer {
       allowRequest: (_req, callback) => {
         // At the limit, closed handshakes may still hold slots: look for them (not on every request).
         if (this.#pending.size >= maxPending) this.#prune(PRUNE_INTERVAL_MS);
-        if (this.#pending.size < maxPending && this.#oldestPendingMs() < maxQueueMs) {
+        const waited = this.#oldestPendingMs();
+        if (this.#pending.size < maxPending && (waited === undefined || waited < maxQueueMs)) {
           return callback(null, true);
         }
         options.onBusy?.();
         callback('server busy', false);
       },
+    });
+    this.io.use((socket, next) => {
+      const openedAt = this.#pending.get(socket.conn);
+      if (openedAt !== undefined) this.#asking.set(socket.conn, openedAt);
+      next();
     });
     this.io.engine.on('connection', (raw: EngineConnection) => {
       this.#pending.set(raw, Date.now());
@@ -114,6 +126,7 @@ export class SocketServer {
   /** The device behind `socket` authenticated: its engine connection no longer counts as pending. */
   authenticated(socket: Socket): void {
     this.#pending.delete(socket.conn);
+    this.#asking.delete(socket.conn);
   }
 
   /** Drops pending handshakes whose connection closed, unless it did so less than `minIntervalMs` ago. */
@@ -121,19 +134,25 @@ export class SocketServer {
     const now = Date.now();
     if (now - this.#prunedAt < minIntervalMs) return;
     this.#prunedAt = now;
-    for (const raw of this.#pending.keys()) if (raw.readyState === 'closed') this.#pending.delete(raw);
+    for (const raw of this.#pending.keys()) {
+      if (raw.readyState !== 'closed') continue;
+      this.#pending.delete(raw);
+      this.#asking.delete(raw);
+    }
   }
 
   /**
-   * How long the oldest pending handshake has waited (a Map iterates in insertion order); closed
-   * ones found on the way are dropped.
+   * How long the oldest handshake that asked to join has waited since its connection opened (a Map
+   * iterates in insertion order), or undefined when none is pending; finished and closed ones found
+   * on the way are dropped.
    */
-  #oldestPendingMs(): number {
-    for (const [raw, openedAt] of this.#pending) {
-      if (raw.readyState !== 'closed') return Date.now() - openedAt;
+  #oldestPendingMs(): number | undefined {
+    for (const [raw, openedAt] of this.#asking) {
+      if (raw.readyState !== 'closed' && this.#pending.has(raw)) return Date.now() - openedAt;
+      this.#asking.delete(raw);
       this.#pending.delete(raw);
     }
-    return 0;
+    return undefined;
   }
 
   /**

@@ -4,7 +4,7 @@ import { connectionServerEnv, parseEnv } from '@pushline/config';
 import { silentLogger } from '@pushline/telemetry';
 import { testInfra, uniquePrefix, waitUntil, within } from '@pushline/testkit';
 import { Redis } from 'ioredis';
-import { io, type Socket as ClientSocket } from 'socket.io-client';
+import { Manager, io, type Socket as ClientSocket } from 'socket.io-client';
 import { SocketServer } from '../src/socket-server.ts';
 
 /** Resolves with the message of the socket's `connect_error`; rejects if it connects. */
@@ -24,8 +24,7 @@ describe('handshake admission control', () => {
   afterEach(async () => {
     for (const step of cleanup.splice(0).reverse()) await step();
   });
-
-  it('refuses handshakes past maxPendingHandshakes at the upgrade, and admits again once one completes', async () => {
+  const setup = () => {
     const redis = new Redis(testInfra().redisUrl);
     cleanup.push(() => redis.quit());
     const config = parseEnv(connectionServerEnv, {
@@ -37,6 +36,11 @@ describe('handshake admission control', () => {
       PUSHLINE_HOST: '127.0.0.1',
       PUSHLINE_PORT: '0',
     });
+    return { redis, config };
+  };
+
+  it('refuses handshakes past maxPendingHandshakes at the upgrade, and admits again once one completes', async () => {
+    const { redis, config } = setup();
     let busy = 0;
     const server = new SocketServer({
       config,
@@ -81,5 +85,49 @@ describe('handshake admission control', () => {
       timeoutMs: 5_000,
       what: 'abandoned handshake released',
     });
+  });
+
+  it('measures the queue by handshakes that asked to join, so an idle connection cannot block admission', async () => {
+    const { redis, config } = setup();
+    // A queue bound of 0 ms: any handshake that asked to join and is still pending refuses the next.
+    const server = new SocketServer({ config, redis, logger: silentLogger(), maxHandshakeQueueMs: 0 });
+    const held: (() => void)[] = [];
+    server.io.use((_socket, next) => held.push(() => next()));
+    server.io.on('connection', (socket) => server.authenticated(socket));
+    const url = await server.start();
+    cleanup.push(() => server.close());
+    const open = (): ClientSocket => {
+      const socket = io(url, { transports: ['websocket'], reconnection: false, forceNew: true });
+      cleanup.push(() => void socket.disconnect());
+      return socket;
+    };
+
+    // An engine connection that never sends CONNECT, as a client that stalls (or an attacker) would.
+    const idle = new Manager(url, { transports: ['websocket'], reconnection: false, autoConnect: false });
+    cleanup.push(() => idle.engine?.close());
+    await within(
+      new Promise<void>((resolve, reject) => idle.open((err) => (err ? reject(err) : resolve()))),
+      5_000,
+      'idle engine connection',
+    );
+    await waitUntil(() => server.pendingHandshakes === 1, {
+      timeoutMs: 5_000,
+      what: 'idle connection pending',
+    });
+
+    const asking = open();
+    await waitUntil(() => held.length === 1, {
+      timeoutMs: 5_000,
+      what: 'a device admitted past the idle one',
+    });
+    // That device asked to join and is held: now the queue is behind, and the next is refused.
+    assert.equal(await refusal(open()), 'websocket error');
+    const connected = within(
+      new Promise<void>((resolve) => asking.once('connect', () => resolve())),
+      5_000,
+      'held device to connect',
+    );
+    held[0]?.();
+    await connected;
   });
 });
