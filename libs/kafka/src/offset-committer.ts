@@ -65,11 +65,14 @@ export class OffsetCommitter {
    */
   async flush(): Promise<void> {
     while (this.#inFlight || this.#pending.size > 0) {
+      // Waiting first: a send with only stale offsets settles synchronously, and a waiter added
+      // after it would never be woken.
+      const settled = new Promise<void>((resolve) => this.#settledWaiters.push(resolve));
       if (!this.#inFlight) {
         this.#cancelTimer();
         void this.#send();
       }
-      await new Promise<void>((resolve) => this.#settledWaiters.push(resolve));
+      await settled;
     }
   }
 

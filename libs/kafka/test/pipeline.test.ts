@@ -243,6 +243,15 @@ describe('OffsetCommitter', () => {
     assert.deepEqual(sent, [['1@2'], ['1@2']]);
   });
 
+  it('a flush with only offsets of an ended generation pending resolves (close never hangs on it)', async () => {
+    const sent: string[][] = [];
+    const { c, state } = committer(async (offsets) => void sent.push(show(offsets)), { lingerMs: 60_000 });
+    c.add('t', 0, '4', 0);
+    state.current = 1;
+    await c.flush();
+    assert.deepEqual(sent, []);
+  });
+
   it('lingers before sending, but flush sends at once', async () => {
     const sent: string[][] = [];
     const { c } = committer(async (offsets) => void sent.push(show(offsets)), { lingerMs: 60_000 });
