@@ -80,8 +80,16 @@ export class KafkajsConsumer implements Consumer {
       this.#membership = undefined;
       // Pauses outlive a rejoin in kafkajs (not a restart after a crash): start from a clean slate.
       const all = Object.entries(assignment).map(([topic, partitions]) => ({ topic, partitions }));
-      if (this.#closed) this.#pause(all);
-      else this.#resume(all);
+      if (this.#closed) {
+        // kafkajs restarted after a crash that raced close(): leave again, or this member would
+        // hold its partitions unconsumed and keep the process alive.
+        this.#pause(all);
+        this.#consumer
+          .disconnect()
+          .catch((err: unknown) => this.#log.warn({ err }, 'leaving the group after a late rejoin failed'));
+        return;
+      }
+      this.#resume(all);
       this.#joined = true;
       this.#log.info({ assignment }, 'joined consumer group');
       options.onAssignment?.(assignment);
