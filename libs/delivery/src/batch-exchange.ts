@@ -24,6 +24,8 @@ export type BatchAttempt =
 
 export interface BatchAttemptOptions {
   readonly agent: Agent;
+  /** Aborts the exchange (the transport closing). */
+  readonly signal?: AbortSignal;
   readonly url: string;
   readonly payload: Buffer;
   readonly headers: Readonly<Record<string, string | number>>;
@@ -54,7 +56,12 @@ export function batchAttempt(o: BatchAttemptOptions): Promise<BatchAttempt> {
       clearTimeout(timer);
       resolve(result);
     };
-    const req = request(o.url, { method: 'POST', agent: o.agent, headers: o.headers });
+    const req = request(o.url, {
+      method: 'POST',
+      agent: o.agent,
+      headers: o.headers,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     const abort = (result: BatchAttempt) => {
       finish(result);
       req.destroy();

@@ -69,6 +69,8 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
   readonly #logger: Logger;
   readonly #requests: Counter<'route' | 'result'> | undefined;
   #closed = false;
+  /** Aborted by close(), so no exchange outlives the transport. */
+  readonly #abort = new AbortController();
   readonly close: () => Promise<void>;
 
   constructor(options: HttpDeliveryTransportOptions) {
@@ -89,7 +91,9 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
       : undefined;
     this.close = closeOnce(async () => {
       this.#closed = true;
-      // Destroys pooled and in-flight sockets; pending calls settle as unreachable or errors.
+      // In-flight exchanges end now (their calls reject with "transport is closed") instead of at
+      // their deadlines, and are not retried; then the pooled sockets go.
+      this.#abort.abort();
       this.#agent.destroy();
     });
   }
@@ -150,9 +154,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
   }
 
   async #deliverBatch(serverUrl: string, reqs: readonly DeliverRequest[], items: BatchItems): Promise<void> {
-    if (this.#closed) {
-      throw new DeliveryTransportError('delivery transport is closed', { failure: 'network', serverUrl });
-    }
+    this.#throwIfClosed(serverUrl);
     const fallback = activeTrace();
     const body = {
       items: reqs.map((req) => (req.trace || !fallback ? req : { ...req, trace: fallback })),
@@ -162,6 +164,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     const deadlines = reqs.map((req) => started + req.timeoutMs + this.#marginMs);
     const options: BatchAttemptOptions = {
       agent: this.#agent,
+      signal: this.#abort.signal,
       url: `${serverUrl.replace(/\/+$/, '')}${DELIVER_BATCH_PATH}`,
       payload,
       headers: {
@@ -179,8 +182,10 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     let attempt = await batchAttempt(options);
     // As for `deliver`: one retry on a fresh socket when a pooled one was found closed.
     if (attempt.kind === 'dropped' && attempt.reusedSocket && performance.now() < Math.max(...deadlines)) {
+      this.#throwIfClosed(serverUrl);
       attempt = await batchAttempt(options);
     }
+    this.#throwIfClosed(serverUrl);
     const latencyMs = performance.now() - started;
     const route = 'deliver_batch';
     switch (attempt.kind) {
@@ -307,6 +312,12 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     return parsed.data;
   }
 
+  #throwIfClosed(serverUrl: string): void {
+    if (this.#closed) {
+      throw new DeliveryTransportError('delivery transport is closed', { failure: 'network', serverUrl });
+    }
+  }
+
   async #exchange(
     route: Route,
     serverUrl: string,
@@ -316,9 +327,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     timeoutMs: number,
     maxResponseBytes = MAX_RESPONSE_BYTES,
   ): Promise<Exchange> {
-    if (this.#closed) {
-      throw new DeliveryTransportError('delivery transport is closed', { failure: 'network', serverUrl });
-    }
+    this.#throwIfClosed(serverUrl);
     const url = `${serverUrl.replace(/\/+$/, '')}${path}`;
     const payload = Buffer.from(JSON.stringify(body));
     const headers: Record<string, string | number> = {
@@ -335,8 +344,10 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     // A pooled socket the server closed while idle fails on first write; Node's documented remedy
     // is one retry on a fresh socket. Servers dedupe by message id per connection, so it is safe.
     if (attempt.kind === 'dropped' && attempt.reusedSocket && performance.now() < deadline) {
+      this.#throwIfClosed(serverUrl);
       attempt = await this.#attempt(url, payload, headers, deadline - performance.now(), maxResponseBytes);
     }
+    this.#throwIfClosed(serverUrl);
     const latencyMs = performance.now() - started;
     switch (attempt.kind) {
       case 'answer':
@@ -377,7 +388,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         clearTimeout(timer);
         resolve(result);
       };
-      const req = request(url, { method: 'POST', agent: this.#agent, headers });
+      const req = request(url, { method: 'POST', agent: this.#agent, headers, signal: this.#abort.signal });
       const timer = setTimeout(
         () => {
           finish({ kind: 'timeout', latencyMs: performance.now() - started });

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { DeliverRequest } from '@pushline/protocol';
 import { createMetricsRegistry, silentLogger, type Registry } from '@pushline/telemetry';
 import { DeliveryTransportError, HttpDeliveryTransport } from '@pushline/delivery';
+import { waitUntil, within } from '@pushline/testkit';
 import { gate, isSettled, reply, startStubServer, streamBatch, type StubServer } from './internal-server.ts';
 
 const TOKEN = 'internal-token-for-tests-0123456789';
@@ -235,5 +236,29 @@ describe('HttpDeliveryTransport.deliverEach with a streamed answer', () => {
     assert.deepEqual(await first, delivered);
     await transport.close();
     await assert.rejects(held as Promise<unknown>, DeliveryTransportError);
+  });
+
+  it('ends exchanges in flight when the transport closes, without waiting for deadlines or retrying', async () => {
+    // A warm pooled socket first: a request cut on a reused socket is the case that retries.
+    server.connections.set('warm', 'conn-warm');
+    assert.equal((await transport.deliver(server.url, item('warm'))).outcome, 'delivered');
+    let held = 0;
+    server.onRequest = () => {
+      held++;
+      return true; // never answers, like a server that hung
+    };
+    const slow = { timeoutMs: 60_000 };
+    const pending = [
+      ...transport.deliverEach(server.url, [item('a', slow), item('b', slow)]),
+      transport.deliver(server.url, item('c', slow)),
+    ];
+    await waitUntil(() => held === 2, { timeoutMs: 5_000, what: 'the batch and the single delivery held' });
+    await transport.close();
+    const results = await within(Promise.allSettled(pending), 5_000, 'in-flight calls to end on close');
+    for (const r of results) {
+      assert.ok(r.status === 'rejected' && r.reason instanceof DeliveryTransportError);
+      assert.match(r.reason.message, /closed/);
+    }
+    assert.equal(server.requests.length, 3, 'nothing was sent again after close');
   });
 });
