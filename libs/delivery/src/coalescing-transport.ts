@@ -80,6 +80,15 @@ export class CoalescingDeliveryTransport implements DeliveryTransport {
   }
 
   #send(serverUrl: string, queue: readonly Waiting[]): void {
+    try {
+      this.#sendOrThrow(serverUrl, queue);
+    } catch (err) {
+      // A synchronous throw must not strand these callers, nor the other servers' queues of a flush.
+      for (const w of queue) w.reject(err);
+    }
+  }
+
+  #sendOrThrow(serverUrl: string, queue: readonly Waiting[]): void {
     const [only] = queue;
     if (only && queue.length === 1) {
       this.#inner.deliver(serverUrl, only.req).then(only.resolve, only.reject);
