@@ -55,7 +55,9 @@ export type DeliverBatchRequest = z.infer<typeof DeliverBatchRequest>;
  * hold JSON values: the same fields and limits, but the payload is not walked a second time (the
  * recursive JSON check is most of the per-item parse cost of a batch).
  */
-export const DeliverRequestFromJson = DeliverRequest.extend({ payload: z.unknown() });
+export const DeliverRequestFromJson = DeliverRequest.extend({
+  payload: z.custom<z.infer<typeof JsonPayload>>((v) => v !== undefined, { message: 'payload is required' }),
+});
 export const DeliverBatchRequestFromJson = z.object({
   items: z.array(DeliverRequestFromJson).min(1).max(DELIVER_BATCH_MAX),
 });

@@ -160,18 +160,24 @@ function streamResults(
   };
   return new Promise<void>((resolve) => {
     items.forEach((item, index) => {
-      void deliver(item).then((result) => {
-        const line: DeliverBatchLine = { index, result };
-        buffered += `${JSON.stringify(line)}\n`;
-        if (--open === 0) {
-          if (!res.destroyed) res.end(buffered);
-          buffered = '';
-          resolve();
-        } else if (!flushing) {
-          flushing = true;
-          setImmediate(flush);
-        }
-      });
+      void deliver(item)
+        // Every item gets its line even if delivery broke on our side, so the stream always ends.
+        .catch((): DeliverResult => ({ outcome: 'not_connected', latencyMs: 0, reason: 'internal_error' }))
+        .then((result) => {
+          try {
+            const line: DeliverBatchLine = { index, result };
+            buffered += `${JSON.stringify(line)}\n`;
+          } finally {
+            if (--open === 0) {
+              if (!res.destroyed) res.end(buffered);
+              buffered = '';
+              resolve();
+            } else if (!flushing) {
+              flushing = true;
+              setImmediate(flush);
+            }
+          }
+        });
     });
   });
 }

@@ -177,7 +177,7 @@ describe('batch delivery (POST /internal/v1/deliver-batch)', () => {
     ]);
   });
 
-  it('refuses bad tokens, empty and oversized batches', async () => {
+  it('refuses bad tokens, empty and oversized batches, and items without a payload', async () => {
     const { server } = await world.startServer();
     assert.equal(
       (await post(server.internalUrl, { items: [request('a')] }, 'wrong-token-wrong')).status,
@@ -188,6 +188,8 @@ describe('batch delivery (POST /internal/v1/deliver-batch)', () => {
     assert.equal(empty.type, 'application/problem+json');
     const tooMany = Array.from({ length: DELIVER_BATCH_MAX + 1 }, (_, i) => request(`d${i}`));
     assert.equal((await post(server.internalUrl, { items: tooMany })).status, 400);
+    const { payload: _dropped, ...noPayload } = request('a');
+    assert.equal((await post(server.internalUrl, { items: [noPayload] })).status, 400, 'payload is required');
   });
 
   it('coalesces concurrent deliver calls into one batch per server; each call gets its own result', async () => {
