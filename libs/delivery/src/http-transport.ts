@@ -129,11 +129,6 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     return items.promises;
   }
 
-  /** `deliverEach`, waiting for every result; rejects with the first error. */
-  deliverMany(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult[]> {
-    return Promise.all(this.deliverEach(serverUrl, reqs));
-  }
-
   async broadcast(serverUrl: string, req: BroadcastRequest): Promise<BroadcastResult> {
     const trace = req.trace ?? activeTrace();
     const body = trace ? { ...req, trace } : req;
@@ -179,13 +174,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
       maxBodyBytes: MAX_BATCH_RESPONSE_BYTES,
       maxLineBytes: MAX_RESPONSE_BYTES,
     };
-    let attempt = await batchAttempt(options);
-    // As for `deliver`: one retry on a fresh socket when a pooled one was found closed.
-    if (attempt.kind === 'dropped' && attempt.reusedSocket && performance.now() < Math.max(...deadlines)) {
-      this.#throwIfClosed(serverUrl);
-      attempt = await batchAttempt(options);
-    }
-    this.#throwIfClosed(serverUrl);
+    const attempt = await this.#withRetry(serverUrl, Math.max(...deadlines), () => batchAttempt(options));
     const latencyMs = performance.now() - started;
     const route = 'deliver_batch';
     switch (attempt.kind) {
@@ -220,12 +209,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         items.resolveRest(() => ({ outcome: 'not_connected', reason: 'server_unreachable', latencyMs }));
         return;
       case 'error':
-        this.#count(route, 'error');
-        throw new DeliveryTransportError(`${route} to ${serverUrl} failed: ${attempt.error.message}`, {
-          failure: 'network',
-          serverUrl,
-          cause: attempt.error,
-        });
+        throw this.#failed(route, serverUrl, attempt.error);
       case 'answer':
         return this.#settleAnswer(serverUrl, reqs, items, { ...attempt, latencyMs });
     }
@@ -340,14 +324,9 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
 
     const started = performance.now();
     const deadline = started + timeoutMs + this.#marginMs;
-    let attempt = await this.#attempt(url, payload, headers, deadline - started, maxResponseBytes);
-    // A pooled socket the server closed while idle fails on first write; Node's documented remedy
-    // is one retry on a fresh socket. Servers dedupe by message id per connection, so it is safe.
-    if (attempt.kind === 'dropped' && attempt.reusedSocket && performance.now() < deadline) {
-      this.#throwIfClosed(serverUrl);
-      attempt = await this.#attempt(url, payload, headers, deadline - performance.now(), maxResponseBytes);
-    }
-    this.#throwIfClosed(serverUrl);
+    const attempt = await this.#withRetry(serverUrl, deadline, () =>
+      this.#attempt(url, payload, headers, deadline - performance.now(), maxResponseBytes),
+    );
     const latencyMs = performance.now() - started;
     switch (attempt.kind) {
       case 'answer':
@@ -362,13 +341,37 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         this.#logger.debug({ serverUrl, route, code: attempt.code }, 'connection server unreachable');
         return { kind: 'unreachable', code: attempt.code, latencyMs };
       case 'error':
-        this.#count(route, 'error');
-        throw new DeliveryTransportError(`${route} to ${serverUrl} failed: ${attempt.error.message}`, {
-          failure: 'network',
-          serverUrl,
-          cause: attempt.error,
-        });
+        throw this.#failed(route, serverUrl, attempt.error);
     }
+  }
+
+  /**
+   * One attempt, and one more on a fresh socket when a pooled one was found closed: a socket the
+   * server closed while idle fails on first write, and Node's documented remedy is to retry once.
+   * Servers dedupe by message id per connection, so it is safe. Nothing is tried, or tried again,
+   * once the transport is closed.
+   */
+  async #withRetry<A extends { readonly kind: string; readonly reusedSocket?: boolean }>(
+    serverUrl: string,
+    deadline: number,
+    attempt: () => Promise<A>,
+  ): Promise<A> {
+    let result = await attempt();
+    if (result.kind === 'dropped' && result.reusedSocket === true && performance.now() < deadline) {
+      this.#throwIfClosed(serverUrl);
+      result = await attempt();
+    }
+    this.#throwIfClosed(serverUrl);
+    return result;
+  }
+
+  #failed(route: Route, serverUrl: string, error: Error): DeliveryTransportError {
+    this.#count(route, 'error');
+    return new DeliveryTransportError(`${route} to ${serverUrl} failed: ${error.message}`, {
+      failure: 'network',
+      serverUrl,
+      cause: error,
+    });
   }
 
   #attempt(

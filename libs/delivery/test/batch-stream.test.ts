@@ -64,6 +64,11 @@ describe('HttpDeliveryTransport.deliverEach with a streamed answer', () => {
     const [sent] = server.requests;
     assert.equal(sent?.path, BATCH);
     assert.match(String(sent?.headers.accept), /^application\/x-ndjson\b/);
+    // The exchange is counted when its response ends, which may be a tick after its last item settled.
+    await waitUntil(async () => (await batchRequests('ok')) === 1, {
+      timeoutMs: 5_000,
+      what: 'batch counted ok',
+    });
     assert.equal(await batchRequests('ok'), 1);
   });
 

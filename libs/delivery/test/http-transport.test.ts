@@ -10,8 +10,13 @@ import {
   type Registry,
   type TracingHandle,
 } from '@pushline/telemetry';
+import type { DeliverRequest } from '@pushline/protocol';
 import { DeliveryTransportError, HttpDeliveryTransport, InternalAuthError } from '@pushline/delivery';
 import { closedPortUrl, reply, startStubServer, type StubServer } from './internal-server.ts';
+
+/** Every item's result, in request order; rejects with the first error. */
+const deliverAll = (transport: HttpDeliveryTransport, serverUrl: string, reqs: readonly DeliverRequest[]) =>
+  Promise.all(transport.deliverEach(serverUrl, reqs));
 
 const TOKEN = 'internal-token-for-tests-0123456789';
 
@@ -232,7 +237,7 @@ describe('HttpDeliveryTransport', () => {
     await assert.rejects(transport.deliver(server.url, deliverRequest()), DeliveryTransportError);
   });
 
-  it('deliverMany sends one batch and returns the results in request order', async () => {
+  it('deliverEach sends one batch and returns the results in request order', async () => {
     server.onRequest = (req, res) => {
       if (req.path !== '/internal/v1/deliver-batch') return false;
       const { items } = req.body as { items: { deviceId: string }[] };
@@ -245,7 +250,7 @@ describe('HttpDeliveryTransport', () => {
       });
       return true;
     };
-    const results = await transport.deliverMany(server.url, [
+    const results = await deliverAll(transport, server.url, [
       deliverRequest({ deviceId: 'dev-2', messageId: 'm-a' }),
       deliverRequest({ deviceId: 'dev-1', messageId: 'm-b' }),
     ]);
@@ -260,8 +265,8 @@ describe('HttpDeliveryTransport', () => {
     assert.equal(await requestCount('deliver_batch', 'ok'), 1);
   });
 
-  it('deliverMany falls back to one deliver per item on a server without the batch endpoint', async () => {
-    const results = await transport.deliverMany(server.url, [
+  it('deliverEach falls back to one deliver per item on a server without the batch endpoint', async () => {
+    const results = await deliverAll(transport, server.url, [
       deliverRequest({ messageId: 'm-a' }),
       deliverRequest({ deviceId: 'dev-2', messageId: 'm-b', connectionId: undefined }),
     ]);
@@ -275,9 +280,9 @@ describe('HttpDeliveryTransport', () => {
     );
   });
 
-  it('deliverMany reports every item server_unreachable when the server is gone', async () => {
+  it('deliverEach reports every item server_unreachable when the server is gone', async () => {
     const gone = await closedPortUrl();
-    const results = await transport.deliverMany(gone, [
+    const results = await deliverAll(transport, gone, [
       deliverRequest({ messageId: 'm-a' }),
       deliverRequest({ messageId: 'm-b' }),
     ]);
@@ -290,13 +295,13 @@ describe('HttpDeliveryTransport', () => {
     );
   });
 
-  it('deliverMany throws invalid_response when the server answers another number of results', async () => {
+  it('deliverEach throws invalid_response when the server answers another number of results', async () => {
     server.onRequest = (_req, res) => {
       reply(res, 200, { results: [{ outcome: 'delivered', latencyMs: 1 }] });
       return true;
     };
     await assert.rejects(
-      transport.deliverMany(server.url, [
+      deliverAll(transport, server.url, [
         deliverRequest({ messageId: 'm-a' }),
         deliverRequest({ messageId: 'm-b' }),
       ]),

@@ -12,6 +12,10 @@ import {
 import { silentLogger } from '@pushline/telemetry';
 import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
 
+/** Every item's result, in request order; rejects with the first error. */
+const deliverAll = (transport: HttpDeliveryTransport, serverUrl: string, reqs: readonly DeliverRequest[]) =>
+  Promise.all(transport.deliverEach(serverUrl, reqs));
+
 type Ack = (answer: unknown) => void;
 
 /** A device that answers every message with `answer` (or never, when undefined), recording what it saw. */
@@ -61,7 +65,7 @@ describe('batch delivery (POST /internal/v1/deliver-batch)', () => {
     return { status: res.status, type: res.headers.get('content-type') };
   }
 
-  it('deliverMany gives each item its own outcome and timeout, in item order', async () => {
+  it('deliverEach gives each item its own outcome and timeout, in item order', async () => {
     const { server, metrics } = await world.startServer();
     const ok = answering(await world.connect(server.deviceUrl, await world.token({ sub: 'dev-ok' })), () => ({
       ok: true,
@@ -82,7 +86,7 @@ describe('batch delivery (POST /internal/v1/deliver-batch)', () => {
       request('dev-no'),
     ];
     const started = performance.now();
-    const results = await transport.deliverMany(server.internalUrl, reqs);
+    const results = await deliverAll(transport, server.internalUrl, reqs);
     assert.deepEqual(
       results.map((r) => r.outcome),
       ['timeout', 'delivered', 'not_connected', 'rejected'],
