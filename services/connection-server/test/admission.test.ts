@@ -5,7 +5,7 @@ import { silentLogger } from '@pushline/telemetry';
 import { testInfra, uniquePrefix, waitUntil, within } from '@pushline/testkit';
 import { Redis } from 'ioredis';
 import { Manager, io, type Socket as ClientSocket } from 'socket.io-client';
-import { SocketServer } from '../src/socket-server.ts';
+import { SocketServer, type SocketServerOptions } from '../src/socket-server.ts';
 
 /** Resolves with the message of the socket's `connect_error`; rejects if it connects. */
 function refusal(socket: ClientSocket): Promise<string> {
@@ -24,7 +24,11 @@ describe('handshake admission control', () => {
   afterEach(async () => {
     for (const step of cleanup.splice(0).reverse()) await step();
   });
-  const setup = () => {
+  /**
+   * A socket server whose token check is held by the test (`held`, released in order), standing in
+   * for a slow one, and a way to open devices against it.
+   */
+  const startHeldServer = async (options: Omit<SocketServerOptions, 'config' | 'redis' | 'logger'>) => {
     const redis = new Redis(testInfra().redisUrl);
     cleanup.push(() => redis.quit());
     const config = parseEnv(connectionServerEnv, {
@@ -36,20 +40,7 @@ describe('handshake admission control', () => {
       PUSHLINE_HOST: '127.0.0.1',
       PUSHLINE_PORT: '0',
     });
-    return { redis, config };
-  };
-
-  it('refuses handshakes past maxPendingHandshakes at the upgrade, and admits again once one completes', async () => {
-    const { redis, config } = setup();
-    let busy = 0;
-    const server = new SocketServer({
-      config,
-      redis,
-      logger: silentLogger(),
-      maxPendingHandshakes: 1,
-      onBusy: () => busy++,
-    });
-    // Stands in for a slow token check: the first handshake stays pending until released.
+    const server = new SocketServer({ config, redis, logger: silentLogger(), ...options });
     const held: (() => void)[] = [];
     server.io.use((_socket, next) => held.push(() => next()));
     server.io.on('connection', (socket) => server.authenticated(socket));
@@ -60,6 +51,12 @@ describe('handshake admission control', () => {
       cleanup.push(() => void socket.disconnect());
       return socket;
     };
+    return { server, url, held, open };
+  };
+
+  it('refuses handshakes past maxPendingHandshakes at the upgrade, and admits again once one completes', async () => {
+    let busy = 0;
+    const { server, held, open } = await startHeldServer({ maxPendingHandshakes: 1, onBusy: () => busy++ });
 
     const first = open();
     await waitUntil(() => held.length === 1, { timeoutMs: 5_000, what: 'first handshake pending' });
@@ -88,19 +85,8 @@ describe('handshake admission control', () => {
   });
 
   it('measures the queue by handshakes that asked to join, so an idle connection cannot block admission', async () => {
-    const { redis, config } = setup();
     // A queue bound of 0 ms: any handshake that asked to join and is still pending refuses the next.
-    const server = new SocketServer({ config, redis, logger: silentLogger(), maxHandshakeQueueMs: 0 });
-    const held: (() => void)[] = [];
-    server.io.use((_socket, next) => held.push(() => next()));
-    server.io.on('connection', (socket) => server.authenticated(socket));
-    const url = await server.start();
-    cleanup.push(() => server.close());
-    const open = (): ClientSocket => {
-      const socket = io(url, { transports: ['websocket'], reconnection: false, forceNew: true });
-      cleanup.push(() => void socket.disconnect());
-      return socket;
-    };
+    const { server, url, held, open } = await startHeldServer({ maxHandshakeQueueMs: 0 });
 
     // An engine connection that never sends CONNECT, as a client that stalls (or an attacker) would.
     const idle = new Manager(url, { transports: ['websocket'], reconnection: false, autoConnect: false });
