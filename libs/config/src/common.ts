@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_JSON_DEPTH, JSON_DEPTH_CEILING } from '@pushline/protocol';
 import { z } from 'zod';
 import { csv, logLevel, positiveInt } from './fields.ts';
 
@@ -30,6 +31,11 @@ export const commonEnvShape = {
     .min(16, 'must be at least 16 characters')
     .describe(
       'Shared secret that services present to each other on internal endpoints (delivery, broadcast).',
+    ),
+  PUSHLINE_MAX_JSON_DEPTH: positiveInt(DEFAULT_MAX_JSON_DEPTH)
+    .pipe(z.number().max(JSON_DEPTH_CEILING, `must be at most ${JSON_DEPTH_CEILING}`))
+    .describe(
+      `Deepest nesting of arrays and objects accepted in any JSON the platform takes in (HTTP bodies, device frames, Kafka records); deeper input is refused as invalid. At most ${JSON_DEPTH_CEILING}.`,
     ),
   PUSHLINE_LOG_LEVEL: logLevel.describe('Log level: fatal, error, warn, info, debug, trace or silent.'),
 } as const;

@@ -1,5 +1,12 @@
 export { Identifier, MessageId, JsonPayload, TraceContext, payloadBytes } from './common.ts';
 export {
+  JSON_DEPTH_CEILING,
+  DEFAULT_MAX_JSON_DEPTH,
+  jsonTextTooDeep,
+  checkJsonValue,
+} from './json-limits.ts';
+export type { JsonValueProblem } from './json-limits.ts';
+export {
   DeliveryOutcome,
   DeliverySource,
   DeliverRequest,
