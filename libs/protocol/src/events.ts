@@ -63,8 +63,14 @@ export function pushTargetKey(target: PushTarget): string {
 /** `<prefix>push-requests`, keyed by `pushTargetKey(target)`. */
 export const PushRequest = z.object({
   v: z.literal(1),
-  /** Unique per request; the idempotency key. */
+  /** Unique per request and origin; the idempotency key. */
   id: MessageId,
+  /**
+   * Who sent it: the id of the API key that published it (absent for records produced straight
+   * into Kafka). Request ids are deduplicated within an origin only, so no sender can suppress
+   * another's request by reusing its id.
+   */
+  origin: Identifier.optional(),
   target: PushTarget,
   payload: JsonPayload,
   /** Seconds to keep the message for an offline device; absent or 0: deliver now or never. */
@@ -115,6 +121,8 @@ export type DlqReason = z.infer<typeof DlqReason>;
 export const StoredMessage = z.object({
   v: z.literal(1),
   requestId: MessageId,
+  /** `PushRequest.origin` of the request it came from; stored messages are deduplicated per origin. */
+  origin: Identifier.optional(),
   target: PushTarget,
   payload: JsonPayload,
   createdAt: z.number().int(),
