@@ -52,6 +52,25 @@ test('libs never depend on services, and packages form no dependency cycle', () 
   for (const { manifest } of packages) visit(manifest.name, []);
 });
 
+test('the device SDK depends on no server package and takes only types from the protocol', () => {
+  // @pushline/client runs in browsers: it must not pull the server libs (or zod, through the
+  // protocol's schemas) into the bundle. Its one runtime dependency is socket.io-client.
+  const client = packages.find((p) => p.manifest.name === '@pushline/client');
+  assert.ok(client, 'libs/client exists');
+  assert.deepEqual(Object.keys(client.manifest.dependencies ?? {}), ['socket.io-client']);
+  const internalDev = Object.keys(client.manifest.devDependencies ?? {}).filter((d) =>
+    d.startsWith('@pushline/'),
+  );
+  assert.deepEqual(internalDev, ['@pushline/protocol'], 'only the protocol, for its types');
+  const sources = readdirSync(join(client.path, 'src')).filter((f) => f.endsWith('.ts'));
+  for (const file of sources) {
+    const text = readFileSync(join(client.path, 'src', file), 'utf8');
+    for (const [statement] of text.matchAll(/^import[^;]*from '(@pushline\/[^']+)';/gm)) {
+      assert.match(statement, /^import type /, `${file}: ${statement} must be a type-only import`);
+    }
+  }
+});
+
 test('every service has a main.ts that the platform runs', () => {
   for (const { dir, path, manifest } of packages) {
     if (dir === 'services') assert.ok(existsSync(join(path, 'src', 'main.ts')), `${manifest.name} main.ts`);

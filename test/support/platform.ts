@@ -65,6 +65,12 @@ export interface Platform {
   readonly servers: readonly ConnectionServer[];
   /** Absent with `processor: false`. */
   readonly processor: MessageProcessor | undefined;
+  /** Settings every service of this platform shares (prefixes, Kafka, Redis, internal token), for child processes. */
+  readonly serviceEnv: Readonly<Record<string, string>>;
+  /** HS256 secret the connection servers verify device tokens with. */
+  readonly jwtSecret: string;
+  /** The admin API key. */
+  readonly apiKey: string;
   connect(
     server: ConnectionServer,
     deviceId: string,
@@ -215,7 +221,22 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
         }),
       );
 
-    return { prefix, topics, kafka, registry, api, servers, processor, connect, call, scrape, close };
+    return {
+      prefix,
+      topics,
+      kafka,
+      registry,
+      api,
+      servers,
+      processor,
+      serviceEnv: common,
+      jwtSecret,
+      apiKey,
+      connect,
+      call,
+      scrape,
+      close,
+    };
   } catch (err) {
     await close().catch(() => {});
     throw err;

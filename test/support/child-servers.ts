@@ -1,0 +1,98 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, spawnGuarded, type GuardedProcess } from '@pushline/devstack';
+import { runCleanup } from '@pushline/runtime';
+import { waitUntil } from '@pushline/testkit';
+import type { Platform } from './platform.ts';
+
+const root = join(import.meta.dirname, '..', '..');
+
+/** A connection server running as its own process, so a test can SIGKILL or SIGTERM it for real. */
+export interface ChildServer {
+  readonly serverId: string;
+  readonly deviceUrl: string;
+  readonly internalUrl: string;
+  readonly process: GuardedProcess;
+  readonly logFile: string;
+  /** kill -9: no drain, no deregistration, sockets just drop. */
+  kill(): void;
+  /** SIGTERM: the server drains (reconnect hints), then exits. Resolves on exit. */
+  drain(): Promise<void>;
+}
+
+export interface ChildServers {
+  start(name: string, env?: Readonly<Record<string, string>>): Promise<ChildServer>;
+  close(): Promise<void>;
+}
+
+/**
+ * Connection servers as child processes of the test (each behind the devstack guardian, so none
+ * outlives the run), on the platform's Kafka, Redis, prefixes and secrets.
+ */
+export function childServers(platform: Platform): ChildServers {
+  const logDir = mkdtempSync(join(tmpdir(), 'pushline-children-'));
+  const started: ChildServer[] = [];
+  return {
+    async start(name, env = {}) {
+      const devicePort = await freePort();
+      const internalPort = await freePort();
+      const serverId = `${platform.prefix}-${name}`;
+      const logFile = join(logDir, `${name}.log`);
+      const child = await spawnGuarded({
+        command: process.execPath,
+        args: [
+          '--disable-warning=TimeoutNegativeWarning',
+          join(root, 'services', 'connection-server', 'src', 'main.ts'),
+        ],
+        outFile: logFile,
+        cwd: root,
+        env: {
+          PATH: process.env['PATH'] ?? '',
+          ...platform.serviceEnv,
+          PUSHLINE_LOG_LEVEL: process.env['PUSHLINE_TEST_LOG'] ?? 'warn',
+          PUSHLINE_SERVER_ID: serverId,
+          PUSHLINE_HOST: '127.0.0.1',
+          PUSHLINE_PORT: String(devicePort),
+          PUSHLINE_INTERNAL_PORT: String(internalPort),
+          PUSHLINE_DEVICE_JWT_SECRET: platform.jwtSecret,
+          PUSHLINE_CLOSE_GRACE_MS: '100',
+          PUSHLINE_DRAIN_WINDOW_MS: '300',
+          // Traced, so a device's traceparent continues the caller's trace; spans go to the log.
+          OTEL_TRACES_EXPORTER: 'console',
+          ...env,
+        },
+      });
+      const internalUrl = `http://127.0.0.1:${internalPort}`;
+      let gone = false;
+      void child.exited.then(() => (gone = true));
+      await waitUntil(
+        async () => {
+          if (gone) throw new Error(`${name} exited during start-up; see ${logFile}`);
+          return fetch(`${internalUrl}/readyz`).then(
+            (res) => res.ok,
+            () => false,
+          );
+        },
+        { timeoutMs: 30_000, intervalMs: 50, what: `${name} ready` },
+      );
+      const server: ChildServer = {
+        serverId,
+        deviceUrl: `http://127.0.0.1:${devicePort}`,
+        internalUrl,
+        process: child,
+        logFile,
+        kill: () => process.kill(child.pid, 'SIGKILL'),
+        drain: async () => {
+          await child.stop(15_000);
+        },
+      };
+      started.push(server);
+      return server;
+    },
+    close: () =>
+      runCleanup(
+        started.map((s) => ({ name: s.serverId, run: () => s.process.stop(5_000).then(() => undefined) })),
+      ),
+  };
+}
