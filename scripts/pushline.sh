@@ -14,15 +14,19 @@ case "$cmd" in
   test)
     node scripts/fetch-kafka.ts
     node_modules/.bin/tsc -p tsconfig.json
+    node_modules/.bin/tsc -p services/console/ui/tsconfig.json
     # kafkajs 2.2.4 trips Node 24's TimeoutNegativeWarning (kafkajs#1751); harmless, and noisy.
     exec node --disable-warning=TimeoutNegativeWarning --test --test-global-setup=test/global-setup.ts --test-concurrency=1 \
       --test-timeout=120000 "$@" 'libs/*/test/**/*.test.ts' 'services/*/test/**/*.test.ts' 'test/**/*.test.ts' ;;
-  typecheck) exec node_modules/.bin/tsc -p tsconfig.json ;;
+  typecheck)
+    node_modules/.bin/tsc -p tsconfig.json
+    exec node_modules/.bin/tsc -p services/console/ui/tsconfig.json ;;
   lint)
     node_modules/.bin/eslint --max-warnings=0 .
     exec node_modules/.bin/prettier --check --log-level=warn . ;;
   format) exec node_modules/.bin/prettier --write --log-level=warn . ;;
   token) exec node scripts/token.ts "$@" ;;
+  device) exec node scripts/device.ts "$@" ;;
   bench) exec node bench/src/main.ts "$@" ;;
-  *) echo "usage: scripts/pushline.sh start|test|typecheck|lint|format|token|bench" >&2; exit 2 ;;
+  *) echo "usage: scripts/pushline.sh start|test|typecheck|lint|format|token|device|bench" >&2; exit 2 ;;
 esac

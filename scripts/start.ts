@@ -1,6 +1,8 @@
 // `npm start`: the whole platform on this machine, then a summary of where to connect.
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadOrCreateCredentials, stateDir } from './lib/dev-credentials.ts';
+import { mintDevToken } from './lib/dev-token.ts';
 import { startPlatform } from './lib/platform.ts';
 
 const log = (line: string): void => {
@@ -28,7 +30,7 @@ process.on('SIGTERM', () => shutdown('SIGTERM'));
 try {
   platform = await startPlatform({
     credentials,
-    logDir: join(stateDir, 'logs'),
+    logDir: freshLogDir(),
     preferDefaultPorts: process.env['PUSHLINE_DEV_FREE_PORTS'] !== 'true',
     log,
   });
@@ -41,15 +43,28 @@ if (stopping) {
 } else {
   const api = platform.apiUrl;
   const key = credentials.apiKey;
+  const envFile = writeEnvFile(platform, key);
+  const demoToken = await mintDevToken(credentials.deviceJwtSecret, {
+    device: 'demo-1',
+    user: 'demo',
+    ttlSeconds: 86_400,
+  });
+  // The token rides in the fragment, which browsers never send to a server.
+  const demoLink = `${platform.consoleUrl}/demo#token=${demoToken}`;
   process.stdout.write(
     [
       '',
       'Pushline is running.',
       `  Devices connect (socket.io, websocket):  ${platform.deviceUrls.join('  ')}`,
       `  Push API:                                ${api}   (OpenAPI: ${api}/v1/openapi.json)`,
+      `  Console:                                 ${platform.consoleUrl}/console   (sign in with the admin key)`,
+      `  Demo device (browser):                   ${demoLink}`,
       `  Kafka: ${platform.devstack.kafkaBrokers.join(',')}   Redis: ${platform.devstack.redisUrl}`,
       `  API key (admin): ${key}`,
+      `  These URLs and the key are in ${envFile}   (source it: set -a; . ${envFile}; set +a)`,
       '',
+      'Connect a device and print what it receives:',
+      '  npm run device -- --device d1 --user u1',
       'Mint a device token:',
       '  npm run -s token -- --device d1 --user u1',
       'Publish a message to device d1 (async, via Kafka):',
@@ -61,6 +76,39 @@ if (stopping) {
     ].join('\n'),
   );
   process.stdout.write(
-    `PUSHLINE_READY ${JSON.stringify({ apiUrl: api, deviceUrls: platform.deviceUrls, pids: platform.services.map((s) => s.pid), opsUrls: platform.services.map((s) => s.opsUrl) })}\n`,
+    `PUSHLINE_READY ${JSON.stringify({
+      apiUrl: api,
+      deviceUrls: platform.deviceUrls,
+      consoleUrl: platform.consoleUrl,
+      pids: platform.services.map((s) => s.pid),
+      // Each ops URL under the name of the service instance it belongs to.
+      opsUrls: Object.fromEntries(platform.services.map((s) => [s.name, s.opsUrl])),
+    })}\n`,
   );
+}
+
+/** Each start logs to a folder of its own; `logs/latest` points at the newest. */
+function freshLogDir(): string {
+  const logs = join(stateDir, 'logs');
+  const name = new Date().toISOString().replace(/[:.]/g, '-');
+  const dir = join(logs, name);
+  mkdirSync(dir, { recursive: true });
+  rmSync(join(logs, 'latest'), { force: true });
+  symlinkSync(name, join(logs, 'latest'));
+  return dir;
+}
+
+/** The real URLs and key of this start, for the README's "Try it" and `npm run device`. */
+function writeEnvFile(running: Awaited<ReturnType<typeof startPlatform>>, apiKey: string): string {
+  const file = join(stateDir, 'env');
+  const lines = [
+    '# Written by `npm start` for this run; load it with: set -a; . .pushline/env; set +a',
+    `PUSHLINE_API=${running.apiUrl}`,
+    `PUSHLINE_API_KEY=${apiKey}`,
+    `PUSHLINE_DEVICE_URL=${running.deviceUrls[0] ?? ''}`,
+    `PUSHLINE_DEVICE_URLS=${running.deviceUrls.join(',')}`,
+    `PUSHLINE_CONSOLE=${running.consoleUrl}/console`,
+  ];
+  writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  return file;
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -29,6 +29,8 @@ function alive(pid: number): boolean {
 test('npm start brings every service up, creates the topics, and SIGTERM stops everything', async () => {
   const infra = testInfra();
   const prefix = `${uniquePrefix('start')}.`;
+  // A key the operator configured: npm start must keep it and add its dev admin key.
+  const ownKey = `own-key-${uniquePrefix('k')}`;
   child = spawn(process.execPath, [join(root, 'scripts', 'start.ts')], {
     cwd: root,
     env: {
@@ -42,6 +44,7 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
       PUSHLINE_PROCESSOR_GROUP_ID: `${prefix}processor`,
       PUSHLINE_DRAIN_WINDOW_MS: '0',
       PUSHLINE_CLOSE_GRACE_MS: '0',
+      PUSHLINE_API_KEYS: `${ownKey}:push`,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -51,13 +54,17 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   const stdout = child.stdout;
   assert.ok(stdout);
   const lines = createInterface({ input: stdout });
-  const ready = new Promise<{ apiUrl: string; deviceUrls: string[]; pids: number[]; opsUrls: string[] }>(
-    (resolve) => {
-      lines.on('line', (line) => {
-        if (line.startsWith('PUSHLINE_READY ')) resolve(JSON.parse(line.slice('PUSHLINE_READY '.length)));
-      });
-    },
-  );
+  const ready = new Promise<{
+    apiUrl: string;
+    deviceUrls: string[];
+    consoleUrl: string;
+    pids: number[];
+    opsUrls: Record<string, string>;
+  }>((resolve) => {
+    lines.on('line', (line) => {
+      if (line.startsWith('PUSHLINE_READY ')) resolve(JSON.parse(line.slice('PUSHLINE_READY '.length)));
+    });
+  });
   const info = await within(
     Promise.race([
       ready,
@@ -68,11 +75,54 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   );
 
   assert.equal(info.deviceUrls.length, 2);
-  assert.equal(info.pids.length, 4);
-  for (const url of [info.apiUrl, ...info.opsUrls]) {
+  assert.equal(info.pids.length, 5);
+  // Each ops URL is labelled with its service instance (it used to be a bare list).
+  assert.deepEqual(Object.keys(info.opsUrls).sort(), [
+    'connection-server-1',
+    'connection-server-2',
+    'console',
+    'message-processor',
+    'push-api',
+  ]);
+  for (const url of [info.apiUrl, ...Object.values(info.opsUrls)]) {
     const health = await fetch(`${url}/healthz`);
     assert.equal(health.status, 200, `${url}/healthz`);
   }
+
+  // The operator's key still works next to the dev admin key (npm start used to replace it).
+  const credentials = JSON.parse(readFileSync(join(stateDir, 'dev-credentials.json'), 'utf8')) as {
+    apiKey: string;
+  };
+  for (const key of [ownKey, credentials.apiKey]) {
+    const res = await fetch(`${info.apiUrl}/v1/devices/nobody/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ payload: 1 }),
+    });
+    assert.equal(
+      res.status,
+      404,
+      `a push with ${key === ownKey ? 'the own' : 'the dev'} key reaches routing`,
+    );
+  }
+
+  // .pushline/env holds this run's real URLs and key.
+  const env = Object.fromEntries(
+    readFileSync(join(stateDir, 'env'), 'utf8')
+      .split('\n')
+      .filter((l) => /^[A-Z_]+=/.test(l))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+  assert.equal(env['PUSHLINE_API'], info.apiUrl);
+  assert.equal(env['PUSHLINE_API_KEY'], credentials.apiKey);
+  assert.equal(env['PUSHLINE_DEVICE_URLS'], info.deviceUrls.join(','));
+  assert.equal(env['PUSHLINE_CONSOLE'], `${info.consoleUrl}/console`);
+
+  // This start logs to a folder of its own, and logs/latest points at it.
+  const logs = join(stateDir, 'logs');
+  const runs = readdirSync(logs).filter((d) => d !== 'latest');
+  assert.equal(runs.length, 1);
+  assert.ok(existsSync(join(logs, 'latest', 'push-api.log')));
 
   const kafka = testKafkaClient();
   const admin = kafka.admin();

@@ -5,7 +5,7 @@ import { freePort, spawnGuarded, startDevstack, type Devstack } from '@pushline/
 import type { DevCredentials } from './dev-credentials.ts';
 import { repoRoot } from './dev-credentials.ts';
 
-export type ServiceName = 'connection-server' | 'message-processor' | 'push-api';
+export type ServiceName = 'connection-server' | 'message-processor' | 'push-api' | 'console';
 
 export interface RunningService {
   readonly name: string;
@@ -19,6 +19,8 @@ export interface Platform {
   readonly devstack: Devstack;
   readonly deviceUrls: string[];
   readonly apiUrl: string;
+  /** The operator console's base URL (`/console`, `/demo`). */
+  readonly consoleUrl: string;
   readonly services: RunningService[];
   readonly logDir: string;
   stop(): Promise<void>;
@@ -99,6 +101,10 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
         `http://127.0.0.1:${processorPort}`,
       ),
     );
+    // Keys given in the environment stay; the dev admin key is added to them.
+    const apiKeys = [env['PUSHLINE_API_KEYS'], `${options.credentials.apiKey}:admin`]
+      .filter((k): k is string => Boolean(k?.trim()))
+      .join(',');
     const apiPort = await port(8080);
     starting.push(
       startService(
@@ -109,7 +115,7 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
         {
           ...common,
           PUSHLINE_API_PORT: String(apiPort),
-          PUSHLINE_API_KEYS: `${options.credentials.apiKey}:admin`,
+          PUSHLINE_API_KEYS: apiKeys,
         },
         `http://127.0.0.1:${apiPort}`,
       ),
@@ -118,10 +124,33 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
     for (const r of results) if (r.status === 'fulfilled') services.push(r.value);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    // The console scrapes every service's metrics and calls the API, so it starts last.
+    const consolePort = await port(8090);
+    const scrapeUrls = services
+      .filter((s) => s.name === 'push-api' || s.name === 'message-processor')
+      .map((s) => `${s.name}=${s.opsUrl}`)
+      .join(',');
+    services.push(
+      await startService(
+        'console',
+        'console',
+        options,
+        log,
+        {
+          ...common,
+          PUSHLINE_CONSOLE_PORT: String(consolePort),
+          PUSHLINE_CONSOLE_API_URL: `http://127.0.0.1:${apiPort}`,
+          PUSHLINE_CONSOLE_SCRAPE_URLS: scrapeUrls,
+          PUSHLINE_API_KEYS: apiKeys,
+        },
+        `http://127.0.0.1:${consolePort}`,
+      ),
+    );
     return {
       devstack,
       deviceUrls,
       apiUrl: `http://127.0.0.1:${apiPort}`,
+      consoleUrl: `http://127.0.0.1:${consolePort}`,
       services,
       logDir: options.logDir,
       stop,

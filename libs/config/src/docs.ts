@@ -1,4 +1,5 @@
 import { connectionServerEnv } from './connection-server.ts';
+import { consoleEnv } from './console.ts';
 import { messageProcessorEnv } from './message-processor.ts';
 import { describeEnv, type EnvSchema } from './parse.ts';
 import { pushApiEnv } from './push-api.ts';
@@ -7,6 +8,7 @@ export const serviceEnvSchemas: Readonly<Record<string, EnvSchema>> = {
   'connection-server': connectionServerEnv,
   'message-processor': messageProcessorEnv,
   'push-api': pushApiEnv,
+  console: consoleEnv,
 };
 
 /**

@@ -8,4 +8,6 @@ export { messageProcessorEnv } from './message-processor.ts';
 export type { MessageProcessorConfig } from './message-processor.ts';
 export { pushApiEnv } from './push-api.ts';
 export type { PushApiConfig } from './push-api.ts';
+export { consoleEnv, parseScrapeTargets } from './console.ts';
+export type { ConsoleConfig, ScrapeTarget } from './console.ts';
 export { renderConfigTable, serviceEnvSchemas } from './docs.ts';

@@ -19,7 +19,7 @@ const apiKeySpec = z.object({
 });
 
 /** `key1:push+publish,key2:admin` → [{ key, scopes }]; a key without `:scopes` is rejected. */
-const apiKeys = z
+export const apiKeys = z
   .string()
   .transform((spec) =>
     spec

@@ -21,6 +21,10 @@ export interface ServerLoad {
   readonly eventLoopDelayMs: number;
   readonly rssBytes: number;
   readonly heapUsedBytes: number;
+  /** Handshakes in flight (connection opened, device not yet authenticated). Absent in older reports. */
+  readonly pendingHandshakes?: number;
+  /** Process CPU (user + system) over the last interval, in percent of one core. Absent in older reports. */
+  readonly cpuPercent?: number;
   readonly draining: boolean;
   readonly at: number;
 }

@@ -13,6 +13,7 @@ export interface LoadReporterOptions {
   /** Where the server is reached (known once it listens). */
   readonly urls: () => Pick<ServerLoad, 'serverUrl' | 'deviceUrl'>;
   readonly connections: () => number;
+  readonly pendingHandshakes: () => number;
   readonly draining: () => boolean;
 }
 
@@ -28,6 +29,7 @@ export class LoadReporter {
   #inFlight: Promise<void> | undefined;
   #failures = 0;
   #closed = false;
+  #cpuAt = { usage: process.cpuUsage(), wallNs: process.hrtime.bigint() };
 
   constructor(options: LoadReporterOptions) {
     this.#o = options;
@@ -46,6 +48,11 @@ export class LoadReporter {
 
   /** Writes one report now; failures are logged, counted and retried by the loop. */
   async report(): Promise<void> {
+    const usage = process.cpuUsage();
+    const wallNs = process.hrtime.bigint();
+    const busyUs = usage.user - this.#cpuAt.usage.user + (usage.system - this.#cpuAt.usage.system);
+    const wallUs = Number(wallNs - this.#cpuAt.wallNs) / 1000;
+    this.#cpuAt = { usage, wallNs };
     const load: ServerLoad = {
       serverId: this.#o.serverId,
       ...this.#o.urls(),
@@ -53,6 +60,8 @@ export class LoadReporter {
       eventLoopDelayMs: this.#loopDelay.count > 0 ? this.#loopDelay.percentile(99) / 1e6 : 0,
       rssBytes: process.memoryUsage.rss(),
       heapUsedBytes: process.memoryUsage().heapUsed,
+      pendingHandshakes: this.#o.pendingHandshakes(),
+      cpuPercent: wallUs > 0 ? Math.round((busyUs / wallUs) * 1000) / 10 : 0,
       draining: this.#o.draining(),
       at: Date.now(),
     };

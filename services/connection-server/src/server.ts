@@ -268,6 +268,7 @@ class PushlineConnectionServer implements ConnectionServer {
         deviceUrl: config.PUSHLINE_PUBLIC_URL ?? this.deviceUrl,
       }),
       connections: () => this.#devices.size,
+      pendingHandshakes: () => this.#socketServer.pendingHandshakes,
       draining: () => this.#draining,
     });
     this.#ownsTransport = deps.transport === undefined;

@@ -191,6 +191,9 @@ describe('registry entries of device connections', () => {
     assert.equal(load.deviceUrl, server.deviceUrl);
     assert.equal(load.draining, false);
     assert.ok(load.rssBytes > 0 && load.heapUsedBytes > 0 && load.eventLoopDelayMs >= 0);
+    // The console shows these: the one device has authenticated, so no handshake is pending.
+    assert.equal(load.pendingHandshakes, 0);
+    assert.ok(typeof load.cpuPercent === 'number' && load.cpuPercent >= 0, `cpuPercent ${load.cpuPercent}`);
 
     await server.close();
     assert.deepEqual(await world.registry.liveServers(), []);

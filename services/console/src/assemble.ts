@@ -1,0 +1,109 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { topicNames, type ConsoleConfig } from '@pushline/config';
+import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
+import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
+import type { Redis } from 'ioredis';
+import { createConsoleApp } from './app.ts';
+import { KafkaFeeds } from './feeds.ts';
+import { OverviewCollector } from './overview.ts';
+import { ConsoleSessions } from './sessions.ts';
+import { buildUiAssets } from './ui-assets.ts';
+
+export interface AssembleConsoleOptions extends AssemblyOptions {
+  /** The caller's (connected), left open by close(). Default: a client on PUSHLINE_REDIS_URL, owned. */
+  readonly redis?: Redis;
+  readonly kafka?: KafkaClient;
+}
+
+export interface AssembledConsole extends Component {
+  /** Base URL (after start); the console is at `${url}/console`, the demo device at `${url}/demo`. */
+  readonly url: string;
+  /** True once the Kafka feeds are reading. */
+  readonly ready: boolean;
+}
+
+/** The composition root of the console, used by main.ts and by tests alike. */
+export function assembleConsole(config: ConsoleConfig, options: AssembleConsoleOptions): AssembledConsole {
+  const logger = options.logger.child({ component: 'console' });
+  const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, options.logger);
+  const kafka = options.kafka ?? serviceKafkaClient(config, 'console', options.logger);
+  const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
+  const feeds = new KafkaFeeds({ kafka, topics, logger });
+  const overview = new OverviewCollector({
+    registry,
+    scrapeTargets: config.PUSHLINE_CONSOLE_SCRAPE_URLS,
+    refreshMs: config.PUSHLINE_CONSOLE_REFRESH_MS,
+    logger,
+  });
+  const sessions = new ConsoleSessions(
+    config.PUSHLINE_API_KEYS,
+    config.PUSHLINE_CONSOLE_SESSION_TTL_S * 1000,
+  );
+  const http = createServer();
+  let url: string | undefined;
+
+  return {
+    get url() {
+      if (!url) throw new Error('console not started');
+      return url;
+    },
+    get ready() {
+      return url !== undefined && feeds.ready;
+    },
+    ...assemblyLifecycle({
+      logger,
+      tracing: options.tracing,
+      async start() {
+        const assets = await buildUiAssets();
+        http.on(
+          'request',
+          createConsoleApp({
+            config,
+            sessions,
+            overview,
+            feeds,
+            registry,
+            assets,
+            ready: () => feeds.ready,
+            logger,
+          }),
+        );
+        await ownedRedis?.connect();
+        const admin = kafka.admin();
+        try {
+          await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
+        } finally {
+          await admin.close();
+        }
+        await feeds.start();
+        await new Promise<void>((resolve, reject) => {
+          http.once('error', reject);
+          http.listen(config.PUSHLINE_CONSOLE_PORT, config.PUSHLINE_CONSOLE_HOST, () => {
+            http.off('error', reject);
+            resolve();
+          });
+        });
+        const address = http.address() as AddressInfo;
+        const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+        url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
+        logger.info({ url: `${url}/console` }, 'console listening');
+      },
+      steps: [
+        {
+          name: 'http server',
+          run: () =>
+            new Promise<void>((resolve) => {
+              if (!http.listening) return resolve();
+              http.close(() => resolve());
+              http.closeAllConnections();
+            }),
+        },
+        { name: 'kafka feeds', run: () => feeds.close() },
+        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+      ],
+    }),
+  };
+}
