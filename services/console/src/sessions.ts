@@ -1,5 +1,4 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { ConsoleConfig } from '@pushline/config';
 
 /** Why a sign-in or a request was refused. */
 export type AccessRefusal = 'unknown_key' | 'not_admin';
@@ -22,7 +21,7 @@ export class ConsoleSessions {
   readonly #ttlMs: number;
   readonly #sessions = new Map<string, Session>();
 
-  constructor(keys: ConsoleConfig['PUSHLINE_API_KEYS'], ttlMs: number) {
+  constructor(keys: readonly { readonly key: string; readonly scopes: readonly string[] }[], ttlMs: number) {
     this.#keys = keys.map((k) => ({ digest: digest(k.key), admin: k.scopes.includes('admin') }));
     this.#ttlMs = ttlMs;
   }
