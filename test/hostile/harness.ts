@@ -68,10 +68,12 @@ export class Tally {
     const lines: string[] = [];
     for (const [group, list] of [...groups].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }))) {
       lines.push(`${group}: ${list.length} failing case(s)`);
-      for (const f of list.slice(0, examplesPerGroup)) {
+      // Failures tied to no issue item are new findings: list them all.
+      const shown = group.endsWith('(no item)') ? list.length : examplesPerGroup;
+      for (const f of list.slice(0, shown)) {
         lines.push(`  [${f.verdict.kind}] ${f.family} ${f.name}: ${f.verdict.detail}`);
       }
-      if (list.length > examplesPerGroup) lines.push(`  ... and ${list.length - examplesPerGroup} more`);
+      if (list.length > shown) lines.push(`  ... and ${list.length - shown} more`);
     }
     return lines.join('\n');
   }

@@ -20,8 +20,13 @@ export interface ChildService {
   readonly name: string;
   readonly kind: ServiceKind;
   readonly pid: number;
-  /** Where /healthz and /readyz answer: the internal port of a connection server, the ops port of the processor, the API port of the push-api. */
-  readonly opsUrl: string;
+  /**
+   * URLs that answer 200 while the service is up and ready: /healthz and /readyz of a connection
+   * server's internal port and of the processor's ops port; for the push-api its OpenAPI document,
+   * served only once it listens with its producer connected (its ops endpoints may move off the
+   * public port, issue 12 item 9).
+   */
+  readonly healthUrls: readonly string[];
   readonly logFile: string;
   exitInfo(): ExitInfo | undefined;
 }
@@ -76,6 +81,8 @@ function baseEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PUSHLINE_')));
 }
 
+const opsHealth = (base: string) => [`${base}/healthz`, `${base}/readyz`];
+
 export async function startChildPlatform(
   label: string,
   options: ChildPlatformOptions = {},
@@ -108,7 +115,7 @@ export async function startChildPlatform(
     kind: ServiceKind,
     name: string,
     env: Record<string, string>,
-    opsUrl: string,
+    healthUrls: readonly string[],
   ): Promise<ChildService> => {
     const logFile = join(logDir, `${name}.log`);
     const child = await spawnGuarded({
@@ -123,7 +130,7 @@ export async function startChildPlatform(
       name,
       kind,
       pid: child.pid,
-      opsUrl,
+      healthUrls,
       logFile,
       exitInfo: () => child.exitInfo(),
     };
@@ -133,7 +140,11 @@ export async function startChildPlatform(
         const exit = child.exitInfo();
         if (exit) throw new Error(`${name} exited during start-up (${JSON.stringify(exit)}); see ${logFile}`);
         try {
-          return (await fetch(`${opsUrl}/readyz`, { signal: AbortSignal.timeout(1_000) })).ok;
+          const answers = await Promise.all(
+            healthUrls.map((url) => fetch(url, { signal: AbortSignal.timeout(1_000) })),
+          );
+          for (const answer of answers) await answer.body?.cancel();
+          return answers.every((answer) => answer.ok);
         } catch {
           return false; // not listening yet
         }
@@ -167,7 +178,7 @@ export async function startChildPlatform(
             PUSHLINE_CLOSE_GRACE_MS: '100',
             PUSHLINE_DRAIN_WINDOW_MS: '100',
           },
-          `http://127.0.0.1:${internalPort}`,
+          opsHealth(`http://127.0.0.1:${internalPort}`),
         ),
       );
     }
@@ -183,7 +194,7 @@ export async function startChildPlatform(
           PUSHLINE_PROCESSOR_INSTANCE_ID: `${prefix}-mp`,
           PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: '6000',
         },
-        `http://127.0.0.1:${processorPort}`,
+        opsHealth(`http://127.0.0.1:${processorPort}`),
       ),
     );
     const apiPort = await freePort();
@@ -202,7 +213,7 @@ export async function startChildPlatform(
             `${keys.presence}:presence`,
           ].join(','),
         },
-        apiUrl,
+        [`${apiUrl}/v1/openapi.json`],
       ),
     );
     const started = await Promise.allSettled(starting);
