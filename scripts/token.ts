@@ -1,5 +1,5 @@
 // Mints a device token signed with the dev secret that `npm start` generated:
-//   npm run token -- --device d1 --user u1 [--tenant t1] [--topics news,user:u1.*] [--ttl 3600]
+//   npm run token -- --device d1 --user u1 [--tenant t1] [--topics news,scores.*] [--ttl 3600]
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 import { loadOrCreateCredentials } from './lib/dev-credentials.ts';

@@ -27,7 +27,10 @@ export const DeviceTokenClaims = z.object({
   sub: Identifier,
   uid: Identifier,
   tid: Identifier.optional(),
-  /** Topics the device may subscribe to; `*` suffix matches a prefix. Absent: only `user:<uid>.*` style topics are checked by policy. */
+  /**
+   * Topics the device may subscribe to besides its own `user:<uid>`: an entry matches exactly, or
+   * as a prefix when it ends with `*` (a prefix never matches a topic in the `user:` namespace).
+   */
   topics: z.array(z.string().max(128)).max(256).optional(),
   exp: z.number().int(),
 });
