@@ -71,12 +71,18 @@ export const DeviceMessageAck = z.union([
 ]);
 export type DeviceMessageAck = z.infer<typeof DeviceMessageAck>;
 
+/**
+ * Longest ack timeout a sender may ask for, device (`send`) or backend (direct push): a sender
+ * waiting longer is better served by a stored message (`ttlSeconds`) than by a held request.
+ */
+export const MAX_SEND_TIMEOUT_MS = 30_000;
+
 /** device → server `send` (device-to-device). */
 export const SendRequest = z.object({
   to: Identifier,
   payload: JsonPayload,
   id: MessageId.optional(),
-  timeoutMs: z.number().int().positive().max(30_000).optional(),
+  timeoutMs: z.number().int().positive().max(MAX_SEND_TIMEOUT_MS).optional(),
 });
 export type SendRequest = z.infer<typeof SendRequest>;
 

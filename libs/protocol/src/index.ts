@@ -30,6 +30,7 @@ export {
   DeviceMessage,
   DeviceMessageAck,
   SendRequest,
+  MAX_SEND_TIMEOUT_MS,
   SendAck,
   DeviceErrorCode,
   DeviceErrorAck,
