@@ -97,7 +97,9 @@ for (const [name, token] of [
   rows.push(['fast-jwt (cache)', name, timeSync(fastCached, token)]);
   rows.push(['jose jwtVerify', name, await timeAsync(joseVerify, token)]);
 }
-console.log(`node ${process.version}, ${iterations} verifies x ${rounds} rounds (jose: a tenth), median µs/verify`);
+console.log(
+  `node ${process.version}, ${iterations} verifies x ${rounds} rounds (jose: a tenth), median µs/verify`,
+);
 for (const [verifier, token, us] of rows) {
   console.log(`${verifier.padEnd(22)} ${token.padEnd(14)} ${us.toFixed(2).padStart(8)} µs`);
 }

@@ -24,6 +24,8 @@ export {
 export {
   DEVICE_PROTOCOL_VERSION,
   DeviceEvents,
+  DEVICE_REQUEST_EVENTS,
+  DeviceToken,
   HandshakeAuth,
   DeviceTokenClaims,
   AuthErrorCode,
@@ -38,7 +40,11 @@ export {
   SubscribeAck,
   ReconnectReason,
   ReconnectHint,
+  TokenExpiring,
+  RefreshTokenRequest,
+  RefreshTokenAck,
 } from './device.ts';
+export type { DeviceRequestEvent } from './device.ts';
 export {
   DisconnectReason,
   ConnectionEvent,

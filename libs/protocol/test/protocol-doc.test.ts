@@ -28,8 +28,14 @@ describe('docs/protocol.md follows the device schemas', () => {
   });
 
   test('gives the same largest send timeout as the schema and docs/api.md', () => {
-    assert.equal(SendRequest.safeParse({ to: 'd', payload: 1, timeoutMs: MAX_SEND_TIMEOUT_MS }).success, true);
-    assert.equal(SendRequest.safeParse({ to: 'd', payload: 1, timeoutMs: MAX_SEND_TIMEOUT_MS + 1 }).success, false);
+    assert.equal(
+      SendRequest.safeParse({ to: 'd', payload: 1, timeoutMs: MAX_SEND_TIMEOUT_MS }).success,
+      true,
+    );
+    assert.equal(
+      SendRequest.safeParse({ to: 'd', payload: 1, timeoutMs: MAX_SEND_TIMEOUT_MS + 1 }).success,
+      false,
+    );
     const range = `1–${MAX_SEND_TIMEOUT_MS}`;
     assert.match(protocol, new RegExp(`\\|\\s*\`timeoutMs\`\\s*\\|\\s*${range}, optional`), 'protocol.md §4');
     assert.ok(api.includes(`How long to wait for the ack, ${range}.`), `api.md gives timeoutMs ${range}`);

@@ -6,33 +6,11 @@ import type { DeviceRecord } from '@pushline/registry';
 import { SpanKind, withSpan, type Logger, type Tracer } from '@pushline/telemetry';
 import type { DeviceConnection } from './connection.ts';
 import type { ConnectionServerMetrics } from './metrics.ts';
+import { ConnectionRateLimit } from './rate-limit.ts';
 import { errorAck } from './subscriptions.ts';
 
 /** Which device may message which. */
 export type D2dPolicy = 'same-user' | 'same-tenant' | 'any' | 'none';
-
-/** A token bucket: `ratePerS` tokens a second, at most `burst` saved up. */
-export class TokenBucket {
-  readonly #ratePerMs: number;
-  readonly #burst: number;
-  #tokens: number;
-  #at: number;
-
-  constructor(ratePerS: number, burst: number, now = performance.now()) {
-    this.#ratePerMs = ratePerS / 1000;
-    this.#burst = burst;
-    this.#tokens = burst;
-    this.#at = now;
-  }
-
-  take(now = performance.now()): boolean {
-    this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#at) * this.#ratePerMs);
-    this.#at = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
-  }
-}
 
 export interface DeviceToDeviceOptions {
   readonly policy: D2dPolicy;
@@ -58,10 +36,11 @@ export interface DeviceToDeviceOptions {
  */
 export class DeviceToDevice {
   readonly #o: DeviceToDeviceOptions;
-  readonly #buckets = new WeakMap<DeviceConnection, TokenBucket>();
+  readonly #rate: ConnectionRateLimit;
 
   constructor(options: DeviceToDeviceOptions) {
     this.#o = options;
+    this.#rate = new ConnectionRateLimit(options.ratePerS, options.burst);
   }
 
   async send(conn: DeviceConnection, raw: unknown): Promise<SendAck> {
@@ -88,12 +67,8 @@ export class DeviceToDevice {
     if (payloadBytes(req.payload) > this.#o.maxPayloadBytes) {
       return errorAck('payload_too_large', `payload exceeds ${this.#o.maxPayloadBytes} bytes`);
     }
-    let bucket = this.#buckets.get(conn);
-    if (!bucket) {
-      bucket = new TokenBucket(this.#o.ratePerS, this.#o.burst);
-      this.#buckets.set(conn, bucket);
-    }
-    if (!bucket.take()) return errorAck('rate_limited', `at most ${this.#o.ratePerS} messages per second`);
+    if (!this.#rate.take(conn))
+      return errorAck('rate_limited', `at most ${this.#o.ratePerS} messages per second`);
     if (this.#o.policy === 'none') return errorAck('forbidden', 'device-to-device messages are disabled');
 
     const id = req.id ?? randomUUID();

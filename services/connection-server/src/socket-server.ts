@@ -5,6 +5,7 @@ import type { Logger } from '@pushline/telemetry';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import { Server, type Socket } from 'socket.io';
+import { deviceFrameParser } from './frame-guard.ts';
 
 /** Options of the socket.io server devices connect to. */
 export interface SocketServerOptions {
@@ -93,6 +94,7 @@ export class SocketServer {
       serveClient: false,
       allowEIO3: false,
       cleanupEmptyChildNamespaces: true,
+      parser: deviceFrameParser,
       allowRequest: (_req, callback) => {
         // At the limit, closed handshakes may still hold slots: look for them (not on every request).
         if (this.#pending.size >= maxPending) this.#prune(PRUNE_INTERVAL_MS);

@@ -1,5 +1,6 @@
 import {
   SubscribeRequest,
+  type AuthErrorCode,
   type DeviceErrorAck,
   type DeviceErrorCode,
   type DeviceTokenClaims,
@@ -47,8 +48,8 @@ export const defaultTopicAuthorizer: TopicAuthorizer = (claims, topic) => {
   return false;
 };
 
-export function errorAck(code: DeviceErrorCode, message: string): DeviceErrorAck {
-  return { ok: false, error: { code, message } };
+export function errorAck(code: DeviceErrorCode, message: string, reason?: AuthErrorCode): DeviceErrorAck {
+  return { ok: false, error: reason === undefined ? { code, message } : { code, message, reason } };
 }
 
 /** Handles `subscribe` / `unsubscribe` requests of one connection. */
@@ -81,6 +82,17 @@ export class Subscriptions {
     if (conn.socket.rooms.has(room)) await conn.socket.leave(room);
     this.#metrics.subscriptions.inc({ op: 'unsubscribe', result: 'ok' });
     return { ok: true, topic };
+  }
+
+  /** Leaves every topic the connection's (refreshed) claims no longer allow; returns how many. */
+  async prune(conn: DeviceConnection): Promise<number> {
+    const denied = [...conn.socket.rooms].filter(
+      (room) =>
+        room.startsWith(TOPIC_ROOM_PREFIX) &&
+        !this.#authorize(conn.claims, room.slice(TOPIC_ROOM_PREFIX.length)),
+    );
+    for (const room of denied) await conn.socket.leave(room);
+    return denied.length;
   }
 
   async #subscribe(conn: DeviceConnection, raw: unknown): Promise<SubscribeAck> {

@@ -36,7 +36,9 @@ const claimsOf = (userId: string, topics?: string[]) => ({
 
 describe('default topic policy (property-based)', () => {
   it('generates valid identifiers only', () => {
-    fc.assert(fc.property(uid, (u) => Identifier.safeParse(u).success && Identifier.safeParse(`user:${u}`).success));
+    fc.assert(
+      fc.property(uid, (u) => Identifier.safeParse(u).success && Identifier.safeParse(`user:${u}`).success),
+    );
   });
 
   it('lets every user subscribe to its own user topic', () => {
@@ -45,11 +47,15 @@ describe('default topic policy (property-based)', () => {
 
   it('never lets a user reach another user topic unless its token names that very topic', () => {
     fc.assert(
-      fc.property(distinctPair, fc.option(fc.array(claimEntry, { maxLength: 6 })), ([mine, theirs], topics) => {
-        const target = `user:${theirs}`;
-        const named = (topics ?? []).includes(target);
-        return defaultTopicAuthorizer(claimsOf(mine, topics ?? undefined), target) === named;
-      }),
+      fc.property(
+        distinctPair,
+        fc.option(fc.array(claimEntry, { maxLength: 6 })),
+        ([mine, theirs], topics) => {
+          const target = `user:${theirs}`;
+          const named = (topics ?? []).includes(target);
+          return defaultTopicAuthorizer(claimsOf(mine, topics ?? undefined), target) === named;
+        },
+      ),
       { numRuns: 5_000 },
     );
   });
