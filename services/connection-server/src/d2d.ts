@@ -12,6 +12,26 @@ import { errorAck } from './subscriptions.ts';
 /** Which device may message which. */
 export type D2dPolicy = 'same-user' | 'same-tenant' | 'any' | 'none';
 
+/** The user and tenant of a sender or a target, as far as they are known. */
+export interface D2dParty {
+  readonly userId?: string | undefined;
+  readonly tenantId?: string | undefined;
+}
+
+/** Whether `policy` lets `sender` message `target`; an unknown user or tenant never matches. */
+export function d2dAllowed(policy: D2dPolicy, sender: D2dParty, target: D2dParty): boolean {
+  switch (policy) {
+    case 'any':
+      return true;
+    case 'none':
+      return false;
+    case 'same-user':
+      return sender.userId !== undefined && sender.userId === target.userId;
+    case 'same-tenant':
+      return sender.tenantId !== undefined && sender.tenantId === target.tenantId;
+  }
+}
+
 export interface DeviceToDeviceOptions {
   readonly policy: D2dPolicy;
   readonly router: MessageRouter;
@@ -82,6 +102,8 @@ export class DeviceToDevice {
         payload: req.payload,
         source: 'd2d',
         from: conn.deviceId,
+        fromUser: conn.userId,
+        ...(conn.tenantId !== undefined ? { fromTenant: conn.tenantId } : {}),
         timeoutMs: req.timeoutMs ?? this.#o.defaultTimeoutMs,
       });
       return { ok: true, id, outcome: result.outcome, latencyMs: result.latencyMs };
@@ -92,7 +114,11 @@ export class DeviceToDevice {
     }
   }
 
-  /** Same user / same tenant, read through the locator cache (re-read once if it says no). */
+  /**
+   * Same user / same tenant, read through the locator cache (re-read once if it says no). A quick
+   * refusal before any routing only: the cache may be stale, so the server holding the target checks
+   * again against the live connection (delivery.ts), and that check is the one that decides.
+   */
   async #allowed(conn: DeviceConnection, to: string): Promise<boolean> {
     const first = await this.#o.locator.lookup(to);
     if (this.#matches(conn, first.record)) return true;
@@ -102,8 +128,6 @@ export class DeviceToDevice {
   }
 
   #matches(conn: DeviceConnection, record: DeviceRecord | null): boolean {
-    if (!record) return false;
-    if (this.#o.policy === 'same-user') return record.userId === conn.userId;
-    return conn.tenantId !== undefined && record.tenantId === conn.tenantId;
+    return record !== null && d2dAllowed(this.#o.policy, conn, record);
   }
 }

@@ -218,6 +218,7 @@ class PushlineConnectionServer implements ConnectionServer {
       tracer,
       logger,
       dedupeWindow: config.PUSHLINE_DEDUPE_WINDOW,
+      d2dPolicy: config.PUSHLINE_D2D_POLICY,
     });
     this.#broadcaster = new TopicBroadcaster({ io: this.#socketServer.io, tracer, metrics, logger });
     this.#subscriptions = new Subscriptions({
