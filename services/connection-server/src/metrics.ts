@@ -117,7 +117,7 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
     }),
     handshakesRefused: new Counter({
       name: 'pushline_handshakes_refused_total',
-      help: 'Transports refused or closed before authentication: per_address (too many pending from one address), no_connect (no CONNECT packet in time), binary_frame, eio3.',
+      help: 'Transports refused or closed before authentication: per_address (too many pending from one address, HTTP 400), no_connect (no CONNECT packet in time), eio3 (HTTP 400 before the upgrade).',
       labelNames: ['reason'],
       registers,
     }),

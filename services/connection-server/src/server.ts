@@ -211,6 +211,7 @@ class PushlineConnectionServer implements ConnectionServer {
       redis: deps.redis,
       logger,
       onBusy: () => metrics.handshakesBusy.inc(),
+      onRefused: (reason) => metrics.handshakesRefused.inc({ reason }),
     });
     this.#delivery = new LocalDelivery({
       devices: this.#devices,
