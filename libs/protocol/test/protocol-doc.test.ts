@@ -43,4 +43,30 @@ describe('docs/protocol.md follows the device schemas', () => {
     // No other largest timeout anywhere in the device protocol.
     assert.doesNotMatch(protocol, /up to 120 s|120[ ,]?000/);
   });
+
+  test('lists every limit the device port enforces in §7', () => {
+    const limits = protocol.slice(protocol.indexOf('## 7. Limits'), protocol.indexOf('## 8.'));
+    const variables = [
+      'PUSHLINE_MAX_HEADER_BYTES',
+      'PUSHLINE_HANDSHAKE_TIMEOUT_MS',
+      'PUSHLINE_MAX_PENDING_PER_ADDRESS',
+      'PUSHLINE_CONNECT_PACKET_TIMEOUT_MS',
+      'PUSHLINE_TOKEN_REFRESH_LEAD_S',
+      'PUSHLINE_DEVICE_JWT_CLOCK_TOLERANCE_S',
+      'PUSHLINE_MAX_FRAME_BYTES',
+      'PUSHLINE_MAX_JSON_DEPTH',
+      'PUSHLINE_DELIVERY_TIMEOUT_MS',
+      'PUSHLINE_MAX_PAYLOAD_BYTES',
+      'PUSHLINE_D2D_RATE_PER_S',
+      'PUSHLINE_D2D_BURST',
+      'PUSHLINE_DEVICE_REQUEST_RATE_PER_S',
+      'PUSHLINE_DEVICE_REQUEST_BURST',
+      'PUSHLINE_MAX_TOPICS_PER_DEVICE',
+      'PUSHLINE_DEDUPE_WINDOW',
+    ];
+    assert.deepEqual(
+      variables.filter((v) => !limits.includes(`\`${v}\``)),
+      [],
+    );
+  });
 });
