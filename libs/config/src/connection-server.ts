@@ -126,7 +126,7 @@ export const connectionServerEnv = z.object({
   PUSHLINE_CONNECT_PACKET_TIMEOUT_MS: positiveInt(2000).describe(
     'A transport that has not sent its socket.io CONNECT packet this long after opening is closed; it holds no handshake slot meanwhile.',
   ),
-  PUSHLINE_MAX_PENDING_PER_ADDRESS: nonNegativeInt(64).describe(
+  PUSHLINE_MAX_PENDING_PER_ADDRESS: nonNegativeInt(256).describe(
     'Handshakes (transports opened, device not yet authenticated) one client address may have at once (an IPv6 /64 counts as one address); past it new ones get HTTP 400 before the upgrade. Behind a proxy that does not preserve client addresses, raise it or set 0 (off).',
   ),
   PUSHLINE_MAX_HEADER_BYTES: positiveInt(8192).describe(
