@@ -249,6 +249,7 @@ class PushlineConnectionServer implements ConnectionServer {
         deliver: (req, kind) => this.#delivery.deliver(req, kind),
         broadcast: (req, kind) => this.#broadcaster.broadcast(req, kind),
         replaced: (notice) => this.#closeReplaced(notice.deviceId, notice.connectionId),
+        maxJsonDepth: config.PUSHLINE_MAX_JSON_DEPTH,
         metrics,
         logger,
       }),
