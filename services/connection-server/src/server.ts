@@ -187,7 +187,7 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #requests: DeviceRequests;
   readonly #tokens: TokenLifecycle;
   // One any-listener per socket instead of one listener per request event: it also answers the
-  // events no handler knows, and costs one array slot per socket instead of three listeners.
+  // events no handler knows (socket.io keeps it in a one-element array per socket).
   readonly #onSocketEvent = socketListener((conn, event: unknown, ...args: unknown[]) =>
     this.#requests.handle(conn, event, args),
   );
