@@ -1,5 +1,5 @@
 // Mints a device token signed with the dev secret that `npm start` generated:
-//   npm run token -- --device d1 --user u1 [--tenant t1] [--topics news,user:u1.*] [--ttl 3600]
+//   npm run token -- --device d1 --user u1 [--tenant t1] [--topics news,scores.*] [--ttl 3600]
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadOrCreateCredentials } from './lib/dev-credentials.ts';
 import { mintDevToken } from './lib/dev-token.ts';

@@ -133,6 +133,8 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
             PUSHLINE_PORT: String(port),
             PUSHLINE_INTERNAL_PORT: String(internalPort),
             PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
+            // Every bench device connects from loopback: one address, thousands of handshakes.
+            PUSHLINE_MAX_PENDING_PER_ADDRESS: '0',
           },
           true,
         ),

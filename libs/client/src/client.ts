@@ -48,6 +48,7 @@ const REQUEST_ERROR_CODES: ReadonlySet<string> = new Set<PushlineErrorCode>([
   'forbidden',
   'rate_limited',
   'too_many_subscriptions',
+  'token_rejected',
   'internal',
 ]);
 const SEND_OUTCOMES: ReadonlySet<string> = new Set<SendOutcome>([
@@ -274,13 +275,33 @@ export class PushlineClient {
   }
 
   /**
-   * HOOK for the server's `token_expiring` event (issue 12; not yet in docs/protocol.md, so no
-   * socket listener calls it today). When the protocol defines the event and its answer, the
-   * connection's listener awaits this and answers the server with the fresh token in the shape the
-   * protocol gives; until then the client already renews its token ahead of `exp` by itself.
+   * Answers the server's `token_expiring`: asks the provider for a fresh token and hands it to the
+   * live connection (`refresh_token`), so the connection outlives the old token's `exp`. If the
+   * provider fails or the server refuses the token, the server ends the connection with a
+   * `token_expired` hint and the next connection asks the provider again.
    */
-  protected answerTokenExpiring(): Promise<string> {
-    return this.#fetchToken('token_expiring');
+  async #answerTokenExpiring(socket: Socket): Promise<void> {
+    let token: string;
+    try {
+      token = await this.#fetchToken('token_expiring');
+    } catch (err) {
+      this.#events.emit('error', asPushlineError(err, 'token_provider_failed'));
+      return;
+    }
+    if (this.#socket !== socket || !socket.connected) return;
+    const answer = await this.#request(socket, WIRE_EVENTS.refreshToken, { token }).catch((err: unknown) => ({
+      ok: false,
+      error: { code: 'internal', message: String(err) },
+    }));
+    const refused = errorOfAnswer(answer);
+    if (refused) {
+      // The held token is no good for this connection; the next connect fetches another.
+      if (this.#token === token) this.#token = undefined;
+      this.#events.emit(
+        'error',
+        new PushlineError(refused.code, `refresh_token refused: ${refused.message}`),
+      );
+    }
   }
 
   // --- connection lifecycle -------------------------------------------------------------------
@@ -327,6 +348,9 @@ export class PushlineClient {
       if (!current()) return;
       const hint = parseHint(raw);
       if (hint) this.#hint = { hint, at: Date.now() };
+    });
+    socket.on(WIRE_EVENTS.tokenExpiring, () => {
+      if (current()) void this.#answerTokenExpiring(socket);
     });
     socket.on(WIRE_EVENTS.message, (raw: unknown, ack: unknown) => {
       if (typeof ack !== 'function') return; // The protocol always asks for an ack.
@@ -410,8 +434,12 @@ export class PushlineClient {
       this.#events.emit('disconnected', { reason, hint: hinted.hint, willReconnect: false });
       return;
     }
+    if (hinted?.hint.reason === 'token_expired') {
+      // The connection's token ran out unrefreshed: the next connection must not offer it again.
+      this.#token = undefined;
+    }
     if (hinted) {
-      // server_shutdown / lifetime_expired: wait `afterMs` from the hint (not from the close).
+      // server_shutdown / lifetime_expired / token_expired: wait `afterMs` from the hint (not from the close).
       if (hinted.hint.reason === 'server_shutdown') this.#urlIndex++;
       const delay = Math.max(0, hinted.at + hinted.hint.afterMs - Date.now());
       this.#scheduleReconnect({ reason, hint: hinted.hint, willReconnect: true }, delay);
@@ -543,7 +571,9 @@ export class PushlineClient {
       this.#events.emit('error', new PushlineError('protocol_error', 'the server sent a malformed message'));
       return;
     }
-    const known = this.#dedupe.get(message.id);
+    // Device-to-device ids are chosen by each sender, so they are unique per sender only.
+    const dedupeKey = message.from === undefined ? message.id : `${message.from}\u0000${message.id}`;
+    const known = this.#dedupe.get(dedupeKey);
     if (known) {
       this.#events.emit('duplicate', { id: message.id });
       void known.then(ack);
@@ -551,7 +581,7 @@ export class PushlineClient {
     }
     const answer = this.#handling.then(() => this.#handle(message));
     this.#handling = answer;
-    this.#dedupe.remember(message.id, answer);
+    this.#dedupe.remember(dedupeKey, answer);
     void answer.then(ack);
   }
 
@@ -672,7 +702,8 @@ function parseHint(raw: unknown): ReconnectHint | undefined {
   if (typeof raw !== 'object' || raw === null) return undefined;
   const { reason, afterMs } = raw as { reason?: unknown; afterMs?: unknown };
   if (typeof reason !== 'string' || typeof afterMs !== 'number' || !(afterMs >= 0)) return undefined;
-  if (!['server_shutdown', 'lifetime_expired', 'replaced', 'idle'].includes(reason)) return undefined;
+  if (!['server_shutdown', 'lifetime_expired', 'replaced', 'idle', 'token_expired'].includes(reason))
+    return undefined;
   return { reason: reason as ReconnectHint['reason'], afterMs };
 }
 

@@ -9,6 +9,8 @@ export const WIRE_EVENTS = {
   subscribe: 'subscribe',
   unsubscribe: 'unsubscribe',
   reconnect: 'reconnect_hint',
+  tokenExpiring: 'token_expiring',
+  refreshToken: 'refresh_token',
 } as const satisfies typeof DeviceEvents;
 
 /**

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { commonEnvShape } from './common.ts';
-import { bool, nonNegativeInt, port, positiveInt } from './fields.ts';
+import { bool, hmacKeySet, nonNegativeInt, port, positiveInt } from './fields.ts';
 
 export const connectionServerEnv = z.object({
   ...commonEnvShape,
@@ -117,5 +117,26 @@ export const connectionServerEnv = z.object({
     'How often the server writes its load report to Redis.',
   ),
   PUSHLINE_MAX_TOPICS_PER_DEVICE: positiveInt(64).describe('Topic subscriptions a device may hold.'),
+  PUSHLINE_DEVICE_REQUEST_RATE_PER_S: positiveInt(5).describe(
+    'subscribe, unsubscribe and refresh_token requests each device may make per second (device-to-device sends have their own limit).',
+  ),
+  PUSHLINE_DEVICE_REQUEST_BURST: positiveInt(80).describe(
+    'Burst size of the subscribe/unsubscribe/refresh_token rate limit; at least PUSHLINE_MAX_TOPICS_PER_DEVICE, so a reconnecting device can restore its subscriptions at once.',
+  ),
+  PUSHLINE_CONNECT_PACKET_TIMEOUT_MS: positiveInt(2000).describe(
+    'A transport that has not sent its socket.io CONNECT packet this long after opening is closed; it holds no handshake slot meanwhile.',
+  ),
+  PUSHLINE_MAX_PENDING_PER_ADDRESS: nonNegativeInt(256).describe(
+    'Handshakes (transports opened, device not yet authenticated) one client address may have at once (an IPv6 /64 counts as one address); past it new ones get HTTP 400 before the upgrade. Behind a proxy that does not preserve client addresses, raise it or set 0 (off).',
+  ),
+  PUSHLINE_MAX_HEADER_BYTES: positiveInt(8192).describe(
+    'Largest HTTP request head (request line and headers) the device port reads; larger ones get 431.',
+  ),
+  PUSHLINE_DEVICE_JWT_KEYS: hmacKeySet.describe(
+    'HS256 key set for rotation: `kid1:secret1,kid2:secret2` (kid of [A-Za-z0-9._-], secrets of at least 32 characters without commas). A token with a `kid` header is verified with that key only; a token without `kid` with PUSHLINE_DEVICE_JWT_SECRET.',
+  ),
+  PUSHLINE_TOKEN_REFRESH_LEAD_S: positiveInt(60).describe(
+    'A device gets `token_expiring` this long before its token expires, and is disconnected with `token_expired` once it has (plus the clock tolerance) unless it sent a fresh token.',
+  ),
 });
 export type ConnectionServerConfig = z.infer<typeof connectionServerEnv>;

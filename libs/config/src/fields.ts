@@ -28,3 +28,30 @@ export const csv = (fallback: string[]) =>
 export const logLevel = z
   .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
   .default('info');
+
+/**
+ * `kid:secret` pairs, comma-separated, into a map. A kid may not repeat, and a secret is at least
+ * 32 characters (HS256 keys shorter than the hash are weak).
+ */
+export const hmacKeySet = z
+  .string()
+  .transform((text, ctx) => {
+    const keys = new Map<string, string>();
+    for (const entry of text.split(',').map((part) => part.trim())) {
+      if (entry === '') continue;
+      const colon = entry.indexOf(':');
+      const kid = colon < 0 ? '' : entry.slice(0, colon);
+      const secret = colon < 0 ? '' : entry.slice(colon + 1);
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(kid)) {
+        ctx.addIssue({ code: 'custom', message: 'each entry is kid:secret, kid of 1-64 [A-Za-z0-9._-]' });
+      } else if (secret.length < 32) {
+        ctx.addIssue({ code: 'custom', message: `the secret of kid ${kid} must be at least 32 characters` });
+      } else if (keys.has(kid)) {
+        ctx.addIssue({ code: 'custom', message: `kid ${kid} is given twice` });
+      } else {
+        keys.set(kid, secret);
+      }
+    }
+    return keys as ReadonlyMap<string, string>;
+  })
+  .optional();

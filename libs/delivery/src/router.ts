@@ -297,6 +297,8 @@ export class MessageRouter {
           timeoutMs: msg.timeoutMs,
         };
         if (msg.from !== undefined) req.from = msg.from;
+        if (msg.fromUser !== undefined) req.fromUser = msg.fromUser;
+        if (msg.fromTenant !== undefined) req.fromTenant = msg.fromTenant;
         // The owning server continues the trace from this span, not from the caller's.
         const traceHeaders = injectTraceHeaders();
         if (traceHeaders.traceparent) req.trace = traceHeaders;

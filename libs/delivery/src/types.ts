@@ -37,6 +37,9 @@ export interface OutgoingMessage {
   source: DeliverySource;
   /** Sender device, for device-to-device messages. */
   from?: string;
+  /** Sender's user and tenant, for device-to-device messages (the receiving server checks its policy). */
+  fromUser?: string;
+  fromTenant?: string;
   /** How long the device has to ack, as the owning server measures it. */
   timeoutMs: number;
   /**

@@ -21,6 +21,13 @@ export const DeliverRequest = z.object({
   source: DeliverySource,
   /** Sender device, for device-to-device messages. */
   from: Identifier.optional(),
+  /**
+   * Sender's user and tenant (`uid`, `tid` of its token), for device-to-device messages: the
+   * receiving server checks its device-to-device policy against them and the live connection's
+   * claims, and answers `not_connected` (as for an offline device) when the pair is not allowed.
+   */
+  fromUser: Identifier.optional(),
+  fromTenant: Identifier.optional(),
   topic: Identifier.optional(),
   timeoutMs: z.number().int().positive().max(120_000),
   trace: TraceContext.optional(),

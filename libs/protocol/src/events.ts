@@ -17,6 +17,8 @@ export const DisconnectReason = z.enum([
   'idle_timeout',
   'server_shutdown',
   'server_kicked',
+  /** The token expired during the connection and the device sent no fresh one (`refresh_token`). */
+  'token_expired',
   'unknown',
 ]);
 export type DisconnectReason = z.infer<typeof DisconnectReason>;

@@ -24,12 +24,15 @@ export {
 export {
   DEVICE_PROTOCOL_VERSION,
   DeviceEvents,
+  DEVICE_REQUEST_EVENTS,
+  DeviceToken,
   HandshakeAuth,
   DeviceTokenClaims,
   AuthErrorCode,
   DeviceMessage,
   DeviceMessageAck,
   SendRequest,
+  MAX_SEND_TIMEOUT_MS,
   SendAck,
   DeviceErrorCode,
   DeviceErrorAck,
@@ -37,7 +40,11 @@ export {
   SubscribeAck,
   ReconnectReason,
   ReconnectHint,
+  TokenExpiring,
+  RefreshTokenRequest,
+  RefreshTokenAck,
 } from './device.ts';
+export type { DeviceRequestEvent } from './device.ts';
 export {
   DisconnectReason,
   ConnectionEvent,

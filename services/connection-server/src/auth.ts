@@ -2,7 +2,7 @@ import { ConfigError, type ConnectionServerConfig } from '@pushline/config';
 import { DeviceTokenClaims } from '@pushline/protocol';
 import { createRemoteJWKSet, importSPKI, jwtVerify, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import { AuthError } from './auth-error.ts';
-import { hs256Verifier } from './hs256.ts';
+import { hs256Verifier, isJwtTyp } from './hs256.ts';
 
 export { AuthError } from './auth-error.ts';
 
@@ -14,8 +14,8 @@ export interface TokenVerifier {
 type VerifyKey = Awaited<ReturnType<typeof importSPKI>> | JWTVerifyGetKey;
 
 /**
- * Builds the verifier the configuration asks for: HS256 with a shared secret (verified in process,
- * hs256.ts), or RS256/ES256 with a PEM public key or a JWKS URL (keys fetched and cached by jose,
+ * Builds the verifier the configuration asks for: HS256 with a shared secret and/or a key set chosen
+ * by `kid` (verified in process, hs256.ts), or RS256/ES256 with a PEM public key or a JWKS URL (keys fetched and cached by jose,
  * refetched on an unknown `kid`). Throws ConfigError when the key material for the algorithm is
  * missing.
  */
@@ -23,11 +23,18 @@ export async function createTokenVerifier(config: ConnectionServerConfig): Promi
   const alg = config.PUSHLINE_DEVICE_JWT_ALG;
   if (alg === 'HS256') {
     const secret = config.PUSHLINE_DEVICE_JWT_SECRET;
-    if (!secret) {
-      throw new ConfigError([{ variable: 'PUSHLINE_DEVICE_JWT_SECRET', message: 'required for HS256' }]);
+    const keys = config.PUSHLINE_DEVICE_JWT_KEYS;
+    if (!secret && (keys === undefined || keys.size === 0)) {
+      throw new ConfigError([
+        {
+          variable: 'PUSHLINE_DEVICE_JWT_SECRET',
+          message: 'HS256 needs PUSHLINE_DEVICE_JWT_SECRET or PUSHLINE_DEVICE_JWT_KEYS',
+        },
+      ]);
     }
     const verifyHs256 = hs256Verifier({
       secret,
+      keys,
       clockToleranceS: config.PUSHLINE_DEVICE_JWT_CLOCK_TOLERANCE_S,
       issuer: config.PUSHLINE_DEVICE_JWT_ISSUER,
       audience: config.PUSHLINE_DEVICE_JWT_AUDIENCE,
@@ -72,17 +79,21 @@ export async function createTokenVerifier(config: ConnectionServerConfig): Promi
 
   return {
     async verify(token: string): Promise<DeviceTokenClaims> {
-      let payload: unknown;
+      let verified: Awaited<ReturnType<typeof jwtVerify>>;
       try {
         // jose has separate overloads for a key and a key getter, hence the narrowing.
-        payload =
+        verified =
           typeof key === 'function'
-            ? (await jwtVerify(token, key, options)).payload
-            : (await jwtVerify(token, key, options)).payload;
+            ? await jwtVerify(token, key, options)
+            : await jwtVerify(token, key, options);
       } catch (err) {
         throw toAuthError(err);
       }
-      return deviceClaims(payload);
+      // jose's `typ` option would require the header; a device token may leave it out.
+      if (verified.protectedHeader.typ !== undefined && !isJwtTyp(verified.protectedHeader.typ)) {
+        throw new AuthError('token_invalid_claims', 'unexpected "typ" JWT header value');
+      }
+      return deviceClaims(verified.payload);
     },
   };
 }

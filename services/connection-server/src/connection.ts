@@ -31,7 +31,6 @@ export function connectionOf(socket: Socket): DeviceConnection | undefined {
  */
 export class DeviceConnection {
   readonly socket: Socket;
-  readonly claims: DeviceTokenClaims;
   readonly connectedAt = Date.now();
   /**
    * The registry write while it is in flight, undefined once it settled: unregister waits for it
@@ -46,6 +45,9 @@ export class DeviceConnection {
   /** registryExpiresAt − connectedAt; 0 until registered. */
   #expiresAfterMs = 0;
   #closed = false;
+  #claims: DeviceTokenClaims;
+  /** Whether `token_expiring` went out for the current token. */
+  #tokenWarned = false;
   #gate: Promise<void> | undefined;
   // Allocated on first use: most connections sit idle, and empty maps still cost memory per connection.
   #sent: Map<string, SentMessage> | undefined;
@@ -53,21 +55,43 @@ export class DeviceConnection {
 
   constructor(options: { socket: Socket; claims: DeviceTokenClaims; lifetimeMs: number }) {
     this.socket = options.socket;
-    this.claims = options.claims;
+    this.#claims = options.claims;
     this.#lifetimeMs = options.lifetimeMs;
     (options.socket.data as Record<symbol, DeviceConnection>)[CONNECTION] = this;
   }
 
+  /** The verified claims of the connection's current token (the handshake's, or a refreshed one). */
+  get claims(): DeviceTokenClaims {
+    return this.#claims;
+  }
+
+  /**
+   * Takes the claims of a fresh token (`refresh_token`). The caller has checked that they name
+   * the same device, user and tenant; the expiry warning starts over for the new `exp`.
+   */
+  replaceClaims(claims: DeviceTokenClaims): void {
+    this.#claims = claims;
+    this.#tokenWarned = false;
+  }
+
+  get tokenWarned(): boolean {
+    return this.#tokenWarned;
+  }
+
+  markTokenWarned(): void {
+    this.#tokenWarned = true;
+  }
+
   get deviceId(): string {
-    return this.claims.sub;
+    return this.#claims.sub;
   }
 
   get userId(): string {
-    return this.claims.uid;
+    return this.#claims.uid;
   }
 
   get tenantId(): string | undefined {
-    return this.claims.tid;
+    return this.#claims.tid;
   }
 
   /**

@@ -6,31 +6,29 @@ import type { DeviceRecord } from '@pushline/registry';
 import { SpanKind, withSpan, type Logger, type Tracer } from '@pushline/telemetry';
 import type { DeviceConnection } from './connection.ts';
 import type { ConnectionServerMetrics } from './metrics.ts';
+import { ConnectionRateLimit } from './rate-limit.ts';
 import { errorAck } from './subscriptions.ts';
 
 /** Which device may message which. */
 export type D2dPolicy = 'same-user' | 'same-tenant' | 'any' | 'none';
 
-/** A token bucket: `ratePerS` tokens a second, at most `burst` saved up. */
-export class TokenBucket {
-  readonly #ratePerMs: number;
-  readonly #burst: number;
-  #tokens: number;
-  #at: number;
+/** The user and tenant of a sender or a target, as far as they are known. */
+export interface D2dParty {
+  readonly userId?: string | undefined;
+  readonly tenantId?: string | undefined;
+}
 
-  constructor(ratePerS: number, burst: number, now = performance.now()) {
-    this.#ratePerMs = ratePerS / 1000;
-    this.#burst = burst;
-    this.#tokens = burst;
-    this.#at = now;
-  }
-
-  take(now = performance.now()): boolean {
-    this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#at) * this.#ratePerMs);
-    this.#at = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
+/** Whether `policy` lets `sender` message `target`; an unknown user or tenant never matches. */
+export function d2dAllowed(policy: D2dPolicy, sender: D2dParty, target: D2dParty): boolean {
+  switch (policy) {
+    case 'any':
+      return true;
+    case 'none':
+      return false;
+    case 'same-user':
+      return sender.userId !== undefined && sender.userId === target.userId;
+    case 'same-tenant':
+      return sender.tenantId !== undefined && sender.tenantId === target.tenantId;
   }
 }
 
@@ -58,10 +56,11 @@ export interface DeviceToDeviceOptions {
  */
 export class DeviceToDevice {
   readonly #o: DeviceToDeviceOptions;
-  readonly #buckets = new WeakMap<DeviceConnection, TokenBucket>();
+  readonly #rate: ConnectionRateLimit;
 
   constructor(options: DeviceToDeviceOptions) {
     this.#o = options;
+    this.#rate = new ConnectionRateLimit(options.ratePerS, options.burst);
   }
 
   async send(conn: DeviceConnection, raw: unknown): Promise<SendAck> {
@@ -88,12 +87,8 @@ export class DeviceToDevice {
     if (payloadBytes(req.payload) > this.#o.maxPayloadBytes) {
       return errorAck('payload_too_large', `payload exceeds ${this.#o.maxPayloadBytes} bytes`);
     }
-    let bucket = this.#buckets.get(conn);
-    if (!bucket) {
-      bucket = new TokenBucket(this.#o.ratePerS, this.#o.burst);
-      this.#buckets.set(conn, bucket);
-    }
-    if (!bucket.take()) return errorAck('rate_limited', `at most ${this.#o.ratePerS} messages per second`);
+    if (!this.#rate.take(conn))
+      return errorAck('rate_limited', `at most ${this.#o.ratePerS} messages per second`);
     if (this.#o.policy === 'none') return errorAck('forbidden', 'device-to-device messages are disabled');
 
     const id = req.id ?? randomUUID();
@@ -107,6 +102,8 @@ export class DeviceToDevice {
         payload: req.payload,
         source: 'd2d',
         from: conn.deviceId,
+        fromUser: conn.userId,
+        ...(conn.tenantId !== undefined ? { fromTenant: conn.tenantId } : {}),
         timeoutMs: req.timeoutMs ?? this.#o.defaultTimeoutMs,
       });
       return { ok: true, id, outcome: result.outcome, latencyMs: result.latencyMs };
@@ -117,7 +114,11 @@ export class DeviceToDevice {
     }
   }
 
-  /** Same user / same tenant, read through the locator cache (re-read once if it says no). */
+  /**
+   * Same user / same tenant, read through the locator cache (re-read once if it says no). A quick
+   * refusal before any routing only: the cache may be stale, so the server holding the target checks
+   * again against the live connection (delivery.ts), and that check is the one that decides.
+   */
   async #allowed(conn: DeviceConnection, to: string): Promise<boolean> {
     const first = await this.#o.locator.lookup(to);
     if (this.#matches(conn, first.record)) return true;
@@ -127,8 +128,6 @@ export class DeviceToDevice {
   }
 
   #matches(conn: DeviceConnection, record: DeviceRecord | null): boolean {
-    if (!record) return false;
-    if (this.#o.policy === 'same-user') return record.userId === conn.userId;
-    return conn.tenantId !== undefined && record.tenantId === conn.tenantId;
+    return record !== null && d2dAllowed(this.#o.policy, conn, record);
   }
 }

@@ -10,6 +10,7 @@ import {
   type StoredMessage,
 } from '@pushline/protocol';
 import type { DeviceConnection } from './connection.ts';
+import { d2dAllowed, type D2dPolicy } from './d2d.ts';
 import type { LocalDevices } from './local-devices.ts';
 import type { ConnectionServerMetrics } from './metrics.ts';
 
@@ -20,6 +21,18 @@ export interface LocalDeliveryOptions {
   readonly logger: Logger;
   /** Message ids remembered per connection for dedupe (PUSHLINE_DEDUPE_WINDOW). */
   readonly dedupeWindow: number;
+  /** PUSHLINE_D2D_POLICY, checked here against the live connection for every device-to-device message. */
+  readonly d2dPolicy: D2dPolicy;
+}
+
+/**
+ * The key a message id is remembered under on a connection. Device-to-device ids are chosen by
+ * devices, so each sender gets its own namespace: otherwise a sibling device could send id X first
+ * and make a later backend message X (or another device's X) look like a duplicate that is never
+ * sent. A space separates the parts because no device id or message id may contain one.
+ */
+function dedupeKey(req: DeliverRequest): string {
+  return req.source === 'd2d' ? `d2d ${req.from ?? ''} ${req.messageId}` : req.messageId;
 }
 
 /**
@@ -102,6 +115,14 @@ export class LocalDelivery {
     if (req.connectionId !== undefined && req.connectionId !== conn.connectionId) {
       return { outcome: 'not_connected', latencyMs: 0, reason: 'connection_replaced' };
     }
+    // The sender's server checked a registry record that may be stale (or re-read after a miss);
+    // the connection here is the truth. Refused like an offline device, so nothing leaks.
+    if (
+      req.source === 'd2d' &&
+      !d2dAllowed(this.#o.d2dPolicy, { userId: req.fromUser, tenantId: req.fromTenant }, conn)
+    ) {
+      return { outcome: 'not_connected', latencyMs: 0, reason: 'd2d_policy' };
+    }
     const started = performance.now();
     const gate = conn.gate;
     if (gate) {
@@ -122,7 +143,8 @@ export class LocalDelivery {
     timeoutMs: number,
     ctx: Context,
   ): Promise<DeliverResult> {
-    const prior = conn.sentMessage(req.messageId);
+    const key = dedupeKey(req);
+    const prior = conn.sentMessage(key);
     if (prior?.state === 'pending') return { ...(await prior.result), duplicate: true };
     // A message the device acked (either way) is never sent again on this connection; one that
     // timed out may be retried, since the device never confirmed it.
@@ -130,9 +152,9 @@ export class LocalDelivery {
       return { outcome: prior.outcome, latencyMs: 0, duplicate: true };
     }
     const result = this.#emit(conn, req, timeoutMs, ctx);
-    conn.rememberSent(req.messageId, { state: 'pending', result }, this.#o.dedupeWindow);
+    conn.rememberSent(key, { state: 'pending', result }, this.#o.dedupeWindow);
     const settled = await result;
-    conn.rememberSent(req.messageId, { state: 'done', outcome: settled.outcome }, this.#o.dedupeWindow);
+    conn.rememberSent(key, { state: 'done', outcome: settled.outcome }, this.#o.dedupeWindow);
     return settled;
   }
 

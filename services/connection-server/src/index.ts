@@ -1,10 +1,12 @@
 export { createConnectionServer, validateConnectionServerConfig } from './server.ts';
+export { hs256Verifier } from './hs256.ts';
+export type { Hs256VerifierOptions } from './hs256.ts';
 export type { ConnectionServer, ConnectionServerDeps, OfflineInbox } from './server.ts';
 export { AuthError, createTokenVerifier, toAuthError } from './auth.ts';
 export type { TokenVerifier } from './auth.ts';
 export { defaultTopicAuthorizer, topicRoom } from './subscriptions.ts';
 export type { TopicAuthorizer } from './subscriptions.ts';
-export { TokenBucket } from './d2d.ts';
+export { TokenBucket } from './rate-limit.ts';
 export type { D2dPolicy } from './d2d.ts';
 export { INTERNAL_ROUTES } from './internal-api.ts';
 export { assembleConnectionServer, connectionServerId } from './assemble.ts';

@@ -6,6 +6,7 @@ import {
   DeliverBatchRequestFromJson,
   DeliverRequestFromJson,
   Identifier,
+  jsonTextTooDeep,
   type DeliverRequest,
   type BroadcastResult,
   type DeliverBatchLine,
@@ -43,7 +44,15 @@ export interface InternalApiOptions {
   readonly bodyLimitBytes?: number;
   /** Largest deliver-batch body. Default 16 MiB (500 items of the largest payloads fit). */
   readonly batchBodyLimitBytes?: number;
+  /**
+   * PUSHLINE_MAX_JSON_DEPTH: the deepest a payload may nest. Checked on the body text before it is
+   * parsed: socket.io walks a payload recursively when it emits it to the device.
+   */
+  readonly maxJsonDepth: number;
 }
+
+/** Levels of a body above its payload: a batch's `{ items: [ { payload } ] }`. */
+const ENVELOPE_DEPTH = 3;
 
 /**
  * The internal delivery API, mounted on the OpsServer of the internal port:
@@ -61,6 +70,7 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
   const expected = digest(`Bearer ${options.internalToken}`);
   const limit = options.bodyLimitBytes ?? 1024 * 1024;
   const batchLimit = options.batchBodyLimitBytes ?? 16 * 1024 * 1024;
+  const maxDepth = options.maxJsonDepth + ENVELOPE_DEPTH;
 
   // A batch item never fails the whole batch: a delivery that throws is not delivered.
   const deliverItem = (item: DeliverRequest): Promise<DeliverResult> =>
@@ -90,13 +100,13 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
       return true;
     }
     if (route === 'replaced') {
-      const notice = await parseJson(req, ReplacedNotice, limit);
+      const notice = await parseJson(req, ReplacedNotice, limit, maxDepth);
       if (!notice.ok) respond(notice.problem.status, notice.problem, true);
       else respond(200, { closed: options.replaced(notice.value) });
       return true;
     }
     if (route === 'deliverBatch') {
-      const batch = await parseJson(req, DeliverBatchRequestFromJson, batchLimit);
+      const batch = await parseJson(req, DeliverBatchRequestFromJson, batchLimit, maxDepth);
       if (!batch.ok) respond(batch.problem.status, batch.problem, true);
       else if (acceptsStream(req.headers.accept)) {
         options.metrics.internalRequests.inc({ route, status: '200' });
@@ -109,8 +119,8 @@ export function internalApiRoutes(options: InternalApiOptions): ExtraRoute {
     }
     const parsed =
       route === 'deliver'
-        ? await parseJson(req, DeliverRequestFromJson, limit)
-        : await parseJson(req, BroadcastRequest, limit);
+        ? await parseJson(req, DeliverRequestFromJson, limit, maxDepth)
+        : await parseJson(req, BroadcastRequest, limit, maxDepth);
     if (!parsed.ok) {
       respond(parsed.problem.status, parsed.problem, true);
       return true;
@@ -194,6 +204,7 @@ async function parseJson<T>(
   req: IncomingMessage,
   schema: z.ZodType<T>,
   limit: number,
+  maxDepth: number,
 ): Promise<{ ok: true; value: T } | { ok: false; problem: Problem }> {
   let raw: Buffer;
   try {
@@ -203,6 +214,12 @@ async function parseJson<T>(
       return { ok: false, problem: { title: 'request body too large', status: 413, detail: err.message } };
     }
     throw err;
+  }
+  if (jsonTextTooDeep(raw, maxDepth)) {
+    return {
+      ok: false,
+      problem: { title: 'body nests too deep', status: 400, detail: `at most ${maxDepth} levels` },
+    };
   }
   let json: unknown;
   try {

@@ -15,6 +15,12 @@ export interface ConnectionServerMetrics {
   readonly d2d: Counter<'outcome'>;
   readonly broadcasts: Counter<'result'>;
   readonly subscriptions: Counter<'op' | 'result'>;
+  /** Device requests answered (or dropped) before they reached their handler. */
+  readonly requestsRefused: Counter<'event' | 'reason'>;
+  /** Token refreshes and expiries during connections. */
+  readonly tokenLifecycle: Counter<'event'>;
+  /** Transports closed for holding a handshake without asking to join, or refused per address. */
+  readonly handshakesRefused: Counter<'reason'>;
   readonly reconnectHints: Counter<'reason'>;
   readonly loopFailures: Counter<'loop'>;
   readonly loopRuns: Counter<'loop'>;
@@ -95,6 +101,24 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
       name: 'pushline_subscriptions_total',
       help: 'Topic subscribe/unsubscribe requests, by result.',
       labelNames: ['op', 'result'],
+      registers,
+    }),
+    requestsRefused: new Counter({
+      name: 'pushline_device_requests_refused_total',
+      help: 'Device requests refused before their handler: no_ack (not executed), unknown_event, invalid_request, too_deep, rate_limited.',
+      labelNames: ['event', 'reason'],
+      registers,
+    }),
+    tokenLifecycle: new Counter({
+      name: 'pushline_device_tokens_total',
+      help: 'Token events of live connections: expiring (hint sent), refreshed, refresh_rejected, expired (connection closed).',
+      labelNames: ['event'],
+      registers,
+    }),
+    handshakesRefused: new Counter({
+      name: 'pushline_handshakes_refused_total',
+      help: 'Transports refused or closed before authentication: per_address (too many pending from one address, HTTP 400), no_connect (no CONNECT packet in time), eio3 (HTTP 400 before the upgrade).',
+      labelNames: ['reason'],
       registers,
     }),
     reconnectHints: new Counter({

@@ -37,6 +37,8 @@ import { LocalDevices } from './local-devices.ts';
 import { countedRegistryOp, createMetrics, type ConnectionServerMetrics } from './metrics.ts';
 import { GracefulCloser } from './shutdown.ts';
 import { SocketServer } from './socket-server.ts';
+import { DeviceRequests } from './requests.ts';
+import { TokenLifecycle } from './token-lifecycle.ts';
 import { defaultTopicAuthorizer, Subscriptions, type TopicAuthorizer } from './subscriptions.ts';
 
 /** Store-and-forward inbox of offline devices (implemented by @pushline/offline-store). */
@@ -97,11 +99,15 @@ export function validateConnectionServerConfig(config: ConnectionServerConfig): 
       message: 'must be below PUSHLINE_MAX_CONNECTION_LIFETIME_S',
     });
   }
+  if (config.PUSHLINE_DEVICE_REQUEST_BURST < config.PUSHLINE_MAX_TOPICS_PER_DEVICE) {
+    issues.push({
+      variable: 'PUSHLINE_DEVICE_REQUEST_BURST',
+      message:
+        'must be at least PUSHLINE_MAX_TOPICS_PER_DEVICE, so a reconnecting device can subscribe again at once',
+    });
+  }
   if (issues.length > 0) throw new ConfigError(issues);
 }
-
-/** The device requests a connection answers through its ack. */
-const REQUEST_EVENTS = [DeviceEvents.subscribe, DeviceEvents.unsubscribe, DeviceEvents.send] as const;
 
 /** What stays of a socket's handshake auth once its token is verified. */
 const VERIFIED_AUTH = Object.freeze({});
@@ -178,12 +184,12 @@ class PushlineConnectionServer implements ConnectionServer {
   /** Servers that refused a replaced notice, until when no notice is sent to them. */
   readonly #unreachable = new Map<string, number>();
   readonly #onSocketDisconnect = socketListener((conn, reason: string) => this.#onDisconnect(conn, reason));
-  readonly #requestListeners = REQUEST_EVENTS.map(
-    (event) =>
-      [
-        event,
-        socketListener((conn, raw: unknown, ack: unknown) => this.#onRequest(conn, event, raw, ack)),
-      ] as const,
+  readonly #requests: DeviceRequests;
+  readonly #tokens: TokenLifecycle;
+  // One any-listener per socket instead of one listener per request event: it also answers the
+  // events no handler knows (socket.io keeps it in a one-element array per socket).
+  readonly #onSocketEvent = socketListener((conn, event: unknown, ...args: unknown[]) =>
+    this.#requests.handle(conn, event, args),
   );
   #emptyWaiters: (() => void)[] = [];
   #deviceUrl: string | undefined;
@@ -205,6 +211,7 @@ class PushlineConnectionServer implements ConnectionServer {
       redis: deps.redis,
       logger,
       onBusy: () => metrics.handshakesBusy.inc(),
+      onRefused: (reason) => metrics.handshakesRefused.inc({ reason }),
     });
     this.#delivery = new LocalDelivery({
       devices: this.#devices,
@@ -212,6 +219,7 @@ class PushlineConnectionServer implements ConnectionServer {
       tracer,
       logger,
       dedupeWindow: config.PUSHLINE_DEDUPE_WINDOW,
+      d2dPolicy: config.PUSHLINE_D2D_POLICY,
     });
     this.#broadcaster = new TopicBroadcaster({ io: this.#socketServer.io, tracer, metrics, logger });
     this.#subscriptions = new Subscriptions({
@@ -241,6 +249,7 @@ class PushlineConnectionServer implements ConnectionServer {
         deliver: (req, kind) => this.#delivery.deliver(req, kind),
         broadcast: (req, kind) => this.#broadcaster.broadcast(req, kind),
         replaced: (notice) => this.#closeReplaced(notice.deviceId, notice.connectionId),
+        maxJsonDepth: config.PUSHLINE_MAX_JSON_DEPTH,
         metrics,
         logger,
       }),
@@ -300,6 +309,29 @@ class PushlineConnectionServer implements ConnectionServer {
       tracer,
       logger,
     });
+    this.#tokens = new TokenLifecycle({
+      devices: this.#devices,
+      leadMs: config.PUSHLINE_TOKEN_REFRESH_LEAD_S * 1000,
+      toleranceMs: config.PUSHLINE_DEVICE_JWT_CLOCK_TOLERANCE_S * 1000,
+      expire: (conn) =>
+        this.#closer.closeAfterHint(conn, { reason: 'token_expired', afterMs: 0 }, 'token_expired', 0),
+      prune: (conn) => this.#subscriptions.prune(conn),
+      metrics,
+      logger,
+    });
+    this.#requests = new DeviceRequests({
+      handlers: {
+        [DeviceEvents.subscribe]: (conn, body) => this.#subscriptions.subscribe(conn, body),
+        [DeviceEvents.unsubscribe]: (conn, body) => this.#subscriptions.unsubscribe(conn, body),
+        [DeviceEvents.send]: (conn, body) => this.#d2d.send(conn, body),
+        [DeviceEvents.refreshToken]: (conn, body) => this.#tokens.refresh(conn, body),
+      },
+      maxJsonDepth: config.PUSHLINE_MAX_JSON_DEPTH,
+      ratePerS: config.PUSHLINE_DEVICE_REQUEST_RATE_PER_S,
+      burst: config.PUSHLINE_DEVICE_REQUEST_BURST,
+      metrics,
+      logger,
+    });
     this.close = closeOnce(() => this.#close());
   }
 
@@ -342,6 +374,7 @@ class PushlineConnectionServer implements ConnectionServer {
       }),
     );
     io.on('connection', (socket) => this.#onConnection(socket));
+    this.#tokens.start(verifier);
 
     // Entries left by a previous life of this server id (kill -9) must go before new ones appear.
     const cleared = await countedRegistryOp(this.#metrics, 'clear_server', () =>
@@ -386,7 +419,7 @@ class PushlineConnectionServer implements ConnectionServer {
     const previous = this.#devices.add(conn);
     this.#metrics.connects.inc();
     socket.on('disconnect', this.#onSocketDisconnect);
-    for (const [event, listener] of this.#requestListeners) socket.on(event, listener);
+    socket.onAny(this.#onSocketEvent);
     if (previous) {
       // Newest wins: the older connection of the same device is told why and closed now.
       this.#closer.closeAfterHint(previous, { reason: 'replaced', afterMs: 0 }, 'replaced', 0);
@@ -422,35 +455,6 @@ class PushlineConnectionServer implements ConnectionServer {
         'server_shutdown',
         0,
       );
-    }
-  }
-
-  /** Answers a device request through its ack, always, and never throws; unknown events are ignored. */
-  #onRequest(conn: DeviceConnection, event: string, raw: unknown, ack: unknown): void {
-    // A request without an ack callback has nowhere to send its answer; it is ignored.
-    if (typeof ack !== 'function') return;
-    const answer = this.#dispatch(conn, event, raw);
-    if (!answer) return;
-    conn.touch();
-    answer.then(
-      (value) => ack(value),
-      (err: unknown) => {
-        this.#log.error({ err, event, deviceId: conn.deviceId }, 'device request failed');
-        ack({ ok: false, error: { code: 'internal', message: 'internal error' } });
-      },
-    );
-  }
-
-  #dispatch(conn: DeviceConnection, event: string, raw: unknown): Promise<unknown> | undefined {
-    switch (event) {
-      case DeviceEvents.subscribe:
-        return this.#subscriptions.subscribe(conn, raw);
-      case DeviceEvents.unsubscribe:
-        return this.#subscriptions.unsubscribe(conn, raw);
-      case DeviceEvents.send:
-        return this.#d2d.send(conn, raw);
-      default:
-        return undefined;
     }
   }
 
@@ -631,6 +635,7 @@ class PushlineConnectionServer implements ConnectionServer {
         },
       },
       { name: 'liveness', run: () => this.#liveness.close() },
+      { name: 'token expiry', run: () => this.#tokens.close() },
       { name: 'load report', run: () => this.#loadReporter.close() },
       { name: 'socket server', run: () => this.#socketServer.close() },
       { name: 'connection events', run: () => this.#events.close() },

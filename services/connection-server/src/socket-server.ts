@@ -1,10 +1,16 @@
-import { createServer, type Server as HttpServer } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ConnectionServerConfig } from '@pushline/config';
 import type { Logger } from '@pushline/telemetry';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import { Server, type Socket } from 'socket.io';
+import { deviceFrameParser } from './frame-guard.ts';
 
 /** Options of the socket.io server devices connect to. */
 export interface SocketServerOptions {
@@ -30,6 +36,18 @@ export interface SocketServerOptions {
   readonly maxHandshakeQueueMs?: number;
   /** Called for every handshake refused by `maxPendingHandshakes`. */
   readonly onBusy?: () => void;
+  /**
+   * Pending handshakes one client address (an IPv6 /64 counting as one) may hold; past it new ones
+   * get HTTP 400 before the upgrade. 0 turns it off. Default PUSHLINE_MAX_PENDING_PER_ADDRESS.
+   */
+  readonly maxPendingPerAddress?: number;
+  /**
+   * A transport that has not asked to join (no socket.io CONNECT) this long after opening is closed.
+   * Default PUSHLINE_CONNECT_PACKET_TIMEOUT_MS.
+   */
+  readonly connectPacketTimeoutMs?: number;
+  /** Called for every transport refused or closed before it could authenticate, with why. */
+  readonly onRefused?: (reason: 'per_address' | 'no_connect' | 'eio3') => void;
 }
 
 /**
@@ -43,6 +61,70 @@ const LISTEN_BACKLOG = 4096;
 interface EngineConnection {
   request: unknown;
   readonly readyState: string;
+  readonly remoteAddress: string;
+  close(): void;
+}
+
+/** A handshake in flight: when its transport opened, and the client address it counts against. */
+interface PendingHandshake {
+  readonly openedAt: number;
+  readonly address: string;
+}
+
+/**
+ * The unit of the per-address handshake cap: the IPv4 address (also when written IPv4-mapped), or
+ * the /64 prefix of an IPv6 address, since one IPv6 client usually holds a whole /64.
+ */
+export function addressKey(address: string | undefined): string {
+  if (!address) return '';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped?.[1]) return mapped[1];
+  if (!address.includes(':')) return address;
+  const [head = '', tail] = address.toLowerCase().split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups =
+    tail === undefined
+      ? headGroups
+      : [
+          ...headGroups,
+          ...Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill('0'),
+          ...tailGroups,
+        ];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+/** Request time and head size bounds of the device port (plain HTTP requests and upgrades alike). */
+function deviceHttpOptions(config: ConnectionServerConfig) {
+  return {
+    maxHeaderSize: config.PUSHLINE_MAX_HEADER_BYTES,
+    // A client gets the handshake bound to send its request head (and any body), like a handshake.
+    headersTimeout: config.PUSHLINE_HANDSHAKE_TIMEOUT_MS,
+    requestTimeout: config.PUSHLINE_HANDSHAKE_TIMEOUT_MS,
+    // Node checks those two every 30 s by default, which would let a stalled head live 30 s more.
+    connectionsCheckingInterval: 1_000,
+    keepAliveTimeout: 1_000,
+  };
+}
+
+/** Everything on the device port that is not socket.io: answered at once, and the connection closed. */
+function notFound(_req: IncomingMessage, res: ServerResponse): void {
+  const body = JSON.stringify({ type: 'about:blank', title: 'not found', status: 404 });
+  res.writeHead(404, {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(body),
+    connection: 'close',
+  });
+  res.end(body);
+}
+
+/** Whether a handshake request asks for an Engine.IO protocol other than 4 (socket.io v2 clients ask for 3). */
+function unsupportedEngineProtocol(req: IncomingMessage): boolean {
+  const query = (req.url ?? '').split('?')[1] ?? '';
+  return new URLSearchParams(query).get('EIO') !== '4';
 }
 
 /** Longest a closed handshake may keep its admission slot while the limit is reached. */
@@ -59,18 +141,24 @@ export class SocketServer {
   readonly #o: SocketServerOptions;
   readonly #adapterClients: Redis[] = [];
   /**
-   * Engine connections not yet authenticated → when they opened, oldest first. One that closes
-   * before authenticating is dropped when it is next looked at (#prune): a close listener per
-   * connection would outlive the handshake, since adding one grows the connection's listener
-   * array for good (about 150 B per idle connection).
+   * Engine connections not yet authenticated → when they opened and from where, oldest first. One
+   * that closes before authenticating is dropped when it is next looked at (#prune): a close
+   * listener per connection would outlive the handshake, since adding one grows the connection's
+   * listener array for good (about 150 B per idle connection).
    */
-  readonly #pending = new Map<EngineConnection, number>();
+  readonly #pending = new Map<EngineConnection, PendingHandshake>();
   /**
    * The pending handshakes whose client asked to join (its CONNECT packet was read), in that order.
-   * Only these measure how far behind the server is: an engine connection that never asks would
-   * otherwise age until `connectTimeout` and, alone, make admission refuse every device.
+   * Only these count against `maxPendingHandshakes` and measure how far behind the server is: a
+   * transport that never asks is closed after `connectPacketTimeoutMs` and would otherwise fill
+   * every slot (a few thousand raw WebSockets did) or, alone, make admission refuse every device.
    */
   readonly #asking = new Map<EngineConnection, number>();
+  /** Pending handshakes per client address (addressKey). */
+  readonly #perAddress = new Map<string, number>();
+  readonly #maxPerAddress: number;
+  readonly #connectPacketTimeoutMs: number;
+  #sweepTimer: NodeJS.Timeout | undefined;
   #prunedAt = 0;
   #url: string | undefined;
 
@@ -79,13 +167,19 @@ export class SocketServer {
     const { config } = options;
     const maxPending = options.maxPendingHandshakes ?? 4000;
     const maxQueueMs = options.maxHandshakeQueueMs ?? Math.floor(config.PUSHLINE_HANDSHAKE_TIMEOUT_MS / 2);
-    this.http = createServer();
+    this.#maxPerAddress = options.maxPendingPerAddress ?? config.PUSHLINE_MAX_PENDING_PER_ADDRESS;
+    this.#connectPacketTimeoutMs =
+      options.connectPacketTimeoutMs ?? config.PUSHLINE_CONNECT_PACKET_TIMEOUT_MS;
+    this.http = createServer(deviceHttpOptions(config));
+    // engine.io hands every request outside its path to the listeners present when it attaches.
+    this.http.on('request', notFound);
     this.io = new Server(this.http, {
       transports: config.PUSHLINE_ALLOW_POLLING ? ['polling', 'websocket'] : ['websocket'],
       pingInterval: config.PUSHLINE_PING_INTERVAL_MS,
       pingTimeout: config.PUSHLINE_PING_TIMEOUT_MS,
       // The handshake middleware answers `handshake_timeout` within PUSHLINE_HANDSHAKE_TIMEOUT_MS;
-      // this closes, a little later, a client that never even asks to join the namespace.
+      // this closes, a little later, a client that asked to join and was never answered. One that
+      // never asks is closed much earlier (connectPacketTimeoutMs, #sweep).
       connectTimeout: config.PUSHLINE_HANDSHAKE_TIMEOUT_MS + 1_000,
       maxHttpBufferSize: config.PUSHLINE_MAX_FRAME_BYTES,
       perMessageDeflate: false,
@@ -93,11 +187,26 @@ export class SocketServer {
       serveClient: false,
       allowEIO3: false,
       cleanupEmptyChildNamespaces: true,
-      allowRequest: (_req, callback) => {
+      parser: deviceFrameParser,
+      allowRequest: (req, callback) => {
+        // engine.io checks the protocol version only after a WebSocket upgrade, and then writes an
+        // HTTP 400 into the open WebSocket; refused here, the client gets a real 400 instead of 101.
+        if (req.headers.upgrade !== undefined && unsupportedEngineProtocol(req)) {
+          options.onRefused?.('eio3');
+          return callback('unsupported protocol version (EIO=4 only)', false);
+        }
+        const address = addressKey(req.socket.remoteAddress);
+        if (this.#maxPerAddress > 0 && (this.#perAddress.get(address) ?? 0) >= this.#maxPerAddress) {
+          this.#prune(PRUNE_INTERVAL_MS);
+          if ((this.#perAddress.get(address) ?? 0) >= this.#maxPerAddress) {
+            options.onRefused?.('per_address');
+            return callback('too many pending handshakes from this address', false);
+          }
+        }
         // At the limit, closed handshakes may still hold slots: look for them (not on every request).
-        if (this.#pending.size >= maxPending) this.#prune(PRUNE_INTERVAL_MS);
+        if (this.#asking.size >= maxPending) this.#prune(PRUNE_INTERVAL_MS);
         const waited = this.#oldestPendingMs();
-        if (this.#pending.size < maxPending && (waited === undefined || waited < maxQueueMs)) {
+        if (this.#asking.size < maxPending && (waited === undefined || waited < maxQueueMs)) {
           return callback(null, true);
         }
         options.onBusy?.();
@@ -105,12 +214,14 @@ export class SocketServer {
       },
     });
     this.io.use((socket, next) => {
-      const openedAt = this.#pending.get(socket.conn);
-      if (openedAt !== undefined) this.#asking.set(socket.conn, openedAt);
+      const pending = this.#pending.get(socket.conn);
+      if (pending !== undefined) this.#asking.set(socket.conn, pending.openedAt);
       next();
     });
     this.io.engine.on('connection', (raw: EngineConnection) => {
-      this.#pending.set(raw, Date.now());
+      const address = addressKey(raw.remoteAddress);
+      this.#pending.set(raw, { openedAt: Date.now(), address });
+      this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
       // The handshake request (headers, socket references) is not needed after the upgrade;
       // dropping it saves memory per connection (socket.io docs, "Memory usage").
       raw.request = null;
@@ -123,10 +234,25 @@ export class SocketServer {
     return this.#pending.size;
   }
 
+  /** Handshakes in flight whose client asked to join: the ones that hold admission slots. */
+  get askingHandshakes(): number {
+    this.#prune(0);
+    return this.#asking.size;
+  }
+
   /** The device behind `socket` authenticated: its engine connection no longer counts as pending. */
   authenticated(socket: Socket): void {
-    this.#pending.delete(socket.conn);
-    this.#asking.delete(socket.conn);
+    this.#drop(socket.conn);
+  }
+
+  #drop(raw: EngineConnection): void {
+    const pending = this.#pending.get(raw);
+    this.#asking.delete(raw);
+    if (pending === undefined) return;
+    this.#pending.delete(raw);
+    const left = (this.#perAddress.get(pending.address) ?? 1) - 1;
+    if (left > 0) this.#perAddress.set(pending.address, left);
+    else this.#perAddress.delete(pending.address);
   }
 
   /** Drops pending handshakes whose connection closed, unless it did so less than `minIntervalMs` ago. */
@@ -135,9 +261,26 @@ export class SocketServer {
     if (now - this.#prunedAt < minIntervalMs) return;
     this.#prunedAt = now;
     for (const raw of this.#pending.keys()) {
-      if (raw.readyState !== 'closed') continue;
-      this.#pending.delete(raw);
-      this.#asking.delete(raw);
+      if (raw.readyState === 'closed') this.#drop(raw);
+    }
+  }
+
+  /**
+   * Closes the transports that opened `connectPacketTimeoutMs` ago or more and never asked to join.
+   * #pending is in opening order, so the walk ends at the first younger one that has not asked.
+   */
+  #sweep(): void {
+    const deadline = Date.now() - this.#connectPacketTimeoutMs;
+    for (const [raw, pending] of this.#pending) {
+      if (raw.readyState === 'closed') {
+        this.#drop(raw);
+        continue;
+      }
+      if (this.#asking.has(raw)) continue;
+      if (pending.openedAt > deadline) break;
+      this.#drop(raw);
+      this.#o.onRefused?.('no_connect');
+      raw.close();
     }
   }
 
@@ -149,8 +292,7 @@ export class SocketServer {
   #oldestPendingMs(): number | undefined {
     for (const [raw, openedAt] of this.#asking) {
       if (raw.readyState !== 'closed' && this.#pending.has(raw)) return Date.now() - openedAt;
-      this.#asking.delete(raw);
-      this.#pending.delete(raw);
+      this.#drop(raw);
     }
     return undefined;
   }
@@ -160,7 +302,7 @@ export class SocketServer {
    * while the handshake is pending; now if it is not (any more).
    */
   openedAt(socket: Socket): number {
-    return this.#pending.get(socket.conn) ?? Date.now();
+    return this.#pending.get(socket.conn)?.openedAt ?? Date.now();
   }
 
   get url(): string {
@@ -172,6 +314,11 @@ export class SocketServer {
   async start(): Promise<string> {
     await this.#attachAdapter();
     const { config } = this.#o;
+    this.#sweepTimer = setInterval(
+      () => this.#sweep(),
+      Math.max(50, Math.min(250, this.#connectPacketTimeoutMs / 4)),
+    );
+    this.#sweepTimer.unref();
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
       this.http.listen(
@@ -221,6 +368,7 @@ export class SocketServer {
 
   /** Closes every socket, the HTTP server, the adapter and its Redis clients. */
   async close(): Promise<void> {
+    clearInterval(this.#sweepTimer);
     await new Promise<void>((resolve) => {
       // io.close() also closes the underlying HTTP server; its callback reports "not running"
       // when listen never happened, which is fine here.

@@ -1,5 +1,6 @@
 import {
   SubscribeRequest,
+  type AuthErrorCode,
   type DeviceErrorAck,
   type DeviceErrorCode,
   type DeviceTokenClaims,
@@ -23,21 +24,32 @@ function topicCount(rooms: ReadonlySet<string>): number {
   return count;
 }
 
+/** Topics of the per-user namespace: `user:<uid>` is the private topic of user `<uid>`. */
+const USER_TOPIC_PREFIX = 'user:';
+
 /**
- * Default policy: a topic listed in the `topics` claim (exactly, or by prefix when the entry ends
- * with `*`), and the device's own user topics `user:<uid>` and `user:<uid>.<anything>`.
+ * Default policy: the device's own user topic `user:<uid>` (exactly: user ids may hold every
+ * character a topic may, `.` and `:` included, so no suffix after the uid can be told apart from
+ * another user's id), and the topics its `topics` claim lists, exactly or by prefix when the entry
+ * ends with `*`. A prefix entry never reaches into the `user:` namespace: `user:alice*` would
+ * match `user:alice.smith`, the private topic of another user. Only an exact entry grants another
+ * user's topic, as a deliberate choice of the token's issuer.
  */
 export const defaultTopicAuthorizer: TopicAuthorizer = (claims, topic) => {
-  const own = `user:${claims.uid}`;
-  if (topic === own || topic.startsWith(`${own}.`)) return true;
+  if (topic === `${USER_TOPIC_PREFIX}${claims.uid}`) return true;
+  const userTopic = topic.startsWith(USER_TOPIC_PREFIX);
   for (const entry of claims.topics ?? []) {
-    if (entry.endsWith('*') ? topic.startsWith(entry.slice(0, -1)) : topic === entry) return true;
+    if (!entry.endsWith('*')) {
+      if (topic === entry) return true;
+    } else if (!userTopic && topic.startsWith(entry.slice(0, -1))) {
+      return true;
+    }
   }
   return false;
 };
 
-export function errorAck(code: DeviceErrorCode, message: string): DeviceErrorAck {
-  return { ok: false, error: { code, message } };
+export function errorAck(code: DeviceErrorCode, message: string, reason?: AuthErrorCode): DeviceErrorAck {
+  return { ok: false, error: reason === undefined ? { code, message } : { code, message, reason } };
 }
 
 /** Handles `subscribe` / `unsubscribe` requests of one connection. */
@@ -70,6 +82,17 @@ export class Subscriptions {
     if (conn.socket.rooms.has(room)) await conn.socket.leave(room);
     this.#metrics.subscriptions.inc({ op: 'unsubscribe', result: 'ok' });
     return { ok: true, topic };
+  }
+
+  /** Leaves every topic the connection's (refreshed) claims no longer allow; returns how many. */
+  async prune(conn: DeviceConnection): Promise<number> {
+    const denied = [...conn.socket.rooms].filter(
+      (room) =>
+        room.startsWith(TOPIC_ROOM_PREFIX) &&
+        !this.#authorize(conn.claims, room.slice(TOPIC_ROOM_PREFIX.length)),
+    );
+    for (const room of denied) await conn.socket.leave(room);
+    return denied.length;
   }
 
   async #subscribe(conn: DeviceConnection, raw: unknown): Promise<SubscribeAck> {

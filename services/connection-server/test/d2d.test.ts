@@ -99,6 +99,97 @@ describe('device-to-device', () => {
     assert.equal(!refused.ok && refused.error.code, 'forbidden');
   });
 
+  it('keeps device-chosen ids apart from backend ids and from other senders (dedupe namespaces)', async () => {
+    const { server } = await world.startServer();
+    const sibling = await world.connect(server.deviceUrl, await world.token({ sub: 'sibling', uid: 'u1' }));
+    const other = await world.connect(server.deviceUrl, await world.token({ sub: 'other', uid: 'u1' }));
+    const target = await world.connect(server.deviceUrl, await world.token({ sub: 'target', uid: 'u1' }));
+    const received = inbox(target);
+    await waitUntil(() => world.registry.lookup('target'), { what: 'registration' });
+
+    const first = await send(sibling, { to: 'target', payload: 'from sibling', id: 'x-1' });
+    assert.equal(first.ok && first.outcome, 'delivered');
+    // The backend's own message x-1 is another message: it must reach the device.
+    const backend = await server.deliverLocal({
+      messageId: 'x-1',
+      deviceId: 'target',
+      payload: 'from backend',
+      source: 'direct',
+      timeoutMs: 2_000,
+    });
+    assert.deepEqual({ ...backend, latencyMs: 0 }, { outcome: 'delivered', latencyMs: 0 });
+    // So is another device's x-1; the sibling's own retry of x-1 is the duplicate.
+    const fromOther = await send(other, { to: 'target', payload: 'from other', id: 'x-1' });
+    assert.equal(fromOther.ok && fromOther.outcome, 'delivered');
+    const retry = await send(sibling, { to: 'target', payload: 'from sibling', id: 'x-1' });
+    assert.equal(retry.ok && retry.outcome, 'delivered');
+    assert.deepEqual(
+      received.map((m) => [m.id, m.from, m.payload]),
+      [
+        ['x-1', 'sibling', 'from sibling'],
+        ['x-1', undefined, 'from backend'],
+        ['x-1', 'other', 'from other'],
+      ],
+    );
+  });
+
+  it('checks the policy on the receiving server, even after the router re-read a stale cache entry', async () => {
+    const a = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-a' } });
+    const b = await world.startServer({ env: { PUSHLINE_SERVER_ID: 'srv-b' } });
+    const phone = await world.connect(a.server.deviceUrl, await world.token({ sub: 'phone', uid: 'u1' }));
+    const tablet = await world.connect(b.server.deviceUrl, await world.token({ sub: 'tablet', uid: 'u1' }));
+    inbox(tablet);
+    await waitUntil(() => world.registry.lookup('tablet'), { what: 'registration' });
+    // Server A now caches: tablet is on B, user u1.
+    const allowed = await send(phone, { to: 'tablet', payload: 1 });
+    assert.equal(allowed.ok && allowed.outcome, 'delivered');
+
+    // The device id moves to another user's device; A's cache still says u1.
+    tablet.disconnect();
+    await waitUntil(async () => (await world.registry.lookup('tablet')) === null, { what: 'tablet gone' });
+    const intruder = await world.connect(b.server.deviceUrl, await world.token({ sub: 'tablet', uid: 'u2' }));
+    const intruderInbox = inbox(intruder);
+    await waitUntil(async () => (await world.registry.lookup('tablet'))?.userId === 'u2', {
+      what: 'the new registration',
+    });
+
+    const refused = await send(phone, { to: 'tablet', payload: 'private' });
+    assert.equal(refused.ok && refused.outcome, 'not_connected');
+    assert.equal(intruderInbox.length, 0);
+    // Two refusals on B: the stale cached connection, then the fresh one the router re-read.
+    assert.equal(
+      await metricValue(b.metrics, 'pushline_server_deliveries_total', {
+        source: 'd2d',
+        outcome: 'not_connected',
+      }),
+      2,
+    );
+  });
+
+  it('refuses a device-to-device deliver request without the sender identity (fails closed)', async () => {
+    const { server } = await world.startServer();
+    const target = await world.connect(server.deviceUrl, await world.token({ sub: 'target', uid: 'u1' }));
+    const received = inbox(target);
+    const base = {
+      messageId: 'm-1',
+      deviceId: 'target',
+      payload: 1,
+      source: 'd2d',
+      from: 'x',
+      timeoutMs: 2_000,
+    } as const;
+    assert.equal((await server.deliverLocal(base)).outcome, 'not_connected');
+    assert.equal((await server.deliverLocal({ ...base, fromUser: 'u2' })).outcome, 'not_connected');
+    assert.equal(
+      (await server.deliverLocal({ ...base, messageId: 'm-2', fromUser: 'u1' })).outcome,
+      'delivered',
+    );
+    assert.deepEqual(
+      received.map((m) => m.id),
+      ['m-2'],
+    );
+  });
+
   it('rate-limits each device and rejects invalid or oversized sends', async () => {
     const { server, metrics } = await world.startServer({
       env: { PUSHLINE_D2D_RATE_PER_S: '1', PUSHLINE_D2D_BURST: '2', PUSHLINE_MAX_PAYLOAD_BYTES: '32' },

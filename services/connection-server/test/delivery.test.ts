@@ -147,6 +147,43 @@ describe('local delivery', () => {
     assert.equal(invalid.type, 'application/problem+json');
   });
 
+  it('refuses internal deliveries whose payload nests deeper than PUSHLINE_MAX_JSON_DEPTH, before parsing them', async () => {
+    const { server } = await world.startServer({ env: { PUSHLINE_MAX_JSON_DEPTH: '8' } });
+    const seen = answering(
+      await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1' })),
+      () => ({
+        ok: true,
+      }),
+    );
+    const postText = async (path: string, text: string) => {
+      const res = await fetch(`${server.internalUrl}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${world.internalToken}` },
+        body: text,
+      });
+      return { status: res.status, body: (await res.json()) as unknown };
+    };
+    const deep = (depth: number) => `${'['.repeat(depth)}${']'.repeat(depth)}`;
+    const item = (id: string, depth: number) =>
+      `{"messageId":"${id}","deviceId":"dev-1","source":"direct","timeoutMs":2000,"payload":${deep(depth)}}`;
+
+    const ok = await postText('/internal/v1/deliver', item('at-limit', 8));
+    assert.deepEqual([ok.status, DeliverResult.parse(ok.body).outcome], [200, 'delivered']);
+    for (const depth of [12, 20_000]) {
+      const refused = await postText('/internal/v1/deliver', item(`deep-${depth}`, depth));
+      assert.equal(refused.status, 400, `depth ${depth}`);
+      const batch = await postText(
+        '/internal/v1/deliver-batch',
+        `{"items":[${item(`batch-${depth}`, depth)}]}`,
+      );
+      assert.equal(batch.status, 400, `batch depth ${depth}`);
+    }
+    assert.deepEqual(
+      seen.map((m) => m.id),
+      ['at-limit'],
+    );
+  });
+
   it('does not re-emit a message id the device already acked on this connection', async () => {
     const { server } = await world.startServer();
     const device = await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1' }));

@@ -5,6 +5,7 @@ import { createLogger, silentLogger, type Registry } from '@pushline/telemetry';
 import { testInfra, testKafkaClient, testSecret, uniquePrefix, within } from '@pushline/testkit';
 import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
+import { WebSocket } from 'ws';
 import { io, type ManagerOptions, type Socket as ClientSocket, type SocketOptions } from 'socket.io-client';
 import {
   assembleConnectionServer,
@@ -211,4 +212,70 @@ export async function metricValue(
     if (Object.entries(labels).every(([k, val]) => String(v.labels[k]) === val)) sum += v.value;
   }
   return sum;
+}
+
+/** A raw engine.io/socket.io client over a plain WebSocket, for frames socket.io-client never sends. */
+export interface RawDevice {
+  readonly ws: WebSocket;
+  /** Text frames received so far (engine.io packets, e.g. `40{"sid":...}` or `430[...]`). */
+  readonly frames: string[];
+  /** Resolves with the first received frame (already received or not) that satisfies `match`. */
+  frame(match: (frame: string) => boolean, ms?: number): Promise<string>;
+  /** Resolves once the server closed the WebSocket. */
+  closed(ms?: number): Promise<void>;
+}
+
+/**
+ * Opens a WebSocket to the device port at the engine.io level and, when `token` is given, joins the
+ * namespace with it (the socket.io CONNECT packet) and waits for the server to accept.
+ */
+export async function rawDevice(
+  url: string,
+  token?: string,
+  options: { query?: string; localAddress?: string } = {},
+): Promise<RawDevice> {
+  const ws = new WebSocket(
+    `${url.replace(/^http/, 'ws')}/socket.io/?${options.query ?? 'EIO=4&transport=websocket'}`,
+    options.localAddress ? { localAddress: options.localAddress } : {},
+  );
+  const frames: string[] = [];
+  const waiters = new Set<() => void>();
+  ws.on('message', (data, isBinary) => {
+    if (isBinary) return;
+    const text = data.toString();
+    // Answer pings like a client would, so a slow test is not closed by the heartbeat.
+    if (text === '2') ws.send('3');
+    frames.push(text);
+    for (const w of [...waiters]) w();
+  });
+  const closedPromise = new Promise<void>((resolve) => {
+    ws.once('close', () => resolve());
+    ws.once('error', () => resolve());
+  });
+  const device: RawDevice = {
+    ws,
+    frames,
+    frame: (match, ms = 5_000) =>
+      within(
+        new Promise<string>((resolve) => {
+          const check = () => {
+            const found = frames.find(match);
+            if (found === undefined) return;
+            waiters.delete(check);
+            resolve(found);
+          };
+          waiters.add(check);
+          check();
+        }),
+        ms,
+        'raw frame',
+      ),
+    closed: (ms = 5_000) => within(closedPromise, ms, 'server to close the raw WebSocket'),
+  };
+  await device.frame((f) => f.startsWith('0{'));
+  if (token !== undefined) {
+    ws.send(`40${JSON.stringify({ token })}`);
+    await device.frame((f) => f.startsWith('40{'));
+  }
+  return device;
 }

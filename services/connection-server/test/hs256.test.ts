@@ -1,11 +1,19 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { jwtVerify, SignJWT } from 'jose';
+import { decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTHeaderParameters } from 'jose';
 import { hs256Verifier, type Hs256VerifierOptions } from '../src/hs256.ts';
 import { AuthError, toAuthError } from '../src/auth.ts';
 
 const secret = 'k'.repeat(40);
+const key1 = '1'.repeat(40);
+const key2 = '2'.repeat(40);
+const rotation: Partial<Hs256VerifierOptions> = {
+  keys: new Map([
+    ['k1', key1],
+    ['k2', key2],
+  ]),
+};
 const now = () => Math.floor(Date.now() / 1000);
 
 /** A compact JWS over any header and claims text, signed with `key` (HS256). */
@@ -32,13 +40,30 @@ async function verdicts(token: string, options: Partial<Hs256VerifierOptions> = 
     ours = err.code;
   }
   let theirs: string;
+  // The server's rules as jose options: a key resolver by `kid` when a key set is given (an unknown
+  // kid is jose's "no matching key"), and the `typ` check when the header has one.
+  const encode = (secret: string) => new TextEncoder().encode(secret);
+  const keySet = o.keys ?? new Map<string, string>();
+  const resolveKey = (header: JWTHeaderParameters) => {
+    const secretOf =
+      keySet.size > 0 && header.kid !== undefined ? keySet.get(header.kid as unknown as string) : o.secret;
+    if (secretOf === undefined) throw new errors.JWKSNoMatchingKey();
+    return encode(secretOf);
+  };
+  let typ: string | undefined;
   try {
-    await jwtVerify(token, new TextEncoder().encode(o.secret), {
+    typ = decodeProtectedHeader(token).typ === undefined ? undefined : 'JWT';
+  } catch {
+    typ = undefined;
+  }
+  try {
+    await jwtVerify(token, resolveKey, {
       algorithms: ['HS256'],
       clockTolerance: o.clockToleranceS,
       requiredClaims: ['exp', 'sub'],
       ...(o.issuer === undefined ? {} : { issuer: o.issuer }),
       ...(o.audience === undefined ? {} : { audience: o.audience }),
+      ...(typ === undefined ? {} : { typ }),
     });
     theirs = 'ok';
   } catch (err) {
@@ -47,6 +72,9 @@ async function verdicts(token: string, options: Partial<Hs256VerifierOptions> = 
   return { ours, theirs };
 }
 
+// The table reaches every line and branch of hs256.ts (check with
+// `node --experimental-test-coverage --test-coverage-include='**/hs256.ts' --test <this file>`):
+// a new check there needs a case here that jose agrees with.
 describe('HS256 device token verification', () => {
   const base = () => ({ sub: 'dev-1', uid: 'u-1', exp: now() + 300 });
   const cases: [string, () => Promise<string> | string, string, Partial<Hs256VerifierOptions>?][] = [
@@ -63,6 +91,12 @@ describe('HS256 device token verification', () => {
     ['no sub', () => sign({ exp: now() + 60 }), 'token_invalid_claims'],
     ['exp not a number', () => forge({ alg: 'HS256' }, { ...base(), exp: 'soon' }), 'token_invalid_claims'],
     ['exp null', () => forge({ alg: 'HS256' }, { ...base(), exp: null }), 'token_invalid_claims'],
+    ['nbf not a number', () => forge({ alg: 'HS256' }, { ...base(), nbf: 'later' }), 'token_invalid_claims'],
+    [
+      'a header segment of impossible base64url length',
+      () => `eyJhb.${forge({ alg: 'HS256' }, base()).split('.').slice(1).join('.')}`,
+      'token_malformed',
+    ],
     ['iat not a number', () => forge({ alg: 'HS256' }, { ...base(), iat: 'x' }), 'token_invalid_claims'],
     [
       'alg none',
@@ -113,6 +147,56 @@ describe('HS256 device token verification', () => {
     ['an audience list with it', () => sign({ ...base(), aud: ['x', 'push'] }), 'ok', { audience: 'push' }],
     ['another audience', () => sign({ ...base(), aud: 'x' }), 'token_invalid_claims', { audience: 'push' }],
     ['no audience when one is required', () => sign(base()), 'token_invalid_claims', { audience: 'push' }],
+    // Key rotation: a key set chosen by `kid`.
+    ['the current key of a key set', () => forge({ alg: 'HS256', kid: 'k2' }, base(), key2), 'ok', rotation],
+    ['the previous key of a key set', () => forge({ alg: 'HS256', kid: 'k1' }, base(), key1), 'ok', rotation],
+    [
+      'a kid outside the key set',
+      () => forge({ alg: 'HS256', kid: 'k9' }, base(), key1),
+      'token_invalid_signature',
+      rotation,
+    ],
+    [
+      'a kid of another key than the one that signed',
+      () => forge({ alg: 'HS256', kid: 'k1' }, base(), key2),
+      'token_invalid_signature',
+      rotation,
+    ],
+    [
+      'a kid that is not a string',
+      () => forge({ alg: 'HS256', kid: 7 }, base()),
+      'token_invalid_signature',
+      rotation,
+    ],
+    ['no kid: the default secret beside a key set', () => sign(base()), 'ok', rotation],
+    [
+      'no kid and no default secret',
+      () => sign(base()),
+      'token_invalid_signature',
+      { ...rotation, secret: undefined },
+    ],
+    [
+      'an algorithm refused before the key is looked up',
+      () => forge({ alg: 'HS512', kid: 'k9' }, base()),
+      'token_invalid_signature',
+      rotation,
+    ],
+    // Explicit typing: `typ`, when present, says JWT.
+    ['typ JWT', () => forge({ alg: 'HS256', typ: 'JWT' }, base()), 'ok'],
+    ['typ in lower case', () => forge({ alg: 'HS256', typ: 'jwt' }, base()), 'ok'],
+    ['typ application/jwt', () => forge({ alg: 'HS256', typ: 'application/jwt' }, base()), 'ok'],
+    ['typ of an access token', () => forge({ alg: 'HS256', typ: 'at+jwt' }, base()), 'token_invalid_claims'],
+    ['typ that is not a string', () => forge({ alg: 'HS256', typ: 1 }, base()), 'token_invalid_claims'],
+    [
+      'a wrong typ under a bad signature',
+      () => forge({ alg: 'HS256', typ: 'at+jwt' }, base(), 'z'.repeat(40)),
+      'token_invalid_signature',
+    ],
+    [
+      'a wrong typ on an expired token',
+      () => forge({ alg: 'HS256', typ: 'at+jwt' }, { ...base(), exp: now() - 3600 }),
+      'token_invalid_claims',
+    ],
   ];
 
   for (const [name, make, expected, options] of cases) {

@@ -34,7 +34,8 @@ describe('topic subscriptions', () => {
     assert.equal(defaultTopicAuthorizer(claims, 'newsletter'), false);
     assert.equal(defaultTopicAuthorizer(claims, 'scores.live'), true);
     assert.equal(defaultTopicAuthorizer(claims, 'user:u1'), true);
-    assert.equal(defaultTopicAuthorizer(claims, 'user:u1.inbox'), true);
+    // Exact only: `user:u1.inbox` is the own topic of user `u1.inbox` (ids may hold dots).
+    assert.equal(defaultTopicAuthorizer(claims, 'user:u1.inbox'), false);
     assert.equal(defaultTopicAuthorizer(claims, 'user:u10'), false);
     assert.equal(defaultTopicAuthorizer(claims, 'user:u2'), false);
     assert.equal(defaultTopicAuthorizer({ sub: 'd', uid: 'u1', exp: 0 }, 'news'), false);
@@ -56,10 +57,7 @@ describe('topic subscriptions', () => {
     assert.equal(!forbidden.ok && forbidden.error.code, 'forbidden');
     const invalid = await ack('subscribe', { topic: 'has space' });
     assert.equal(!invalid.ok && invalid.error.code, 'invalid_request');
-    assert.deepEqual(await ack('subscribe', { topic: 'user:u1.inbox' }), {
-      ok: true,
-      topic: 'user:u1.inbox',
-    });
+    assert.deepEqual(await ack('subscribe', { topic: 'user:u1' }), { ok: true, topic: 'user:u1' });
     const tooMany = await ack('subscribe', { topic: 'scores.live' });
     assert.equal(!tooMany.ok && tooMany.error.code, 'too_many_subscriptions');
 
@@ -91,6 +89,35 @@ describe('topic subscriptions', () => {
       seen.map((m) => [m.id, m.topic, m.payload]),
       [['b2', 'scores.live', 2]],
     );
+  });
+
+  it("refuses another user's private topic when one user id extends the other", async () => {
+    const { server } = await world.startServer();
+    const alice = await world.connect(server.deviceUrl, await world.token({ sub: 'dev-a', uid: 'alice' }));
+    const smith = await world.connect(
+      server.deviceUrl,
+      await world.token({ sub: 'dev-s', uid: 'alice.smith' }),
+    );
+    const refused = SubscribeAck.parse(await request(alice, 'subscribe', { topic: 'user:alice.smith' }));
+    assert.equal(!refused.ok && refused.error.code, 'forbidden');
+    assert.deepEqual(SubscribeAck.parse(await request(smith, 'subscribe', { topic: 'user:alice.smith' })), {
+      ok: true,
+      topic: 'user:alice.smith',
+    });
+    const seenByAlice = collect(alice);
+    const seenBySmith = collect(smith);
+    const result = await server.broadcast({
+      messageId: 'private-1',
+      topic: 'user:alice.smith',
+      payload: { secret: true },
+      timeoutMs: 2_000,
+    });
+    assert.equal(result.delivered, 1);
+    assert.deepEqual(
+      seenBySmith.map((m) => m.id),
+      ['private-1'],
+    );
+    assert.equal(seenByAlice.length, 0);
   });
 
   for (const adapter of ['sharded', 'classic'] as const) {
