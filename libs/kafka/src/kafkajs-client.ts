@@ -2,7 +2,7 @@ import { Kafka, logLevel as KafkaLogLevel, type LogEntry } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
 import { javaCompatiblePartitioner } from './partitioner.ts';
-import type { Admin, KafkaClient, OutgoingRecord, Producer, TopicSpec } from './types.ts';
+import type { Admin, KafkaClient, OutgoingRecord, PartitionLag, Producer, TopicSpec } from './types.ts';
 
 export interface KafkaClientOptions {
   readonly brokers: readonly string[];
@@ -138,6 +138,11 @@ class KafkajsAdmin implements Admin {
   }
 
   async groupLag(groupId: string, topic: string): Promise<number> {
+    const partitions = await this.groupLagByPartition(groupId, topic);
+    return partitions.reduce((sum, p) => sum + p.lag, 0);
+  }
+
+  async groupLagByPartition(groupId: string, topic: string): Promise<PartitionLag[]> {
     await this.#connect();
     const [ends, committed] = await Promise.all([
       this.#admin.fetchTopicOffsets(topic),
@@ -147,13 +152,14 @@ class KafkajsAdmin implements Admin {
     for (const t of committed) {
       for (const p of t.partitions) committedByPartition.set(p.partition, Number(p.offset));
     }
-    let lag = 0;
-    for (const p of ends) {
-      const end = Number(p.high);
-      const done = committedByPartition.get(p.partition) ?? -1;
-      lag += done < 0 ? end - Number(p.low) : Math.max(0, end - done);
-    }
-    return lag;
+    return ends
+      .map((p) => {
+        const end = Number(p.high);
+        const done = committedByPartition.get(p.partition) ?? -1;
+        const lag = done < 0 ? end - Number(p.low) : Math.max(0, end - done);
+        return { partition: p.partition, end, committed: done, lag };
+      })
+      .sort((x, y) => x.partition - y.partition);
   }
 
   close(): Promise<void> {
