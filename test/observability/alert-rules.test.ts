@@ -91,7 +91,7 @@ describe('deploy/prometheus', () => {
       );
     }
     const healthy = tests.tests[0];
-    assert.ok(healthy?.name.startsWith('healthy'), 'the first group is the healthy platform');
+    assert.ok(healthy && healthy.name.startsWith('healthy'), 'the first group is the healthy platform');
     const silentThere = new Set((healthy.alert_rule_test ?? []).map((c) => c.alertname));
     assert.deepEqual(
       alertNames.filter((n) => !silentThere.has(n)),
