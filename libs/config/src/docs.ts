@@ -1,3 +1,4 @@
+import { canaryEnv } from './canary.ts';
 import { connectionServerEnv } from './connection-server.ts';
 import { messageProcessorEnv } from './message-processor.ts';
 import { describeEnv, type EnvSchema } from './parse.ts';
@@ -7,6 +8,7 @@ export const serviceEnvSchemas: Readonly<Record<string, EnvSchema>> = {
   'connection-server': connectionServerEnv,
   'message-processor': messageProcessorEnv,
   'push-api': pushApiEnv,
+  canary: canaryEnv,
 };
 
 /**

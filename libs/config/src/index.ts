@@ -7,5 +7,7 @@ export type { ConnectionServerConfig } from './connection-server.ts';
 export { messageProcessorEnv } from './message-processor.ts';
 export type { MessageProcessorConfig } from './message-processor.ts';
 export { pushApiEnv } from './push-api.ts';
+export { canaryEnv } from './canary.ts';
+export type { CanaryConfig } from './canary.ts';
 export type { PushApiConfig } from './push-api.ts';
 export { renderConfigTable, serviceEnvSchemas } from './docs.ts';
