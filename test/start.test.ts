@@ -68,7 +68,8 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   );
 
   assert.equal(info.deviceUrls.length, 2);
-  assert.equal(info.pids.length, 4);
+  // Two connection servers, the processor, the API and the canary.
+  assert.equal(info.pids.length, 5);
   for (const url of [info.apiUrl, ...info.opsUrls]) {
     const health = await fetch(`${url}/healthz`);
     assert.equal(health.status, 200, `${url}/healthz`);
