@@ -19,8 +19,9 @@ export async function globalSetup(): Promise<void> {
   // promtool and prometheus for the observability tests: installed here (as root, like
   // redis-server) so a first install is not charged to one test's timeout. Without them only
   // those tests fail, each with this same advice.
-  await ensurePrometheus({ log: (line) => process.stderr.write(`[devstack] ${line}\n`) }).catch((err: unknown) =>
-    process.stderr.write(`[devstack] ${err instanceof Error ? err.message : String(err)}\n`),
+  await ensurePrometheus({ log: (line) => process.stderr.write(`[devstack] ${line}\n`) }).catch(
+    (err: unknown) =>
+      process.stderr.write(`[devstack] ${err instanceof Error ? err.message : String(err)}\n`),
   );
   quiet = true;
   process.env[TEST_KAFKA_ENV] = devstack.kafkaBrokers.join(',');

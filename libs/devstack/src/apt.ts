@@ -28,7 +28,9 @@ export function aptInstall(pkg: string, advice: string, log: LogFn): Promise<voi
       });
     } catch (err) {
       const out = err as { stderr?: string };
-      throw new Error(`apt-get could not install ${pkg}: ${errorMessage(err)}\n${out.stderr ?? ''}\n${advice}`);
+      throw new Error(
+        `apt-get could not install ${pkg}: ${errorMessage(err)}\n${out.stderr ?? ''}\n${advice}`,
+      );
     }
   });
   queue = run.catch(() => undefined);

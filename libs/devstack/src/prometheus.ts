@@ -40,7 +40,10 @@ export function ensurePrometheus(opts: { log?: LogFn } = {}): Promise<Prometheus
     installing ??= (async () => {
       await aptInstall('prometheus', ADVICE, log);
       const tools = await findTools();
-      if (!tools) throw new Error(`apt-get installed prometheus but prometheus/promtool are still not found. ${ADVICE}`);
+      if (!tools)
+        throw new Error(
+          `apt-get installed prometheus but prometheus/promtool are still not found. ${ADVICE}`,
+        );
       return tools;
     })().finally(() => {
       installing = undefined;
@@ -122,7 +125,9 @@ export async function startPrometheus(opts: StartPrometheusOptions): Promise<Pro
           logs: [logFile],
           intervalMs: 100,
           probe: async (remaining) => {
-            const res = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(Math.min(1_000, remaining)) });
+            const res = await fetch(`${url}/-/ready`, {
+              signal: AbortSignal.timeout(Math.min(1_000, remaining)),
+            });
             return res.ok ? true : `status ${res.status}`;
           },
         });

@@ -285,7 +285,10 @@ export class RedisOfflineStore implements OfflineInbox {
       if (await this.#finish(deviceId, requestId)) {
         this.#m.drained.inc({ outcome: result.outcome });
         if (result.outcome === 'delivered')
-          this.#m.publishToAck?.observe({ source: 'offline' }, Math.max(0, Date.now() - msg.createdAt) / 1000);
+          this.#m.publishToAck?.observe(
+            { source: 'offline' },
+            Math.max(0, Date.now() - msg.createdAt) / 1000,
+          );
         await this.#record(deviceId, msg, result.outcome, {
           attempts: msg.attempts + 1,
           ...(result.reason === undefined ? {} : { reason: result.reason }),

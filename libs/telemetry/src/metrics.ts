@@ -23,7 +23,8 @@ export class ReservedLabelError extends Error {
  * run in one process in tests without their counters mixing.
  */
 export function createMetricsRegistry(labels: Record<string, string>, withDefaults = true): Registry {
-  for (const label of Object.keys(labels)) if (RESERVED_LABELS.includes(label)) throw new ReservedLabelError(label);
+  for (const label of Object.keys(labels))
+    if (RESERVED_LABELS.includes(label)) throw new ReservedLabelError(label);
   const registry = new Registry();
   registry.setDefaultLabels(labels);
   if (withDefaults) collectDefaultMetrics({ register: registry, prefix: 'pushline_process_' });

@@ -68,12 +68,7 @@ export class OutcomeRecorder {
       // One sample per device ack of the async path. A topic broadcast acks nobody (its
       // deliveredCount is a fan-out, not a device ack), and a stored message's drain is observed
       // by the offline store wherever it runs, so neither is counted here.
-      if (
-        ev.outcome === 'delivered' &&
-        ev.terminal &&
-        ev.source === 'async' &&
-        ev.target.type !== 'topic'
-      ) {
+      if (ev.outcome === 'delivered' && ev.terminal && ev.source === 'async' && ev.target.type !== 'topic') {
         this.#metrics.publishToAck.observe({ source: 'async' }, ev.latencyMs / 1000);
       }
     }
