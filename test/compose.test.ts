@@ -3,14 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import {
-  connectionServerEnv,
-  describeEnv,
-  messageProcessorEnv,
-  parseEnv,
-  pushApiEnv,
-  type EnvSchema,
-} from '@pushline/config';
+import { describeEnv, parseEnv, serviceEnvSchemas, type EnvSchema } from '@pushline/config';
 import { KAFKA_VERSION } from '@pushline/devstack';
 
 /**
@@ -24,16 +17,13 @@ import { KAFKA_VERSION } from '@pushline/devstack';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const read = (path: string) => readFileSync(`${root}${path}`, 'utf8');
 
-const SCHEMAS: Record<string, EnvSchema> = {
-  'connection-server': connectionServerEnv,
-  'message-processor': messageProcessorEnv,
-  'push-api': pushApiEnv,
-};
+const SCHEMAS: Readonly<Record<string, EnvSchema>> = serviceEnvSchemas;
 /** The variable holding the port each kind serves /metrics on. */
 const METRICS_PORT_VAR: Record<string, string> = {
   'connection-server': 'PUSHLINE_INTERNAL_PORT',
   'message-processor': 'PUSHLINE_PROCESSOR_PORT',
   'push-api': 'PUSHLINE_API_PORT',
+  canary: 'PUSHLINE_CANARY_PORT',
 };
 
 interface ComposeService {
