@@ -8,6 +8,11 @@ export interface KafkaClientOptions {
   readonly brokers: readonly string[];
   readonly clientId: string;
   readonly logger: Logger;
+  /**
+   * Retries of a failed request inside the client. Default 8. A caller that repeats its requests
+   * on a timer anyway (the canary's lag reads) takes 0, so no retry outlives its close().
+   */
+  readonly retries?: number;
 }
 
 /** The kafkajs implementation of the platform's Kafka interfaces. */
@@ -18,7 +23,7 @@ export function createKafkaClient(options: KafkaClientOptions): KafkaClient {
     brokers: [...options.brokers],
     logLevel: KafkaLogLevel.WARN,
     logCreator: () => (entry: LogEntry) => logKafka(log, entry),
-    retry: { initialRetryTime: 100, retries: 8 },
+    retry: { initialRetryTime: 100, retries: options.retries ?? 8 },
   });
   return {
     producer: () => new KafkajsProducer(kafka),
