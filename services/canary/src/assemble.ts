@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { topicNames, type CanaryConfig } from '@pushline/config';
-import { serviceKafkaClient, type Admin, type KafkaClient } from '@pushline/kafka';
+import { createKafkaClient, type Admin, type KafkaClient } from '@pushline/kafka';
 import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { OpsServer, assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
@@ -32,7 +32,16 @@ export function assembleCanary(config: CanaryConfig, options: AssembleCanaryOpti
   const { logger } = options;
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
   const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
-  const kafka = options.kafka ?? serviceKafkaClient(config, 'canary', logger);
+  // No retries inside the client: every round reads the lag again, and a retry loop must not
+  // outlive close() (kafkajs reconnects for it after the admin client disconnected).
+  const kafka =
+    options.kafka ??
+    createKafkaClient({
+      brokers: config.PUSHLINE_KAFKA_BROKERS,
+      clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-canary`,
+      logger,
+      retries: 0,
+    });
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'canary', instance_id: canaryInstanceId(config) });
   let admin: Admin | undefined;

@@ -29,6 +29,9 @@ export interface CanaryOptions {
   readonly logger: Logger;
 }
 
+/** Longest close() waits for a lag read and the probes in flight. */
+const CLOSE_WAIT_MS = 2_000;
+
 /** active: probed. lost: its load report vanished without a drain (a crash), still probed until forgotten. */
 type TargetState = 'active' | 'lost';
 
@@ -120,6 +123,8 @@ export class Canary {
 
   async #roundOnce(): Promise<void> {
     await this.#counted('discovery', () => this.#discover());
+    // Closed meanwhile: start nothing that close() would no longer wait for.
+    if (this.#closed) return;
     for (const [serverId, target] of this.#targets) {
       for (const path of ['direct', 'async'] as const) this.#track(this.#probe(serverId, target, path));
     }
@@ -301,8 +306,23 @@ export class Canary {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#abort.abort();
+    // A round in progress ends after its discovery and starts nothing more.
+    await boundedWait(this.#round);
     for (const serverId of [...this.#targets.keys()]) this.#forget(serverId, 'canary closing');
-    // Every probe ends now: fetches are aborted and the devices' waits resolved.
-    await Promise.allSettled([this.#round, this.#lagRead, ...this.#inFlight]);
+    // Every probe ends now: fetches are aborted and the devices' waits resolved. A lag read (or a
+    // discovery) may wait on a broker or Redis that is down; closing the clients, the caller's
+    // next steps, ends those.
+    await boundedWait(Promise.allSettled([this.#lagRead, ...this.#inFlight]));
   }
+}
+
+/** Waits for `work` (never rejects) at most CLOSE_WAIT_MS. */
+function boundedWait(work: Promise<unknown> | undefined): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    Promise.resolve(work).catch(() => undefined),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, CLOSE_WAIT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
