@@ -71,6 +71,7 @@ if (stopping) {
       `  curl -s -X POST ${api}/v1/publish -H 'authorization: Bearer ${key}' -H 'content-type: application/json' -d '{"target":{"type":"device","id":"d1"},"payload":{"hello":"world"}}'`,
       'Push directly and get delivery feedback:',
       `  curl -s -X POST ${api}/v1/devices/d1/messages -H 'authorization: Bearer ${key}' -H 'content-type: application/json' -d '{"payload":{"hello":"world"}}'`,
+      `Canary (probes every connection server; metrics): ${platform.services.find((s) => s.name === 'canary')?.opsUrl ?? '-'}/metrics`,
       `Logs: ${platform.logDir}   Ctrl-C stops everything.`,
       '',
     ].join('\n'),

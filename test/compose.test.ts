@@ -3,14 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import {
-  connectionServerEnv,
-  describeEnv,
-  messageProcessorEnv,
-  parseEnv,
-  pushApiEnv,
-  type EnvSchema,
-} from '@pushline/config';
+import { describeEnv, parseEnv, serviceEnvSchemas, type EnvSchema } from '@pushline/config';
 import { KAFKA_VERSION } from '@pushline/devstack';
 
 /**
@@ -24,16 +17,13 @@ import { KAFKA_VERSION } from '@pushline/devstack';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const read = (path: string) => readFileSync(`${root}${path}`, 'utf8');
 
-const SCHEMAS: Record<string, EnvSchema> = {
-  'connection-server': connectionServerEnv,
-  'message-processor': messageProcessorEnv,
-  'push-api': pushApiEnv,
-};
+const SCHEMAS: Readonly<Record<string, EnvSchema>> = serviceEnvSchemas;
 /** The variable holding the port each kind serves /metrics on. */
 const METRICS_PORT_VAR: Record<string, string> = {
   'connection-server': 'PUSHLINE_INTERNAL_PORT',
   'message-processor': 'PUSHLINE_PROCESSOR_PORT',
   'push-api': 'PUSHLINE_API_PORT',
+  canary: 'PUSHLINE_CANARY_PORT',
 };
 
 interface ComposeService {
@@ -197,9 +187,10 @@ describe('docker-compose.yml', () => {
     const targets = new Set(
       prometheus.scrape_configs.flatMap((c) => c.static_configs.flatMap((sc) => sc.targets)),
     );
-    for (const s of pushline) {
+    // The console is an operator UI that exports no metrics of its own.
+    for (const s of pushline.filter((p) => p.kind !== 'console')) {
       const portVar = METRICS_PORT_VAR[s.kind];
-      assert.ok(portVar);
+      assert.ok(portVar, `${s.kind} has a metrics port`);
       const port =
         s.env[portVar] ?? describeEnv(SCHEMAS[s.kind] as EnvSchema).find((v) => v.name === portVar)?.default;
       assert.ok(targets.has(`${s.name}:${port}`), `no scrape target ${s.name}:${port}`);

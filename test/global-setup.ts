@@ -1,4 +1,4 @@
-import { startDevstack, type Devstack } from '@pushline/devstack';
+import { ensurePrometheus, startDevstack, type Devstack } from '@pushline/devstack';
 import { TEST_KAFKA_ENV, TEST_REDIS_ENV } from '@pushline/testkit';
 
 /**
@@ -16,6 +16,13 @@ export async function globalSetup(): Promise<void> {
       if (!quiet) process.stderr.write(`[devstack] ${line}\n`);
     },
   });
+  // promtool and prometheus for the observability tests: installed here (as root, like
+  // redis-server) so a first install is not charged to one test's timeout. Without them only
+  // those tests fail, each with this same advice.
+  await ensurePrometheus({ log: (line) => process.stderr.write(`[devstack] ${line}\n`) }).catch(
+    (err: unknown) =>
+      process.stderr.write(`[devstack] ${err instanceof Error ? err.message : String(err)}\n`),
+  );
   quiet = true;
   process.env[TEST_KAFKA_ENV] = devstack.kafkaBrokers.join(',');
   process.env[TEST_REDIS_ENV] = devstack.redisUrl;

@@ -75,9 +75,11 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   );
 
   assert.equal(info.deviceUrls.length, 2);
-  assert.equal(info.pids.length, 5);
+  // Two connection servers, the processor, the API, the canary and the console.
+  assert.equal(info.pids.length, 6);
   // Each ops URL is labelled with its service instance (it used to be a bare list).
   assert.deepEqual(Object.keys(info.opsUrls).sort(), [
+    'canary',
     'connection-server-1',
     'connection-server-2',
     'console',

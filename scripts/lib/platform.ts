@@ -5,7 +5,7 @@ import { freePort, spawnGuarded, startDevstack, type Devstack } from '@pushline/
 import type { DevCredentials } from './dev-credentials.ts';
 import { repoRoot } from './dev-credentials.ts';
 
-export type ServiceName = 'connection-server' | 'message-processor' | 'push-api' | 'console';
+export type ServiceName = 'connection-server' | 'message-processor' | 'push-api' | 'canary' | 'console';
 
 export interface RunningService {
   readonly name: string;
@@ -40,8 +40,8 @@ export interface StartPlatformOptions {
 
 /**
  * The whole platform on one machine: real Kafka and Redis (or the ones PUSHLINE_KAFKA_BROKERS /
- * PUSHLINE_REDIS_URL point at), N connection servers, one message processor and one push-api,
- * each a guarded child process that cannot outlive us.
+ * PUSHLINE_REDIS_URL point at), N connection servers, one message processor, one push-api and
+ * the canary that probes them, each a guarded child process that cannot outlive us.
  */
 export async function startPlatform(options: StartPlatformOptions): Promise<Platform> {
   const log = options.log ?? (() => {});
@@ -124,10 +124,28 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
     for (const r of results) if (r.status === 'fulfilled') services.push(r.value);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    // The canary probes through the API and the connection servers, so it starts once they are up.
+    const canaryPort = await port(7090);
+    services.push(
+      await startService(
+        'canary',
+        'canary',
+        options,
+        log,
+        {
+          ...common,
+          PUSHLINE_CANARY_PORT: String(canaryPort),
+          PUSHLINE_CANARY_API_URL: `http://127.0.0.1:${apiPort}`,
+          PUSHLINE_CANARY_API_KEY: options.credentials.apiKey,
+          PUSHLINE_DEVICE_JWT_SECRET: options.credentials.deviceJwtSecret,
+        },
+        `http://127.0.0.1:${canaryPort}`,
+      ),
+    );
     // The console scrapes every service's metrics and calls the API, so it starts last.
     const consolePort = await port(8090);
     const scrapeUrls = services
-      .filter((s) => s.name === 'push-api' || s.name === 'message-processor')
+      .filter((s) => s.name === 'push-api' || s.name === 'message-processor' || s.name === 'canary')
       .map((s) => `${s.name}=${s.opsUrl}`)
       .join(',');
     services.push(

@@ -215,3 +215,95 @@ describe('connection servers against the devices', () => {
     assert.equal(acrossServers('pushline_connects_total', {}), Object.keys(devices).length);
   });
 });
+
+describe('paths the mix above leaves out', () => {
+  /** A counter summed over every service that exports it. */
+  const everywhere = (name: string, labels: Record<string, string> = {}) =>
+    scraped.reduce((sum, s) => sum + sumSamples(s.families, name, labels), 0);
+  const o = (outcome: string, target_type: string) =>
+    count(processor().families, 'pushline_processor_outcomes_total', { outcome, target_type });
+
+  it('a topic broadcast is one delivered event and adds no publish→ack sample (identity 6)', async () => {
+    const [a] = platform.servers;
+    assert.ok(a);
+    const n1 = await platform.connect(a, 'n1', 'u5');
+    // A device may always subscribe to its own user's topics.
+    assert.deepEqual(await n1.request('subscribe', { topic: 'user:u5' }), {
+      ok: true,
+      topic: 'user:u5',
+    });
+    const published = await platform.call('POST', '/v1/publish', {
+      target: { type: 'topic', id: 'user:u5' },
+      payload: { news: 1 },
+    });
+    assert.equal(published.status, 202);
+    await n1.nextMessage();
+    await waitUntil(
+      async () => {
+        scraped = await platform.scrape();
+        return o('delivered', 'topic') === 1;
+      },
+      { what: 'the broadcast recorded' },
+    );
+    assert.equal(
+      count(processor().families, 'pushline_publish_to_ack_seconds_count', { source: 'async' }),
+      o('delivered', 'device') + o('delivered', 'user'),
+      'one publish→ack sample per device ack, none for the broadcast',
+    );
+    assert.equal(o('delivered', 'device') + o('delivered', 'user'), ASYNC_DELIVERED);
+  });
+
+  it('stored messages drained by the connection server are publish→ack{offline} samples there (identity 7)', async () => {
+    const [, b] = platform.servers;
+    assert.ok(b);
+    // o1 got two messages stored with a ttl in the mix above; its connect drains them.
+    const o1 = await platform.connect(b, 'o1', 'u6');
+    await waitUntil(() => o1.received.length === 2, { what: 'both stored messages at o1' });
+    await waitUntil(
+      async () => {
+        scraped = await platform.scrape();
+        return everywhere('pushline_offline_drained_total', { outcome: 'delivered' }) === 2;
+      },
+      { what: 'the drain counted' },
+    );
+    assert.equal(
+      everywhere('pushline_publish_to_ack_seconds_count', { source: 'offline' }),
+      everywhere('pushline_offline_drained_total', { outcome: 'delivered' }),
+    );
+    const onB = scraped.find((s) => s.url.startsWith(b.internalUrl)) as ScrapedService;
+    assert.equal(count(onB.families, 'pushline_publish_to_ack_seconds_count', { source: 'offline' }), 2);
+    // Hours in the store read as hours: the buckets reach 30 days.
+    assert.equal(
+      count(onB.families, 'pushline_publish_to_ack_seconds_bucket', { source: 'offline', le: '2592000' }),
+      2,
+    );
+  });
+
+  it('a direct push stored for a device that is away is counted once on each side (identity 8)', async () => {
+    const a = api().families;
+    const before = {
+      stored: count(a, 'pushline_api_push_outcomes_total', { outcome: 'stored' }),
+      routedNotConnected: count(a, 'pushline_router_deliveries_total', {
+        source: 'direct',
+        outcome: 'not_connected',
+      }),
+    };
+    const res = await platform.call('POST', '/v1/devices/away1/messages', {
+      payload: { x: 1 },
+      ttlSeconds: 600,
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    scraped = await platform.scrape();
+    const after = api().families;
+    const pushed = (outcome: string) => count(after, 'pushline_api_push_outcomes_total', { outcome });
+    const routed = (outcome: string) =>
+      count(after, 'pushline_router_deliveries_total', { source: 'direct', outcome });
+    assert.equal(pushed('stored'), before.stored + 1);
+    assert.equal(routed('not_connected'), before.routedNotConnected + 1);
+    assert.equal(
+      pushed('not_connected') + pushed('timeout') + pushed('stored'),
+      routed('not_connected') + routed('timeout'),
+    );
+    for (const outcome of ['delivered', 'rejected']) assert.equal(pushed(outcome), routed(outcome), outcome);
+  });
+});

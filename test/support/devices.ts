@@ -22,7 +22,8 @@ export interface TestDevice {
 }
 
 export interface ConnectDeviceOptions {
-  readonly server: ConnectionServer;
+  /** An in-process server, or where a server process listens (its id and device URL). */
+  readonly server: Pick<ConnectionServer, 'serverId' | 'deviceUrl'>;
   /** Where the device's registration is awaited. */
   readonly registry: DeviceRegistry;
   /** HS256 secret the server verifies device tokens with. */

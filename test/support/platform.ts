@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Socket } from 'socket.io-client';
 import {
+  canaryEnv,
   connectionServerEnv,
   messageProcessorEnv,
   parseEnv,
@@ -8,6 +9,7 @@ import {
   topicNames,
   type TopicNames,
 } from '@pushline/config';
+import { assembleCanary, type AssembledCanary } from '@pushline/canary';
 import { assembleConnectionServer, type ConnectionServer } from '@pushline/connection-server';
 import { platformTopics, type KafkaClient } from '@pushline/kafka';
 import { assembleMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
@@ -53,6 +55,8 @@ export interface PlatformOptions {
   readonly processor?: boolean;
   /** PUSHLINE_DELIVERY_TIMEOUT_MS of every service. Default 3000. */
   readonly deliveryTimeoutMs?: number;
+  /** Whether to run the canary (probing every second). Default false. */
+  readonly canary?: boolean;
 }
 
 export interface Platform {
@@ -71,6 +75,10 @@ export interface Platform {
   readonly jwtSecret: string;
   /** The admin API key. */
   readonly apiKey: string;
+  /** The canary, once started (`canary: true` or `startCanary()`). */
+  readonly canary: AssembledCanary | undefined;
+  /** Starts the canary (probing every second); it is closed with the platform. */
+  startCanary(): Promise<AssembledCanary>;
   connect(
     server: ConnectionServer,
     deviceId: string,
@@ -187,6 +195,29 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
       });
     }
 
+    let canary: AssembledCanary | undefined;
+    const startCanary = async () => {
+      if (canary) return canary;
+      const assembled = assembleCanary(
+        parseEnv(canaryEnv, {
+          ...common,
+          PUSHLINE_PROCESSOR_GROUP_ID: `${prefix}-processors`,
+          PUSHLINE_CANARY_API_URL: api.url,
+          PUSHLINE_CANARY_API_KEY: apiKey,
+          PUSHLINE_DEVICE_JWT_SECRET: jwtSecret,
+          PUSHLINE_CANARY_PORT: '0',
+          PUSHLINE_CANARY_INTERVAL_MS: '1000',
+        }),
+        { ...clients, logger: testLogger('canary') },
+      );
+      steps.push({ name: 'canary', run: () => assembled.close() });
+      await assembled.start();
+      canary = assembled;
+      scrapeTargets.push({ name: 'canary', url: () => assembled.opsUrl });
+      return assembled;
+    };
+    if (options.canary) await startCanary();
+
     const connect: Platform['connect'] = (server, deviceId, userId, behaviour) =>
       connectDevice({
         server,
@@ -232,6 +263,10 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
       serviceEnv: common,
       jwtSecret,
       apiKey,
+      get canary() {
+        return canary;
+      },
+      startCanary,
       connect,
       call,
       scrape,

@@ -1,3 +1,4 @@
+import { canaryEnv } from './canary.ts';
 import { connectionServerEnv } from './connection-server.ts';
 import { consoleEnv } from './console.ts';
 import { messageProcessorEnv } from './message-processor.ts';
@@ -8,6 +9,7 @@ export const serviceEnvSchemas: Readonly<Record<string, EnvSchema>> = {
   'connection-server': connectionServerEnv,
   'message-processor': messageProcessorEnv,
   'push-api': pushApiEnv,
+  canary: canaryEnv,
   console: consoleEnv,
 };
 

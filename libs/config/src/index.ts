@@ -7,6 +7,8 @@ export type { ConnectionServerConfig } from './connection-server.ts';
 export { messageProcessorEnv } from './message-processor.ts';
 export type { MessageProcessorConfig } from './message-processor.ts';
 export { pushApiEnv } from './push-api.ts';
+export { canaryEnv } from './canary.ts';
+export type { CanaryConfig } from './canary.ts';
 export type { PushApiConfig } from './push-api.ts';
 export { consoleEnv, parseScrapeTargets } from './console.ts';
 export type { ConsoleConfig, ScrapeTarget } from './console.ts';

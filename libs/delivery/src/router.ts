@@ -7,17 +7,18 @@ import {
 } from '@pushline/protocol';
 import type { DeviceRecord, DeviceRegistry, ServerLoad } from '@pushline/registry';
 import {
-  Histogram,
   LATENCY_BUCKETS_S,
   SpanKind,
   context,
   extractTraceContext,
   injectTraceHeaders,
   stageCounter,
+  stageHistogram,
   trace,
   withSpan,
   type Context,
   type Counter,
+  type Histogram,
   type Logger,
   type Registry,
   type Tracer,
@@ -88,12 +89,12 @@ export class MessageRouter {
         labels: { source: DeliverySource.options, outcome: ROUTED_OUTCOMES },
         registry: options.metrics,
       });
-      this.#seconds = new Histogram({
+      this.#seconds = stageHistogram({
         name: 'pushline_router_delivery_seconds',
         help: 'From routing a message to one device to its outcome, lookup and retry included.',
-        labelNames: ['source', 'outcome'],
+        labels: { source: DeliverySource.options, outcome: ROUTED_OUTCOMES },
         buckets: LATENCY_BUCKETS_S,
-        registers: [options.metrics],
+        registry: options.metrics,
       });
       this.#broadcasts = stageCounter({
         name: 'pushline_router_broadcasts_total',

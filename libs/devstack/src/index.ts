@@ -1,11 +1,13 @@
-// The only public entry of @pushline/devstack: real Kafka (KRaft, from Maven Central jars) and
-// real redis-server on free loopback ports for dev, tests and benchmarks, with no orphans left
-// behind even when the parent process is SIGKILLed.
+// The only public entry of @pushline/devstack: real Kafka (KRaft, from Maven Central jars),
+// real redis-server and (for the observability tests) real Prometheus on free loopback ports for
+// dev, tests and benchmarks, with no orphans left behind even when the parent process is SIGKILLed.
 export { KAFKA_VERSION, ensureKafkaJars } from './kafka-jars.ts';
 export { startKafka } from './kafka.ts';
 export type { KafkaInstance, StartKafkaOptions } from './kafka.ts';
 export { ensureRedisServer, startRedis } from './redis.ts';
 export type { RedisInstance, StartRedisOptions } from './redis.ts';
+export { ensurePrometheus, startPrometheus } from './prometheus.ts';
+export type { PrometheusInstance, PrometheusTools, StartPrometheusOptions } from './prometheus.ts';
 export { startDevstack } from './devstack.ts';
 export type { Devstack, StartDevstackOptions } from './devstack.ts';
 export { freePort } from './ports.ts';

@@ -1,16 +1,13 @@
-import { execFile } from 'node:child_process';
 import { access, constants, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
 import { spawnGuarded } from './guard.ts';
 import { exchange, freePort } from './ports.ts';
 import { BindConflict, waitForReady } from './readiness.ts';
-import { errorMessage, findOnPath, noLog } from './util.ts';
+import { aptInstall } from './apt.ts';
+import { findOnPath, noLog } from './util.ts';
 import type { LogFn } from './util.ts';
-
-const execFileAsync = promisify(execFile);
 
 export interface RedisInstance {
   /** redis://127.0.0.1:<port> */
@@ -75,24 +72,7 @@ async function installWithApt(log: LogFn): Promise<string> {
   const advice =
     'Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis), ' +
     'or use an existing Redis with PUSHLINE_REDIS_URL=redis://host:port.';
-  const aptGet = await findOnPath('apt-get');
-  if (process.getuid?.() !== 0 || aptGet === undefined) {
-    throw new Error(`redis-server was not found on PATH. ${advice}`);
-  }
-  log('redis-server not found; installing it with apt-get (running as root)');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  try {
-    await execFileAsync(aptGet, ['update'], { env, maxBuffer: 32 * 1024 * 1024 });
-    await execFileAsync(aptGet, ['install', '-y', '--no-install-recommends', 'redis-server'], {
-      env,
-      maxBuffer: 32 * 1024 * 1024,
-    });
-  } catch (err) {
-    const out = err as { stderr?: string };
-    throw new Error(
-      `apt-get could not install redis-server: ${errorMessage(err)}\n${out.stderr ?? ''}\n${advice}`,
-    );
-  }
+  await aptInstall('redis-server', advice, log);
   const found = await findRedisServer();
   if (found === undefined)
     throw new Error(`apt-get installed redis-server but it is still not found. ${advice}`);

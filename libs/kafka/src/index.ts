@@ -6,6 +6,7 @@ export type {
   IncomingRecord,
   KafkaClient,
   OutgoingRecord,
+  PartitionLag,
   Producer,
   RecordBatch,
   TopicSpec,

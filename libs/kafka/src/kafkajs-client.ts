@@ -2,12 +2,17 @@ import { Kafka, logLevel as KafkaLogLevel, type LogEntry } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
 import { javaCompatiblePartitioner } from './partitioner.ts';
-import type { Admin, KafkaClient, OutgoingRecord, Producer, TopicSpec } from './types.ts';
+import type { Admin, KafkaClient, OutgoingRecord, PartitionLag, Producer, TopicSpec } from './types.ts';
 
 export interface KafkaClientOptions {
   readonly brokers: readonly string[];
   readonly clientId: string;
   readonly logger: Logger;
+  /**
+   * Retries of a failed request inside the client. Default 8. A caller that repeats its requests
+   * on a timer anyway (the canary's lag reads) takes 0, so no retry outlives its close().
+   */
+  readonly retries?: number;
 }
 
 /** The kafkajs implementation of the platform's Kafka interfaces. */
@@ -18,7 +23,7 @@ export function createKafkaClient(options: KafkaClientOptions): KafkaClient {
     brokers: [...options.brokers],
     logLevel: KafkaLogLevel.WARN,
     logCreator: () => (entry: LogEntry) => logKafka(log, entry),
-    retry: { initialRetryTime: 100, retries: 8 },
+    retry: { initialRetryTime: 100, retries: options.retries ?? 8 },
   });
   return {
     producer: () => new KafkajsProducer(kafka),
@@ -138,6 +143,11 @@ class KafkajsAdmin implements Admin {
   }
 
   async groupLag(groupId: string, topic: string): Promise<number> {
+    const partitions = await this.groupLagByPartition(groupId, topic);
+    return partitions.reduce((sum, p) => sum + p.lag, 0);
+  }
+
+  async groupLagByPartition(groupId: string, topic: string): Promise<PartitionLag[]> {
     await this.#connect();
     const [ends, committed] = await Promise.all([
       this.#admin.fetchTopicOffsets(topic),
@@ -147,13 +157,14 @@ class KafkajsAdmin implements Admin {
     for (const t of committed) {
       for (const p of t.partitions) committedByPartition.set(p.partition, Number(p.offset));
     }
-    let lag = 0;
-    for (const p of ends) {
-      const end = Number(p.high);
-      const done = committedByPartition.get(p.partition) ?? -1;
-      lag += done < 0 ? end - Number(p.low) : Math.max(0, end - done);
-    }
-    return lag;
+    return ends
+      .map((p) => {
+        const end = Number(p.high);
+        const done = committedByPartition.get(p.partition) ?? -1;
+        const lag = done < 0 ? end - Number(p.low) : Math.max(0, end - done);
+        return { partition: p.partition, end, committed: done, lag };
+      })
+      .sort((x, y) => x.partition - y.partition);
   }
 
   close(): Promise<void> {

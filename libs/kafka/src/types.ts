@@ -95,6 +95,15 @@ export interface TopicSpec {
   readonly config?: Readonly<Record<string, string>>;
 }
 
+export interface PartitionLag {
+  readonly partition: number;
+  /** High watermark: the offset the next record will get. */
+  readonly end: number;
+  /** The group's committed offset, -1 when it has none (lag then counts from the low watermark). */
+  readonly committed: number;
+  readonly lag: number;
+}
+
 export interface Admin {
   /**
    * Creates missing topics and waits until every partition has a leader (default bound 30 s);
@@ -104,6 +113,12 @@ export interface Admin {
   listTopics(): Promise<string[]>;
   /** Sum of (end offset - committed offset) over the topic's partitions for a group. */
   groupLag(groupId: string, topic: string): Promise<number>;
+  /**
+   * Per partition of the topic: the high watermark, the group's committed offset (-1: none yet)
+   * and the lag between them, read from the broker, so it is right whatever the group's members
+   * are doing (hung, dead or gone).
+   */
+  groupLagByPartition(groupId: string, topic: string): Promise<PartitionLag[]>;
   close(): Promise<void>;
 }
 

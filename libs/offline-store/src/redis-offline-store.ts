@@ -1,7 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DeliveryEvent, StoredMessage, type DeliverResult, type DeliveryOutcome } from '@pushline/protocol';
-import { Counter, type Logger, type Registry } from '@pushline/telemetry';
+import {
+  Registry,
+  publishToAckHistogram,
+  stageCounter,
+  type Counter,
+  type Histogram,
+  type LabelValues,
+  type Logger,
+} from '@pushline/telemetry';
 import { BEGIN, CLAIM_EXPIRED, FINISH, LEASE, PENDING, RECLAIM, RELEASE, STORE, UNLOCK } from './scripts.ts';
 
 /** The inbox a connection server drains when a device connects (the `OfflineInbox` contract). */
@@ -68,6 +76,8 @@ interface StoreMetrics {
   drained: Counter<'outcome'>;
   requeued: Counter<'reason'>;
   reclaimed: Counter;
+  /** Accepted → device ack of drained messages (`source="offline"`), on the registry of the service that drains. */
+  publishToAck: Histogram<'source'> | undefined;
 }
 
 /** What the BEGIN script found: nothing queued (and no drain running), the lock is ours, another drain holds it. */
@@ -274,6 +284,11 @@ export class RedisOfflineStore implements OfflineInbox {
       }
       if (await this.#finish(deviceId, requestId)) {
         this.#m.drained.inc({ outcome: result.outcome });
+        if (result.outcome === 'delivered')
+          this.#m.publishToAck?.observe(
+            { source: 'offline' },
+            Math.max(0, Date.now() - msg.createdAt) / 1000,
+          );
         await this.#record(deviceId, msg, result.outcome, {
           attempts: msg.attempts + 1,
           ...(result.reason === undefined ? {} : { reason: result.reason }),
@@ -441,32 +456,35 @@ function parseMember(entry: string): { deviceId: string; requestId: string } | n
 }
 
 function createMetrics(registry: Registry | undefined): StoreMetrics {
-  const registers = registry ? [registry] : [];
-  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => {
-    const existing = registry?.getSingleMetric(name);
+  // Without a registry the counters still count (tests read nothing from them) but export nowhere.
+  const target = registry ?? new Registry();
+  const counter = <L extends string>(name: string, help: string, labels: LabelValues<L>) => {
+    const existing = target.getSingleMetric(name);
     if (existing) return existing as Counter<L>;
-    return new Counter<L>({ name, help, labelNames, registers });
+    return stageCounter<L>({ name, help, labels, registry: target });
   };
   return {
-    stored: counter('pushline_offline_stored_total', 'Messages stored for offline devices.'),
+    stored: counter('pushline_offline_stored_total', 'Messages stored for offline devices.', {}),
     expired: counter(
       'pushline_offline_expired_total',
       'Stored messages recorded expired: reason ttl (ran out) or evicted (device over its limit).',
-      ['reason'],
+      { reason: ['ttl', 'evicted'] },
     ),
     drained: counter(
       'pushline_offline_drained_total',
       'Stored messages delivered on reconnect, by terminal outcome.',
-      ['outcome'],
+      { outcome: [...TERMINAL_ON_DRAIN] },
     ),
     requeued: counter(
       'pushline_offline_requeued_total',
       'Stored messages put back because their delivery failed (not_connected, timeout, error).',
-      ['reason'],
+      { reason: ['not_connected', 'timeout', 'error'] },
     ),
     reclaimed: counter(
       'pushline_offline_lease_reclaimed_total',
       'Stored messages returned to their queue after the drain holding them died.',
+      {},
     ),
+    publishToAck: registry ? publishToAckHistogram(registry) : undefined,
   };
 }

@@ -1,8 +1,18 @@
 export { createLogger, silentLogger } from './logger.ts';
 export type { Logger, LoggerOptions } from './logger.ts';
-export { createMetricsRegistry, LATENCY_BUCKETS_S, Counter, Gauge, Histogram, Registry } from './metrics.ts';
-export { stageCounter } from './stages.ts';
-export type { StageCounterOptions } from './stages.ts';
+export {
+  createMetricsRegistry,
+  LATENCY_BUCKETS_S,
+  END_TO_END_BUCKETS_S,
+  RESERVED_LABELS,
+  ReservedLabelError,
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+} from './metrics.ts';
+export { stageCounter, stageHistogram, publishToAckHistogram, PUBLISH_TO_ACK_SOURCES } from './stages.ts';
+export type { StageCounterOptions, StageHistogramOptions, LabelValues } from './stages.ts';
 export {
   injectTraceHeaders,
   extractTraceContext,

@@ -3,6 +3,11 @@ import { describe, it } from 'node:test';
 import {
   Counter,
   createMetricsRegistry,
+  END_TO_END_BUCKETS_S,
+  PUBLISH_TO_ACK_SOURCES,
+  publishToAckHistogram,
+  ReservedLabelError,
+  stageHistogram,
   findSamples,
   Gauge,
   Histogram,
@@ -15,7 +20,7 @@ import {
 
 describe('createMetricsRegistry', () => {
   it('serves valid Prometheus text with default, counter, gauge and histogram metrics', async () => {
-    const registry = createMetricsRegistry({ service: 'svc', instance: 'i1' });
+    const registry = createMetricsRegistry({ service: 'svc', instance_id: 'i1' });
     const counter = new Counter({
       name: 'pushline_test_things_total',
       help: 'Things, with "quotes" and a back\\slash\nand a newline.',
@@ -54,12 +59,21 @@ describe('createMetricsRegistry', () => {
       families.some((f) => f.name.startsWith('pushline_process_')),
       'default process metrics present',
     );
-    for (const s of families.flatMap((f) => f.samples)) assert.equal(s.labels['instance'], 'i1');
+    for (const s of families.flatMap((f) => f.samples)) assert.equal(s.labels['instance_id'], 'i1');
+  });
+
+  it('refuses the labels Prometheus sets on every target, which would come back as exported_*', () => {
+    for (const label of ['instance', 'job']) {
+      assert.throws(
+        () => createMetricsRegistry({ service: 'svc', [label]: 'x' }, false),
+        (err: unknown) => err instanceof ReservedLabelError && err.label === label,
+      );
+    }
   });
 
   it('keeps registries apart, so two instances in one process do not mix', async () => {
-    const a = createMetricsRegistry({ instance: 'a' }, false);
-    const b = createMetricsRegistry({ instance: 'b' }, false);
+    const a = createMetricsRegistry({ instance_id: 'a' }, false);
+    const b = createMetricsRegistry({ instance_id: 'b' }, false);
     for (const registry of [a, b])
       new Counter({ name: 'pushline_test_x_total', help: 'x', registers: [registry] });
     (a.getSingleMetric('pushline_test_x_total') as Counter).inc(5);
@@ -84,6 +98,52 @@ describe('stageCounter', () => {
     families = parsePrometheusText(await registry.metrics());
     assert.equal(sumSamples(families, 'pushline_test_stage_total', { outcome: 'timeout' }), 1);
     assert.equal(findSamples(families, 'pushline_test_stage_total').length, 6);
+  });
+});
+
+describe('stageHistogram', () => {
+  it('exports empty buckets for every label combination before anything is observed', async () => {
+    const registry = createMetricsRegistry({}, false);
+    const h = stageHistogram({
+      name: 'pushline_test_stage_seconds',
+      help: 'Stage latency.',
+      labels: { source: ['direct', 'async'], outcome: ['delivered', 'timeout'] },
+      buckets: [0.1, 1],
+      registry,
+    });
+    let families = parsePrometheusText(await registry.metrics());
+    assert.equal(findSamples(families, 'pushline_test_stage_seconds_count').length, 4);
+    assert.equal(findSamples(families, 'pushline_test_stage_seconds_bucket').length, 4 * 3);
+    assert.equal(sumSamples(families, 'pushline_test_stage_seconds_count'), 0);
+    h.observe({ source: 'async', outcome: 'delivered' }, 0.5);
+    families = parsePrometheusText(await registry.metrics());
+    assert.equal(sumSamples(families, 'pushline_test_stage_seconds_count', { source: 'async' }), 1);
+    assert.equal(findSamples(families, 'pushline_test_stage_seconds_count').length, 4);
+  });
+});
+
+describe('publishToAckHistogram', () => {
+  it('is one family per registry, shared by every component that records into it', async () => {
+    const registry = createMetricsRegistry({}, false);
+    const a = publishToAckHistogram(registry);
+    const b = publishToAckHistogram(registry);
+    assert.equal(a, b);
+    a.observe({ source: 'async' }, 0.01);
+    b.observe({ source: 'offline' }, 90);
+    const families = parsePrometheusText(await registry.metrics());
+    const count = (source: string) =>
+      sumSamples(families, 'pushline_publish_to_ack_seconds_count', { source });
+    assert.deepEqual(PUBLISH_TO_ACK_SOURCES.map(count), [1, 1]);
+    // A 90 s wait (an outage, a device offline) lands in its own bucket, not in the 30 s top one.
+    const bucket = (le: string) =>
+      sumSamples(families, 'pushline_publish_to_ack_seconds_bucket', { source: 'offline', le });
+    assert.equal(bucket('60'), 0);
+    assert.equal(bucket('120'), 1);
+  });
+
+  it('reaches the longest ttl the platform accepts (30 days)', () => {
+    assert.equal(END_TO_END_BUCKETS_S.at(-1), 2_592_000);
+    assert.ok(END_TO_END_BUCKETS_S.every((b, i) => i === 0 || b > (END_TO_END_BUCKETS_S[i - 1] ?? 0)));
   });
 });
 

@@ -51,7 +51,7 @@ export function assembleConnectionServer(
   });
   const kafka = options.kafka ?? serviceKafkaClient(config, 'connection-server', logger);
   const metrics =
-    options.metrics ?? createMetricsRegistry({ service: 'connection-server', instance: serverId });
+    options.metrics ?? createMetricsRegistry({ service: 'connection-server', instance_id: serverId });
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
   // Terminal outcomes of stored messages this server drains to reconnecting devices.
   const outcomes = kafka.producer();

@@ -1,4 +1,20 @@
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Registry } from '@pushline/telemetry';
+import {
+  AuthErrorCode,
+  DEVICE_REQUEST_EVENTS,
+  DeliverySource,
+  DeviceErrorCode,
+  DisconnectReason,
+  ReconnectReason,
+} from '@pushline/protocol';
+import {
+  Counter,
+  Gauge,
+  LATENCY_BUCKETS_S,
+  stageCounter,
+  stageHistogram,
+  type Histogram,
+  type Registry,
+} from '@pushline/telemetry';
 
 /** Every metric of one connection server, registered on the instance's own registry. */
 export interface ConnectionServerMetrics {
@@ -27,8 +43,37 @@ export interface ConnectionServerMetrics {
   readonly internalRequests: Counter<'route' | 'status'>;
 }
 
+/**
+ * The closed sets of every label value, so each series exists from boot at 0 (`stageCounter`):
+ * `rate()` sees the first event, and sums across stages never miss a series. A value used in code
+ * but missing here still works; its series then appears only on first use.
+ */
+export const CONNECTION_SERVER_LABELS = {
+  deliveryOutcomes: ['delivered', 'not_connected', 'timeout', 'rejected'],
+  ackOutcomes: ['delivered', 'rejected'],
+  registryOps: ['register', 'unregister', 'refresh', 'clear_server', 'report_load', 'remove_load'],
+  /** Background loops that count their completed iterations (`pushline_loop_runs_total`). */
+  loopsWithRuns: ['registry_refresh', 'load_report', 'token_expiry'],
+  loops: [
+    'registry_refresh',
+    'load_report',
+    'liveness_sweep',
+    'inbox_drain',
+    'replaced_notice',
+    'token_expiry',
+  ],
+  /** Device request events, plus `unknown` for any other event name. */
+  requestEvents: [...DEVICE_REQUEST_EVENTS, 'unknown'],
+  requestRefusals: ['no_ack', 'unknown_event', 'invalid_request', 'too_deep', 'rate_limited'],
+  broadcastResults: ['complete', 'partial_timeout'],
+  /** The keys of `INTERNAL_ROUTES`. */
+  internalRoutes: ['deliver', 'deliverBatch', 'broadcast', 'replaced'],
+  internalStatuses: ['200', '400', '401', '405', '413'],
+} as const;
+
 export function createMetrics(registry: Registry, connectionCount: () => number): ConnectionServerMetrics {
   const registers = [registry];
+  const L = CONNECTION_SERVER_LABELS;
   new Gauge({
     name: 'pushline_connections',
     help: 'Authenticated device connections held by this server.',
@@ -43,107 +88,107 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
       help: 'Device connections accepted after authentication.',
       registers,
     }),
-    disconnects: new Counter({
+    disconnects: stageCounter({
       name: 'pushline_disconnects_total',
       help: 'Device connections ended, by reason.',
-      labelNames: ['reason'],
-      registers,
+      labels: { reason: DisconnectReason.options },
+      registry,
     }),
-    authFailures: new Counter({
+    authFailures: stageCounter({
       name: 'pushline_auth_failures_total',
       help: 'Refused device handshakes, by reason code.',
-      labelNames: ['code'],
-      registers,
+      labels: { code: AuthErrorCode.options },
+      registry,
     }),
     handshakesBusy: new Counter({
       name: 'pushline_handshakes_busy_total',
       help: 'Device handshakes refused at the upgrade because too many were already in flight.',
       registers,
     }),
-    deliveries: new Counter({
+    deliveries: stageCounter({
       name: 'pushline_server_deliveries_total',
       help: 'Messages this server was asked to hand to a local device, by source and outcome.',
-      labelNames: ['source', 'outcome'],
-      registers,
+      labels: { source: DeliverySource.options, outcome: L.deliveryOutcomes },
+      registry,
     }),
-    deviceAck: new Histogram({
+    deviceAck: stageHistogram({
       name: 'pushline_device_ack_seconds',
       help: 'Time from emitting a message to the device ack (delivered or rejected).',
-      labelNames: ['outcome'],
+      labels: { outcome: L.ackOutcomes },
       buckets: LATENCY_BUCKETS_S,
-      registers,
+      registry,
     }),
-    registryOps: new Counter({
+    registryOps: stageCounter({
       name: 'pushline_registry_ops_total',
       help: 'Registry operations, by operation and result.',
-      labelNames: ['op', 'result'],
-      registers,
+      labels: { op: L.registryOps, result: ['ok', 'error'] },
+      registry,
     }),
-    connectionEvents: new Counter({
+    connectionEvents: stageCounter({
       name: 'pushline_connection_events_total',
       help: 'Connection events handed to Kafka (sent) or given up on (dropped).',
-      labelNames: ['result'],
-      registers,
+      labels: { result: ['sent', 'dropped'] },
+      registry,
     }),
-    d2d: new Counter({
+    d2d: stageCounter({
       name: 'pushline_d2d_total',
       help: 'Device-to-device sends, by outcome (delivery outcome or error code).',
-      labelNames: ['outcome'],
-      registers,
+      labels: { outcome: [...L.deliveryOutcomes, ...DeviceErrorCode.options] },
+      registry,
     }),
-    broadcasts: new Counter({
+    broadcasts: stageCounter({
       name: 'pushline_broadcasts_total',
       help: 'Topic broadcasts started on this server, by result.',
-      labelNames: ['result'],
-      registers,
+      labels: { result: L.broadcastResults },
+      registry,
     }),
-    subscriptions: new Counter({
+    subscriptions: stageCounter({
       name: 'pushline_subscriptions_total',
       help: 'Topic subscribe/unsubscribe requests, by result.',
-      labelNames: ['op', 'result'],
-      registers,
+      labels: { op: ['subscribe', 'unsubscribe'], result: ['ok', ...DeviceErrorCode.options] },
+      registry,
     }),
-    requestsRefused: new Counter({
+    requestsRefused: stageCounter({
       name: 'pushline_device_requests_refused_total',
       help: 'Device requests refused before their handler: no_ack (not executed), unknown_event, invalid_request, too_deep, rate_limited.',
-      labelNames: ['event', 'reason'],
-      registers,
+      labels: { event: L.requestEvents, reason: L.requestRefusals },
+      registry,
     }),
-    tokenLifecycle: new Counter({
+    tokenLifecycle: stageCounter({
       name: 'pushline_device_tokens_total',
       help: 'Token events of live connections: expiring (hint sent), refreshed, refresh_rejected, expired (connection closed).',
-      labelNames: ['event'],
-      registers,
+      labels: { event: ['expiring', 'refreshed', 'refresh_rejected', 'expired'] },
+      registry,
     }),
-    handshakesRefused: new Counter({
+    handshakesRefused: stageCounter({
       name: 'pushline_handshakes_refused_total',
       help: 'Transports refused or closed before authentication: per_address (too many pending from one address, HTTP 400), no_connect (no CONNECT packet in time), eio3 (HTTP 400 before the upgrade).',
-      labelNames: ['reason'],
-      registers,
+      labels: { reason: ['per_address', 'no_connect', 'eio3'] },
+      registry,
     }),
-    reconnectHints: new Counter({
+    reconnectHints: stageCounter({
       name: 'pushline_reconnect_hints_total',
       help: 'Reconnect hints sent to devices, by reason.',
-      labelNames: ['reason'],
-      registers,
+      labels: { reason: ReconnectReason.options },
+      registry,
     }),
-    loopFailures: new Counter({
+    loopFailures: stageCounter({
       name: 'pushline_loop_failures_total',
       help: 'Failed iterations of background loops (registry refresh, load report, inbox drain, ...).',
-      labelNames: ['loop'],
-      registers,
+      labels: { loop: L.loops },
+      registry,
     }),
-    loopRuns: new Counter({
+    loopRuns: stageCounter({
       name: 'pushline_loop_runs_total',
       help: 'Completed iterations of background loops, to see that they run at all.',
-      labelNames: ['loop'],
-      registers,
+      labels: { loop: L.loopsWithRuns },
+      registry,
     }),
-    internalRequests: new Counter({
+    internalRequests: stageCounter({
       name: 'pushline_internal_requests_total',
       help: 'Requests to the internal delivery API, by route and status.',
-      labelNames: ['route', 'status'],
-      registers,
+      labels: { route: L.internalRoutes, status: L.internalStatuses },
+      registry,
     }),
   };
 }

@@ -48,7 +48,7 @@ export function assembleMessageProcessor(
   const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
   const kafka = options.kafka ?? serviceKafkaClient(config, 'message-processor', logger);
   const metrics =
-    options.metrics ?? createMetricsRegistry({ service: 'message-processor', instance: instanceId });
+    options.metrics ?? createMetricsRegistry({ service: 'message-processor', instance_id: instanceId });
   const processor = createMessageProcessor({
     config: { ...config, PUSHLINE_PROCESSOR_INSTANCE_ID: instanceId },
     redis,

@@ -1,4 +1,12 @@
-import { Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Registry } from '@pushline/telemetry';
+import { DeliveryOutcome, DlqReason } from '@pushline/protocol';
+import {
+  Counter,
+  Gauge,
+  publishToAckHistogram,
+  stageCounter,
+  type Histogram,
+  type Registry,
+} from '@pushline/telemetry';
 
 /**
  * The processor's metrics. Per record, exactly one of dlq, duplicate, processed or failed follows
@@ -13,6 +21,7 @@ export interface ProcessorMetrics {
   readonly inFlight: Gauge;
   readonly lag: Gauge;
   readonly loopFailures: Counter<'loop'>;
+  readonly loopRuns: Counter<'loop'>;
   readonly claimWaits: Counter;
   readonly sweptExpired: Counter;
   readonly invalidations: Counter<'type'>;
@@ -20,37 +29,46 @@ export interface ProcessorMetrics {
 
 export type RecordResult = 'received' | 'dlq' | 'duplicate' | 'processed' | 'failed';
 
+/**
+ * The closed sets of every label value: each series exists from boot at 0, so the first dead
+ * letter moves `rate()` and the stage identities hold from the first scrape.
+ */
+export const PROCESSOR_LABELS = {
+  results: ['received', 'dlq', 'duplicate', 'processed', 'failed'] satisfies RecordResult[],
+  outcomes: [...DeliveryOutcome.options, 'stored'],
+  targetTypes: ['device', 'user', 'topic'],
+  loops: ['batch', 'sweeper', 'cache_invalidation'],
+  /** Loops that run on a timer and count their completed iterations. */
+  loopsWithRuns: ['sweeper'],
+  invalidationTypes: ['connected', 'disconnected', 'invalid'],
+} as const;
+
 export function createProcessorMetrics(
   registry: Registry,
   gauges: { inFlight: () => number; lag: () => number },
 ): ProcessorMetrics {
   const registers = [registry];
+  const L = PROCESSOR_LABELS;
   return {
-    records: new Counter({
+    records: stageCounter({
       name: 'pushline_processor_records_total',
       help: 'Push-request records by result: received = dlq + duplicate + processed + failed (failed ones are redelivered).',
-      labelNames: ['result'],
-      registers,
+      labels: { result: L.results },
+      registry,
     }),
-    dlq: new Counter({
+    dlq: stageCounter({
       name: 'pushline_processor_dlq_total',
       help: 'Records sent to the dead-letter topic, by reason.',
-      labelNames: ['reason'],
-      registers,
+      labels: { reason: DlqReason.options },
+      registry,
     }),
-    outcomes: new Counter({
+    outcomes: stageCounter({
       name: 'pushline_processor_outcomes_total',
       help: 'Delivery events recorded by the processor, by outcome (stored: kept for an offline device) and target type.',
-      labelNames: ['outcome', 'target_type'],
-      registers,
+      labels: { outcome: L.outcomes, target_type: L.targetTypes },
+      registry,
     }),
-    publishToAck: new Histogram({
-      name: 'pushline_publish_to_ack_seconds',
-      help: 'From a push request being accepted (createdAt) to the device acking it, by source (async, offline).',
-      labelNames: ['source'],
-      buckets: LATENCY_BUCKETS_S,
-      registers,
-    }),
+    publishToAck: publishToAckHistogram(registry),
     inFlight: new Gauge({
       name: 'pushline_processor_in_flight',
       help: 'Push requests being processed right now.',
@@ -61,17 +79,23 @@ export function createProcessorMetrics(
     }),
     lag: new Gauge({
       name: 'pushline_processor_consumer_lag',
-      help: 'Records behind the end of the assigned push-requests partitions, as of their last batches.',
+      help: 'Records behind the end of the assigned push-requests partitions, as of their last batches (self-reported; the canary measures lag from the broker).',
       registers,
       collect() {
         this.set(gauges.lag());
       },
     }),
-    loopFailures: new Counter({
+    loopFailures: stageCounter({
       name: 'pushline_processor_loop_failures_total',
-      help: 'Failures of background work, by loop (batch, sweeper, cache_invalidation, drain).',
-      labelNames: ['loop'],
-      registers,
+      help: 'Failures of background work, by loop (batch, sweeper, cache_invalidation).',
+      labels: { loop: L.loops },
+      registry,
+    }),
+    loopRuns: stageCounter({
+      name: 'pushline_processor_loop_runs_total',
+      help: 'Completed iterations of timer-driven background loops (sweeper), so a stalled loop shows as a flat line.',
+      labels: { loop: L.loopsWithRuns },
+      registry,
     }),
     claimWaits: new Counter({
       name: 'pushline_processor_claim_waits_total',
@@ -83,11 +107,11 @@ export function createProcessorMetrics(
       help: 'Stored messages the sweeper recorded as expired.',
       registers,
     }),
-    invalidations: new Counter({
+    invalidations: stageCounter({
       name: 'pushline_processor_cache_invalidations_total',
       help: 'Connection events applied to the device-location cache, by type (invalid: unreadable record).',
-      labelNames: ['type'],
-      registers,
+      labels: { type: L.invalidationTypes },
+      registry,
     }),
   };
 }

@@ -65,8 +65,11 @@ export class OutcomeRecorder {
     );
     for (const { ev } of records) {
       this.#metrics.outcomes.inc({ outcome: ev.stored ? 'stored' : ev.outcome, target_type: ev.target.type });
-      if (ev.outcome === 'delivered' && ev.terminal && ev.deliveredCount !== 0) {
-        this.#metrics.publishToAck.observe({ source: ev.source }, ev.latencyMs / 1000);
+      // One sample per device ack of the async path. A topic broadcast acks nobody (its
+      // deliveredCount is a fan-out, not a device ack), and a stored message's drain is observed
+      // by the offline store wherever it runs, so neither is counted here.
+      if (ev.outcome === 'delivered' && ev.terminal && ev.source === 'async' && ev.target.type !== 'topic') {
+        this.#metrics.publishToAck.observe({ source: 'async' }, ev.latencyMs / 1000);
       }
     }
   }

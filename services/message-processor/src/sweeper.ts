@@ -60,6 +60,7 @@ export class Sweeper {
       const expired = await this.#o.store.sweepExpired(Date.now(), this.#o.batch);
       this.#o.metrics.sweptExpired.inc(expired);
       this.#failures = 0;
+      this.#o.metrics.loopRuns.inc({ loop: 'sweeper' });
       if (expired >= this.#o.batch) next = 0;
     } catch (err) {
       this.#failures++;

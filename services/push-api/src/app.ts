@@ -3,7 +3,7 @@ import type { Registry } from '@pushline/telemetry';
 import { ApiKeyStore, authenticate } from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { requestTelemetry } from './http-telemetry.ts';
-import { registerOpenApiRoute } from './openapi.ts';
+import { declaredStatuses, registerOpenApiRoute } from './openapi.ts';
 import { ProblemError, sendProblem } from './problem.ts';
 import { KeyRateLimiter, rateLimit } from './rate-limit.ts';
 import { registerHealthRoutes, type Readiness } from './routes/health.ts';
@@ -56,6 +56,14 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
     description:
       'Direct push with synchronous delivery feedback, asynchronous publish through Kafka, and presence. Errors are RFC 9457 problem+json.',
   });
+
+  ctx.metrics.initOperations(
+    routes.specs.map((spec) => ({
+      route: spec.path,
+      method: spec.method.toUpperCase(),
+      statuses: declaredStatuses(spec),
+    })),
+  );
 
   app.use((req: Request) => {
     const allowed = routes.methodsFor(req.path);

@@ -48,7 +48,7 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
   const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
   const kafka = options.kafka ?? serviceKafkaClient(config, 'push-api', logger);
   const metrics =
-    options.metrics ?? createMetricsRegistry({ service: 'push-api', instance: pushApiInstanceId(config) });
+    options.metrics ?? createMetricsRegistry({ service: 'push-api', instance_id: pushApiInstanceId(config) });
   const tracer = options.tracer ?? trace.getTracer('pushline-push-api');
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
   // Concurrent pushes to the same connection server share one internal exchange per event-loop

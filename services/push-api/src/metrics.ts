@@ -1,4 +1,15 @@
-import { Counter, Histogram, LATENCY_BUCKETS_S, type Registry } from '@pushline/telemetry';
+import { Counter, Histogram, LATENCY_BUCKETS_S, stageCounter, type Registry } from '@pushline/telemetry';
+
+/** One operation of the API and every status it declares (its OpenAPI responses). */
+export interface ApiOperation {
+  readonly route: string;
+  /** Upper case, as express reports it. */
+  readonly method: string;
+  readonly statuses: readonly number[];
+}
+
+/** Outcomes of a direct push (`DIRECT_PUSH_STATUS` of the push routes). */
+export const DIRECT_PUSH_OUTCOMES = ['delivered', 'stored', 'not_connected', 'rejected', 'timeout'] as const;
 
 /** The API's metrics, registered on the instance's own registry. Labels stay low-cardinality. */
 export class ApiMetrics {
@@ -25,11 +36,11 @@ export class ApiMetrics {
       buckets: LATENCY_BUCKETS_S,
       registers: [registry],
     });
-    this.pushOutcomes = new Counter({
+    this.pushOutcomes = stageCounter({
       name: 'pushline_api_push_outcomes_total',
       help: 'Per-device outcomes of direct pushes (device and user routes).',
-      labelNames: ['outcome'],
-      registers: [registry],
+      labels: { outcome: DIRECT_PUSH_OUTCOMES },
+      registry,
     });
     this.pushToAckSeconds = new Histogram({
       name: 'pushline_api_push_to_ack_seconds',
@@ -57,5 +68,18 @@ export class ApiMetrics {
       help: 'Direct pushes with ttlSeconds whose store-and-forward write failed.',
       registers: [registry],
     });
+  }
+
+  /**
+   * Creates the request series of every operation at 0: each (route, method, status) it declares,
+   * and its latency histogram, so the first 5xx or 429 of a route moves `rate()` and an idle route
+   * reads 0 instead of "No data". Requests no route matched (`unmatched`) appear on first use.
+   */
+  initOperations(operations: readonly ApiOperation[]): void {
+    for (const op of operations) {
+      this.requestSeconds.zero({ route: op.route, method: op.method });
+      for (const status of op.statuses)
+        this.requests.inc({ route: op.route, method: op.method, status: String(status) }, 0);
+    }
   }
 }

@@ -165,11 +165,7 @@ function responses(spec: RouteSpec, ref: (s: z.ZodType) => JsonObject): JsonObje
       content: { 'application/json': { schema: ref(response.schema) } },
     };
   }
-  const codes = new Set<ProblemCode>([
-    ...(spec.scope === null ? [] : AUTHENTICATED_PROBLEMS),
-    ...(spec.body ? BODY_PROBLEMS : ['validation-error' as const]),
-    ...(spec.problems ?? []),
-  ]);
+  const codes = problemCodes(spec);
   const byStatus = new Map<number, ProblemCode[]>();
   for (const code of codes)
     byStatus.set(PROBLEMS[code].status, [...(byStatus.get(PROBLEMS[code].status) ?? []), code]);
@@ -191,6 +187,24 @@ function responses(spec: RouteSpec, ref: (s: z.ZodType) => JsonObject): JsonObje
     };
   }
   return out;
+}
+
+/** Every problem an operation may answer with. */
+function problemCodes(spec: RouteSpec): Set<ProblemCode> {
+  return new Set<ProblemCode>([
+    ...(spec.scope === null ? [] : AUTHENTICATED_PROBLEMS),
+    ...(spec.body ? BODY_PROBLEMS : ['validation-error' as const]),
+    ...(spec.problems ?? []),
+  ]);
+}
+
+/** Every HTTP status an operation declares (results and problems), as its OpenAPI document lists them. */
+export function declaredStatuses(spec: RouteSpec): number[] {
+  const statuses = new Set([
+    ...Object.keys(spec.responses).map(Number),
+    ...[...problemCodes(spec)].map((code) => PROBLEMS[code].status),
+  ]);
+  return [...statuses].sort((a, b) => a - b);
 }
 
 function stripMeta(schema: JsonObject): JsonObject {
