@@ -57,6 +57,18 @@ describe('direct push to a device', () => {
     assert.ok(body.id.length > 0);
   });
 
+  it('delivers to a device pushed to while offline as soon as it connects (no cached not_connected)', async () => {
+    const before = await push('dp-late', { payload: 'early' });
+    assert.equal(before.status, 404);
+    const device = await p.connect(A, 'dp-late', 'dp-user-late');
+    const online = await call(p.h.url, 'GET', '/v1/devices/dp-late/presence', { key: p.h.keys.admin });
+    assert.equal((online.body as { online: boolean }).online, true);
+    const received = device.nextMessage();
+    const res = await push('dp-late', { id: 'm-late', payload: 'now' });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal((await received).id, 'm-late');
+  });
+
   it('422 rejected when the device acks {ok:false}, with its reason', async () => {
     await p.connect(B, 'dp-rejecting', 'dp-user-3', 'reject');
     const res = await push('dp-rejecting', { payload: 'nope' });

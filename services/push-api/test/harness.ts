@@ -77,11 +77,7 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
     PUSHLINE_LOG_LEVEL: 'silent',
     ...options.env,
   });
-  const assembled = assemblePushApi(config, {
-    logger: silentLogger(),
-    // No negative caching: tests connect devices and push at once.
-    locator: { negativeTtlMs: 1 },
-  });
+  const assembled = assemblePushApi(config, { logger: silentLogger() });
   const steps: CleanupStep[] = [];
   await assembled.start();
   const { api, redis, registry, kafka, metrics } = assembled;
