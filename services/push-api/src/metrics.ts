@@ -7,6 +7,7 @@ export class ApiMetrics {
   readonly pushOutcomes: Counter<'outcome'>;
   readonly pushToAckSeconds: Histogram;
   readonly published: Counter;
+  readonly publishUnknown: Counter<'cause'>;
   readonly rateLimited: Counter;
   readonly idempotentReplays: Counter;
   readonly storeFailures: Counter;
@@ -40,6 +41,12 @@ export class ApiMetrics {
     this.published = new Counter({
       name: 'pushline_api_published_total',
       help: 'Push requests produced to Kafka by POST /v1/publish (acknowledged by all in-sync replicas).',
+      registers: [registry],
+    });
+    this.publishUnknown = new Counter({
+      name: 'pushline_api_publish_unknown_total',
+      help: 'POST /v1/publish answered 503 because Kafka did not acknowledge in time (deadline) or the send failed (failed); the messages may or may not be queued.',
+      labelNames: ['cause'],
       registers: [registry],
     });
     this.rateLimited = new Counter({

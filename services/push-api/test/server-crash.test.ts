@@ -89,7 +89,14 @@ describe('direct push when the connection server dies mid-request (kill -9)', ()
       if (msg.id === 'crash-m1') killed.proc.kill('SIGKILL');
       else ack({ ok: true });
     });
-    await within(once(device, 'connect'), 5_000, 'the device to connect');
+    await within(
+      new Promise<void>((resolve, reject) => {
+        device.once('connect', () => resolve());
+        device.once('connect_error', reject);
+      }),
+      5_000,
+      'the device to connect',
+    );
     await waitUntil(async () => (await h.registry.lookup('crash-device')) !== null, {
       what: 'the device registered',
     });
