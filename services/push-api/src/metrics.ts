@@ -28,7 +28,7 @@ export class ApiMetrics {
     });
     this.pushOutcomes = new Counter({
       name: 'pushline_api_push_outcomes_total',
-      help: 'Per-device outcomes of direct pushes (device and user routes).',
+      help: 'Per-device live outcomes of direct pushes (device and user routes), as routed; a push then stored counts under the outcome it followed (and in pushline_offline_stored_total).',
       labelNames: ['outcome'],
       registers: [registry],
     });

@@ -29,6 +29,11 @@ export const PROBLEMS = {
   'rate-limited': { status: 429, title: 'Too many requests for this API key' },
   'internal-error': { status: 500, title: 'Internal error' },
   'service-unavailable': { status: 503, title: 'A dependency is unavailable; retry later' },
+  'delivery-unknown': {
+    status: 504,
+    title: 'The connection server was lost or silent mid-request; the message may have been delivered',
+  },
+  'quota-exceeded': { status: 507, title: 'The API key has reached its quota of stored messages' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ProblemCode = keyof typeof PROBLEMS;

@@ -125,15 +125,28 @@ describe('direct push to a device', () => {
     assert.equal((res.body as DirectResult).reason, 'timeout');
   });
 
-  it('counts outcomes and push-to-ack latency in /metrics', async () => {
-    const text = String((await call(p.h.url, 'GET', '/metrics')).body);
-    const families = parsePrometheusText(text);
-    for (const outcome of ['delivered', 'not_connected', 'rejected', 'timeout', 'stored']) {
-      const [sample] = findSamples(families, 'pushline_api_push_outcomes_total', { outcome });
-      assert.ok((sample?.value ?? 0) >= 1, `outcome ${outcome} counted`);
+  // docs/observability.md, identity 7: the API counts each push's live outcome exactly as the
+  // router does, stored pushes included (they count under the outcome they followed, and once more
+  // in the API's offline store counter).
+  it('counts outcomes in /metrics the way the router does, stored pushes included', async () => {
+    const families = parsePrometheusText(String((await call(p.h.url, 'GET', '/metrics')).body));
+    const count = (name: string, labels: Record<string, string> = {}) =>
+      findSamples(families, name, labels).reduce((n, s) => n + s.value, 0);
+    for (const outcome of ['delivered', 'not_connected', 'rejected', 'timeout']) {
+      const pushed = count('pushline_api_push_outcomes_total', { outcome });
+      assert.ok(pushed >= 1, `outcome ${outcome} counted`);
+      assert.equal(
+        pushed,
+        count('pushline_router_deliveries_total', { source: 'direct', outcome }),
+        `API vs router: ${outcome}`,
+      );
     }
-    const [count] = findSamples(families, 'pushline_api_push_to_ack_seconds_count', {});
-    assert.ok((count?.value ?? 0) >= 2);
+    assert.equal(count('pushline_api_push_outcomes_total', { outcome: 'stored' }), 0);
+    assert.equal(count('pushline_offline_stored_total'), 2, 'the two pushes answered 202 stored');
+    assert.equal(
+      count('pushline_api_push_to_ack_seconds_count'),
+      count('pushline_api_push_outcomes_total', { outcome: 'delivered' }),
+    );
   });
 });
 
