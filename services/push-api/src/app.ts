@@ -14,6 +14,13 @@ import { RouteTable } from './routing.ts';
 
 export const API_VERSION = '1.0.0';
 
+/** Paths served outside the route table, and their methods (for 405 answers). */
+const OTHER_PATHS: Readonly<Record<string, readonly string[]>> = {
+  '/healthz': ['GET'],
+  '/readyz': ['GET'],
+  '/metrics': ['GET'],
+};
+
 export interface AppOptions {
   readonly ctx: ApiContext;
   readonly metricsRegistry: Registry;
@@ -44,6 +51,7 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
       authenticate: authenticate(keys),
       rateLimit: rateLimit(limiter, () => ctx.metrics.rateLimited.inc()),
       parseJson: express.json({ limit: ctx.config.PUSHLINE_API_BODY_LIMIT_BYTES, strict: true }),
+      maxPayloadDepth: ctx.config.PUSHLINE_MAX_JSON_DEPTH,
     },
     ctx.logger,
   );
@@ -58,7 +66,7 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
   });
 
   app.use((req: Request) => {
-    const allowed = routes.methodsFor(req.path);
+    const allowed = [...routes.methodsFor(req.path), ...(OTHER_PATHS[req.path] ?? [])];
     if (allowed.length > 0) {
       throw new ProblemError(
         'method-not-allowed',
@@ -77,6 +85,13 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
 /** body-parser errors carry a `type`; everything else that is not a ProblemError is a 500. */
 function toProblem(err: unknown): ProblemError {
   if (err instanceof ProblemError) return err;
+  // The router decodes path parameters before any handler runs: `%`, `%ZZ`, a cut UTF-8 sequence.
+  if (err instanceof URIError) {
+    return new ProblemError('validation-error', 'A path segment is not valid percent-encoding.', {
+      errors: [{ field: '(path)', in: 'path', message: 'must be valid percent-encoded UTF-8' }],
+      cause: err,
+    });
+  }
   const type = (err as { type?: unknown } | null)?.type;
   if (type === 'entity.parse.failed') {
     return new ProblemError('malformed-json', 'The body is not valid JSON (or not an object/array).', {

@@ -11,6 +11,7 @@ export const PROBLEM_TYPE_BASE = 'https://pushline.dev/problems/';
 export const PROBLEMS = {
   'validation-error': { status: 400, title: 'The request is invalid' },
   'malformed-json': { status: 400, title: 'The request body is not valid JSON' },
+  'json-too-deep': { status: 400, title: 'The request body nests JSON deeper than allowed' },
   unauthorized: { status: 401, title: 'A valid API key is required' },
   forbidden: { status: 403, title: 'The API key lacks the scope this operation needs' },
   'not-found': { status: 404, title: 'No such resource' },

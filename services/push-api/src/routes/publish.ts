@@ -4,7 +4,7 @@ import { SpanKind, injectTraceHeaders, withSpan } from '@pushline/telemetry';
 import { principalOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { idempotentMessageId, type IdempotencyClaim } from '../idempotency.ts';
-import { checkPayloadSize } from '../payload.ts';
+import { checkPayload } from '../payload.ts';
 import { ProblemError } from '../problem.ts';
 import type { ApiResult, RouteTable } from '../routing.ts';
 
@@ -37,6 +37,7 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
       },
       problems: [
         'payload-too-large',
+        'json-too-deep',
         'idempotency-conflict',
         'idempotency-key-reused',
         'service-unavailable',
@@ -46,11 +47,10 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
       const batch = 'messages' in body;
       const messages = batch ? body.messages : [body];
       messages.forEach((m, i) =>
-        checkPayloadSize(
-          m.payload,
-          batch ? `messages[${i}].payload` : 'payload',
-          config.PUSHLINE_MAX_PAYLOAD_BYTES,
-        ),
+        checkPayload(m.payload, batch ? `messages[${i}].payload` : 'payload', {
+          maxBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
+          maxDepth: config.PUSHLINE_MAX_JSON_DEPTH,
+        }),
       );
 
       const origin = principalOf(res).id;

@@ -3,7 +3,7 @@ import { StoredMessage, type PushTarget, type TraceContext } from '@pushline/pro
 import { injectTraceHeaders } from '@pushline/telemetry';
 import { principalOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
-import { checkPayloadSize } from '../payload.ts';
+import { checkPayload } from '../payload.ts';
 import type { RoutedResult } from '../ports.ts';
 import { ProblemError } from '../problem.ts';
 import type { RouteTable } from '../routing.ts';
@@ -33,14 +33,14 @@ const STORE_AFTER = new Set<string>(['not_connected', 'timeout']);
 export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
   const { schemas, config } = ctx;
   const maxPayload = config.PUSHLINE_MAX_PAYLOAD_BYTES;
-  const pushProblems = ['payload-too-large', 'service-unavailable'] as const;
+  const pushProblems = ['payload-too-large', 'json-too-deep', 'service-unavailable'] as const;
   /** What every direct push hands the router, once its payload is within the limit. */
   const directMessage = (body: {
     payload: unknown;
     id?: string | undefined;
     timeoutMs?: number | undefined;
   }) => {
-    checkPayloadSize(body.payload, 'payload', maxPayload);
+    checkPayload(body.payload, 'payload', { maxBytes: maxPayload, maxDepth: config.PUSHLINE_MAX_JSON_DEPTH });
     return {
       messageId: body.id ?? randomUUID(),
       payload: body.payload,
