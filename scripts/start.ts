@@ -47,6 +47,7 @@ if (stopping) {
       'Pushline is running.',
       `  Devices connect (socket.io, websocket):  ${platform.deviceUrls.join('  ')}`,
       `  Push API:                                ${api}   (OpenAPI: ${api}/v1/openapi.json)`,
+      `  Push API ops (/readyz, /metrics):        ${platform.services.find((s) => s.name === 'push-api')?.opsUrl ?? ''}`,
       `  Kafka: ${platform.devstack.kafkaBrokers.join(',')}   Redis: ${platform.devstack.redisUrl}`,
       `  API key (admin): ${key}`,
       '',

@@ -33,7 +33,7 @@ const SCHEMAS: Record<string, EnvSchema> = {
 const METRICS_PORT_VAR: Record<string, string> = {
   'connection-server': 'PUSHLINE_INTERNAL_PORT',
   'message-processor': 'PUSHLINE_PROCESSOR_PORT',
-  'push-api': 'PUSHLINE_API_PORT',
+  'push-api': 'PUSHLINE_API_OPS_PORT',
 };
 
 interface ComposeService {

@@ -100,6 +100,7 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
       ),
     );
     const apiPort = await port(8080);
+    const apiOpsPort = await port(8081);
     starting.push(
       startService(
         'push-api',
@@ -109,9 +110,10 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
         {
           ...common,
           PUSHLINE_API_PORT: String(apiPort),
+          PUSHLINE_API_OPS_PORT: String(apiOpsPort),
           PUSHLINE_API_KEYS: `${options.credentials.apiKey}:admin`,
         },
-        `http://127.0.0.1:${apiPort}`,
+        `http://127.0.0.1:${apiOpsPort}`,
       ),
     );
     const results = await Promise.allSettled(starting);

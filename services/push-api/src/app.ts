@@ -1,12 +1,11 @@
 import express, { type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
-import type { Registry } from '@pushline/telemetry';
 import { ApiKeyStore, authenticate } from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { requestTelemetry } from './http-telemetry.ts';
 import { registerOpenApiRoute } from './openapi.ts';
 import { ProblemError, sendProblem } from './problem.ts';
 import { KeyRateLimiter, rateLimit } from './rate-limit.ts';
-import { registerHealthRoutes, type Readiness } from './routes/health.ts';
+import { PUBLIC_HEALTH_PATH, registerPublicHealthRoute } from './routes/health.ts';
 import { registerPresenceRoutes } from './routes/presence.ts';
 import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPushRoutes } from './routes/push.ts';
@@ -14,23 +13,17 @@ import { RouteTable } from './routing.ts';
 
 export const API_VERSION = '1.0.0';
 
-/** Paths served outside the route table, and their methods (for 405 answers). */
-const OTHER_PATHS: Readonly<Record<string, readonly string[]>> = {
-  '/healthz': ['GET'],
-  '/readyz': ['GET'],
-  '/metrics': ['GET'],
-};
-
 export interface AppOptions {
   readonly ctx: ApiContext;
-  readonly metricsRegistry: Registry;
-  readonly ready: () => Promise<Readiness>;
 }
 
+/** Paths served outside the route table, and their methods (for 405 answers). */
+const OTHER_PATHS: Readonly<Record<string, readonly string[]>> = { [PUBLIC_HEALTH_PATH]: ['GET'] };
+
 /**
- * The express app: telemetry for every request, ops routes, the /v1 operations (authenticated,
+ * The express app: telemetry for every request, liveness, the /v1 operations (authenticated,
  * rate-limited, scoped, then JSON-parsed, so an anonymous caller costs no body parsing), and
- * problem+json for everything that goes wrong.
+ * problem+json for everything that goes wrong. Readiness and metrics are on the ops port.
  */
 export function createApp(options: AppOptions): { app: Express; routes: RouteTable } {
   const { ctx } = options;
@@ -38,7 +31,7 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(requestTelemetry(ctx.tracer, ctx.metrics));
-  registerHealthRoutes(app, { ready: options.ready, metrics: options.metricsRegistry });
+  registerPublicHealthRoute(app);
 
   const keys = new ApiKeyStore(ctx.config.PUSHLINE_API_KEYS);
   const limiter = new KeyRateLimiter({

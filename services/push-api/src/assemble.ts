@@ -34,6 +34,8 @@ export interface AssembledPushApi extends Component {
   readonly api: PushApi;
   /** Base URL (after start). */
   readonly url: string;
+  /** Base URL of the ops port: /healthz, /readyz, /metrics (after start). */
+  readonly opsUrl: string;
   readonly router: MessageRouter;
   readonly registry: RedisDeviceRegistry;
   readonly redis: Redis;
@@ -105,6 +107,9 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     api,
     get url() {
       return api.url;
+    },
+    get opsUrl() {
+      return api.opsUrl;
     },
     router,
     registry,

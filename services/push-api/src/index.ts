@@ -9,7 +9,7 @@ export type { RouteSpec } from './routing.ts';
 export { apiKeyId } from './auth.ts';
 export { IdempotencyStore, idempotentMessageId } from './idempotency.ts';
 export { IDEMPOTENCY_HEADER, REPLAYED_HEADER } from './routes/publish.ts';
-export { probeReadiness } from './routes/health.ts';
+export { cachedReadiness, probeReadiness } from './routes/health.ts';
 export type { Readiness, DependencyCheck } from './routes/health.ts';
 export { assemblePushApi, pushApiInstanceId } from './assemble.ts';
 export type { AssemblePushApiOptions, AssembledPushApi } from './assemble.ts';

@@ -129,7 +129,7 @@ describe('direct push to a device', () => {
   // router does, stored pushes included (they count under the outcome they followed, and once more
   // in the API's offline store counter).
   it('counts outcomes in /metrics the way the router does, stored pushes included', async () => {
-    const families = parsePrometheusText(String((await call(p.h.url, 'GET', '/metrics')).body));
+    const families = parsePrometheusText(String((await call(p.h.opsUrl, 'GET', '/metrics')).body));
     const count = (name: string, labels: Record<string, string> = {}) =>
       findSamples(families, name, labels).reduce((n, s) => n + s.value, 0);
     for (const outcome of ['delivered', 'not_connected', 'rejected', 'timeout']) {
@@ -183,7 +183,7 @@ describe('push to a user', () => {
 
 describe('concurrent direct pushes (coalesced per connection server)', () => {
   const exchanges = async (route: string) => {
-    const text = String((await call(p.h.url, 'GET', '/metrics')).body);
+    const text = String((await call(p.h.opsUrl, 'GET', '/metrics')).body);
     return findSamples(parsePrometheusText(text), 'pushline_transport_requests_total', { route }).reduce(
       (sum, s) => sum + s.value,
       0,

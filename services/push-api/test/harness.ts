@@ -20,6 +20,8 @@ export interface ApiKeys {
 export interface ApiHarness {
   readonly api: PushApi;
   readonly url: string;
+  /** The ops port: /healthz, /readyz, /metrics. */
+  readonly opsUrl: string;
   readonly prefix: string;
   readonly keyPrefix: string;
   readonly topics: TopicNames;
@@ -67,6 +69,8 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
     PUSHLINE_INTERNAL_TOKEN: internalToken,
     PUSHLINE_API_HOST: '127.0.0.1',
     PUSHLINE_API_PORT: '0',
+    PUSHLINE_API_OPS_HOST: '127.0.0.1',
+    PUSHLINE_API_OPS_PORT: '0',
     PUSHLINE_API_KEYS: [
       `${keys.admin}:admin`,
       `${keys.push}:push`,
@@ -84,6 +88,7 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
   return {
     api,
     url: api.url,
+    opsUrl: api.opsUrl,
     prefix,
     keyPrefix,
     topics,
