@@ -118,6 +118,17 @@ describe('direct push to a device', () => {
     assert.ok(outcome, 'the stored message’s delivered outcome');
   });
 
+  it('stores per API key: another key reusing a message id cannot suppress the message', async () => {
+    for (const key of [p.h.keys.push, p.h.keys.admin]) {
+      const res = await call(p.h.url, 'POST', '/v1/devices/dp-shared/messages', {
+        key,
+        body: { id: 'shared-id', payload: { from: key.slice(0, 8) }, ttlSeconds: 60 },
+      });
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+    }
+    assert.equal(await p.h.redis.hlen(`${p.h.keyPrefix}offline:m:dp-shared`), 2, 'both messages stored');
+  });
+
   it('with ttlSeconds, a device that does not ack in time gets 202 stored', async () => {
     await p.connect(A, 'dp-slow', 'dp-user-7', 'silent');
     const res = await push('dp-slow', { payload: 1, ttlSeconds: 60, timeoutMs: 200 });
@@ -142,7 +153,7 @@ describe('direct push to a device', () => {
       );
     }
     assert.equal(count('pushline_api_push_outcomes_total', { outcome: 'stored' }), 0);
-    assert.equal(count('pushline_offline_stored_total'), 2, 'the two pushes answered 202 stored');
+    assert.equal(count('pushline_offline_stored_total'), 4, 'the four pushes answered 202 stored');
     assert.equal(
       count('pushline_api_push_to_ack_seconds_count'),
       count('pushline_api_push_outcomes_total', { outcome: 'delivered' }),
