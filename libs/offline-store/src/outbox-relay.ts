@@ -196,8 +196,17 @@ export class OutboxRelay {
         from,
       ),
     );
-    const streams = answer as [string, StreamEntry[]][] | null;
-    return (streams?.[0]?.[1] ?? []).filter((e) => Array.isArray(e[1]));
+    const streams = answer as [string, [string, string[] | null][]][] | null;
+    const entries: StreamEntry[] = [];
+    const gone: string[] = [];
+    for (const [id, fields] of streams?.[0]?.[1] ?? []) {
+      if (Array.isArray(fields)) entries.push([id, fields]);
+      else gone.push(id);
+    }
+    // Pending here but deleted from the stream (another relay took it over and published it):
+    // only the acknowledgement is left to do.
+    if (gone.length > 0) await this.#redis(() => this.#o.redis.xack(this.#key, GROUP, ...gone));
+    return entries;
   }
 
   async #claimAbandoned(): Promise<StreamEntry[]> {

@@ -488,4 +488,34 @@ describe('RedisOfflineStore', () => {
     assert.equal(await redis.xlen(`${prefix}offline:outbox`), 0);
     assert.equal(await relay.flush(), 0, 'nothing is published twice');
   });
+
+  it('a relay whose entries another relay took over acknowledges them without publishing them again', async () => {
+    await store.store('dev-1', stored('m1', { expiresAt: Date.now() + 5 }));
+    assert.equal(await store.sweepExpired(Date.now() + 10), 1);
+    let down = true;
+    const byA: DeliveryEvent[] = [];
+    const byB: DeliveryEvent[] = [];
+    const relay = (consumer: string, into: DeliveryEvent[]) =>
+      new OutboxRelay({
+        redis,
+        keyPrefix: prefix,
+        consumer,
+        claimIdleMs: 20,
+        publish: async (published) => {
+          if (down && consumer === 'a') throw new Error('Kafka is down');
+          into.push(...published);
+        },
+        logger: silentLogger(),
+      });
+    const a = relay('a', byA);
+    const b = relay('b', byB);
+    await assert.rejects(a.flush(), /Kafka is down/);
+    // a holds the entry and stops asking; b takes it over once it has been idle long enough.
+    await waitUntil(async () => (await b.flush()) > 0, { what: 'b to take the entry over' });
+    down = false;
+    assert.equal(await a.flush(), 0);
+    assert.deepEqual([byA.length, byB.map((e) => [e.requestId, e.outcome])], [0, [['m1', 'expired']]]);
+    const [pendingCount] = (await redis.xpending(`${prefix}offline:outbox`, 'relay')) as [number];
+    assert.equal(pendingCount, 0);
+  });
 });
