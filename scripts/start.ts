@@ -59,6 +59,7 @@ if (stopping) {
       `  Push API:                                ${api}   (OpenAPI: ${api}/v1/openapi.json)`,
       `  Console:                                 ${platform.consoleUrl}/console   (sign in with the admin key)`,
       `  Demo device (browser):                   ${demoLink}`,
+      `  Push API ops (/readyz, /metrics):        ${platform.services.find((s) => s.name === 'push-api')?.opsUrl ?? ''}`,
       `  Kafka: ${platform.devstack.kafkaBrokers.join(',')}   Redis: ${platform.devstack.redisUrl}`,
       `  API key (admin): ${key}`,
       `  These URLs and the key are in ${envFile}   (source it: set -a; . ${envFile}; set +a)`,

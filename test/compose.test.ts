@@ -22,7 +22,7 @@ const SCHEMAS: Readonly<Record<string, EnvSchema>> = serviceEnvSchemas;
 const METRICS_PORT_VAR: Record<string, string> = {
   'connection-server': 'PUSHLINE_INTERNAL_PORT',
   'message-processor': 'PUSHLINE_PROCESSOR_PORT',
-  'push-api': 'PUSHLINE_API_PORT',
+  'push-api': 'PUSHLINE_API_OPS_PORT',
   canary: 'PUSHLINE_CANARY_PORT',
 };
 

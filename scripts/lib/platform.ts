@@ -106,6 +106,7 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
       .filter((k): k is string => Boolean(k?.trim()))
       .join(',');
     const apiPort = await port(8080);
+    const apiOpsPort = await port(8081);
     starting.push(
       startService(
         'push-api',
@@ -115,9 +116,10 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
         {
           ...common,
           PUSHLINE_API_PORT: String(apiPort),
+          PUSHLINE_API_OPS_PORT: String(apiOpsPort),
           PUSHLINE_API_KEYS: apiKeys,
         },
-        `http://127.0.0.1:${apiPort}`,
+        `http://127.0.0.1:${apiOpsPort}`,
       ),
     );
     const results = await Promise.allSettled(starting);

@@ -136,14 +136,15 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
         ...common,
         PUSHLINE_API_HOST: '127.0.0.1',
         PUSHLINE_API_PORT: '0',
+        PUSHLINE_API_OPS_HOST: '127.0.0.1',
+        PUSHLINE_API_OPS_PORT: '0',
         PUSHLINE_API_KEYS: `${apiKey}:admin`,
       }),
-      // No negative caching: tests connect devices and push at once.
-      { ...clients, logger: testLogger('push-api'), locator: { negativeTtlMs: 1 } },
+      { ...clients, logger: testLogger('push-api') },
     );
     steps.push({ name: 'push-api', run: () => api.close() });
     await api.start();
-    scrapeTargets.push({ name: 'push-api', url: () => api.url });
+    scrapeTargets.push({ name: 'push-api', url: () => api.opsUrl });
 
     for (let i = 0; i < (options.servers ?? 2); i++) {
       const serverId = `${prefix}-cs-${i + 1}`;

@@ -157,6 +157,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
     const starting: Promise<void>[] = servers.map((s) => waitReady(s.process, s.internalUrl, 60_000));
     if (serviceAvailable('push-api')) {
       const apiPort = await freePort();
+      const apiOpsPort = await freePort();
       apiUrl = `http://127.0.0.1:${apiPort}`;
       const proc = spawnService(
         'push-api',
@@ -165,6 +166,8 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
           ...common,
           PUSHLINE_API_HOST: '127.0.0.1',
           PUSHLINE_API_PORT: String(apiPort),
+          PUSHLINE_API_OPS_HOST: '127.0.0.1',
+          PUSHLINE_API_OPS_PORT: String(apiOpsPort),
           PUSHLINE_API_KEYS: `${apiKey}:push+publish+presence+admin`,
           // The per-key limiter protects a shared deployment; the bench measures the delivery path.
           PUSHLINE_API_RATE_PER_S: '10000000',
@@ -174,7 +177,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       );
       cleanup.push({ name: 'push-api', run: () => stopLogged(proc, opts.log) });
       services.push({ name: 'push-api', pid: proc.pid });
-      starting.push(waitReady(proc, apiUrl, 60_000));
+      starting.push(waitReady(proc, `http://127.0.0.1:${apiOpsPort}`, 60_000));
     }
     const hasProcessor = serviceAvailable('message-processor');
     if (hasProcessor) {

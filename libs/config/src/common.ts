@@ -40,6 +40,16 @@ export const commonEnvShape = {
   PUSHLINE_LOG_LEVEL: logLevel.describe('Log level: fatal, error, warn, info, debug, trace or silent.'),
 } as const;
 
+/** Per-origin (API key) bounds of the offline store, read by every service that stores messages. */
+export const offlineQuotaEnvShape = {
+  PUSHLINE_OFFLINE_QUOTA_MESSAGES: positiveInt(100000).describe(
+    'Stored messages (store-and-forward) one API key may have in Redis at once, over all devices; past it a store is refused (quota-exceeded).',
+  ),
+  PUSHLINE_OFFLINE_QUOTA_BYTES: positiveInt(268435456).describe(
+    'Bytes of stored messages (their JSON) one API key may have in Redis at once; past it a store is refused (quota-exceeded).',
+  ),
+} as const;
+
 export const commonEnv = z.object(commonEnvShape);
 export type CommonConfig = z.infer<typeof commonEnv>;
 

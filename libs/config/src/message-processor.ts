@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonEnvShape } from './common.ts';
+import { commonEnvShape, offlineQuotaEnvShape } from './common.ts';
 import { nonNegativeInt, port, positiveInt } from './fields.ts';
 
 export const messageProcessorEnv = z.object({
@@ -48,5 +48,6 @@ export const messageProcessorEnv = z.object({
   PUSHLINE_OFFLINE_LEASE_MS: positiveInt(30000).describe(
     'How long a drain may hold a stored message before it is handed back to the queue. Must exceed one delivery.',
   ),
+  ...offlineQuotaEnvShape,
 });
 export type MessageProcessorConfig = z.infer<typeof messageProcessorEnv>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonEnvShape } from './common.ts';
+import { commonEnvShape, offlineQuotaEnvShape } from './common.ts';
 import { port, positiveInt } from './fields.ts';
 
 export const API_SCOPES = ['push', 'publish', 'presence', 'admin'] as const;
@@ -70,8 +70,18 @@ export const pushApiEnv = z.object({
   PUSHLINE_API_IDEMPOTENCY_TTL_S: positiveInt(86400).describe(
     'How long an Idempotency-Key of POST /v1/publish is remembered, with the response it got.',
   ),
+  PUSHLINE_API_OPS_HOST: z
+    .string()
+    .default('127.0.0.1')
+    .describe('Interface of the ops port (/healthz, /readyz, /metrics), kept off the public API.'),
+  PUSHLINE_API_OPS_PORT: port(8081).describe(
+    'Ops port of the push-api: /healthz, /readyz, /metrics. 0 picks a free port.',
+  ),
   PUSHLINE_API_READY_TIMEOUT_MS: positiveInt(2000).describe(
     'Time /readyz gives each dependency check (Kafka, Redis) before reporting it down.',
+  ),
+  PUSHLINE_API_PUBLISH_TIMEOUT_MS: positiveInt(3000).describe(
+    'Longest POST /v1/publish waits for Kafka to acknowledge; past it the answer is 503 with Retry-After (the outcome is unknown: retry with the same Idempotency-Key).',
   ),
   PUSHLINE_API_DRAIN_TIMEOUT_MS: positiveInt(15000).describe(
     'On shutdown, how long in-flight requests may finish before their connections are closed.',
@@ -79,5 +89,6 @@ export const pushApiEnv = z.object({
   PUSHLINE_OFFLINE_MAX_PER_DEVICE: positiveInt(100).describe(
     'Stored messages kept per offline device (store-and-forward of direct pushes with ttlSeconds).',
   ),
+  ...offlineQuotaEnvShape,
 });
 export type PushApiConfig = z.infer<typeof pushApiEnv>;

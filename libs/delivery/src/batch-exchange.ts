@@ -2,7 +2,7 @@ import { request, type Agent, type IncomingMessage } from 'node:http';
 import { DELIVER_BATCH_STREAM_TYPE, DeliverBatchLine } from '@pushline/protocol';
 import type { BatchItems } from './batch-items.ts';
 import { LineSplitter } from './ndjson.ts';
-import { classifyRequestError, type RequestFailure } from './request-errors.ts';
+import { classifyRequestError, trackConnected, type RequestFailure } from './request-errors.ts';
 
 /** How one deliver-batch request ended. Items may have settled along the way (lines, deadlines). */
 export type BatchAttempt =
@@ -62,6 +62,7 @@ export function batchAttempt(o: BatchAttemptOptions): Promise<BatchAttempt> {
       headers: o.headers,
       ...(o.signal ? { signal: o.signal } : {}),
     });
+    const connected = trackConnected(req);
     const abort = (result: BatchAttempt) => {
       finish(result);
       req.destroy();
@@ -94,7 +95,9 @@ export function batchAttempt(o: BatchAttemptOptions): Promise<BatchAttempt> {
       else readBody(res, o.maxBodyBytes, status, finish, abort);
     });
     req.on('error', (error: NodeJS.ErrnoException) => {
-      finish(classifyRequestError(error, responded, req.reusedSocket));
+      finish(
+        classifyRequestError(error, { connected: connected(), responded, reusedSocket: req.reusedSocket }),
+      );
     });
     req.end(o.payload);
   });
@@ -122,9 +125,14 @@ function readBody(
     chunks.push(chunk);
   });
   res.on('end', () => finish({ kind: 'answer', status, body: Buffer.concat(chunks) }));
-  res.on('error', (error) => finish({ kind: 'error', error }));
+  // Cut off mid-answer: the server was acting on the items, so their outcome is unknown.
+  res.on('error', (cause) =>
+    finish({ kind: 'broken', failure: 'network', message: cause.message, status, cause }),
+  );
   res.on('close', () => {
-    if (!res.complete) finish({ kind: 'error', error: new Error('connection closed mid-answer') });
+    if (!res.complete) {
+      finish({ kind: 'broken', failure: 'network', message: 'connection closed mid-answer', status });
+    }
   });
 }
 

@@ -2,21 +2,23 @@ import type { RoutedResult } from './types.ts';
 
 /** Why a call to a connection server's internal endpoint failed without a usable answer. */
 export type TransportFailure =
-  /** The server refused or dropped the connection before answering: it is gone or restarting. */
+  /** The connection to the server could not be opened: the request never left. */
   | 'server_unreachable'
-  /** No answer within the request's timeout plus the transport's margin. */
+  /** No answer within the request's timeout plus the transport's margin; it may have been acted on. */
   | 'server_timeout'
+  /** The connection broke after the request was sent; the server may have acted on it. */
+  | 'server_lost'
   /** The server answered with a non-2xx status. */
   | 'http_status'
   /** A 2xx answer whose body is not the agreed JSON. */
   | 'invalid_response'
-  /** Anything else on the socket (reset mid-response, DNS error, body too large). */
+  /** Anything else on the socket (a body too large, a closed transport). */
   | 'network';
 
 /**
  * A connection server could not be asked, or answered outside the contract. For `deliver` the
- * unreachable and timeout cases are outcomes, not errors; this is thrown for the rest, and for
- * every failure of `broadcast`.
+ * unreachable, timeout and lost cases are outcomes, not errors (see `TransportReason` of
+ * @pushline/protocol); this is thrown for the rest, and for every failure of `broadcast`.
  */
 export class DeliveryTransportError extends Error {
   override readonly name: string = 'DeliveryTransportError';

@@ -20,7 +20,7 @@ import {
 import { batchAttempt, type BatchAttemptOptions } from './batch-exchange.ts';
 import { BatchItems } from './batch-items.ts';
 import { DeliveryTransportError, InternalAuthError } from './errors.ts';
-import { classifyRequestError } from './request-errors.ts';
+import { classifyRequestError, trackConnected } from './request-errors.ts';
 import type { BatchDeliveryTransport } from './types.ts';
 
 export const DELIVER_PATH = '/internal/v1/deliver';
@@ -48,15 +48,19 @@ export interface HttpDeliveryTransportOptions {
 
 type Exchange =
   | { readonly kind: 'answer'; readonly status: number; readonly body: Buffer; readonly latencyMs: number }
+  /** The request never reached the server: known not delivered. */
   | { readonly kind: 'unreachable'; readonly code: string; readonly latencyMs: number }
+  /** The connection broke after the request may have reached the server: outcome unknown. */
+  | { readonly kind: 'lost'; readonly code: string; readonly latencyMs: number }
   | { readonly kind: 'timeout'; readonly latencyMs: number };
 
 type Attempt =
-  | Exchange
-  | { readonly kind: 'dropped'; readonly code: string; readonly reusedSocket: boolean }
+  | Exclude<Exchange, { kind: 'lost' }>
+  | { readonly kind: 'dropped'; readonly code: string; readonly retriable: boolean }
   | { readonly kind: 'error'; readonly error: Error };
 
 type Route = 'deliver' | 'deliver_batch' | 'broadcast';
+type RequestResult = 'ok' | 'unreachable' | 'lost' | 'timeout' | 'auth' | 'error';
 
 /**
  * Calls the connection servers' internal endpoints over HTTP/1.1 with keep-alive: one pool of
@@ -84,7 +88,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
           help: 'Requests to connection servers by endpoint and result.',
           labels: {
             route: ['deliver', 'deliver_batch', 'broadcast'],
-            result: ['ok', 'unreachable', 'timeout', 'auth', 'error'],
+            result: ['ok', 'unreachable', 'lost', 'timeout', 'auth', 'error'],
           },
           registry: options.metrics,
         })
@@ -102,9 +106,11 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     const trace = req.trace ?? activeTrace();
     const body = trace ? { ...req, trace } : req;
     const ex = await this.#exchange('deliver', serverUrl, DELIVER_PATH, body, trace, req.timeoutMs);
+    // Only a request that never left is known not delivered; see TransportReason.
     if (ex.kind === 'unreachable') {
       return { outcome: 'not_connected', reason: 'server_unreachable', latencyMs: ex.latencyMs };
     }
+    if (ex.kind === 'lost') return { outcome: 'timeout', reason: 'server_lost', latencyMs: ex.latencyMs };
     if (ex.kind === 'timeout')
       return { outcome: 'timeout', reason: 'server_timeout', latencyMs: ex.latencyMs };
     return this.#parse('deliver', serverUrl, ex, DeliverResult);
@@ -138,6 +144,12 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         failure: 'server_unreachable',
         serverUrl,
       });
+    }
+    if (ex.kind === 'lost') {
+      throw new DeliveryTransportError(
+        `connection server ${serverUrl} was lost during a broadcast (${ex.code}); subscribers may have it`,
+        { failure: 'server_lost', serverUrl },
+      );
     }
     if (ex.kind === 'timeout') {
       throw new DeliveryTransportError(`connection server ${serverUrl} gave no broadcast result in time`, {
@@ -177,6 +189,12 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     const attempt = await this.#withRetry(serverUrl, Math.max(...deadlines), () => batchAttempt(options));
     const latencyMs = performance.now() - started;
     const route = 'deliver_batch';
+    // The items still open may have reached their devices: they end as timeouts, never not_connected.
+    const lost = (code: string) => {
+      this.#count(route, 'lost');
+      this.#logger.warn({ serverUrl, route, code, open: items.open }, 'connection server lost mid-exchange');
+      items.resolveRest(() => ({ outcome: 'timeout', reason: 'server_lost', latencyMs }));
+    };
     switch (attempt.kind) {
       case 'streamed': {
         if (items.open === 0) return this.#count(route, 'ok');
@@ -187,6 +205,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         );
       }
       case 'broken':
+        if (attempt.failure === 'network') return lost(attempt.message);
         this.#count(route, 'error');
         this.#logger.warn(
           { serverUrl, route, failure: attempt.failure, open: items.open, reason: attempt.message },
@@ -203,11 +222,13 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         this.#logger.warn({ serverUrl, route }, 'connection server did not answer in time');
         return;
       case 'unreachable':
-      case 'dropped':
         this.#count(route, 'unreachable');
         this.#logger.debug({ serverUrl, route, code: attempt.code }, 'connection server unreachable');
         items.resolveRest(() => ({ outcome: 'not_connected', reason: 'server_unreachable', latencyMs }));
         return;
+      case 'dropped':
+      case 'lost':
+        return lost(attempt.code);
       case 'error':
         throw this.#failed(route, serverUrl, attempt.error);
       case 'answer':
@@ -336,10 +357,14 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         this.#logger.warn({ serverUrl, route, timeoutMs }, 'connection server did not answer in time');
         return { kind: 'timeout', latencyMs };
       case 'unreachable':
-      case 'dropped':
         this.#count(route, 'unreachable');
         this.#logger.debug({ serverUrl, route, code: attempt.code }, 'connection server unreachable');
         return { kind: 'unreachable', code: attempt.code, latencyMs };
+      case 'dropped':
+      case 'lost':
+        this.#count(route, 'lost');
+        this.#logger.warn({ serverUrl, route, code: attempt.code }, 'connection server lost mid-request');
+        return { kind: 'lost', code: attempt.code, latencyMs };
       case 'error':
         throw this.#failed(route, serverUrl, attempt.error);
     }
@@ -348,21 +373,23 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
   /**
    * One attempt, and one more on a fresh socket when a pooled one was found closed: a socket the
    * server closed while idle fails on first write, and Node's documented remedy is to retry once.
-   * Servers dedupe by message id per connection, so it is safe. Nothing is tried, or tried again,
-   * once the transport is closed.
+   * Servers dedupe by message id per connection, so it is safe. The first attempt may also have
+   * reached a server that died after acting on it, so a retry that cannot connect does not make
+   * the outcome known: it is reported `lost`, never `unreachable`. Nothing is tried, or tried
+   * again, once the transport is closed.
    */
-  async #withRetry<A extends { readonly kind: string; readonly reusedSocket?: boolean }>(
+  async #withRetry<A extends { readonly kind: string; readonly retriable?: boolean }>(
     serverUrl: string,
     deadline: number,
     attempt: () => Promise<A>,
-  ): Promise<A> {
-    let result = await attempt();
-    if (result.kind === 'dropped' && result.reusedSocket === true && performance.now() < deadline) {
-      this.#throwIfClosed(serverUrl);
-      result = await attempt();
-    }
+  ): Promise<A | { readonly kind: 'lost'; readonly code: string }> {
+    const first = await attempt();
     this.#throwIfClosed(serverUrl);
-    return result;
+    if (first.kind !== 'dropped' || first.retriable !== true || performance.now() >= deadline) return first;
+    const second = await attempt();
+    this.#throwIfClosed(serverUrl);
+    if (second.kind === 'unreachable') return { kind: 'lost', code: 'ECONNREFUSED_AFTER_DROP' };
+    return second;
   }
 
   #failed(route: Route, serverUrl: string, error: Error): DeliveryTransportError {
@@ -392,6 +419,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
         resolve(result);
       };
       const req = request(url, { method: 'POST', agent: this.#agent, headers, signal: this.#abort.signal });
+      const connected = trackConnected(req);
       const timer = setTimeout(
         () => {
           finish({ kind: 'timeout', latencyMs: performance.now() - started });
@@ -420,10 +448,19 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
             latencyMs: performance.now() - started,
           }),
         );
-        res.on('error', (error) => finish({ kind: 'error', error }));
+        // Cut off mid-answer: the server was acting on the request.
+        const cut = () => finish({ kind: 'dropped', code: 'ECONNRESET', retriable: false });
+        res.on('error', cut);
+        res.on('close', () => {
+          if (!res.complete) cut();
+        });
       });
       req.on('error', (error: NodeJS.ErrnoException) => {
-        const failure = classifyRequestError(error, responded, req.reusedSocket);
+        const failure = classifyRequestError(error, {
+          connected: connected(),
+          responded,
+          reusedSocket: req.reusedSocket,
+        });
         finish(
           failure.kind === 'unreachable' ? { ...failure, latencyMs: performance.now() - started } : failure,
         );
@@ -432,7 +469,7 @@ export class HttpDeliveryTransport implements BatchDeliveryTransport {
     });
   }
 
-  #count(route: Route, result: 'ok' | 'unreachable' | 'timeout' | 'auth' | 'error'): void {
+  #count(route: Route, result: RequestResult): void {
     this.#requests?.inc({ route, result });
   }
 }

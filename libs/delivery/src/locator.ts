@@ -17,9 +17,10 @@ export interface DeviceLocatorOptions {
   /** How long a found record is trusted. Default 30 000 ms. */
   readonly ttlMs?: number;
   /**
-   * How long "not registered" is trusted, so a flood to an offline device costs one registry read
-   * per interval. Short, because a device that connects should become reachable at once (its
-   * `connected` event also drops the entry). Default 1000 ms.
+   * How long "not registered" is kept. The router confirms every negative answer against the
+   * registry before it reports `not_connected` (a device must be routable as soon as it is
+   * registered), so a negative entry saves no read on that path; concurrent lookups of a device
+   * share one registry read whatever this is. Default 0: not kept.
    */
   readonly negativeTtlMs?: number;
   /** When given, counts lookups as `pushline_locator_lookups_total{result}`. */
@@ -76,7 +77,7 @@ export class DeviceLocator {
     this.#registry = options.registry;
     this.#maxEntries = options.maxEntries ?? 100_000;
     this.#ttlMs = options.ttlMs ?? 30_000;
-    this.#negativeTtlMs = options.negativeTtlMs ?? 1000;
+    this.#negativeTtlMs = options.negativeTtlMs ?? 0;
     this.#tracer = options.tracer ?? trace.getTracer('pushline-delivery');
     this.#lookups = options.metrics
       ? stageCounter({

@@ -106,10 +106,12 @@ export class MessageRouter {
   }
 
   /**
-   * Looks the device up (cache first) and delivers to its current connection. A `not_connected`
-   * from a cached record means the cache may be stale: the entry is dropped, the registry read
-   * once more and, if the device now has another connection, the message is delivered there.
-   * Throws the transport's typed errors and registry errors; device outcomes are results.
+   * Looks the device up (cache first) and delivers to its current connection. A negative answer
+   * from the cache is never final: `not_connected` is only given once the registry confirms it.
+   * A `not_connected` from a cached record means the cache may be stale: the entry is dropped, the
+   * registry read once more and, if the device now has another connection, the message is
+   * delivered there. Throws the transport's typed errors and registry errors; device outcomes are
+   * results.
    */
   toDevice(deviceId: string, msg: OutgoingMessage): Promise<RoutedResult> {
     return context.with(parentContext(msg), async () => {
@@ -251,6 +253,13 @@ export class MessageRouter {
   async #route(deviceId: string, resolved: Resolved, msg: OutgoingMessage): Promise<RoutedResult> {
     const { record, cached } = resolved;
     if (!record) {
+      // A cached "not registered" may predate the device's connect: only the registry may say
+      // not_connected, so a device is routable as soon as presence says it is online.
+      if (cached) {
+        this.#locator.invalidate(deviceId);
+        const fresh = await this.#locator.lookup(deviceId);
+        if (fresh.record) return this.#route(deviceId, fresh, msg);
+      }
       return { outcome: 'not_connected', reason: 'not_registered', latencyMs: 0, deviceId, attempts: 1 };
     }
     const first = await this.#deliver(record, msg, 1);

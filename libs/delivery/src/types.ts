@@ -10,13 +10,18 @@ import type {
 /** How a message reaches the connection server that holds a device (or any server, for a topic). */
 export interface DeliveryTransport {
   /**
-   * Never throws for device outcomes. A server that is gone or refuses the connection gives
-   * `{ outcome: 'not_connected', reason: 'server_unreachable' }`; no answer within
-   * `req.timeoutMs` plus a margin gives `{ outcome: 'timeout', reason: 'server_timeout' }`.
-   * Throws `InternalAuthError` on 401 and `DeliveryTransportError` for any other failure.
+   * Never throws for device outcomes. A server the request could not reach (connection refused)
+   * gives `{ outcome: 'not_connected', reason: 'server_unreachable' }`: known not delivered. A
+   * connection that broke after the request was sent gives `{ outcome: 'timeout', reason:
+   * 'server_lost' }`, and no answer within `req.timeoutMs` plus a margin `{ outcome: 'timeout',
+   * reason: 'server_timeout' }`: both may have been delivered (`TransportReason`). Throws
+   * `InternalAuthError` on 401 and `DeliveryTransportError` for any other failure.
    */
   deliver(serverUrl: string, req: DeliverRequest): Promise<DeliverResult>;
-  /** Throws `DeliveryTransportError` (failure `server_unreachable`, `server_timeout`, ...) when it gets no count. */
+  /**
+   * Throws `DeliveryTransportError` when it gets no count: `server_unreachable` (not sent, safe to
+   * try another server), `server_lost` or `server_timeout` (subscribers may have it), ...
+   */
   broadcast(serverUrl: string, req: BroadcastRequest): Promise<BroadcastResult>;
   close(): Promise<void>;
 }

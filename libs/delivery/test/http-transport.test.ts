@@ -117,7 +117,9 @@ describe('HttpDeliveryTransport', () => {
     assert.equal(await requestCount('deliver', 'unreachable'), 1);
   });
 
-  it('maps a connection reset before any answer to server_unreachable', async () => {
+  // A reset after the request was written may follow the server acting on it (delivering to the
+  // device, then dying): only a connection that never opened is known not delivered.
+  it('maps a connection reset after the request was sent to timeout / server_lost', async () => {
     server.onRequest = (_req, _res, socket) => {
       socket.destroy();
       return true;
@@ -125,11 +127,57 @@ describe('HttpDeliveryTransport', () => {
     const result = await transport.deliver(server.url, deliverRequest());
     assert.deepEqual(
       { outcome: result.outcome, reason: result.reason },
-      {
-        outcome: 'not_connected',
-        reason: 'server_unreachable',
-      },
+      { outcome: 'timeout', reason: 'server_lost' },
     );
+    assert.equal(await requestCount('deliver', 'lost'), 1);
+    assert.equal(await requestCount('deliver', 'unreachable'), 0);
+  });
+
+  it('reports a server that dies after reading a request on a pooled socket as server_lost, not not_connected', async () => {
+    await transport.deliver(server.url, deliverRequest());
+    server.onRequest = () => {
+      // The server took the request and died: its port refuses the retry on a fresh socket.
+      void server.close();
+      return true;
+    };
+    const result = await transport.deliver(server.url, deliverRequest({ messageId: 'm-2' }));
+    assert.deepEqual(
+      { outcome: result.outcome, reason: result.reason },
+      { outcome: 'timeout', reason: 'server_lost' },
+    );
+    assert.equal(server.requests.length, 2);
+  });
+
+  it('throws a server_lost DeliveryTransportError when a broadcast server dies mid-request', async () => {
+    server.onRequest = (_req, _res, socket) => {
+      socket.destroy();
+      return true;
+    };
+    await assert.rejects(
+      transport.broadcast(server.url, { messageId: 'b-1', topic: 'news', payload: 1, timeoutMs: 1000 }),
+      (err: unknown) => err instanceof DeliveryTransportError && err.failure === 'server_lost',
+    );
+  });
+
+  it('deliverEach reports every item timeout / server_lost when the server dies after taking the batch', async () => {
+    await transport.deliver(server.url, deliverRequest());
+    server.onRequest = (req) => {
+      if (req.path !== '/internal/v1/deliver-batch') return false;
+      void server.close();
+      return true;
+    };
+    const results = await deliverAll(transport, server.url, [
+      deliverRequest({ messageId: 'm-a' }),
+      deliverRequest({ messageId: 'm-b' }),
+    ]);
+    assert.deepEqual(
+      results.map((r) => [r.outcome, r.reason]),
+      [
+        ['timeout', 'server_lost'],
+        ['timeout', 'server_lost'],
+      ],
+    );
+    assert.equal(await requestCount('deliver_batch', 'lost'), 1);
   });
 
   it('retries once on a fresh socket when a pooled keep-alive socket was dropped', async () => {

@@ -67,7 +67,9 @@ describe('DeviceLocator', () => {
     assert.deepEqual(await lookupsByResult(), { miss: 1, hit: 1, negative_hit: 0 });
   });
 
-  it('caches "not registered" briefly, so a flood to an offline device reads the registry once', async () => {
+  it('caches "not registered" when asked to (negativeTtlMs), so a flood reads the registry once', async () => {
+    metrics = createMetricsRegistry({}, false);
+    locator = new DeviceLocator({ registry, metrics, negativeTtlMs: 1000 });
     for (let i = 0; i < 20; i++) assert.equal((await locator.lookup('offline')).record, null);
     assert.equal(registry.lookups, 1);
     assert.equal(locator.stats.negativeHits, 19);
@@ -135,7 +137,18 @@ describe('DeviceLocator', () => {
     assert.equal((await locator.lookup('dev-1')).cached, false);
   });
 
+  it('keeps no negative entry by default: the router confirms every negative answer anyway', async () => {
+    assert.equal((await locator.lookup('dev-new')).record, null);
+    await registry.register(deviceRecord({ deviceId: 'dev-new' }), 60);
+    const found = await locator.lookup('dev-new');
+    assert.deepEqual(
+      { cached: found.cached, deviceId: found.record?.deviceId },
+      { cached: false, deviceId: 'dev-new' },
+    );
+  });
+
   it('applyConnectionEvent: connected ends a negative entry and replaces a moved record', async () => {
+    locator = new DeviceLocator({ registry, negativeTtlMs: 60_000 });
     assert.equal((await locator.lookup('dev-1')).record, null);
     const onA = deviceRecord({ deviceId: 'dev-1', serverId: 'srv-a', connectionId: 'c-a' });
     await registry.register(onA, 60);

@@ -131,6 +131,21 @@ describe('MessageRouter', () => {
     assert.equal(await deliveriesCounted('not_connected'), 1);
   });
 
+  it('confirms a cached "not registered" against the registry: a device that just connected is delivered', async () => {
+    locator = new DeviceLocator({ registry, tracer, negativeTtlMs: 60_000 });
+    router = new MessageRouter({ locator, registry, transport, tracer, logger: silentLogger() });
+    const before = await router.toDevice('dev-late', message({ messageId: 'm-before' }));
+    assert.deepEqual([before.outcome, before.reason], ['not_connected', 'not_registered']);
+    await connect(serverA, 'dev-late', 'c-late');
+    const after = await router.toDevice('dev-late', message({ messageId: 'm-after' }));
+    assert.deepEqual([after.outcome, after.serverId], ['delivered', 'srv-a']);
+    assert.equal(delivered(serverA)[0]?.messageId, 'm-after');
+    // Still gone: the negative answer is confirmed once more and stays not_connected.
+    const ghost = await router.toDevice('ghost', message());
+    assert.equal((await router.toDevice('ghost', message())).outcome, 'not_connected');
+    assert.equal(ghost.reason, 'not_registered');
+  });
+
   it('follows a device that moved to another server since it was cached', async () => {
     await connect(serverA, 'dev-1', 'c-a');
     assert.equal((await router.toDevice('dev-1', message())).serverId, 'srv-a');

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { DeliveryEvent, StoredMessage, type DeliverResult, type DeliveryOutcome } from '@pushline/protocol';
+import { StoredMessage, type DeliverResult, type DeliveryOutcome } from '@pushline/protocol';
 import {
   Registry,
   publishToAckHistogram,
@@ -25,11 +25,16 @@ export interface RedisOfflineStoreOptions {
   /** Messages kept per device; storing past it evicts the oldest, which is recorded `expired` (reason `evicted`). */
   readonly maxPerDevice: number;
   /**
-   * Records a terminal outcome (delivered, rejected or expired). Called exactly once per stored
-   * message, by whichever of drain, sweeper or eviction claimed it. A returned promise is awaited,
-   * so a caller that produces to Kafka with acks=all knows the event is durable before it moves on.
+   * Bounds of what one origin (the API key a message came from) may have stored at once, over
+   * all devices: messages, and bytes of their JSON. A store past either is refused
+   * (`refused: 'quota_exceeded'`). Messages without an origin are not counted. Default: no bound.
    */
-  readonly publishOutcome: (ev: DeliveryEvent) => void | Promise<void>;
+  readonly quota?: { readonly maxMessages: number; readonly maxBytes: number };
+  /**
+   * Called after a step that wrote terminal outcomes to the outbox (`OutboxRelay.kick`), so they
+   * are published at once rather than at the relay's next poll.
+   */
+  readonly onOutbox?: () => void;
   readonly logger: Logger;
   /** Where the store's counters are registered. Default: none (not exported). */
   readonly metrics?: Registry;
@@ -54,8 +59,10 @@ export interface StoreResult {
   readonly stored: boolean;
   /** Older messages evicted to stay within `maxPerDevice`; each was recorded `expired`. */
   readonly evicted: number;
-  /** The request id was already stored for this device; nothing changed. */
+  /** The request id was already stored for this device by the same origin; nothing changed. */
   readonly duplicate?: boolean;
+  /** Why the message was not stored: its origin reached its quota. Nothing changed. */
+  readonly refused?: 'quota_exceeded';
 }
 
 type StoreRedis = Redis & {
@@ -66,12 +73,13 @@ type StoreRedis = Redis & {
   pushlineOfflineFinish(...args: (string | number)[]): Promise<number>;
   pushlineOfflineRelease(...args: (string | number)[]): Promise<number>;
   pushlineOfflineReclaim(...args: (string | number)[]): Promise<number>;
-  pushlineOfflineClaimExpired(...args: (string | number)[]): Promise<string | null>;
+  pushlineOfflineClaimExpired(...args: (string | number)[]): Promise<number>;
   pushlineOfflinePending(...args: (string | number)[]): Promise<number>;
 };
 
 interface StoreMetrics {
   stored: Counter;
+  refused: Counter<'reason'>;
   expired: Counter<'reason'>;
   drained: Counter<'outcome'>;
   requeued: Counter<'reason'>;
@@ -91,14 +99,16 @@ const TERMINAL_ON_DRAIN = new Set<DeliverResult['outcome']>(['delivered', 'rejec
 /**
  * Store-and-forward for offline devices in Redis: per-device queues bounded to `maxPerDevice`,
  * drained in order when the device connects, expired by `sweepExpired` when their ttl passes.
- * Every stored message ends in exactly one terminal outcome, published through `publishOutcome`.
+ * Every stored message ends in exactly one terminal outcome, written to the outbox stream in the
+ * same Redis step that ends it; an `OutboxRelay` publishes the outbox to Kafka.
  */
 export class RedisOfflineStore implements OfflineInbox {
   readonly #redis: StoreRedis;
   readonly #p: string;
   readonly #max: number;
   readonly #leaseMs: number;
-  readonly #publish: (ev: DeliveryEvent) => void | Promise<void>;
+  readonly #quota: { readonly maxMessages: number; readonly maxBytes: number };
+  readonly #onOutbox: () => void;
   readonly #log: Logger;
   readonly #m: StoreMetrics;
 
@@ -108,21 +118,22 @@ export class RedisOfflineStore implements OfflineInbox {
     }
     const redis = options.redis;
     if (!('pushlineOfflineStore' in redis)) {
-      redis.defineCommand('pushlineOfflineStore', { numberOfKeys: 5, lua: STORE });
+      redis.defineCommand('pushlineOfflineStore', { numberOfKeys: 6, lua: STORE });
       redis.defineCommand('pushlineOfflineBegin', { numberOfKeys: 2, lua: BEGIN });
       redis.defineCommand('pushlineOfflineUnlock', { numberOfKeys: 1, lua: UNLOCK });
       redis.defineCommand('pushlineOfflineLease', { numberOfKeys: 5, lua: LEASE });
-      redis.defineCommand('pushlineOfflineFinish', { numberOfKeys: 4, lua: FINISH });
+      redis.defineCommand('pushlineOfflineFinish', { numberOfKeys: 5, lua: FINISH });
       redis.defineCommand('pushlineOfflineRelease', { numberOfKeys: 4, lua: RELEASE });
       redis.defineCommand('pushlineOfflineReclaim', { numberOfKeys: 3, lua: RECLAIM });
-      redis.defineCommand('pushlineOfflineClaimExpired', { numberOfKeys: 4, lua: CLAIM_EXPIRED });
+      redis.defineCommand('pushlineOfflineClaimExpired', { numberOfKeys: 5, lua: CLAIM_EXPIRED });
       redis.defineCommand('pushlineOfflinePending', { numberOfKeys: 2, lua: PENDING });
     }
     this.#redis = redis as StoreRedis;
     this.#p = options.keyPrefix;
     this.#max = options.maxPerDevice;
     this.#leaseMs = options.leaseMs ?? 30_000;
-    this.#publish = options.publishOutcome;
+    this.#quota = options.quota ?? { maxMessages: 0, maxBytes: 0 };
+    this.#onOutbox = options.onOutbox ?? (() => {});
     this.#log = options.logger.child({ component: 'offline-store' });
     this.#m = createMetrics(options.metrics);
   }
@@ -148,36 +159,58 @@ export class RedisOfflineStore implements OfflineInbox {
   get #seq() {
     return `${this.#p}offline:seq`;
   }
+  get #outbox() {
+    return outboxKey(this.#p);
+  }
+  get #usagePrefix() {
+    return `${this.#p}offline:usage:`;
+  }
 
   /**
    * Keeps `msg` for the device, behind what is already stored. Storing a request id that is
-   * already stored for the device changes nothing (`duplicate`). Past `maxPerDevice` the oldest
-   * queued messages are evicted and recorded `expired` with reason `evicted`.
+   * already stored for the device by the same origin changes nothing (`duplicate`). Past
+   * `maxPerDevice` the oldest queued messages are evicted and recorded `expired` with reason
+   * `evicted`, in the same step. A message whose origin is at its quota is refused.
    */
   async store(deviceId: string, msg: StoredMessage): Promise<StoreResult> {
     const body = StoredMessage.parse(msg);
+    const field = storedField(body);
     const result = await this.#redis.pushlineOfflineStore(
       this.#q(deviceId),
       this.#f(deviceId),
       this.#msgs(deviceId),
       this.#due,
       this.#seq,
-      body.requestId,
+      this.#outbox,
+      field,
       JSON.stringify(body),
       body.expiresAt,
       this.#max,
-      member(deviceId, body.requestId),
+      member(deviceId, field),
+      this.#usagePrefix,
+      this.#quota.maxMessages,
+      this.#quota.maxBytes,
+      deviceId,
+      Date.now(),
     );
     if (result[0] === 0) return { stored: true, evicted: 0, duplicate: true };
-    this.#m.stored.inc();
-    const evicted = result.slice(1).filter((v): v is string => typeof v === 'string');
-    for (const json of evicted) {
-      const old = this.#parse(deviceId, json);
-      if (!old) continue;
-      this.#m.expired.inc({ reason: 'evicted' });
-      await this.#record(deviceId, old, 'expired', { attempts: old.attempts, reason: 'evicted' });
+    if (result[0] === -1) {
+      this.#m.refused.inc({ reason: 'quota_exceeded' });
+      return { stored: false, evicted: 0, refused: 'quota_exceeded' };
     }
-    return { stored: true, evicted: evicted.length };
+    this.#m.stored.inc();
+    const evicted = Number(result[1] ?? 0);
+    if (evicted > 0) {
+      this.#m.expired.inc({ reason: 'evicted' }, evicted);
+      this.#onOutbox();
+    }
+    return { stored: true, evicted };
+  }
+
+  /** What an origin has stored now, over all devices: messages and bytes of their JSON. */
+  async usage(origin: string): Promise<{ messages: number; bytes: number }> {
+    const [n, b] = await this.#redis.hmget(`${this.#usagePrefix}${origin}`, 'n', 'b');
+    return { messages: Number(n ?? 0), bytes: Number(b ?? 0) };
   }
 
   /** Stored messages of a device, queued or in flight. */
@@ -255,16 +288,15 @@ export class RedisOfflineStore implements OfflineInbox {
         this.#log.warn({ deviceId }, 'drain lost its lock (slower than the lease); another drain takes over');
         return false;
       }
-      const [requestId, json] = leased;
+      const [field, json] = leased;
       const msg = json === null ? null : this.#parse(deviceId, json);
       if (!msg) {
-        await this.#finish(deviceId, requestId);
+        await this.#finish(deviceId, field, undefined);
         continue;
       }
       if (msg.expiresAt <= Date.now()) {
-        if (await this.#finish(deviceId, requestId)) {
+        if (await this.#finish(deviceId, field, { outcome: 'expired', reason: 'ttl_elapsed' })) {
           this.#m.expired.inc({ reason: 'ttl' });
-          await this.#record(deviceId, msg, 'expired', { attempts: msg.attempts, reason: 'ttl_elapsed' });
         }
         continue;
       }
@@ -272,31 +304,38 @@ export class RedisOfflineStore implements OfflineInbox {
       try {
         result = await deliver(msg);
       } catch (err) {
-        this.#log.warn({ err, deviceId, requestId }, 'delivering a stored message failed; kept for later');
-        await this.#release(deviceId, { ...msg, attempts: msg.attempts + 1 });
+        this.#log.warn(
+          { err, deviceId, requestId: msg.requestId },
+          'delivering a stored message failed; kept for later',
+        );
+        await this.#release(deviceId, field, { ...msg, attempts: msg.attempts + 1 });
         this.#m.requeued.inc({ reason: 'error' });
         return true;
       }
       if (!TERMINAL_ON_DRAIN.has(result.outcome)) {
-        await this.#release(deviceId, { ...msg, attempts: msg.attempts + 1 });
+        await this.#release(deviceId, field, { ...msg, attempts: msg.attempts + 1 });
         this.#m.requeued.inc({ reason: result.outcome });
         return true;
       }
-      if (await this.#finish(deviceId, requestId)) {
+      const finished = await this.#finish(deviceId, field, {
+        outcome: result.outcome,
+        reason: result.reason ?? '',
+        attempts: msg.attempts + 1,
+      });
+      if (finished) {
         this.#m.drained.inc({ outcome: result.outcome });
         if (result.outcome === 'delivered')
           this.#m.publishToAck?.observe(
             { source: 'offline' },
             Math.max(0, Date.now() - msg.createdAt) / 1000,
           );
-        await this.#record(deviceId, msg, result.outcome, {
-          attempts: msg.attempts + 1,
-          ...(result.reason === undefined ? {} : { reason: result.reason }),
-        });
       } else {
         // The lease ran out during the delivery and the sweeper re-queued the message: the next
         // drain delivers it again (the device sees a redelivery, documented as at-least-once).
-        this.#log.warn({ deviceId, requestId }, 'stored message delivered after its lease ran out');
+        this.#log.warn(
+          { deviceId, requestId: msg.requestId },
+          'stored message delivered after its lease ran out',
+        );
       }
     }
   }
@@ -317,23 +356,24 @@ export class RedisOfflineStore implements OfflineInbox {
         await this.#redis.zrem(this.#due, entry);
         continue;
       }
-      const { deviceId, requestId } = parsed;
-      const json = await this.#redis.pushlineOfflineClaimExpired(
+      const { deviceId, field } = parsed;
+      const claimed = await this.#redis.pushlineOfflineClaimExpired(
         this.#q(deviceId),
         this.#f(deviceId),
         this.#msgs(deviceId),
         this.#due,
-        requestId,
+        this.#outbox,
+        field,
         entry,
         now,
+        this.#usagePrefix,
+        deviceId,
       );
-      if (json === null) continue;
-      const msg = this.#parse(deviceId, json);
-      if (!msg) continue;
+      if (claimed !== 1) continue;
       expired++;
       this.#m.expired.inc({ reason: 'ttl' });
-      await this.#record(deviceId, msg, 'expired', { attempts: msg.attempts, reason: 'ttl_elapsed' });
     }
+    if (expired > 0) this.#onOutbox();
     return expired;
   }
 
@@ -349,7 +389,7 @@ export class RedisOfflineStore implements OfflineInbox {
         this.#q(parsed.deviceId),
         this.#f(parsed.deviceId),
         this.#leases,
-        parsed.requestId,
+        parsed.field,
         entry,
         now,
       );
@@ -381,57 +421,45 @@ export class RedisOfflineStore implements OfflineInbox {
     }
   }
 
-  async #finish(deviceId: string, requestId: string): Promise<boolean> {
+  /**
+   * Ends a leased message; with an outcome, records it in the outbox in the same step. False when
+   * the lease had been taken back (nothing recorded).
+   */
+  async #finish(
+    deviceId: string,
+    field: string,
+    outcome: { outcome: DeliveryOutcome; reason: string; attempts?: number } | undefined,
+  ): Promise<boolean> {
     const done = await this.#redis.pushlineOfflineFinish(
       this.#f(deviceId),
       this.#msgs(deviceId),
       this.#due,
       this.#leases,
-      requestId,
-      member(deviceId, requestId),
+      this.#outbox,
+      field,
+      member(deviceId, field),
+      this.#usagePrefix,
+      deviceId,
+      outcome?.outcome ?? '',
+      outcome?.reason ?? '',
+      outcome?.attempts ?? '',
+      Date.now(),
     );
+    if (done === 1 && outcome) this.#onOutbox();
     return done === 1;
   }
 
-  async #release(deviceId: string, msg: StoredMessage): Promise<void> {
+  async #release(deviceId: string, field: string, msg: StoredMessage): Promise<void> {
     await this.#redis.pushlineOfflineRelease(
       this.#q(deviceId),
       this.#f(deviceId),
       this.#msgs(deviceId),
       this.#leases,
-      msg.requestId,
-      member(deviceId, msg.requestId),
+      field,
+      member(deviceId, field),
       JSON.stringify(msg),
+      this.#usagePrefix,
     );
-  }
-
-  async #record(
-    deviceId: string,
-    msg: StoredMessage,
-    outcome: DeliveryOutcome,
-    extra: { attempts: number; reason?: string },
-  ): Promise<void> {
-    const now = Date.now();
-    const event: DeliveryEvent = {
-      v: 1,
-      requestId: msg.requestId,
-      target: msg.target,
-      deviceId,
-      outcome,
-      terminal: true,
-      source: 'offline',
-      latencyMs: Math.max(0, now - msg.createdAt),
-      attempts: Math.max(1, extra.attempts),
-      at: now,
-      ...(extra.reason === undefined ? {} : { reason: extra.reason }),
-    };
-    try {
-      await this.#publish(DeliveryEvent.parse(event));
-    } catch (err) {
-      // The message is already claimed, so it cannot be recorded again: say so loudly.
-      this.#log.error({ err, deviceId, requestId: msg.requestId, outcome }, 'publishing an outcome failed');
-      throw err;
-    }
   }
 
   #parse(deviceId: string, json: string): StoredMessage | null {
@@ -444,15 +472,25 @@ export class RedisOfflineStore implements OfflineInbox {
   }
 }
 
-function member(deviceId: string, requestId: string): string {
-  return `${deviceId}|${requestId}`;
+/** The outbox stream of the offline store under `keyPrefix`. */
+export function outboxKey(keyPrefix: string): string {
+  return `${keyPrefix}offline:outbox`;
 }
 
-/** Device and message ids never hold `|` (see Identifier / MessageId), so the split is unambiguous. */
-function parseMember(entry: string): { deviceId: string; requestId: string } | null {
+/** A message's field in its device's structures: request ids are deduplicated per origin. */
+function storedField(msg: StoredMessage): string {
+  return msg.origin === undefined ? msg.requestId : `${msg.origin}/${msg.requestId}`;
+}
+
+function member(deviceId: string, field: string): string {
+  return `${deviceId}|${field}`;
+}
+
+/** Device, origin and message ids never hold `|` (see Identifier / MessageId), so the split is unambiguous. */
+function parseMember(entry: string): { deviceId: string; field: string } | null {
   const at = entry.indexOf('|');
   if (at <= 0 || at === entry.length - 1) return null;
-  return { deviceId: entry.slice(0, at), requestId: entry.slice(at + 1) };
+  return { deviceId: entry.slice(0, at), field: entry.slice(at + 1) };
 }
 
 function createMetrics(registry: Registry | undefined): StoreMetrics {
@@ -465,6 +503,11 @@ function createMetrics(registry: Registry | undefined): StoreMetrics {
   };
   return {
     stored: counter('pushline_offline_stored_total', 'Messages stored for offline devices.', {}),
+    refused: counter(
+      'pushline_offline_refused_total',
+      'Messages not stored because their origin (API key) reached its quota (reason quota_exceeded).',
+      { reason: ['quota_exceeded'] },
+    ),
     expired: counter(
       'pushline_offline_expired_total',
       'Stored messages recorded expired: reason ttl (ran out) or evicted (device over its limit).',

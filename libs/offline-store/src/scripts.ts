@@ -1,32 +1,73 @@
 /*
  * Lua scripts of the offline store. Each one is a claim: a message leaves a structure in the same
  * script that decides what happens to it, so when a drain, the sweeper and an eviction race for
- * the same message exactly one of them wins and only the winner records its outcome.
+ * the same message exactly one of them wins, and only the winner records its outcome. The outcome
+ * is written to the outbox stream in that same script (a transactional outbox): the state change
+ * and its event are never apart, and the relay publishes the event to Kafka later.
  *
- * Keys (P = key prefix, d = device id, member = `<d>|<requestId>`):
- *   P offline:q:<d>    zset  requestId → seq       queued, oldest first
- *   P offline:f:<d>    zset  requestId → seq       leased to a drain (in flight), keeps its seq
- *   P offline:m:<d>    hash  requestId → StoredMessage JSON (queued and leased)
- *   P offline:lock:<d> string drain token         one drain per device at a time, so order holds
- *   P offline:due      zset  member → expiresAt    every stored message, for the sweeper
- *   P offline:leases   zset  member → deadline     leased messages, returned to the queue when a drain dies
- *   P offline:seq      string counter              enqueue order
+ * Keys (P = key prefix, d = device id, f = the message's field, member = `<d>|<f>`):
+ *   P offline:q:<d>          zset  f → seq            queued, oldest first
+ *   P offline:f:<d>          zset  f → seq            leased to a drain (in flight), keeps its seq
+ *   P offline:m:<d>          hash  f → StoredMessage JSON (queued and leased)
+ *   P offline:lock:<d>       string drain token       one drain per device at a time, so order holds
+ *   P offline:due            zset  member → expiresAt every stored message, for the sweeper
+ *   P offline:leases         zset  member → deadline  leased messages, returned to the queue when a drain dies
+ *   P offline:seq            string counter           enqueue order
+ *   P offline:outbox         stream                   terminal outcomes waiting for the relay
+ *   P offline:usage:<origin> hash  n, b               stored messages and their JSON bytes per origin
+ * The field is `<origin>/<requestId>` for a message with an origin (the API key that sent it) and
+ * the bare request id otherwise: request ids are deduplicated per origin, so no sender can
+ * suppress another's message by reusing its id. Ids never hold `/` or `|`.
  * The per-device keys vanish by themselves when emptied (Redis deletes empty zsets and hashes).
+ * The usage key is derived inside the scripts from the field (an eviction can free another
+ * origin's usage); like the global keys above, this keeps the scripts single-instance Redis only.
+ *
+ * Outbox entry fields: d device id, o outcome, r reason ('' for none), a attempts ('' to take
+ * the message's own), t time of the outcome (ms), m the StoredMessage JSON.
  */
 
+/** Shared by the scripts that remove or rewrite a stored message: keeps the origin's usage exact. */
+const USAGE = `
+local function usage_key(prefix, field)
+  local origin = string.match(field, '^(.-)/')
+  if origin == nil or origin == '' then return nil end
+  return prefix .. origin
+end
+local function add_usage(prefix, field, count, bytes)
+  local key = usage_key(prefix, field)
+  if key == nil then return end
+  local n = redis.call('HINCRBY', key, 'n', count)
+  redis.call('HINCRBY', key, 'b', bytes)
+  if n <= 0 then redis.call('DEL', key) end
+end
+`;
+
 /**
- * KEYS q f m due seq; ARGV requestId json expiresAt maxPerDevice member.
- * Returns {1, evictedJson...} when stored, {0} when the request was already stored.
+ * KEYS q f m due seq outbox; ARGV field json expiresAt maxPerDevice member usagePrefix
+ * maxMessages maxBytes deviceId now. maxMessages and maxBytes bound the origin's usage (0: no
+ * bound). Returns {1, evictedCount} when stored, {0} when the field was already stored, {-1} when
+ * the origin's quota would be exceeded (nothing changed). Evicted messages are recorded expired
+ * (reason evicted) in the outbox.
  */
-export const STORE = `
+export const STORE = `${USAGE}
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {0} end
+local ukey = usage_key(ARGV[6], ARGV[1])
+if ukey ~= nil then
+  local used = redis.call('HMGET', ukey, 'n', 'b')
+  local n = tonumber(used[1] or '0') or 0
+  local b = tonumber(used[2] or '0') or 0
+  local maxN = tonumber(ARGV[7])
+  local maxB = tonumber(ARGV[8])
+  if (maxN > 0 and n + 1 > maxN) or (maxB > 0 and b + #ARGV[2] > maxB) then return {-1} end
+end
 local seq = redis.call('INCR', KEYS[5])
 redis.call('ZADD', KEYS[1], seq, ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
-local out = {1}
+add_usage(ARGV[6], ARGV[1], 1, #ARGV[2])
+local evicted = 0
 local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
-local memberPrefix = string.sub(ARGV[5], 1, #ARGV[5] - #ARGV[1])
+local memberPrefix = ARGV[9] .. '|'
 while excess > 0 do
   local oldest = redis.call('ZPOPMIN', KEYS[1])
   if #oldest == 0 then break end
@@ -34,10 +75,14 @@ while excess > 0 do
   local json = redis.call('HGET', KEYS[3], id)
   redis.call('HDEL', KEYS[3], id)
   redis.call('ZREM', KEYS[4], memberPrefix .. id)
-  if json then out[#out + 1] = json end
+  if json then
+    add_usage(ARGV[6], id, -1, -#json)
+    redis.call('XADD', KEYS[6], '*', 'd', ARGV[9], 'o', 'expired', 'r', 'evicted', 'a', '', 't', ARGV[10], 'm', json)
+    evicted = evicted + 1
+  end
   excess = excess - 1
 end
-return out
+return {1, evicted}
 `;
 
 /**
@@ -69,10 +114,10 @@ return 0
 
 /**
  * KEYS q f m leases lock; ARGV memberPrefix leaseDeadline token leaseMs.
- * Moves the oldest queued message to the in-flight set under a lease. Returns {requestId, json}
- * ({requestId, false} if its body is missing), or -1 when the caller lost the drain lock (its
- * lease ran out while it was slow). When the queue is empty it releases the lock in the same step
- * and returns false: a message stored before it was seen here, and a drain started after it finds
+ * Moves the oldest queued message to the in-flight set under a lease. Returns {field, json}
+ * ({field, false} if its body is missing), or -1 when the caller lost the drain lock (its lease
+ * ran out while it was slow). When the queue is empty it releases the lock in the same step and
+ * returns false: a message stored before it was seen here, and a drain started after it finds
  * the lock free. Nothing can slip in between the last look and the unlock.
  */
 export const LEASE = `
@@ -91,33 +136,45 @@ return {id, redis.call('HGET', KEYS[3], id)}
 `;
 
 /**
- * KEYS f m due leases; ARGV requestId member. Ends a leased message (its outcome is about to be
- * recorded). Returns 1 for the caller that still held the lease, 0 if the sweeper took it back.
+ * KEYS f m due leases outbox; ARGV field member usagePrefix deviceId outcome reason attempts now.
+ * Ends a leased message and, unless outcome is '', records it in the outbox. Returns 1 for the
+ * caller that still held the lease, 0 if the sweeper took it back.
  */
-export const FINISH = `
+export const FINISH = `${USAGE}
 if redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
+local json = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[2])
+if json then
+  add_usage(ARGV[3], ARGV[1], -1, -#json)
+  if ARGV[5] ~= '' then
+    redis.call('XADD', KEYS[5], '*', 'd', ARGV[4], 'o', ARGV[5], 'r', ARGV[6], 'a', ARGV[7], 't', ARGV[8], 'm', json)
+  end
+end
 return 1
 `;
 
 /**
- * KEYS q f m leases; ARGV requestId member json. Puts a leased message back at its place in the
- * queue (the head, as it was the oldest) with its updated body. Returns 1, or 0 if the lease was
- * already taken back.
+ * KEYS q f m leases; ARGV field member json usagePrefix. Puts a leased message back at its place
+ * in the queue (the head, as it was the oldest) with its updated body. Returns 1, or 0 if the
+ * lease was already taken back.
  */
-export const RELEASE = `
+export const RELEASE = `${USAGE}
 if redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
 local seq = redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0'
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], seq, ARGV[1])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[3]) end
+if ARGV[3] ~= '' then
+  local old = redis.call('HGET', KEYS[3], ARGV[1])
+  if old then add_usage(ARGV[4], ARGV[1], 0, #ARGV[3] - #old) end
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+end
 return 1
 `;
 
 /**
- * KEYS q f leases; ARGV requestId member now. The sweeper's recovery of a lease whose drain died:
+ * KEYS q f leases; ARGV field member now. The sweeper's recovery of a lease whose drain died:
  * back to the queue at its old place. Returns 1 when it was taken back.
  */
 export const RECLAIM = `
@@ -131,20 +188,24 @@ return 1
 `;
 
 /**
- * KEYS q f m due; ARGV requestId member now. The sweeper's claim of an expired queued message.
- * Returns its JSON when claimed; false when it is not due, leased (a drain decides), or gone.
+ * KEYS q f m due outbox; ARGV field member now usagePrefix deviceId. The sweeper's claim of an
+ * expired queued message, recorded expired (reason ttl_elapsed) in the outbox. Returns 1 when
+ * claimed; 0 when it is not due, leased (a drain decides), or gone.
  */
-export const CLAIM_EXPIRED = `
+export const CLAIM_EXPIRED = `${USAGE}
 local expiresAt = redis.call('ZSCORE', KEYS[4], ARGV[2])
-if not expiresAt or tonumber(expiresAt) > tonumber(ARGV[3]) then return false end
+if not expiresAt or tonumber(expiresAt) > tonumber(ARGV[3]) then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   if redis.call('ZSCORE', KEYS[2], ARGV[1]) == false then redis.call('ZREM', KEYS[4], ARGV[2]) end
-  return false
+  return 0
 end
 local json = redis.call('HGET', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[2])
-return json
+if not json then return 0 end
+add_usage(ARGV[4], ARGV[1], -1, -#json)
+redis.call('XADD', KEYS[5], '*', 'd', ARGV[5], 'o', 'expired', 'r', 'ttl_elapsed', 'a', '', 't', ARGV[3], 'm', json)
+return 1
 `;
 
 /** KEYS q f; the device's stored messages, queued plus in flight. */

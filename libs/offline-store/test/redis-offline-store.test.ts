@@ -3,8 +3,8 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { testInfra, uniquePrefix, waitUntil } from '@pushline/testkit';
 import { silentLogger, createMetricsRegistry, type Registry } from '@pushline/telemetry';
-import type { DeliverResult, DeliveryEvent, StoredMessage } from '@pushline/protocol';
-import { RedisOfflineStore } from '@pushline/offline-store';
+import { StoredMessage, type DeliverResult, type DeliveryEvent } from '@pushline/protocol';
+import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 
 function stored(requestId: string, overrides: Partial<StoredMessage> = {}): StoredMessage {
   const now = Date.now();
@@ -52,6 +52,7 @@ describe('RedisOfflineStore', () => {
   let events: DeliveryEvent[];
   let metrics: Registry;
   let store: RedisOfflineStore;
+  let relay: OutboxRelay;
 
   const makeStore = (maxPerDevice = 10, leaseMs = 30_000) =>
     new RedisOfflineStore({
@@ -59,12 +60,14 @@ describe('RedisOfflineStore', () => {
       keyPrefix: prefix,
       maxPerDevice,
       leaseMs,
-      publishOutcome: (ev) => {
-        events.push(ev);
-      },
       logger: silentLogger(),
       metrics,
     });
+  /** The outcomes recorded so far: what the store's outbox holds, published through a relay. */
+  const outcomes = async (): Promise<DeliveryEvent[]> => {
+    await relay.flush();
+    return events;
+  };
 
   before(() => {
     redis = new Redis(testInfra().redisUrl);
@@ -77,6 +80,15 @@ describe('RedisOfflineStore', () => {
     events = [];
     metrics = createMetricsRegistry({}, false);
     store = makeStore();
+    relay = new OutboxRelay({
+      redis,
+      keyPrefix: prefix,
+      consumer: 'test',
+      publish: async (published) => {
+        events.push(...published);
+      },
+      logger: silentLogger(),
+    });
   });
 
   it('drains stored messages oldest first and records one delivered outcome each', async () => {
@@ -89,7 +101,7 @@ describe('RedisOfflineStore', () => {
     });
     assert.deepEqual(seen, ['m1', 'm2', 'm3']);
     assert.deepEqual(
-      events.map((e) => [e.requestId, e.outcome, e.terminal, e.source, e.attempts, e.deviceId]),
+      (await outcomes()).map((e) => [e.requestId, e.outcome, e.terminal, e.source, e.attempts, e.deviceId]),
       [
         ['m1', 'delivered', true, 'offline', 2, 'dev-1'],
         ['m2', 'delivered', true, 'offline', 2, 'dev-1'],
@@ -97,7 +109,12 @@ describe('RedisOfflineStore', () => {
       ],
     );
     assert.equal(await store.pending('dev-1'), 0);
-    assert.deepEqual(await redis.keys(`${prefix}offline:*`), [`${prefix}offline:seq`]);
+    // Only the counters and the (now empty) outbox stay.
+    assert.deepEqual((await redis.keys(`${prefix}offline:*`)).sort(), [
+      `${prefix}offline:outbox`,
+      `${prefix}offline:seq`,
+    ]);
+    assert.equal(await redis.xlen(`${prefix}offline:outbox`), 0);
   });
 
   it('draining an empty inbox is one round trip; n stored messages take 2n + 2', async () => {
@@ -115,7 +132,7 @@ describe('RedisOfflineStore', () => {
       // queue empty and releases the lock in the same step.
       assert.equal((await watch.take()).length, 2 * 3 + 2);
       assert.equal(await redis.exists(`${prefix}offline:lock:dev-1`), 0);
-      assert.equal(events.length, 3);
+      assert.equal((await outcomes()).length, 3);
     } finally {
       watch.close();
     }
@@ -135,7 +152,7 @@ describe('RedisOfflineStore', () => {
       return { outcome: 'not_connected', latencyMs: 0 };
     });
     assert.equal(calls, 1);
-    assert.equal(events.length, 0);
+    assert.equal((await outcomes()).length, 0);
 
     const seen: [string, number][] = [];
     await store.drain('dev-1', async (msg) => {
@@ -147,7 +164,7 @@ describe('RedisOfflineStore', () => {
       ['m2', 1],
     ]);
     assert.deepEqual(
-      events.map((e) => [e.requestId, e.attempts]),
+      (await outcomes()).map((e) => [e.requestId, e.attempts]),
       [
         ['m1', 3],
         ['m2', 2],
@@ -161,7 +178,7 @@ describe('RedisOfflineStore', () => {
       throw new Error('transport down');
     });
     assert.equal(await store.pending('dev-1'), 1);
-    assert.equal(events.length, 0);
+    assert.equal((await outcomes()).length, 0);
   });
 
   it('records expired instead of delivering a message whose ttl passed', async () => {
@@ -174,7 +191,7 @@ describe('RedisOfflineStore', () => {
     });
     assert.deepEqual(seen, ['new']);
     assert.deepEqual(
-      events.map((e) => [e.requestId, e.outcome, e.reason]),
+      (await outcomes()).map((e) => [e.requestId, e.outcome, e.reason]),
       [
         ['old', 'expired', 'ttl_elapsed'],
         ['new', 'delivered', undefined],
@@ -188,7 +205,7 @@ describe('RedisOfflineStore', () => {
     await store.store('dev-1', stored('m2'));
     assert.deepEqual(await store.store('dev-1', stored('m3')), { stored: true, evicted: 1 });
     assert.deepEqual(
-      events.map((e) => [e.requestId, e.outcome, e.reason, e.terminal]),
+      (await outcomes()).map((e) => [e.requestId, e.outcome, e.reason, e.terminal]),
       [['m1', 'expired', 'evicted', true]],
     );
     const seen: string[] = [];
@@ -210,7 +227,7 @@ describe('RedisOfflineStore', () => {
     assert.equal(await store.sweepExpired(now), 0);
     assert.equal(await store.sweepExpired(now + 30), 2);
     assert.equal(await store.sweepExpired(now + 30), 0);
-    assert.deepEqual(events.map((e) => [e.deviceId, e.requestId, e.outcome]).sort(), [
+    assert.deepEqual((await outcomes()).map((e) => [e.deviceId, e.requestId, e.outcome]).sort(), [
       ['dev-1', 'a', 'expired'],
       ['dev-2', 'b', 'expired'],
     ]);
@@ -223,14 +240,11 @@ describe('RedisOfflineStore', () => {
   it('drain racing the sweeper on the same messages records exactly one terminal outcome each', async () => {
     // Two stores on one Redis stand for two processes (a connection server draining, a
     // processor sweeping).
-    const sweeperEvents: DeliveryEvent[] = [];
+    let swept = 0;
     const sweeper = new RedisOfflineStore({
       redis,
       keyPrefix: prefix,
       maxPerDevice: 1000,
-      publishOutcome: (ev) => {
-        sweeperEvents.push(ev);
-      },
       logger: silentLogger(),
     });
     const count = 200;
@@ -244,23 +258,27 @@ describe('RedisOfflineStore', () => {
       if (msg.requestId === 'm50') {
         sweeping = true;
         sweeps = (async () => {
-          while (sweeping) await sweeper.sweepExpired(Date.now() + 120_000);
+          while (sweeping) swept += await sweeper.sweepExpired(Date.now() + 120_000);
         })();
-        await waitUntil(() => sweeperEvents.length > 0, { what: 'a sweep' });
+        await waitUntil(() => swept > 0, { what: 'a sweep' });
       }
       await new Promise((resolve) => setImmediate(resolve));
       return delivered;
     });
     sweeping = false;
     await sweeps;
-    await sweeper.sweepExpired(Date.now() + 120_000);
+    swept += await sweeper.sweepExpired(Date.now() + 120_000);
 
-    const all = [...events, ...sweeperEvents];
+    const all = await outcomes();
     const ids = all.map((e) => e.requestId);
     assert.equal(new Set(ids).size, ids.length, 'no request recorded twice');
     assert.equal(ids.length, count, 'every request recorded');
     assert.ok(all.every((e) => e.terminal));
-    assert.ok(events.length >= 51 && sweeperEvents.length > 0, 'both the drain and the sweeper recorded');
+    const drained = all.filter((e) => e.outcome === 'delivered').length;
+    assert.equal(all.filter((e) => e.outcome === 'expired').length, swept);
+    // m0..m49 were delivered before the sweeps began; m50, in flight, may be taken back by the
+    // sweeper (its clock is past the lease) and recorded expired instead.
+    assert.ok(drained >= 50 && swept > 0, `both the drain and the sweeper recorded: ${drained}, ${swept}`);
     assert.equal(await store.pending('dev-1'), 0);
   });
 
@@ -284,7 +302,7 @@ describe('RedisOfflineStore', () => {
     release();
     await Promise.all([first, second]);
     assert.deepEqual(seen, ['a:m1', 'a:m2', 'a:m3']);
-    assert.equal(events.length, 3);
+    assert.equal((await outcomes()).length, 3);
   });
 
   it('a drain waiting for another finds what that one put back, even when nothing was queued as it began', async () => {
@@ -311,7 +329,7 @@ describe('RedisOfflineStore', () => {
     await Promise.all([old, next]);
     assert.deepEqual(seen, ['m1']);
     assert.deepEqual(
-      events.map((e) => [e.requestId, e.outcome]),
+      (await outcomes()).map((e) => [e.requestId, e.outcome]),
       [['m1', 'delivered']],
     );
   });
@@ -348,6 +366,156 @@ describe('RedisOfflineStore', () => {
       return delivered;
     });
     assert.deepEqual(seen, ['m1', 'm2']);
-    assert.equal(events.length, 2);
+    assert.equal((await outcomes()).length, 2);
+  });
+
+  it('dedupes request ids per origin: another API key reusing an id cannot suppress a message', async () => {
+    assert.deepEqual(await store.store('dev-1', stored('same', { origin: 'key-a', payload: 'a' })), {
+      stored: true,
+      evicted: 0,
+    });
+    assert.deepEqual(await store.store('dev-1', stored('same', { origin: 'key-b', payload: 'b' })), {
+      stored: true,
+      evicted: 0,
+    });
+    assert.deepEqual(await store.store('dev-1', stored('same', { origin: 'key-a', payload: 'again' })), {
+      stored: true,
+      evicted: 0,
+      duplicate: true,
+    });
+    const seen: unknown[] = [];
+    await store.drain('dev-1', async (msg) => {
+      seen.push([msg.origin, msg.payload]);
+      return delivered;
+    });
+    assert.deepEqual(seen, [
+      ['key-a', 'a'],
+      ['key-b', 'b'],
+    ]);
+    assert.deepEqual(
+      (await outcomes()).map((e) => [e.requestId, e.outcome]),
+      [
+        ['same', 'delivered'],
+        ['same', 'delivered'],
+      ],
+    );
+  });
+
+  it('refuses a store past the origin’s message quota, and frees it as messages end', async () => {
+    store = new RedisOfflineStore({
+      redis,
+      keyPrefix: prefix,
+      maxPerDevice: 2,
+      quota: { maxMessages: 3, maxBytes: 1_000_000 },
+      logger: silentLogger(),
+      metrics,
+    });
+    const mine = (id: string, device: string, extra: Partial<StoredMessage> = {}) =>
+      stored(id, { origin: 'key-a', target: { type: 'device', id: device }, ...extra });
+    await store.store('made-up-1', mine('m1', 'made-up-1'));
+    await store.store('made-up-2', mine('m2', 'made-up-2', { expiresAt: Date.now() + 10 }));
+    await store.store('made-up-3', mine('m3', 'made-up-3'));
+    assert.deepEqual(await store.store('made-up-4', mine('m4', 'made-up-4')), {
+      stored: false,
+      evicted: 0,
+      refused: 'quota_exceeded',
+    });
+    assert.equal(await store.pending('made-up-4'), 0);
+    // Another key is not held back by this one's quota.
+    assert.equal((await store.store('made-up-4', stored('m4', { origin: 'key-b' }))).stored, true);
+    assert.deepEqual(await store.usage('key-a'), { messages: 3, bytes: (await store.usage('key-a')).bytes });
+
+    // Expiry, delivery and eviction each give the quota back.
+    assert.equal(await store.sweepExpired(Date.now() + 20), 1);
+    await store.drain('made-up-1', async () => delivered);
+    assert.equal((await store.usage('key-a')).messages, 1);
+    await store.store('made-up-3', mine('m5', 'made-up-3'));
+    assert.deepEqual(await store.store('made-up-3', mine('m6', 'made-up-3')), { stored: true, evicted: 1 });
+    assert.equal((await store.usage('key-a')).messages, 2);
+    await store.drain('made-up-3', async () => delivered);
+    assert.deepEqual(await store.usage('key-a'), { messages: 0, bytes: 0 });
+    assert.match(await metrics.metrics(), /pushline_offline_refused_total\{reason="quota_exceeded"\} 1/);
+  });
+
+  it('refuses a store past the origin’s byte quota, counting the stored JSON', async () => {
+    const big = (id: string) => stored(id, { origin: 'key-a', payload: 'x'.repeat(200) });
+    const small = stored('small', { origin: 'key-a' });
+    const size = (m: StoredMessage) => JSON.stringify(StoredMessage.parse(m)).length;
+    store = new RedisOfflineStore({
+      redis,
+      keyPrefix: prefix,
+      maxPerDevice: 10,
+      // Room for two big messages and a small one, not for a third big one.
+      quota: { maxMessages: 1000, maxBytes: 2 * size(big('b1')) + size(small) },
+      logger: silentLogger(),
+    });
+    assert.equal((await store.store('dev-1', big('b1'))).stored, true);
+    assert.equal((await store.store('dev-1', big('b2'))).stored, true);
+    const { bytes } = await store.usage('key-a');
+    assert.equal(bytes, 2 * size(big('b1')));
+    assert.equal((await store.store('dev-1', big('b3'))).refused, 'quota_exceeded');
+    assert.equal((await store.store('dev-1', small)).stored, true);
+  });
+
+  it('keeps every outcome in the outbox until a publish succeeds, then publishes each once', async () => {
+    store = makeStore(1);
+    await store.store('dev-1', stored('evicted'));
+    await store.store('dev-1', stored('kept'));
+    await store.store(
+      'dev-2',
+      stored('old', { expiresAt: Date.now() + 5, target: { type: 'device', id: 'dev-2' } }),
+    );
+    assert.equal(await store.sweepExpired(Date.now() + 10), 1);
+    await store.drain('dev-1', async () => delivered);
+    const failing = new OutboxRelay({
+      redis,
+      keyPrefix: prefix,
+      consumer: 'test',
+      publish: () => Promise.reject(new Error('Kafka is down')),
+      logger: silentLogger(),
+    });
+    await assert.rejects(failing.flush(), /Kafka is down/);
+    await assert.rejects(failing.flush(), /Kafka is down/);
+    assert.equal(await redis.xlen(`${prefix}offline:outbox`), 3);
+    assert.deepEqual(
+      (await outcomes()).map((e) => [e.requestId, e.deviceId, e.outcome, e.reason ?? '']),
+      [
+        ['evicted', 'dev-1', 'expired', 'evicted'],
+        ['old', 'dev-2', 'expired', 'ttl_elapsed'],
+        ['kept', 'dev-1', 'delivered', ''],
+      ],
+    );
+    assert.equal(await redis.xlen(`${prefix}offline:outbox`), 0);
+    assert.equal(await relay.flush(), 0, 'nothing is published twice');
+  });
+
+  it('a relay whose entries another relay took over acknowledges them without publishing them again', async () => {
+    await store.store('dev-1', stored('m1', { expiresAt: Date.now() + 5 }));
+    assert.equal(await store.sweepExpired(Date.now() + 10), 1);
+    let down = true;
+    const byA: DeliveryEvent[] = [];
+    const byB: DeliveryEvent[] = [];
+    const relay = (consumer: string, into: DeliveryEvent[]) =>
+      new OutboxRelay({
+        redis,
+        keyPrefix: prefix,
+        consumer,
+        claimIdleMs: 20,
+        publish: async (published) => {
+          if (down && consumer === 'a') throw new Error('Kafka is down');
+          into.push(...published);
+        },
+        logger: silentLogger(),
+      });
+    const a = relay('a', byA);
+    const b = relay('b', byB);
+    await assert.rejects(a.flush(), /Kafka is down/);
+    // a holds the entry and stops asking; b takes it over once it has been idle long enough.
+    await waitUntil(async () => (await b.flush()) > 0, { what: 'b to take the entry over' });
+    down = false;
+    assert.equal(await a.flush(), 0);
+    assert.deepEqual([byA.length, byB.map((e) => [e.requestId, e.outcome])], [0, [['m1', 'expired']]]);
+    const [pendingCount] = (await redis.xpending(`${prefix}offline:outbox`, 'relay')) as [number];
+    assert.equal(pendingCount, 0);
   });
 });

@@ -34,6 +34,21 @@ export const DeliverRequest = z.object({
 });
 export type DeliverRequest = z.infer<typeof DeliverRequest>;
 
+/**
+ * Reasons a caller of the internal delivery endpoint gives when it has no answer from the
+ * connection server. Whether the message may have reached the device decides the outcome:
+ * - `server_unreachable` (outcome `not_connected`): the connection to the server could not be
+ *   opened, so the request never left the caller. Known not delivered.
+ * - `server_timeout` (outcome `timeout`): the server gave no answer within the request's
+ *   `timeoutMs` plus a margin. May have been delivered.
+ * - `server_lost` (outcome `timeout`): the connection to the server broke after the request was
+ *   sent (the server died or restarted mid-request). May have been delivered.
+ * A `timeout` is therefore the "may have been delivered" outcome on every path; a caller that
+ * tries again must reuse the message id so the device can drop the duplicate.
+ */
+export const TransportReason = z.enum(['server_unreachable', 'server_timeout', 'server_lost']);
+export type TransportReason = z.infer<typeof TransportReason>;
+
 export const DeliverResult = z.object({
   outcome: z.enum(['delivered', 'not_connected', 'timeout', 'rejected']),
   /** Time from the server emitting the message to the device's ack, or to the timeout. */

@@ -11,6 +11,7 @@ export {
   DeliverySource,
   DeliverRequest,
   DeliverResult,
+  TransportReason,
   DELIVER_BATCH_MAX,
   DeliverBatchRequest,
   DeliverRequestFromJson,

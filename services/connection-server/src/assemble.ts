@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { topicNames, type ConnectionServerConfig } from '@pushline/config';
 import { serviceKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
-import { RedisOfflineStore } from '@pushline/offline-store';
+import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
@@ -53,8 +53,21 @@ export function assembleConnectionServer(
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'connection-server', instance_id: serverId });
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
-  // Terminal outcomes of stored messages this server drains to reconnecting devices.
+  // Terminal outcomes of stored messages this server drains to reconnecting devices: written to
+  // the store's outbox with the drain's own step, published by this server's relay.
   const outcomes = kafka.producer();
+  const relay = new OutboxRelay({
+    redis,
+    keyPrefix: config.PUSHLINE_KEY_PREFIX,
+    consumer: serverId,
+    publish: (events) =>
+      outcomes.send(
+        topics.deliveryEvents,
+        events.map((ev) => ({ key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) })),
+      ),
+    logger,
+    metrics,
+  });
   const inbox =
     options.inbox ??
     new RedisOfflineStore({
@@ -62,10 +75,7 @@ export function assembleConnectionServer(
       keyPrefix: config.PUSHLINE_KEY_PREFIX,
       // This server only drains; the storing side (processor, push-api) enforces the bound.
       maxPerDevice: Number.MAX_SAFE_INTEGER,
-      publishOutcome: (ev) =>
-        outcomes.send(topics.deliveryEvents, [
-          { key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) },
-        ]),
+      onOutbox: () => relay.kick(),
       logger,
       metrics,
     });
@@ -99,10 +109,12 @@ export function assembleConnectionServer(
           await admin.close();
         }
         await outcomes.start();
+        await relay.start();
         await server.start();
       },
       steps: [
         { name: 'connection server', run: () => server.close() },
+        { name: 'outbox relay', run: () => relay.close() },
         { name: 'outcomes producer', run: () => outcomes.close() },
         { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
       ],

@@ -10,7 +10,7 @@ import {
   type DeliveryTransport,
 } from '@pushline/delivery';
 import { platformTopics, type KafkaClient, type Producer } from '@pushline/kafka';
-import { RedisOfflineStore } from '@pushline/offline-store';
+import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry, type DeviceRegistry } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import { Gauge, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
@@ -106,12 +106,30 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
 
   const producer: Producer = kafka.producer();
   const outcomes = new OutcomeRecorder({ producer, topic: topics.deliveryEvents, metrics: m, tracer });
+  // Terminal outcomes of stored messages go through the store's outbox, relayed by every service
+  // that writes to the store.
+  const relay = new OutboxRelay({
+    redis,
+    keyPrefix,
+    consumer: instanceId,
+    publish: (events) =>
+      producer.send(
+        topics.deliveryEvents,
+        events.map((ev) => ({ key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) })),
+      ),
+    logger,
+    metrics,
+  });
   const store = new RedisOfflineStore({
     redis,
     keyPrefix,
     maxPerDevice: config.PUSHLINE_OFFLINE_MAX_PER_DEVICE,
     leaseMs: config.PUSHLINE_OFFLINE_LEASE_MS,
-    publishOutcome: (ev) => outcomes.record([ev]),
+    quota: {
+      maxMessages: config.PUSHLINE_OFFLINE_QUOTA_MESSAGES,
+      maxBytes: config.PUSHLINE_OFFLINE_QUOTA_BYTES,
+    },
+    onOutbox: () => relay.kick(),
     logger,
     metrics,
   });
@@ -197,6 +215,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       // Stop taking records first; the batches in hand finish and are committed.
       { name: 'push-request consumer', run: () => consumer.close() },
       { name: 'sweeper', run: () => sweeper.close() },
+      { name: 'outbox relay', run: () => relay.close() },
       { name: 'cache invalidation', run: () => invalidator.close() },
       { name: 'producer', run: () => producer.close() },
       { name: 'transport', run: () => ownTransport?.close() },
@@ -226,6 +245,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
         await admin.close();
       }
       await producer.start();
+      await relay.start();
       await Promise.all([consumer.start(), invalidator.start()]);
       await sweeper.start();
       logger.info(

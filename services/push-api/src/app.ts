@@ -1,12 +1,11 @@
 import express, { type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
-import type { Registry } from '@pushline/telemetry';
 import { ApiKeyStore, authenticate } from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { requestTelemetry } from './http-telemetry.ts';
 import { declaredStatuses, registerOpenApiRoute } from './openapi.ts';
 import { ProblemError, sendProblem } from './problem.ts';
 import { KeyRateLimiter, rateLimit } from './rate-limit.ts';
-import { registerHealthRoutes, type Readiness } from './routes/health.ts';
+import { PUBLIC_HEALTH_PATH, registerPublicHealthRoute } from './routes/health.ts';
 import { registerPresenceRoutes } from './routes/presence.ts';
 import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPushRoutes } from './routes/push.ts';
@@ -16,14 +15,15 @@ export const API_VERSION = '1.0.0';
 
 export interface AppOptions {
   readonly ctx: ApiContext;
-  readonly metricsRegistry: Registry;
-  readonly ready: () => Promise<Readiness>;
 }
 
+/** Paths served outside the route table, and their methods (for 405 answers). */
+const OTHER_PATHS: Readonly<Record<string, readonly string[]>> = { [PUBLIC_HEALTH_PATH]: ['GET'] };
+
 /**
- * The express app: telemetry for every request, ops routes, the /v1 operations (authenticated,
+ * The express app: telemetry for every request, liveness, the /v1 operations (authenticated,
  * rate-limited, scoped, then JSON-parsed, so an anonymous caller costs no body parsing), and
- * problem+json for everything that goes wrong.
+ * problem+json for everything that goes wrong. Readiness and metrics are on the ops port.
  */
 export function createApp(options: AppOptions): { app: Express; routes: RouteTable } {
   const { ctx } = options;
@@ -31,7 +31,7 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(requestTelemetry(ctx.tracer, ctx.metrics));
-  registerHealthRoutes(app, { ready: options.ready, metrics: options.metricsRegistry });
+  registerPublicHealthRoute(app);
 
   const keys = new ApiKeyStore(ctx.config.PUSHLINE_API_KEYS);
   const limiter = new KeyRateLimiter({
@@ -44,6 +44,7 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
       authenticate: authenticate(keys),
       rateLimit: rateLimit(limiter, () => ctx.metrics.rateLimited.inc()),
       parseJson: express.json({ limit: ctx.config.PUSHLINE_API_BODY_LIMIT_BYTES, strict: true }),
+      maxPayloadDepth: ctx.config.PUSHLINE_MAX_JSON_DEPTH,
     },
     ctx.logger,
   );
@@ -66,7 +67,7 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
   );
 
   app.use((req: Request) => {
-    const allowed = routes.methodsFor(req.path);
+    const allowed = [...routes.methodsFor(req.path), ...(OTHER_PATHS[req.path] ?? [])];
     if (allowed.length > 0) {
       throw new ProblemError(
         'method-not-allowed',
@@ -85,6 +86,13 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
 /** body-parser errors carry a `type`; everything else that is not a ProblemError is a 500. */
 function toProblem(err: unknown): ProblemError {
   if (err instanceof ProblemError) return err;
+  // The router decodes path parameters before any handler runs: `%`, `%ZZ`, a cut UTF-8 sequence.
+  if (err instanceof URIError) {
+    return new ProblemError('validation-error', 'A path segment is not valid percent-encoding.', {
+      errors: [{ field: '(path)', in: 'path', message: 'must be valid percent-encoded UTF-8' }],
+      cause: err,
+    });
+  }
   const type = (err as { type?: unknown } | null)?.type;
   if (type === 'entity.parse.failed') {
     return new ProblemError('malformed-json', 'The body is not valid JSON (or not an object/array).', {

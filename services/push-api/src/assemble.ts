@@ -7,8 +7,8 @@ import {
   MessageRouter,
   type DeviceLocatorOptions,
 } from '@pushline/delivery';
-import { BufferedPublisher, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
-import { RedisOfflineStore } from '@pushline/offline-store';
+import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
@@ -34,6 +34,8 @@ export interface AssembledPushApi extends Component {
   readonly api: PushApi;
   /** Base URL (after start). */
   readonly url: string;
+  /** Base URL of the ops port: /healthz, /readyz, /metrics (after start). */
+  readonly opsUrl: string;
   readonly router: MessageRouter;
   readonly registry: RedisDeviceRegistry;
   readonly redis: Redis;
@@ -62,19 +64,30 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
   });
   const locator = new DeviceLocator({ ...options.locator, registry, metrics, tracer });
   const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });
-  // Terminal outcomes of stored messages evicted by a store from this API (the rest are recorded by
-  // the connection servers and the processor's sweeper).
+  // Every service that writes to the offline store relays its outbox (terminal outcomes written
+  // in the same Redis step as the change), so outcomes flow while any of them runs.
   const outcomesProducer = kafka.producer();
-  const outcomes = new BufferedPublisher({
-    producer: outcomesProducer,
-    topic: topics.deliveryEvents,
+  const relay = new OutboxRelay({
+    redis,
+    keyPrefix: config.PUSHLINE_KEY_PREFIX,
+    consumer: pushApiInstanceId(config),
+    publish: (events) =>
+      outcomesProducer.send(
+        topics.deliveryEvents,
+        events.map((ev) => ({ key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) })),
+      ),
     logger,
+    metrics,
   });
   const offlineStore = new RedisOfflineStore({
     redis,
     keyPrefix: config.PUSHLINE_KEY_PREFIX,
     maxPerDevice: config.PUSHLINE_OFFLINE_MAX_PER_DEVICE,
-    publishOutcome: (ev) => outcomes.publish({ key: ev.deviceId ?? ev.target.id, value: JSON.stringify(ev) }),
+    quota: {
+      maxMessages: config.PUSHLINE_OFFLINE_QUOTA_MESSAGES,
+      maxBytes: config.PUSHLINE_OFFLINE_QUOTA_BYTES,
+    },
+    onOutbox: () => relay.kick(),
     logger,
     metrics,
   });
@@ -95,6 +108,9 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     get url() {
       return api.url;
     },
+    get opsUrl() {
+      return api.opsUrl;
+    },
     router,
     registry,
     redis,
@@ -106,12 +122,13 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
       async start() {
         await ownedRedis?.connect();
         await outcomesProducer.start();
+        await relay.start();
         await api.start();
       },
       // Reverse order of construction: the API drains first, then what it used.
       steps: [
         { name: 'push-api', run: () => api.close() },
-        { name: 'delivery outcomes', run: () => outcomes.close() },
+        { name: 'outbox relay', run: () => relay.close() },
         { name: 'outcomes producer', run: () => outcomesProducer.close() },
         { name: 'delivery transport', run: () => transport.close() },
         { name: 'redis', run: async () => void (await ownedRedis?.quit()) },

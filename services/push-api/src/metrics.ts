@@ -9,7 +9,7 @@ export interface ApiOperation {
 }
 
 /** Outcomes of a direct push (`DIRECT_PUSH_STATUS` of the push routes). */
-export const DIRECT_PUSH_OUTCOMES = ['delivered', 'stored', 'not_connected', 'rejected', 'timeout'] as const;
+export const DIRECT_PUSH_OUTCOMES = ['delivered', 'not_connected', 'rejected', 'timeout'] as const;
 
 /** The API's metrics, registered on the instance's own registry. Labels stay low-cardinality. */
 export class ApiMetrics {
@@ -18,6 +18,7 @@ export class ApiMetrics {
   readonly pushOutcomes: Counter<'outcome'>;
   readonly pushToAckSeconds: Histogram;
   readonly published: Counter;
+  readonly publishUnknown: Counter<'cause'>;
   readonly rateLimited: Counter;
   readonly idempotentReplays: Counter;
   readonly storeFailures: Counter;
@@ -38,7 +39,7 @@ export class ApiMetrics {
     });
     this.pushOutcomes = stageCounter({
       name: 'pushline_api_push_outcomes_total',
-      help: 'Per-device outcomes of direct pushes (device and user routes).',
+      help: 'Per-device live outcomes of direct pushes (device and user routes), as routed; a push then stored counts under the outcome it followed (and in pushline_offline_stored_total).',
       labels: { outcome: DIRECT_PUSH_OUTCOMES },
       registry,
     });
@@ -52,6 +53,12 @@ export class ApiMetrics {
       name: 'pushline_api_published_total',
       help: 'Push requests produced to Kafka by POST /v1/publish (acknowledged by all in-sync replicas).',
       registers: [registry],
+    });
+    this.publishUnknown = stageCounter({
+      name: 'pushline_api_publish_unknown_total',
+      help: 'POST /v1/publish answered 503 because Kafka did not acknowledge in time (deadline) or the send failed (failed); the messages may or may not be queued.',
+      labels: { cause: ['deadline', 'failed'] },
+      registry,
     });
     this.rateLimited = new Counter({
       name: 'pushline_api_rate_limited_total',

@@ -34,5 +34,9 @@ export interface PushRouter {
 
 /** Store-and-forward for devices that cannot take a message now. */
 export interface OfflineMessageStore {
-  store(deviceId: string, msg: StoredMessage): Promise<{ stored: boolean; evicted: number }>;
+  /** `refused` says why a message was not stored (its API key is at its quota). */
+  store(
+    deviceId: string,
+    msg: StoredMessage,
+  ): Promise<{ stored: boolean; evicted: number; refused?: 'quota_exceeded' | undefined }>;
 }

@@ -11,6 +11,7 @@ export const PROBLEM_TYPE_BASE = 'https://pushline.dev/problems/';
 export const PROBLEMS = {
   'validation-error': { status: 400, title: 'The request is invalid' },
   'malformed-json': { status: 400, title: 'The request body is not valid JSON' },
+  'json-too-deep': { status: 400, title: 'The request body nests JSON deeper than allowed' },
   unauthorized: { status: 401, title: 'A valid API key is required' },
   forbidden: { status: 403, title: 'The API key lacks the scope this operation needs' },
   'not-found': { status: 404, title: 'No such resource' },
@@ -29,6 +30,11 @@ export const PROBLEMS = {
   'rate-limited': { status: 429, title: 'Too many requests for this API key' },
   'internal-error': { status: 500, title: 'Internal error' },
   'service-unavailable': { status: 503, title: 'A dependency is unavailable; retry later' },
+  'delivery-unknown': {
+    status: 504,
+    title: 'The connection server was lost or silent mid-request; the message may have been delivered',
+  },
+  'quota-exceeded': { status: 507, title: 'The API key has reached its quota of stored messages' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ProblemCode = keyof typeof PROBLEMS;

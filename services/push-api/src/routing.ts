@@ -4,6 +4,7 @@ import { context } from '@pushline/telemetry';
 import type { Logger } from '@pushline/telemetry';
 import { requireScope, type ApiScope } from './auth.ts';
 import { traceContextOf } from './http-telemetry.ts';
+import { checkBodyDepth } from './payload.ts';
 import { ProblemError, fieldErrors, type ProblemCode } from './problem.ts';
 
 export interface HeaderSpec {
@@ -69,6 +70,8 @@ export interface RouteGuards {
   readonly rateLimit: RequestHandler;
   /** Parses a JSON body; runs after the guards, so anonymous callers cost no parsing. */
   readonly parseJson: RequestHandler;
+  /** Deepest payload (PUSHLINE_MAX_JSON_DEPTH); bodies are bounded before validation walks them. */
+  readonly maxPayloadDepth: number;
 }
 
 /** Registers operations on an express app and remembers them for the OpenAPI document. */
@@ -112,6 +115,8 @@ export class RouteTable {
             'Send the body as JSON with `content-type: application/json`.',
           );
         }
+        // JSON.parse is iterative; every walk after it (zod, JSON.stringify) is not.
+        checkBodyDepth(req.body, this.#guards.maxPayloadDepth);
         body = parseOrThrow(spec.body, req.body, 'body');
       }
       const result = await context.with(traceContextOf(res), () =>

@@ -5,14 +5,14 @@ import type { Redis } from 'ioredis';
 import { topicNames, type PushApiConfig } from '@pushline/config';
 import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
 import type { DeviceRegistry } from '@pushline/registry';
-import { closeOnce, runCleanup } from '@pushline/runtime';
+import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import type { Logger, Registry, Tracer } from '@pushline/telemetry';
 import { createApp } from './app.ts';
 import type { ApiContext } from './context.ts';
 import { IdempotencyStore } from './idempotency.ts';
 import { ApiMetrics } from './metrics.ts';
 import type { OfflineMessageStore, PushRouter } from './ports.ts';
-import { probeReadiness } from './routes/health.ts';
+import { cachedReadiness, probeReadiness } from './routes/health.ts';
 import type { RouteSpec } from './routing.ts';
 import { buildSchemas } from './schemas.ts';
 
@@ -29,7 +29,7 @@ export interface PushApiDeps {
   /** Store-and-forward for direct pushes with ttlSeconds; without it, ttlSeconds is ignored. */
   readonly offlineStore?: OfflineMessageStore | undefined;
   readonly logger: Logger;
-  /** The instance's own prom-client registry, served at /metrics. */
+  /** The instance's own prom-client registry, served at /metrics on the ops port. */
   readonly metrics: Registry;
   readonly tracer: Tracer;
 }
@@ -41,10 +41,15 @@ export interface PushApi {
   close(): Promise<void>;
   /** Base URL, e.g. http://127.0.0.1:8080 (after start). */
   readonly url: string;
+  /** Base URL of the ops port (/healthz, /readyz, /metrics), e.g. http://127.0.0.1:8081 (after start). */
+  readonly opsUrl: string;
   readonly app: Express;
   /** The documented /v1 operations. */
   readonly routes: readonly RouteSpec[];
 }
+
+/** How long a readiness answer is reused: the dependencies see one probe a second at most. */
+const READINESS_CACHE_MS = 1000;
 
 export function createPushApi(deps: PushApiDeps): PushApi {
   const { config, logger } = deps;
@@ -90,17 +95,32 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     logger: log,
   };
 
-  const { app, routes } = createApp({
-    ctx,
-    metricsRegistry: deps.metrics,
-    ready: () =>
+  const { app, routes } = createApp({ ctx });
+  const readiness = cachedReadiness(
+    () =>
       probeReadiness({
         admin: () => admin,
         redis: deps.redis,
         pushRequestsTopic: topics.pushRequests,
         timeoutMs: config.PUSHLINE_API_READY_TIMEOUT_MS,
         draining: () => draining,
+        logger: log,
       }),
+    READINESS_CACHE_MS,
+  );
+  // Off the public port: no key is needed there, so it must not be reachable from outside.
+  const ops = new OpsServer({
+    host: config.PUSHLINE_API_OPS_HOST,
+    port: config.PUSHLINE_API_OPS_PORT,
+    metrics: deps.metrics,
+    ready: async () => {
+      const { checks } = await readiness();
+      // Draining is read now, not from the cached probe: it must show at once.
+      return {
+        ok: checks.kafka.ok && checks.redis.ok && !draining,
+        detail: { draining, checks },
+      };
+    },
   });
 
   const inFlight = new Set<ServerResponse>();
@@ -143,6 +163,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
       { name: 'http server', run: stopHttp },
       { name: 'kafka producer', run: () => producer?.close() },
       { name: 'kafka admin', run: () => admin?.close() },
+      { name: 'ops server', run: () => ops.close() },
     ]);
   });
 
@@ -153,8 +174,12 @@ export function createPushApi(deps: PushApiDeps): PushApi {
       if (!url) throw new Error('push-api not started');
       return url;
     },
+    get opsUrl() {
+      return ops.url;
+    },
     start: async () => {
       try {
+        await ops.start();
         admin = deps.kafka.admin();
         await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
         producer = deps.kafka.producer();
@@ -175,7 +200,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
       const address = server.address() as AddressInfo;
       const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
       url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
-      log.info({ url }, 'push-api listening');
+      log.info({ url, opsUrl: ops.url }, 'push-api listening');
     },
     close,
   };

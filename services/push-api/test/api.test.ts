@@ -228,22 +228,31 @@ describe('push-api: auth, errors, presence, ops', () => {
   });
 
   describe('ops endpoints', () => {
-    it('/healthz and /readyz need no key; /readyz checks Kafka and Redis', async () => {
+    it('serve /readyz and /metrics on the ops port only; the public port has /healthz alone', async () => {
       assert.deepEqual((await call(h.url, 'GET', '/healthz')).body, { status: 'ok' });
-      const ready = await call(h.url, 'GET', '/readyz');
+      for (const path of ['/readyz', '/metrics']) {
+        const pub = await call(h.url, 'GET', path);
+        assert.equal(pub.status, 404, `public ${path}`);
+        assert.match(pub.contentType, /^application\/problem\+json/);
+      }
+      assert.deepEqual((await call(h.opsUrl, 'GET', '/healthz')).body, { status: 'ok' });
+      const ready = await call(h.opsUrl, 'GET', '/readyz');
       assert.equal(ready.status, 200);
       const body = ready.body as {
         status: string;
+        draining: boolean;
         checks: { kafka: { ok: boolean }; redis: { ok: boolean } };
       };
       assert.equal(body.status, 'ready');
+      assert.equal(body.draining, false);
       assert.equal(body.checks.kafka.ok, true);
       assert.equal(body.checks.redis.ok, true);
+      assert.equal((await call(h.opsUrl, 'GET', '/metrics')).status, 200);
     });
 
     it('/metrics counts requests by route template, never by concrete path', async () => {
       await call(h.url, 'GET', '/v1/devices/metric-dev/presence', { key: h.keys.presence });
-      const res = await call(h.url, 'GET', '/metrics');
+      const res = await call(h.opsUrl, 'GET', '/metrics');
       assert.equal(res.status, 200);
       const families = parsePrometheusText(String(res.body));
       const samples = findSamples(families, 'pushline_api_requests_total', {

@@ -57,6 +57,18 @@ describe('direct push to a device', () => {
     assert.ok(body.id.length > 0);
   });
 
+  it('delivers to a device pushed to while offline as soon as it connects (no cached not_connected)', async () => {
+    const before = await push('dp-late', { payload: 'early' });
+    assert.equal(before.status, 404);
+    const device = await p.connect(A, 'dp-late', 'dp-user-late');
+    const online = await call(p.h.url, 'GET', '/v1/devices/dp-late/presence', { key: p.h.keys.admin });
+    assert.equal((online.body as { online: boolean }).online, true);
+    const received = device.nextMessage();
+    const res = await push('dp-late', { id: 'm-late', payload: 'now' });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal((await received).id, 'm-late');
+  });
+
   it('422 rejected when the device acks {ok:false}, with its reason', async () => {
     await p.connect(B, 'dp-rejecting', 'dp-user-3', 'reject');
     const res = await push('dp-rejecting', { payload: 'nope' });
@@ -106,6 +118,17 @@ describe('direct push to a device', () => {
     assert.ok(outcome, 'the stored message’s delivered outcome');
   });
 
+  it('stores per API key: another key reusing a message id cannot suppress the message', async () => {
+    for (const key of [p.h.keys.push, p.h.keys.admin]) {
+      const res = await call(p.h.url, 'POST', '/v1/devices/dp-shared/messages', {
+        key,
+        body: { id: 'shared-id', payload: { from: key.slice(0, 8) }, ttlSeconds: 60 },
+      });
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+    }
+    assert.equal(await p.h.redis.hlen(`${p.h.keyPrefix}offline:m:dp-shared`), 2, 'both messages stored');
+  });
+
   it('with ttlSeconds, a device that does not ack in time gets 202 stored', async () => {
     await p.connect(A, 'dp-slow', 'dp-user-7', 'silent');
     const res = await push('dp-slow', { payload: 1, ttlSeconds: 60, timeoutMs: 200 });
@@ -113,15 +136,28 @@ describe('direct push to a device', () => {
     assert.equal((res.body as DirectResult).reason, 'timeout');
   });
 
-  it('counts outcomes and push-to-ack latency in /metrics', async () => {
-    const text = String((await call(p.h.url, 'GET', '/metrics')).body);
-    const families = parsePrometheusText(text);
-    for (const outcome of ['delivered', 'not_connected', 'rejected', 'timeout', 'stored']) {
-      const [sample] = findSamples(families, 'pushline_api_push_outcomes_total', { outcome });
-      assert.ok((sample?.value ?? 0) >= 1, `outcome ${outcome} counted`);
+  // docs/observability.md, identity 7: the API counts each push's live outcome exactly as the
+  // router does, stored pushes included (they count under the outcome they followed, and once more
+  // in the API's offline store counter).
+  it('counts outcomes in /metrics the way the router does, stored pushes included', async () => {
+    const families = parsePrometheusText(String((await call(p.h.opsUrl, 'GET', '/metrics')).body));
+    const count = (name: string, labels: Record<string, string> = {}) =>
+      findSamples(families, name, labels).reduce((n, s) => n + s.value, 0);
+    for (const outcome of ['delivered', 'not_connected', 'rejected', 'timeout']) {
+      const pushed = count('pushline_api_push_outcomes_total', { outcome });
+      assert.ok(pushed >= 1, `outcome ${outcome} counted`);
+      assert.equal(
+        pushed,
+        count('pushline_router_deliveries_total', { source: 'direct', outcome }),
+        `API vs router: ${outcome}`,
+      );
     }
-    const [count] = findSamples(families, 'pushline_api_push_to_ack_seconds_count', {});
-    assert.ok((count?.value ?? 0) >= 2);
+    assert.equal(count('pushline_api_push_outcomes_total', { outcome: 'stored' }), 0);
+    assert.equal(count('pushline_offline_stored_total'), 4, 'the four pushes answered 202 stored');
+    assert.equal(
+      count('pushline_api_push_to_ack_seconds_count'),
+      count('pushline_api_push_outcomes_total', { outcome: 'delivered' }),
+    );
   });
 });
 
@@ -158,7 +194,7 @@ describe('push to a user', () => {
 
 describe('concurrent direct pushes (coalesced per connection server)', () => {
   const exchanges = async (route: string) => {
-    const text = String((await call(p.h.url, 'GET', '/metrics')).body);
+    const text = String((await call(p.h.opsUrl, 'GET', '/metrics')).body);
     return findSamples(parsePrometheusText(text), 'pushline_transport_requests_total', { route }).reduce(
       (sum, s) => sum + s.value,
       0,

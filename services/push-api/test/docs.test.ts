@@ -50,7 +50,12 @@ describe('docs/api.md', () => {
     const covered = new Set<string>();
     for (const example of examples) {
       const { stdout } = await run('bash', ['-c', example], {
-        env: { PATH: process.env['PATH'] ?? '', PUSHLINE_API: p.h.url, PUSHLINE_API_KEY: p.h.keys.admin },
+        env: {
+          PATH: process.env['PATH'] ?? '',
+          PUSHLINE_API: p.h.url,
+          PUSHLINE_API_OPS: p.h.opsUrl,
+          PUSHLINE_API_KEY: p.h.keys.admin,
+        },
       });
       assert.ok(stdout.length > 0, `no output from: ${example}`);
       if (!example.includes('/metrics')) {
@@ -62,7 +67,7 @@ describe('docs/api.md', () => {
         if (example.includes('/v1/devices/d1/messages')) assert.equal(body.outcome, 'delivered', stdout);
       }
       const method = /-X (POST|GET)/.exec(example)?.[1] ?? 'GET';
-      const path = /\$PUSHLINE_API(\/[^"?]*)/.exec(example)?.[1] ?? '';
+      const path = /\$PUSHLINE_API(?:_OPS)?(\/[^"?]*)/.exec(example)?.[1] ?? '';
       const template = endpoints.find((e) => {
         const [m, t] = e.split(' ') as [string, string];
         return m === method && new RegExp(`^${t.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path);

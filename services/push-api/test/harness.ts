@@ -20,6 +20,8 @@ export interface ApiKeys {
 export interface ApiHarness {
   readonly api: PushApi;
   readonly url: string;
+  /** The ops port: /healthz, /readyz, /metrics. */
+  readonly opsUrl: string;
   readonly prefix: string;
   readonly keyPrefix: string;
   readonly topics: TopicNames;
@@ -67,6 +69,8 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
     PUSHLINE_INTERNAL_TOKEN: internalToken,
     PUSHLINE_API_HOST: '127.0.0.1',
     PUSHLINE_API_PORT: '0',
+    PUSHLINE_API_OPS_HOST: '127.0.0.1',
+    PUSHLINE_API_OPS_PORT: '0',
     PUSHLINE_API_KEYS: [
       `${keys.admin}:admin`,
       `${keys.push}:push`,
@@ -77,17 +81,14 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
     PUSHLINE_LOG_LEVEL: 'silent',
     ...options.env,
   });
-  const assembled = assemblePushApi(config, {
-    logger: silentLogger(),
-    // No negative caching: tests connect devices and push at once.
-    locator: { negativeTtlMs: 1 },
-  });
+  const assembled = assemblePushApi(config, { logger: silentLogger() });
   const steps: CleanupStep[] = [];
   await assembled.start();
   const { api, redis, registry, kafka, metrics } = assembled;
   return {
     api,
     url: api.url,
+    opsUrl: api.opsUrl,
     prefix,
     keyPrefix,
     topics,

@@ -3,7 +3,13 @@ import { after, before, describe, it } from 'node:test';
 import { PushRequest } from '@pushline/protocol';
 import { SpanKind, createSpanRecorder, startTracing, type TracingHandle } from '@pushline/telemetry';
 import { collectRecords, recordJson } from '@pushline/testkit';
-import { IdempotencyStore, PROBLEM_TYPE_BASE, REPLAYED_HEADER, apiKeyId } from '../src/index.ts';
+import {
+  IdempotencyStore,
+  PROBLEM_TYPE_BASE,
+  REPLAYED_HEADER,
+  apiKeyId,
+  idempotentMessageId,
+} from '../src/index.ts';
 import { call, startApi, type ApiHarness } from './harness.ts';
 
 const recorder = createSpanRecorder();
@@ -199,6 +205,38 @@ describe('Idempotency-Key', () => {
     assert.equal(replay.status, 202);
     assert.deepEqual(replay.body, { ids: ['idem-inflight'] });
     assert.equal(replay.headers.get(REPLAYED_HEADER), 'true');
+  });
+
+  it('derives missing ids from the API key, the Idempotency-Key and the index, so a retry repeats them', async () => {
+    const body = {
+      messages: [
+        { target, payload: 1 },
+        { id: 'given-id', target, payload: 2 },
+        { target, payload: 3 },
+      ],
+    };
+    const first = await call(h.url, 'POST', '/v1/publish', {
+      key: h.keys.publish,
+      headers: { 'idempotency-key': 'derive-1' },
+      body,
+    });
+    assert.equal(first.status, 202, JSON.stringify(first.body));
+    const ids = (first.body as { ids: string[] }).ids;
+    const keyId = apiKeyId(h.keys.publish);
+    assert.deepEqual(ids, [
+      idempotentMessageId(keyId, 'derive-1', 0),
+      'given-id',
+      idempotentMessageId(keyId, 'derive-1', 2),
+    ]);
+    assert.match(ids[0] ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    // Another API key, another Idempotency-Key or another index: another id.
+    const derived = new Set([
+      idempotentMessageId(keyId, 'derive-1', 0),
+      idempotentMessageId(apiKeyId(h.keys.admin), 'derive-1', 0),
+      idempotentMessageId(keyId, 'derive-2', 0),
+      idempotentMessageId(keyId, 'derive-1', 1),
+    ]);
+    assert.equal(derived.size, 4);
   });
 
   it('400 for an Idempotency-Key that is not printable ASCII', async () => {

@@ -2,8 +2,20 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import { createLogger, type Logger } from '@pushline/telemetry';
 import { testInfra, testKafkaClient } from '@pushline/testkit';
-import { probeReadiness } from '../src/index.ts';
+import { cachedReadiness, probeReadiness, type Readiness } from '../src/index.ts';
+
+/** A logger whose lines the test reads: failed checks are explained there, not in the answer. */
+function capturingLogger(): { logger: Logger; lines: () => string } {
+  let text = '';
+  const logger = createLogger({
+    service: 'test',
+    level: 'warn',
+    destination: { write: (line: string) => void (text += line) },
+  });
+  return { logger, lines: () => text };
+}
 
 /** A port nothing listens on: bound, then released. */
 async function deadPort(): Promise<number> {
@@ -36,31 +48,41 @@ describe('readiness probe', () => {
     dead.disconnect();
   });
 
-  it('is not ready when Redis refuses connections, naming the failed check', async () => {
+  it('is not ready when Redis refuses connections, naming the failed check but not its error', async () => {
     const topics = await admin.listTopics();
+    const log = capturingLogger();
     const readiness = await probeReadiness({
       admin: () => admin,
       redis: dead,
       pushRequestsTopic: topics[0] ?? '__consumer_offsets',
       timeoutMs: 2_000,
       draining: () => false,
+      logger: log.logger,
     });
     assert.equal(readiness.ok, false);
     assert.equal(readiness.checks.redis.ok, false);
-    assert.ok(readiness.checks.redis.error);
+    assert.deepEqual(Object.keys(readiness.checks.redis).sort(), ['latencyMs', 'ok']);
+    assert.match(log.lines(), /"dependency":"redis"/);
   });
 
   it('is not ready when the push-requests topic is missing, or while draining', async () => {
+    const log = capturingLogger();
     const missing = await probeReadiness({
       admin: () => admin,
       redis: live,
       pushRequestsTopic: 'no-such-topic-for-readiness',
       timeoutMs: 2_000,
       draining: () => false,
+      logger: log.logger,
     });
     assert.equal(missing.ok, false);
     assert.equal(missing.checks.redis.ok, true);
-    assert.match(missing.checks.kafka.error ?? '', /no-such-topic-for-readiness/);
+    assert.equal(
+      JSON.stringify(missing).includes('no-such-topic'),
+      false,
+      'no internal detail in the answer',
+    );
+    assert.match(log.lines(), /no-such-topic-for-readiness/);
 
     const draining = await probeReadiness({
       admin: () => admin,
@@ -68,8 +90,34 @@ describe('readiness probe', () => {
       pushRequestsTopic: 'no-such-topic-for-readiness',
       timeoutMs: 2_000,
       draining: () => true,
+      logger: log.logger,
     });
     assert.equal(draining.draining, true);
     assert.equal(draining.ok, false);
+  });
+});
+
+describe('cached readiness', () => {
+  it('probes once per interval however often it is asked, and shares a probe in flight', async () => {
+    let probes = 0;
+    const answer: Readiness = {
+      ok: true,
+      draining: false,
+      checks: { kafka: { ok: true, latencyMs: 1 }, redis: { ok: true, latencyMs: 1 } },
+    };
+    const ready = cachedReadiness(async () => {
+      probes++;
+      return answer;
+    }, 60_000);
+    const answers = await Promise.all(Array.from({ length: 50 }, () => ready()));
+    assert.equal(probes, 1);
+    assert.ok(answers.every((a) => a === answer));
+    const fresh = cachedReadiness(async () => {
+      probes++;
+      return answer;
+    }, 0);
+    await fresh();
+    await fresh();
+    assert.equal(probes, 3, 'an interval of 0 probes every time');
   });
 });

@@ -12,7 +12,7 @@ const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
 interface Child {
   readonly proc: ChildProcess;
-  readonly url: Promise<string>;
+  readonly url: Promise<{ readonly url: string; readonly opsUrl: string }>;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   output(): string;
 }
@@ -30,18 +30,20 @@ function spawnApi(p: Platform, key: string): Child {
       PUSHLINE_INTERNAL_TOKEN: p.h.internalToken,
       PUSHLINE_API_HOST: '127.0.0.1',
       PUSHLINE_API_PORT: '0',
+      PUSHLINE_API_OPS_HOST: '127.0.0.1',
+      PUSHLINE_API_OPS_PORT: '0',
       PUSHLINE_API_KEYS: `${key}:admin`,
       PUSHLINE_LOG_LEVEL: 'info',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  let resolveUrl!: (url: string) => void;
-  const url = new Promise<string>((resolve) => (resolveUrl = resolve));
+  let resolveUrl!: (urls: { url: string; opsUrl: string }) => void;
+  const url = new Promise<{ url: string; opsUrl: string }>((resolve) => (resolveUrl = resolve));
   const onData = (chunk: Buffer) => {
     out += chunk.toString('utf8');
-    const match = /"url":"(http:\/\/127\.0\.0\.1:\d+)"[^\n]*"msg":"push-api listening"/.exec(out);
-    if (match?.[1]) resolveUrl(match[1]);
+    const line = out.split('\n').find((l) => l.includes('"msg":"push-api listening"'));
+    if (line) resolveUrl(JSON.parse(line) as { url: string; opsUrl: string });
   };
   proc.stdout?.on('data', onData);
   proc.stderr?.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
@@ -70,8 +72,12 @@ describe('push-api process', () => {
     const key = `k-sigterm-${p.h.prefix}`;
     child = spawnApi(p, key);
     const started = child;
-    const url = await within(started.url, 30_000, `push-api to listen (output: ${started.output()})`);
-    await waitUntil(async () => (await call(url, 'GET', '/readyz')).status === 200, {
+    const { url, opsUrl } = await within(
+      started.url,
+      30_000,
+      `push-api to listen (output: ${started.output()})`,
+    );
+    await waitUntil(async () => (await call(opsUrl, 'GET', '/readyz')).status === 200, {
       timeoutMs: 20_000,
       what: 'push-api ready',
     });

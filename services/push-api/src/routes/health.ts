@@ -1,12 +1,12 @@
 import type { Express, Request, Response } from 'express';
 import type { Redis } from 'ioredis';
 import type { Admin } from '@pushline/kafka';
-import type { Registry } from '@pushline/telemetry';
+import type { Logger } from '@pushline/telemetry';
 
+/** One dependency's check. Why it failed goes to the log, never into the answer. */
 export interface DependencyCheck {
   readonly ok: boolean;
   readonly latencyMs: number;
-  readonly error?: string;
 }
 
 export interface Readiness {
@@ -22,18 +22,20 @@ export interface ReadinessProbeOptions {
   readonly pushRequestsTopic: string;
   readonly timeoutMs: number;
   readonly draining: () => boolean;
+  /** Where a failed check's reason is logged. */
+  readonly logger: Logger;
 }
 
 /** Kafka (metadata round trip, topic present) and Redis (PING), each bounded by the timeout. */
 export async function probeReadiness(o: ReadinessProbeOptions): Promise<Readiness> {
   const [kafka, redis] = await Promise.all([
-    timed(o.timeoutMs, async () => {
+    timed('kafka', o, async () => {
       const admin = o.admin();
       if (!admin) throw new Error('not started');
       const topics = await admin.listTopics();
       if (!topics.includes(o.pushRequestsTopic)) throw new Error(`topic ${o.pushRequestsTopic} is missing`);
     }),
-    timed(o.timeoutMs, async () => {
+    timed('redis', o, async () => {
       const pong = await o.redis.ping();
       if (pong !== 'PONG') throw new Error(`unexpected PING answer ${pong}`);
     }),
@@ -42,45 +44,56 @@ export async function probeReadiness(o: ReadinessProbeOptions): Promise<Readines
   return { ok: kafka.ok && redis.ok && !draining, draining, checks: { kafka, redis } };
 }
 
-async function timed(timeoutMs: number, check: () => Promise<void>): Promise<DependencyCheck> {
+async function timed(
+  name: string,
+  o: { readonly timeoutMs: number; readonly logger: Logger },
+  check: () => Promise<void>,
+): Promise<DependencyCheck> {
   const started = performance.now();
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
       check(),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(() => reject(new Error(`no answer within ${o.timeoutMs} ms`)), o.timeoutMs);
       }),
     ]);
     return { ok: true, latencyMs: Math.round(performance.now() - started) };
   } catch (err) {
-    return {
-      ok: false,
-      latencyMs: Math.round(performance.now() - started),
-      error: err instanceof Error ? err.message : String(err),
-    };
+    o.logger.warn({ err, dependency: name }, 'readiness check failed');
+    return { ok: false, latencyMs: Math.round(performance.now() - started) };
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** `/healthz`, `/readyz` and `/metrics`: unauthenticated, outside /v1, for orchestrators and Prometheus. */
-export function registerHealthRoutes(
-  app: Express,
-  options: { readonly ready: () => Promise<Readiness>; readonly metrics: Registry },
-): void {
-  app.get('/healthz', (_req: Request, res: Response) => {
+/**
+ * The readiness answer, probed at most once per `ttlMs` however often it is asked (a load
+ * balancer or an attacker polling /readyz costs the dependencies one check a second), and shared
+ * by the callers that ask while a probe runs.
+ */
+export function cachedReadiness(probe: () => Promise<Readiness>, ttlMs: number): () => Promise<Readiness> {
+  let cached: { readonly at: number; readonly value: Promise<Readiness> } | undefined;
+  return () => {
+    const now = performance.now();
+    if (!cached || now - cached.at >= ttlMs) {
+      const value = probe();
+      const entry = { at: now, value };
+      cached = entry;
+      // A probe that throws is not kept: the next call probes again.
+      value.catch(() => {
+        if (cached === entry) cached = undefined;
+      });
+    }
+    return cached.value;
+  };
+}
+
+/** Liveness on the public API, for load balancers: no dependency is touched. */
+export const PUBLIC_HEALTH_PATH = '/healthz';
+
+export function registerPublicHealthRoute(app: Express): void {
+  app.get(PUBLIC_HEALTH_PATH, (_req: Request, res: Response) => {
     res.json({ status: 'ok' });
-  });
-  app.get('/readyz', async (_req: Request, res: Response) => {
-    const readiness = await options.ready();
-    res.status(readiness.ok ? 200 : 503).json({
-      status: readiness.ok ? 'ready' : readiness.draining ? 'draining' : 'not_ready',
-      checks: readiness.checks,
-    });
-  });
-  app.get('/metrics', async (_req: Request, res: Response) => {
-    const body = await options.metrics.metrics();
-    res.type(options.metrics.contentType).send(body);
   });
 }

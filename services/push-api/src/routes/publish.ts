@@ -3,8 +3,8 @@ import { PushRequest, pushTargetKey } from '@pushline/protocol';
 import { SpanKind, injectTraceHeaders, withSpan } from '@pushline/telemetry';
 import { principalOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
-import type { IdempotencyClaim } from '../idempotency.ts';
-import { checkPayloadSize } from '../payload.ts';
+import { idempotentMessageId, type IdempotencyClaim } from '../idempotency.ts';
+import { checkPayload } from '../payload.ts';
 import { ProblemError } from '../problem.ts';
 import type { ApiResult, RouteTable } from '../routing.ts';
 
@@ -19,7 +19,7 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
       path: '/v1/publish',
       operationId: 'publish',
       summary: 'Queue messages for asynchronous delivery',
-      description: `Takes one message or a batch of up to ${config.PUSHLINE_MAX_BATCH}, writes them to the push-requests topic and answers 202 once Kafka acknowledged them on every in-sync replica. Delivery happens later in the message processor, which records one outcome per device on the delivery-events topic. Send an Idempotency-Key to make retries safe.`,
+      description: `Takes one message or a batch of up to ${config.PUSHLINE_MAX_BATCH}, writes them to the push-requests topic and answers 202 once Kafka acknowledged them on every in-sync replica. Delivery happens later in the message processor, which records one outcome per device on the delivery-events topic. Without an acknowledgement within ${config.PUSHLINE_API_PUBLISH_TIMEOUT_MS} ms the answer is 503 with Retry-After, and the messages may or may not be queued: send an Idempotency-Key, and retry with it, to make sure without duplicates.`,
       tag: 'publish',
       scope: 'publish',
       params: schemas.NoParams,
@@ -37,6 +37,7 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
       },
       problems: [
         'payload-too-large',
+        'json-too-deep',
         'idempotency-conflict',
         'idempotency-key-reused',
         'service-unavailable',
@@ -46,72 +47,112 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
       const batch = 'messages' in body;
       const messages = batch ? body.messages : [body];
       messages.forEach((m, i) =>
-        checkPayloadSize(
-          m.payload,
-          batch ? `messages[${i}].payload` : 'payload',
-          config.PUSHLINE_MAX_PAYLOAD_BYTES,
-        ),
+        checkPayload(m.payload, batch ? `messages[${i}].payload` : 'payload', {
+          maxBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
+          maxDepth: config.PUSHLINE_MAX_JSON_DEPTH,
+        }),
       );
 
+      const origin = principalOf(res).id;
       const idempotencyKey = req.get(IDEMPOTENCY_HEADER);
       let claim: IdempotencyClaim | undefined;
       if (idempotencyKey) {
         claim = await unavailableOnError(ctx, 'idempotency store', () =>
-          ctx.idempotency.claim(principalOf(res).id, idempotencyKey, body),
+          ctx.idempotency.claim(origin, idempotencyKey, body),
         );
         if (claim.kind === 'replay') {
           ctx.metrics.idempotentReplays.inc();
           return { ...claim.response, headers: { [REPLAYED_HEADER]: 'true' } };
         }
       }
-      const owned = claim;
+      const owned = claim?.kind === 'claimed' ? claim : undefined;
 
       const createdAt = Date.now();
-      const requests = messages.map((m) =>
-        PushRequest.parse({
-          v: 1,
-          id: m.id ?? randomUUID(),
-          target: m.target,
-          payload: m.payload,
-          ...(m.ttlSeconds !== undefined ? { ttlSeconds: m.ttlSeconds } : {}),
-          createdAt,
-        }),
-      );
+      let requests: PushRequest[];
       try {
-        await withSpan(
-          ctx.tracer,
-          `send ${topics.pushRequests}`,
-          {
-            kind: SpanKind.PRODUCER,
-            attributes: {
-              'messaging.system': 'kafka',
-              'messaging.operation.type': 'send',
-              'messaging.operation.name': 'send',
-              'messaging.destination.name': topics.pushRequests,
-              'messaging.batch.message_count': requests.length,
-              ...(requests.length === 1 && requests[0] ? { 'messaging.message.id': requests[0].id } : {}),
-            },
-          },
-          async () => {
-            // Injected inside the PRODUCER span, so the processor's span becomes its child.
-            const headers = injectTraceHeaders();
-            await ctx.producer.send(
-              topics.pushRequests,
-              requests.map((r) => ({ key: pushTargetKey(r.target), value: JSON.stringify(r), headers })),
-            );
-          },
+        requests = messages.map((m, i) =>
+          PushRequest.parse({
+            v: 1,
+            // A retry of the same request produces the same ids, so it cannot add messages.
+            id: m.id ?? (idempotencyKey ? idempotentMessageId(origin, idempotencyKey, i) : randomUUID()),
+            origin,
+            target: m.target,
+            payload: m.payload,
+            ...(m.ttlSeconds !== undefined ? { ttlSeconds: m.ttlSeconds } : {}),
+            createdAt,
+          }),
         );
       } catch (err) {
-        if (owned?.kind === 'claimed') await releaseQuietly(ctx, owned);
-        ctx.logger.error({ err, messages: requests.length }, 'producing push requests failed');
-        throw new ProblemError('service-unavailable', 'Kafka did not accept the messages; retry later.', {
-          retryAfterSeconds: 1,
-          cause: err,
-        });
+        // Nothing was produced: the key is free again.
+        if (owned) await releaseQuietly(ctx, owned);
+        throw err;
+      }
+      const response: ApiResult = { status: 202, body: { ids: requests.map((r) => r.id) } };
+      const sent = withSpan(
+        ctx.tracer,
+        `send ${topics.pushRequests}`,
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: {
+            'messaging.system': 'kafka',
+            'messaging.operation.type': 'send',
+            'messaging.operation.name': 'send',
+            'messaging.destination.name': topics.pushRequests,
+            'messaging.batch.message_count': requests.length,
+            ...(requests.length === 1 && requests[0] ? { 'messaging.message.id': requests[0].id } : {}),
+          },
+        },
+        async () => {
+          // Injected inside the PRODUCER span, so the processor's span becomes its child.
+          const headers = injectTraceHeaders();
+          await ctx.producer.send(
+            topics.pushRequests,
+            requests.map((r) => ({ key: pushTargetKey(r.target), value: JSON.stringify(r), headers })),
+          );
+        },
+      );
+      const produced = await settleWithin(sent, config.PUSHLINE_API_PUBLISH_TIMEOUT_MS);
+      if (produced.kind !== 'acknowledged') {
+        // Kafka may still write what it was handed (a slow broker, or a failure after part of a
+        // batch): the outcome is unknown. The claim stays, so a retry with the same key produces
+        // the same ids; if the send completes after all, the answer is recorded for it.
+        ctx.metrics.publishUnknown.inc({ cause: produced.kind });
+        ctx.logger.error(
+          {
+            err: produced.kind === 'failed' ? produced.err : undefined,
+            messages: requests.length,
+            cause: produced.kind,
+          },
+          'producing push requests did not complete',
+        );
+        const unknown = owned
+          ? await owned.markUnknown().catch((err: unknown) => {
+              ctx.logger.warn({ err }, 'keeping an idempotency claim with an unknown outcome failed');
+              return undefined;
+            })
+          : undefined;
+        if (produced.kind === 'deadline') {
+          sent
+            .then(
+              async () => {
+                ctx.metrics.published.inc(requests.length);
+                await unknown?.completeLate(response);
+              },
+              () => undefined,
+            )
+            .catch((err: unknown) => ctx.logger.warn({ err }, 'recording a late publish answer failed'));
+        }
+        throw new ProblemError(
+          'service-unavailable',
+          `Kafka did not acknowledge the messages${produced.kind === 'deadline' ? ` within ${config.PUSHLINE_API_PUBLISH_TIMEOUT_MS} ms` : ''}; they may or may not be queued. Retry with the same Idempotency-Key to make sure without duplicates.`,
+          {
+            retryAfterSeconds: PUBLISH_RETRY_AFTER_S,
+            cause: produced.kind === 'failed' ? produced.err : undefined,
+          },
+        );
       }
       ctx.metrics.published.inc(requests.length);
-      const response: ApiResult = { status: 202, body: { ids: requests.map((r) => r.id) } };
-      if (owned?.kind === 'claimed') {
+      if (owned) {
         // The messages are queued whatever happens here; a lost record only weakens replay, so log it.
         await owned.complete(response).catch((err: unknown) => {
           ctx.logger.warn({ err }, 'recording an idempotent response failed');
@@ -120,6 +161,29 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
       return response;
     },
   );
+}
+
+/** Retry-After of a publish whose outcome is unknown: about the time a broker takes to fail over. */
+const PUBLISH_RETRY_AFTER_S = 2;
+
+type Settled = { kind: 'acknowledged' } | { kind: 'failed'; err: unknown } | { kind: 'deadline' };
+
+/** How `promise` settled within `ms`; it keeps running past the deadline. */
+async function settleWithin(promise: Promise<unknown>, ms: number): Promise<Settled> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise.then(
+        (): Settled => ({ kind: 'acknowledged' }),
+        (err: unknown): Settled => ({ kind: 'failed', err }),
+      ),
+      new Promise<Settled>((resolve) => {
+        timer = setTimeout(() => resolve({ kind: 'deadline' }), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function releaseQuietly(

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { StoredMessage, type PushTarget, type TraceContext } from '@pushline/protocol';
 import { injectTraceHeaders } from '@pushline/telemetry';
+import { principalOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
-import { checkPayloadSize } from '../payload.ts';
+import { checkPayload } from '../payload.ts';
 import type { RoutedResult } from '../ports.ts';
 import { ProblemError } from '../problem.ts';
 import type { RouteTable } from '../routing.ts';
@@ -32,14 +33,14 @@ const STORE_AFTER = new Set<string>(['not_connected', 'timeout']);
 export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
   const { schemas, config } = ctx;
   const maxPayload = config.PUSHLINE_MAX_PAYLOAD_BYTES;
-  const pushProblems = ['payload-too-large', 'service-unavailable'] as const;
+  const pushProblems = ['payload-too-large', 'json-too-deep', 'service-unavailable'] as const;
   /** What every direct push hands the router, once its payload is within the limit. */
   const directMessage = (body: {
     payload: unknown;
     id?: string | undefined;
     timeoutMs?: number | undefined;
   }) => {
-    checkPayloadSize(body.payload, 'payload', maxPayload);
+    checkPayload(body.payload, 'payload', { maxBytes: maxPayload, maxDepth: config.PUSHLINE_MAX_JSON_DEPTH });
     return {
       messageId: body.id ?? randomUUID(),
       payload: body.payload,
@@ -77,24 +78,32 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
           schema: schemas.DirectPushResult,
         },
         504: {
-          description: 'timeout: the device did not ack within timeoutMs.',
+          description:
+            'timeout: no ack within timeoutMs, or the connection server was lost mid-request (reason `server_lost`). The device may have received it.',
           schema: schemas.DirectPushResult,
         },
       },
-      problems: pushProblems,
+      problems: [...pushProblems, 'quota-exceeded'],
     },
-    async ({ params, body }) => {
+    async ({ params, body, res }) => {
       const msg = directMessage(body);
       const { messageId: id, trace } = msg;
       const result = await route(ctx, () => ctx.router.toDevice(params.deviceId, msg));
       const settled = await settle(ctx, result, {
         id,
+        origin: principalOf(res).id,
         target: { type: 'device', id: params.deviceId },
         payload: body.payload,
         ttlSeconds: body.ttlSeconds,
         trace,
       });
-      return { status: DIRECT_PUSH_STATUS[settled.outcome], body: { id, ...settled } };
+      if (settled.refused) {
+        throw new ProblemError(
+          'quota-exceeded',
+          `The message was not stored: this API key has reached its quota of stored messages (PUSHLINE_OFFLINE_QUOTA_MESSAGES / _BYTES). The live attempt ended ${result.outcome}.`,
+        );
+      }
+      return { status: DIRECT_PUSH_STATUS[settled.outcome], body: { id, ...settled.body } };
     },
   );
 
@@ -115,9 +124,10 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       },
       problems: pushProblems,
     },
-    async ({ params, body }) => {
+    async ({ params, body, res }) => {
       const msg = directMessage(body);
       const { messageId: id, trace } = msg;
+      const origin = principalOf(res).id;
       let failed = 0;
       const results = await route(ctx, () =>
         ctx.router.toUser(params.userId, msg).catch((err: unknown) => {
@@ -131,15 +141,18 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
         }),
       );
       const settled = await Promise.all(
-        results.map((result) =>
-          settle(ctx, result, {
+        results.map(async (result) => {
+          const done = await settle(ctx, result, {
             id,
+            origin,
             target: { type: 'user', id: params.userId },
             payload: body.payload,
             ttlSeconds: body.ttlSeconds,
             trace,
-          }),
-        ),
+          });
+          // One device over the quota must not hide the others' outcomes: it says so in its entry.
+          return done.refused ? { ...done.body, reason: 'quota_exceeded' } : done.body;
+        }),
       );
       return {
         status: 200,
@@ -163,12 +176,18 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       responses: {
         200: { description: 'Broadcast done; `delivered` may be 0.', schema: schemas.TopicPushResult },
       },
-      problems: pushProblems,
+      problems: [...pushProblems, 'delivery-unknown'],
     },
     async ({ params, body }) => {
       const msg = directMessage(body);
       const id = msg.messageId;
-      const result = await route(ctx, () => ctx.router.toTopic(params.topic, msg));
+      const result = await route(ctx, () => ctx.router.toTopic(params.topic, msg), {
+        // The server may have broadcast before it was lost: a retry could deliver twice.
+        mayHaveDelivered: (err) => {
+          const failure = (err as { failure?: unknown } | null)?.failure;
+          return failure === 'server_lost' || failure === 'server_timeout';
+        },
+      });
       return {
         status: 200,
         body: { id, topic: params.topic, delivered: result.delivered, latencyMs: result.latencyMs },
@@ -185,12 +204,27 @@ function partialResults(err: unknown): { results: RoutedResult[]; failed: number
   return { results: results as RoutedResult[], failed: err.errors.length };
 }
 
-/** Runs a routing call; a failure there (registry or every server unreachable) is a 503, not a 500. */
-async function route<T>(ctx: ApiContext, call: () => Promise<T>): Promise<T> {
+/**
+ * Runs a routing call; a failure there (registry or every server unreachable) is a 503, not a 500,
+ * unless the message may have been delivered already: then a 504 `delivery-unknown`, which does
+ * not invite a blind retry.
+ */
+async function route<T>(
+  ctx: ApiContext,
+  call: () => Promise<T>,
+  options: { mayHaveDelivered?: (err: unknown) => boolean } = {},
+): Promise<T> {
   try {
     return await call();
   } catch (err) {
     ctx.logger.error({ err }, 'routing a direct push failed');
+    if (options.mayHaveDelivered?.(err)) {
+      throw new ProblemError(
+        'delivery-unknown',
+        'The connection server was lost or gave no answer mid-request; subscribers may have the message.',
+        { cause: err },
+      );
+    }
     throw new ProblemError('service-unavailable', 'Routing the message failed; retry later.', {
       retryAfterSeconds: 1,
       cause: err,
@@ -200,57 +234,66 @@ async function route<T>(ctx: ApiContext, call: () => Promise<T>): Promise<T> {
 
 /**
  * Turns a live outcome into the answer: with a ttl and an offline store, a message the device could
- * not take now is stored and reported as `stored`. Counts every answer.
+ * not take now is stored and reported as `stored`. Counts the live outcome (the router's stage
+ * counts the same, so the two add up; a stored push is also counted by the store).
  */
 async function settle(
   ctx: ApiContext,
   result: RoutedResult,
   msg: {
     id: string;
+    origin: string;
     target: PushTarget;
     payload: unknown;
     ttlSeconds: number | undefined;
     trace: TraceContext;
   },
-): Promise<DeviceOutcomeBody> {
-  let out: DeviceOutcomeBody = {
+): Promise<{ outcome: DirectOutcome; body: DeviceOutcomeBody; refused: boolean }> {
+  ctx.metrics.pushOutcomes.inc({ outcome: result.outcome });
+  if (result.outcome === 'delivered') ctx.metrics.pushToAckSeconds.observe(result.latencyMs / 1000);
+  const live: DeviceOutcomeBody = {
     deviceId: result.deviceId,
     outcome: result.outcome,
     latencyMs: result.latencyMs,
     ...(result.reason !== undefined ? { reason: result.reason } : {}),
     ...(result.duplicate !== undefined ? { duplicate: result.duplicate } : {}),
   };
-  if (result.outcome === 'delivered') ctx.metrics.pushToAckSeconds.observe(result.latencyMs / 1000);
   const ttl = msg.ttlSeconds ?? 0;
-  if (ttl > 0 && ctx.offlineStore && STORE_AFTER.has(result.outcome)) {
-    const now = Date.now();
-    try {
-      const stored = await ctx.offlineStore.store(
-        result.deviceId,
-        StoredMessage.parse({
-          v: 1,
-          requestId: msg.id,
-          target: msg.target,
-          payload: msg.payload,
-          createdAt: now,
-          expiresAt: now + ttl * 1000,
-          attempts: 1,
-          ...msg.trace,
-        }),
-      );
-      if (stored.stored) {
-        out = {
+  if (!(ttl > 0 && ctx.offlineStore && STORE_AFTER.has(result.outcome))) {
+    return { outcome: result.outcome, body: live, refused: false };
+  }
+  const now = Date.now();
+  try {
+    const stored = await ctx.offlineStore.store(
+      result.deviceId,
+      StoredMessage.parse({
+        v: 1,
+        requestId: msg.id,
+        origin: msg.origin,
+        target: msg.target,
+        payload: msg.payload,
+        createdAt: now,
+        expiresAt: now + ttl * 1000,
+        attempts: 1,
+        ...msg.trace,
+      }),
+    );
+    if (stored.stored) {
+      return {
+        outcome: 'stored',
+        body: {
           deviceId: result.deviceId,
           outcome: 'stored',
           latencyMs: result.latencyMs,
           reason: result.outcome,
-        };
-      }
-    } catch (err) {
-      ctx.metrics.storeFailures.inc();
-      ctx.logger.error({ err, messageId: msg.id }, 'storing a message for an offline device failed');
+        },
+        refused: false,
+      };
     }
+    return { outcome: result.outcome, body: live, refused: stored.refused === 'quota_exceeded' };
+  } catch (err) {
+    ctx.metrics.storeFailures.inc();
+    ctx.logger.error({ err, messageId: msg.id }, 'storing a message for an offline device failed');
+    return { outcome: result.outcome, body: live, refused: false };
   }
-  ctx.metrics.pushOutcomes.inc({ outcome: out.outcome });
-  return out;
 }

@@ -1,0 +1,367 @@
+import type { Redis } from 'ioredis';
+import { DeliveryEvent, StoredMessage, type DeliveryOutcome } from '@pushline/protocol';
+import { backoffMs, closeOnce } from '@pushline/runtime';
+import { Counter, Gauge, Registry, stageCounter, type Logger } from '@pushline/telemetry';
+import { outboxKey } from './redis-offline-store.ts';
+
+/** The consumer group every relay reads the outbox through: each entry goes to one relay. */
+const GROUP = 'relay';
+
+export interface OutboxRelayOptions {
+  /** A connected ioredis client; the relay does not own it (its commands never block). */
+  readonly redis: Redis;
+  /** The offline store's key prefix. */
+  readonly keyPrefix: string;
+  /**
+   * Writes events to the delivery-events topic and resolves once they are durable (acks=all).
+   * The entries are deleted only after it resolves: a failure keeps them for the next attempt.
+   */
+  readonly publish: (events: readonly DeliveryEvent[]) => Promise<void>;
+  /** This relay's name in the group, unique per process (the instance id); stable across restarts is best. */
+  readonly consumer: string;
+  readonly logger: Logger;
+  /** Where the relay's counters are registered. Default: none. */
+  readonly metrics?: Registry;
+  /** Entries published at once. Default 200. */
+  readonly batch?: number;
+  /** Pause between looks at an empty outbox; `kick()` cuts it short. Default 250 ms. */
+  readonly intervalMs?: number;
+  /** Entries another relay took and left unacknowledged this long are taken over (it died). Default 30 000 ms. */
+  readonly claimIdleMs?: number;
+  /**
+   * Longest one publish may take before it counts as failed and its entries are tried again (a
+   * publish that succeeds after it is published twice). Default 15 000 ms.
+   */
+  readonly publishTimeoutMs?: number;
+  /** Longest `close()` waits for a publish in progress; what it leaves is taken over later. Default 5 000 ms. */
+  readonly closeTimeoutMs?: number;
+}
+
+type StreamEntry = [id: string, fields: string[]];
+
+interface RelayMetrics {
+  published: Counter;
+  failures: Counter<'step'>;
+  claimed: Counter;
+  dropped: Counter;
+  backlog: Gauge;
+}
+
+/**
+ * Publishes the terminal outcomes the offline store wrote to its outbox stream, then deletes
+ * them: an outcome is never lost when Kafka fails, it waits in Redis until a publish succeeds.
+ * Any number of relays (one per process that uses the store) share the outbox through a consumer
+ * group, so each entry is published by one of them; entries a dead relay held are taken over
+ * after `claimIdleMs`. Delivery to Kafka is at least once: a relay that dies between publishing
+ * and deleting leaves entries that are published again.
+ */
+export class OutboxRelay {
+  readonly #o: Required<Omit<OutboxRelayOptions, 'metrics'>>;
+  readonly #key: string;
+  readonly #log: Logger;
+  readonly #m: RelayMetrics;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #started = false;
+  #closed = false;
+  #failures = 0;
+  #groupReady = false;
+  #lastClaimAt = 0;
+  readonly close: () => Promise<void>;
+
+  constructor(options: OutboxRelayOptions) {
+    this.#o = {
+      batch: 200,
+      intervalMs: 250,
+      claimIdleMs: 30_000,
+      publishTimeoutMs: 15_000,
+      closeTimeoutMs: 5_000,
+      ...options,
+    };
+    this.#key = outboxKey(options.keyPrefix);
+    this.#log = options.logger.child({ component: 'outbox-relay' });
+    this.#m = createMetrics(options.metrics);
+    this.close = closeOnce(() => this.#close());
+  }
+
+  /** Starts the background loop; the first look happens at once. */
+  start(): Promise<void> {
+    this.#started = true;
+    this.kick();
+    return Promise.resolve();
+  }
+
+  /** Looks at the outbox now instead of at the next poll (something was just written to it). */
+  kick(): void {
+    if (!this.#started || this.#closed) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#schedule(0);
+  }
+
+  /**
+   * Publishes what the outbox holds for this relay now, until nothing is left, and returns how
+   * many events it published; throws what a step threw. For tests and tools: the loop does the
+   * same in the background.
+   */
+  async flush(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.#step(true);
+      total += n;
+      if (n === 0) return total;
+    }
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#closed) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#running = this.#loop().finally(() => {
+        this.#running = undefined;
+      });
+    }, delayMs);
+  }
+
+  async #loop(): Promise<void> {
+    let next = this.#o.intervalMs;
+    try {
+      this.#again = false;
+      const published = await this.#step(false);
+      this.#failures = 0;
+      if (published >= this.#o.batch || this.#again) next = 0;
+    } catch (err) {
+      this.#failures++;
+      next = Math.max(this.#o.intervalMs, backoffMs(this.#failures, this.#o.intervalMs, 30_000));
+      this.#log.error(
+        { err, failures: this.#failures, retryInMs: next },
+        'relaying offline outcomes failed; they stay in the outbox',
+      );
+    }
+    this.#schedule(next);
+  }
+
+  /** One batch: this relay's unacknowledged entries first, then a dead relay's, then new ones. */
+  async #step(claimNow: boolean): Promise<number> {
+    await this.#ensureGroup();
+    let entries = await this.#read('0');
+    if (entries.length === 0 && (claimNow || Date.now() - this.#lastClaimAt >= this.#o.claimIdleMs / 2)) {
+      this.#lastClaimAt = Date.now();
+      entries = await this.#claimAbandoned();
+    }
+    if (entries.length === 0) entries = await this.#read('>');
+    if (entries.length === 0) {
+      this.#m.backlog.set(await this.#redis(() => this.#o.redis.xlen(this.#key)));
+      return 0;
+    }
+    const events: DeliveryEvent[] = [];
+    for (const [id, fields] of entries) {
+      const event = this.#event(id, fields);
+      if (event) events.push(event);
+    }
+    if (events.length > 0) {
+      try {
+        await bounded(this.#o.publish(events), this.#o.publishTimeoutMs);
+      } catch (err) {
+        this.#m.failures.inc({ step: 'publish' });
+        throw err;
+      }
+    }
+    const ids = entries.map(([id]) => id);
+    await this.#redis(() =>
+      this.#o.redis
+        .multi()
+        .xack(this.#key, GROUP, ...ids)
+        .xdel(this.#key, ...ids)
+        .exec(),
+    );
+    this.#m.published.inc(events.length);
+    return entries.length;
+  }
+
+  async #read(from: '0' | '>'): Promise<StreamEntry[]> {
+    const answer = await this.#redis(() =>
+      this.#o.redis.xreadgroup(
+        'GROUP',
+        GROUP,
+        this.#o.consumer,
+        'COUNT',
+        this.#o.batch,
+        'STREAMS',
+        this.#key,
+        from,
+      ),
+    );
+    const streams = answer as [string, [string, string[] | null][]][] | null;
+    const entries: StreamEntry[] = [];
+    const gone: string[] = [];
+    for (const [id, fields] of streams?.[0]?.[1] ?? []) {
+      if (Array.isArray(fields)) entries.push([id, fields]);
+      else gone.push(id);
+    }
+    // Pending here but deleted from the stream (another relay took it over and published it):
+    // only the acknowledgement is left to do.
+    if (gone.length > 0) await this.#redis(() => this.#o.redis.xack(this.#key, GROUP, ...gone));
+    return entries;
+  }
+
+  async #claimAbandoned(): Promise<StreamEntry[]> {
+    const answer = (await this.#redis(() =>
+      this.#o.redis.xautoclaim(
+        this.#key,
+        GROUP,
+        this.#o.consumer,
+        this.#o.claimIdleMs,
+        '0-0',
+        'COUNT',
+        this.#o.batch,
+      ),
+    )) as [string, StreamEntry[], ...unknown[]];
+    const entries = (answer[1] ?? []).filter((e) => Array.isArray(e?.[1]));
+    if (entries.length > 0) {
+      this.#m.claimed.inc(entries.length);
+      this.#log.warn({ entries: entries.length }, 'took over outcomes a relay that died left unpublished');
+    }
+    return entries;
+  }
+
+  /** Creates the group on first use, and again after Redis lost it (a restart without persistence). */
+  async #ensureGroup(): Promise<void> {
+    if (this.#groupReady) return;
+    try {
+      await this.#o.redis.xgroup('CREATE', this.#key, GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!(err instanceof Error && err.message.startsWith('BUSYGROUP'))) {
+        this.#m.failures.inc({ step: 'redis' });
+        throw err;
+      }
+    }
+    this.#groupReady = true;
+  }
+
+  async #redis<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('NOGROUP')) this.#groupReady = false;
+      this.#m.failures.inc({ step: 'redis' });
+      throw err;
+    }
+  }
+
+  /** The event an entry stands for; an unreadable entry is logged, counted and dropped. */
+  #event(id: string, fields: string[]): DeliveryEvent | undefined {
+    const f = new Map<string, string>();
+    for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i] as string, fields[i + 1] as string);
+    try {
+      const msg = StoredMessage.parse(JSON.parse(f.get('m') ?? ''));
+      const at = Number(f.get('t'));
+      const attempts = f.get('a') ? Number(f.get('a')) : msg.attempts;
+      const reason = f.get('r') ?? '';
+      return DeliveryEvent.parse({
+        v: 1,
+        requestId: msg.requestId,
+        target: msg.target,
+        deviceId: f.get('d'),
+        outcome: f.get('o') as DeliveryOutcome,
+        terminal: true,
+        source: 'offline',
+        latencyMs: Math.max(0, at - msg.createdAt),
+        attempts: Math.max(1, attempts),
+        at,
+        ...(reason === '' ? {} : { reason }),
+      });
+    } catch (err) {
+      this.#m.dropped.inc();
+      this.#log.error({ err, entry: id }, 'dropping an unreadable outbox entry');
+      return undefined;
+    }
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const running = this.#running;
+    if (!running) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      running.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), this.#o.closeTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.#log.warn(
+        { closeTimeoutMs: this.#o.closeTimeoutMs },
+        'outbox relay closed with a publish in progress; another relay takes its entries over',
+      );
+    }
+  }
+}
+
+export class PublishTimeoutError extends Error {
+  override readonly name = 'PublishTimeoutError';
+}
+
+async function bounded(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new PublishTimeoutError(`publish took over ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function createMetrics(registry: Registry | undefined): RelayMetrics {
+  const registers = registry ? [registry] : [];
+  const existing = <T>(name: string): T | undefined => registry?.getSingleMetric(name) as T | undefined;
+  return {
+    published:
+      existing<Counter>('pushline_offline_outbox_published_total') ??
+      new Counter({
+        name: 'pushline_offline_outbox_published_total',
+        help: 'Terminal outcomes of stored messages the outbox relay published to Kafka.',
+        registers,
+      }),
+    failures:
+      existing<Counter<'step'>>('pushline_offline_outbox_failures_total') ??
+      stageCounter({
+        name: 'pushline_offline_outbox_failures_total',
+        help: 'Failed outbox relay steps, by step (publish: Kafka, redis); the outcomes stay in the outbox.',
+        labels: { step: ['publish', 'redis'] },
+        registry: registry ?? new Registry(),
+      }),
+    claimed:
+      existing<Counter>('pushline_offline_outbox_claimed_total') ??
+      new Counter({
+        name: 'pushline_offline_outbox_claimed_total',
+        help: 'Outbox entries taken over from a relay that left them unpublished (it died).',
+        registers,
+      }),
+    dropped:
+      existing<Counter>('pushline_offline_outbox_dropped_total') ??
+      new Counter({
+        name: 'pushline_offline_outbox_dropped_total',
+        help: 'Unreadable outbox entries dropped (logged).',
+        registers,
+      }),
+    backlog:
+      existing<Gauge>('pushline_offline_outbox_backlog') ??
+      new Gauge({
+        name: 'pushline_offline_outbox_backlog',
+        help: 'Outbox entries not yet published (all relays), as of this relay’s last look that found nothing for it.',
+        registers,
+      }),
+  };
+}
