@@ -6,8 +6,10 @@ export type {
   IncomingRecord,
   KafkaClient,
   OutgoingRecord,
+  PartitionProgress,
   Producer,
   RecordBatch,
+  TakenBatch,
   TopicSpec,
 } from './types.ts';
 export { createKafkaClient, serviceKafkaClient } from './kafkajs-client.ts';
