@@ -17,3 +17,5 @@ export type { KafkaClientOptions } from './kafkajs-client.ts';
 export { BufferedPublisher } from './buffered-publisher.ts';
 export type { BufferedPublisherOptions } from './buffered-publisher.ts';
 export { platformTopics } from './topics.ts';
+export { UnderReplicatedTopicsError, replicationPlan } from './replication.ts';
+export type { ReplicationPlan, ReplicationPolicy, TopicReplicationProblem } from './replication.ts';
