@@ -17,5 +17,6 @@ export type { KafkaClientOptions } from './kafkajs-client.ts';
 export { BufferedPublisher } from './buffered-publisher.ts';
 export type { BufferedPublisherOptions } from './buffered-publisher.ts';
 export { platformTopics } from './topics.ts';
+export { ProduceError } from './errors.ts';
 export { UnderReplicatedTopicsError, replicationPlan } from './replication.ts';
 export type { ReplicationPlan, ReplicationPolicy, TopicReplicationProblem } from './replication.ts';

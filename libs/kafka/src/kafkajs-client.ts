@@ -1,5 +1,6 @@
 import { Kafka, logLevel as KafkaLogLevel, type ConfigResourceTypes, type LogEntry } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
+import { ProduceError } from './errors.ts';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
 import { javaCompatiblePartitioner } from './partitioner.ts';
 import {
@@ -69,15 +70,19 @@ class KafkajsProducer implements Producer {
 
   async send(topic: string, records: readonly OutgoingRecord[]): Promise<void> {
     if (records.length === 0) return;
-    await this.#producer.send({
-      topic,
-      acks: -1,
-      messages: records.map((r) => ({
-        key: r.key,
-        value: r.value,
-        ...(r.headers ? { headers: { ...r.headers } } : {}),
-      })),
-    });
+    try {
+      await this.#producer.send({
+        topic,
+        acks: -1,
+        messages: records.map((r) => ({
+          key: r.key,
+          value: r.value,
+          ...(r.headers ? { headers: { ...r.headers } } : {}),
+        })),
+      });
+    } catch (err) {
+      throw new ProduceError(topic, records.length, err);
+    }
   }
 
   close(): Promise<void> {

@@ -23,7 +23,7 @@ export interface IncomingRecord {
 
 export interface Producer {
   start(): Promise<void>;
-  /** Resolves once every record is acknowledged by all in-sync replicas (acks=all). */
+  /** Resolves once every record is acknowledged by all in-sync replicas (acks=all); rejects with `ProduceError`. */
   send(topic: string, records: readonly OutgoingRecord[]): Promise<void>;
   close(): Promise<void>;
 }

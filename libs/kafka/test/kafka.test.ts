@@ -3,6 +3,7 @@ import { afterEach, test } from 'node:test';
 import { Kafka, logLevel, type ConfigResourceTypes } from 'kafkajs';
 import {
   BufferedPublisher,
+  ProduceError,
   UnderReplicatedTopicsError,
   createKafkaClient,
   replicationPlan,
@@ -131,6 +132,26 @@ test('records keep key, value and headers, and order holds per key', async () =>
     assert.equal(order.length, 10);
   }
   assert.equal(seen[0]?.headers['traceparent'], records[0]?.headers.traceparent);
+});
+
+test('a tombstone stays a null value, and a refused send rejects with ProduceError', async () => {
+  const kafka = testKafkaClient();
+  const topic = await freshTopic(kafka, 1);
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  await producer.send(topic, [
+    { key: 'gone', value: null },
+    { key: 'empty', value: '' },
+  ]);
+  const [tombstone, empty] = await collectRecords(kafka, topic, 2);
+  assert.equal(tombstone?.value, null);
+  assert.equal(empty?.value?.length, 0);
+  // Larger than the broker's message.max.bytes (1 MiB by default): refused, not retried.
+  await assert.rejects(
+    producer.send(topic, [{ key: 'huge', value: Buffer.alloc(2 * 1024 * 1024) }]),
+    (err: unknown) => err instanceof ProduceError && err.topic === topic && err.records === 1,
+  );
 });
 
 test('a batch that throws is redelivered, and its offsets are not committed before it succeeds', async () => {
