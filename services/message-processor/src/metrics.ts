@@ -1,9 +1,12 @@
+import { DlqReason } from '@pushline/protocol';
 import { Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Registry } from '@pushline/telemetry';
 
 /**
- * The processor's metrics. Per record, exactly one of dlq, duplicate, processed or failed follows
- * received, so `received = dlq + duplicate + processed + failed`; a failed record is redelivered
- * and received again. `processed` means every target device has a terminal or stored outcome.
+ * The processor's metrics. Per record handed over, exactly one of dlq, duplicate, processed or
+ * failed follows received, so `received = dlq + duplicate + processed + failed`; `failed` means
+ * left unfinished to the partition's next owner (revoked, closing), which receives it again.
+ * Retries inside one processor are `retries`, not new receipts. `processed` means every target
+ * device has a terminal or stored outcome.
  */
 export interface ProcessorMetrics {
   readonly records: Counter<'result'>;
@@ -13,19 +16,74 @@ export interface ProcessorMetrics {
   readonly inFlight: Gauge;
   readonly lag: Gauge;
   readonly loopFailures: Counter<'loop'>;
+  readonly retries: Counter<'cause'>;
   readonly claimWaits: Counter;
+  readonly claimsLost: Counter;
   readonly sweptExpired: Counter;
   readonly invalidations: Counter<'type'>;
 }
 
 export type RecordResult = 'received' | 'dlq' | 'duplicate' | 'processed' | 'failed';
 
-export function createProcessorMetrics(
-  registry: Registry,
-  gauges: { inFlight: () => number; lag: () => number },
-): ProcessorMetrics {
+/** What the processor's gauges read when scraped. */
+export interface ProcessorGauges {
+  inFlight(): number;
+  lag(): number;
+  /** Per dependency, whether it answers. */
+  dependencies(): Readonly<Record<'redis' | 'kafka', boolean>>;
+  /** Per assigned partition with work in hand. */
+  partitions(): readonly {
+    readonly partition: number;
+    readonly unfinished: number;
+    readonly oldestUnfinishedAgeS: number;
+    readonly stalledS: number;
+  }[];
+}
+
+export function createProcessorMetrics(registry: Registry, gauges: ProcessorGauges): ProcessorMetrics {
   const registers = [registry];
-  return {
+  new Gauge({
+    name: 'pushline_processor_dependency_up',
+    help: 'Whether a dependency answers (1) or the processor has paused for it (0): redis, kafka.',
+    labelNames: ['dependency'],
+    registers,
+    collect() {
+      for (const [dependency, up] of Object.entries(gauges.dependencies()))
+        this.set({ dependency }, up ? 1 : 0);
+    },
+  });
+  const perPartition = (
+    name: string,
+    help: string,
+    read: (p: ReturnType<ProcessorGauges['partitions']>[number]) => number,
+  ) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['partition'],
+      registers,
+      collect() {
+        // Partitions come and go with rebalances: only the ones held now are exported.
+        this.reset();
+        for (const p of gauges.partitions()) this.set({ partition: String(p.partition) }, read(p));
+      },
+    });
+  perPartition(
+    'pushline_processor_partition_unfinished',
+    'Records of a held push-requests partition taken in and not finished (running, or waiting behind an earlier record of their key).',
+    (p) => p.unfinished,
+  );
+  perPartition(
+    'pushline_processor_partition_oldest_unfinished_seconds',
+    'Age of the oldest unfinished record of a held partition (the committed offset waits for it); 0 when none.',
+    (p) => p.oldestUnfinishedAgeS,
+  );
+  perPartition(
+    'pushline_processor_partition_stalled_seconds',
+    'How long a held partition has had work in hand without finishing any of it; 0 while it makes progress. Past PUSHLINE_PROCESSOR_STALL_AFTER_MS /readyz fails.',
+    (p) => p.stalledS,
+  );
+  const metrics: ProcessorMetrics = {
     records: new Counter({
       name: 'pushline_processor_records_total',
       help: 'Push-request records by result: received = dlq + duplicate + processed + failed (failed ones are redelivered).',
@@ -69,13 +127,24 @@ export function createProcessorMetrics(
     }),
     loopFailures: new Counter({
       name: 'pushline_processor_loop_failures_total',
-      help: 'Failures of background work, by loop (batch, sweeper, cache_invalidation, drain).',
+      help: 'Failures of background work, by loop (sweeper, cache_invalidation, claim_renewal, drain).',
       labelNames: ['loop'],
+      registers,
+    }),
+    retries: new Counter({
+      name: 'pushline_processor_record_retries_total',
+      help: 'Attempts of a record that failed and were retried in place, by cause: redis or kafka (a dependency failed; not counted against the record), record (decoding or handling threw).',
+      labelNames: ['cause'],
       registers,
     }),
     claimWaits: new Counter({
       name: 'pushline_processor_claim_waits_total',
       help: 'Requests found in progress elsewhere (rebalance overlap, duplicate record) and waited for.',
+      registers,
+    }),
+    claimsLost: new Counter({
+      name: 'pushline_processor_claims_lost_total',
+      help: 'Held request claims a renewal found gone (expired while Redis was unreachable, or taken over); the record claims again before going on.',
       registers,
     }),
     sweptExpired: new Counter({
@@ -90,4 +159,10 @@ export function createProcessorMetrics(
       registers,
     }),
   };
+  // Every series of a closed label set exists from boot at 0, so rate() sees the first increment.
+  for (const result of ['received', 'dlq', 'duplicate', 'processed', 'failed'] satisfies RecordResult[])
+    metrics.records.inc({ result }, 0);
+  for (const reason of DlqReason.options) metrics.dlq.inc({ reason }, 0);
+  for (const cause of ['redis', 'kafka', 'record']) metrics.retries.inc({ cause }, 0);
+  return metrics;
 }

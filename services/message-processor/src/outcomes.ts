@@ -65,7 +65,9 @@ export class OutcomeRecorder {
     );
     for (const { ev } of records) {
       this.#metrics.outcomes.inc({ outcome: ev.stored ? 'stored' : ev.outcome, target_type: ev.target.type });
-      if (ev.outcome === 'delivered' && ev.terminal && ev.deliveredCount !== 0) {
+      // Acks of one device only: a broadcast's event is one aggregate over many subscribers, and
+      // it would make identity 6 (histogram count = delivered device outcomes) false.
+      if (ev.outcome === 'delivered' && ev.terminal && ev.target.type !== 'topic') {
         this.#metrics.publishToAck.observe({ source: ev.source }, ev.latencyMs / 1000);
       }
     }

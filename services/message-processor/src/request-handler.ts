@@ -127,6 +127,8 @@ export class PushRequestHandler {
     const msg: StoredMessage = {
       v: 1,
       requestId: req.id,
+      // Stored messages are deduplicated per origin, as the ledger deduplicates requests.
+      ...(req.origin === undefined ? {} : { origin: req.origin }),
       target: req.target,
       payload: req.payload,
       createdAt: req.createdAt,
