@@ -18,5 +18,6 @@ export { BufferedPublisher } from './buffered-publisher.ts';
 export type { BufferedPublisherOptions } from './buffered-publisher.ts';
 export { platformTopics } from './topics.ts';
 export { ProduceError } from './errors.ts';
+export { partitionForKey } from './partitioner.ts';
 export { UnderReplicatedTopicsError, replicationPlan } from './replication.ts';
 export type { ReplicationPlan, ReplicationPolicy, TopicReplicationProblem } from './replication.ts';

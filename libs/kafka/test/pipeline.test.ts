@@ -7,7 +7,7 @@ import type { BatchContext, IncomingRecord, RecordBatch, TakenBatch } from '@pus
 import { OffsetCommitter, type PartitionOffset } from '../src/offset-committer.ts';
 import { OffsetTracker } from '../src/offset-tracker.ts';
 import { PartitionPipeline, type FetchedBatch, type PipelineHost } from '../src/partition-pipeline.ts';
-import { javaCompatiblePartitioner, murmur2 } from '../src/partitioner.ts';
+import { javaCompatiblePartitioner, murmur2, partitionForKey } from '../src/partitioner.ts';
 
 /** A promise the test resolves when it chooses. */
 function gate(): { open: () => void; opened: Promise<void> } {
@@ -477,6 +477,7 @@ describe('javaCompatiblePartitioner', () => {
       for (const key of keys) {
         const args = { topic: 't', partitionMetadata, message: { key, value: null } };
         assert.equal(ours(args), theirs(args), `key ${String(key)} over ${partitions}`);
+        if (typeof key === 'string') assert.equal(partitionForKey(key, partitions), theirs(args));
       }
     }
   });

@@ -258,7 +258,6 @@ export class PushRequestConsumer {
           continue;
         }
         recordFailures++;
-        m.retries.inc({ cause: 'record' });
         this.#log.warn(
           {
             err,
@@ -281,6 +280,7 @@ export class PushRequestConsumer {
           m.records.inc({ result: 'dlq' });
           return;
         }
+        m.retries.inc({ cause: 'record' });
         if (!(await pause(backoffMs(recordFailures, 100, 5_000), signal))) return this.#abandon(item, err);
         continue;
       }
