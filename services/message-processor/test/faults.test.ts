@@ -49,6 +49,7 @@ const terminal = (events: readonly DeliveryEvent[], requestId: string) =>
 
 describe('message processor under faults', () => {
   const worlds: World[] = [];
+  const beforeWorlds: (() => Promise<void>)[] = [];
   const afterWorlds: (() => Promise<void>)[] = [];
   const world = async (options: { redisUrl?: string } = {}) => {
     const w = new World(options);
@@ -57,6 +58,7 @@ describe('message processor under faults', () => {
     return w;
   };
   afterEach(async () => {
+    for (const before of beforeWorlds.splice(0)) await before();
     for (const w of worlds.splice(0)) await w.close();
     for (const after of afterWorlds.splice(0)) await after();
   });
@@ -132,6 +134,20 @@ describe('message processor under faults', () => {
       w.request('good-2', { type: 'device', id: deviceId }),
     ]);
 
+    // Both poison records reach the DLQ, and the partition's committed offset passes them.
+    const poisoned = await collectRecords(w.kafka, w.topics.pushRequestsDlq, 2, {
+      filter: (r) => r.headers[DlqHeaders.reason] === 'processing_failed',
+      timeoutMs: 30_000,
+    });
+    assert.equal(poisoned.length, 2);
+    const admin = w.kafka.admin();
+    try {
+      await waitUntil(async () => (await admin.groupLag(w.groupId, w.topics.pushRequests)) === 0, {
+        what: 'every record committed',
+      });
+    } finally {
+      await admin.close();
+    }
     await w.events.waitFor(
       (evs) => terminal(evs, 'good-1').length === 1 && terminal(evs, 'good-2').length === 1,
       'the good records on the same partition',
@@ -171,6 +187,8 @@ describe('message processor under faults', () => {
 
   it('Redis hung, then killed, mid-stream: nothing is consumed meanwhile, everything ends with exactly one terminal event', async () => {
     const redis = await OwnRedis.start();
+    // A failed assertion can leave Redis hung or dead: bring it back before closing what uses it.
+    beforeWorlds.push(() => redis.revive());
     afterWorlds.push(() => redis.stop());
     const w = await world({ redisUrl: redis.url });
     const server = await w.startConnectionServer('a');

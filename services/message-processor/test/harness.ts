@@ -341,6 +341,15 @@ export class OwnRedis {
     await this.#waitForPong();
   }
 
+  /** Brings it back however a test left it (hung or killed), so what uses it can close. */
+  async revive(): Promise<void> {
+    if (this.#proc.exitInfo() !== undefined) {
+      await this.restart();
+      return;
+    }
+    process.kill(this.#proc.pid, 'SIGCONT');
+  }
+
   async stop(): Promise<void> {
     try {
       process.kill(this.#proc.pid, 'SIGCONT');
