@@ -53,10 +53,12 @@ export class RecordAbandonedError extends Error {
 /** How long the per-batch lookups may take before the records go on without them. */
 const PREPARE_TIMEOUT_MS = 2_000;
 /**
- * How long a batch's stored-messages lookup is trusted. A record can wait behind a slow earlier one
- * of its device; by then the device may have had a message stored, so the record looks again.
+ * How long a batch's stored-messages lookup is trusted. A record can wait behind earlier ones of
+ * its device (a burst, or a device that never acks); by then someone else (push-api, a user
+ * fan-out on another partition) may have stored a message for it, so past this the record looks
+ * again. Under a burst a device's records finish within a few seconds, so most still use it.
  */
-const HINT_FRESH_MS = 1_000;
+const HINT_FRESH_MS = 5_000;
 
 export interface PushRequestConsumerOptions {
   readonly kafka: KafkaClient;
