@@ -24,7 +24,7 @@ export const messageProcessorEnv = z.object({
     'Partitions of the push-requests topic whose next batch a processor takes in at once (decodes and claims). Records of a partition then run concurrently, one key after another, so a slow device holds up only its own later messages.',
   ),
   PUSHLINE_PROCESSOR_MAX_UNFINISHED_PER_PARTITION: positiveInt(1000).describe(
-    'Records of one partition a processor holds unfinished (running, or waiting behind an earlier record of their key); at this many it takes no more of that partition until some finish. The committed offset is the lowest unfinished record, so this also bounds what a crash makes the next owner read again.',
+    'Records of one partition a processor holds unfinished (running, or waiting behind an earlier record of their key); at this many it takes no more of that partition until some finish. The committed offset is the lowest unfinished record: after a crash the next owner reads again from there, and the request ledger skips what had finished.',
   ),
   PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: positiveInt(30000).describe(
     'Kafka group session timeout: how soon the group notices a processor that died and hands its partitions over (the broker allows 6000 and up by default).',
