@@ -240,6 +240,8 @@ export class PushRequestConsumer {
         await this.#o.gate.whenOpen(signal);
         const release = await this.#o.semaphore.acquire();
         try {
+          // Waiting for a permit can take a while: the record may no longer be ours.
+          if (signal.aborted) throw new RecordAbandonedError(item.record, { cause: signal.reason });
           finished = await this.#attempt(item, prepared, signal);
         } finally {
           release();
