@@ -10,7 +10,7 @@ import {
   type TakenBatch,
 } from '@pushline/kafka';
 import type { RedisOfflineStore } from '@pushline/offline-store';
-import { pushTargetKey, type DlqReason } from '@pushline/protocol';
+import { pushTargetKey, type DlqReason, type PushRequest } from '@pushline/protocol';
 import { backoffMs } from '@pushline/runtime';
 import {
   SpanKind,
@@ -190,9 +190,7 @@ export class PushRequestConsumer {
       // Decoding is pure, so this is a bug; the record's attempts decode again and count it.
       this.#log.error({ err, partition: record.partition, offset: record.offset }, 'decoding a record threw');
     }
-    const claim = decoded?.ok
-      ? this.#o.ledger.claimFor(decoded.request.id, decoded.request.origin)
-      : undefined;
+    const claim = decoded?.ok ? this.#claimFor(decoded.request) : undefined;
     return { record, decoded, claim };
   }
 
@@ -302,7 +300,7 @@ export class PushRequestConsumer {
       return 'dlq';
     }
     const req = decoded.request;
-    const claim = (item.claim ??= this.#o.ledger.claimFor(req.id, req.origin));
+    const claim = (item.claim ??= this.#claimFor(req));
     const parent = extractTraceContext({
       traceparent: record.headers['traceparent'],
       tracestate: record.headers['tracestate'],
@@ -344,11 +342,27 @@ export class PushRequestConsumer {
         }
         const hint =
           prepared.hint && Date.now() - prepared.hint.at <= HINT_FRESH_MS ? prepared.hint : undefined;
-        const events = await this.#o.handler.handle(req, hint);
+        const events = await this.#o.handler.handle(req, hint, {
+          markSent: () => this.#redis(() => this.#o.ledger.markSent(claim)),
+          sentBefore: () => this.#redis(() => this.#o.ledger.wasSent(claim)),
+        });
         await this.#o.committer.commit(claim, events, injectTraceHeaders() as Record<string, string>, signal);
         return 'processed';
       },
     );
+  }
+
+  #claimFor(req: PushRequest): Claim {
+    return this.#o.ledger.claimFor(req.id, req.origin, (req.ttlSeconds ?? 0) > 0);
+  }
+
+  /** A ledger call whose failure is Redis's, never the record's. */
+  async #redis<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      throw new DependencyError('redis', err);
+    }
   }
 
   /** Writes a record to the DLQ, retrying a failing Kafka in place until it succeeds or `signal` aborts. */

@@ -43,6 +43,11 @@ export interface Claim {
   readonly requestId: string;
   readonly key: string;
   readonly token: string;
+  /**
+   * Requests with a ttl only: where a processor notes that it is sending the request, so one that
+   * takes it over after a crash knows it was sent in time (`<P>sent:<origin>/<id>`).
+   */
+  readonly sentKey: string | undefined;
 }
 
 export type ClaimStatus =
@@ -149,13 +154,33 @@ export class RequestLedger {
     return this.#held.size;
   }
 
-  /** A new claim for a request of `origin` (undefined: produced straight into Kafka). */
-  claimFor(requestId: string, origin: string | undefined): Claim {
+  /**
+   * A new claim for a request of `origin` (undefined: produced straight into Kafka); `hasTtl`
+   * requests also get a sent mark (see `markSent`).
+   */
+  claimFor(requestId: string, origin: string | undefined, hasTtl = false): Claim {
+    const scoped = `${origin ?? NO_ORIGIN_SCOPE}/${requestId}`;
     return {
       requestId,
-      key: `${this.#o.keyPrefix}req:${origin ?? NO_ORIGIN_SCOPE}/${requestId}`,
+      key: `${this.#o.keyPrefix}req:${scoped}`,
       token: `proc:${this.#o.instanceId}:${randomUUID()}`,
+      sentKey: hasTtl ? `${this.#o.keyPrefix}sent:${scoped}` : undefined,
     };
+  }
+
+  /**
+   * Notes, before the first send, that the request is being sent within its ttl. A processor that
+   * dies before recording the outcome leaves it behind (for the dedupe window at most; `complete`
+   * removes it), so the one that takes the request over after its ttl ran out sends it again
+   * rather than reporting `expired` for a message the device may have acked.
+   */
+  async markSent(claim: Claim): Promise<void> {
+    if (claim.sentKey) await this.#redis.set(claim.sentKey, '1', 'EX', this.#o.windowSeconds);
+  }
+
+  /** Whether an earlier attempt noted that it sent the request (`markSent`) without completing it. */
+  async wasSent(claim: Claim): Promise<boolean> {
+    return claim.sentKey !== undefined && (await this.#redis.exists(claim.sentKey)) === 1;
   }
 
   /** Whether this instance holds the claim (taken, and no renewal found it gone since). */
@@ -219,7 +244,10 @@ export class RequestLedger {
   async completeMany(claims: readonly Claim[]): Promise<void> {
     if (claims.length === 0) return;
     const pipe = this.#redis.pipeline();
-    for (const c of claims) pipe.set(c.key, DONE, 'EX', this.#o.windowSeconds);
+    for (const c of claims) {
+      pipe.set(c.key, DONE, 'EX', this.#o.windowSeconds);
+      if (c.sentKey) pipe.del(c.sentKey);
+    }
     await execPipeline(pipe);
     for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);
   }

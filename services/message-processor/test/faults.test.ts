@@ -7,7 +7,7 @@ import { partitionForKey } from '@pushline/kafka';
 import { DlqHeaders, pushTargetKey, type DeliveryEvent, type PushTarget } from '@pushline/protocol';
 import { findSamples, parsePrometheusText, type Registry } from '@pushline/telemetry';
 import { collectRecords, waitUntil, within } from '@pushline/testkit';
-import { OwnRedis, World, outputOf, type Device } from './harness.ts';
+import { OwnRedis, World, outputOf } from './harness.ts';
 
 const PARTITIONS = 3;
 
@@ -292,26 +292,30 @@ describe('message processor under faults', () => {
     });
   });
 
-  it('killed with -9 after the device got a message: the replacement takes over at once and reports delivered', async () => {
+  /**
+   * A processor (its own OS process) sends a request with `ttlSeconds` to a device and is killed
+   * with -9 before the device acks; then the device acks and a replacement processor starts.
+   */
+  async function killedWhileTheDeviceHasIt(ttlSeconds: number) {
     const w = await world();
     const server = await w.startConnectionServer('a');
     let ackFirst: (() => void) | undefined;
-    const received = new Promise<void>((resolve) => {
-      void w
-        .connectDevice(server, 'acker', 'user-1', undefined, {
-          onMessage: (_msg, ack) => {
-            if (ackFirst) return ack();
-            ackFirst = ack;
-            resolve();
-          },
-        })
-        .then((device) => (acker = device));
+    let gotFirst!: () => void;
+    const received = new Promise<void>((resolve) => (gotFirst = resolve));
+    const acker = await w.connectDevice(server, 'acker', 'user-1', undefined, {
+      onMessage: (_msg, ack) => {
+        if (ackFirst) return ack();
+        ackFirst = ack;
+        gotFirst();
+      },
     });
-    let acker: Device | undefined;
-    const first = w.spawnProcessor();
-    // A ttl well below the old claim TTL (60 s), well above the group session timeout (6 s).
-    await w.publish([w.request('held', { type: 'device', id: 'acker' }, { ttlSeconds: 30 })]);
-    await received.catch((err: unknown) => {
+    const first = w.spawnProcessor({ PUSHLINE_LOG_LEVEL: 'info' });
+    await waitUntil(() => outputOf(first).includes('message processor started'), {
+      what: 'the first processor to start',
+      timeoutMs: 30_000,
+    });
+    await w.publish([w.request('held', { type: 'device', id: 'acker' }, { ttlSeconds })]);
+    await within(received, 20_000, 'the device to get the message').catch((err: unknown) => {
       throw new Error(`${String(err)}\n${outputOf(first)}`);
     });
     // The processor dies waiting for the ack, holding the request's claim; the device then acks.
@@ -325,10 +329,24 @@ describe('message processor under faults', () => {
       .catch((err: unknown) => {
         throw new Error(`${String(err)}\n${outputOf(second)}`);
       });
-    const events = terminal(w.events.events, 'held');
+    return { events: terminal(w.events.events, 'held'), ids: acker.ids() };
+  }
+
+  it('killed with -9 after the device got a message: the replacement takes over at once and reports delivered', async () => {
+    // A ttl well below the old claim TTL (60 s), well above the group session timeout (6 s).
+    const { events, ids } = await killedWhileTheDeviceHasIt(30);
     assert.equal(events.length, 1);
     assert.equal(events[0]?.outcome, 'delivered', 'a message the device acked is reported delivered');
-    assert.deepEqual(acker?.ids(), ['held'], 'the connection did not get it twice');
+    assert.deepEqual(ids, ['held'], 'the connection did not get it twice');
+  });
+
+  it('killed with -9 after the device got a message whose ttl runs out before the takeover: still delivered', async () => {
+    // The ttl ends before the group hands the partition over (session timeout 6 s): the
+    // replacement finds the request sent in time by the dead processor and repeats the attempt.
+    const { events, ids } = await killedWhileTheDeviceHasIt(3);
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.outcome, 'delivered', 'not expired: the device acked it');
+    assert.deepEqual(ids, ['held'], 'the connection did not get it twice');
   });
 
   it('a user fan-out where one device’s server fails gives every device its own outcome and stores the failed one', async () => {

@@ -158,6 +158,25 @@ describe('RequestLedger', () => {
     assert.equal(await b.claim(b.claimFor('r1', undefined), never), 'claimed');
   });
 
+  it('notes a send of a request with a ttl until it completes, for whoever takes it over', async () => {
+    const a = ledger('a');
+    const noTtl = a.claimFor('plain', undefined);
+    assert.equal(noTtl.sentKey, undefined);
+    await a.markSent(noTtl);
+    assert.equal(await a.wasSent(noTtl), false, 'requests without a ttl keep no mark');
+
+    const claim = a.claimFor('with-ttl', 'key-a', true);
+    assert.equal(claim.sentKey, `${prefix}sent:key-a/with-ttl`);
+    assert.equal(await a.wasSent(claim), false);
+    await a.claim(claim, never);
+    await a.markSent(claim);
+    const b = ledger('b');
+    assert.equal(await b.wasSent(b.claimFor('with-ttl', 'key-a', true)), true, 'another processor sees it');
+    assert.equal(await b.wasSent(b.claimFor('with-ttl', 'key-b', true)), false, 'per origin');
+    await a.completeMany([claim]);
+    assert.equal(await redis.exists(claim.sentKey ?? ''), 0, 'completing removes it');
+  });
+
   it('stops waiting when the record is no longer ours', async () => {
     const a = ledger('a');
     await a.claim(a.claimFor('r1', undefined), never);
