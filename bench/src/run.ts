@@ -9,6 +9,7 @@ import { BenchResult, type ScenarioResult } from './report/model.ts';
 import { evaluateTargets } from './report/targets.ts';
 import { writeResults, type WrittenFiles } from './report/write.ts';
 import { asyncPath } from './scenarios/async-path.ts';
+import { asyncSilent } from './scenarios/async-silent.ts';
 import { capacity } from './scenarios/capacity.ts';
 import { deviceToDevice } from './scenarios/d2d.ts';
 import { directPush } from './scenarios/direct-push.ts';
@@ -27,6 +28,7 @@ const SCENARIOS: readonly Scenario[] = [
   deviceToDevice,
   fanout,
   asyncPath,
+  asyncSilent,
   reconnectStorm,
 ];
 const BASELINE_SCENARIOS = new Set([1, 2, 4, 5]);

@@ -1,6 +1,6 @@
 /**
  * Load generator process: holds up to ~9k real socket.io-client devices (websocket transport),
- * acks every message, and runs device-to-device traffic on command. Started by FleetClient via
+ * acks every message (unless connected as silent ones), and runs device-to-device traffic on command. Started by FleetClient via
  * child_process.fork; answers the commands in fleet-protocol.ts over IPC.
  */
 import { io, type Socket } from 'socket.io-client';
@@ -42,6 +42,8 @@ let urls: string[] = [];
 let reconnectUrls: string[] | undefined;
 let reconnectDelayMs = 0;
 let connectTimeoutMs = 10_000;
+/** Devices of this generator never ack (ConnectArgs.silent). */
+let silent = false;
 const timers = new Set<NodeJS.Timeout>();
 
 /**
@@ -60,7 +62,7 @@ function onMessage(msg: unknown, ack: unknown): void {
       if (typeof t0 === 'number') latencies.add(now - t0);
     }
   }
-  if (typeof ack === 'function') (ack as (a: unknown) => void)({ ok: true });
+  if (!silent && typeof ack === 'function') (ack as (a: unknown) => void)({ ok: true });
 }
 
 /** The url of the next attempt after a drop or a failed attempt. */
@@ -131,6 +133,7 @@ async function connect(raw: unknown): Promise<ConnectResult> {
   reconnectDelayMs = args.reconnectDelayMs;
   reconnectUrls = args.reconnectUrls;
   connectTimeoutMs = args.timeoutMs;
+  silent = args.silent ?? false;
   const errors: Record<string, number> = {};
   let connected = 0;
   const base = devices.size;

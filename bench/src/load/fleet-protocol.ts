@@ -23,6 +23,8 @@ export const ConnectArgs = z.object({
    * as a load balancer would hand out). Default: the next url of `urls` after the one that failed.
    */
   reconnectUrls: z.array(z.string()).min(1).optional(),
+  /** The devices receive messages and never ack them, like phones whose app froze. Default false. */
+  silent: z.boolean().optional(),
 });
 export type ConnectArgs = z.infer<typeof ConnectArgs>;
 

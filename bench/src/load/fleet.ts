@@ -31,6 +31,8 @@ export interface FleetConnectOptions {
   readonly reconnectDelayMs?: number;
   /** See ConnectArgs.reconnectUrls. */
   readonly reconnectUrls?: readonly string[];
+  /** See ConnectArgs.silent. */
+  readonly silent?: boolean;
 }
 
 export interface AggregateStats {
@@ -87,6 +89,7 @@ export class DeviceFleet {
           reconnectDelayMs: opts.reconnectDelayMs ?? 0,
           ...(opts.pin === undefined ? {} : { pin: opts.pin }),
           ...(opts.reconnectUrls === undefined ? {} : { reconnectUrls: [...opts.reconnectUrls] }),
+          ...(opts.silent === undefined ? {} : { silent: opts.silent }),
         };
         // Bounded: every handshake is bounded by timeoutMs, so the batch is bounded by its waves.
         const bound = timeoutMs * Math.ceil(args.devices.length / args.concurrency + 1) + 10_000;

@@ -154,6 +154,7 @@ export const asyncPath: Scenario = {
   },
 };
 
+/** Records `from`..`from + count - 1`, record i to `ids[i % ids.length]`, each with its send time. */
 function records(ids: readonly string[], from: number, count: number): OutgoingRecord[] {
   const t0 = nowMs();
   const createdAt = Date.now();
@@ -170,7 +171,7 @@ function records(ids: readonly string[], from: number, count: number): OutgoingR
   });
 }
 
-async function publishBurst(
+export async function publishBurst(
   producer: Producer,
   topic: string,
   ids: readonly string[],
@@ -189,7 +190,7 @@ async function publishBurst(
 }
 
 /** Offers `ratePerS` for `durationMs` in 50 ms slices, each one batch, without waiting on acks. */
-async function publishPaced(
+export async function publishPaced(
   producer: Producer,
   topic: string,
   ids: readonly string[],
@@ -215,7 +216,7 @@ async function publishPaced(
 }
 
 /** Waits until `expected` receipts, or until receipts stop growing for 10 s. */
-async function drain(fleet: DeviceFleet, expected: number) {
+export async function drain(fleet: DeviceFleet, expected: number) {
   let last = -1;
   let lastChange = nowMs();
   const done = await pollUntil(

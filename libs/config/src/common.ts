@@ -18,6 +18,20 @@ export const commonEnvShape = {
   PUSHLINE_KAFKA_PARTITIONS: positiveInt(12).describe(
     'Partitions used when the platform creates its topics at boot.',
   ),
+  PUSHLINE_KAFKA_MIN_REPLICATION_FACTOR: z.coerce
+    .number()
+    .int()
+    .positive()
+    .optional()
+    .describe(
+      'Least replication factor the platform topics that already exist must have, checked at boot (their min.insync.replicas must be at least min(2, this)). Missing topics are created with min(3, brokers) replicas and min.insync.replicas min(2, brokers). Default: min(3, brokers).',
+    ),
+  PUSHLINE_KAFKA_REPLICATION_CHECK: z
+    .enum(['warn', 'refuse'])
+    .default('warn')
+    .describe(
+      'What a service does at boot when an existing platform topic is replicated below the minimum: warn (log and start) or refuse (exit).',
+    ),
   PUSHLINE_REDIS_URL: z
     .url({ protocol: /^rediss?$/ })
     .default('redis://127.0.0.1:6379')

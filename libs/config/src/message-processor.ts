@@ -17,15 +17,34 @@ export const messageProcessorEnv = z.object({
     ),
   PUSHLINE_PROCESSOR_HOST: z.string().default('127.0.0.1').describe('Interface of the ops port.'),
   PUSHLINE_PROCESSOR_PORT: port(7080).describe('Ops port: /healthz, /readyz, /metrics. 0 picks a free port.'),
-  PUSHLINE_PROCESSOR_MAX_IN_FLIGHT: positiveInt(1000).describe('Deliveries in flight at once per processor.'),
+  PUSHLINE_PROCESSOR_MAX_IN_FLIGHT: positiveInt(1000).describe(
+    'Push requests a processor works on at once, over all its partitions. A request waiting behind an earlier one of its Kafka key (its device, user or topic) does not count.',
+  ),
   PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY: positiveInt(12).describe(
-    'Partitions of the push-requests topic a processor works on at once. Fetching goes on meanwhile; the records of the other partitions wait in their own queues (bounded per partition), so a slow partition never holds up a fast one.',
+    'Partitions of the push-requests topic whose next batch a processor takes in at once (decodes and claims). Records of a partition then run concurrently, one key after another, so a slow device holds up only its own later messages.',
+  ),
+  PUSHLINE_PROCESSOR_MAX_UNFINISHED_PER_PARTITION: positiveInt(1000).describe(
+    'Records of one partition a processor holds unfinished (running, or waiting behind an earlier record of their key); at this many it takes no more of that partition until some finish. The committed offset is the lowest unfinished record: after a crash the next owner reads again from there, and the request ledger skips what had finished.',
   ),
   PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: positiveInt(30000).describe(
     'Kafka group session timeout: how soon the group notices a processor that died and hands its partitions over (the broker allows 6000 and up by default).',
   ),
-  PUSHLINE_PROCESSOR_CLAIM_TTL_MS: positiveInt(60000).describe(
-    'How long a processor holds a request while delivering it; another processor that gets the same record (after a rebalance) waits this long at most before taking over. A batch claims all its requests up front, so it must exceed the processing of one batch.',
+  PUSHLINE_PROCESSOR_CLAIM_TTL_MS: z.coerce
+    .number()
+    .int()
+    .positive()
+    .optional()
+    .describe(
+      'How long a request claim outlives its holder: the holder renews it every third of this while it works on the request, so a processor that died gives its requests up this long after its last renewal. Default: PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS, so the claims of a dead processor have expired by the time the group hands its partitions over.',
+    ),
+  PUSHLINE_PROCESSOR_MAX_ATTEMPTS: positiveInt(3).describe(
+    'Times decoding or handling one record may throw, while Redis and Kafka answer, before it is dead-lettered (reason processing_failed) and its partition moves on. Failures of Redis or Kafka themselves pause the processor instead and are not counted.',
+  ),
+  PUSHLINE_PROCESSOR_MAX_RECORD_BYTES: positiveInt(65536).describe(
+    'Largest push-requests record value the processor parses; a larger one is dead-lettered (payload_too_large) unread.',
+  ),
+  PUSHLINE_PROCESSOR_STALL_AFTER_MS: positiveInt(60000).describe(
+    'A partition with records in hand that has finished none of them for this long is reported stalled: /readyz answers 503 and pushline_processor_partition_stalled_seconds shows it.',
   ),
   PUSHLINE_PROCESSOR_DEDUPE_WINDOW_S: positiveInt(86400).describe(
     'How long a completed request id is remembered, so a redelivered record does not produce a second outcome.',

@@ -56,14 +56,17 @@ export class InternalAuthError extends DeliveryTransportError {
 
 /**
  * Some deliveries of a fan-out (toUser) threw. Every delivery has settled: `results` holds the
- * ones that produced an outcome, so a caller can record them before deciding what to retry.
+ * ones that produced an outcome, so a caller can record them before deciding what to retry, and
+ * `failedDeviceIds[i]` is the device whose delivery threw `errors[i]`.
  */
 export class PartialDeliveryError extends AggregateError {
   override readonly name = 'PartialDeliveryError';
   readonly results: readonly RoutedResult[];
+  readonly failedDeviceIds: readonly string[];
 
-  constructor(errors: unknown[], results: readonly RoutedResult[]) {
+  constructor(errors: unknown[], results: readonly RoutedResult[], failedDeviceIds: readonly string[] = []) {
     super(errors, `${errors.length} of ${errors.length + results.length} deliveries failed`);
     this.results = results;
+    this.failedDeviceIds = failedDeviceIds;
   }
 }

@@ -176,11 +176,15 @@ export class MessageRouter {
       );
       const results: RoutedResult[] = [];
       const errors: unknown[] = [];
-      for (const s of settled) {
+      const failedDeviceIds: string[] = [];
+      settled.forEach((s, i) => {
         if (s.status === 'fulfilled') results.push(s.value);
-        else errors.push(s.reason);
-      }
-      if (errors.length > 0) throw new PartialDeliveryError(errors, results);
+        else {
+          errors.push(s.reason);
+          failedDeviceIds.push(records[i]?.deviceId ?? '');
+        }
+      });
+      if (errors.length > 0) throw new PartialDeliveryError(errors, results, failedDeviceIds);
       return results;
     });
   }

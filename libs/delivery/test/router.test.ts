@@ -290,6 +290,7 @@ describe('MessageRouter', () => {
         err.results.map((r) => r.deviceId),
         ['phone'],
       );
+      assert.deepEqual(err.failedDeviceIds, ['laptop'], 'the device whose delivery threw is named');
       return true;
     });
     assert.equal(await deliveriesCounted('error'), 1);

@@ -7,8 +7,10 @@ export type {
   KafkaClient,
   OutgoingRecord,
   PartitionLag,
+  PartitionProgress,
   Producer,
   RecordBatch,
+  TakenBatch,
   TopicSpec,
 } from './types.ts';
 export { createKafkaClient, serviceKafkaClient } from './kafkajs-client.ts';
@@ -16,3 +18,7 @@ export type { KafkaClientOptions } from './kafkajs-client.ts';
 export { BufferedPublisher } from './buffered-publisher.ts';
 export type { BufferedPublisherOptions } from './buffered-publisher.ts';
 export { platformTopics } from './topics.ts';
+export { ProduceError } from './errors.ts';
+export { partitionForKey } from './partitioner.ts';
+export { UnderReplicatedTopicsError, replicationPlan } from './replication.ts';
+export type { ReplicationPlan, ReplicationPolicy, TopicReplicationProblem } from './replication.ts';

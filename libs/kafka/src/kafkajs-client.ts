@@ -1,8 +1,22 @@
-import { Kafka, logLevel as KafkaLogLevel, type LogEntry } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, type ConfigResourceTypes, type LogEntry } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
+import { ProduceError } from './errors.ts';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
 import { javaCompatiblePartitioner } from './partitioner.ts';
+import {
+  UnderReplicatedTopicsError,
+  replicationPlan,
+  type ReplicationPlan,
+  type ReplicationPolicy,
+  type TopicReplicationProblem,
+} from './replication.ts';
 import type { Admin, KafkaClient, OutgoingRecord, PartitionLag, Producer, TopicSpec } from './types.ts';
+
+/**
+ * `ConfigResourceTypes.TOPIC`: kafkajs is CommonJS and node's named-export detection misses that
+ * enum, so its value is spelled out (Kafka's protocol fixes it at 2).
+ */
+const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
 
 export interface KafkaClientOptions {
   readonly brokers: readonly string[];
@@ -13,6 +27,8 @@ export interface KafkaClientOptions {
    * on a timer anyway (the canary's lag reads) takes 0, so no retry outlives its close().
    */
   readonly retries?: number;
+  /** How `Admin.ensureTopics` treats existing topics with too few replicas. Default: warn, minimum min(3, brokers). */
+  readonly replication?: ReplicationPolicy;
 }
 
 /** The kafkajs implementation of the platform's Kafka interfaces. */
@@ -28,7 +44,7 @@ export function createKafkaClient(options: KafkaClientOptions): KafkaClient {
   return {
     producer: () => new KafkajsProducer(kafka),
     consumer: (consumerOptions) => new KafkajsConsumer(kafka, consumerOptions, log),
-    admin: () => new KafkajsAdmin(kafka),
+    admin: () => new KafkajsAdmin(kafka, log, options.replication ?? { onUnderReplicated: 'warn' }),
   };
 }
 
@@ -59,15 +75,19 @@ class KafkajsProducer implements Producer {
 
   async send(topic: string, records: readonly OutgoingRecord[]): Promise<void> {
     if (records.length === 0) return;
-    await this.#producer.send({
-      topic,
-      acks: -1,
-      messages: records.map((r) => ({
-        key: r.key,
-        value: r.value,
-        ...(r.headers ? { headers: { ...r.headers } } : {}),
-      })),
-    });
+    try {
+      await this.#producer.send({
+        topic,
+        acks: -1,
+        messages: records.map((r) => ({
+          key: r.key,
+          value: r.value,
+          ...(r.headers ? { headers: { ...r.headers } } : {}),
+        })),
+      });
+    } catch (err) {
+      throw new ProduceError(topic, records.length, err);
+    }
   }
 
   close(): Promise<void> {
@@ -77,11 +97,15 @@ class KafkajsProducer implements Producer {
 
 class KafkajsAdmin implements Admin {
   readonly #admin;
+  readonly #log: Logger;
+  readonly #replication: ReplicationPolicy;
   #connected: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
 
-  constructor(kafka: Kafka) {
+  constructor(kafka: Kafka, log: Logger, replication: ReplicationPolicy) {
     this.#admin = kafka.admin();
+    this.#log = log;
+    this.#replication = replication;
   }
 
   #connect(): Promise<void> {
@@ -90,7 +114,14 @@ class KafkajsAdmin implements Admin {
 
   async ensureTopics(specs: readonly TopicSpec[], timeoutMs = 30_000): Promise<void> {
     await this.#connect();
-    const existing = new Set(await this.#admin.listTopics());
+    const [topicNames, cluster] = await Promise.all([
+      this.#admin.listTopics(),
+      this.#admin.describeCluster(),
+    ]);
+    const existing = new Set(topicNames);
+    const plan = replicationPlan(cluster.brokers.length, this.#replication.minReplicationFactor);
+    const present = specs.filter((s) => existing.has(s.name));
+    if (present.length > 0) await this.#checkReplication(present, plan);
     const missing = specs.filter((s) => !existing.has(s.name));
     if (missing.length === 0) return;
     try {
@@ -99,8 +130,11 @@ class KafkajsAdmin implements Admin {
         topics: missing.map((s) => ({
           topic: s.name,
           numPartitions: s.partitions,
-          replicationFactor: -1,
-          configEntries: Object.entries(s.config ?? {}).map(([name, value]) => ({ name, value })),
+          replicationFactor: plan.create.replicationFactor,
+          configEntries: Object.entries({
+            'min.insync.replicas': String(plan.create.minInsyncReplicas),
+            ...s.config,
+          }).map(([name, value]) => ({ name, value })),
         })),
       });
     } catch (err) {
@@ -113,6 +147,44 @@ class KafkajsAdmin implements Admin {
     await this.#waitForLeaders(
       missing.map((s) => s.name),
       timeoutMs,
+    );
+  }
+
+  /** Compares existing topics with the plan's minimum; warns or refuses (`UnderReplicatedTopicsError`). */
+  async #checkReplication(specs: readonly TopicSpec[], plan: ReplicationPlan): Promise<void> {
+    const names = specs.map((s) => s.name);
+    const [metadata, configs] = await Promise.all([
+      this.#admin.fetchTopicMetadata({ topics: names }),
+      this.#admin.describeConfigs({
+        includeSynonyms: false,
+        resources: names.map((name) => ({
+          type: TOPIC_RESOURCE,
+          name,
+          configNames: ['min.insync.replicas'],
+        })),
+      }),
+    ]);
+    const minIsrOf = new Map<string, number>();
+    for (const r of configs.resources) {
+      const entry = r.configEntries.find((e) => e.configName === 'min.insync.replicas');
+      if (entry) minIsrOf.set(r.resourceName, Number(entry.configValue));
+    }
+    const problems: TopicReplicationProblem[] = [];
+    for (const t of metadata.topics) {
+      const replicationFactor = Math.min(...t.partitions.map((p) => p.replicas.length));
+      const minInsyncReplicas = minIsrOf.get(t.name) ?? 1;
+      if (
+        replicationFactor < plan.require.replicationFactor ||
+        minInsyncReplicas < plan.require.minInsyncReplicas
+      )
+        problems.push({ topic: t.name, replicationFactor, minInsyncReplicas });
+    }
+    if (problems.length === 0) return;
+    const err = new UnderReplicatedTopicsError(problems, plan.require);
+    if (this.#replication.onUnderReplicated === 'refuse') throw err;
+    this.#log.warn(
+      { topics: problems, required: plan.require },
+      `${err.message}; an acknowledged record may rest on too few brokers`,
     );
   }
 
@@ -182,7 +254,12 @@ function isKafkaError(err: unknown, types: readonly string[]): boolean {
 
 /** The Kafka client of a service from the common config, with a client id naming the service. */
 export function serviceKafkaClient(
-  config: { readonly PUSHLINE_KAFKA_BROKERS: readonly string[]; readonly PUSHLINE_KAFKA_CLIENT_ID: string },
+  config: {
+    readonly PUSHLINE_KAFKA_BROKERS: readonly string[];
+    readonly PUSHLINE_KAFKA_CLIENT_ID: string;
+    readonly PUSHLINE_KAFKA_MIN_REPLICATION_FACTOR?: number | undefined;
+    readonly PUSHLINE_KAFKA_REPLICATION_CHECK?: 'warn' | 'refuse' | undefined;
+  },
   service: string,
   logger: Logger,
 ): KafkaClient {
@@ -190,5 +267,11 @@ export function serviceKafkaClient(
     brokers: config.PUSHLINE_KAFKA_BROKERS,
     clientId: `${config.PUSHLINE_KAFKA_CLIENT_ID}-${service}`,
     logger,
+    replication: {
+      onUnderReplicated: config.PUSHLINE_KAFKA_REPLICATION_CHECK ?? 'warn',
+      ...(config.PUSHLINE_KAFKA_MIN_REPLICATION_FACTOR === undefined
+        ? {}
+        : { minReplicationFactor: config.PUSHLINE_KAFKA_MIN_REPLICATION_FACTOR }),
+    },
   });
 }

@@ -3,7 +3,7 @@ import { closeOnce, runCleanup } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 import { OffsetCommitter, type PartitionOffset } from './offset-committer.ts';
 import { PartitionPipeline } from './partition-pipeline.ts';
-import type { Consumer, ConsumerOptions, IncomingRecord } from './types.ts';
+import type { Consumer, ConsumerOptions, IncomingRecord, PartitionProgress } from './types.ts';
 
 /**
  * How long a finished offset waits to share one commit request with other partitions'. Kafka
@@ -56,6 +56,9 @@ export class KafkajsConsumer implements Consumer {
       logger: this.#log,
       maxQueuedBatches: options.maxQueuedBatchesPerPartition ?? 4,
       maxConcurrentPartitions: options.partitionsConsumedConcurrently ?? Number.POSITIVE_INFINITY,
+      ...(options.maxUnfinishedPerPartition === undefined
+        ? {}
+        : { maxUnfinishedPerPartition: options.maxUnfinishedPerPartition }),
       host: {
         pause: (topic, partition) => this.#pause([{ topic, partitions: [partition] }]),
         resume: (topic, partition) => this.#resume([{ topic, partitions: [partition] }]),
@@ -137,12 +140,16 @@ export class KafkajsConsumer implements Consumer {
     return this.#joined;
   }
 
+  progress(): readonly PartitionProgress[] {
+    return this.#pipeline.progress();
+  }
+
   readonly close = closeOnce(async () => {
     this.#closed = true;
     this.#joined = false;
     // Synchronously, so a handler asking isActive() right after close() hears no: nothing more is
     // fetched for paused partitions, whatever is already on its way is not taken, queued batches
-    // are dropped (the next owner reads them) and running ones are asked to stop.
+    // are dropped (the next owner reads them) and running handlers and records are asked to stop.
     this.#pause(this.#options.topics.map((topic) => ({ topic })));
     const drained = this.#pipeline.drain();
     await runCleanup([

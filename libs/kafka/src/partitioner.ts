@@ -54,3 +54,8 @@ export const javaCompatiblePartitioner: ICustomPartitioner = () => {
     return pick ? pick.partitionId : (next & 0x7fffffff) % partitionMetadata.length;
   };
 };
+
+/** The partition the platform's producers put `key` on, for a topic of `partitions` partitions. */
+export function partitionForKey(key: string, partitions: number): number {
+  return (murmur2(Buffer.from(key)) & 0x7fffffff) % partitions;
+}

@@ -5,7 +5,8 @@
 
 export interface OutgoingRecord {
   readonly key: string | null;
-  readonly value: string | Buffer;
+  /** null writes a tombstone. */
+  readonly value: string | Buffer | null;
   readonly headers?: Readonly<Record<string, string>>;
 }
 
@@ -22,7 +23,7 @@ export interface IncomingRecord {
 
 export interface Producer {
   start(): Promise<void>;
-  /** Resolves once every record is acknowledged by all in-sync replicas (acks=all). */
+  /** Resolves once every record is acknowledged by all in-sync replicas (acks=all); rejects with `ProduceError`. */
   send(topic: string, records: readonly OutgoingRecord[]): Promise<void>;
   close(): Promise<void>;
 }
@@ -35,6 +36,37 @@ export interface BatchContext {
   heartbeat(): Promise<void>;
   /** False once the consumer is closing or the partition was revoked: stop taking new work. */
   isActive(): boolean;
+  /** Aborted when `isActive()` turns false, so waits (backoffs, gates) can end at once. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * A batch the handler took without finishing it: one promise per record of the batch, in the
+ * batch's order, each resolving when that record is finished (its work is done and may be
+ * committed). A record whose promise rejects is not finished: in the current generation the
+ * partition is read again from its lowest unfinished offset after a backoff, so records finished
+ * after it are handed over again. A handler that retries in place and settles every record
+ * itself never rewinds the partition.
+ */
+export interface TakenBatch {
+  readonly finished: readonly Promise<void>[];
+}
+
+/** One assigned partition's handed-over work, for metrics and readiness. */
+export interface PartitionProgress {
+  readonly topic: string;
+  readonly partition: number;
+  /** Records handed to the handler and not finished. */
+  readonly unfinished: number;
+  /** The lowest unfinished offset: the committed offset cannot pass it. */
+  readonly oldestUnfinishedOffset: string | undefined;
+  /** When that record was handed over (ms since epoch). */
+  readonly oldestUnfinishedSince: number | undefined;
+  /**
+   * Since when the partition has had work in hand (records unfinished, or a batch being taken)
+   * without finishing any of it (ms since epoch); undefined while it makes progress or is idle.
+   */
+  readonly stalledSince: number | undefined;
 }
 
 export interface RecordBatch {
@@ -55,13 +87,21 @@ export interface ConsumerOptions {
   /** Where a group with no committed offset starts. Default false (latest). */
   readonly fromBeginning?: boolean;
   /**
-   * Handles one batch from one partition. A partition's batches run one after another in offset
-   * order; different partitions run at once, and a slow partition never holds up another's
-   * fetching. The batch's offsets are committed only after the promise resolves, in order, so
-   * work is never committed before it finishes (at-least-once). A throw commits nothing: the
-   * partition drops what it fetched after the batch and reads the batch again after a backoff.
+   * Takes one batch from one partition. A partition's batches are handed over one after another in
+   * offset order (the next once this promise resolves); different partitions run at once, and a
+   * slow partition never holds up another's fetching. Resolving with nothing means every record of
+   * the batch is finished; resolving with a `TakenBatch` hands each record's completion back, so
+   * the partition's next batch is taken while records of this one still run. Either way the
+   * committed offset is the lowest offset not finished yet (at-least-once: nothing unfinished is
+   * ever committed past). A throw takes nothing: the partition drops what it fetched after the
+   * batch and reads the batch again after a backoff.
    */
-  readonly handleBatch: (batch: RecordBatch, ctx: BatchContext) => Promise<void>;
+  readonly handleBatch: (batch: RecordBatch, ctx: BatchContext) => Promise<void> | Promise<TakenBatch>;
+  /**
+   * Records of a partition handed over and not finished; at this many its next batch waits (and
+   * fetching pauses once `maxQueuedBatchesPerPartition` batches queue up behind it). Default 1000.
+   */
+  readonly maxUnfinishedPerPartition?: number;
   /** Partitions whose handler runs at once on this member. Default: no limit (every assigned one). */
   readonly partitionsConsumedConcurrently?: number;
   /**
@@ -82,6 +122,8 @@ export interface Consumer {
   readonly joined: boolean;
   /** Resolves once the member has joined the group and started fetching. */
   start(): Promise<void>;
+  /** The work in hand per assigned partition that has had any (a partition only fetched so far is absent). */
+  progress(): readonly PartitionProgress[];
   /**
    * Stops fetching, drops batches not started yet (the next owner reads them), lets the running
    * ones finish (they see `isActive()` false), commits what finished, then leaves the group.

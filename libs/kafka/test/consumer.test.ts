@@ -337,3 +337,57 @@ test('a revoked partition’s running batch turns inactive and its late commit i
   await waitUntil(() => byB.includes('after'), { what: 'B still consuming' });
   assert.deepEqual(byB, ['held', 'later-1', 'later-2', 'after']);
 });
+
+test('per-record completions: later records run past an unfinished one, whose offset holds the commit', async () => {
+  const s = await setup(1);
+  const held = gate();
+  const finished: string[] = [];
+  let slowSignal: AbortSignal | undefined;
+  const first = await s.consumer(async (batch, ctx) => ({
+    finished: batch.records.map(async (r) => {
+      const value = r.value?.toString() ?? '';
+      if (value === 'slow') {
+        slowSignal = ctx.signal;
+        // Settles unfinished when the consumer closes: the record is left to the next owner.
+        await Promise.race([
+          held.opened,
+          new Promise<never>((_, reject) =>
+            ctx.signal.addEventListener('abort', () => reject(new Error('closing')), { once: true }),
+          ),
+        ]);
+      }
+      finished.push(value);
+    }),
+  }));
+  await s.producer.send(s.topic, [{ key: 'k', value: 'before' }]);
+  await waitUntil(async () => finished.includes('before') && (await s.lag()) === 0, {
+    what: 'the first record committed',
+  });
+  await s.producer.send(s.topic, [{ key: 'k', value: 'slow' }]);
+  await s.producer.send(
+    s.topic,
+    ['a', 'b', 'c'].map((value) => ({ key: 'k', value })),
+  );
+  await waitUntil(() => finished.includes('c'), { what: 'the records behind the slow one to finish' });
+  assert.deepEqual(finished, ['before', 'a', 'b', 'c'], 'nothing waited for the slow record');
+  assert.equal(
+    first.progress().find((p) => p.partition === 0)?.oldestUnfinishedOffset,
+    '1',
+    'the slow record is the oldest unfinished one',
+  );
+  // Committing waits at the slow record: four records (slow, a, b, c) stay uncommitted.
+  assert.equal(await s.lag(), 4);
+
+  // The member goes away with the slow record unfinished; the next one starts from it.
+  await within(first.close(), 20_000, 'the first member to close');
+  assert.equal(slowSignal?.aborted, true);
+  const second: string[] = [];
+  await s.consumer(async (batch) => {
+    second.push(...values(batch));
+  });
+  await waitUntil(async () => second.includes('c') && (await s.lag()) === 0, {
+    what: 'the next member to read from the unfinished record',
+  });
+  assert.deepEqual(second, ['slow', 'a', 'b', 'c'], 'nothing after the committed offset was skipped');
+  held.open();
+});

@@ -1,8 +1,17 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { BufferedPublisher, type IncomingRecord, type KafkaClient } from '@pushline/kafka';
-import { silentLogger } from '@pushline/telemetry';
-import { collectRecords, testKafkaClient, uniquePrefix, within } from '@pushline/testkit';
+import { Kafka, logLevel, type ConfigResourceTypes } from 'kafkajs';
+import {
+  BufferedPublisher,
+  ProduceError,
+  UnderReplicatedTopicsError,
+  createKafkaClient,
+  replicationPlan,
+  type IncomingRecord,
+  type KafkaClient,
+} from '@pushline/kafka';
+import { createLogger, silentLogger } from '@pushline/telemetry';
+import { collectRecords, testInfra, testKafkaClient, uniquePrefix, within } from '@pushline/testkit';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -24,6 +33,77 @@ test('ensureTopics creates missing topics and leaves existing ones alone', async
   cleanups.push(() => admin.close());
   await admin.ensureTopics([{ name: topic, partitions: 3 }]);
   assert.ok((await admin.listTopics()).includes(topic));
+});
+
+test('replication: min(3, brokers) replicas and min.insync.replicas min(2, brokers)', () => {
+  assert.deepEqual(replicationPlan(1), {
+    create: { replicationFactor: 1, minInsyncReplicas: 1 },
+    require: { replicationFactor: 1, minInsyncReplicas: 1 },
+  });
+  assert.deepEqual(replicationPlan(2).create, { replicationFactor: 2, minInsyncReplicas: 2 });
+  assert.deepEqual(replicationPlan(5), {
+    create: { replicationFactor: 3, minInsyncReplicas: 2 },
+    require: { replicationFactor: 3, minInsyncReplicas: 2 },
+  });
+  assert.deepEqual(replicationPlan(5, 2).require, { replicationFactor: 2, minInsyncReplicas: 2 });
+  assert.deepEqual(replicationPlan(1, 1).require, { replicationFactor: 1, minInsyncReplicas: 1 });
+});
+
+test('ensureTopics sets min.insync.replicas, and checks existing topics against the minimum', async () => {
+  const raw = new Kafka({ brokers: testInfra().kafkaBrokers, logLevel: logLevel.NOTHING });
+  const rawAdmin = raw.admin();
+  await rawAdmin.connect();
+  cleanups.push(() => rawAdmin.disconnect());
+  const brokers = (await rawAdmin.describeCluster()).brokers.length;
+  const plan = replicationPlan(brokers);
+
+  const topic = await freshTopic(testKafkaClient());
+  const metadata = await rawAdmin.fetchTopicMetadata({ topics: [topic] });
+  for (const p of metadata.topics[0]?.partitions ?? [])
+    assert.equal(p.replicas.length, plan.create.replicationFactor);
+  const configs = await rawAdmin.describeConfigs({
+    includeSynonyms: false,
+    // ConfigResourceTypes.TOPIC (not a detectable named export of the CommonJS module).
+    resources: [{ type: 2 as ConfigResourceTypes, name: topic, configNames: ['min.insync.replicas'] }],
+  });
+  assert.equal(
+    configs.resources[0]?.configEntries.find((e) => e.configName === 'min.insync.replicas')?.configValue,
+    String(plan.create.minInsyncReplicas),
+  );
+
+  // An existing topic below a configured minimum: refused, or warned about.
+  const clientWith = (onUnderReplicated: 'warn' | 'refuse', lines: string[] = []) =>
+    createKafkaClient({
+      brokers: testInfra().kafkaBrokers,
+      clientId: 'replication-check',
+      logger: createLogger({
+        service: 'test',
+        level: 'warn',
+        destination: { write: (line: string) => void lines.push(line) },
+      }),
+      replication: { minReplicationFactor: brokers + 1, onUnderReplicated },
+    });
+  const refusing = clientWith('refuse').admin();
+  cleanups.push(() => refusing.close());
+  await assert.rejects(refusing.ensureTopics([{ name: topic, partitions: 3 }]), (err: unknown) => {
+    assert.ok(err instanceof UnderReplicatedTopicsError);
+    assert.deepEqual(err.problems, [
+      {
+        topic,
+        replicationFactor: plan.create.replicationFactor,
+        minInsyncReplicas: plan.create.minInsyncReplicas,
+      },
+    ]);
+    return true;
+  });
+  const lines: string[] = [];
+  const warning = clientWith('warn', lines).admin();
+  cleanups.push(() => warning.close());
+  await warning.ensureTopics([{ name: topic, partitions: 3 }]);
+  assert.ok(
+    lines.some((l) => l.includes(topic) && l.includes('replication factor')),
+    'the warning names the topic',
+  );
 });
 
 test('records keep key, value and headers, and order holds per key', async () => {
@@ -52,6 +132,26 @@ test('records keep key, value and headers, and order holds per key', async () =>
     assert.equal(order.length, 10);
   }
   assert.equal(seen[0]?.headers['traceparent'], records[0]?.headers.traceparent);
+});
+
+test('a tombstone stays a null value, and a refused send rejects with ProduceError', async () => {
+  const kafka = testKafkaClient();
+  const topic = await freshTopic(kafka, 1);
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  await producer.send(topic, [
+    { key: 'gone', value: null },
+    { key: 'empty', value: '' },
+  ]);
+  const [tombstone, empty] = await collectRecords(kafka, topic, 2);
+  assert.equal(tombstone?.value, null);
+  assert.equal(empty?.value?.length, 0);
+  // Larger than the broker's message.max.bytes (1 MiB by default): refused, not retried.
+  await assert.rejects(
+    producer.send(topic, [{ key: 'huge', value: Buffer.alloc(2 * 1024 * 1024) }]),
+    (err: unknown) => err instanceof ProduceError && err.topic === topic && err.records === 1,
+  );
 });
 
 test('a batch that throws is redelivered, and its offsets are not committed before it succeeds', async () => {

@@ -3,10 +3,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { Partitioners } from 'kafkajs';
 import { silentLogger } from '@pushline/telemetry';
-import type { BatchContext, IncomingRecord, RecordBatch } from '@pushline/kafka';
+import type { BatchContext, IncomingRecord, RecordBatch, TakenBatch } from '@pushline/kafka';
 import { OffsetCommitter, type PartitionOffset } from '../src/offset-committer.ts';
+import { OffsetTracker } from '../src/offset-tracker.ts';
 import { PartitionPipeline, type FetchedBatch, type PipelineHost } from '../src/partition-pipeline.ts';
-import { javaCompatiblePartitioner, murmur2 } from '../src/partitioner.ts';
+import { javaCompatiblePartitioner, murmur2, partitionForKey } from '../src/partitioner.ts';
 
 /** A promise the test resolves when it chooses. */
 function gate(): { open: () => void; opened: Promise<void> } {
@@ -57,12 +58,12 @@ class FakeHost implements PipelineHost {
   }
 }
 
-type Handler = (batch: RecordBatch, ctx: BatchContext) => Promise<void>;
+type Handler = (batch: RecordBatch, ctx: BatchContext) => Promise<void> | Promise<TakenBatch>;
 
 function pipeline(
   host: FakeHost,
   handleBatch: Handler,
-  options: { maxQueued?: number; slots?: number } = {},
+  options: { maxQueued?: number; slots?: number; maxUnfinished?: number } = {},
 ) {
   return new PartitionPipeline({
     handleBatch,
@@ -70,9 +71,35 @@ function pipeline(
     logger: silentLogger(),
     maxQueuedBatches: options.maxQueued ?? 4,
     maxConcurrentPartitions: options.slots ?? Number.POSITIVE_INFINITY,
+    ...(options.maxUnfinished === undefined ? {} : { maxUnfinishedPerPartition: options.maxUnfinished }),
     retryDelayMs: () => 0,
   });
 }
+
+/** Hands back one completion per record that the test settles by offset. */
+class Completions {
+  readonly #settle = new Map<number, { resolve: () => void; reject: (err: unknown) => void }>();
+  readonly taken: number[][] = [];
+  handler(): (batch: RecordBatch) => Promise<TakenBatch> {
+    return async (batch) => {
+      this.taken.push(offsets(batch));
+      return {
+        finished: batch.records.map(
+          (r) =>
+            new Promise<void>((resolve, reject) => this.#settle.set(Number(r.offset), { resolve, reject })),
+        ),
+      };
+    };
+  }
+  finish(...offsets: number[]): void {
+    for (const o of offsets) this.#settle.get(o)?.resolve();
+  }
+  fail(offset: number, err: unknown = new Error('record failed')): void {
+    this.#settle.get(offset)?.reject(err);
+  }
+}
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 const offsets = (b: RecordBatch) => b.records.map((r) => Number(r.offset));
 
@@ -199,6 +226,176 @@ describe('PartitionPipeline', () => {
   });
 });
 
+describe('OffsetTracker', () => {
+  it('commits up to the lowest unfinished offset, whatever finished after it', () => {
+    const t = new OffsetTracker();
+    assert.equal(t.committable, undefined);
+    t.take(['10', '11', '12'], '13');
+    assert.equal(t.committable, '10');
+    assert.equal(t.finish('12'), undefined, 'a later record finishing does not move it');
+    assert.equal(t.finish('11'), undefined);
+    assert.equal(t.committable, '10');
+    assert.equal(t.finish('10'), '13', 'the lowest one finishing moves it past everything finished');
+    assert.equal(t.unfinished, 0);
+    t.take(['13', '15'], '16');
+    assert.equal(t.finish('15'), undefined);
+    assert.equal(t.finish('15'), undefined, 'finishing twice is a no-op');
+    assert.equal(t.finish('13'), '16');
+  });
+
+  it('records taken already finished move the end, and offsets already handed over are skipped', () => {
+    const t = new OffsetTracker();
+    t.take(['0'], '1');
+    t.take([], '5');
+    assert.equal(t.committable, '0');
+    assert.equal(t.finish('0'), '5');
+    t.take(['3', '7'], '8');
+    assert.deepEqual(t.progress().oldestUnfinishedOffset, '7', 'offset 3 was handed over before');
+    assert.equal(t.finish('3'), undefined);
+    assert.equal(t.finish('7'), '8');
+  });
+
+  it('reports the oldest unfinished record and when it was handed over', () => {
+    const t = new OffsetTracker();
+    t.take(['4', '5'], '6', 1_000);
+    t.take(['6'], '7', 2_000);
+    t.finish('4');
+    assert.deepEqual(t.progress(), {
+      unfinished: 2,
+      oldestUnfinishedOffset: '5',
+      oldestUnfinishedSince: 1_000,
+    });
+    t.finish('5');
+    assert.deepEqual(t.progress(), {
+      unfinished: 1,
+      oldestUnfinishedOffset: '6',
+      oldestUnfinishedSince: 2_000,
+    });
+  });
+});
+
+describe('PartitionPipeline with per-record completions', () => {
+  it('takes the next batch while records of the previous run, and commits the lowest unfinished', async () => {
+    const host = new FakeHost();
+    const c = new Completions();
+    const p = pipeline(host, c.handler());
+    p.push(fetched(0, 0, 3));
+    await turn();
+    p.push(fetched(0, 3, 2));
+    await turn();
+    assert.deepEqual(
+      c.taken,
+      [
+        [0, 1, 2],
+        [3, 4],
+      ],
+      'the second batch was taken with the first unfinished',
+    );
+    c.finish(1, 2, 3, 4);
+    await turn();
+    assert.deepEqual(host.calls, [], 'nothing committed past the unfinished record 0');
+    assert.deepEqual(
+      p.progress().map((x) => [x.partition, x.unfinished, x.oldestUnfinishedOffset]),
+      [[0, 1, '0']],
+    );
+    c.finish(0);
+    await host.on('done 0 5 g0');
+    assert.deepEqual(host.calls, ['done 0 5 g0']);
+    assert.deepEqual(p.progress()[0]?.unfinished, 0);
+  });
+
+  it('waits with the next batch at the unfinished bound, and takes it once records finish', async () => {
+    const host = new FakeHost();
+    const c = new Completions();
+    const p = pipeline(host, c.handler(), { maxUnfinished: 2, maxQueued: 2 });
+    p.push(fetched(0, 0, 2));
+    await turn();
+    p.push(fetched(0, 2, 1));
+    p.push(fetched(0, 3, 1));
+    await turn();
+    assert.deepEqual(c.taken, [[0, 1]]);
+    assert.deepEqual(host.calls, ['pause 0'], 'the queue filled up behind the bound and fetching paused');
+    c.finish(1);
+    await turn();
+    assert.deepEqual(
+      c.taken,
+      [
+        [0, 1],
+        [2, 3],
+      ],
+      'one finished record made room',
+    );
+    assert.ok(host.calls.includes('resume 0'));
+    c.finish(0, 2, 3);
+    await host.on('done 0 4 g0');
+  });
+
+  it('a record that settles unfinished rewinds the partition to its lowest unfinished offset', async () => {
+    const host = new FakeHost();
+    const c = new Completions();
+    const p = pipeline(host, c.handler());
+    p.push(fetched(0, 0, 4));
+    await turn();
+    c.finish(0);
+    await host.on('done 0 1 g0');
+    c.finish(2, 3);
+    c.fail(1);
+    await host.on('resume 0');
+    assert.deepEqual(host.calls, ['done 0 1 g0', 'pause 0', 'seek 0 1', 'resume 0']);
+    // The partition is read again from 1; records 2 and 3 come again.
+    p.push(fetched(0, 1, 3));
+    await turn();
+    assert.deepEqual(c.taken[1], [1, 2, 3]);
+    c.finish(1, 2, 3);
+    await host.on('done 0 4 g0');
+  });
+
+  it('a new generation ignores records still finishing, and drain waits for every one', async () => {
+    const host = new FakeHost();
+    const c = new Completions();
+    let ctxOfFirst: BatchContext | undefined;
+    const handler = c.handler();
+    const p = pipeline(host, async (batch, ctx) => {
+      ctxOfFirst ??= ctx;
+      return handler(batch);
+    });
+    p.push(fetched(0, 0, 2));
+    await turn();
+    assert.equal(ctxOfFirst?.signal.aborted, false);
+    p.invalidate();
+    assert.equal(ctxOfFirst?.signal.aborted, true, 'the signal of the ended generation is aborted');
+    c.finish(0, 1);
+    await turn();
+    assert.deepEqual(host.calls, [], 'late completions of the ended generation are not reported');
+
+    p.push(fetched(0, 0, 2));
+    await turn();
+    let drained = false;
+    const draining = p.drain().then(() => (drained = true));
+    await turn();
+    assert.equal(drained, false, 'drain waits for records in hand');
+    c.finish(1, 0);
+    await draining;
+    assert.deepEqual(host.calls, ['done 0 2 g1'], 'what finished while draining is reported');
+  });
+
+  it('shows a partition whose records do not finish as stalled since its last progress', async () => {
+    const host = new FakeHost();
+    const c = new Completions();
+    const p = pipeline(host, c.handler());
+    const before = Date.now();
+    p.push(fetched(0, 0, 2));
+    await turn();
+    c.finish(1);
+    await turn();
+    const [stuck] = p.progress(Date.now() + 60_000);
+    assert.ok((stuck?.stalledSince ?? 0) >= before, 'busy without progress for a minute');
+    c.finish(0);
+    await host.on('done 0 2 g0');
+    assert.equal(p.progress(Date.now() + 60_000)[0]?.stalledSince, undefined, 'idle is not stalled');
+  });
+});
+
 describe('OffsetCommitter', () => {
   function committer(
     commit: (offsets: readonly PartitionOffset[]) => Promise<void>,
@@ -280,6 +477,7 @@ describe('javaCompatiblePartitioner', () => {
       for (const key of keys) {
         const args = { topic: 't', partitionMetadata, message: { key, value: null } };
         assert.equal(ours(args), theirs(args), `key ${String(key)} over ${partitions}`);
+        if (typeof key === 'string') assert.equal(partitionForKey(key, partitions), theirs(args));
       }
     }
   });

@@ -113,7 +113,20 @@ export const DlqHeaders = {
   sourcePartition: 'pushline-dlq-source-partition',
   sourceOffset: 'pushline-dlq-source-offset',
 } as const;
-export const DlqReason = z.enum(['unparseable', 'schema_invalid', 'payload_too_large']);
+/**
+ * Why a push-requests record was dead-lettered: `unparseable` (a tombstone, empty, or not JSON),
+ * `schema_invalid` (JSON, but not a v1 request), `payload_too_large` (the record or its payload is
+ * over its limit), `too_deep` (nested deeper than the configured JSON depth, refused before it is
+ * parsed), `processing_failed` (decoding or handling threw on every one of its attempts while the
+ * processor's Redis and Kafka were healthy).
+ */
+export const DlqReason = z.enum([
+  'unparseable',
+  'schema_invalid',
+  'payload_too_large',
+  'too_deep',
+  'processing_failed',
+]);
 export type DlqReason = z.infer<typeof DlqReason>;
 
 /**

@@ -3,8 +3,9 @@ import { DlqHeaders, type DlqReason } from '@pushline/protocol';
 
 /**
  * Sends records the processor cannot use to `<prefix>push-requests.dlq`: the original key, value
- * and headers, plus why and where from in the `pushline-dlq-*` headers. `send` resolves once the
- * broker has the record (acks=all), so the batch is committed only after its bad records are safe.
+ * (NULL for a tombstone) and headers, plus why and where from in the `pushline-dlq-*` headers.
+ * `send` resolves once the broker has the record (acks=all), so a record counts as finished (and
+ * its offset may be committed) only after it is safe in the DLQ.
  */
 export class DeadLetterQueue {
   readonly #producer: Producer;
@@ -23,7 +24,8 @@ export class DeadLetterQueue {
     await this.#producer.send(this.#topic, [
       {
         key: record.key,
-        value: record.value ?? '',
+        // A tombstone stays one: its NULL value is what was wrong with it.
+        value: record.value,
         headers: {
           ...record.headers,
           [DlqHeaders.reason]: reason,

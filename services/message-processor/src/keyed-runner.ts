@@ -34,65 +34,33 @@ export class Semaphore {
   }
 }
 
-export interface KeyedRunResult {
-  /** Items whose `run` resolved. */
-  readonly completed: number;
-  /** Items never started, because `shouldContinue` turned false or an earlier item of the key failed. */
-  readonly skipped: number;
-  /** Errors thrown by `run`, in the order they happened. */
-  readonly errors: readonly unknown[];
-}
-
 /**
- * Runs `run` for every item: items with the same key one after another in their original order,
- * different keys in parallel, at most as many at once as the semaphore allows. An item whose key
- * had a failure is not started (its order would break), and once `shouldContinue` is false or any
- * item failed, no new item starts anywhere; items already running finish. Resolves when nothing
- * is running any more.
+ * Per-key chains of work that outlive any one batch: `enqueue` runs its task after every task
+ * enqueued before it under the same key has settled, and at once when the key has nothing running.
+ * Different keys never wait for each other. So records of one device run in offset order however
+ * their batches arrive, while a device that never acks holds up only its own later records.
  */
-export async function runKeyed<T>(
-  items: readonly T[],
-  keyOf: (item: T) => string,
-  run: (item: T) => Promise<void>,
-  options: { readonly semaphore: Semaphore; readonly shouldContinue: () => boolean },
-): Promise<KeyedRunResult> {
-  const groups = new Map<string, T[]>();
-  for (const item of items) {
-    const key = keyOf(item);
-    const group = groups.get(key);
-    if (group) group.push(item);
-    else groups.set(key, [item]);
-  }
-  let completed = 0;
-  let skipped = 0;
-  const errors: unknown[] = [];
-  const mayStart = () => errors.length === 0 && options.shouldContinue();
+export class KeyedChains {
+  /** The last task enqueued per key, while it (or one before it) has not settled. */
+  readonly #tails = new Map<string, Promise<void>>();
 
-  await Promise.all(
-    [...groups.values()].map(async (group) => {
-      for (let i = 0; i < group.length; i++) {
-        if (!mayStart()) {
-          skipped += group.length - i;
-          return;
-        }
-        const release = await options.semaphore.acquire();
-        try {
-          // Waiting for a permit can take a while: look again before starting.
-          if (!mayStart()) {
-            skipped += group.length - i;
-            return;
-          }
-          await run(group[i] as T);
-          completed++;
-        } catch (err) {
-          errors.push(err);
-          skipped += group.length - i - 1;
-          return;
-        } finally {
-          release();
-        }
-      }
-    }),
-  );
-  return { completed, skipped, errors };
+  /** Keys with a task running or waiting. */
+  get keys(): number {
+    return this.#tails.size;
+  }
+
+  /**
+   * Runs `task` once the previous task of `key` settled (whether it resolved or rejected: the task
+   * decides whether to go on, e.g. by looking at an abort signal). Resolves or rejects as `task` does.
+   */
+  enqueue(key: string, task: () => Promise<void>): Promise<void> {
+    const previous = this.#tails.get(key);
+    const next = previous ? previous.then(task, task) : task();
+    this.#tails.set(key, next);
+    const forget = () => {
+      if (this.#tails.get(key) === next) this.#tails.delete(key);
+    };
+    next.then(forget, forget);
+    return next;
+  }
 }

@@ -9,9 +9,11 @@ import {
 } from '@pushline/telemetry';
 
 /**
- * The processor's metrics. Per record, exactly one of dlq, duplicate, processed or failed follows
- * received, so `received = dlq + duplicate + processed + failed`; a failed record is redelivered
- * and received again. `processed` means every target device has a terminal or stored outcome.
+ * The processor's metrics. Per record handed over, exactly one of dlq, duplicate, processed or
+ * failed follows received, so `received = dlq + duplicate + processed + failed`; `failed` means
+ * left unfinished to the partition's next owner (revoked, closing), which receives it again.
+ * Retries inside one processor are `retries`, not new receipts. `processed` means every target
+ * device has a terminal or stored outcome.
  */
 export interface ProcessorMetrics {
   readonly records: Counter<'result'>;
@@ -22,7 +24,9 @@ export interface ProcessorMetrics {
   readonly lag: Gauge;
   readonly loopFailures: Counter<'loop'>;
   readonly loopRuns: Counter<'loop'>;
+  readonly retries: Counter<'cause'>;
   readonly claimWaits: Counter;
+  readonly claimsLost: Counter;
   readonly sweptExpired: Counter;
   readonly invalidations: Counter<'type'>;
 }
@@ -37,19 +41,73 @@ export const PROCESSOR_LABELS = {
   results: ['received', 'dlq', 'duplicate', 'processed', 'failed'] satisfies RecordResult[],
   outcomes: [...DeliveryOutcome.options, 'stored'],
   targetTypes: ['device', 'user', 'topic'],
-  loops: ['batch', 'sweeper', 'cache_invalidation'],
+  loops: ['sweeper', 'cache_invalidation', 'claim_renewal', 'probe_redis', 'probe_kafka'],
   /** Loops that run on a timer and count their completed iterations. */
   loopsWithRuns: ['sweeper'],
+  retryCauses: ['redis', 'kafka', 'record'],
   invalidationTypes: ['connected', 'disconnected', 'invalid'],
 } as const;
 
-export function createProcessorMetrics(
-  registry: Registry,
-  gauges: { inFlight: () => number; lag: () => number },
-): ProcessorMetrics {
+/** What the processor's gauges read when scraped. */
+export interface ProcessorGauges {
+  inFlight(): number;
+  lag(): number;
+  /** Per dependency, whether it answers. */
+  dependencies(): Readonly<Record<'redis' | 'kafka', boolean>>;
+  /** Per assigned partition with work in hand. */
+  partitions(): readonly {
+    readonly partition: number;
+    readonly unfinished: number;
+    readonly oldestUnfinishedAgeS: number;
+    readonly stalledS: number;
+  }[];
+}
+
+export function createProcessorMetrics(registry: Registry, gauges: ProcessorGauges): ProcessorMetrics {
   const registers = [registry];
   const L = PROCESSOR_LABELS;
-  return {
+  new Gauge({
+    name: 'pushline_processor_dependency_up',
+    help: 'Whether a dependency answers (1) or the processor has paused for it (0): redis, kafka.',
+    labelNames: ['dependency'],
+    registers,
+    collect() {
+      for (const [dependency, up] of Object.entries(gauges.dependencies()))
+        this.set({ dependency }, up ? 1 : 0);
+    },
+  });
+  const perPartition = (
+    name: string,
+    help: string,
+    read: (p: ReturnType<ProcessorGauges['partitions']>[number]) => number,
+  ) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['partition'],
+      registers,
+      collect() {
+        // Partitions come and go with rebalances: only the ones held now are exported.
+        this.reset();
+        for (const p of gauges.partitions()) this.set({ partition: String(p.partition) }, read(p));
+      },
+    });
+  perPartition(
+    'pushline_processor_partition_unfinished',
+    'Records of a held push-requests partition taken in and not finished (running, or waiting behind an earlier record of their key).',
+    (p) => p.unfinished,
+  );
+  perPartition(
+    'pushline_processor_partition_oldest_unfinished_seconds',
+    'Age of the oldest unfinished record of a held partition (the committed offset waits for it); 0 when none.',
+    (p) => p.oldestUnfinishedAgeS,
+  );
+  perPartition(
+    'pushline_processor_partition_stalled_seconds',
+    'How long a held partition has had work in hand without finishing any of it; 0 while it makes progress. Past PUSHLINE_PROCESSOR_STALL_AFTER_MS /readyz fails.',
+    (p) => p.stalledS,
+  );
+  const metrics: ProcessorMetrics = {
     records: stageCounter({
       name: 'pushline_processor_records_total',
       help: 'Push-request records by result: received = dlq + duplicate + processed + failed (failed ones are redelivered).',
@@ -79,7 +137,7 @@ export function createProcessorMetrics(
     }),
     lag: new Gauge({
       name: 'pushline_processor_consumer_lag',
-      help: 'Records behind the end of the assigned push-requests partitions, as of their last batches (self-reported; the canary measures lag from the broker).',
+      help: 'Records behind the end of the assigned push-requests partitions, as of their last batches.',
       registers,
       collect() {
         this.set(gauges.lag());
@@ -87,7 +145,7 @@ export function createProcessorMetrics(
     }),
     loopFailures: stageCounter({
       name: 'pushline_processor_loop_failures_total',
-      help: 'Failures of background work, by loop (batch, sweeper, cache_invalidation).',
+      help: 'Failures of background work, by loop (sweeper, cache_invalidation, claim_renewal, drain).',
       labels: { loop: L.loops },
       registry,
     }),
@@ -97,9 +155,20 @@ export function createProcessorMetrics(
       labels: { loop: L.loopsWithRuns },
       registry,
     }),
+    retries: stageCounter({
+      name: 'pushline_processor_record_retries_total',
+      help: 'Attempts of a record that failed and were retried in place, by cause: redis or kafka (a dependency failed; not counted against the record), record (decoding or handling threw).',
+      labels: { cause: L.retryCauses },
+      registry,
+    }),
     claimWaits: new Counter({
       name: 'pushline_processor_claim_waits_total',
       help: 'Requests found in progress elsewhere (rebalance overlap, duplicate record) and waited for.',
+      registers,
+    }),
+    claimsLost: new Counter({
+      name: 'pushline_processor_claims_lost_total',
+      help: 'Held request claims a renewal found gone (expired while Redis was unreachable, or taken over); the record claims again before going on.',
       registers,
     }),
     sweptExpired: new Counter({
@@ -114,4 +183,5 @@ export function createProcessorMetrics(
       registry,
     }),
   };
+  return metrics;
 }

@@ -1,44 +1,63 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeliveryEvent } from '@pushline/protocol';
+import { backoffMs } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
+import { DependencyError, type Dependency, type DependencyGate } from './dependency-gate.ts';
 import type { OutcomeRecorder } from './outcomes.ts';
-import type { RequestLedger } from './request-ledger.ts';
+import type { Claim, RequestLedger } from './request-ledger.ts';
 
 interface Pending {
-  readonly requestId: string;
+  readonly claim: Claim;
   readonly events: readonly DeliveryEvent[];
   readonly headers: Record<string, string>;
+  /** Aborted when the record is revoked or the processor closes: its commit stops retrying. */
+  readonly signal: AbortSignal;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
+}
+
+export interface OutcomeCommitterOptions {
+  readonly outcomes: OutcomeRecorder;
+  readonly ledger: RequestLedger;
+  readonly gate: DependencyGate;
+  readonly logger: Logger;
+  /** Called for every failed attempt of a stage, by the dependency that failed. */
+  readonly onRetry?: (dependency: Dependency) => void;
 }
 
 /**
  * Group commit of request outcomes: every request handled while the previous commit was in flight
  * goes into the next one, which writes all their events in one produce (acks=all) and then marks
- * them all done in one Redis round trip. A caller keeps its in-flight permit until its commit
- * resolves, so a crash between the produce and the `done` marks still affects at most the
- * in-flight bound of requests, as with one commit per request.
+ * them all done in one Redis round trip. No request waits for another's delivery, only for the
+ * commit in flight, so there is no barrier between records.
+ *
+ * The delivery already happened when a request gets here, so a failing Kafka or Redis is retried
+ * in place (with backoff, closing the dependency gate so no new record starts meanwhile) rather
+ * than failing the request, whose redelivery would deliver it again. Only a request whose record
+ * was revoked or whose processor is closing stops retrying; it rejects with `DependencyError` and
+ * its record is left to the next owner. A produce that failed may still have written its events,
+ * so a retried produce can write them twice (docs/delivery-guarantees.md).
  */
 export class OutcomeCommitter {
-  readonly #outcomes: OutcomeRecorder;
-  readonly #ledger: RequestLedger;
+  readonly #o: OutcomeCommitterOptions;
   readonly #log: Logger;
   #queue: Pending[] = [];
   #running = false;
 
-  constructor(options: { outcomes: OutcomeRecorder; ledger: RequestLedger; logger: Logger }) {
-    this.#outcomes = options.outcomes;
-    this.#ledger = options.ledger;
-    this.#log = options.logger;
+  constructor(options: OutcomeCommitterOptions) {
+    this.#o = options;
+    this.#log = options.logger.child({ component: 'outcome-committer' });
   }
 
   /** Resolves once the events are in Kafka and the request is marked done. */
   commit(
-    requestId: string,
+    claim: Claim,
     events: readonly DeliveryEvent[],
     headers: Record<string, string>,
+    signal: AbortSignal,
   ): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ requestId, events, headers, resolve, reject });
+      this.#queue.push({ claim, events, headers, signal, resolve, reject });
       // Requests that finish in the same tick share the commit.
       if (!this.#running) {
         this.#running = true;
@@ -51,15 +70,44 @@ export class OutcomeCommitter {
     while (this.#queue.length > 0) {
       const group = this.#queue;
       this.#queue = [];
-      try {
-        await this.#outcomes.recordBatch(group.map((p) => ({ events: p.events, headers: p.headers })));
-        await this.#ledger.completeMany(group.map((p) => p.requestId));
-        for (const p of group) p.resolve();
-      } catch (err) {
-        this.#log.warn({ err, requests: group.length }, 'committing request outcomes failed');
-        for (const p of group) p.reject(err);
-      }
+      const produced = await this.#stage(group, 'kafka', (live) =>
+        this.#o.outcomes.recordBatch(live.map((p) => ({ events: p.events, headers: p.headers }))),
+      );
+      const completed = await this.#stage(produced, 'redis', (live) =>
+        this.#o.ledger.completeMany(live.map((p) => p.claim)),
+      );
+      for (const p of completed) p.resolve();
     }
     this.#running = false;
+  }
+
+  /** Runs one stage for the group until it succeeds; returns the members it succeeded for. */
+  async #stage(
+    group: readonly Pending[],
+    dependency: Dependency,
+    run: (live: readonly Pending[]) => Promise<void>,
+  ): Promise<readonly Pending[]> {
+    let live = group;
+    for (let attempt = 1; live.length > 0; attempt++) {
+      try {
+        await run(live);
+        if (attempt > 1) this.#o.gate.up(dependency);
+        return live;
+      } catch (err) {
+        this.#o.onRetry?.(dependency);
+        this.#o.gate.down(dependency, err);
+        const gaveUp = live.filter((p) => p.signal.aborted);
+        live = live.filter((p) => !p.signal.aborted);
+        for (const p of gaveUp) p.reject(new DependencyError(dependency, err));
+        this.#log.warn(
+          { err, dependency, requests: live.length, gaveUp: gaveUp.length, attempt },
+          dependency === 'kafka'
+            ? 'writing delivery events failed; retrying'
+            : 'marking requests done failed; retrying',
+        );
+        if (live.length > 0) await sleep(Math.max(50, backoffMs(attempt, 100, 2_000)));
+      }
+    }
+    return live;
   }
 }

@@ -1,6 +1,17 @@
-import type { BatchContext, Consumer, IncomingRecord, KafkaClient, RecordBatch } from '@pushline/kafka';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  ProduceError,
+  type BatchContext,
+  type Consumer,
+  type IncomingRecord,
+  type KafkaClient,
+  type PartitionProgress,
+  type RecordBatch,
+  type TakenBatch,
+} from '@pushline/kafka';
 import type { RedisOfflineStore } from '@pushline/offline-store';
-import { pushTargetKey, type PushRequest } from '@pushline/protocol';
+import { pushTargetKey, type DlqReason, type PushRequest } from '@pushline/protocol';
+import { backoffMs } from '@pushline/runtime';
 import {
   SpanKind,
   extractTraceContext,
@@ -10,35 +21,57 @@ import {
   type Tracer,
 } from '@pushline/telemetry';
 import type { DeadLetterQueue } from './dead-letter.ts';
-import { runKeyed, type Semaphore } from './keyed-runner.ts';
+import {
+  DependencyError,
+  isRedisUnavailableError,
+  type Dependency,
+  type DependencyGate,
+} from './dependency-gate.ts';
+import type { Semaphore } from './keyed-runner.ts';
+import { KeyedChains } from './keyed-runner.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import type { OutcomeCommitter } from './outcome-committer.ts';
-import { decodePushRequest } from './request-decoder.ts';
+import { decodePushRequest, truncate, type DecodeLimits, type DecodeResult } from './request-decoder.ts';
 import type { PushRequestHandler, StoredHint } from './request-handler.ts';
-import type { ClaimResult, RequestLedger } from './request-ledger.ts';
+import { ClaimAbandonedError, type Claim, type ClaimStatus, type RequestLedger } from './request-ledger.ts';
 
 /**
- * Thrown from a batch that stopped before its end (partition revoked, processor closing, a record
- * failed): the batch's offsets are then not committed and its records are redelivered; the ones
- * that did finish are recognised as duplicates by the request ledger.
+ * A record left unfinished because its partition was revoked or the processor is closing: it is
+ * not committed, and the next owner reads it again (the request ledger recognises what finished).
  */
-export class BatchInterruptedError extends Error {
-  override readonly name = 'BatchInterruptedError';
-  readonly skipped: number;
-  constructor(message: string, skipped: number, options?: { cause?: unknown }) {
-    super(message, options);
-    this.skipped = skipped;
+export class RecordAbandonedError extends Error {
+  override readonly name = 'RecordAbandonedError';
+  readonly partition: number;
+  readonly offset: string;
+  constructor(record: IncomingRecord, options?: { cause?: unknown }) {
+    super(`record ${record.partition}@${record.offset} left to the partition's next owner`, options);
+    this.partition = record.partition;
+    this.offset = record.offset;
   }
 }
+
+/** How long the per-batch lookups may take before the records go on without them. */
+const PREPARE_TIMEOUT_MS = 2_000;
+/**
+ * How long a batch's stored-messages lookup is trusted. A record can wait behind earlier ones of
+ * its device (a burst, or a device that never acks); by then someone else (push-api, a user
+ * fan-out on another partition) may have stored a message for it, so past this the record looks
+ * again. Under a burst a device's records finish within a few seconds, so most still use it.
+ */
+const HINT_FRESH_MS = 5_000;
 
 export interface PushRequestConsumerOptions {
   readonly kafka: KafkaClient;
   readonly topic: string;
   readonly groupId: string;
   readonly partitionsConcurrency: number;
+  readonly maxUnfinishedPerPartition: number;
   /** Group session timeout; heartbeats go out every third of it, at most every 3 s. */
   readonly sessionTimeoutMs: number;
-  readonly maxPayloadBytes: number;
+  readonly decodeLimits: DecodeLimits;
+  /** Times decoding or handling a record may throw (dependencies healthy) before it is dead-lettered. */
+  readonly maxAttempts: number;
+  /** Bounds the records running at once over every partition. */
   readonly semaphore: Semaphore;
   readonly dlq: DeadLetterQueue;
   readonly ledger: RequestLedger;
@@ -47,6 +80,8 @@ export interface PushRequestConsumerOptions {
   readonly store: RedisOfflineStore;
   /** Writes each handled request's events and marks it done, many requests per round trip. */
   readonly committer: OutcomeCommitter;
+  /** Closed while Redis or Kafka is down: records wait in it instead of starting. */
+  readonly gate: DependencyGate;
   readonly metrics: ProcessorMetrics;
   readonly tracer: Tracer;
   readonly logger: Logger;
@@ -55,16 +90,43 @@ export interface PushRequestConsumerOptions {
   readonly onAssignment?: (assignment: Readonly<Record<string, number[]>>) => void;
 }
 
+/** One record as taken: its decoding (undefined if decoding threw) and the claim on its request. */
+interface Item {
+  readonly record: IncomingRecord;
+  decoded: DecodeResult | undefined;
+  claim: Claim | undefined;
+}
+
+/** What one batch looked up for all its records at once. */
+interface Prepared {
+  /** Claim statuses by ledger key, from one round trip; empty when it could not be made. */
+  readonly claims: ReadonlyMap<string, ClaimStatus>;
+  readonly hint: (StoredHint & { readonly at: number }) | undefined;
+}
+
+type Finished = 'processed' | 'duplicate' | 'dlq';
+
 /**
- * The consumer-group member that works through `<prefix>push-requests`. Per batch (one
- * partition): records with the same key run one after another in offset order, different keys in
- * parallel under the processor-wide in-flight bound. The batch returns only when every record has
- * its outcome in Kafka (or in the DLQ), and only then are its offsets committed (at-least-once).
+ * The consumer-group member that works through `<prefix>push-requests`, record by record. Each
+ * batch is taken in one step per partition: decode every record (bounded in size and depth before
+ * parsing), claim every request in one Redis round trip and look up which devices have stored
+ * messages in another. Then each record runs behind the earlier records of its Kafka key only
+ * (per-device order) and concurrently with every other key, under the processor-wide in-flight
+ * bound, and finishes once its outcome is in Kafka and marked done (or it is in the DLQ). The
+ * consumer commits the lowest unfinished offset of each partition (libs/kafka), so a device that
+ * never acks delays only its own later messages, and nothing unfinished is skipped after a crash.
+ *
+ * No record can stop a partition: one whose decoding or handling throws `maxAttempts` times while
+ * Redis and Kafka answer goes to the DLQ (`processing_failed`). A failure of Redis or Kafka is not
+ * the record's: the dependency gate closes, no record starts until it answers again, and the
+ * record is retried without counting.
  */
 export class PushRequestConsumer {
   readonly #o: PushRequestConsumerOptions;
   readonly #consumer: Consumer;
   readonly #log: Logger;
+  /** Per partition: the key chains of its current generation (a new signal means a new generation). */
+  readonly #chains = new Map<number, { readonly signal: AbortSignal; readonly chains: KeyedChains }>();
 
   constructor(options: PushRequestConsumerOptions) {
     this.#o = options;
@@ -74,9 +136,10 @@ export class PushRequestConsumer {
       topics: [options.topic],
       fromBeginning: true,
       partitionsConsumedConcurrently: options.partitionsConcurrency,
+      maxUnfinishedPerPartition: options.maxUnfinishedPerPartition,
       sessionTimeoutMs: options.sessionTimeoutMs,
       heartbeatIntervalMs: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
-      handleBatch: (batch, ctx) => this.#handleBatch(batch, ctx),
+      handleBatch: (batch, ctx) => this.#take(batch, ctx),
       ...(options.onAssignment ? { onAssignment: options.onAssignment } : {}),
     });
   }
@@ -86,118 +149,158 @@ export class PushRequestConsumer {
     return this.#consumer.joined;
   }
 
+  /** The work in hand per partition (unfinished records, stalls). */
+  progress(): readonly PartitionProgress[] {
+    return this.#consumer.progress();
+  }
+
   async start(): Promise<void> {
     await this.#consumer.start();
   }
 
-  /** Stops taking records, lets the records in hand finish, commits, leaves the group. */
+  /** Stops taking records, lets the records in hand finish (waiting ones give up), commits, leaves. */
   async close(): Promise<void> {
     await this.#consumer.close();
+    this.#chains.clear();
   }
 
-  async #handleBatch(batch: RecordBatch, ctx: BatchContext): Promise<void> {
+  async #take(batch: RecordBatch, ctx: BatchContext): Promise<TakenBatch> {
     this.#o.onLag?.(batch.partition, batch.lag);
-    // The consumer heartbeats on its own and turns this false as soon as a rebalance starts, so
-    // the partition is handed over promptly.
-    const isActive = () => ctx.isActive();
-    const work = await this.#prepare(batch.records);
-    const result = await runKeyed(
-      work.items,
-      (item) => item.record.key ?? '',
-      (item) => this.#processItem(item, work, isActive),
-      { semaphore: this.#o.semaphore, shouldContinue: isActive },
-    );
-    // Claims of requests never started (the batch stopped early) are given up at once, so
-    // their redelivery does not wait for the claim to expire.
-    await this.#release(
-      [...work.claims].flatMap(([requestId, c]) =>
-        c.status === 'claimed' ? [{ requestId, token: c.token }] : [],
-      ),
-    );
-    if (result.errors.length > 0) {
-      this.#o.metrics.loopFailures.inc({ loop: 'batch' });
-      this.#log.warn(
-        {
-          err: result.errors[0],
-          partition: batch.partition,
-          failed: result.errors.length,
-          skipped: result.skipped,
-        },
-        'batch failed; it is redelivered after a backoff',
-      );
-      throw new BatchInterruptedError('records of the batch failed', result.skipped, {
-        cause: result.errors[0],
-      });
+    const chains = this.#chainsOf(batch.partition, ctx.signal);
+    const items = batch.records.map((record) => this.#decode(record));
+    const prepared = await this.#prepare(items);
+    return {
+      finished: items.map((item) => chains.enqueue(keyOf(item), () => this.#run(item, prepared, ctx.signal))),
+    };
+  }
+
+  #chainsOf(partition: number, signal: AbortSignal): KeyedChains {
+    const current = this.#chains.get(partition);
+    if (current?.signal === signal) return current.chains;
+    const chains = new KeyedChains();
+    this.#chains.set(partition, { signal, chains });
+    return chains;
+  }
+
+  #decode(record: IncomingRecord): Item {
+    let decoded: DecodeResult | undefined;
+    try {
+      decoded = decodePushRequest(record.value, this.#o.decodeLimits);
+    } catch (err) {
+      // Decoding is pure, so this is a bug; the record's attempts decode again and count it.
+      this.#log.error({ err, partition: record.partition, offset: record.offset }, 'decoding a record threw');
     }
-    if (result.skipped > 0) {
-      this.#log.info(
-        { partition: batch.partition, completed: result.completed, skipped: result.skipped },
-        'batch interrupted (rebalance or close); the rest is redelivered to the next owner',
-      );
-      // Our own error keeps the batch from being committed.
-      throw new BatchInterruptedError('batch interrupted before its end', result.skipped);
-    }
+    const claim = decoded?.ok ? this.#claimFor(decoded.request) : undefined;
+    return { record, decoded, claim };
   }
 
   /**
-   * Decodes the batch (bad records go to the DLQ at once), claims every request id in one round
-   * trip and looks up which target devices have stored messages in another.
+   * Claims every request of the batch (the first record of each id) and asks which target devices
+   * have stored messages, in one round trip each. Never fails: without an answer in time the
+   * records claim one by one and look for stored messages themselves when they run.
    */
-  async #prepare(records: readonly IncomingRecord[]): Promise<BatchWork> {
-    const m = this.#o.metrics;
-    const items: WorkItem[] = [];
-    const firstOf = new Map<string, WorkItem>();
+  async #prepare(items: readonly Item[]): Promise<Prepared> {
+    if (!this.#o.gate.isOpen()) return { claims: new Map(), hint: undefined };
+    const firstClaims = new Map<string, Claim>();
     const devices = new Set<string>();
-    for (const record of records) {
-      const decoded = decodePushRequest(record.value, this.#o.maxPayloadBytes);
-      if (!decoded.ok) {
-        m.records.inc({ result: 'received' });
-        try {
-          await this.#o.dlq.send(record, decoded.reason, decoded.detail);
-        } catch (err) {
-          m.records.inc({ result: 'failed' });
-          throw err;
-        }
-        m.dlq.inc({ reason: decoded.reason });
-        m.records.inc({ result: 'dlq' });
-        this.#log.warn(
-          {
-            partition: record.partition,
-            offset: record.offset,
-            reason: decoded.reason,
-            detail: decoded.detail,
-          },
-          'record dead-lettered',
-        );
-        continue;
-      }
-      const req = decoded.request;
-      // The same id twice in one batch: the later one is a duplicate of the first, which holds
-      // the claim until the batch ends (waiting on it here would wait on ourselves).
-      const item: WorkItem = { record, req, duplicateOf: firstOf.get(req.id) };
-      if (!item.duplicateOf) firstOf.set(req.id, item);
-      if (req.target.type === 'device') devices.add(req.target.id);
-      items.push(item);
+    for (const item of items) {
+      if (item.claim && !firstClaims.has(item.claim.key)) firstClaims.set(item.claim.key, item.claim);
+      if (item.decoded?.ok && item.decoded.request.target.type === 'device')
+        devices.add(item.decoded.request.target.id);
     }
+    const at = Date.now();
     const [claims, pending] = await Promise.allSettled([
-      this.#o.ledger.claimMany([...firstOf.keys()]),
-      this.#o.store.withPending(devices),
+      withTimeout(this.#o.ledger.claimMany([...firstClaims.values()]), PREPARE_TIMEOUT_MS),
+      withTimeout(this.#o.store.withPending(devices), PREPARE_TIMEOUT_MS),
     ]);
-    if (pending.status === 'rejected') {
-      if (claims.status === 'fulfilled') {
-        const taken = [...claims.value].flatMap(([requestId, c]) =>
-          c.status === 'claimed' ? [{ requestId, token: c.token }] : [],
-        );
-        await this.#release(taken);
+    for (const s of [claims, pending]) {
+      if (s.status === 'rejected') {
+        this.#log.warn({ err: s.reason }, 'per-batch lookup failed; records go on one by one');
+        void this.#dependencyOf(s.reason).then((d) => d && this.#o.gate.down(d, s.reason));
       }
-      throw pending.reason;
     }
-    if (claims.status === 'rejected') throw claims.reason;
-    return { items, claims: claims.value, hint: { mayHavePending: pending.value } };
+    return {
+      claims: claims.status === 'fulfilled' ? claims.value : new Map(),
+      hint: pending.status === 'fulfilled' ? { mayHavePending: pending.value, at } : undefined,
+    };
   }
 
-  #processItem(item: WorkItem, work: BatchWork, isActive: () => boolean): Promise<void> {
-    const { record, req } = item;
+  /** Runs one record to its end: processed, duplicate or dead-lettered, or abandoned (rejects). */
+  async #run(item: Item, prepared: Prepared, signal: AbortSignal): Promise<void> {
+    const m = this.#o.metrics;
+    m.records.inc({ result: 'received' });
+    let recordFailures = 0;
+    let dependencyFailures = 0;
+    for (;;) {
+      if (signal.aborted) return this.#abandon(item, signal.reason);
+      let finished: Finished;
+      try {
+        await this.#o.gate.whenOpen(signal);
+        const release = await this.#o.semaphore.acquire();
+        try {
+          // Waiting for a permit can take a while: the record may no longer be ours.
+          if (signal.aborted) throw new RecordAbandonedError(item.record, { cause: signal.reason });
+          finished = await this.#attempt(item, prepared, signal);
+        } finally {
+          release();
+        }
+      } catch (err) {
+        if (signal.aborted) return this.#abandon(item, err);
+        const dependency = await this.#dependencyOf(err);
+        if (dependency) {
+          dependencyFailures++;
+          m.retries.inc({ cause: dependency });
+          this.#o.gate.down(dependency, err);
+          this.#log.warn(
+            { err, dependency, partition: item.record.partition, offset: item.record.offset },
+            'a record failed on a dependency; it waits for it and is retried (not counted against it)',
+          );
+          if (!(await pause(backoffMs(dependencyFailures, 100, 2_000), signal)))
+            return this.#abandon(item, err);
+          continue;
+        }
+        recordFailures++;
+        this.#log.warn(
+          {
+            err,
+            partition: item.record.partition,
+            offset: item.record.offset,
+            attempt: recordFailures,
+            maxAttempts: this.#o.maxAttempts,
+          },
+          recordFailures < this.#o.maxAttempts
+            ? 'processing a record failed; retrying it'
+            : 'processing a record failed on every attempt; dead-lettering it',
+        );
+        if (recordFailures >= this.#o.maxAttempts) {
+          try {
+            await this.#deadLetter(item.record, 'processing_failed', describe(err), signal);
+          } catch (dlqErr) {
+            return this.#abandon(item, dlqErr);
+          }
+          this.#releaseClaim(item);
+          m.records.inc({ result: 'dlq' });
+          return;
+        }
+        m.retries.inc({ cause: 'record' });
+        if (!(await pause(backoffMs(recordFailures, 100, 5_000), signal))) return this.#abandon(item, err);
+        continue;
+      }
+      m.records.inc({ result: finished });
+      return;
+    }
+  }
+
+  async #attempt(item: Item, prepared: Prepared, signal: AbortSignal): Promise<Finished> {
+    const { record } = item;
+    item.decoded ??= decodePushRequest(record.value, this.#o.decodeLimits);
+    const decoded = item.decoded;
+    if (!decoded.ok) {
+      await this.#deadLetter(record, decoded.reason, decoded.detail, signal);
+      return 'dlq';
+    }
+    const req = decoded.request;
+    const claim = (item.claim ??= this.#claimFor(req));
     const parent = extractTraceContext({
       traceparent: record.headers['traceparent'],
       tracestate: record.headers['tracestate'],
@@ -219,68 +322,134 @@ export class PushRequestConsumer {
         },
       },
       async (span) => {
-        const m = this.#o.metrics;
-        m.records.inc({ result: 'received' });
         span.setAttribute('messaging.message.id', req.id);
         span.setAttribute('pushline.target.type', req.target.type);
-        if (record.key !== null && record.key !== pushTargetKey(req.target)) {
-          this.#log.debug({ key: record.key, requestId: req.id }, 'record key is not its target key');
-        }
-        if (item.duplicateOf) {
-          span.setAttribute('pushline.duplicate', true);
-          m.records.inc({ result: 'duplicate' });
-          return;
-        }
-        let claim = work.claims.get(req.id);
-        if (claim?.status !== 'claimed') {
-          // Done already, or held by another processor: the single-request path tells them apart
-          // and waits for a live holder.
+        let status = prepared.claims.get(claim.key);
+        if (status === 'claimed' && !this.#o.ledger.holds(claim)) status = undefined;
+        if (status !== 'claimed' && status !== 'done') {
+          // Held by another holder (waited for), a renewal found it gone, or the batch could not
+          // claim: one by one, with the same token.
           try {
-            claim = await this.#o.ledger.claim(req.id, isActive);
+            status = await this.#o.ledger.claim(claim, signal);
           } catch (err) {
-            m.records.inc({ result: 'failed' });
-            throw err;
+            if (err instanceof ClaimAbandonedError) throw err;
+            throw new DependencyError('redis', err);
           }
-          if (claim.status === 'done') {
-            span.setAttribute('pushline.duplicate', true);
-            m.records.inc({ result: 'duplicate' });
-            return;
-          }
-          work.claims.set(req.id, claim);
         }
-        try {
-          const events = await this.#o.handler.handle(req, work.hint);
-          await this.#o.committer.commit(req.id, events, injectTraceHeaders() as Record<string, string>);
-          work.claims.delete(req.id);
-          m.records.inc({ result: 'processed' });
-        } catch (err) {
-          m.records.inc({ result: 'failed' });
-          work.claims.delete(req.id);
-          await this.#o.ledger.release(req.id, claim.token).catch((releaseErr: unknown) => {
-            this.#log.warn({ err: releaseErr, requestId: req.id }, 'releasing a failed request failed');
-          });
-          throw err;
+        if (status === 'done') {
+          span.setAttribute('pushline.duplicate', true);
+          return 'duplicate';
         }
+        const hint =
+          prepared.hint && Date.now() - prepared.hint.at <= HINT_FRESH_MS ? prepared.hint : undefined;
+        const events = await this.#o.handler.handle(req, hint, {
+          markSent: () => this.#redis(() => this.#o.ledger.markSent(claim)),
+          sentBefore: () => this.#redis(() => this.#o.ledger.wasSent(claim)),
+        });
+        await this.#o.committer.commit(claim, events, injectTraceHeaders() as Record<string, string>, signal);
+        return 'processed';
       },
     );
   }
 
-  async #release(claims: readonly { requestId: string; token: string }[]): Promise<void> {
-    await this.#o.ledger.releaseMany(claims).catch((err: unknown) => {
-      this.#log.warn({ err, requests: claims.length }, 'releasing unfinished requests failed');
+  #claimFor(req: PushRequest): Claim {
+    return this.#o.ledger.claimFor(req.id, req.origin, (req.ttlSeconds ?? 0) > 0);
+  }
+
+  /** A ledger call whose failure is Redis's, never the record's. */
+  async #redis<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      throw new DependencyError('redis', err);
+    }
+  }
+
+  /** Writes a record to the DLQ, retrying a failing Kafka in place until it succeeds or `signal` aborts. */
+  async #deadLetter(
+    record: IncomingRecord,
+    reason: DlqReason,
+    detail: string,
+    signal: AbortSignal,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#o.dlq.send(record, reason, detail);
+        if (attempt > 1) this.#o.gate.up('kafka');
+        break;
+      } catch (err) {
+        this.#o.metrics.retries.inc({ cause: 'kafka' });
+        this.#o.gate.down('kafka', err);
+        this.#log.warn(
+          { err, partition: record.partition, offset: record.offset },
+          'dead-lettering failed; retrying',
+        );
+        if (!(await pause(backoffMs(attempt, 100, 2_000), signal))) throw new DependencyError('kafka', err);
+      }
+    }
+    this.#o.metrics.dlq.inc({ reason });
+    this.#log.warn(
+      { partition: record.partition, offset: record.offset, reason, detail },
+      'record dead-lettered',
+    );
+  }
+
+  /** Leaves the record to the next owner: not committed, its claim given up so nobody waits for it. */
+  #abandon(item: Item, cause: unknown): never {
+    this.#o.metrics.records.inc({ result: 'failed' });
+    this.#releaseClaim(item);
+    throw new RecordAbandonedError(item.record, { cause });
+  }
+
+  /** Gives up our claim in the background: a hung Redis must not hold the record (or close()) up. */
+  #releaseClaim(item: Item): void {
+    const claim = item.claim;
+    if (!claim || !this.#o.ledger.holds(claim)) return;
+    this.#o.ledger.releaseMany([claim]).catch((err: unknown) => {
+      this.#o.ledger.forget(claim);
+      this.#log.warn({ err, requestId: claim.requestId }, 'releasing a claim failed; it expires by itself');
     });
+  }
+
+  /**
+   * Which dependency an error is a failure of, if any. Unknown errors (from the handler's registry
+   * and store calls) count as Redis's when Redis does not answer a probe right now; otherwise they
+   * are the record's.
+   */
+  async #dependencyOf(err: unknown): Promise<Dependency | undefined> {
+    if (err instanceof DependencyError) return err.dependency;
+    if (err instanceof ProduceError) return 'kafka';
+    if (isRedisUnavailableError(err)) return 'redis';
+    return (await this.#o.gate.check('redis')) ? undefined : 'redis';
   }
 }
 
-interface WorkItem {
-  readonly record: IncomingRecord;
-  readonly req: PushRequest;
-  /** The earlier record of the same batch with the same request id. */
-  readonly duplicateOf: WorkItem | undefined;
+/** A record's order key: its Kafka key, else its target's (records without a key have no order). */
+function keyOf(item: Item): string {
+  if (item.record.key !== null) return item.record.key;
+  return item.decoded?.ok ? pushTargetKey(item.decoded.request.target) : '';
 }
 
-interface BatchWork {
-  readonly items: readonly WorkItem[];
-  readonly claims: Map<string, ClaimResult | { readonly status: 'held' }>;
-  readonly hint: StoredHint;
+function describe(err: unknown): string {
+  return truncate(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+}
+
+/** Waits `ms`; false when `signal` aborted first. */
+async function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  try {
+    await sleep(ms, undefined, { signal });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }

@@ -29,6 +29,16 @@ export interface StoredHint {
   readonly mayHavePending: Set<string>;
 }
 
+/**
+ * What the handler may note about its attempt in the request ledger (requests with a ttl only):
+ * that it is sending the request, and whether an earlier attempt that never recorded an outcome
+ * (its processor died) had sent it.
+ */
+export interface AttemptLedger {
+  markSent(): Promise<void>;
+  sentBefore(): Promise<boolean>;
+}
+
 /** Outcomes after which a message with a ttl is kept for the device instead of being final. */
 const STORABLE = new Set<DeliveryOutcome>(['not_connected', 'timeout']);
 
@@ -45,13 +55,23 @@ export class PushRequestHandler {
     this.#o = options;
   }
 
-  async handle(req: PushRequest, hint?: StoredHint): Promise<DeliveryEvent[]> {
+  async handle(req: PushRequest, hint?: StoredHint, attempt?: AttemptLedger): Promise<DeliveryEvent[]> {
     const ttlMs = (req.ttlSeconds ?? 0) * 1000;
-    const expiresAt = ttlMs > 0 ? req.createdAt + ttlMs : undefined;
+    let expiresAt = ttlMs > 0 ? req.createdAt + ttlMs : undefined;
     const deviceId = req.target.type === 'device' ? req.target.id : undefined;
+    let retakenLate = false;
     if (expiresAt !== undefined && expiresAt <= Date.now()) {
-      // It waited in Kafka longer than it may live: never delivered late.
-      return [this.#event(req, { deviceId, outcome: 'expired', attempts: 1, reason: 'ttl_elapsed' })];
+      if (!(await attempt?.sentBefore())) {
+        // It waited in Kafka longer than it may live: never delivered late.
+        return [this.#event(req, { deviceId, outcome: 'expired', attempts: 1, reason: 'ttl_elapsed' })];
+      }
+      // A processor sent it within its ttl and died before recording the outcome. The attempt is
+      // repeated, so a device that acked it is reported delivered (its connection answers
+      // `duplicate` without sending it again); a device it cannot reach now gets `expired`.
+      retakenLate = true;
+      expiresAt = undefined;
+    } else if (expiresAt !== undefined) {
+      await attempt?.markSent();
     }
     const mayHavePending = deviceId !== undefined && (hint?.mayHavePending.has(deviceId) ?? true);
     if (deviceId !== undefined && mayHavePending && (await this.#hasStoredAndIsConnected(deviceId))) {
@@ -60,6 +80,21 @@ export class PushRequestHandler {
       await this.#o.store.drain(deviceId, (msg) => this.#deliverStored(deviceId, msg));
     }
 
+    const events = await this.#deliver(req, deviceId, expiresAt, hint);
+    if (!retakenLate) return events;
+    return events.map((ev) =>
+      ev.outcome === 'not_connected' || ev.outcome === 'timeout'
+        ? { ...ev, outcome: 'expired', reason: 'ttl_elapsed' }
+        : ev,
+    );
+  }
+
+  async #deliver(
+    req: PushRequest,
+    deviceId: string | undefined,
+    expiresAt: number | undefined,
+    hint: StoredHint | undefined,
+  ): Promise<DeliveryEvent[]> {
     const startedAt = Date.now();
     const resolution = await this.#o.resolver.deliver(req.target, this.#outgoing(req));
     switch (resolution.kind) {
@@ -127,6 +162,8 @@ export class PushRequestHandler {
     const msg: StoredMessage = {
       v: 1,
       requestId: req.id,
+      // Stored messages are deduplicated per origin, as the ledger deduplicates requests.
+      ...(req.origin === undefined ? {} : { origin: req.origin }),
       target: req.target,
       payload: req.payload,
       createdAt: req.createdAt,

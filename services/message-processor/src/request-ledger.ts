@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type { Logger } from '@pushline/telemetry';
 
-/** The request's batch was revoked or the processor is closing while it waited for another holder. */
+/** The request's record was revoked or the processor is closing while it waited for another holder. */
 export class ClaimAbandonedError extends Error {
   override readonly name = 'ClaimAbandonedError';
   readonly requestId: string;
   constructor(requestId: string) {
-    super(`stopped waiting for request ${requestId}: the batch is no longer ours`);
+    super(`stopped waiting for request ${requestId}: the record is no longer ours`);
     this.requestId = requestId;
   }
 }
@@ -17,22 +18,71 @@ export interface RequestLedgerOptions {
   readonly redis: Redis;
   readonly keyPrefix: string;
   readonly instanceId: string;
-  /** How long a claim lives without completing; a holder that dies frees the request after it. */
+  /**
+   * How long a claim outlives its last renewal. Claims are renewed every third of it while held,
+   * so a holder that dies frees its requests at most this long after it died.
+   */
   readonly claimTtlMs: number;
   /** How long a completed request id is remembered. */
   readonly windowSeconds: number;
   readonly logger: Logger;
   /** Called when a request is held by someone else and this caller waits for it. */
   readonly onWait?: () => void;
+  /** Called for each held claim a renewal found gone (expired while Redis was away, or taken over). */
+  readonly onLost?: () => void;
+  /** Called when a renewal round fails (Redis unreachable). */
+  readonly onRenewFailure?: (err: unknown) => void;
 }
 
-export type ClaimResult =
-  /** This caller now holds the request and must `complete` or `release` it. */
-  | { readonly status: 'claimed'; readonly token: string }
+/**
+ * One request's claim: its ledger key and the token this processor claims it with. The token is
+ * drawn once per record handed over and kept across retries, so a claim whose reply was lost (a
+ * Redis that hung or restarted) is recognised as ours instead of waited out.
+ */
+export interface Claim {
+  readonly requestId: string;
+  readonly key: string;
+  readonly token: string;
+  /**
+   * Requests with a ttl only: where a processor notes that it is sending the request, so one that
+   * takes it over after a crash knows it was sent in time (`<P>sent:<origin>/<id>`).
+   */
+  readonly sentKey: string | undefined;
+}
+
+export type ClaimStatus =
+  /** This caller holds the request and must `complete` or `release` it. */
+  | 'claimed'
   /** The request already has its outcome recorded: skip it. */
-  | { readonly status: 'done' };
+  | 'done'
+  /** Someone else holds it now. */
+  | 'held';
 
 const DONE = 'done';
+
+/**
+ * Takes the claim if nobody holds it, or renews it if we already do. Returns 1 claimed, 2 done,
+ * 0 held by someone else.
+ */
+const CLAIM = `
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if v == '${DONE}' then return 2 end
+return 0
+`;
+
+// Compare-and-expire: only our own claim is renewed, never a newer holder's or `done`.
+const RENEW = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`;
 
 // Compare-and-delete: only the holder's own claim is dropped, never a newer holder's or `done`.
 const RELEASE = `
@@ -40,119 +90,209 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
-type LedgerRedis = Redis & { pushlineLedgerRelease(key: string, token: string): Promise<number> };
+interface LedgerCommands {
+  pushlineLedgerClaim(key: string, token: string, ttlMs: number): Promise<number>;
+  pushlineLedgerRenew(key: string, token: string, ttlMs: number): Promise<number>;
+  pushlineLedgerRelease(key: string, token: string): Promise<number>;
+}
+type LedgerRedis = Redis & LedgerCommands;
+type LedgerPipeline = ReturnType<Redis['pipeline']> & {
+  [K in keyof LedgerCommands]: (...args: Parameters<LedgerCommands[K]>) => unknown;
+};
+
+/** The scope of request ids produced straight into Kafka, without an origin (not a valid origin id). */
+export const NO_ORIGIN_SCOPE = '~kafka';
 
 /**
- * Processor-level idempotency by request id, in Redis at `<P>req:<id>`:
+ * Processor-level idempotency by request id within its origin, in Redis at
+ * `<P>req:<origin>/<id>` (`~kafka` for records without an origin, which no API key id can be):
  *   absent                 never seen (or forgotten after the window)
- *   `proc:<instance>:<n>`  being processed, expires after `claimTtlMs` (PX) if its holder dies
+ *   `proc:<instance>:<n>`  being processed; expires `claimTtlMs` after its holder last renewed it
  *   `done`                 outcome recorded, remembered `windowSeconds` (EX)
- * A record redelivered by Kafka (restart, rebalance, a failed batch) finds `done` and is skipped,
- * so it does not produce a second terminal outcome. The only window left is a crash between the
- * outcome reaching Kafka and `complete` (docs/protocol.md, "Delivery guarantees").
+ * A record redelivered by Kafka (restart, rebalance) finds `done` and is skipped, so it does not
+ * produce a second terminal outcome; another origin's request with the same id is a different
+ * key. Claims held by this instance are renewed in the background, so a long wait behind a slow
+ * device never lets another processor take a request over, while a dead processor's claims are
+ * free within `claimTtlMs` (docs/delivery-guarantees.md).
  */
 export class RequestLedger {
   readonly #redis: LedgerRedis;
   readonly #o: RequestLedgerOptions;
+  /** Claims this instance holds (as far as it knows): key → token. */
+  readonly #held = new Map<string, string>();
+  #renewTimer: NodeJS.Timeout | undefined;
+  #renewing: Promise<void> | undefined;
 
   constructor(options: RequestLedgerOptions) {
     const redis = options.redis;
-    if (!('pushlineLedgerRelease' in redis)) {
+    if (!('pushlineLedgerClaim' in redis)) {
+      redis.defineCommand('pushlineLedgerClaim', { numberOfKeys: 1, lua: CLAIM });
+      redis.defineCommand('pushlineLedgerRenew', { numberOfKeys: 1, lua: RENEW });
       redis.defineCommand('pushlineLedgerRelease', { numberOfKeys: 1, lua: RELEASE });
     }
     this.#redis = redis as LedgerRedis;
     this.#o = options;
   }
 
-  #key(id: string): string {
-    return `${this.#o.keyPrefix}req:${id}`;
+  /** Starts renewing held claims every third of the claim TTL. */
+  start(): void {
+    const every = Math.max(50, Math.floor(this.#o.claimTtlMs / 3));
+    this.#renewTimer = setInterval(() => {
+      this.#renewing ??= this.#renew().finally(() => (this.#renewing = undefined));
+    }, every);
+  }
+
+  /** Stops renewing; claims still held expire after the TTL. */
+  async close(): Promise<void> {
+    clearInterval(this.#renewTimer);
+    this.#renewTimer = undefined;
+    await this.#renewing;
+  }
+
+  /** Claims held now, as far as this instance knows. */
+  get held(): number {
+    return this.#held.size;
   }
 
   /**
-   * Claims a request for processing. When another holder (another processor after a rebalance,
-   * or a duplicate record in the same batch) is processing it, waits until that holder completes
-   * (`done`) or its claim expires (then claims it), while `isActive` holds.
+   * A new claim for a request of `origin` (undefined: produced straight into Kafka); `hasTtl`
+   * requests also get a sent mark (see `markSent`).
    */
-  async claim(requestId: string, isActive: () => boolean = () => true): Promise<ClaimResult> {
-    const key = this.#key(requestId);
-    const token = `proc:${this.#o.instanceId}:${randomUUID()}`;
-    let waited = false;
-    for (let attempt = 0; ; attempt++) {
-      const set = await this.#redis.set(key, token, 'PX', this.#o.claimTtlMs, 'NX');
-      if (set === 'OK') return { status: 'claimed', token };
-      const current = await this.#redis.get(key);
-      if (current === DONE) return { status: 'done' };
-      if (current === null) continue;
-      if (!isActive()) throw new ClaimAbandonedError(requestId);
-      if (!waited) {
-        waited = true;
-        this.#o.onWait?.();
-        this.#o.logger.info({ requestId, holder: current }, 'request held by another processor; waiting');
-      }
-      // The holder completes or its claim expires; neither sends us an event, so look again.
-      await new Promise((resolve) => setTimeout(resolve, Math.min(500, 25 * 2 ** attempt)));
-    }
+  claimFor(requestId: string, origin: string | undefined, hasTtl = false): Claim {
+    const scoped = `${origin ?? NO_ORIGIN_SCOPE}/${requestId}`;
+    return {
+      requestId,
+      key: `${this.#o.keyPrefix}req:${scoped}`,
+      token: `proc:${this.#o.instanceId}:${randomUUID()}`,
+      sentKey: hasTtl ? `${this.#o.keyPrefix}sent:${scoped}` : undefined,
+    };
   }
 
   /**
-   * Claims many requests in one round trip (a pipeline of `SET NX PX`). A request this call could
-   * not take comes back as `held` (someone holds it, or it is `done`): settle it with `claim`,
-   * which tells the two apart and waits for a live holder. Ids must be distinct.
+   * Notes, before the first send, that the request is being sent within its ttl. A processor that
+   * dies before recording the outcome leaves it behind (for the dedupe window at most; `complete`
+   * removes it), so the one that takes the request over after its ttl ran out sends it again
+   * rather than reporting `expired` for a message the device may have acked.
    */
-  async claimMany(
-    requestIds: readonly string[],
-  ): Promise<
-    Map<string, { readonly status: 'claimed'; readonly token: string } | { readonly status: 'held' }>
-  > {
-    const out = new Map<
-      string,
-      { readonly status: 'claimed'; readonly token: string } | { readonly status: 'held' }
-    >();
-    if (requestIds.length === 0) return out;
-    const tokens = requestIds.map(() => `proc:${this.#o.instanceId}:${randomUUID()}`);
-    const pipe = this.#redis.pipeline();
-    requestIds.forEach((id, i) =>
-      pipe.set(this.#key(id), tokens[i] as string, 'PX', this.#o.claimTtlMs, 'NX'),
-    );
+  async markSent(claim: Claim): Promise<void> {
+    if (claim.sentKey) await this.#redis.set(claim.sentKey, '1', 'EX', this.#o.windowSeconds);
+  }
+
+  /** Whether an earlier attempt noted that it sent the request (`markSent`) without completing it. */
+  async wasSent(claim: Claim): Promise<boolean> {
+    return claim.sentKey !== undefined && (await this.#redis.exists(claim.sentKey)) === 1;
+  }
+
+  /** Whether this instance holds the claim (taken, and no renewal found it gone since). */
+  holds(claim: Claim): boolean {
+    return this.#held.get(claim.key) === claim.token;
+  }
+
+  /**
+   * Claims many requests in one round trip. A request this call could not take comes back as
+   * `held` or `done`; settle a held one with `claim`, which waits for a live holder.
+   */
+  async claimMany(claims: readonly Claim[]): Promise<Map<string, ClaimStatus>> {
+    const out = new Map<string, ClaimStatus>();
+    if (claims.length === 0) return out;
+    const pipe = this.#redis.pipeline() as LedgerPipeline;
+    for (const c of claims) pipe.pushlineLedgerClaim(c.key, c.token, this.#o.claimTtlMs);
     const replies = await execPipeline(pipe);
-    requestIds.forEach((id, i) => {
-      out.set(
-        id,
-        replies[i] === 'OK' ? { status: 'claimed', token: tokens[i] as string } : { status: 'held' },
-      );
+    claims.forEach((c, i) => {
+      const status = claimStatus(replies[i]);
+      if (status === 'claimed') this.#held.set(c.key, c.token);
+      out.set(c.key, status);
     });
     return out;
   }
 
+  /**
+   * Claims one request. While another holder works on it (another processor after a rebalance, or
+   * an earlier record of the same id), waits until that holder completes (`done`) or its claim
+   * expires (then claims it), until `signal` aborts.
+   */
+  async claim(claim: Claim, signal: AbortSignal): Promise<'claimed' | 'done'> {
+    let waited = false;
+    for (let attempt = 0; ; attempt++) {
+      const status = claimStatus(
+        await this.#redis.pushlineLedgerClaim(claim.key, claim.token, this.#o.claimTtlMs),
+      );
+      if (status === 'claimed') {
+        this.#held.set(claim.key, claim.token);
+        return 'claimed';
+      }
+      if (status === 'done') return 'done';
+      if (signal.aborted) throw new ClaimAbandonedError(claim.requestId);
+      if (!waited) {
+        waited = true;
+        this.#o.onWait?.();
+        this.#o.logger.info(
+          { requestId: claim.requestId, key: claim.key },
+          'request held by another holder; waiting',
+        );
+      }
+      // The holder completes or its claim expires; neither sends us an event, so look again.
+      try {
+        await sleep(Math.min(500, 25 * 2 ** attempt), undefined, { signal });
+      } catch {
+        throw new ClaimAbandonedError(claim.requestId);
+      }
+    }
+  }
+
   /** Marks many requests' outcomes as recorded, in one round trip. */
-  async completeMany(requestIds: readonly string[]): Promise<void> {
-    if (requestIds.length === 0) return;
-    const pipe = this.#redis.pipeline();
-    for (const id of requestIds) pipe.set(this.#key(id), DONE, 'EX', this.#o.windowSeconds);
-    await execPipeline(pipe);
-  }
-
-  /** `release` for many claims, in one round trip. */
-  async releaseMany(
-    claims: readonly { readonly requestId: string; readonly token: string }[],
-  ): Promise<void> {
+  async completeMany(claims: readonly Claim[]): Promise<void> {
     if (claims.length === 0) return;
-    const pipe = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & {
-      pushlineLedgerRelease(key: string, token: string): unknown;
-    };
-    for (const c of claims) pipe.pushlineLedgerRelease(this.#key(c.requestId), c.token);
+    const pipe = this.#redis.pipeline();
+    for (const c of claims) {
+      pipe.set(c.key, DONE, 'EX', this.#o.windowSeconds);
+      if (c.sentKey) pipe.del(c.sentKey);
+    }
+    await execPipeline(pipe);
+    for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);
+  }
+
+  /** Gives claims up (a record left to the next owner, or dead-lettered), in one round trip. */
+  async releaseMany(claims: readonly Claim[]): Promise<void> {
+    if (claims.length === 0) return;
+    for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);
+    const pipe = this.#redis.pipeline() as LedgerPipeline;
+    for (const c of claims) pipe.pushlineLedgerRelease(c.key, c.token);
     await execPipeline(pipe);
   }
 
-  /** Marks the request's outcome as recorded. */
-  async complete(requestId: string): Promise<void> {
-    await this.#redis.set(this.#key(requestId), DONE, 'EX', this.#o.windowSeconds);
+  /** Stops renewing a claim without touching Redis (it expires after the TTL). */
+  forget(claim: Claim): void {
+    if (this.#held.get(claim.key) === claim.token) this.#held.delete(claim.key);
   }
 
-  /** Gives the request up after a failure, so its redelivery is processed at once. */
-  async release(requestId: string, token: string): Promise<void> {
-    await this.#redis.pushlineLedgerRelease(this.#key(requestId), token);
+  async #renew(): Promise<void> {
+    const held = [...this.#held];
+    if (held.length === 0) return;
+    try {
+      const pipe = this.#redis.pipeline() as LedgerPipeline;
+      for (const [key, token] of held) pipe.pushlineLedgerRenew(key, token, this.#o.claimTtlMs);
+      const replies = await execPipeline(pipe);
+      held.forEach(([key, token], i) => {
+        if (replies[i] === 1 || this.#held.get(key) !== token) return;
+        // Gone: expired while Redis could not be reached, or taken over. The record re-claims
+        // (with the same token) before it does anything more.
+        this.#held.delete(key);
+        this.#o.onLost?.();
+        this.#o.logger.warn({ key }, 'a held request claim was gone at renewal');
+      });
+    } catch (err) {
+      this.#o.onRenewFailure?.(err);
+      this.#o.logger.warn(
+        { err, claims: held.length },
+        'renewing request claims failed; retried at the next round',
+      );
+    }
   }
+}
+
+function claimStatus(reply: unknown): ClaimStatus {
+  return reply === 1 ? 'claimed' : reply === 2 ? 'done' : 'held';
 }
 
 /** Runs a pipeline and throws the first command error (ioredis reports them per command). */

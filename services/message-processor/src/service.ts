@@ -9,13 +9,14 @@ import {
   MessageRouter,
   type DeliveryTransport,
 } from '@pushline/delivery';
-import { platformTopics, type KafkaClient, type Producer } from '@pushline/kafka';
+import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry, type DeviceRegistry } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import { Gauge, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
 import { CacheInvalidator } from './cache-invalidation.ts';
 import { DeadLetterQueue } from './dead-letter.ts';
+import { DependencyGate } from './dependency-gate.ts';
 import { Semaphore } from './keyed-runner.ts';
 import { createProcessorMetrics } from './metrics.ts';
 import { OutcomeCommitter } from './outcome-committer.ts';
@@ -68,9 +69,25 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   const semaphore = new Semaphore(config.PUSHLINE_PROCESSOR_MAX_IN_FLIGHT);
   const lagByPartition = new Map<number, number>();
   let assigned: number[] = [];
+  // Filled in below; the gauges only read them when scraped.
+  const parts: { gate?: DependencyGate; consumer?: PushRequestConsumer } = {};
   const m = createProcessorMetrics(metrics, {
     inFlight: () => semaphore.inUse,
     lag: () => [...lagByPartition.values()].reduce((a, b) => a + b, 0),
+    dependencies: () => ({
+      redis: parts.gate?.isUp('redis') ?? true,
+      kafka: parts.gate?.isUp('kafka') ?? true,
+    }),
+    partitions: () => {
+      const now = Date.now();
+      return (parts.consumer?.progress() ?? []).map((p) => ({
+        partition: p.partition,
+        unfinished: p.unfinished,
+        oldestUnfinishedAgeS:
+          p.oldestUnfinishedSince === undefined ? 0 : (now - p.oldestUnfinishedSince) / 1000,
+        stalledS: p.stalledSince === undefined ? 0 : (now - p.stalledSince) / 1000,
+      }));
+    },
   });
 
   const registry = deps.registry ?? new RedisDeviceRegistry({ redis, keyPrefix });
@@ -105,6 +122,20 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });
 
   const producer: Producer = kafka.producer();
+  // Only while Kafka is thought down: one metadata request per probe.
+  let probeAdmin: Admin | undefined;
+  const dependencyGate = new DependencyGate({
+    probes: {
+      redis: () => redis.ping(),
+      kafka: () => (probeAdmin ??= kafka.admin()).listTopics(),
+    },
+    logger,
+    onProbeFailure: (dependency) => m.loopFailures.inc({ loop: `probe_${dependency}` }),
+  });
+  parts.gate = dependencyGate;
+  // A closed connection is noticed at once, before any command fails on it.
+  const onRedisClose = () => dependencyGate.down('redis', new Error('connection to Redis closed'));
+  redis.on('close', onRedisClose);
   const outcomes = new OutcomeRecorder({ producer, topic: topics.deliveryEvents, metrics: m, tracer });
   // Terminal outcomes of stored messages go through the store's outbox, relayed by every service
   // that writes to the store.
@@ -137,10 +168,12 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     redis,
     keyPrefix,
     instanceId,
-    claimTtlMs: config.PUSHLINE_PROCESSOR_CLAIM_TTL_MS,
+    claimTtlMs: config.PUSHLINE_PROCESSOR_CLAIM_TTL_MS ?? config.PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS,
     windowSeconds: config.PUSHLINE_PROCESSOR_DEDUPE_WINDOW_S,
     logger,
     onWait: () => m.claimWaits.inc(),
+    onLost: () => m.claimsLost.inc(),
+    onRenewFailure: () => m.loopFailures.inc({ loop: 'claim_renewal' }),
   });
   const handler = new PushRequestHandler({
     resolver: new TargetResolver({ router, logger }),
@@ -149,19 +182,32 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     store,
     deliveryTimeoutMs: config.PUSHLINE_DELIVERY_TIMEOUT_MS,
   });
-  const consumer = new PushRequestConsumer({
+  const pushRequests = new PushRequestConsumer({
     kafka,
     topic: topics.pushRequests,
     groupId: config.PUSHLINE_PROCESSOR_GROUP_ID,
     partitionsConcurrency: config.PUSHLINE_PROCESSOR_PARTITIONS_CONCURRENCY,
+    maxUnfinishedPerPartition: config.PUSHLINE_PROCESSOR_MAX_UNFINISHED_PER_PARTITION,
     sessionTimeoutMs: config.PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS,
-    maxPayloadBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
+    decodeLimits: {
+      maxPayloadBytes: config.PUSHLINE_MAX_PAYLOAD_BYTES,
+      maxDepth: config.PUSHLINE_MAX_JSON_DEPTH,
+      maxRecordBytes: config.PUSHLINE_PROCESSOR_MAX_RECORD_BYTES,
+    },
+    maxAttempts: config.PUSHLINE_PROCESSOR_MAX_ATTEMPTS,
     semaphore,
     dlq: new DeadLetterQueue({ producer, topic: topics.pushRequestsDlq }),
     ledger,
     handler,
     store,
-    committer: new OutcomeCommitter({ outcomes, ledger, logger }),
+    committer: new OutcomeCommitter({
+      outcomes,
+      ledger,
+      gate: dependencyGate,
+      logger,
+      onRetry: (dependency) => m.retries.inc({ cause: dependency }),
+    }),
+    gate: dependencyGate,
     metrics: m,
     tracer,
     logger,
@@ -173,6 +219,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
         if (!mine.has(partition)) lagByPartition.delete(partition);
     },
   });
+  parts.consumer = pushRequests;
   const invalidator = new CacheInvalidator({
     kafka,
     topic: topics.connectionEvents,
@@ -192,18 +239,35 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     host: config.PUSHLINE_PROCESSOR_HOST,
     port: config.PUSHLINE_PROCESSOR_PORT,
     metrics,
-    ready: async () => {
-      let redisOk = false;
-      try {
-        redisOk = (await redis.ping()) === 'PONG';
-      } catch {
-        redisOk = false;
-      }
-      const ok = consumer.joined && invalidator.joined && redisOk;
-      return {
+    // From state the processor keeps anyway: a readiness probe never waits on Redis or Kafka.
+    ready: () => {
+      const now = Date.now();
+      const stalled = pushRequests
+        .progress()
+        .filter(
+          (p) =>
+            p.stalledSince !== undefined && now - p.stalledSince >= config.PUSHLINE_PROCESSOR_STALL_AFTER_MS,
+        )
+        .map((p) => ({
+          partition: p.partition,
+          stalledForMs: now - (p.stalledSince ?? now),
+          unfinished: p.unfinished,
+          oldestUnfinishedOffset: p.oldestUnfinishedOffset,
+        }));
+      const redisUp = dependencyGate.isUp('redis');
+      const kafkaUp = dependencyGate.isUp('kafka');
+      const ok = pushRequests.joined && invalidator.joined && redisUp && kafkaUp && stalled.length === 0;
+      return Promise.resolve({
         ok,
-        detail: { consumer: consumer.joined, cacheInvalidation: invalidator.joined, redis: redisOk },
-      };
+        detail: {
+          consumer: pushRequests.joined,
+          cacheInvalidation: invalidator.joined,
+          redis: redisUp,
+          kafka: kafkaUp,
+          pausedFor: Object.keys(dependencyGate.downSince()),
+          stalledPartitions: stalled,
+        },
+      });
     },
   });
 
@@ -212,8 +276,17 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     logger.info('message processor closing');
     assigned = [];
     await runCleanup([
-      // Stop taking records first; the batches in hand finish and are committed.
-      { name: 'push-request consumer', run: () => consumer.close() },
+      // Stop taking records first; the records in hand finish (or give up waiting) and are committed.
+      { name: 'push-request consumer', run: () => pushRequests.close() },
+      { name: 'request claims', run: () => ledger.close() },
+      {
+        name: 'dependency gate',
+        run: async () => {
+          dependencyGate.close();
+          redis.off('close', onRedisClose);
+          await probeAdmin?.close();
+        },
+      },
       { name: 'sweeper', run: () => sweeper.close() },
       { name: 'outbox relay', run: () => relay.close() },
       { name: 'cache invalidation', run: () => invalidator.close() },
@@ -245,8 +318,10 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
         await admin.close();
       }
       await producer.start();
+      dependencyGate.start();
+      ledger.start();
       await relay.start();
-      await Promise.all([consumer.start(), invalidator.start()]);
+      await Promise.all([pushRequests.start(), invalidator.start()]);
       await sweeper.start();
       logger.info(
         { opsUrl: ops.url, groupId: config.PUSHLINE_PROCESSOR_GROUP_ID },

@@ -32,8 +32,9 @@ export interface TargetResolverOptions {
  * Resolves a push target to deliveries through the shared `MessageRouter`: a device through the
  * cached locator, a user to every device connected now, a topic as one broadcast that reaches its
  * subscribers on every server. Transport failures are retried a few times and then reported as
- * `failed`, so one broken server cannot block a partition; registry (Redis) errors are thrown,
- * since nothing can be delivered without it and the batch is retried after a backoff.
+ * `failed` (per device for a user), so one broken server cannot block a key; registry (Redis)
+ * errors are thrown, since nothing can be delivered without it and the request is retried once
+ * Redis answers again.
  */
 export class TargetResolver {
   readonly #router: MessageRouter;
@@ -54,10 +55,7 @@ export class TargetResolver {
           results: [await this.#router.toDevice(target.id, msg)],
         }));
       case 'user':
-        return this.#withRetries(target, async () => ({
-          kind: 'devices',
-          results: await this.#router.toUser(target.id, msg),
-        }));
+        return { kind: 'devices', results: await this.#toUser(target, msg) };
       case 'topic':
         return this.#withRetries(target, async () => ({
           kind: 'topic',
@@ -66,26 +64,70 @@ export class TargetResolver {
     }
   }
 
-  async #withRetries(target: PushTarget, attempt: () => Promise<Resolution>): Promise<Resolution> {
-    let partial: readonly RoutedResult[] = [];
-    for (let n = 1; ; n++) {
+  /**
+   * One result per device the user has connected: the fan-out's own results, and for each device
+   * whose delivery threw a transport error, its own retries (`toDevice`, not the whole fan-out
+   * again), then a `not_connected` result with reason `delivery_failed:<failure>` when they are
+   * spent. So every device gets an outcome (and, with a ttl, its message is stored). Any other
+   * error (the registry) is thrown: the request is retried whole and marked done only then.
+   */
+  async #toUser(target: PushTarget, msg: OutgoingMessage): Promise<RoutedResult[]> {
+    let fanOut: PartialDeliveryError;
+    try {
+      return await this.#router.toUser(target.id, msg);
+    } catch (err) {
+      if (!(err instanceof PartialDeliveryError)) throw err;
+      fanOut = err;
+    }
+    const results = [...fanOut.results];
+    const retried = await Promise.all(
+      fanOut.failedDeviceIds.map(async (deviceId, i) => {
+        const error = fanOut.errors[i];
+        if (!isTransportFailure(error)) throw error;
+        this.#logFailure(error, target, 1, deviceId);
+        // Attempts 2 and on, of this device alone.
+        const resolution = await this.#withRetries(
+          { type: 'device', id: deviceId },
+          async () => ({ kind: 'devices', results: [await this.#router.toDevice(deviceId, msg)] }),
+          2,
+        );
+        if (resolution.kind === 'devices' && resolution.results[0]) return resolution.results[0];
+        const failed: RoutedResult = {
+          deviceId,
+          outcome: 'not_connected',
+          reason: resolution.kind === 'failed' ? resolution.reason : 'delivery_failed',
+          latencyMs: 0,
+          attempts: Math.max(1, this.#maxAttempts),
+        };
+        return failed;
+      }),
+    );
+    return [...results, ...retried];
+  }
+
+  #logFailure(err: unknown, target: PushTarget, attempt: number, deviceId?: string): void {
+    const fields = { err, target, attempt, ...(deviceId === undefined ? {} : { deviceId }) };
+    if (isAuthFailure(err)) {
+      // Not a device outcome: the services disagree on the internal token (deployment error).
+      this.#log.error(fields, 'a connection server rejected the internal token');
+    } else {
+      this.#log.warn(fields, 'delivery through a connection server failed');
+    }
+  }
+
+  async #withRetries(
+    target: PushTarget,
+    attempt: () => Promise<Resolution>,
+    firstAttempt = 1,
+  ): Promise<Resolution> {
+    for (let n = firstAttempt; ; n++) {
+      if (n > 1) await new Promise((resolve) => setTimeout(resolve, backoffMs(n - 1, 100, 2_000)));
       try {
         return await attempt();
       } catch (err) {
         if (!isTransportFailure(err)) throw err;
-        if (err instanceof PartialDeliveryError) partial = err.results;
-        if (isAuthFailure(err)) {
-          // Not a device outcome: the services disagree on the internal token (deployment error).
-          this.#log.error({ err, target, attempt: n }, 'a connection server rejected the internal token');
-        } else {
-          this.#log.warn({ err, target, attempt: n }, 'delivery through a connection server failed');
-        }
-        if (n >= this.#maxAttempts) {
-          // A fan-out whose some deliveries failed still reports the devices that did answer.
-          if (partial.length > 0) return { kind: 'devices', results: partial };
-          return { kind: 'failed', reason: failureReason(err) };
-        }
-        await new Promise((resolve) => setTimeout(resolve, backoffMs(n, 100, 2_000)));
+        this.#logFailure(err, target, n);
+        if (n >= this.#maxAttempts) return { kind: 'failed', reason: failureReason(err) };
       }
     }
   }

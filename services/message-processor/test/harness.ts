@@ -1,6 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureRedisServer, freePort, spawnGuarded, type GuardedProcess } from '@pushline/devstack';
 import {
   connectionServerEnv,
   messageProcessorEnv,
@@ -85,13 +89,23 @@ export class World {
   readonly topics: TopicNames = topicNames(this.topicPrefix);
   readonly jwtSecret = testSecret();
   readonly internalToken = testSecret();
-  readonly redis = new Redis(testInfra().redisUrl);
+  /** The Redis every part of this world uses (default: the run's). */
+  readonly redisUrl: string;
+  readonly redis: Redis;
   readonly kafka: KafkaClient = testKafkaClient(`${this.prefix}-test`);
-  readonly registry = new RedisDeviceRegistry({ redis: this.redis, keyPrefix: this.keyPrefix });
+  readonly registry: RedisDeviceRegistry;
   readonly groupId = `${this.prefix}-processors`;
   readonly events = new EventLog(this.kafka, this.topics.deliveryEvents);
   readonly #producer: Producer = this.kafka.producer();
   readonly #closers: (() => Promise<unknown>)[] = [];
+
+  constructor(options: { readonly redisUrl?: string } = {}) {
+    this.redisUrl = options.redisUrl ?? testInfra().redisUrl;
+    // The test's own client keeps retrying while a test has Redis down.
+    this.redis = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
+    this.redis.on('error', () => {});
+    this.registry = new RedisDeviceRegistry({ redis: this.redis, keyPrefix: this.keyPrefix });
+  }
 
   async start(): Promise<void> {
     const admin = this.kafka.admin();
@@ -107,14 +121,13 @@ export class World {
   processorEnv(overrides: Record<string, string> = {}): Record<string, string> {
     return {
       PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
-      PUSHLINE_REDIS_URL: testInfra().redisUrl,
+      PUSHLINE_REDIS_URL: this.redisUrl,
       PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
       PUSHLINE_KEY_PREFIX: this.keyPrefix,
       PUSHLINE_KAFKA_PARTITIONS: '3',
       PUSHLINE_INTERNAL_TOKEN: this.internalToken,
       PUSHLINE_PROCESSOR_GROUP_ID: this.groupId,
       PUSHLINE_PROCESSOR_PORT: '0',
-      PUSHLINE_PROCESSOR_CLAIM_TTL_MS: '3000',
       PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: '6000',
       PUSHLINE_DELIVERY_TIMEOUT_MS: '2000',
       PUSHLINE_OFFLINE_SWEEP_MS: '100',
@@ -164,7 +177,7 @@ export class World {
   async startConnectionServer(id: string): Promise<ConnectionServer> {
     const config = parseEnv(connectionServerEnv, {
       PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
-      PUSHLINE_REDIS_URL: testInfra().redisUrl,
+      PUSHLINE_REDIS_URL: this.redisUrl,
       PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
       PUSHLINE_KEY_PREFIX: this.keyPrefix,
       PUSHLINE_INTERNAL_TOKEN: this.internalToken,
@@ -204,8 +217,14 @@ export class World {
     deviceId: string,
     userId = 'user-1',
     topics?: string[],
-    /** `ack: false` keeps the device silent, like a connection that died without closing. */
-    options: { readonly ack?: boolean } = {},
+    /**
+     * `ack: false` keeps the device silent, like a connection that died without closing;
+     * `onMessage` takes over acking (called instead of the automatic ack).
+     */
+    options: {
+      readonly ack?: boolean;
+      readonly onMessage?: (msg: DeviceMessage, ack: () => void) => void;
+    } = {},
   ): Promise<Device> {
     const socket = io(server.deviceUrl, {
       transports: ['websocket'],
@@ -215,7 +234,8 @@ export class World {
     const received: DeviceMessage[] = [];
     socket.on('message', (msg: DeviceMessage, ack?: (a: { ok: true }) => void) => {
       received.push(msg);
-      if (options.ack !== false) ack?.({ ok: true });
+      if (options.onMessage) options.onMessage(msg, () => ack?.({ ok: true }));
+      else if (options.ack !== false) ack?.({ ok: true });
     });
     this.#closers.push(async () => {
       socket.disconnect();
@@ -261,7 +281,7 @@ export class World {
     );
   }
 
-  async publishRaw(records: { key: string | null; value: string | Buffer }[]): Promise<void> {
+  async publishRaw(records: { key: string | null; value: string | Buffer | null }[]): Promise<void> {
     await this.#producer.send(this.topics.pushRequests, records);
   }
 
@@ -269,7 +289,116 @@ export class World {
     for (const close of this.#closers.reverse()) await close().catch(() => {});
     await this.events.close().catch(() => {});
     await this.#producer.close().catch(() => {});
-    await this.redis.quit().catch(() => {});
+    await within(this.redis.quit(), 2_000, 'redis quit').catch(() => this.redis.disconnect());
+  }
+}
+
+/**
+ * A redis-server of one test's own, with AOF written on every command (`appendfsync always`), that
+ * the test can hang (SIGSTOP), kill -9 and restart on the same port and data directory.
+ */
+export class OwnRedis {
+  readonly port: number;
+  readonly dir: string;
+  #proc: GuardedProcess;
+
+  private constructor(port: number, dir: string, proc: GuardedProcess) {
+    this.port = port;
+    this.dir = dir;
+    this.#proc = proc;
+  }
+
+  static async start(): Promise<OwnRedis> {
+    const dir = await mkdtemp(path.join(tmpdir(), 'pushline-test-redis-'));
+    const port = await freePort();
+    const redis = new OwnRedis(port, dir, await OwnRedis.#spawn(port, dir));
+    await redis.#waitForPong();
+    return redis;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** Redis stops answering without closing a socket, as a hung host does. */
+  hang(): void {
+    process.kill(this.#proc.pid, 'SIGSTOP');
+  }
+
+  resume(): void {
+    process.kill(this.#proc.pid, 'SIGCONT');
+  }
+
+  /** kill -9: every connection drops; what the AOF holds survives. */
+  async kill(): Promise<void> {
+    process.kill(this.#proc.pid, 'SIGKILL');
+    await this.#proc.exited;
+  }
+
+  /** Starts it again on the same port and data directory (the AOF is replayed). */
+  async restart(): Promise<void> {
+    this.#proc = await OwnRedis.#spawn(this.port, this.dir);
+    await this.#waitForPong();
+  }
+
+  /** Brings it back however a test left it (hung or killed), so what uses it can close. */
+  async revive(): Promise<void> {
+    if (this.#proc.exitInfo() !== undefined) {
+      await this.restart();
+      return;
+    }
+    process.kill(this.#proc.pid, 'SIGCONT');
+  }
+
+  async stop(): Promise<void> {
+    try {
+      process.kill(this.#proc.pid, 'SIGCONT');
+    } catch {
+      // not running
+    }
+    await this.#proc.stop(2_000);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  static async #spawn(port: number, dir: string): Promise<GuardedProcess> {
+    return spawnGuarded({
+      command: await ensureRedisServer(),
+      args: [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+        '--dir',
+        dir,
+        '--daemonize',
+        'no',
+      ],
+      outFile: path.join(dir, 'redis.out'),
+      orphanCleanupDir: dir,
+      cwd: dir,
+    });
+  }
+
+  async #waitForPong(): Promise<void> {
+    const probe = new Redis(this.url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => 50,
+    });
+    probe.on('error', () => {});
+    try {
+      await waitUntil(async () => (await probe.ping().catch(() => '')) === 'PONG', {
+        what: `redis-server on port ${this.port}`,
+      });
+    } finally {
+      probe.disconnect();
+    }
   }
 }
 

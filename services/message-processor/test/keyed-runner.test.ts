@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Semaphore, runKeyed } from '@pushline/message-processor';
+import { KeyedChains, Semaphore } from '@pushline/message-processor';
 
 interface Item {
   readonly key: string;
@@ -41,13 +41,16 @@ function controlled() {
   return { run, started, startedCount, settle, running: () => [...pending.keys()].sort() };
 }
 
-describe('runKeyed', () => {
-  it('runs one key in order, one at a time, and different keys in parallel', async () => {
+describe('KeyedChains', () => {
+  /** Enqueues `spec` (one key per token) through the chains, each task held until settled by hand. */
+  function enqueueAll(chains: KeyedChains, spec: string, c: ReturnType<typeof controlled>) {
+    return items(spec).map((item) => chains.enqueue(item.key, () => c.run(item)));
+  }
+
+  it('runs one key in order, one at a time, and different keys at once', async () => {
     const c = controlled();
-    const done = runKeyed(items('a b a c b a'), (i) => i.key, c.run, {
-      semaphore: new Semaphore(10),
-      shouldContinue: () => true,
-    });
+    const chains = new KeyedChains();
+    const done = enqueueAll(chains, 'a b a c b a', c);
     await c.startedCount(3);
     // First item of each key: a(0), b(1), c(3).
     assert.deepEqual(c.running(), [0, 1, 3]);
@@ -61,70 +64,47 @@ describe('runKeyed', () => {
     assert.deepEqual(c.running(), [4, 5]);
     c.settle(5);
     c.settle(4);
-    assert.deepEqual(await done, { completed: 6, skipped: 0, errors: [] });
-    const orderOfA = c.started.filter((n) => [0, 2, 5].includes(n));
-    assert.deepEqual(orderOfA, [0, 2, 5]);
-  });
-
-  it('never runs more than the semaphore allows', async () => {
-    const c = controlled();
-    const semaphore = new Semaphore(2);
-    const done = runKeyed(items('a b c d'), (i) => i.key, c.run, { semaphore, shouldContinue: () => true });
-    await c.startedCount(2);
-    assert.equal(c.running().length, 2);
-    assert.equal(semaphore.inUse, 2);
-    assert.equal(semaphore.waiting, 2);
-    c.settle(c.running()[0] ?? -1);
-    await c.startedCount(3);
-    assert.equal(c.running().length, 2);
-    for (const n of c.running()) c.settle(n);
-    await c.startedCount(4);
-    for (const n of c.running()) c.settle(n);
-    assert.equal((await done).completed, 4);
-    assert.equal(semaphore.inUse, 0);
-  });
-
-  it('stops starting records when shouldContinue turns false and lets running ones finish', async () => {
-    const c = controlled();
-    let active = true;
-    const done = runKeyed(items('a a a b b'), (i) => i.key, c.run, {
-      semaphore: new Semaphore(10),
-      shouldContinue: () => active,
-    });
-    await c.startedCount(2);
-    active = false;
-    c.settle(0);
-    c.settle(3);
-    const result = await done;
-    assert.deepEqual(result, { completed: 2, skipped: 3, errors: [] });
-    assert.deepEqual(c.started, [0, 3]);
-  });
-
-  it('after a failure starts nothing more, skips the failed key, and reports the error', async () => {
-    const c = controlled();
-    const boom = new Error('boom');
-    const done = runKeyed(items('a a b b'), (i) => i.key, c.run, {
-      semaphore: new Semaphore(10),
-      shouldContinue: () => true,
-    });
-    await c.startedCount(2);
-    c.settle(0, boom);
-    c.settle(2);
-    const result = await done;
-    assert.deepEqual(result, { completed: 1, skipped: 2, errors: [boom] });
-    assert.deepEqual(c.started, [0, 2]);
-  });
-
-  it('an empty batch completes at once', async () => {
+    await Promise.all(done);
     assert.deepEqual(
-      await runKeyed(
-        [],
-        () => 'k',
-        async () => {},
-        { semaphore: new Semaphore(1), shouldContinue: () => true },
-      ),
-      { completed: 0, skipped: 0, errors: [] },
+      c.started.filter((n) => [0, 2, 5].includes(n)),
+      [0, 2, 5],
     );
+    assert.equal(chains.keys, 0, 'settled keys are forgotten');
+  });
+
+  it('a key held up by a task that never settles holds up nothing else', async () => {
+    const c = controlled();
+    const chains = new KeyedChains();
+    enqueueAll(chains, 'slow fast slow fast fast', c);
+    await c.startedCount(2);
+    c.settle(1);
+    await c.startedCount(3);
+    c.settle(3);
+    await c.startedCount(4);
+    c.settle(4);
+    assert.deepEqual(c.running(), [0], 'only the slow key’s first task is left running');
+    assert.equal(c.started.includes(2), false, 'the slow key’s next task waits');
+    c.settle(0);
+    await c.startedCount(5);
+    c.settle(2);
+  });
+
+  it('chains across calls: a later batch’s task waits for the key’s earlier one', async () => {
+    const c = controlled();
+    const chains = new KeyedChains();
+    const first = chains.enqueue('a', () => c.run({ key: 'a', n: 0 }));
+    await c.startedCount(1);
+    const second = chains.enqueue('a', () => c.run({ key: 'a', n: 1 }));
+    const other = chains.enqueue('b', () => c.run({ key: 'b', n: 2 }));
+    await c.startedCount(2);
+    assert.deepEqual(c.running(), [0, 2]);
+    c.settle(0, new Error('failed'));
+    await assert.rejects(first);
+    // The next task runs after a rejection too; it decides itself whether to go on.
+    await c.startedCount(3);
+    c.settle(1);
+    c.settle(2);
+    await Promise.all([second, other]);
   });
 });
 

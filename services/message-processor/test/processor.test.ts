@@ -142,7 +142,7 @@ describe('message processor', () => {
         topic: 'news',
       });
     }
-    await world.startProcessor();
+    const { metrics } = await world.startProcessor();
     await world.publish([world.request('t1', { type: 'topic', id: 'news' })]);
     await world.events.waitFor((evs) => terminalIds(evs).has('t1'), 'broadcast outcome');
     assert.deepEqual(one.ids(), ['t1']);
@@ -153,6 +153,15 @@ describe('message processor', () => {
     assert.equal(ev?.outcome, 'delivered');
     assert.equal(ev?.deliveredCount, 2);
     assert.equal(ev?.deviceId, undefined);
+    // Identity 6 (docs/observability.md): the publish → ack histogram counts device acks only.
+    assert.equal(
+      await counter(metrics, 'pushline_processor_outcomes_total', {
+        outcome: 'delivered',
+        target_type: 'topic',
+      }),
+      1,
+    );
+    assert.equal(await counter(metrics, 'pushline_publish_to_ack_seconds_count', { source: 'async' }), 0);
   });
 
   it('keeps its device cache correct from connection events and exposes its hit ratio', async () => {

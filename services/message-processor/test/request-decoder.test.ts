@@ -12,16 +12,17 @@ const valid = {
 };
 
 const buf = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value));
+const limits = (maxPayloadBytes = 4096) => ({ maxPayloadBytes, maxDepth: 32, maxRecordBytes: 65_536 });
 
 describe('decodePushRequest', () => {
   it('accepts a v1 request', () => {
-    const result = decodePushRequest(buf(valid), 4096);
+    const result = decodePushRequest(buf(valid), limits());
     assert.deepEqual(result, { ok: true, request: valid });
   });
 
-  it('calls empty and non-JSON values unparseable', () => {
+  it('calls a tombstone, empty and non-JSON values unparseable', () => {
     for (const value of [null, Buffer.alloc(0), buf('{not json'), buf('\u0000\u0001')]) {
-      const result = decodePushRequest(value, 4096);
+      const result = decodePushRequest(value, limits());
       assert.equal(result.ok, false);
       if (!result.ok) assert.equal(result.reason, 'unparseable');
     }
@@ -37,7 +38,7 @@ describe('decodePushRequest', () => {
       ['"just a string"', /\(root\)/],
     ];
     for (const [value, detail] of cases) {
-      const result = decodePushRequest(buf(value), 4096);
+      const result = decodePushRequest(buf(value), limits());
       assert.equal(result.ok, false, JSON.stringify(value));
       if (!result.ok) {
         assert.equal(result.reason, 'schema_invalid');
@@ -48,8 +49,8 @@ describe('decodePushRequest', () => {
 
   it('calls a payload over the limit payload_too_large, at exactly the limit fine', () => {
     const payload = 'x'.repeat(98); // JSON string of 100 bytes
-    assert.equal(decodePushRequest(buf({ ...valid, payload }), 100).ok, true);
-    const result = decodePushRequest(buf({ ...valid, payload }), 99);
+    assert.equal(decodePushRequest(buf({ ...valid, payload }), limits(100)).ok, true);
+    const result = decodePushRequest(buf({ ...valid, payload }), limits(99));
     assert.equal(result.ok, false);
     if (!result.ok) {
       assert.equal(result.reason, 'payload_too_large');
@@ -62,8 +63,35 @@ describe('decodePushRequest', () => {
       ...valid,
       target: Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`k${i}`, i])),
     };
-    const result = decodePushRequest(buf(huge), 4096);
+    const result = decodePushRequest(buf(huge), limits());
     assert.equal(result.ok, false);
     if (!result.ok) assert.ok(result.detail.length <= 512);
+  });
+
+  it('refuses a payload nested deeper than the limit before parsing it, at the limit fine', () => {
+    const nest = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
+    const at = `{"v":1,"id":"deep","target":{"type":"device","id":"d"},"createdAt":1,"payload":${nest(32)}}`;
+    assert.equal(decodePushRequest(buf(at), limits()).ok, true);
+    for (const depth of [33, 2_000, 100_000]) {
+      const text = `{"v":1,"id":"deep","target":{"type":"device","id":"d"},"createdAt":1,"payload":${nest(depth)}}`;
+      const result = decodePushRequest(buf(text), { ...limits(), maxRecordBytes: 1_000_000 });
+      assert.equal(result.ok, false, `depth ${depth}`);
+      if (!result.ok) assert.equal(result.reason, 'too_deep');
+    }
+    // Brackets inside strings are not nesting.
+    const inString = { ...valid, payload: { text: '['.repeat(1_000) } };
+    assert.equal(decodePushRequest(buf(inString), limits()).ok, true);
+  });
+
+  it('refuses a record over the record limit unread', () => {
+    const result = decodePushRequest(buf({ ...valid, payload: 'x'.repeat(200) }), {
+      ...limits(),
+      maxRecordBytes: 100,
+    });
+    assert.equal(result.ok, false);
+    if (!result.ok) {
+      assert.equal(result.reason, 'payload_too_large');
+      assert.match(result.detail, /^record is \d+ bytes, the limit is 100$/);
+    }
   });
 });

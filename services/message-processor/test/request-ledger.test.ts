@@ -1,23 +1,32 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { ClaimAbandonedError, RequestLedger } from '@pushline/message-processor';
 import { silentLogger } from '@pushline/telemetry';
-import { testInfra, uniquePrefix } from '@pushline/testkit';
+import { testInfra, uniquePrefix, waitUntil } from '@pushline/testkit';
 
 describe('RequestLedger', () => {
   let redis: Redis;
   let prefix: string;
-  const ledger = (instanceId: string, claimTtlMs = 10_000, onWait?: () => void) =>
-    new RequestLedger({
+  const open: RequestLedger[] = [];
+  const never = new AbortController().signal;
+  const ledger = (
+    instanceId: string,
+    options: { claimTtlMs?: number; onWait?: () => void; onLost?: () => void } = {},
+  ) => {
+    const l = new RequestLedger({
       redis,
       keyPrefix: prefix,
       instanceId,
-      claimTtlMs,
+      claimTtlMs: options.claimTtlMs ?? 10_000,
       windowSeconds: 60,
       logger: silentLogger(),
-      ...(onWait ? { onWait } : {}),
+      ...(options.onWait ? { onWait: options.onWait } : {}),
+      ...(options.onLost ? { onLost: options.onLost } : {}),
     });
+    open.push(l);
+    return l;
+  };
 
   before(() => {
     redis = new Redis(testInfra().redisUrl);
@@ -28,53 +37,153 @@ describe('RequestLedger', () => {
   beforeEach(() => {
     prefix = `${uniquePrefix('ledger')}:`;
   });
+  afterEach(async () => {
+    for (const l of open.splice(0)) await l.close();
+  });
 
   it('claims a new request once; a completed one is done for everyone', async () => {
     const a = ledger('a');
-    const claim = await a.claim('r1');
-    assert.equal(claim.status, 'claimed');
-    await a.complete('r1');
-    assert.deepEqual(await a.claim('r1'), { status: 'done' });
-    assert.deepEqual(await ledger('b').claim('r1'), { status: 'done' });
-    const ttl = await redis.ttl(`${prefix}req:r1`);
+    const claim = a.claimFor('r1', undefined);
+    assert.equal(await a.claim(claim, never), 'claimed');
+    assert.equal(a.holds(claim), true);
+    await a.completeMany([claim]);
+    assert.equal(a.holds(claim), false);
+    assert.equal(await a.claim(a.claimFor('r1', undefined), never), 'done');
+    const b = ledger('b');
+    assert.equal(await b.claim(b.claimFor('r1', undefined), never), 'done');
+    const ttl = await redis.ttl(claim.key);
     assert.ok(ttl > 50 && ttl <= 60);
+  });
+
+  it('scopes request ids by origin: the same id of two origins is two requests', async () => {
+    const a = ledger('a');
+    const fromKeyA = a.claimFor('same-id', 'key-a');
+    const fromKeyB = a.claimFor('same-id', 'key-b');
+    const fromKafka = a.claimFor('same-id', undefined);
+    assert.equal(new Set([fromKeyA.key, fromKeyB.key, fromKafka.key]).size, 3);
+    assert.equal(fromKafka.key, `${prefix}req:~kafka/same-id`);
+    await a.claim(fromKeyA, never);
+    await a.completeMany([fromKeyA]);
+    assert.equal(await a.claim(fromKeyB, never), 'claimed', 'another origin’s id is not a duplicate');
+    assert.equal(await a.claim(fromKafka, never), 'claimed');
+  });
+
+  it('claimMany claims many in one round trip and tells held and done apart', async () => {
+    const a = ledger('a');
+    const b = ledger('b');
+    const held = b.claimFor('held', undefined);
+    await b.claim(held, never);
+    const done = b.claimFor('done', undefined);
+    await b.claim(done, never);
+    await b.completeMany([done]);
+    const fresh = a.claimFor('fresh', undefined);
+    const statuses = await a.claimMany([fresh, a.claimFor('held', undefined), a.claimFor('done', undefined)]);
+    assert.deepEqual([...statuses.values()], ['claimed', 'held', 'done']);
+    assert.equal(a.holds(fresh), true);
+  });
+
+  it('a claim made again with its own token is ours, not someone else’s to wait for', async () => {
+    // E.g. a claimMany whose reply was lost to a hung Redis: the record claims again, same token.
+    const a = ledger('a');
+    const claim = a.claimFor('r1', undefined);
+    await a.claimMany([claim]);
+    let waited = 0;
+    const again = ledger('a', { onWait: () => waited++ });
+    assert.equal(await again.claim(claim, never), 'claimed');
+    assert.equal(waited, 0);
   });
 
   it('waits for another holder and then finds the request done', async () => {
     const a = ledger('a');
-    await a.claim('r1');
+    const first = a.claimFor('r1', undefined);
+    await a.claim(first, never);
     let waited = 0;
-    const second = ledger('b', 10_000, () => waited++).claim('r1');
-    // Complete only once the second one has seen the claim and started waiting.
-    while (waited === 0) await new Promise((resolve) => setImmediate(resolve));
-    await a.complete('r1');
-    assert.deepEqual(await second, { status: 'done' });
-    assert.equal(waited, 1);
+    const b = ledger('b', { onWait: () => waited++ });
+    const second = b.claim(b.claimFor('r1', undefined), never);
+    await waitUntil(() => waited === 1, { what: 'the second holder to wait' });
+    await a.completeMany([first]);
+    assert.equal(await second, 'done');
   });
 
-  it('takes over the claim of a holder that died once it expires', async () => {
-    await ledger('dead', 200).claim('r1');
-    const claim = await ledger('b').claim('r1');
-    assert.equal(claim.status, 'claimed');
-    assert.match(String(await redis.get(`${prefix}req:r1`)), /^proc:b:/);
-  });
-
-  it('release frees the request at once, but only the holder’s own claim', async () => {
-    const a = ledger('a');
-    const first = await a.claim('r1');
-    assert.equal(first.status, 'claimed');
-    if (first.status !== 'claimed') return;
-    await a.release('r1', 'proc:someone-else:x');
-    assert.ok(await redis.exists(`${prefix}req:r1`));
-    await a.release('r1', first.token);
-    assert.equal((await ledger('b').claim('r1')).status, 'claimed');
-  });
-
-  it('stops waiting when the batch is no longer active', async () => {
-    await ledger('a').claim('r1');
-    await assert.rejects(
-      ledger('b').claim('r1', () => false),
-      ClaimAbandonedError,
+  it('renews held claims, so a long wait never lets another processor take one over', async () => {
+    const a = ledger('a', { claimTtlMs: 300 });
+    a.start();
+    const claim = a.claimFor('r1', undefined);
+    await a.claim(claim, never);
+    // Several TTLs later the claim is still ours (renewed every third of the TTL).
+    const observed: number[] = [];
+    await waitUntil(
+      async () => {
+        observed.push(await redis.pttl(claim.key));
+        return observed.length >= 10;
+      },
+      { what: 'ten observations', intervalMs: 100 },
     );
+    assert.ok(
+      observed.every((ms) => ms > 0),
+      `never expired: ${observed.join(' ')}`,
+    );
+    assert.equal(await redis.get(claim.key), claim.token);
+  });
+
+  it('a dead holder’s claim (no more renewals) is taken over once it expires', async () => {
+    const dead = ledger('dead', { claimTtlMs: 200 });
+    await dead.claim(dead.claimFor('r1', undefined), never);
+    const b = ledger('b');
+    const claim = b.claimFor('r1', undefined);
+    assert.equal(await b.claim(claim, never), 'claimed');
+    assert.equal(await redis.get(claim.key), claim.token);
+  });
+
+  it('a renewal that finds the claim gone says so, and the holder no longer counts it held', async () => {
+    let lost = 0;
+    const a = ledger('a', { claimTtlMs: 300, onLost: () => lost++ });
+    a.start();
+    const claim = a.claimFor('r1', undefined);
+    await a.claim(claim, never);
+    await redis.set(claim.key, 'proc:someone-else:x');
+    await waitUntil(() => lost === 1, { what: 'the renewal to notice' });
+    assert.equal(a.holds(claim), false);
+    assert.equal(await redis.get(claim.key), 'proc:someone-else:x', 'a newer holder is left alone');
+  });
+
+  it('releaseMany frees requests at once, but only the holder’s own claims', async () => {
+    const a = ledger('a');
+    const mine = a.claimFor('r1', undefined);
+    await a.claim(mine, never);
+    await a.releaseMany([{ ...mine, token: 'proc:someone-else:x' }]);
+    assert.ok(await redis.exists(mine.key));
+    await a.releaseMany([mine]);
+    const b = ledger('b');
+    assert.equal(await b.claim(b.claimFor('r1', undefined), never), 'claimed');
+  });
+
+  it('notes a send of a request with a ttl until it completes, for whoever takes it over', async () => {
+    const a = ledger('a');
+    const noTtl = a.claimFor('plain', undefined);
+    assert.equal(noTtl.sentKey, undefined);
+    await a.markSent(noTtl);
+    assert.equal(await a.wasSent(noTtl), false, 'requests without a ttl keep no mark');
+
+    const claim = a.claimFor('with-ttl', 'key-a', true);
+    assert.equal(claim.sentKey, `${prefix}sent:key-a/with-ttl`);
+    assert.equal(await a.wasSent(claim), false);
+    await a.claim(claim, never);
+    await a.markSent(claim);
+    const b = ledger('b');
+    assert.equal(await b.wasSent(b.claimFor('with-ttl', 'key-a', true)), true, 'another processor sees it');
+    assert.equal(await b.wasSent(b.claimFor('with-ttl', 'key-b', true)), false, 'per origin');
+    await a.completeMany([claim]);
+    assert.equal(await redis.exists(claim.sentKey ?? ''), 0, 'completing removes it');
+  });
+
+  it('stops waiting when the record is no longer ours', async () => {
+    const a = ledger('a');
+    await a.claim(a.claimFor('r1', undefined), never);
+    const b = ledger('b');
+    const gone = new AbortController();
+    const waiting = b.claim(b.claimFor('r1', undefined), gone.signal);
+    gone.abort();
+    await assert.rejects(waiting, ClaimAbandonedError);
   });
 });
