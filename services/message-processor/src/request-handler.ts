@@ -112,7 +112,7 @@ export class PushRequestHandler {
             await this.#settle(
               req,
               deviceId,
-              'not_connected',
+              resolution.outcome,
               1,
               resolution.reason,
               expiresAt,
@@ -121,7 +121,7 @@ export class PushRequestHandler {
             ),
           ];
         }
-        return [this.#event(req, { outcome: 'not_connected', attempts: 1, reason: resolution.reason })];
+        return [this.#event(req, { outcome: resolution.outcome, attempts: 1, reason: resolution.reason })];
       case 'devices': {
         if (resolution.results.length === 0) {
           // A user with no device connected: nothing to deliver to, nor to store for (the
@@ -172,7 +172,11 @@ export class PushRequestHandler {
       ...trace,
     };
     hint?.mayHavePending.add(deviceId);
-    await this.#o.store.store(deviceId, msg);
+    const stored = await this.#o.store.store(deviceId, msg);
+    if (!stored.stored) {
+      // The origin's quota of stored messages is spent: the live outcome is final.
+      return this.#event(req, { deviceId, outcome, attempts, reason: stored.refused });
+    }
     await this.#drainIfReconnected(deviceId, outcome, startedAt);
     return this.#event(req, { deviceId, outcome, attempts, reason, terminal: false, stored: true });
   }

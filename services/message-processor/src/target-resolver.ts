@@ -14,8 +14,13 @@ export type Resolution =
   /** One result per device reached (device target: exactly one; user target: one per connected device). */
   | { readonly kind: 'devices'; readonly results: readonly RoutedResult[] }
   | { readonly kind: 'topic'; readonly result: BroadcastResult }
-  /** The connection servers could not be asked (after retries); `reason` says why. */
-  | { readonly kind: 'failed'; readonly reason: string };
+  /**
+   * The connection servers could not be asked, or gave no usable answer (after retries); `reason`
+   * says why. `outcome` is `not_connected` only when no request ever left (the server could not be
+   * reached); otherwise the server may have acted on it, so it is `timeout` ("may have been
+   * delivered"), never a claim that the device did not get it.
+   */
+  | { readonly kind: 'failed'; readonly outcome: 'not_connected' | 'timeout'; readonly reason: string };
 
 export interface TargetResolverOptions {
   readonly router: MessageRouter;
@@ -57,10 +62,13 @@ export class TargetResolver {
       case 'user':
         return { kind: 'devices', results: await this.#toUser(target, msg) };
       case 'topic':
-        return this.#withRetries(target, async () => ({
-          kind: 'topic',
-          result: await this.#router.toTopic(target.id, msg),
-        }));
+        // Subscribers do not deduplicate a broadcast, so only a broadcast that never left is tried again.
+        return this.#withRetries(
+          target,
+          async () => ({ kind: 'topic', result: await this.#router.toTopic(target.id, msg) }),
+          1,
+          neverSent,
+        );
     }
   }
 
@@ -94,7 +102,7 @@ export class TargetResolver {
         if (resolution.kind === 'devices' && resolution.results[0]) return resolution.results[0];
         const failed: RoutedResult = {
           deviceId,
-          outcome: 'not_connected',
+          outcome: resolution.kind === 'failed' ? resolution.outcome : 'timeout',
           reason: resolution.kind === 'failed' ? resolution.reason : 'delivery_failed',
           latencyMs: 0,
           attempts: Math.max(1, this.#maxAttempts),
@@ -115,10 +123,16 @@ export class TargetResolver {
     }
   }
 
+  /**
+   * Tries `attempt` until it gives an answer, up to `maxAttempts` in all. A delivery to one device
+   * may be tried again whatever failed: its connection drops a message id it already has. A
+   * failure `retryable` refuses ends the tries at once.
+   */
   async #withRetries(
     target: PushTarget,
     attempt: () => Promise<Resolution>,
     firstAttempt = 1,
+    retryable: (err: unknown) => boolean = () => true,
   ): Promise<Resolution> {
     for (let n = firstAttempt; ; n++) {
       if (n > 1) await new Promise((resolve) => setTimeout(resolve, backoffMs(n - 1, 100, 2_000)));
@@ -127,10 +141,22 @@ export class TargetResolver {
       } catch (err) {
         if (!isTransportFailure(err)) throw err;
         this.#logFailure(err, target, n);
-        if (n >= this.#maxAttempts) return { kind: 'failed', reason: failureReason(err) };
+        if (n >= this.#maxAttempts || !retryable(err)) {
+          return {
+            kind: 'failed',
+            outcome: neverSent(err) ? 'not_connected' : 'timeout',
+            reason: failureReason(err),
+          };
+        }
       }
     }
   }
+}
+
+/** Whether every failed request of `err` failed before it left (the server could not be reached). */
+function neverSent(err: unknown): boolean {
+  const errors = err instanceof PartialDeliveryError ? err.errors : [err];
+  return errors.every((e) => e instanceof DeliveryTransportError && e.failure === 'server_unreachable');
 }
 
 function isTransportFailure(err: unknown): boolean {
