@@ -319,6 +319,27 @@ describe('message processor', () => {
     );
   });
 
+  it('past its origin’s quota of stored messages, a request ends with its live outcome, not stored', async () => {
+    await world.startProcessor({ PUSHLINE_OFFLINE_QUOTA_MESSAGES: '1' });
+    const target = { type: 'device', id: 'dev-away' } as const;
+    await world.publish([world.request('q-1', target, { ttlSeconds: 600, origin: 'key-a' })]);
+    await world.events.waitFor((evs) => evs.some((e) => e.requestId === 'q-1'), 'first stored');
+    await world.publish([
+      world.request('q-2', target, { ttlSeconds: 600, origin: 'key-a' }),
+      // Another origin has its own quota.
+      world.request('q-3', target, { ttlSeconds: 600, origin: 'key-b' }),
+    ]);
+    await world.events.waitFor(
+      (evs) => evs.some((e) => e.requestId === 'q-2') && evs.some((e) => e.requestId === 'q-3'),
+      'second and third outcome',
+    );
+    const summary = (id: string) =>
+      world.events.of(id).map((e) => [e.outcome, e.terminal, e.stored ?? false, e.reason ?? null]);
+    assert.deepEqual(summary('q-1'), [['not_connected', false, true, 'not_registered']]);
+    assert.deepEqual(summary('q-2'), [['not_connected', true, false, 'quota_exceeded']]);
+    assert.deepEqual(summary('q-3'), [['not_connected', false, true, 'not_registered']]);
+  });
+
   it('dead-letters bad records with the reason in the headers while good ones keep flowing', async () => {
     const server = await world.startConnectionServer('a');
     const device = await world.connectDevice(server, 'dev-1');
