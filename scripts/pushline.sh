@@ -24,5 +24,6 @@ case "$cmd" in
   format) exec node_modules/.bin/prettier --write --log-level=warn . ;;
   token) exec node scripts/token.ts "$@" ;;
   bench) exec node bench/src/main.ts "$@" ;;
-  *) echo "usage: scripts/pushline.sh start|test|typecheck|lint|format|token|bench" >&2; exit 2 ;;
+  chaos) exec node --disable-warning=TimeoutNegativeWarning bench/src/chaos/main.ts "$@" ;;
+  *) echo "usage: scripts/pushline.sh start|test|typecheck|lint|format|token|bench|chaos" >&2; exit 2 ;;
 esac
