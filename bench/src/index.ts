@@ -14,6 +14,6 @@ export type { ChaosOptions } from './chaos/options.ts';
 export { reconcile, unsettled, stayedRatio, STAYED_MIN_RATIO } from './chaos/reconcile.ts';
 export type { ReconcileInput, ReconcileEvent, Tally } from './chaos/reconcile.ts';
 export type { SentRequest, RequestKind } from './chaos/traffic.ts';
-export { ChaosResult, ChaosScenarioResult } from './chaos/report.ts';
+export { ChaosResult, ChaosScenarioResult, summaryTable } from './chaos/report.ts';
 export { SCENARIO_IDS } from './chaos/scenarios.ts';
 export type { ScenarioId } from './chaos/scenarios.ts';

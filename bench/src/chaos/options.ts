@@ -26,12 +26,13 @@ export interface ChaosOptions {
   readonly closeGraceMs: number;
 }
 
-export const CHAOS_USAGE = `usage: npm run chaos -- [--scenarios=a,b] [--short] [--devices=N] [--rate=N] [--down-s=N] [--out=DIR]
+export const CHAOS_USAGE = `usage: npm run chaos -- [--scenarios=a,b] [--short] [--devices=N] [--rate=N] [--down-s=N] [--redis-down-s=N] [--out=DIR]
   scenarios (in run order): ${SCENARIO_IDS.join(', ')}
   --short    small numbers and short phases (the version in npm test); default scenarios ${SHORT_SCENARIOS.join(', ')}
   --devices  socket.io devices, two per user (default 200, short 20)
   --rate     messages per second offered over all kinds (default 300, short 40)
   --down-s   seconds a killed component stays down before the suite restarts it (default 5, short 2)
+  --redis-down-s  the same for redis-server (default 30, short: --down-s)
   --out      results directory (default bench/results)
   Kafka: started by the suite, unless PUSHLINE_KAFKA_BROKERS names a broker (then kafka-restart cannot run).
   Redis: always the suite's own redis-server, which it restarts.
@@ -43,6 +44,7 @@ const Flags = z.object({
   devices: z.coerce.number().int().min(4).max(2000).optional(),
   rate: z.coerce.number().positive().max(5000).optional(),
   'down-s': z.coerce.number().min(0).max(600).optional(),
+  'redis-down-s': z.coerce.number().min(0).max(600).optional(),
   out: z.string().optional(),
 });
 
@@ -59,6 +61,7 @@ export function parseChaosOptions(
       devices: { type: 'string' },
       rate: { type: 'string' },
       'down-s': { type: 'string' },
+      'redis-down-s': { type: 'string' },
       out: { type: 'string' },
     },
     strict: true,
@@ -89,6 +92,7 @@ export function parseChaosOptions(
         ratePerS: flags.rate ?? 40,
         warmupMs: 2000,
         downMs,
+        redisDownMs: flags['redis-down-s'] === undefined ? downMs : flags['redis-down-s'] * 1000,
         afterMs: 3000,
         recoveryDeadlineMs: 30_000,
         settleDeadlineMs: 30_000,
@@ -102,6 +106,9 @@ export function parseChaosOptions(
         ratePerS: flags.rate ?? 300,
         warmupMs: 5000,
         downMs,
+        // Issue 11 saw Redis outages of minutes; half a minute shows whether the processor pauses.
+        redisDownMs:
+          flags['redis-down-s'] === undefined ? Math.max(downMs, 30_000) : flags['redis-down-s'] * 1000,
         afterMs: 10_000,
         recoveryDeadlineMs: 90_000,
         // Above the default claim TTL (60 s) plus a ttl of 60 s: what a stuck claim does shows as its outcome.

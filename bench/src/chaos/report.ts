@@ -67,6 +67,7 @@ export const ChaosResult = z.object({
     devices: z.number(),
     ratePerS: z.number(),
     downMs: z.number(),
+    redisDownMs: z.number(),
     externalKafka: z.boolean(),
   }),
   logDir: z.string(),
@@ -95,7 +96,7 @@ export function renderMarkdown(result: ChaosResult): string {
   const lines = [
     `# Chaos run ${result.startedAt.slice(0, 10)} (${result.commit}${result.dirty ? ', dirty' : ''})`,
     '',
-    `${result.options.short ? 'Short run (`npm test`)' : 'Full run (`npm run chaos`)'}: ${result.options.devices} devices on two connection servers, ${result.options.ratePerS} messages/s offered (async publish, records straight into Kafka, user and topic publishes, direct pushes), components held down ${result.options.downMs / 1000} s. ${result.machine.cpus} cores, Node ${result.machine.node}. Kafka ${result.options.externalKafka ? 'external (not restarted)' : 'started by the suite'}.`,
+    `${result.options.short ? 'Short run (`npm test`)' : 'Full run (`npm run chaos`)'}: ${result.options.devices} devices on two connection servers, ${result.options.ratePerS} messages/s offered (async publish, records straight into Kafka, user and topic publishes, direct pushes), components held down ${result.options.downMs / 1000} s (redis-server ${result.options.redisDownMs / 1000} s). ${result.machine.cpus} cores, Node ${result.machine.node}. Kafka ${result.options.externalKafka ? 'external (not restarted)' : 'started by the suite'}.`,
     '',
     `**Verdict: ${result.pass ? 'pass' : 'FAIL'}.** A scenario fails on a silent loss, a (request, device) pair with zero or several terminal events, a \`delivered\` outcome for a message no device received, a device that received a message reported \`not_connected\`/\`rejected\`/\`expired\`, delivered/accepted below ${STAYED_MIN_LABEL} for devices that stayed connected, no recovery within the deadline, or a check of its own.`,
     '',

@@ -82,7 +82,9 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
     for (const id of options.scenarios) {
       const result = await runScenario(ctx, SCENARIOS[id], admin);
       results.push(result);
-      log(`scenario ${id}: ${result.status}${result.error ? ` (${result.error})` : ''}`);
+      log(
+        `scenario ${id}: ${result.status} in ${Math.round(result.durationMs / 1000)} s${result.error ? ` (${result.error})` : ''}`,
+      );
     }
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
@@ -112,6 +114,7 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
       devices: options.sizes.devices,
       ratePerS: options.sizes.ratePerS,
       downMs: options.sizes.downMs,
+      redisDownMs: options.sizes.redisDownMs,
       externalKafka: options.externalKafka !== undefined,
     },
     logDir,

@@ -23,6 +23,8 @@ export interface Sizes {
   readonly warmupMs: number;
   /** How long a killed component stays down before the suite starts it again. */
   readonly downMs: number;
+  /** The same for redis-server: long enough for the platform to notice it is gone. */
+  readonly redisDownMs: number;
   /** Traffic after the component is back. */
   readonly afterMs: number;
   /** Longest the suite waits for the platform to be healthy again after the fault. */
@@ -171,7 +173,7 @@ function redisRestart(appendOnly: boolean): ChaosScenario {
       const redis = ctx.platform.redis;
       const faultAt = Date.now();
       await redis.kill();
-      await sleep(ctx.sizes.downMs);
+      await sleep(ctx.sizes.redisDownMs);
       await redis.start(appendOnly);
       const restoredAt = Date.now();
       return {
