@@ -55,6 +55,7 @@ export class ChaosDevice {
   #current: ConnectionSpan | undefined;
   #hint: { at: number; afterMs: number } | undefined;
   #retry: NodeJS.Timeout | undefined;
+  #connecting: Promise<boolean> | undefined;
   #attempt = 0;
   /** False once the harness closed the device, or while it moves it on purpose. */
   #autoReconnect = true;
@@ -93,10 +94,23 @@ export class ChaosDevice {
 
   /** Connects to `server` (or a random one); resolves whether the handshake was accepted. */
   async connect(server?: ServerAddress): Promise<boolean> {
+    // One attempt at a time: a second socket for the same device would replace the first.
+    while (this.#connecting) await this.#connecting;
     if (this.#closed) return false;
+    if (this.connected && (server === undefined || this.serverId === server.serverId)) return true;
     clearTimeout(this.#retry);
+    this.#retry = undefined;
     this.#autoReconnect = true;
-    const target = server ?? this.#pick();
+    const attempt = this.#attemptConnect(server ?? this.#pick());
+    this.#connecting = attempt;
+    try {
+      return await attempt;
+    } finally {
+      this.#connecting = undefined;
+    }
+  }
+
+  async #attemptConnect(target: ServerAddress): Promise<boolean> {
     const token = await new SignJWT({ uid: this.userId, topics: ['chaos.*'] })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(this.id)
@@ -120,17 +134,29 @@ export class ChaosDevice {
       this.#hint = { at: Date.now(), afterMs: hint.data.afterMs };
     });
     const accepted = await new Promise<boolean>((resolve) => {
-      socket.once('connect', () => resolve(true));
-      socket.once('connect_error', (err: Error) => {
-        increment(this.#connectErrors, err.message);
-        resolve(false);
-      });
+      const settle = (ok: boolean, error?: string) => {
+        clearTimeout(timer);
+        socket.off('connect', onConnect);
+        socket.off('connect_error', onError);
+        socket.off('disconnect', onClosed);
+        if (error !== undefined) increment(this.#connectErrors, error);
+        resolve(ok);
+      };
+      const onConnect = () => settle(true);
+      const onError = (err: Error) => settle(false, err.message);
+      // A transport that opens and then closes before the CONNECT answer ends in `disconnect`,
+      // not `connect_error` (a server exiting mid-handshake).
+      const onClosed = (reason: string) => settle(false, `closed during the handshake: ${reason}`);
+      const timer = setTimeout(() => settle(false, 'no handshake answer within 10 s'), 10_000);
+      socket.once('connect', onConnect);
+      socket.once('connect_error', onError);
+      socket.once('disconnect', onClosed);
     });
     if (!accepted || this.#closed) {
       socket.removeAllListeners();
       socket.disconnect();
       if (this.#socket === socket) this.#socket = undefined;
-      if (!this.#closed) this.#scheduleReconnect(false);
+      if (!this.#closed && this.#autoReconnect) this.#scheduleReconnect(false);
       return false;
     }
     this.#attempt = 0;
@@ -148,7 +174,9 @@ export class ChaosDevice {
       span.closeReason = reason;
       if (this.#current === span) this.#current = undefined;
       socket.removeAllListeners();
-      if (reason !== 'io client disconnect' && this.#autoReconnect && !this.#closed)
+      const stillCurrent = this.#socket === socket;
+      if (stillCurrent) this.#socket = undefined;
+      if (stillCurrent && reason !== 'io client disconnect' && this.#autoReconnect && !this.#closed)
         this.#scheduleReconnect(true);
     });
     void this.#subscribe(socket, span);
@@ -156,15 +184,26 @@ export class ChaosDevice {
   }
 
   /** Closes the connection on the client side; the device does not reconnect by itself. */
-  disconnect(): Promise<void> {
+  async disconnect(): Promise<void> {
     this.#autoReconnect = false;
     clearTimeout(this.#retry);
+    this.#retry = undefined;
+    while (this.#connecting) await this.#connecting;
     const socket = this.#socket;
-    if (!socket?.connected) return Promise.resolve();
-    return new Promise<void>((resolve) => {
+    if (!socket?.connected) return;
+    await new Promise<void>((resolve) => {
       socket.once('disconnect', () => resolve());
       socket.disconnect();
     });
+  }
+
+  /** One line on the device's state, for reports about devices that did not come back. */
+  describe(): string {
+    const last = this.connections[this.connections.length - 1];
+    const errors = Object.entries(this.#connectErrors)
+      .map(([k, n]) => `${k} ×${n}`)
+      .join(', ');
+    return `${this.id}: ${this.connected ? `connected to ${this.serverId}` : 'not connected'}; last connection ${last ? `${last.serverId}, closed ${last.closeReason ?? '-'}` : 'none'}; reconnect ${this.#connecting ? 'in progress' : this.#retry ? 'scheduled' : 'not scheduled'}${errors ? `; connect errors: ${errors}` : ''}`;
   }
 
   close(): void {
@@ -225,7 +264,10 @@ export class ChaosDevice {
       delayMs = Math.random() * ceiling;
       this.#attempt++;
     }
-    this.#retry = setTimeout(() => void this.connect(), delayMs);
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      void this.connect();
+    }, delayMs);
   }
 
   #pick(): ServerAddress {

@@ -46,8 +46,15 @@ export async function probePlatform(ctx: ProbeContext, timeoutMs = 5000): Promis
     }),
   );
 
-  const disconnected = fleet.devices.filter((d) => !d.connected).length;
-  if (disconnected > 0) problems.push(`${disconnected} devices not connected`);
+  const disconnected = fleet.devices.filter((d) => !d.connected);
+  if (disconnected.length > 0) {
+    problems.push(
+      `${disconnected.length} devices not connected (${disconnected
+        .slice(0, 3)
+        .map((d) => d.describe())
+        .join(' | ')})`,
+    );
+  }
   try {
     const records = await platform.registry.lookupMany(fleet.devices.map((d) => d.id));
     let wrong = 0;

@@ -28,6 +28,7 @@ import {
 import {
   SCENARIOS,
   SCENARIO_IDS,
+  balance,
   type ChaosScenario,
   type Injection,
   type ScenarioContext,
@@ -195,10 +196,9 @@ async function runScenario(
   log(`scenario ${scenario.id}: ${scenario.title}`);
   try {
     notes.push(...(await steady(ctx, canaries)));
-    if (scenario.prepare) {
-      notes.push(...(await scenario.prepare(ctx)));
-      notes.push(...(await steady(ctx, canaries)));
-    }
+    // Both servers carry devices when a fault hits (a crash moves them all to the survivor).
+    const setup = [...(await balance(ctx)), ...((await scenario.prepare?.(ctx)) ?? [])];
+    if (setup.length > 0) notes.push(...setup, ...(await steady(ctx, canaries)));
     const traffic = new Traffic(`c${platform.run}-${scenario.id}`, {
       apiUrl: platform.apiUrl,
       apiKey: platform.apiKey,

@@ -77,7 +77,7 @@ export interface ChaosScenario {
 }
 
 /** Moves devices so that each server holds about the same number, and says how many moved. */
-async function balance(ctx: ScenarioContext): Promise<string[]> {
+export async function balance(ctx: ScenarioContext): Promise<string[]> {
   const servers = ctx.platform.servers;
   const target = Math.ceil(ctx.fleet.devices.length / servers.length);
   const moved: string[] = [];
@@ -119,7 +119,6 @@ async function killAndRestart(
 const csKill: ChaosScenario = {
   id: 'cs-kill',
   title: 'kill -9 of a connection server, then a restart with the same id and port',
-  prepare: balance,
   async inject(ctx) {
     const victim = ctx.platform.servers[0] as ConnectionServerRef;
     const held = devicesOn(ctx, victim);
