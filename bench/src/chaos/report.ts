@@ -82,12 +82,12 @@ const secs = (ms: number | null) => (ms === null ? 'not recovered' : `${(ms / 10
 /** The per-scenario summary table, as printed and as written into the Markdown. */
 export function summaryTable(result: ChaosResult): string {
   const head =
-    '| scenario | verdict | accepted | delivered | duplicates | silent losses | zero terminal | several terminal | delivered w/o receipt | received, not delivered | stayed-connected delivered | down | recovery |';
-  const sep = `|${' --- |'.repeat(13)}`;
+    '| scenario | verdict | accepted | delivered | duplicates | silent losses | zero terminal | several terminal | delivered w/o receipt | received, not delivered | stayed-connected delivered | down | recovery | took |';
+  const sep = `|${' --- |'.repeat(14)}`;
   const rows = result.scenarios.map((s) => {
     const t = s.tally;
     const v = t?.violations;
-    return `| ${s.id} | ${s.status === 'passed' ? 'pass' : s.status === 'failed' ? '**FAIL**' : '**ERROR**'} | ${t?.accepted ?? '—'} | ${t?.delivered ?? '—'} | ${t?.duplicates ?? '—'} | ${v?.silentLoss ?? '—'} | ${v?.zeroTerminal ?? '—'} | ${v?.severalTerminal ?? '—'} | ${v?.deliveredWithoutReceipt ?? '—'} | ${v?.receivedNotDelivered ?? '—'} | ${t ? `${t.stayed.delivered}/${t.stayed.accepted} (${pct(s.stayedRatio)})` : '—'} | ${s.downMs === null ? '—' : secs(s.downMs)} | ${s.error ? '—' : secs(s.recoveryMs)} |`;
+    return `| ${s.id} | ${s.status === 'passed' ? 'pass' : s.status === 'failed' ? '**FAIL**' : '**ERROR**'} | ${t?.accepted ?? '—'} | ${t?.delivered ?? '—'} | ${t?.duplicates ?? '—'} | ${v?.silentLoss ?? '—'} | ${v?.zeroTerminal ?? '—'} | ${v?.severalTerminal ?? '—'} | ${v?.deliveredWithoutReceipt ?? '—'} | ${v?.receivedNotDelivered ?? '—'} | ${t ? `${t.stayed.delivered}/${t.stayed.accepted} (${pct(s.stayedRatio)})` : '—'} | ${s.downMs === null ? '—' : secs(s.downMs)} | ${s.error ? '—' : secs(s.recoveryMs)} | ${Math.round(s.durationMs / 1000)} s |`;
   });
   return [head, sep, ...rows].join('\n');
 }
