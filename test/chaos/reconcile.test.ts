@@ -222,6 +222,29 @@ test('"no connected devices" for a user whose devices are connected is explicit,
   assert.equal(t.outcomes['async:not_connected:no_connected_devices'], 1);
 });
 
+test('a device-less terminal event answers for the devices of a user that have none of their own', () => {
+  const t = reconcile(
+    input({
+      sent: [sent('m1', 'publish-user', 'u1')],
+      events: [ev('m1', undefined, 'expired', { reason: 'ttl_elapsed' })],
+      receipts: { 'd1:m1': 1 },
+      users: { u1: ['d1', 'd2'] },
+      stayed: ['d1', 'd2'],
+    }),
+  );
+  assert.equal(t.violations.zeroTerminal, 0);
+  assert.equal(t.violations.receivedNotDelivered, 1, 'd1 had it, the request says expired');
+  assert.deepEqual(t.stayed, { accepted: 2, delivered: 0 });
+});
+
+test('an accepted request the suite never saw on the push-requests topic is named as such', () => {
+  const w = { sent: [sent('m1', 'kafka-device', 'd1'), sent('m2', 'kafka-device', 'd1')] };
+  const t = reconcile({ ...input(w), inRequestLog: (id) => id === 'm2' });
+  assert.equal(t.acceptedNotInLog, 1);
+  assert.match(t.examples['silentLoss']?.[0] ?? '', /m1 → d1: .*not on the push-requests topic/);
+  assert.doesNotMatch(t.examples['silentLoss']?.[1] ?? '', /not on the push-requests topic/);
+});
+
 test('a topic broadcast has one aggregate event that may not count more acks than receipts', () => {
   const t = reconcile(
     input({

@@ -31,6 +31,8 @@ export class Observer {
   readonly #dlq: DlqEntry[] = [];
   readonly #dlqOffsets = new Set<string>();
   readonly #waiters = new Set<() => void>();
+  /** Request ids seen on `<prefix>push-requests`: whether an accepted request reached the log. */
+  readonly #inLog = new Set<string>();
   readonly #consumer: Consumer;
   /** Records of the events topic that were not a valid DeliveryEvent. */
   invalidEvents = 0;
@@ -38,12 +40,17 @@ export class Observer {
   constructor(kafka: KafkaClient, topics: TopicNames) {
     this.#consumer = kafka.consumer({
       groupId: `chaos-observer-${randomBytes(4).toString('hex')}`,
-      topics: [topics.deliveryEvents, topics.pushRequestsDlq],
+      topics: [topics.deliveryEvents, topics.pushRequestsDlq, topics.pushRequests],
       fromBeginning: true,
       sessionTimeoutMs: 10_000,
       handleBatch: async (batch) => {
         for (const r of batch.records) {
           const key = `${r.topic}:${r.partition}:${r.offset}`;
+          if (r.topic === topics.pushRequests) {
+            const id = requestIdOf(r.value);
+            if (id !== undefined) this.#inLog.add(id);
+            continue;
+          }
           if (r.topic === topics.pushRequestsDlq) {
             if (this.#dlqOffsets.has(key)) continue;
             this.#dlqOffsets.add(key);
@@ -92,6 +99,11 @@ export class Observer {
     return this.#byRequest;
   }
 
+  /** Whether a push request with this id is on the push-requests topic. */
+  inRequestLog(requestId: string): boolean {
+    return this.#inLog.has(requestId);
+  }
+
   dlq(): readonly DlqEntry[] {
     return this.#dlq;
   }
@@ -112,5 +124,16 @@ export class Observer {
       };
       this.#waiters.add(check);
     });
+  }
+}
+
+/** The `id` of a push-request record, when it is JSON with a string id (poison is skipped). */
+function requestIdOf(value: Buffer | null): string | undefined {
+  if (!value || value[0] !== 0x7b) return undefined;
+  try {
+    const id = (JSON.parse(value.toString('utf8')) as { id?: unknown }).id;
+    return typeof id === 'string' ? id : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -33,6 +33,8 @@ export interface ReconcileInput {
   readonly receiptCount: (deviceId: string, messageId: string) => number;
   readonly events: (requestId: string) => readonly ReconcileEvent[];
   readonly devicesOfUser: (userId: string) => readonly string[];
+  /** Whether an accepted async request is on the push-requests topic (undefined: not known). */
+  readonly inRequestLog?: (requestId: string) => boolean;
   /** Whether the device held one connection over the whole scenario (with `subscribed`: and its topic subscription). */
   readonly stayedConnected: (deviceId: string, subscribed: boolean) => boolean;
 }
@@ -65,6 +67,8 @@ export interface Tally {
   readonly receivedTimeout: number;
   /** Refused or unanswered requests that a device received anyway. */
   readonly refusedButReceived: number;
+  /** Accepted async requests (acknowledged by Kafka) that the suite never saw on the push-requests topic. */
+  readonly acceptedNotInLog: number;
   /** Pairs whose device stayed connected the whole scenario, and how many of them ended delivered. */
   readonly stayed: { readonly accepted: number; readonly delivered: number };
   /** Up to EXAMPLES ids per violation, with what the suite saw. */
@@ -87,6 +91,7 @@ export function reconcile(input: ReconcileInput): Tally {
   let stored = 0;
   let receivedTimeout = 0;
   let refusedButReceived = 0;
+  let acceptedNotInLog = 0;
   const stayed = { accepted: 0, delivered: 0 };
 
   const flag = (v: Violation | 'receivedTimeout', id: string, detail: string) => {
@@ -118,7 +123,8 @@ export function reconcile(input: ReconcileInput): Tally {
     const terms = evs.filter((e) => e.event.terminal);
     stored += evs.length - terms.length;
     const label = deviceId === undefined ? sent.id : `${sent.id} → ${deviceId}`;
-    const detail = `${describe(evs)}; device ${received ? 'received it' : 'never received it'}${stayedConnected ? ', stayed connected' : ''}`;
+    const inLog = input.inRequestLog?.(sent.id);
+    const detail = `${describe(evs)}; device ${received ? 'received it' : 'never received it'}${stayedConnected ? ', stayed connected' : ''}${inLog === false ? '; not on the push-requests topic' : ''}`;
     const first = [...terms].sort((a, b) => a.event.at - b.event.at)[0]?.event;
     if (first) count(`${first.source}:${first.outcome}${first.reason ? `:${first.reason}` : ''}`);
     if (terms.length === 0) flag('zeroTerminal', label, detail);
@@ -152,6 +158,7 @@ export function reconcile(input: ReconcileInput): Tally {
     }
     accepted++;
     acceptedByKind[sent.kind] = (acceptedByKind[sent.kind] ?? 0) + 1;
+    if (sent.kind !== 'direct' && input.inRequestLog?.(sent.id) === false) acceptedNotInLog++;
     const receivers = receiversOf(input, sent);
     if (receivers.length > 0) delivered++;
     for (const d of receivers) duplicates += input.receiptCount(d, sent.id) - 1;
@@ -186,15 +193,20 @@ export function reconcile(input: ReconcileInput): Tally {
           if (receivers.includes(d) || (fannedOut && input.stayedConnected(d, false))) pairs.add(d);
         }
         for (const d of pairs) {
+          const own = evs.filter((e) => e.event.deviceId === d);
+          // A device-less terminal event (no devices, or the ttl had passed) answers for every
+          // device of the user that has none of its own.
           asyncPair(
             sent,
             d,
-            evs.filter((e) => e.event.deviceId === d),
+            own.length === 0 ? deviceless : own,
             receivers.includes(d),
             devices.includes(d) && input.stayedConnected(d, false),
           );
         }
-        if (deviceless.length > 0 || pairs.size === 0) asyncPair(sent, undefined, deviceless, false, false);
+        const answeredByDeviceless = [...pairs].some((d) => !evs.some((e) => e.event.deviceId === d));
+        if ((deviceless.length > 0 && !answeredByDeviceless) || pairs.size === 0)
+          asyncPair(sent, undefined, deviceless, false, false);
         for (const d of devices) if (!pairs.has(d) && input.stayedConnected(d, false)) stayed.accepted++;
         break;
       }
@@ -253,6 +265,7 @@ export function reconcile(input: ReconcileInput): Tally {
     violations,
     receivedTimeout,
     refusedButReceived,
+    acceptedNotInLog,
     stayed,
     examples,
   };

@@ -24,6 +24,7 @@ export const ChaosTally = z.object({
   ),
   receivedTimeout: Count,
   refusedButReceived: Count,
+  acceptedNotInLog: Count,
   stayed: z.object({ accepted: Count, delivered: Count }),
   examples: z.record(z.string(), z.array(z.string())),
 });
@@ -117,7 +118,7 @@ export function renderMarkdown(result: ChaosResult): string {
           .map(([k, n]) => `${k} ${n}`)
           .join(
             ', ',
-          )}), refused ${t.refused}, unanswered ${t.unknown}; ${t.stored} non-terminal \`stored\` events; ${t.receivedTimeout} timeouts for messages the device had; ${t.refusedButReceived} refused or unanswered requests delivered anyway.`,
+          )}), refused ${t.refused}, unanswered ${t.unknown}; ${t.stored} non-terminal \`stored\` events; ${t.receivedTimeout} timeouts for messages the device had; ${t.refusedButReceived} refused or unanswered requests delivered anyway; ${t.acceptedNotInLog} accepted async requests never seen on the push-requests topic.`,
         '',
         '| terminal outcome (first per pair) | count |',
         '| --- | --- |',

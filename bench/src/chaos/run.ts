@@ -250,6 +250,7 @@ async function runScenario(
       deviceIds: fleet.devices.map((d) => d.id),
       receiptCount: (deviceId, id) => fleet.byId.get(deviceId)?.receipts.get(id)?.count ?? 0,
       events: (id) => observer.events(id),
+      inRequestLog: (id) => observer.inRequestLog(id),
       devicesOfUser: (userId) => fleet.users.get(userId) ?? [],
       stayedConnected: (deviceId, subscribed) =>
         fleet.byId.get(deviceId)?.stayedConnected(windowStart, windowEnd, subscribed) ?? false,
