@@ -8,7 +8,8 @@ import { freePort, startKafka, type KafkaInstance } from '@pushline/devstack';
 import { createKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
 import { RedisDeviceRegistry } from '@pushline/registry';
 import { closeOnce, runCleanup, type CleanupStep } from '@pushline/runtime';
-import { silentLogger } from '@pushline/telemetry';
+import { createWriteStream } from 'node:fs';
+import { createLogger } from '@pushline/telemetry';
 import { spawnService, waitReady, type ServiceProcess } from '../targets/child.ts';
 import type { ProcessRef } from '../targets/memory.ts';
 import { startChaosRedis, type ChaosRedis } from './redis-server.ts';
@@ -196,10 +197,17 @@ export class ChaosPlatform {
       this.#redis = redis;
       this.#cleanup.push({ name: 'redis', run: () => redis.stop() });
 
+      // The suite's own producer and consumers log their Kafka warnings: a refused produce or a
+      // consumer crash on the suite's side must be told apart from the platform's.
+      const harnessLog = createWriteStream(join(logDir, 'harness-kafka.log'), { flags: 'a' });
+      this.#cleanup.push({
+        name: 'harness log',
+        run: () => new Promise<void>((resolve) => harnessLog.end(() => resolve())),
+      });
       const kafkaClient = createKafkaClient({
         brokers: this.#brokers,
         clientId: `chaos-${this.run}`,
-        logger: silentLogger(),
+        logger: createLogger({ service: 'chaos-harness', level: 'warn', destination: harnessLog }),
       });
       this.#kafkaClient = kafkaClient;
       const admin = kafkaClient.admin();
