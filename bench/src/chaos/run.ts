@@ -165,6 +165,7 @@ async function steady(ctx: ScenarioContext, canaries: readonly string[]): Promis
       throw new Error(`the platform is not healthy before the fault: ${problems.join('; ')}`);
     if (!repaired && Date.now() > deadline - STEADY_DEADLINE_MS / 2) {
       repaired = true;
+      notes.push(`the platform was not healthy 30 s after the previous scenario: ${problems.join('; ')}`);
       const records = await ctx.platform.registry
         .lookupMany(ctx.fleet.devices.map((d) => d.id))
         .catch(() => []);
@@ -175,9 +176,26 @@ async function steady(ctx: ScenarioContext, canaries: readonly string[]): Promis
         if (server) await ctx.fleet.move([d], server);
       }
       if (down.length > 0) await ctx.fleet.connectAll(ctx.platform.servers);
-      notes.push(
-        `before the scenario the suite reconnected ${wrong.length} devices whose registry entry was missing or wrong, and ${down.length} that were not connected (${problems.join('; ')})`,
-      );
+      if (wrong.length + down.length > 0)
+        notes.push(
+          `so the suite reconnected ${wrong.length} devices whose registry entry was missing or wrong and ${down.length} that were not connected`,
+        );
+      // A service that stays unready, or an async path that stays broken, is restarted: the
+      // next fault should meet a working platform, and the restart is reported.
+      const asyncBroken = problems.some((p) => p.startsWith('publish') || p.startsWith('async'));
+      const restart = ctx.platform
+        .services()
+        .filter(
+          (s) =>
+            problems.some((p) => p.startsWith(`${s.name} `)) ||
+            (asyncBroken && (s === ctx.platform.api || s === ctx.platform.processor)),
+        );
+      for (const s of restart) {
+        await s.terminate(20_000);
+        await s.start();
+      }
+      if (restart.length > 0)
+        notes.push(`so the suite restarted ${restart.map((s) => s.name).join(' and ')}`);
     }
     // Re-probe pace while the platform settles.
     await sleep(1000);
