@@ -232,28 +232,36 @@ async function runScenario(
     const windowStart = Date.now();
     const { value, cost } = await measureCpu(platform.processes(), async () => {
       traffic.start();
-      // Traffic before the fault: the platform is loaded when it hits.
-      await sleep(sizes.warmupMs);
       let injection: Injection | undefined;
       let injectionFailed = false;
-      const injecting = scenario.inject(ctx).then(
-        (inj) => (injection = inj),
-        (err: unknown) => {
-          injectionFailed = true;
-          throw err;
-        },
-      );
-      const recovery = recover(
-        ctx,
-        canaries,
-        () => injection,
-        () => injectionFailed,
-      );
-      const inj = await injecting;
-      // Traffic after the component is back: the platform must serve it as before.
-      await sleep(sizes.afterMs);
-      await traffic.stop();
+      let recovery: Promise<{ atMs: number | null; lastProblems: string[] }> | undefined;
+      try {
+        // Traffic before the fault: the platform is loaded when it hits.
+        await sleep(sizes.warmupMs);
+        const injecting = scenario.inject(ctx).then(
+          (inj) => (injection = inj),
+          (err: unknown) => {
+            injectionFailed = true;
+            throw err;
+          },
+        );
+        recovery = recover(
+          ctx,
+          canaries,
+          () => injection,
+          () => injectionFailed,
+        );
+        await injecting;
+        // Traffic after the component is back: the platform must serve it as before.
+        await sleep(sizes.afterMs);
+      } finally {
+        // Also when the injection failed: no traffic or probe outlives its scenario.
+        await traffic.stop();
+        await recovery;
+      }
+      const inj: Injection | undefined = injection;
       const recovered = await recovery;
+      if (!inj || !recovered) throw new Error('the injection ended without a result');
       const settled = await settle(ctx, traffic, admin);
       return { inj, recovered, settled };
     });
