@@ -28,5 +28,6 @@ case "$cmd" in
   token) exec node scripts/token.ts "$@" ;;
   device) exec node scripts/device.ts "$@" ;;
   bench) exec node bench/src/main.ts "$@" ;;
-  *) echo "usage: scripts/pushline.sh start|test|typecheck|lint|format|token|device|bench" >&2; exit 2 ;;
+  chaos) exec node --disable-warning=TimeoutNegativeWarning bench/src/chaos/main.ts "$@" ;;
+  *) echo "usage: scripts/pushline.sh start|test|typecheck|lint|format|token|device|bench|chaos" >&2; exit 2 ;;
 esac

@@ -6,3 +6,14 @@ export type { BenchOptions } from './options.ts';
 export { BenchResult, ScenarioResult, Row, TargetCheck } from './report/model.ts';
 export { startBaseline } from '../baseline/src/app.ts';
 export type { BaselineOptions, BaselineServer } from '../baseline/src/app.ts';
+// The chaos suite (`npm run chaos`); see docs/delivery-guarantees.md.
+export { runChaos } from './chaos/run.ts';
+export type { ChaosRun } from './chaos/run.ts';
+export { parseChaosOptions, SHORT_SCENARIOS, CHAOS_USAGE } from './chaos/options.ts';
+export type { ChaosOptions } from './chaos/options.ts';
+export { reconcile, unsettled, stayedRatio, STAYED_MIN_RATIO } from './chaos/reconcile.ts';
+export type { ReconcileInput, ReconcileEvent, Tally } from './chaos/reconcile.ts';
+export type { SentRequest, RequestKind } from './chaos/traffic.ts';
+export { ChaosResult, ChaosScenarioResult, summaryTable } from './chaos/report.ts';
+export { SCENARIO_IDS } from './chaos/scenarios.ts';
+export type { ScenarioId } from './chaos/scenarios.ts';

@@ -157,7 +157,7 @@ async function runScenario(
   }
 }
 
-function gitState(): { commit: string; dirty: boolean } {
+export function gitState(): { commit: string; dirty: boolean } {
   try {
     const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
     const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {

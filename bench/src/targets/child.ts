@@ -96,6 +96,8 @@ export interface ServiceProcess {
   readonly logFile: string;
   readonly exited: Promise<void>;
   isRunning(): boolean;
+  /** Exit code and signal once the process has exited. */
+  exitInfo(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
   /** kill -9: what a crash looks like to the rest of the platform. */
   kill(): Promise<void>;
   /** SIGTERM, then SIGKILL after `graceMs`; says whether the SIGKILL was needed. */
@@ -126,6 +128,7 @@ export function spawnService(
     logFile,
     exited,
     isRunning,
+    exitInfo: () => (isRunning() ? undefined : { code: child.exitCode, signal: child.signalCode }),
     async kill() {
       if (isRunning()) child.kill('SIGKILL');
       await exited;

@@ -17,13 +17,24 @@ export interface KafkaInstance {
   readonly brokers: string[];
   /** The broker's log4j2 log (INFO). JVM stdout/stderr go to `kafka.out` next to it. */
   readonly logFile: string;
-  /** log.dirs of the broker; wiped and re-formatted on every start. */
+  /** log.dirs of the broker; wiped and re-formatted by every startKafka (kept by restart()). */
   readonly dataDir: string;
   readonly workDir: string;
-  /** pid of the java process. */
+  /** pid of the java process (a new one after restart()). */
   readonly pid: number;
   /** Wall time from the call to startKafka until the broker answered, jar fetch excluded. */
   readonly startupMs: number;
+  /**
+   * kill -9 of the broker, as a crash looks to its clients (fault-injection tests). Ports, config
+   * and data dir are kept for restart(). Resolves once the process is gone.
+   */
+  kill(): Promise<void>;
+  /**
+   * Starts the broker again on the same ports, config and data dir, without formatting it, so
+   * topics, records and committed offsets survive (killing it first if it still runs). Resolves
+   * once it serves Metadata again; rejects if the ports were taken meanwhile.
+   */
+  restart(): Promise<void>;
   /** Idempotent: every call returns the same promise. */
   stop(): Promise<void>;
 }
@@ -211,31 +222,40 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaIns
 
       log(`kafka: formatted ${dataDir} in ${Math.round(performance.now() - formatStarted)} ms`);
 
-      const proc = await spawnGuarded({
-        command: java,
-        args: [...jvm, 'kafka.Kafka', propsFile],
-        outFile,
-        orphanCleanupDir,
-      });
-      log(
-        `kafka ${KAFKA_VERSION}: java pid ${proc.pid} starting on ${HOST}:${port} (controller ${controllerPort})`,
-      );
-      try {
-        await waitForReady({
-          proc,
-          name: 'Kafka',
-          deadline,
-          startTimeoutMs,
-          logs,
-          intervalMs: 200,
-          probe: async (remaining) => {
-            const brokers = await fetchMetadataBrokers(HOST, port, Math.min(2_000, remaining));
-            if (brokers.some((b) => b.nodeId === NODE_ID && b.port === port)) return true;
-            return `metadata lists brokers ${JSON.stringify(brokers)}`;
-          },
+      const launch = async (launchDeadline: number, timeoutMs: number): Promise<GuardedProcess> => {
+        const proc = await spawnGuarded({
+          command: java,
+          args: [...jvm, 'kafka.Kafka', propsFile],
+          outFile,
+          orphanCleanupDir,
         });
+        log(
+          `kafka ${KAFKA_VERSION}: java pid ${proc.pid} starting on ${HOST}:${port} (controller ${controllerPort})`,
+        );
+        try {
+          await waitForReady({
+            proc,
+            name: 'Kafka',
+            deadline: launchDeadline,
+            startTimeoutMs: timeoutMs,
+            logs,
+            intervalMs: 200,
+            probe: async (remaining) => {
+              const brokers = await fetchMetadataBrokers(HOST, port, Math.min(2_000, remaining));
+              if (brokers.some((b) => b.nodeId === NODE_ID && b.port === port)) return true;
+              return `metadata lists brokers ${JSON.stringify(brokers)}`;
+            },
+          });
+        } catch (err) {
+          await proc.stop(2_000);
+          throw err;
+        }
+        return proc;
+      };
+      let proc: GuardedProcess;
+      try {
+        proc = await launch(deadline, startTimeoutMs);
       } catch (err) {
-        await proc.stop(2_000);
         if (err instanceof BindConflict && attempt < MAX_BIND_ATTEMPTS) {
           log(`kafka: port ${port} or ${controllerPort} was taken meanwhile; retrying with new ports`);
           continue;
@@ -248,6 +268,7 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaIns
         `kafka ${KAFKA_VERSION} ready at ${HOST}:${port} in ${startupMs} ms (pid ${proc.pid}, log ${logFile})`,
       );
       return makeInstance(proc, {
+        relaunch: () => launch(Date.now() + startTimeoutMs, startTimeoutMs),
         brokers: [`${HOST}:${port}`],
         logFile,
         dataDir,
@@ -265,8 +286,10 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaIns
 }
 
 function makeInstance(
-  proc: GuardedProcess,
+  first: GuardedProcess,
   o: {
+    /** Starts the broker again with the same config and data dir, and waits until it serves. */
+    relaunch: () => Promise<GuardedProcess>;
     brokers: string[];
     logFile: string;
     dataDir: string;
@@ -277,17 +300,47 @@ function makeInstance(
     log: LogFn;
   },
 ): KafkaInstance {
+  let proc = first;
   let stopping: Promise<void> | undefined;
+  // A stop() that arrives mid-restart waits for the new broker, so it stops that one too.
+  let relaunching: Promise<unknown> = Promise.resolve();
+  const kill = async (): Promise<void> => {
+    if (proc.exitInfo() === undefined) {
+      try {
+        process.kill(proc.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    // The guardian exits once the broker is reaped.
+    await proc.exited;
+  };
   return {
     brokers: o.brokers,
     logFile: o.logFile,
     dataDir: o.dataDir,
     workDir: o.workDir,
-    pid: proc.pid,
+    get pid() {
+      return proc.pid;
+    },
     startupMs: o.startupMs,
+    async kill(): Promise<void> {
+      await kill();
+      o.log(`kafka: broker pid ${proc.pid} killed (SIGKILL)`);
+    },
+    async restart(): Promise<void> {
+      if (stopping !== undefined) throw new Error('kafka: restart() after stop()');
+      await kill();
+      const t = performance.now();
+      const next = o.relaunch();
+      relaunching = next.catch(() => undefined);
+      proc = await next;
+      o.log(`kafka restarted in ${Math.round(performance.now() - t)} ms (pid ${proc.pid})`);
+    },
     stop(): Promise<void> {
       stopping ??= (async () => {
         const t = performance.now();
+        await relaunching;
         const exit = await proc.stop(o.stopTimeoutMs);
         if (o.ownsWorkDir) await rm(o.workDir, { recursive: true, force: true, maxRetries: 3 });
         o.log(

@@ -155,6 +155,33 @@ test('kafka starts, serves on its port, and stop() leaves nothing behind', async
   assert.equal(existsSync(kafka.workDir), false, 'the temp work dir is removed');
 });
 
+test('kafka survives kill -9 and restart() on the same port and data dir, without a re-format', async () => {
+  const kafka = await startKafka();
+  cleanups.push(() => kafka.stop());
+  const { host, port } = hostPort(kafka.brokers[0] ?? '');
+  const clusterId = () =>
+    /cluster\.id=(\S+)/.exec(readFileSync(path.join(kafka.dataDir, 'meta.properties'), 'utf8'))?.[1];
+  const before = { pid: kafka.pid, clusterId: clusterId() };
+  assert.ok(before.clusterId, 'the formatted data dir names its cluster');
+
+  await kafka.kill();
+  assert.equal(isAlive(before.pid), false, 'kill() resolves once java is gone');
+  assert.equal(await connects(host, port), false);
+  assert.ok(existsSync(kafka.dataDir), 'a crash keeps the data dir');
+
+  await kafka.restart();
+  assert.notEqual(kafka.pid, before.pid);
+  assert.ok(isAlive(kafka.pid));
+  assert.deepEqual(kafka.brokers, [`${host}:${port}`], 'same address');
+  assert.ok(await connects(host, port));
+  assert.equal(clusterId(), before.clusterId, 'the data dir was not formatted again');
+
+  const pid = kafka.pid;
+  await kafka.stop();
+  assert.equal(isAlive(pid), false, 'stop() stops the restarted broker');
+  await assert.rejects(kafka.restart(), /after stop/);
+});
+
 test('kafka start failure reports the log and cleans up', async () => {
   let message = '';
   await assert.rejects(
