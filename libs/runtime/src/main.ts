@@ -9,6 +9,12 @@ export interface RunningService {
 export const DEFAULT_SHUTDOWN_DEADLINE_MS = 25_000;
 
 /**
+ * After close() settled, how long the process may take to exit by itself (logs flushed, sockets
+ * released) before it is made to: whatever still runs then was abandoned by a step that hung.
+ */
+const EXIT_GRACE_AFTER_CLOSE_MS = 2_000;
+
+/**
  * Runs a service's boot function and owns the process: a boot failure logs and exits 1;
  * SIGTERM or SIGINT closes the service once and exits 0 (1 if closing failed). A second
  * signal while closing exits at once, for an operator who really means it. If closing has not
@@ -43,6 +49,20 @@ export function runMain(options: {
     process.exit(1);
   };
 
+  /** close() settled: the process should now exit on its own; if left work keeps it alive, it is made to. */
+  const closed = (exitCode: number) => {
+    stopped = true;
+    process.exitCode = exitCode;
+    setTimeout(() => {
+      logger.warn(
+        { resources: process.getActiveResourcesInfo() },
+        `${options.name} closed, but abandoned work keeps the process alive; exiting`,
+      );
+      logger.flush();
+      process.exit(exitCode);
+    }, EXIT_GRACE_AFTER_CLOSE_MS).unref();
+  };
+
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
       exitNow('second signal while stopping; exiting now', { signal });
@@ -61,16 +81,14 @@ export function runMain(options: {
       .then((service) => service?.close())
       .then(
         () => {
-          stopped = true;
           logger.info(`${options.name} stopped`);
           logger.flush();
-          process.exitCode = 0;
+          closed(0);
         },
         (err: unknown) => {
-          stopped = true;
           logger.error({ err }, `${options.name} failed to stop cleanly`);
           logger.flush();
-          process.exitCode = 1;
+          closed(1);
         },
       );
   };

@@ -10,7 +10,7 @@ const FIXTURE = new URL('./fixtures/stuck-service.ts', import.meta.url).pathname
 /** Boots the fixture in `mode`, SIGTERMs it once it is ready, and returns its exit code and log lines. */
 async function stopFixture(mode: string): Promise<{ code: number | null; lines: Record<string, unknown>[] }> {
   const child = spawn(process.execPath, [FIXTURE, mode], {
-    env: { ...process.env, SHUTDOWN_DEADLINE_MS: '1000' },
+    env: { ...process.env, SHUTDOWN_DEADLINE_MS: mode === 'leaks' ? '20000' : '1000' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
@@ -55,6 +55,15 @@ test('a close that waits on nothing that can ever happen exits 1 instead of 0', 
     lines.some((l) => String(l['msg']).includes('shutdown stalled')),
     `no stall line in ${JSON.stringify(lines)}`,
   );
+});
+
+test('a close that finished but left work running does not wait for the deadline', async () => {
+  const { code, lines } = await stopFixture('leaks');
+  assert.equal(code, 0, 'its close succeeded');
+  const line = lines.find((l) => String(l['msg']).includes('abandoned work keeps the process alive'));
+  assert.ok(line, `no leak line in ${JSON.stringify(lines)}`);
+  assert.ok((line['resources'] as string[]).includes('Timeout'));
+  assert.ok(!lines.some((l) => String(l['msg']).includes('shutdown deadline')));
 });
 
 test('a close that finishes exits 0 without waiting for the deadline timer', async () => {
