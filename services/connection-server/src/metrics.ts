@@ -11,6 +11,8 @@ export interface ConnectionServerMetrics {
   readonly deliveries: Counter<'source' | 'outcome'>;
   readonly deviceAck: Histogram<'outcome'>;
   readonly registryOps: Counter<'op' | 'result'>;
+  /** Registry entries written again after Redis lost them (RegistryRestorer). */
+  readonly registryRestored: Counter<never>;
   readonly connectionEvents: Counter<'result'>;
   readonly d2d: Counter<'outcome'>;
   readonly broadcasts: Counter<'result'>;
@@ -71,6 +73,11 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
       name: 'pushline_registry_ops_total',
       help: 'Registry operations, by operation and result.',
       labelNames: ['op', 'result'],
+      registers,
+    }),
+    registryRestored: new Counter({
+      name: 'pushline_registry_restored_total',
+      help: 'Registry entries of live connections written again after Redis lost them (restart without persistence, flush).',
       registers,
     }),
     connectionEvents: new Counter({
