@@ -77,10 +77,13 @@ describe('a Redis that stops answering (SIGSTOP)', () => {
 
     // Connections that answered nothing were torn down; the first commands after SIGCONT may meet
     // one still reconnecting, so the check is "works again", not "works on the first try".
-    await waitUntil(async () => (await platform?.registry.lookup('tv').catch(() => null))?.deviceId === 'tv', {
-      timeoutMs: 15_000,
-      what: 'registry lookups to work again',
-    });
+    await waitUntil(
+      async () => (await platform?.registry.lookup('tv').catch(() => null))?.deviceId === 'tv',
+      {
+        timeoutMs: 15_000,
+        what: 'registry lookups to work again',
+      },
+    );
     const again = await waitUntil(
       async () => {
         const res = await platform?.call('POST', '/v1/devices/tv/messages', { payload: { n: 2 } });
