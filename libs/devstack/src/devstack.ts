@@ -31,8 +31,11 @@ export interface StartDevstackOptions {
   kafka?: boolean;
   /** Set false when the caller needs no Redis. Default true. */
   redis?: boolean;
-  /** Persistence and memory limits of a Redis started here (ignored for PUSHLINE_REDIS_URL). */
-  redisOptions?: Pick<StartRedisOptions, 'persistence' | 'maxmemory' | 'maxmemoryPolicy'>;
+  /**
+   * Persistence, memory limits and work dir of a Redis started here (ignored for
+   * PUSHLINE_REDIS_URL); `workDir` above, when given, decides the dir.
+   */
+  redisOptions?: Pick<StartRedisOptions, 'persistence' | 'maxmemory' | 'maxmemoryPolicy' | 'workDir'>;
   startTimeoutMs?: number;
 }
 

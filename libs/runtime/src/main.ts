@@ -33,7 +33,7 @@ export function runMain(options: {
   const deadlineMs = options.shutdownDeadlineMs ?? DEFAULT_SHUTDOWN_DEADLINE_MS;
   // Set right after the signal handlers are installed (a signal cannot arrive in between: signals
   // are delivered through the event loop), so a signal during boot is never the default exit.
-  let booting: Promise<RunningService> | undefined;
+  const boot: { running?: Promise<RunningService> } = {};
   let stopping = false;
   let stopped = false;
 
@@ -77,7 +77,7 @@ export function runMain(options: {
       deadlineMs,
     ).unref();
     // A signal during boot closes what the boot built, once it is built (a failed boot exits 1).
-    (booting ?? Promise.resolve(undefined))
+    (boot.running ?? Promise.resolve(undefined))
       .then((service) => service?.close())
       .then(
         () => {
@@ -99,8 +99,8 @@ export function runMain(options: {
     // never happen. Exiting 0 here would hide it.
     if (stopping && !stopped) exitNow(`${options.name} shutdown stalled with nothing left to wait on`, {});
   });
-  booting = options.boot();
-  booting.catch((err: unknown) => {
+  boot.running = options.boot();
+  boot.running.catch((err: unknown) => {
     logger.fatal({ err }, `${options.name} failed to start`);
     logger.flush();
     process.exit(1);
