@@ -55,18 +55,21 @@ return 0
 
 // Puts back a live connection's entry after Redis lost it, never over another connection's entry
 // (the device may have moved meanwhile). 1 = written (it was missing), 2 = already ours, 0 = another's.
+// The server's device set is written once per pipeline by the caller, not per device: a restore
+// writes thousands of entries at once, and each call in a script costs Redis a few microseconds.
 const RESTORE = `
 local owner = redis.call('HGET', KEYS[1], 'c')
 if owner and owner ~= ARGV[3] then return 0 end
 if not owner then
-  redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7])
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'tid', ARGV[5]) end
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7], 'tid', ARGV[5])
+  else
+    redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7])
+  end
   redis.call('EXPIRE', KEYS[1], ARGV[8])
 end
-for i = 2, 3 do
-  redis.call('SADD', KEYS[i], ARGV[9])
-  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[8]) then redis.call('EXPIRE', KEYS[i], ARGV[8]) end
-end
+redis.call('SADD', KEYS[2], ARGV[9])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[8]) then redis.call('EXPIRE', KEYS[2], ARGV[8]) end
 if owner then return 2 end
 return 1
 `;
@@ -116,7 +119,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       redis.defineCommand('pushlineClearOne', { numberOfKeys: 1, lua: CLEAR_ONE });
     }
     if (!('pushlineRestore' in redis)) {
-      redis.defineCommand('pushlineRestore', { numberOfKeys: 3, lua: RESTORE });
+      redis.defineCommand('pushlineRestore', { numberOfKeys: 2, lua: RESTORE });
     }
     this.#redis = redis as RegistryRedis;
     this.#p = options.keyPrefix;
@@ -246,11 +249,11 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   async restore(records: readonly DeviceRecord[], ttlSeconds: number): Promise<number> {
     if (records.length === 0) return 0;
     const pipeline = this.#redis.pipeline() as RegistryPipeline;
+    const byServer = new Map<string, string[]>();
     for (const r of records) {
       pipeline.pushlineRestore(
         this.#dev(r.deviceId),
         this.#user(r.userId),
-        this.#srv(r.serverId),
         r.serverId,
         r.serverUrl,
         r.connectionId,
@@ -261,11 +264,23 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
         ttlSeconds,
         r.deviceId,
       );
+      const ids = byServer.get(r.serverId);
+      if (ids) ids.push(r.deviceId);
+      else byServer.set(r.serverId, [r.deviceId]);
     }
+    // A device that turns out to belong to another connection is listed too; clearServer checks
+    // ownership before it removes anything, so the extra member costs nothing but its bytes.
+    for (const [serverId, ids] of byServer) {
+      pipeline.sadd(this.#srv(serverId), ...ids);
+      // Only lengthened, never shortened, like the scripts' TTL check: NX for a new set, GT otherwise.
+      pipeline.expire(this.#srv(serverId), ttlSeconds, 'NX');
+      pipeline.expire(this.#srv(serverId), ttlSeconds, 'GT');
+    }
+    const results = (await pipeline.exec()) ?? [];
     let written = 0;
-    for (const [err, value] of (await pipeline.exec()) ?? []) {
+    for (const [i, [err, value]] of results.entries()) {
       if (err) throw err;
-      if (value === 1) written++;
+      if (i < records.length && value === 1) written++;
     }
     return written;
   }
