@@ -94,6 +94,6 @@ if (stopping) {
     ].join('\n'),
   );
   process.stdout.write(
-    `PUSHLINE_READY ${JSON.stringify({ apiUrl: api, deviceUrls: platform.deviceUrls, pids: platform.services.map((s) => s.pid), opsUrls: platform.services.map((s) => s.opsUrl) })}\n`,
+    `PUSHLINE_READY ${JSON.stringify({ apiUrl: api, deviceUrls: platform.deviceUrls, pids: platform.services.map((s) => s.pid), opsUrls: platform.services.map((s) => s.opsUrl), redisUrl: platform.devstack.redisUrl })}\n`,
   );
 }

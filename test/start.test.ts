@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
 import { DeviceEvents } from '@pushline/protocol';
@@ -100,7 +101,13 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
 
 interface Launched {
   readonly launcher: ChildProcess;
-  readonly info: { apiUrl: string; deviceUrls: string[]; pids: number[]; opsUrls: string[] };
+  readonly info: {
+    apiUrl: string;
+    deviceUrls: string[];
+    pids: number[];
+    opsUrls: string[];
+    redisUrl: string;
+  };
   readonly exited: Promise<number | null>;
   stderr(): string;
 }
@@ -109,10 +116,10 @@ interface Launched {
  * Starts `npm start`'s launcher the way a terminal runs a foreground job: in a process group of
  * its own, so signalling the group is what Ctrl-C does.
  */
-async function launchInOwnGroup(env: Record<string, string>): Promise<Launched> {
+async function launchInOwnGroup(env: Record<string, string>, args: string[] = []): Promise<Launched> {
   const infra = testInfra();
   const prefix = `${uniquePrefix('ctrlc')}.`;
-  const launcher = spawn(process.execPath, [join(root, 'scripts', 'start.ts')], {
+  const launcher = spawn(process.execPath, [join(root, 'scripts', 'start.ts'), ...args], {
     cwd: root,
     detached: true,
     env: {
@@ -190,10 +197,21 @@ function ctrlC(launcher: ChildProcess): void {
 }
 
 test('Ctrl-C on npm start drains: devices get their reconnect hint, then everything exits 0', async () => {
-  const { launcher, info, exited, stderr } = await launchInOwnGroup({
-    PUSHLINE_DRAIN_WINDOW_MS: '0',
-    PUSHLINE_CLOSE_GRACE_MS: '1000',
-  });
+  // Its own Redis this time (PUSHLINE_REDIS_URL empty), with the append-only file asked for.
+  const { launcher, info, exited, stderr } = await launchInOwnGroup(
+    { PUSHLINE_DRAIN_WINDOW_MS: '0', PUSHLINE_CLOSE_GRACE_MS: '1000', PUSHLINE_REDIS_URL: '' },
+    ['--redis-aof'],
+  );
+  assert.notEqual(info.redisUrl, testInfra().redisUrl);
+  const redis = new Redis(info.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0 });
+  try {
+    await redis.connect();
+    assert.deepEqual(await redis.config('GET', 'appendonly'), ['appendonly', 'yes']);
+    assert.deepEqual(await redis.config('GET', 'maxmemory-policy'), ['maxmemory-policy', 'noeviction']);
+    assert.equal(await redis.config('GET', 'dir').then((r) => (r as string[])[1]), join(stateDir, 'redis'));
+  } finally {
+    redis.disconnect();
+  }
   const device = await connectDevice(info, 'ctrl-c-phone');
   const ending = firstEnding(device);
 
@@ -207,6 +225,11 @@ test('Ctrl-C on npm start drains: devices get their reconnect hint, then everyth
     timeoutMs: 20_000,
     what: 'services to exit',
   });
+  assert.match(stderr(), /redis stopped/, 'the launcher stopped its Redis after the services');
+  assert.ok(
+    existsSync(join(stateDir, 'redis', 'appendonlydir')),
+    'the append-only file is kept for the next run',
+  );
 });
 
 test('a second Ctrl-C forces the exit while the drain is still waiting', async () => {
