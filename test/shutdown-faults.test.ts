@@ -110,8 +110,7 @@ async function stopAll(services: ServiceProcess[]): Promise<void> {
     ),
   );
   for (const { s, exit } of exits) {
-    if (process.env['DEBUG_SHUTDOWN'])
-      process.stderr.write(`--- ${s.name} ${JSON.stringify(exit)}\n${s.output()}\n`);
+    process.stderr.write(`--- ${s.name} ${JSON.stringify(exit)}\n${s.output()}\n`);
     assert.equal(exit.signal, null, `${s.name} exited by itself, not by a signal's default action`);
     assert.ok(
       logLines(s).some((l) => String(l['msg']).endsWith('stopping')),
