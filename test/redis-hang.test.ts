@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { startRedis, type RedisInstance } from '@pushline/devstack';
+import { DeviceEvents } from '@pushline/protocol';
+import type { Registry } from '@pushline/telemetry';
 import { waitUntil, within } from '@pushline/testkit';
 import { startOwnRedisPlatform, type OwnRedisPlatform } from './support/own-redis-platform.ts';
 
@@ -14,6 +16,16 @@ import { startOwnRedisPlatform, type OwnRedisPlatform } from './support/own-redi
 const COMMAND_TIMEOUT_MS = 1000;
 /** How long the test waits for an answer: far above the bound, far below "hangs". */
 const ANSWER_WITHIN_MS = 10_000;
+
+/** Sum of a counter's samples with these labels. */
+async function metricValue(metrics: Registry, name: string, labels: Record<string, string>): Promise<number> {
+  const metric = metrics.getSingleMetric(name);
+  if (!metric) return 0;
+  const data = await metric.get();
+  return data.values
+    .filter((v) => Object.entries(labels).every(([k, val]) => String(v.labels[k]) === val))
+    .reduce((sum, v) => sum + v.value, 0);
+}
 
 let redis: RedisInstance | undefined;
 let platform: OwnRedisPlatform | undefined;
@@ -97,4 +109,57 @@ describe('a Redis that stops answering (SIGSTOP)', () => {
       [{ n: 2 }],
     );
   });
+
+  // Promises nobody handles: the classic adapter publishes a broadcast without awaiting the
+  // PUBLISH, and socket.io asks either adapter for the server count (PUBSUB) of an acked broadcast
+  // without a catch. With a command timeout, a Redis that stopped answering rejects them, and an
+  // unhandled rejection would end this process (failing the run) instead of being counted.
+  for (const adapter of ['sharded', 'classic'] as const) {
+    it(`keeps a ${adapter}-adapter topic broadcast working and counts the failed Redis commands instead of ending the process`, async () => {
+      assert.ok(redis);
+      platform = await startOwnRedisPlatform(`redis-hang-${adapter}`, redis.url, {
+        env: {
+          PUSHLINE_REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS),
+          PUSHLINE_SOCKETIO_ADAPTER: adapter,
+        },
+      });
+      const [server] = platform.servers;
+      assert.ok(server);
+      const listener = await platform.connect(server, 'radio', { topics: ['news'] });
+      assert.deepEqual(await listener.request(DeviceEvents.subscribe, { topic: 'news' }), {
+        ok: true,
+        topic: 'news',
+      });
+      const failures = () =>
+        metricValue(server.metrics, 'pushline_loop_failures_total', { loop: 'socketio_adapter' });
+      assert.equal(await failures(), 0);
+
+      process.kill(redis.pid, 'SIGSTOP');
+      stopped = true;
+      // Local subscribers still get it; the copy for the other servers is what cannot be published.
+      const during = await server.server.broadcast({
+        messageId: 'news-during',
+        topic: 'news',
+        payload: { n: 1 },
+        timeoutMs: 2_000,
+      });
+      assert.equal(during.delivered, 1);
+      await waitUntil(async () => (await failures()) >= 1, { what: 'the failed PUBLISH to be counted' });
+
+      resume();
+      await waitUntil(
+        async () => {
+          const after = await server.server.broadcast({
+            messageId: `news-after-${Date.now()}`,
+            topic: 'news',
+            payload: { n: 2 },
+            timeoutMs: 2_000,
+          });
+          return after.delivered === 1;
+        },
+        { timeoutMs: 15_000, what: 'broadcasts to work after SIGCONT' },
+      );
+      assert.ok(listener.received.some((m) => m.id === 'news-during'));
+    });
+  }
 });

@@ -110,7 +110,6 @@ async function stopAll(services: ServiceProcess[]): Promise<void> {
     ),
   );
   for (const { s, exit } of exits) {
-    process.stderr.write(`--- ${s.name} ${JSON.stringify(exit)}\n${s.output()}\n`);
     assert.equal(exit.signal, null, `${s.name} exited by itself, not by a signal's default action`);
     assert.ok(
       logLines(s).some((l) => String(l['msg']).endsWith('stopping')),

@@ -5,7 +5,7 @@ import { closeRedis, redisCommandOptions, redisSubscriberOptions } from '@pushli
 import type { Logger } from '@pushline/telemetry';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
-import { Server, type Socket } from 'socket.io';
+import { Server, type Namespace, type Socket } from 'socket.io';
 
 /** Options of the socket.io server devices connect to. */
 export interface SocketServerOptions {
@@ -65,6 +65,29 @@ function catchUnawaitedCommands(client: Redis, onFailure: (command: string, err:
       },
     });
   }
+}
+
+/**
+ * socket.io asks the adapter how many servers there are for every acked broadcast and does not
+ * catch that promise (BroadcastOperator.emit), so a Redis that timed out would end the process.
+ * When Redis cannot say, only this server is counted: the others cannot be reached through Redis
+ * anyway, so the broadcast completes with the local acks instead of waiting for its timeout.
+ * A function expression, not an arrow: socket.io calls the factory with `new`.
+ */
+function serverCountOrSelf<A extends { serverCount(): Promise<number> }>(
+  factory: (nsp: Namespace) => A,
+  onFailure: () => void,
+): (nsp: Namespace) => A {
+  return function (nsp: Namespace) {
+    const adapter = factory(nsp);
+    const ask = adapter.serverCount.bind(adapter);
+    adapter.serverCount = () =>
+      ask().catch(() => {
+        onFailure();
+        return 1;
+      });
+    return adapter;
+  };
 }
 
 /**
@@ -249,13 +272,17 @@ export class SocketServer {
       });
     }
     const prefix = `${config.PUSHLINE_KEY_PREFIX}socket.io`;
+    const countFailed = () => this.#o.onAdapterCommandFailed?.('pubsub_numsub');
     this.io.adapter(
       config.PUSHLINE_SOCKETIO_ADAPTER === 'sharded'
-        ? createShardedAdapter(pub, sub, {
-            channelPrefix: prefix,
-            subscriptionMode: config.PUSHLINE_SOCKETIO_SUBSCRIPTION_MODE,
-          })
-        : createAdapter(pub, sub, { key: prefix }),
+        ? serverCountOrSelf(
+            createShardedAdapter(pub, sub, {
+              channelPrefix: prefix,
+              subscriptionMode: config.PUSHLINE_SOCKETIO_SUBSCRIPTION_MODE,
+            }),
+            countFailed,
+          )
+        : serverCountOrSelf(createAdapter(pub, sub, { key: prefix }), countFailed),
     );
     // Replies come back in command order on one connection, so once this PING is answered the
     // adapter's (S)SUBSCRIBE before it is active and no cross-server broadcast is missed.
