@@ -1,6 +1,9 @@
 // `npm start`: the whole platform on this machine, then a summary of where to connect.
+//   npm start -- --redis-aof    Redis with an append-only file under .pushline/redis (kept across
+//                               runs); PUSHLINE_DEV_REDIS_AOF=true does the same.
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { loadOrCreateCredentials, stateDir } from './lib/dev-credentials.ts';
 import { mintDevToken } from './lib/dev-token.ts';
 import { startPlatform } from './lib/platform.ts';
@@ -8,20 +11,49 @@ import { startPlatform } from './lib/platform.ts';
 const log = (line: string): void => {
   process.stderr.write(`[pushline] ${line}\n`);
 };
+const { values: flags } = parseArgs({
+  args: process.argv.slice(2),
+  options: { 'redis-aof': { type: 'boolean' } },
+  strict: true,
+});
+const redisAof = flags['redis-aof'] === true || process.env['PUSHLINE_DEV_REDIS_AOF'] === 'true';
 const { credentials, created } = loadOrCreateCredentials();
 if (created) log(`generated dev credentials in ${join(stateDir, 'dev-credentials.json')}`);
 
-let stopping: Promise<void> | undefined;
+/**
+ * One keypress can reach us twice: the terminal signals the whole foreground group, and npm
+ * forwards what it got to its child, which is this process once the shell scripts exec'd. A
+ * signal this soon after the first counts as the same Ctrl-C.
+ */
+const SAME_KEYPRESS_MS = 300;
+
 let platform: Awaited<ReturnType<typeof startPlatform>> | undefined;
+let stopping: Promise<void> | undefined;
+let firstSignalAt = 0;
+let forced = false;
 const shutdown = (signal: string) => {
-  if (stopping) return;
-  log(`${signal}: stopping services, Kafka and Redis`);
-  stopping = (platform?.stop() ?? Promise.resolve()).then(
-    () => log('stopped'),
-    (err: unknown) => {
-      log(`stop failed: ${String(err)}`);
-      process.exitCode = 1;
-    },
+  if (!stopping) {
+    firstSignalAt = Date.now();
+    log(
+      `${signal}: draining (devices get reconnect hints), then stopping Kafka and Redis; Ctrl-C again to force`,
+    );
+    stopping = (platform?.stop() ?? Promise.resolve()).then(
+      () => log('stopped'),
+      (err: unknown) => {
+        log(`stop failed: ${String(err)}`);
+        process.exitCode = 1;
+      },
+    );
+    return;
+  }
+  if (forced || Date.now() - firstSignalAt < SAME_KEYPRESS_MS) return;
+  forced = true;
+  log(`${signal} again: forcing the services to exit and killing Kafka and Redis`);
+  // 128 + SIGINT, as a shell reports a job a Ctrl-C ended.
+  process.exitCode = 130;
+  void (platform?.forceStop() ?? Promise.resolve()).then(
+    () => log('stopped (forced)'),
+    (err: unknown) => log(`forced stop failed: ${String(err)}`),
   );
 };
 process.on('SIGINT', () => shutdown('SIGINT'));
@@ -33,6 +65,7 @@ try {
     logDir: freshLogDir(),
     preferDefaultPorts: process.env['PUSHLINE_DEV_FREE_PORTS'] !== 'true',
     log,
+    ...(redisAof ? { redisPersistence: 'aof' as const, redisDir: join(stateDir, 'redis') } : {}),
   });
 } catch (err) {
   log(`failed to start: ${err instanceof Error ? err.message : String(err)}`);
@@ -60,7 +93,7 @@ if (stopping) {
       `  Console:                                 ${platform.consoleUrl}/console   (sign in with the admin key)`,
       `  Demo device (browser):                   ${demoLink}`,
       `  Push API ops (/readyz, /metrics):        ${platform.services.find((s) => s.name === 'push-api')?.opsUrl ?? ''}`,
-      `  Kafka: ${platform.devstack.kafkaBrokers.join(',')}   Redis: ${platform.devstack.redisUrl}`,
+      `  Kafka: ${platform.devstack.kafkaBrokers.join(',')}   Redis: ${platform.devstack.redisUrl}${redisAof ? ' (AOF)' : ''}`,
       `  API key (admin): ${key}`,
       `  These URLs and the key are in ${envFile}   (source it: set -a; . ${envFile}; set +a)`,
       '',
@@ -73,7 +106,7 @@ if (stopping) {
       'Push directly and get delivery feedback:',
       `  curl -s -X POST ${api}/v1/devices/d1/messages -H 'authorization: Bearer ${key}' -H 'content-type: application/json' -d '{"payload":{"hello":"world"}}'`,
       `Canary (probes every connection server; metrics): ${platform.services.find((s) => s.name === 'canary')?.opsUrl ?? '-'}/metrics`,
-      `Logs: ${platform.logDir}   Ctrl-C stops everything.`,
+      `Logs: ${platform.logDir}   Ctrl-C drains and stops everything; a second Ctrl-C forces it.`,
       '',
     ].join('\n'),
   );
@@ -82,6 +115,7 @@ if (stopping) {
       apiUrl: api,
       deviceUrls: platform.deviceUrls,
       consoleUrl: platform.consoleUrl,
+      redisUrl: platform.devstack.redisUrl,
       pids: platform.services.map((s) => s.pid),
       // Each ops URL under the name of the service instance it belongs to.
       opsUrls: Object.fromEntries(platform.services.map((s) => [s.name, s.opsUrl])),

@@ -41,16 +41,36 @@ const compose = parse(read('docker-compose.yml'), { merge: true }) as {
 };
 const services = Object.entries(compose.services);
 
-/** Compose interpolation with the defaults the file ships (`${VAR:-default}`), as on a clean machine. */
+/**
+ * Secrets compose must refuse to start without (`${VAR:?message}`), and the values this test
+ * gives them, as an operator's .env file would.
+ */
+const REQUIRED_SECRETS: Record<string, string> = {
+  PUSHLINE_INTERNAL_TOKEN: 'test-internal-token-0123456789abcdef',
+  PUSHLINE_DEVICE_JWT_SECRET: 'test-device-jwt-secret-0123456789abcdef0123',
+  PUSHLINE_API_KEY: 'test-api-key-0123456789',
+  GRAFANA_ADMIN_PASSWORD: 'test-grafana-password',
+};
+
+/**
+ * Compose interpolation as on a clean machine with an .env holding the secrets: `${VAR:-default}`
+ * takes the default, `${VAR:?message}` (allowed for secrets only) the secret.
+ */
 function interpolate(value: string, where: string): string {
   return value.replace(
-    /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g,
-    (_m, name: string, fallback?: string) => {
+    /\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}/g,
+    (_m, name: string, op?: string, arg?: string) => {
+      if (op === ':?' || op === '?') {
+        const secret = REQUIRED_SECRETS[name];
+        assert.ok(secret !== undefined, `${where}: \${${name}} is required but is not a secret`);
+        assert.ok(arg, `${where}: \${${name}:?} says nothing about how to set it`);
+        return secret;
+      }
       assert.ok(
-        fallback !== undefined,
+        arg !== undefined,
         `${where}: \${${name}} has no default, so a plain \`docker compose up\` fails`,
       );
-      return fallback;
+      return arg;
     },
   );
 }
@@ -141,6 +161,54 @@ describe('docker-compose.yml', () => {
       });
     });
   }
+
+  it('refuses to start without real secrets instead of falling back to known ones', () => {
+    const text = read('docker-compose.yml');
+    for (const name of Object.keys(REQUIRED_SECRETS)) {
+      assert.match(
+        text,
+        new RegExp(`\\$\\{${name}:\\?[^}]+\\}`),
+        `${name} is required (\${${name}:?message})`,
+      );
+      assert.doesNotMatch(text, new RegExp(`\\$\\{${name}:?-`), `${name} has a fallback value`);
+    }
+    assert.doesNotMatch(text, /change-me/i);
+    const example = read('.env.example');
+    for (const name of Object.keys(REQUIRED_SECRETS)) {
+      assert.match(example, new RegExp(`^${name}=$`, 'm'), `.env.example lists ${name}, empty`);
+    }
+    assert.match(read('.gitignore'), /^\.env$/m, '.env is git-ignored');
+    assert.match(read('.dockerignore'), /^\.env$/m, '.env stays out of the image');
+  });
+
+  it('runs Redis with an append-only file on a volume and a memory limit that never evicts', () => {
+    const redis = compose.services['redis'];
+    assert.ok(redis);
+    const command = Array.isArray(redis.command) ? redis.command : [];
+    const conf = command.find((a) => a.endsWith('.conf'));
+    assert.ok(conf, `redis runs with a config file: ${command.join(' ')}`);
+    const mounts = (redis.volumes ?? []).map((v) => (typeof v === 'string' ? v : ''));
+    const mounted = mounts.find((v) => v.split(':')[1] === conf);
+    assert.ok(mounted, `${conf} is mounted`);
+    const settings = new Map(
+      read(mounted.split(':')[0]?.replace(/^\.\//, '') ?? '')
+        .split('\n')
+        .filter((line) => line.trim() !== '' && !line.startsWith('#'))
+        .map((line) => {
+          const [key = '', ...rest] = line.trim().split(/\s+/);
+          return [key, rest.join(' ')] as const;
+        }),
+    );
+    assert.equal(settings.get('appendonly'), 'yes');
+    assert.equal(settings.get('appendfsync'), 'everysec');
+    assert.equal(settings.get('maxmemory-policy'), 'noeviction');
+    assert.match(settings.get('maxmemory') ?? '', /^\d+(mb|gb)$/);
+    const dataDir = settings.get('dir');
+    assert.ok(
+      mounts.some((v) => v.split(':')[1] === dataDir && !v.startsWith('.')),
+      `${dataDir} is a named volume, so the file outlives the container`,
+    );
+  });
 
   it('gives every container a healthcheck', () => {
     for (const [name, service] of services) {

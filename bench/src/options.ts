@@ -48,9 +48,10 @@ const Flags = z.object({
 export const USAGE = `usage: npm run bench -- [--scenarios=1,2,5] [--devices=N] [--storm-devices=N] [--storm-survivors=N] [--smoke] [--profile] [--heap-snapshot] [--out=DIR]
   1 capacity   2 direct push   3 async path (Kafka)   4 fan-out   5 device-to-device   6 reconnect storm
   7 async path with 5% of devices never acking
+  8 Redis restart (registry restore)
   --devices        idle devices in scenario 1 (default 10000, smoke 40, max ${MAX_CAPACITY_DEVICES}); above
                    ${CAPACITY_DEVICES_PER_SERVER} they spread over several connection servers and the baseline runs ${CAPACITY_DEVICES_PER_SERVER}.
-                   Fan-out takes min(N, ${MAX_DEVICES_PER_SERVER}).
+                   Fan-out takes min(N, ${MAX_DEVICES_PER_SERVER}); the Redis restart 2 × min(N/2, 9500).
   --storm-devices  devices on the killed server in scenario 6 (default: min(--devices, ${MAX_DEVICES_PER_SERVER}))
   --storm-survivors  live servers taking the reconnects in scenario 6 (default 2, max 4)
   --smoke          tiny sizes, a few seconds per scenario (CI)

@@ -15,13 +15,17 @@ import { deviceToDevice } from './scenarios/d2d.ts';
 import { directPush } from './scenarios/direct-push.ts';
 import { fanout } from './scenarios/fanout.ts';
 import { reconnectStorm } from './scenarios/reconnect-storm.ts';
+import { redisRestart } from './scenarios/redis-restart.ts';
 import { ScenarioSkipped, type Scenario, type ScenarioContext } from './scenarios/types.ts';
 import { startBaselineTarget } from './targets/baseline.ts';
 import { serviceAvailable, startPushlineTarget, type PushlineTarget } from './targets/pushline.ts';
 import type { Target } from './targets/types.ts';
 import { DeviceTokenSigner } from './tokens.ts';
 
-/** Run order: the storm kills a server, so it goes last; the async path after the side-by-side ones. */
+/**
+ * Run order: the storm kills a server, so it goes last; the async path after the side-by-side ones;
+ * the Redis restart runs on servers and a Redis of its own.
+ */
 const SCENARIOS: readonly Scenario[] = [
   capacity,
   directPush,
@@ -29,6 +33,7 @@ const SCENARIOS: readonly Scenario[] = [
   fanout,
   asyncPath,
   asyncSilent,
+  redisRestart,
   reconnectStorm,
 ];
 const BASELINE_SCENARIOS = new Set([1, 2, 4, 5]);

@@ -1,7 +1,14 @@
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { freePort, spawnGuarded, startDevstack, type Devstack } from '@pushline/devstack';
+import {
+  freePort,
+  spawnGuarded,
+  startDevstack,
+  type Devstack,
+  type RedisPersistence,
+} from '@pushline/devstack';
+import { DEFAULT_SHUTDOWN_DEADLINE_MS } from '@pushline/runtime';
 import type { DevCredentials } from './dev-credentials.ts';
 import { repoRoot } from './dev-credentials.ts';
 
@@ -12,7 +19,10 @@ export interface RunningService {
   readonly pid: number;
   readonly opsUrl: string;
   readonly logFile: string;
+  /** SIGTERM, then SIGKILL if it has not exited within its own shutdown deadline plus a margin. */
   stop(): Promise<void>;
+  /** Another SIGTERM now: a service that is already stopping takes it as "exit at once". */
+  terminate(): void;
 }
 
 export interface Platform {
@@ -23,7 +33,13 @@ export interface Platform {
   readonly consoleUrl: string;
   readonly services: RunningService[];
   readonly logDir: string;
+  /** Graceful: services drain (devices get reconnect hints) and exit, then Kafka and Redis stop. */
   stop(): Promise<void>;
+  /**
+   * For an operator who does not want to wait (a second Ctrl-C): services are told to exit at
+   * once and Kafka and Redis are killed; resolves when everything is gone.
+   */
+  forceStop(): Promise<void>;
 }
 
 export interface StartPlatformOptions {
@@ -36,6 +52,10 @@ export interface StartPlatformOptions {
   readonly log?: (line: string) => void;
   /** Bound on each service answering /readyz. Default 60 s. */
   readonly readyTimeoutMs?: number;
+  /** Persistence of a Redis started here. Default 'none'. */
+  readonly redisPersistence?: RedisPersistence;
+  /** Work dir of a Redis started here (kept across runs, so AOF data survives). Default: a temp dir. */
+  readonly redisDir?: string;
 }
 
 /**
@@ -47,12 +67,34 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
   const log = options.log ?? (() => {});
   const env = options.env ?? process.env;
   mkdirSync(options.logDir, { recursive: true });
-  const devstack = await startDevstack({ env, log });
+  const devstack = await startDevstack({
+    env,
+    log,
+    // Whatever Redis's own default: registry and ledger keys have TTLs, and only noeviction
+    // never drops one (docs/delivery-guarantees.md).
+    redisOptions: {
+      persistence: options.redisPersistence ?? 'none',
+      maxmemoryPolicy: 'noeviction',
+      ...(options.redisDir === undefined ? {} : { workDir: options.redisDir }),
+    },
+  });
   const services: RunningService[] = [];
   const stop = async () => {
     // Services first (they flush to Kafka and deregister in Redis), then the infrastructure.
     await Promise.allSettled(services.map((s) => s.stop()));
     await devstack.stop();
+  };
+  const forceStop = async () => {
+    for (const s of services) s.terminate();
+    for (const pid of [devstack.kafka?.pid, devstack.redis?.pid]) {
+      if (pid === undefined) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await stop();
   };
   try {
     const common: NodeJS.ProcessEnv = {
@@ -174,6 +216,7 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
       services,
       logDir: options.logDir,
       stop,
+      forceStop,
     };
   } catch (err) {
     await stop();
@@ -198,14 +241,17 @@ async function startService(
     cwd: repoRoot,
     env,
   });
+  // The service bounds its own shutdown (PUSHLINE_SHUTDOWN_DEADLINE_MS); the kill is for a wedged one.
+  const deadlineMs = Number(env['PUSHLINE_SHUTDOWN_DEADLINE_MS'] ?? '') || DEFAULT_SHUTDOWN_DEADLINE_MS;
   const running: RunningService = {
     name,
     pid: child.pid,
     opsUrl,
     logFile,
     stop: async () => {
-      await child.stop(15_000);
+      await child.stop(deadlineMs + 5_000);
     },
+    terminate: () => child.terminate(),
   };
   try {
     await waitReady(opsUrl, child.exited, options.readyTimeoutMs ?? 60_000, name, logFile);

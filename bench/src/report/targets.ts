@@ -1,3 +1,4 @@
+import { REDIS_RESTART_GOAL_PER_SERVER, REDIS_RESTART_GOAL_S } from '../scenarios/redis-restart.ts';
 import type { Row, ScenarioResult, TargetCheck } from './model.ts';
 
 /** Evaluates the issue's targets against a run. A target whose numbers are missing is `pass: null`. */
@@ -80,6 +81,21 @@ export function evaluateTargets(scenarios: readonly ScenarioResult[], stormGoal 
         ? 'not measured'
         : `${stormN} devices: ${stormS == null ? 'not all' : `${stormS} s`}, ${lost ?? '—'} lost${atGoal ? '' : ` (below the ${stormGoal} of the goal, so not judged)`}`,
     pass: stormN == null || !atGoal ? null : stormS != null && stormS <= 10 && lost === 0,
+  });
+  const restoreN = get('redis_restart.devices')?.pushline;
+  const restoredS = get('redis_restart.restored_s')?.pushline;
+  const extrapolatedS = get('redis_restart.extrapolated_s')?.pushline;
+  const restoreLost = get('redis_restart.lost')?.pushline;
+  checks.push({
+    goal: `Redis restart without persistence: presence correct again within ${REDIS_RESTART_GOAL_S} s at ${REDIS_RESTART_GOAL_PER_SERVER / 1000}k connections per server`,
+    measured:
+      restoreN == null
+        ? 'not measured'
+        : `${restoreN} devices on 2 servers: all back in ${restoredS ?? '—'} s, ${restoreLost ?? '—'} lost; ${extrapolatedS ?? '—'} s extrapolated to ${REDIS_RESTART_GOAL_PER_SERVER / 1000}k per server`,
+    pass:
+      extrapolatedS == null || restoredS == null
+        ? null
+        : extrapolatedS <= REDIS_RESTART_GOAL_S && restoredS <= REDIS_RESTART_GOAL_S && restoreLost === 0,
   });
   return checks;
 }

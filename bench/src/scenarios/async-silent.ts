@@ -39,7 +39,7 @@ function ackingAmong(targets: readonly string[], silent: ReadonlySet<string>, n:
 
 /**
  * Scenario 7: scenario 3 with 5% of the devices never acking, the fleet any real deployment has
- * (docs/decisions/0012). Records go to all devices in turn, so every partition carries records
+ * (docs/decisions/0017). Records go to all devices in turn, so every partition carries records
  * for silent devices, each of which holds its delivery for the full ack timeout. Latency and
  * rates are those of the acking devices: a record of theirs must not wait for a silent device.
  */

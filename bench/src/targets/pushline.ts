@@ -38,6 +38,16 @@ export interface ConnectionServerProcess {
   readonly process: ServiceProcess;
 }
 
+export interface IsolatedServers {
+  readonly servers: readonly ConnectionServerProcess[];
+  readonly registry: RedisDeviceRegistry;
+  /** The client under `registry`, for cheap progress probes. */
+  readonly redis: Redis;
+  /** Prefix of the servers' keys on that Redis. */
+  readonly keyPrefix: string;
+  close(): Promise<void>;
+}
+
 const BroadcastResult = z.object({ delivered: z.number(), latencyMs: z.number() });
 
 export interface PushlineTarget extends Target {
@@ -51,6 +61,12 @@ export interface PushlineTarget extends Target {
   readonly hasProcessor: boolean;
   /** Starts one more connection server like the others (the storm's extra survivors); stopped with the target. */
   addConnectionServer(): Promise<ConnectionServerProcess>;
+  /**
+   * Starts `count` connection servers like the others but on another Redis (one a scenario may
+   * restart), with their own key prefix and a registry client there. close() stops them and the
+   * client; the target also stops them when it closes.
+   */
+  connectionServersOn(redisUrl: string, count: number, label: string): Promise<IsolatedServers>;
   /** A started producer onto the platform's Kafka, for the async path. */
   producer(): Promise<Producer>;
 }
@@ -118,8 +134,11 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
     await admin.close();
 
     const servers: ConnectionServerProcess[] = [];
-    const spawnConnectionServer = async (i: number): Promise<ConnectionServerProcess> => {
-      const serverId = `bench-cs-${String.fromCharCode(97 + i)}`;
+    const spawnConnectionServer = async (
+      i: number,
+      on: { redisUrl: string; keyPrefix: string; label: string } | undefined = undefined,
+    ): Promise<ConnectionServerProcess> => {
+      const serverId = `bench-${on ? on.label : 'cs'}-${String.fromCharCode(97 + i)}`;
       const [port, internalPort] = [await freePort(), await freePort()];
       const proc = spawnService(
         serverId,
@@ -128,6 +147,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
           serverId,
           {
             ...common,
+            ...(on ? { PUSHLINE_REDIS_URL: on.redisUrl, PUSHLINE_KEY_PREFIX: on.keyPrefix } : {}),
             PUSHLINE_SERVER_ID: serverId,
             PUSHLINE_HOST: '127.0.0.1',
             PUSHLINE_PORT: String(port),
@@ -148,7 +168,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         internalUrl: `http://127.0.0.1:${internalPort}`,
         process: proc,
       };
-      servers.push(server);
+      if (!on) servers.push(server);
       return server;
     };
     for (let i = 0; i < opts.connectionServers; i++) await spawnConnectionServer(i);
@@ -243,6 +263,36 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         const server = await spawnConnectionServer(servers.length);
         await waitReady(server.process, server.internalUrl, 60_000);
         return server;
+      },
+      async connectionServersOn(redisUrl, count, label): Promise<IsolatedServers> {
+        const keyPrefix = `bench:${run}:${label}:`;
+        const started: ConnectionServerProcess[] = [];
+        const client = new Redis(redisUrl, { lazyConnect: false, maxRetriesPerRequest: 2 });
+        const close = closeOnce(() =>
+          runCleanup([
+            ...started.map((s) => ({ name: s.serverId, run: () => stopLogged(s.process, opts.log) })),
+            {
+              name: `${label} redis`,
+              run: async () => void (await client.quit().catch(() => client.disconnect())),
+            },
+          ]),
+        );
+        cleanup.push({ name: `${label} servers`, run: close });
+        try {
+          for (let i = 0; i < count; i++)
+            started.push(await spawnConnectionServer(i, { redisUrl, keyPrefix, label }));
+          await Promise.all(started.map((s) => waitReady(s.process, s.internalUrl, 60_000)));
+        } catch (err) {
+          await close();
+          throw err;
+        }
+        return {
+          servers: started,
+          registry: new RedisDeviceRegistry({ redis: client, keyPrefix }),
+          redis: client,
+          keyPrefix,
+          close,
+        };
       },
       directPush,
       ...(heapSnapshotDir === undefined

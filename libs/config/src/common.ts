@@ -1,6 +1,6 @@
 import { DEFAULT_MAX_JSON_DEPTH, JSON_DEPTH_CEILING } from '@pushline/protocol';
 import { z } from 'zod';
-import { csv, logLevel, positiveInt } from './fields.ts';
+import { csv, logLevel, nonNegativeInt, positiveInt } from './fields.ts';
 
 /** Variables every service reads. */
 export const commonEnvShape = {
@@ -36,6 +36,18 @@ export const commonEnvShape = {
     .url({ protocol: /^rediss?$/ })
     .default('redis://127.0.0.1:6379')
     .describe('Redis URL of the device registry and socket.io adapter.'),
+  PUSHLINE_REDIS_COMMAND_TIMEOUT_MS: positiveInt(3000).describe(
+    "Longest a Redis command may take, sent or queued while reconnecting; past it the command fails (a direct push answers 503) instead of waiting on a Redis that stopped answering, and a connection that answered nothing for this long is reconnected. Not applied to the socket.io adapter's subscriber connection, which is idle by design.",
+  ),
+  PUSHLINE_REDIS_CONNECT_TIMEOUT_MS: positiveInt(3000).describe(
+    'Longest a Redis connection attempt may take before it is retried.',
+  ),
+  PUSHLINE_REDIS_MAX_RETRIES_PER_REQUEST: nonNegativeInt(1).describe(
+    'Failed reconnect attempts a command issued while Redis is unreachable waits through before it fails; with the command timeout this bounds the offline queue.',
+  ),
+  PUSHLINE_SHUTDOWN_DEADLINE_MS: positiveInt(25000).describe(
+    'Longest a shutdown (SIGTERM/SIGINT) may take; past it the service logs the shutdown step that hung and exits 1. Each step also has its own bound, so one hung dependency does not keep the others open.',
+  ),
   PUSHLINE_KEY_PREFIX: z
     .string()
     .default('pushline:')

@@ -87,6 +87,9 @@ export const connectionServerEnv = z.object({
   PUSHLINE_REGISTRY_REFRESH_S: positiveInt(600).describe(
     'How often the refresh loop runs. It rewrites (in one pipeline per server) only entries that would expire before their connection is recycled, so with lifetime < TTL it writes nothing. Must be below the TTL.',
   ),
+  PUSHLINE_REGISTRY_RESTORE_RATE_PER_S: positiveInt(10000).describe(
+    "When Redis has lost this server's registry entries (a restart without persistence), the server writes those of its live connections again at most this many per second, so servers restoring at once do not swamp the Redis that just came back.",
+  ),
   PUSHLINE_MAX_CONNECTION_LIFETIME_S: positiveInt(1500).describe(
     'Connections are recycled (reconnect hint, then close) after this long, minus jitter. Must be below the registry TTL.',
   ),

@@ -1,7 +1,7 @@
 import { startKafka } from './kafka.ts';
 import type { KafkaInstance } from './kafka.ts';
 import { startRedis } from './redis.ts';
-import type { RedisInstance } from './redis.ts';
+import type { RedisInstance, StartRedisOptions } from './redis.ts';
 import { defaultCacheDir, noLog } from './util.ts';
 import type { LogFn } from './util.ts';
 import path from 'node:path';
@@ -31,6 +31,11 @@ export interface StartDevstackOptions {
   kafka?: boolean;
   /** Set false when the caller needs no Redis. Default true. */
   redis?: boolean;
+  /**
+   * Persistence, memory limits and work dir of a Redis started here (ignored for
+   * PUSHLINE_REDIS_URL); `workDir` above, when given, decides the dir.
+   */
+  redisOptions?: Pick<StartRedisOptions, 'persistence' | 'maxmemory' | 'maxmemoryPolicy' | 'workDir'>;
   startTimeoutMs?: number;
 }
 
@@ -60,7 +65,9 @@ export async function startDevstack(opts: StartDevstackOptions = {}): Promise<De
     (opts.kafka ?? true) && !externalKafka
       ? startKafka({ cacheDir: defaultCacheDir(env), log, ...sub('kafka'), ...timeout })
       : undefined,
-    (opts.redis ?? true) && !externalRedis ? startRedis({ log, ...sub('redis'), ...timeout }) : undefined,
+    (opts.redis ?? true) && !externalRedis
+      ? startRedis({ log, ...opts.redisOptions, ...sub('redis'), ...timeout })
+      : undefined,
   ]);
   const kafka = kafkaResult.status === 'fulfilled' ? kafkaResult.value : undefined;
   const redis = redisResult.status === 'fulfilled' ? redisResult.value : undefined;

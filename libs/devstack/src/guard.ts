@@ -15,6 +15,8 @@ export interface GuardedProcess {
   exitInfo(): ExitInfo | undefined;
   /** SIGTERM, then SIGKILL after `killAfterMs`; resolves once the guardian (and so the server) has exited. */
   stop(killAfterMs: number): Promise<ExitInfo>;
+  /** Sends the server a SIGTERM (through the guardian) now, also while a stop() is under way. */
+  terminate(): void;
 }
 
 /*
@@ -30,6 +32,10 @@ export interface GuardedProcess {
  *   guardian down before anything watches the server;
  * - when we are gone the watcher is awaited, not killed: killing it mid-`sleep` would leave a
  *   zombie wherever PID 1 does not reap (some containers and microVMs).
+ * - the guardian leads its own process group (and session): a terminal's Ctrl-C reaches the
+ *   process that started it, which stops its servers in order, rather than every server at once
+ *   (a service would take the terminal's SIGINT and the guardian's SIGTERM after it as a second
+ *   signal, which means "exit now", and skip its drain).
  * Argv: $1 = dir to remove when orphaned ('' for none), $2.. = the command.
  * stdout carries one line, the server pid; the server's own output goes to the guardian's stderr.
  */
@@ -89,7 +95,7 @@ export async function spawnGuarded(opts: SpawnGuardedOptions): Promise<GuardedPr
     child = spawn(
       'bash',
       ['-c', GUARDIAN_SCRIPT, 'pushline-guard', opts.orphanCleanupDir ?? '', opts.command, ...opts.args],
-      { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', outFd] },
+      { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', outFd], detached: true },
     );
   } finally {
     closeSync(outFd);
@@ -115,6 +121,9 @@ export async function spawnGuarded(opts: SpawnGuardedOptions): Promise<GuardedPr
     guardianPid,
     exited,
     exitInfo: () => exitInfo,
+    terminate(): void {
+      if (exitInfo === undefined) child.kill('SIGTERM');
+    },
     stop(killAfterMs: number): Promise<ExitInfo> {
       if (stopping !== undefined) return stopping;
       if (exitInfo !== undefined) return (stopping = exited);

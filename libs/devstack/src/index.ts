@@ -4,8 +4,8 @@
 export { KAFKA_VERSION, ensureKafkaJars } from './kafka-jars.ts';
 export { startKafka } from './kafka.ts';
 export type { KafkaInstance, StartKafkaOptions } from './kafka.ts';
-export { ensureRedisServer, startRedis } from './redis.ts';
-export type { RedisInstance, StartRedisOptions } from './redis.ts';
+export { ensureRedisServer, redisConfigArgs, startRedis } from './redis.ts';
+export type { RedisEvictionPolicy, RedisInstance, RedisPersistence, StartRedisOptions } from './redis.ts';
 export { ensurePrometheus, startPrometheus } from './prometheus.ts';
 export type { PrometheusInstance, PrometheusTools, StartPrometheusOptions } from './prometheus.ts';
 export { startDevstack } from './devstack.ts';

@@ -2,7 +2,7 @@ import { access, constants, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { spawnGuarded } from './guard.ts';
+import { spawnGuarded, type GuardedProcess } from './guard.ts';
 import { exchange, freePort } from './ports.ts';
 import { BindConflict, waitForReady } from './readiness.ts';
 import { aptInstall } from './apt.ts';
@@ -10,17 +10,47 @@ import { findOnPath, noLog } from './util.ts';
 import type { LogFn } from './util.ts';
 
 export interface RedisInstance {
-  /** redis://127.0.0.1:<port> */
+  /** redis://127.0.0.1:<port>; the same after a restart. */
   readonly url: string;
   readonly logFile: string;
   readonly workDir: string;
-  /** pid of the redis-server process. */
+  /** pid of the redis-server process now (a restart starts a new one). */
   readonly pid: number;
   /** Wall time from the call to startRedis until PING was answered. */
   readonly startupMs: number;
+  /** What a restart keeps: 'aof' replays the append-only file, 'none' comes back empty. */
+  readonly persistence: RedisPersistence;
+  /**
+   * Stops redis-server (SIGTERM, or SIGKILL with `kill: true`) and starts it again on the same
+   * port, dir and config; resolves when it answers PING again. The fault tests and benchmarks
+   * inject: clients see their connections drop and reconnect to a Redis that kept only what its
+   * persistence kept.
+   */
+  restart(options?: { kill?: boolean }): Promise<void>;
   /** Idempotent: every call returns the same promise. */
   stop(): Promise<void>;
 }
+
+/**
+ * 'none': no RDB snapshots and no append-only file (fast; a restart loses every key).
+ * 'aof': append-only file, fsynced every second (a restart keeps every write but the last second's).
+ */
+export type RedisPersistence = 'none' | 'aof';
+
+/**
+ * What Redis does at maxmemory. Pushline's registry entries and request ledger keys carry TTLs, so
+ * any `volatile-*` policy may evict them, and `allkeys-*` may evict anything: only `noeviction`
+ * (writes fail with OOM, visibly) guarantees none of them is dropped silently.
+ */
+export type RedisEvictionPolicy =
+  | 'noeviction'
+  | 'volatile-lru'
+  | 'volatile-lfu'
+  | 'volatile-ttl'
+  | 'volatile-random'
+  | 'allkeys-lru'
+  | 'allkeys-lfu'
+  | 'allkeys-random';
 
 export interface StartRedisOptions {
   /** Default: a fresh temp dir, removed again by stop(). A given dir is kept. */
@@ -30,8 +60,29 @@ export interface StartRedisOptions {
   startTimeoutMs?: number;
   /** Grace after SIGTERM before SIGKILL. Default 10 s. */
   stopTimeoutMs?: number;
-  /** Extra command-line config, e.g. ['--maxmemory', '256mb']. */
+  /** Default 'none'. */
+  persistence?: RedisPersistence;
+  /** Memory limit, e.g. '256mb'. Default: none (Redis's 0, unbounded). */
+  maxmemory?: string;
+  /** Default 'noeviction', whatever Redis's own default: see RedisEvictionPolicy. */
+  maxmemoryPolicy?: RedisEvictionPolicy;
+  /** Default: a free port. */
+  port?: number;
+  /** Extra command-line config, e.g. ['--hz', '50']. */
   extraArgs?: readonly string[];
+}
+
+/** The redis-server arguments for the persistence and memory options (everything but port and paths). */
+export function redisConfigArgs(
+  opts: Pick<StartRedisOptions, 'persistence' | 'maxmemory' | 'maxmemoryPolicy'>,
+): string[] {
+  const args =
+    (opts.persistence ?? 'none') === 'aof'
+      ? ['--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec']
+      : ['--save', '', '--appendonly', 'no'];
+  if (opts.maxmemory !== undefined) args.push('--maxmemory', opts.maxmemory);
+  args.push('--maxmemory-policy', opts.maxmemoryPolicy ?? 'noeviction');
+  return args;
 }
 
 const HOST = '127.0.0.1';
@@ -90,10 +141,10 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisIns
   const log = opts.log ?? noLog;
   const startTimeoutMs = opts.startTimeoutMs ?? 15_000;
   const stopTimeoutMs = opts.stopTimeoutMs ?? 10_000;
+  const persistence = opts.persistence ?? 'none';
   const redisServer = await ensureRedisServer({ log });
 
   const started = performance.now();
-  const deadline = Date.now() + startTimeoutMs;
   const ownsWorkDir = opts.workDir === undefined;
   const workDir =
     opts.workDir === undefined
@@ -104,10 +155,12 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisIns
   const outFile = path.join(workDir, 'redis.out');
   const logs = [logFile, outFile];
 
-  try {
+  /** Spawns redis-server on `port` (a free one when undefined) and waits for PONG. */
+  const launch = async (fixedPort: number | undefined): Promise<{ proc: GuardedProcess; port: number }> => {
+    const deadline = Date.now() + startTimeoutMs;
     for (let attempt = 1; ; attempt++) {
       await Promise.all(logs.map((p) => rm(p, { force: true })));
-      const port = await freePort(HOST);
+      const port = fixedPort ?? (await freePort(HOST));
       const proc = await spawnGuarded({
         command: redisServer,
         args: [
@@ -115,10 +168,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisIns
           String(port),
           '--bind',
           HOST,
-          '--save',
-          '',
-          '--appendonly',
-          'no',
+          ...redisConfigArgs(opts),
           '--dir',
           workDir,
           '--logfile',
@@ -147,35 +197,68 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisIns
         });
       } catch (err) {
         await proc.stop(2_000);
-        if (err instanceof BindConflict && attempt < MAX_BIND_ATTEMPTS) {
+        // A fixed port that is taken stays taken: only a port we picked is worth picking again.
+        if (err instanceof BindConflict && fixedPort === undefined && attempt < MAX_BIND_ATTEMPTS) {
           log(`redis: port ${port} was taken meanwhile; retrying with a new port`);
           continue;
         }
         throw err;
       }
-      const startupMs = Math.round(performance.now() - started);
-      const url = `redis://${HOST}:${port}`;
-      log(`redis ready at ${url} in ${startupMs} ms (pid ${proc.pid}, log ${logFile})`);
-      let stopping: Promise<void> | undefined;
-      return {
-        url,
-        logFile,
-        workDir,
-        pid: proc.pid,
-        startupMs,
-        stop(): Promise<void> {
-          stopping ??= (async () => {
-            const t = performance.now();
-            const exit = await proc.stop(stopTimeoutMs);
-            if (ownsWorkDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
-            log(
-              `redis stopped in ${Math.round(performance.now() - t)} ms (exit code ${exit.code}, signal ${exit.signal})`,
-            );
-          })();
-          return stopping;
-        },
-      };
+      return { proc, port };
     }
+  };
+
+  try {
+    const first = await launch(opts.port);
+    const port = first.port;
+    let proc = first.proc;
+    const startupMs = Math.round(performance.now() - started);
+    const url = `redis://${HOST}:${port}`;
+    log(
+      `redis ready at ${url} in ${startupMs} ms (pid ${proc.pid}, persistence ${persistence}, log ${logFile})`,
+    );
+    let stopping: Promise<void> | undefined;
+    let restarting: Promise<void> | undefined;
+    return {
+      url,
+      logFile,
+      workDir,
+      get pid() {
+        return proc.pid;
+      },
+      startupMs,
+      persistence,
+      restart(restartOpts = {}): Promise<void> {
+        if (stopping) return Promise.reject(new Error('redis was stopped'));
+        restarting ??= (async () => {
+          const t = performance.now();
+          if (restartOpts.kill) {
+            process.kill(proc.pid, 'SIGKILL');
+            await proc.exited;
+          } else {
+            await proc.stop(stopTimeoutMs);
+          }
+          proc = (await launch(port)).proc;
+          log(
+            `redis restarted in ${Math.round(performance.now() - t)} ms (pid ${proc.pid}, persistence ${persistence})`,
+          );
+        })().finally(() => (restarting = undefined));
+        return restarting;
+      },
+      stop(): Promise<void> {
+        stopping ??= (async () => {
+          const t = performance.now();
+          // A restart in progress ends first, so the process it starts is the one stopped.
+          await restarting?.catch(() => undefined);
+          const exit = await proc.stop(stopTimeoutMs);
+          if (ownsWorkDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+          log(
+            `redis stopped in ${Math.round(performance.now() - t)} ms (exit code ${exit.code}, signal ${exit.signal})`,
+          );
+        })();
+        return stopping;
+      },
+    };
   } catch (err) {
     if (ownsWorkDir) await rm(workDir, { recursive: true, force: true });
     throw err;

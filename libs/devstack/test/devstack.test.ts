@@ -89,7 +89,14 @@ function redisCommand(url: string, ...args: string[]): Promise<string> {
     socket.once('connect', () => socket.write(wire));
     socket.on('data', (chunk: Buffer) => {
       text += chunk.toString('utf8');
-      const complete = text.startsWith('$') ? text.split('\r\n').length >= 3 : text.includes('\r\n');
+      // A bulk string is complete after its second line, a nil bulk ($-1) after its first, an
+      // array of N bulk strings (CONFIG GET) after 1 + 2N lines.
+      const lines = text.split('\r\n').length - 1;
+      const complete = text.startsWith('*')
+        ? lines >= 1 + 2 * Number(/^\*(\d+)/.exec(text)?.[1] ?? 0)
+        : text.startsWith('$') && !text.startsWith('$-1')
+          ? lines >= 2
+          : lines >= 1;
       if (complete) {
         socket.destroy();
         resolve(text);
@@ -215,6 +222,39 @@ test('redis starts, answers PING, and stop() leaves nothing behind', async () =>
   assert.equal(isAlive(redis.pid), false);
   assert.equal(await connects('127.0.0.1', Number(new URL(redis.url).port)), false);
   assert.equal(existsSync(redis.workDir), false);
+});
+
+test('redis restarts on its port: without persistence it comes back empty, with AOF it keeps its keys', async () => {
+  for (const persistence of ['none', 'aof'] as const) {
+    const redis = await startRedis({ persistence });
+    cleanups.push(() => redis.stop());
+    assert.equal(redis.persistence, persistence);
+    assert.equal(await redisCommand(redis.url, 'SET', 'kept', 'yes'), '+OK\r\n');
+    const firstPid = redis.pid;
+    for (const kill of [false, true]) {
+      assert.equal(await redisCommand(redis.url, 'SET', 'kept', 'yes'), '+OK\r\n');
+      // Redis write()s the AOF buffer before it answers, so even kill -9 finds the write in the file.
+      await redis.restart({ kill });
+      assert.notEqual(redis.pid, firstPid, 'a new process');
+      assert.equal(await redisCommand(redis.url, 'PING'), '+PONG\r\n', 'same URL after the restart');
+      assert.equal(
+        await redisCommand(redis.url, 'GET', 'kept'),
+        persistence === 'aof' ? '$3\r\nyes\r\n' : '$-1\r\n',
+        `${persistence}, ${kill ? 'kill -9' : 'SIGTERM'}`,
+      );
+    }
+    await redis.stop();
+    assert.equal(isAlive(redis.pid), false);
+    await assert.rejects(redis.restart(), /stopped/);
+  }
+});
+
+test('redis runs with noeviction unless told otherwise, and with the given memory limit', async () => {
+  const redis = await startRedis({ maxmemory: '64mb' });
+  cleanups.push(() => redis.stop());
+  assert.match(await redisCommand(redis.url, 'CONFIG', 'GET', 'maxmemory-policy'), /noeviction/);
+  assert.match(await redisCommand(redis.url, 'CONFIG', 'GET', 'maxmemory'), /67108864/);
+  assert.match(await redisCommand(redis.url, 'CONFIG', 'GET', 'appendonly'), /\bno\b/);
 });
 
 test('no orphans: SIGKILL of the parent takes java and redis-server down with it', async () => {

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { DeviceRecord, DeviceRegistry, RefreshEntry, ServerLoad } from './types.ts';
+import type { DeviceRecord, DeviceRegistry, RefreshEntry, RegistryRecovery, ServerLoad } from './types.ts';
 
 /*
  * Key layout (P = key prefix):
@@ -8,6 +8,7 @@ import type { DeviceRecord, DeviceRegistry, RefreshEntry, ServerLoad } from './t
  *   P srv:<serverId>    set   deviceIds registered through that server, for clearing after a crash   (TTL)
  *   P load:<serverId>   string JSON ServerLoad   (TTL)
  *   P servers           set   serverIds that have reported load
+ *   P mark:<serverId>   string "1": this Redis holds the server's entries; gone = Redis lost them   (TTL)
  * The scripts touch a device's, its user's and its server's keys together; on Redis Cluster they
  * need hash tags (docs/decisions/0006-registry.md).
  */
@@ -52,6 +53,27 @@ end
 return 0
 `;
 
+// Puts back a live connection's entry after Redis lost it, never over another connection's entry
+// (the device may have moved meanwhile). 1 = written (it was missing), 2 = already ours, 0 = another's.
+// The server's device set is written once per pipeline by the caller, not per device: a restore
+// writes thousands of entries at once, and each call in a script costs Redis a few microseconds.
+const RESTORE = `
+local owner = redis.call('HGET', KEYS[1], 'c')
+if owner and owner ~= ARGV[3] then return 0 end
+if not owner then
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7], 'tid', ARGV[5])
+  else
+    redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7])
+  end
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+end
+redis.call('SADD', KEYS[2], ARGV[9])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[8]) then redis.call('EXPIRE', KEYS[2], ARGV[8]) end
+if owner then return 2 end
+return 1
+`;
+
 const CLEAR_ONE = `
 if redis.call('HGET', KEYS[1], 's') == ARGV[1] then
   local uid = redis.call('HGET', KEYS[1], 'uid')
@@ -67,6 +89,13 @@ type RegistryRedis = Redis & {
   pushlineUnregister(...args: (string | number)[]): Promise<number>;
   pushlineRefresh(...args: (string | number)[]): Promise<number>;
   pushlineClearOne(...args: (string | number)[]): Promise<number>;
+  pushlineRestore(...args: (string | number)[]): Promise<number>;
+};
+
+type RegistryPipeline = ReturnType<Redis['pipeline']> & {
+  pushlineRefresh(...args: (string | number)[]): unknown;
+  pushlineClearOne(...args: (string | number)[]): unknown;
+  pushlineRestore(...args: (string | number)[]): unknown;
 };
 
 export interface RedisDeviceRegistryOptions {
@@ -76,7 +105,7 @@ export interface RedisDeviceRegistryOptions {
   readonly keyPrefix: string;
 }
 
-export class RedisDeviceRegistry implements DeviceRegistry {
+export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   readonly #redis: RegistryRedis;
   readonly #p: string;
 
@@ -88,6 +117,9 @@ export class RedisDeviceRegistry implements DeviceRegistry {
       // Variable key count: the caller passes numkeys first.
       redis.defineCommand('pushlineRefresh', { lua: REFRESH });
       redis.defineCommand('pushlineClearOne', { numberOfKeys: 1, lua: CLEAR_ONE });
+    }
+    if (!('pushlineRestore' in redis)) {
+      redis.defineCommand('pushlineRestore', { numberOfKeys: 2, lua: RESTORE });
     }
     this.#redis = redis as RegistryRedis;
     this.#p = options.keyPrefix;
@@ -101,6 +133,9 @@ export class RedisDeviceRegistry implements DeviceRegistry {
   }
   #srv(id: string) {
     return `${this.#p}srv:${id}`;
+  }
+  #mark(serverId: string) {
+    return `${this.#p}mark:${serverId}`;
   }
 
   async register(record: DeviceRecord, ttlSeconds: number): Promise<DeviceRecord | null> {
@@ -168,9 +203,7 @@ export class RedisDeviceRegistry implements DeviceRegistry {
   async refresh(entries: readonly RefreshEntry[], ttlSeconds: number): Promise<number> {
     if (entries.length === 0) return 0;
     const now = Date.now();
-    const pipeline = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & {
-      pushlineRefresh(...args: (string | number)[]): unknown;
-    };
+    const pipeline = this.#redis.pipeline() as RegistryPipeline;
     for (const e of entries) {
       const keys = [this.#dev(e.deviceId)];
       if (e.userId !== undefined) keys.push(this.#user(e.userId));
@@ -194,17 +227,62 @@ export class RedisDeviceRegistry implements DeviceRegistry {
       const [next, ids] = await this.#redis.sscan(key, cursor, 'COUNT', 500);
       cursor = next;
       if (ids.length === 0) continue;
-      const pipeline = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & {
-        pushlineClearOne(...args: (string | number)[]): unknown;
-      };
+      const pipeline = this.#redis.pipeline() as RegistryPipeline;
       for (const id of ids) pipeline.pushlineClearOne(this.#dev(id), serverId, id, `${this.#p}user:`);
       for (const [err, value] of (await pipeline.exec()) ?? []) {
         if (err) throw err;
         if (value === 1) cleared++;
       }
     } while (cursor !== '0');
-    await this.#redis.del(key);
+    await this.#redis.del(key, this.#mark(serverId));
     return cleared;
+  }
+
+  async markServer(serverId: string, ttlSeconds: number): Promise<void> {
+    await this.#redis.set(this.#mark(serverId), '1', 'EX', ttlSeconds);
+  }
+
+  async checkServerMark(serverId: string, ttlSeconds: number): Promise<boolean> {
+    return (await this.#redis.expire(this.#mark(serverId), ttlSeconds)) === 1;
+  }
+
+  async restore(records: readonly DeviceRecord[], ttlSeconds: number): Promise<number> {
+    if (records.length === 0) return 0;
+    const pipeline = this.#redis.pipeline() as RegistryPipeline;
+    const byServer = new Map<string, string[]>();
+    for (const r of records) {
+      pipeline.pushlineRestore(
+        this.#dev(r.deviceId),
+        this.#user(r.userId),
+        r.serverId,
+        r.serverUrl,
+        r.connectionId,
+        r.userId,
+        r.tenantId ?? '',
+        r.connectedAt,
+        r.lastSeen,
+        ttlSeconds,
+        r.deviceId,
+      );
+      const ids = byServer.get(r.serverId);
+      if (ids) ids.push(r.deviceId);
+      else byServer.set(r.serverId, [r.deviceId]);
+    }
+    // A device that turns out to belong to another connection is listed too; clearServer checks
+    // ownership before it removes anything, so the extra member costs nothing but its bytes.
+    for (const [serverId, ids] of byServer) {
+      pipeline.sadd(this.#srv(serverId), ...ids);
+      // Only lengthened, never shortened, like the scripts' TTL check: NX for a new set, GT otherwise.
+      pipeline.expire(this.#srv(serverId), ttlSeconds, 'NX');
+      pipeline.expire(this.#srv(serverId), ttlSeconds, 'GT');
+    }
+    const results = (await pipeline.exec()) ?? [];
+    let written = 0;
+    for (const [i, [err, value]] of results.entries()) {
+      if (err) throw err;
+      if (i < records.length && value === 1) written++;
+    }
+    return written;
   }
 
   async reportLoad(load: ServerLoad, ttlSeconds: number): Promise<void> {

@@ -58,3 +58,19 @@ export interface DeviceRegistry {
   /** Servers whose load report has not expired. */
   liveServers(): Promise<ServerLoad[]>;
 }
+
+/**
+ * How a connection server notices that Redis lost its entries (a restart without persistence, a
+ * failover to an empty replica, a flush) and puts them back while its devices stay connected.
+ */
+export interface RegistryRecovery {
+  /** Records that this Redis holds `serverId`'s entries; the mark lives `ttlSeconds`. */
+  markServer(serverId: string, ttlSeconds: number): Promise<void>;
+  /** Whether the mark is still there, extending it; false means Redis lost the server's entries. */
+  checkServerMark(serverId: string, ttlSeconds: number): Promise<boolean>;
+  /**
+   * Writes each record (and its user and server sets) unless the device's entry belongs to another
+   * connection (it moved meanwhile), in one pipeline; returns how many entries were missing.
+   */
+  restore(records: readonly DeviceRecord[], ttlSeconds: number): Promise<number>;
+}

@@ -186,4 +186,46 @@ describe('RedisDeviceRegistry', () => {
     await registry.removeLoad('srv-a');
     assert.deepEqual(await registry.liveServers(), []);
   });
+
+  it('restore writes back missing entries and their sets, keeps entries it owns, and never takes a moved device', async () => {
+    const kept = record({ deviceId: 'kept', connectionId: 'conn-kept' });
+    const lost = record({ deviceId: 'lost', connectionId: 'conn-lost', tenantId: 'ten-1' });
+    const moved = record({ deviceId: 'moved', connectionId: 'conn-old' });
+    await registry.register(kept, 60);
+    await registry.register({ ...moved, serverId: 'srv-b', connectionId: 'conn-new' }, 60);
+
+    assert.equal(await registry.restore([kept, lost, moved], 120), 1, 'only the missing entry is written');
+
+    assert.deepEqual(await registry.lookup('lost'), lost);
+    assert.equal(
+      (await registry.lookup('moved'))?.connectionId,
+      'conn-new',
+      'the newer connection keeps its entry',
+    );
+    const keptTtl = await redis.ttl(`${prefix}dev:kept`);
+    assert.ok(keptTtl > 0 && keptTtl <= 60, `an entry still there keeps its own TTL (${keptTtl})`);
+    assert.ok((await redis.ttl(`${prefix}dev:lost`)) > 60, 'a restored entry gets the TTL given');
+    assert.deepEqual((await registry.userDevices('user-1')).map((r) => r.deviceId).sort(), [
+      'kept',
+      'lost',
+      'moved',
+    ]);
+    assert.ok(await redis.sismember(`${prefix}srv:srv-a`, 'lost'));
+    assert.equal(await registry.restore([], 120), 0);
+  });
+
+  it('a server mark tells whether Redis still holds the server’s entries, and clearServer removes it', async () => {
+    assert.equal(await registry.checkServerMark('srv-a', 60), false, 'never marked');
+    await registry.markServer('srv-a', 60);
+    assert.equal(await registry.checkServerMark('srv-a', 60), true);
+    await redis.del(`${prefix}mark:srv-a`);
+    assert.equal(
+      await registry.checkServerMark('srv-a', 60),
+      false,
+      'lost, as in a restart without persistence',
+    );
+    await registry.markServer('srv-a', 60);
+    await registry.clearServer('srv-a');
+    assert.equal(await registry.checkServerMark('srv-a', 60), false);
+  });
 });

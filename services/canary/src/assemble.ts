@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { topicNames, type CanaryConfig } from '@pushline/config';
 import { createKafkaClient, type Admin, type KafkaClient } from '@pushline/kafka';
-import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
+import { RedisDeviceRegistry, closeRedis, serviceRedis } from '@pushline/registry';
 import { OpsServer, assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import type { Redis } from 'ioredis';
@@ -31,7 +31,7 @@ export interface AssembledCanary extends Component {
 export function assembleCanary(config: CanaryConfig, options: AssembleCanaryOptions): AssembledCanary {
   const { logger } = options;
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
-  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config, logger);
   // No retries inside the client: every round reads the lag again, and a retry loop must not
   // outlive close() (kafkajs reconnects for it after the admin client disconnected).
   const kafka =
@@ -100,7 +100,7 @@ export function assembleCanary(config: CanaryConfig, options: AssembleCanaryOpti
         { name: 'canary', run: () => canary.close() },
         { name: 'ops server', run: () => ops.close() },
         { name: 'kafka admin', run: () => admin?.close() },
-        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+        { name: 'redis', run: () => closeRedis(ownedRedis) },
       ],
     }),
   };

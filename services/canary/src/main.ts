@@ -9,6 +9,7 @@ const logger = createLogger({ service: 'canary', level: config.PUSHLINE_LOG_LEVE
 
 runMain({
   name: 'canary',
+  shutdownDeadlineMs: config.PUSHLINE_SHUTDOWN_DEADLINE_MS,
   logger: logger.child({ instanceId }),
   boot: async () => {
     const tracing = startTracing({ serviceName: 'pushline-canary', instanceId });

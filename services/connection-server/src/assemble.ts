@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { topicNames, type ConnectionServerConfig } from '@pushline/config';
 import { serviceKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
-import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
+import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import type { Redis } from 'ioredis';
@@ -46,7 +46,7 @@ export function assembleConnectionServer(
   // Every connect writes its registration and checks its offline inbox: auto-pipelining sends the
   // commands of one event-loop turn (and those issued while a batch is in flight) as one write,
   // so a burst of connects costs a few round trips instead of two each.
-  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger, {
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config, logger, {
     enableAutoPipelining: true,
   });
   const kafka = options.kafka ?? serviceKafkaClient(config, 'connection-server', logger);
@@ -113,10 +113,11 @@ export function assembleConnectionServer(
         await server.start();
       },
       steps: [
-        { name: 'connection server', run: () => server.close() },
+        // Bounded by its own steps, each of which is bounded.
+        { name: 'connection server', run: () => server.close(), timeoutMs: Infinity },
         { name: 'outbox relay', run: () => relay.close() },
         { name: 'outcomes producer', run: () => outcomes.close() },
-        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+        { name: 'redis', run: () => closeRedis(ownedRedis) },
       ],
     }),
   };

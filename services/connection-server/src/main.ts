@@ -10,6 +10,7 @@ const logger = createLogger({ service: 'connection-server', level: config.PUSHLI
 
 runMain({
   name: 'connection-server',
+  shutdownDeadlineMs: config.PUSHLINE_SHUTDOWN_DEADLINE_MS,
   logger: logger.child({ serverId }),
   boot: async () => {
     const tracing = startTracing({ serviceName: 'pushline-connection-server', instanceId: serverId });

@@ -27,6 +27,8 @@ export interface ConnectionServerMetrics {
   readonly deliveries: Counter<'source' | 'outcome'>;
   readonly deviceAck: Histogram<'outcome'>;
   readonly registryOps: Counter<'op' | 'result'>;
+  /** Registry entries written again after Redis lost them (RegistryRestorer). */
+  readonly registryRestored: Counter<never>;
   readonly connectionEvents: Counter<'result'>;
   readonly d2d: Counter<'outcome'>;
   readonly broadcasts: Counter<'result'>;
@@ -51,9 +53,19 @@ export interface ConnectionServerMetrics {
 export const CONNECTION_SERVER_LABELS = {
   deliveryOutcomes: ['delivered', 'not_connected', 'timeout', 'rejected'],
   ackOutcomes: ['delivered', 'rejected'],
-  registryOps: ['register', 'unregister', 'refresh', 'clear_server', 'report_load', 'remove_load'],
+  registryOps: [
+    'register',
+    'unregister',
+    'refresh',
+    'clear_server',
+    'report_load',
+    'remove_load',
+    'restore',
+    'mark',
+    'check_mark',
+  ],
   /** Background loops that count their completed iterations (`pushline_loop_runs_total`). */
-  loopsWithRuns: ['registry_refresh', 'load_report', 'token_expiry'],
+  loopsWithRuns: ['registry_refresh', 'load_report', 'token_expiry', 'registry_check'],
   loops: [
     'registry_refresh',
     'load_report',
@@ -61,6 +73,8 @@ export const CONNECTION_SERVER_LABELS = {
     'inbox_drain',
     'replaced_notice',
     'token_expiry',
+    'registry_check',
+    'socketio_adapter',
   ],
   /** Device request events, plus `unknown` for any other event name. */
   requestEvents: [...DEVICE_REQUEST_EVENTS, 'unknown'],
@@ -123,6 +137,11 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
       help: 'Registry operations, by operation and result.',
       labels: { op: L.registryOps, result: ['ok', 'error'] },
       registry,
+    }),
+    registryRestored: new Counter({
+      name: 'pushline_registry_restored_total',
+      help: 'Registry entries of live connections written again after Redis lost them (restart without persistence, flush).',
+      registers,
     }),
     connectionEvents: stageCounter({
       name: 'pushline_connection_events_total',

@@ -18,7 +18,7 @@ import {
   type DisconnectReason,
   type StoredMessage,
 } from '@pushline/protocol';
-import type { DeviceRegistry } from '@pushline/registry';
+import type { DeviceRecord, DeviceRegistry, RegistryRecovery } from '@pushline/registry';
 import { closeOnce, OpsServer, runCleanup } from '@pushline/runtime';
 import { SpanKind, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
 import type { Redis } from 'ioredis';
@@ -35,6 +35,7 @@ import { Liveness } from './liveness.ts';
 import { LoadReporter } from './load-report.ts';
 import { LocalDevices } from './local-devices.ts';
 import { countedRegistryOp, createMetrics, type ConnectionServerMetrics } from './metrics.ts';
+import { RegistryRestorer } from './registry-restore.ts';
 import { GracefulCloser } from './shutdown.ts';
 import { SocketServer } from './socket-server.ts';
 import { DeviceRequests } from './requests.ts';
@@ -52,7 +53,8 @@ export interface ConnectionServerDeps {
   readonly config: ConnectionServerConfig;
   /** Owned by the caller; the server duplicates it for the socket.io adapter and owns those. */
   readonly redis: Redis;
-  readonly registry: DeviceRegistry;
+  /** Also restores this server's entries when Redis loses them. */
+  readonly registry: DeviceRegistry & RegistryRecovery;
   readonly kafka: KafkaClient;
   readonly logger: Logger;
   readonly metrics: Registry;
@@ -175,6 +177,7 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #subscriptions: Subscriptions;
   readonly #closer: GracefulCloser;
   readonly #liveness: Liveness;
+  readonly #restorer: RegistryRestorer;
   readonly #loadReporter: LoadReporter;
   readonly #transport: DeliveryTransport;
   readonly #ownsTransport: boolean;
@@ -212,6 +215,7 @@ class PushlineConnectionServer implements ConnectionServer {
       logger,
       onBusy: () => metrics.handshakesBusy.inc(),
       onRefused: (reason) => metrics.handshakesRefused.inc({ reason }),
+      onAdapterCommandFailed: () => metrics.loopFailures.inc({ loop: 'socketio_adapter' }),
     });
     this.#delivery = new LocalDelivery({
       devices: this.#devices,
@@ -265,6 +269,23 @@ class PushlineConnectionServer implements ConnectionServer {
       closeGraceMs: config.PUSHLINE_CLOSE_GRACE_MS,
       idleTimeoutMs: config.PUSHLINE_IDLE_TIMEOUT_S * 1000,
       recycle: (conn, why) => this.#recycle(conn, why),
+    });
+    this.#restorer = new RegistryRestorer({
+      devices: this.#devices,
+      registry: deps.registry,
+      redis: deps.redis,
+      metrics,
+      logger,
+      serverId: this.serverId,
+      ttlSeconds: config.PUSHLINE_REGISTRY_TTL_S,
+      ratePerS: config.PUSHLINE_REGISTRY_RESTORE_RATE_PER_S,
+      recordOf: (conn) => this.#recordOf(conn),
+      // Redis lost the load report too: routers see this server again without waiting a period.
+      onRestored: () =>
+        void this.#loadReporter.report().catch((err: unknown) => {
+          metrics.loopFailures.inc({ loop: 'load_report' });
+          logger.warn({ err }, 'load report after a registry restore failed; the loop retries');
+        }),
     });
     this.#loadReporter = new LoadReporter({
       registry: deps.registry,
@@ -381,6 +402,7 @@ class PushlineConnectionServer implements ConnectionServer {
       this.#d.registry.clearServer(this.serverId),
     );
     if (cleared > 0) this.#log.warn({ cleared }, 'cleared stale registry entries of a previous run');
+    await this.#restorer.start();
     await this.#producer.start();
     await this.#ops.start();
     this.#internalUrl = config.PUSHLINE_INTERNAL_URL ?? this.#ops.url;
@@ -458,24 +480,26 @@ class PushlineConnectionServer implements ConnectionServer {
     }
   }
 
+  /** The registry entry of a connection held here. */
+  #recordOf(conn: DeviceConnection): DeviceRecord {
+    return {
+      deviceId: conn.deviceId,
+      userId: conn.userId,
+      tenantId: conn.tenantId,
+      serverId: this.serverId,
+      serverUrl: this.internalUrl,
+      connectionId: conn.connectionId,
+      connectedAt: conn.connectedAt,
+      lastSeen: conn.connectedAt,
+    };
+  }
+
   async #register(conn: DeviceConnection): Promise<void> {
     const ttl = this.#config.PUSHLINE_REGISTRY_TTL_S;
     const writtenAt = Date.now();
     try {
       const previous = await countedRegistryOp(this.#metrics, 'register', () =>
-        this.#d.registry.register(
-          {
-            deviceId: conn.deviceId,
-            userId: conn.userId,
-            tenantId: conn.tenantId,
-            serverId: this.serverId,
-            serverUrl: this.internalUrl,
-            connectionId: conn.connectionId,
-            connectedAt: conn.connectedAt,
-            lastSeen: conn.connectedAt,
-          },
-          ttl,
-        ),
+        this.#d.registry.register(this.#recordOf(conn), ttl),
       );
       conn.registryExpiresAt = writtenAt + ttl * 1000;
       if (previous && previous.serverId !== this.serverId && previous.connectionId !== conn.connectionId) {
@@ -612,6 +636,8 @@ class PushlineConnectionServer implements ConnectionServer {
       },
       {
         name: 'drain devices',
+        // The waits below are bounded by the grace period plus 1.5 s; the rest is margin.
+        timeoutMs: config.PUSHLINE_CLOSE_GRACE_MS + 5_000,
         run: async () => {
           const hinted = this.#closer.drain(
             this.#devices.values(),
@@ -625,6 +651,8 @@ class PushlineConnectionServer implements ConnectionServer {
           await this.#whenEmpty(1_000);
         },
       },
+      // Before the entries are cleared, so a restore cannot write them back afterwards.
+      { name: 'registry restore', run: () => this.#restorer.close() },
       { name: 'deregister devices', run: () => Promise.allSettled([...this.#pending]).then(() => undefined) },
       {
         name: 'clear server entries',

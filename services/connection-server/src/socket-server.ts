@@ -6,10 +6,11 @@ import {
 } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ConnectionServerConfig } from '@pushline/config';
+import { closeRedis, redisCommandOptions, redisSubscriberOptions } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
-import { Server, type Socket } from 'socket.io';
+import { Server, type Namespace, type Socket } from 'socket.io';
 import { deviceFrameParser } from './frame-guard.ts';
 
 /** Options of the socket.io server devices connect to. */
@@ -48,6 +49,63 @@ export interface SocketServerOptions {
   readonly connectPacketTimeoutMs?: number;
   /** Called for every transport refused or closed before it could authenticate, with why. */
   readonly onRefused?: (reason: 'per_address' | 'no_connect' | 'eio3') => void;
+  /** Called when a Redis command the adapter sent without awaiting it failed (counted, not thrown). */
+  readonly onAdapterCommandFailed?: (command: string) => void;
+}
+
+/**
+ * Commands the socket.io Redis adapters send without awaiting (or catching) their promise: the
+ * (un)subscribes of both adapters and the classic adapter's PUBLISH. A Redis that times out or a
+ * connection that closes rejects them, and an unhandled rejection ends a Node process.
+ */
+const UNAWAITED_ADAPTER_COMMANDS = [
+  'publish',
+  'spublish',
+  'subscribe',
+  'unsubscribe',
+  'psubscribe',
+  'punsubscribe',
+  'ssubscribe',
+  'sunsubscribe',
+] as const;
+
+/** Makes every unawaited adapter command's failure reach `onFailure` instead of crashing the process. */
+function catchUnawaitedCommands(client: Redis, onFailure: (command: string, err: unknown) => void): void {
+  for (const command of UNAWAITED_ADAPTER_COMMANDS) {
+    const send = (client[command] as (...args: unknown[]) => Promise<unknown>).bind(client);
+    Object.defineProperty(client, command, {
+      configurable: true,
+      writable: true,
+      value: (...args: unknown[]) => {
+        const sent = send(...args);
+        sent.catch((err: unknown) => onFailure(command, err));
+        return sent;
+      },
+    });
+  }
+}
+
+/**
+ * socket.io asks the adapter how many servers there are for every acked broadcast and does not
+ * catch that promise (BroadcastOperator.emit), so a Redis that timed out would end the process.
+ * When Redis cannot say, only this server is counted: the others cannot be reached through Redis
+ * anyway, so the broadcast completes with the local acks instead of waiting for its timeout.
+ * A function expression, not an arrow: socket.io calls the factory with `new`.
+ */
+function serverCountOrSelf<A extends { serverCount(): Promise<number> }>(
+  factory: (nsp: Namespace) => A,
+  onFailure: () => void,
+): (nsp: Namespace) => A {
+  return function (nsp: Namespace) {
+    const adapter = factory(nsp);
+    const ask = adapter.serverCount.bind(adapter);
+    adapter.serverCount = () =>
+      ask().catch(() => {
+        onFailure();
+        return 1;
+      });
+    return adapter;
+  };
 }
 
 /**
@@ -343,23 +401,35 @@ export class SocketServer {
   async #attachAdapter(): Promise<void> {
     const { config, redis, logger } = this.#o;
     // Never auto-pipelined: a subscriber's (S)SUBSCRIBE must not wait in, or ride with, a batch.
-    const pub = redis.duplicate({ enableAutoPipelining: false });
-    const sub = redis.duplicate({ enableAutoPipelining: false });
+    // Bounded as configured whatever the caller's client is: the publisher like any command client,
+    // the subscriber without command or read timeouts (see redisSubscriberOptions). On a reconnect
+    // (a Redis restart) ioredis re-subscribes every channel the subscriber held, the adapter's
+    // dynamic room channels included, before anything else is sent on it.
+    const pub = redis.duplicate({ ...redisCommandOptions(config), enableAutoPipelining: false });
+    const sub = redis.duplicate({ ...redisSubscriberOptions(config), enableAutoPipelining: false });
     for (const [role, client] of [
       ['pub', pub],
       ['sub', sub],
     ] as const) {
       this.#adapterClients.push(client);
       client.on('error', (err: Error) => logger.warn({ err, role }, 'socket.io adapter redis error'));
+      catchUnawaitedCommands(client, (command, err) => {
+        this.#o.onAdapterCommandFailed?.(command);
+        logger.debug({ err, role, command }, 'socket.io adapter redis command failed');
+      });
     }
     const prefix = `${config.PUSHLINE_KEY_PREFIX}socket.io`;
+    const countFailed = () => this.#o.onAdapterCommandFailed?.('pubsub_numsub');
     this.io.adapter(
       config.PUSHLINE_SOCKETIO_ADAPTER === 'sharded'
-        ? createShardedAdapter(pub, sub, {
-            channelPrefix: prefix,
-            subscriptionMode: config.PUSHLINE_SOCKETIO_SUBSCRIPTION_MODE,
-          })
-        : createAdapter(pub, sub, { key: prefix }),
+        ? serverCountOrSelf(
+            createShardedAdapter(pub, sub, {
+              channelPrefix: prefix,
+              subscriptionMode: config.PUSHLINE_SOCKETIO_SUBSCRIPTION_MODE,
+            }),
+            countFailed,
+          )
+        : serverCountOrSelf(createAdapter(pub, sub, { key: prefix }), countFailed),
     );
     // Replies come back in command order on one connection, so once this PING is answered the
     // adapter's (S)SUBSCRIBE before it is active and no cross-server broadcast is missed.
@@ -369,12 +439,9 @@ export class SocketServer {
   /** Closes every socket, the HTTP server, the adapter and its Redis clients. */
   async close(): Promise<void> {
     clearInterval(this.#sweepTimer);
-    await new Promise<void>((resolve) => {
-      // io.close() also closes the underlying HTTP server; its callback reports "not running"
-      // when listen never happened, which is fine here.
-      void this.io.close(() => resolve());
-    });
-    await Promise.allSettled(this.#adapterClients.map((c) => c.quit()));
-    for (const c of this.#adapterClients) c.disconnect();
+    // io.close() also closes the underlying HTTP server (its error when listen never happened is
+    // fine here). The adapter's unsubscribes are not awaited by it, so a hung Redis does not hold it.
+    await this.io.close();
+    await Promise.allSettled(this.#adapterClients.map((c) => closeRedis(c)));
   }
 }

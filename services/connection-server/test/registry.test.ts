@@ -199,4 +199,33 @@ describe('registry entries of device connections', () => {
     assert.deepEqual(await world.registry.liveServers(), []);
     assert.equal(await world.registry.lookup('dev-1'), null);
   });
+
+  it('puts the entries of its live connections back when Redis lost them without a reconnect (a flush)', async () => {
+    const { server, metrics } = await world.startServer();
+    const devices = ['dev-1', 'dev-2', 'dev-3'];
+    for (const id of devices)
+      await world.connect(server.deviceUrl, await world.token({ sub: id, uid: 'u-1' }));
+    await waitUntil(async () => (await world.registry.lookupMany(devices)).every((r) => r !== null), {
+      what: 'all registered',
+    });
+
+    // Everything this world wrote, gone at once, as FLUSHALL would do (the suite's Redis is shared).
+    const keys = await world.redis.keys(`${world.prefix}:*`);
+    assert.ok(
+      keys.includes(`${world.prefix}:mark:${server.serverId}`),
+      `the server keeps a mark: ${keys.join(' ')}`,
+    );
+    await world.redis.del(...keys);
+
+    await waitUntil(
+      async () => (await world.registry.lookupMany(devices)).every((r) => r?.serverId === server.serverId),
+      {
+        what: 'the periodic mark check to notice and restore',
+      },
+    );
+    assert.deepEqual((await world.registry.userDevices('u-1')).map((r) => r.deviceId).sort(), devices);
+    assert.equal(await metricValue(metrics, 'pushline_registry_restored_total'), devices.length);
+    assert.equal(server.connectionCount, devices.length, 'no device was disconnected');
+    assert.ok(await world.registry.checkServerMark(server.serverId, 60), 'the mark is back');
+  });
 });

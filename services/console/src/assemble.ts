@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { topicNames, type ConsoleConfig } from '@pushline/config';
 import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
-import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
+import { RedisDeviceRegistry, closeRedis, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import type { Redis } from 'ioredis';
 import { createConsoleApp } from './app.ts';
@@ -28,7 +28,7 @@ export interface AssembledConsole extends Component {
 export function assembleConsole(config: ConsoleConfig, options: AssembleConsoleOptions): AssembledConsole {
   const logger = options.logger.child({ component: 'console' });
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
-  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, options.logger);
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config, options.logger);
   const kafka = options.kafka ?? serviceKafkaClient(config, 'console', options.logger);
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
   const feeds = new KafkaFeeds({ kafka, topics, logger });
@@ -102,7 +102,7 @@ export function assembleConsole(config: ConsoleConfig, options: AssembleConsoleO
             }),
         },
         { name: 'kafka feeds', run: () => feeds.close() },
-        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+        { name: 'redis', run: () => closeRedis(ownedRedis) },
       ],
     }),
   };

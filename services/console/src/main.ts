@@ -8,6 +8,7 @@ const logger = createLogger({ service: 'console', level: config.PUSHLINE_LOG_LEV
 
 runMain({
   name: 'console',
+  shutdownDeadlineMs: config.PUSHLINE_SHUTDOWN_DEADLINE_MS,
   logger,
   boot: async () => {
     const service = assembleConsole(config, { logger });

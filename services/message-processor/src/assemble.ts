@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { MessageProcessorConfig } from '@pushline/config';
 import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
-import { serviceRedis } from '@pushline/registry';
+import { closeRedis, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import type { Redis } from 'ioredis';
@@ -45,7 +45,7 @@ export function assembleMessageProcessor(
   const instanceId = options.instanceId ?? processorInstanceId(config);
   // The processor adds the instance id to its own lines; these are the lines around it.
   const logger = options.logger.child({ instanceId });
-  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config, logger);
   const kafka = options.kafka ?? serviceKafkaClient(config, 'message-processor', logger);
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'message-processor', instance_id: instanceId });
@@ -72,8 +72,9 @@ export function assembleMessageProcessor(
         await processor.start();
       },
       steps: [
-        { name: 'message processor', run: () => processor.close() },
-        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+        // Bounded by its own steps, each of which is bounded.
+        { name: 'message processor', run: () => processor.close(), timeoutMs: Infinity },
+        { name: 'redis', run: () => closeRedis(ownedRedis) },
       ],
     }),
   };

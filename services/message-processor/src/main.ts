@@ -10,6 +10,7 @@ const logger = createLogger({ service: 'message-processor', level: config.PUSHLI
 
 runMain({
   name: 'message-processor',
+  shutdownDeadlineMs: config.PUSHLINE_SHUTDOWN_DEADLINE_MS,
   logger: logger.child({ instanceId }),
   boot: async () => {
     const tracing = startTracing({ serviceName: 'pushline-message-processor', instanceId });

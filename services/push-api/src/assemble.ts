@@ -9,7 +9,7 @@ import {
 } from '@pushline/delivery';
 import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
-import { RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
+import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import type { Redis } from 'ioredis';
@@ -47,7 +47,7 @@ export interface AssembledPushApi extends Component {
 export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiOptions): AssembledPushApi {
   const { logger } = options;
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
-  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config.PUSHLINE_REDIS_URL, logger);
+  const { redis, owned: ownedRedis } = serviceRedis(options.redis, config, logger);
   const kafka = options.kafka ?? serviceKafkaClient(config, 'push-api', logger);
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'push-api', instance_id: pushApiInstanceId(config) });
@@ -127,11 +127,12 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
       },
       // Reverse order of construction: the API drains first, then what it used.
       steps: [
-        { name: 'push-api', run: () => api.close() },
+        // Bounded by its own steps, each of which is bounded.
+        { name: 'push-api', run: () => api.close(), timeoutMs: Infinity },
         { name: 'outbox relay', run: () => relay.close() },
         { name: 'outcomes producer', run: () => outcomesProducer.close() },
         { name: 'delivery transport', run: () => transport.close() },
-        { name: 'redis', run: async () => void (await ownedRedis?.quit()) },
+        { name: 'redis', run: () => closeRedis(ownedRedis) },
       ],
     }),
   };

@@ -10,6 +10,7 @@ const logger = createLogger({ service: 'push-api', level: config.PUSHLINE_LOG_LE
 
 runMain({
   name: 'push-api',
+  shutdownDeadlineMs: config.PUSHLINE_SHUTDOWN_DEADLINE_MS,
   logger,
   boot: async () => {
     const service = assemblePushApi(config, { logger, tracing });

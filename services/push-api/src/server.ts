@@ -160,7 +160,8 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     for (const res of inFlight) closeAfterResponse(res);
     log.info({ inFlight: inFlight.size }, 'push-api closing');
     await runCleanup([
-      { name: 'http server', run: stopHttp },
+      // The drain has its own bound; the margin lets it close the connections left at its end.
+      { name: 'http server', run: stopHttp, timeoutMs: config.PUSHLINE_API_DRAIN_TIMEOUT_MS + 2_000 },
       { name: 'kafka producer', run: () => producer?.close() },
       { name: 'kafka admin', run: () => admin?.close() },
       { name: 'ops server', run: () => ops.close() },

@@ -1,0 +1,163 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DeviceRecord, RegistryRecovery } from '@pushline/registry';
+import { backoffMs } from '@pushline/runtime';
+import type { Logger } from '@pushline/telemetry';
+import type { Redis } from 'ioredis';
+import type { DeviceConnection } from './connection.ts';
+import type { LocalDevices } from './local-devices.ts';
+import { countedRegistryOp, type ConnectionServerMetrics } from './metrics.ts';
+
+export interface RegistryRestorerOptions {
+  readonly devices: LocalDevices;
+  readonly registry: RegistryRecovery;
+  /** The registry's client: every reconnect of it (`ready`) triggers a check at once. */
+  readonly redis: Redis;
+  readonly metrics: ConnectionServerMetrics;
+  readonly logger: Logger;
+  readonly serverId: string;
+  readonly ttlSeconds: number;
+  /** The registry entry of a live connection, as registering it would write it. */
+  readonly recordOf: (conn: DeviceConnection) => DeviceRecord;
+  /** Entries written per second at most while restoring (PUSHLINE_REGISTRY_RESTORE_RATE_PER_S). */
+  readonly ratePerS: number;
+  /** Period of the mark check that also catches a loss without a reconnect (a flush). Default 1000 ms. */
+  readonly checkMs?: number;
+  /** Entries per pipeline. Default 500 (or the rate, if lower). */
+  readonly batchSize?: number;
+  /** Called after a restore, e.g. to write the load report Redis also lost. */
+  readonly onRestored?: () => void;
+}
+
+/**
+ * Puts this server's registry entries back when Redis loses them (a restart without persistence,
+ * a failover to an empty replica, a flush) while the devices stay connected here. Without it they
+ * would be unroutable (presence 0, `not_connected`) until each one reconnects, up to a connection
+ * lifetime later.
+ *
+ * Detection: the server keeps a mark key in Redis (`mark:<serverId>`, written after start and after
+ * each restore). Each reconnect of the registry client checks it at once, and a periodic check
+ * catches a loss that came without a reconnect. A missing mark means Redis lost the entries.
+ *
+ * Restore: every live connection's entry is written again in pipelines, paced to `ratePerS` so a
+ * fleet of servers restoring at once does not swamp the Redis that just came back. A write never
+ * replaces an entry of another connection (the device moved meanwhile), and connections closed
+ * since are skipped when their batch is built; the mark is written last, so a restore cut short
+ * by another failure is run again.
+ */
+export class RegistryRestorer {
+  readonly #o: RegistryRestorerOptions;
+  readonly #abort = new AbortController();
+  readonly #onReady = () => this.check();
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  /** A check was asked for while one ran: run another when it ends. */
+  #again = false;
+  #failures = 0;
+  #closed = false;
+
+  constructor(options: RegistryRestorerOptions) {
+    this.#o = options;
+  }
+
+  /** Writes the mark (the entries are in Redis from now on) and starts watching for its loss. */
+  async start(): Promise<void> {
+    const { registry, serverId, ttlSeconds, metrics } = this.#o;
+    await countedRegistryOp(metrics, 'mark', () => registry.markServer(serverId, ttlSeconds));
+    this.#o.redis.on('ready', this.#onReady);
+    this.#schedule(this.#o.checkMs ?? 1_000);
+  }
+
+  /** Stops watching, abandons a restore in progress at its next batch, and waits for it. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#abort.abort();
+    clearTimeout(this.#timer);
+    this.#o.redis.off('ready', this.#onReady);
+    await this.#running;
+  }
+
+  /** Checks the mark now and restores if it is gone; resolves when that (and any check asked for meanwhile) is done. */
+  check(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#running) {
+      this.#again = true;
+      return this.#running;
+    }
+    const run = this.#checkAndRestore().finally(() => {
+      this.#running = undefined;
+      if (this.#again && !this.#closed) {
+        this.#again = false;
+        void this.check();
+      }
+    });
+    this.#running = run;
+    return run;
+  }
+
+  #schedule(ms: number): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      void this.check().finally(() => {
+        const period = this.#o.checkMs ?? 1_000;
+        this.#schedule(
+          this.#failures === 0 ? period : Math.min(period, backoffMs(this.#failures, 100, 5_000)),
+        );
+      });
+    }, ms);
+    this.#timer.unref();
+  }
+
+  async #checkAndRestore(): Promise<void> {
+    const { registry, serverId, ttlSeconds, metrics, logger } = this.#o;
+    try {
+      const marked = await countedRegistryOp(metrics, 'check_mark', () =>
+        registry.checkServerMark(serverId, ttlSeconds),
+      );
+      metrics.loopRuns.inc({ loop: 'registry_check' });
+      if (!marked) await this.#restore();
+      this.#failures = 0;
+    } catch (err) {
+      if (this.#closed) return;
+      this.#failures++;
+      metrics.loopFailures.inc({ loop: 'registry_check' });
+      logger.warn({ err, attempt: this.#failures }, 'registry check or restore failed; retrying');
+    }
+  }
+
+  async #restore(): Promise<void> {
+    const { registry, serverId, ttlSeconds, metrics, logger, ratePerS } = this.#o;
+    const startedAt = performance.now();
+    const conns = [...this.#o.devices.values()];
+    logger.warn(
+      { connections: conns.length, ratePerS },
+      'Redis lost this server’s registry entries (restart without persistence?); restoring them',
+    );
+    const batchSize = Math.max(1, Math.min(this.#o.batchSize ?? 500, ratePerS));
+    let sent = 0;
+    let restored = 0;
+    for (let i = 0; i < conns.length; i += batchSize) {
+      // Paced: the batch starts no sooner than the rate allows for what was sent before it.
+      const due = startedAt + (sent / ratePerS) * 1000 - performance.now();
+      if (due > 0) await sleep(due, undefined, { signal: this.#abort.signal });
+      const batch = conns.slice(i, i + batchSize).filter((c) => !c.closed && c.registryExpiresAt > 0);
+      if (batch.length === 0) continue;
+      const written = await countedRegistryOp(metrics, 'restore', () =>
+        registry.restore(
+          batch.map((c) => this.#o.recordOf(c)),
+          ttlSeconds,
+        ),
+      );
+      // registryExpiresAt stays as it was: a rewritten entry lives longer than that, which at most
+      // makes the refresh loop rewrite it once more than needed.
+      sent += batch.length;
+      restored += written;
+      metrics.registryRestored.inc(written);
+    }
+    await countedRegistryOp(metrics, 'mark', () => registry.markServer(serverId, ttlSeconds));
+    logger.warn(
+      { restored, checked: sent, ms: Math.round(performance.now() - startedAt) },
+      'registry entries restored',
+    );
+    this.#o.onRestored?.();
+  }
+}

@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, it } from 'node:test';
+import { startRedis, type RedisInstance } from '@pushline/devstack';
+import { DeviceEvents } from '@pushline/protocol';
+import { waitUntil } from '@pushline/testkit';
+import { startOwnRedisPlatform, type OwnRedisPlatform } from './support/own-redis-platform.ts';
+
+/**
+ * Redis restarted without persistence (as devstack and compose ran it) forgets every registry
+ * entry while the devices stay connected to their servers. Each server notices (its mark key is
+ * gone) and writes the entries of its live connections again, so presence, direct pushes and
+ * cross-server topic broadcasts work again without any device reconnecting. The test owns its
+ * redis-server and kills it for real.
+ */
+
+let redis: RedisInstance | undefined;
+let platform: OwnRedisPlatform | undefined;
+
+afterEach(async () => {
+  await platform?.close();
+  platform = undefined;
+  await redis?.stop();
+  redis = undefined;
+});
+after(async () => {
+  await redis?.stop();
+});
+
+const DEVICES_PER_SERVER = 4;
+
+describe('a Redis restart without persistence', () => {
+  it('loses the registry, and the servers put every live connection back without a reconnect', async () => {
+    redis = await startRedis({ persistence: 'none' });
+    platform = await startOwnRedisPlatform('redis-restart', redis.url, { servers: 2 });
+    const [serverA, serverB] = platform.servers;
+    assert.ok(serverA && serverB);
+    const ids: string[] = [];
+    const devices = [];
+    for (const [s, server] of [serverA, serverB].entries()) {
+      for (let i = 0; i < DEVICES_PER_SERVER; i++) {
+        const id = `d${s}-${i}`;
+        ids.push(id);
+        devices.push(await platform.connect(server, id, { topics: ['news'] }));
+      }
+    }
+    // A subscriber on B only: a broadcast started on A reaches it through the adapter's channels.
+    const listener = devices.at(-1);
+    assert.ok(listener);
+    assert.deepEqual(await listener.request(DeviceEvents.subscribe, { topic: 'news' }), {
+      ok: true,
+      topic: 'news',
+    });
+    const disconnects: string[] = [];
+    for (const d of devices) d.socket.on('disconnect', () => disconnects.push(d.id));
+
+    await platform.registry.markServer('sentinel', 600);
+    await redis.restart({ kill: true });
+    const sentinelKept = await waitUntil(
+      () =>
+        platform?.registry.checkServerMark('sentinel', 600).then(
+          (kept) => ({ kept }),
+          () => undefined,
+        ),
+      { what: 'Redis to answer again' },
+    );
+    assert.equal(sentinelKept.kept, false, 'the restart lost what Redis held');
+
+    await waitUntil(
+      async () => {
+        const records = await platform?.registry.lookupMany(ids).catch(() => []);
+        return records?.length === ids.length && records.every((r) => r !== null);
+      },
+      { timeoutMs: 15_000, what: 'every live connection to be registered again' },
+    );
+    const records = await platform.registry.lookupMany(ids);
+    assert.deepEqual(
+      records.map((r) => r?.serverId),
+      ids.map((id) => (id.startsWith('d0-') ? serverA.serverId : serverB.serverId)),
+    );
+    assert.deepEqual(disconnects, [], 'no device had to reconnect');
+
+    const presence = await platform.call('GET', `/v1/devices/${ids[0]}/presence`);
+    assert.equal((presence.body as { online?: boolean }).online, true);
+    const servers = await waitUntil(
+      async () => {
+        const live = await platform?.registry.liveServers();
+        return live?.length === 2 ? live : undefined;
+      },
+      { what: 'both load reports to be back' },
+    );
+    assert.deepEqual(servers.map((s) => s.serverId).sort(), [serverA.serverId, serverB.serverId].sort());
+
+    const push = await platform.call('POST', `/v1/devices/${ids.at(-2)}/messages`, { payload: { after: 1 } });
+    assert.equal(push.status, 200, JSON.stringify(push.body));
+    assert.equal((push.body as { outcome?: string }).outcome, 'delivered');
+
+    // The adapter's subscriber reconnected and re-subscribed its room channels by itself.
+    const result = await serverA.server.broadcast({
+      messageId: 'news-after-restart',
+      topic: 'news',
+      payload: { headline: 'still here' },
+      timeoutMs: 5_000,
+    });
+    assert.equal(result.delivered, 1);
+    assert.ok(listener.received.some((m) => m.id === 'news-after-restart'));
+  });
+});
