@@ -6,6 +6,9 @@ import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import { Server, type Socket } from 'socket.io';
 
+/** Handshakes held at once before new ones are refused (see `maxPendingHandshakes`). */
+export const DEFAULT_MAX_PENDING_HANDSHAKES = 4000;
+
 /** Options of the socket.io server devices connect to. */
 export interface SocketServerOptions {
   readonly config: ConnectionServerConfig;
@@ -77,7 +80,7 @@ export class SocketServer {
   constructor(options: SocketServerOptions) {
     this.#o = options;
     const { config } = options;
-    const maxPending = options.maxPendingHandshakes ?? 4000;
+    const maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
     const maxQueueMs = options.maxHandshakeQueueMs ?? Math.floor(config.PUSHLINE_HANDSHAKE_TIMEOUT_MS / 2);
     this.http = createServer();
     this.io = new Server(this.http, {
