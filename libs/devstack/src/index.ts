@@ -6,6 +6,8 @@ export { startKafka } from './kafka.ts';
 export type { KafkaInstance, StartKafkaOptions } from './kafka.ts';
 export { ensureRedisServer, startRedis } from './redis.ts';
 export type { RedisInstance, StartRedisOptions } from './redis.ts';
+export { ensureHaproxy, startHaproxy } from './haproxy.ts';
+export type { HaproxyInstance, StartHaproxyOptions } from './haproxy.ts';
 export { startDevstack } from './devstack.ts';
 export type { Devstack, StartDevstackOptions } from './devstack.ts';
 export { freePort } from './ports.ts';

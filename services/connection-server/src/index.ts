@@ -18,3 +18,5 @@ export type {
   LoadAssessment,
   LoadSample,
 } from './load-agent.ts';
+export { BalancerConfigError, haproxyConfig } from './haproxy-config.ts';
+export type { BalancedServer, HaproxyConfigOptions } from './haproxy-config.ts';
