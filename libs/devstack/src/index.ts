@@ -4,6 +4,8 @@
 export { KAFKA_VERSION, ensureKafkaJars } from './kafka-jars.ts';
 export { startKafka } from './kafka.ts';
 export type { KafkaInstance, StartKafkaOptions } from './kafka.ts';
+export { startKafkaCluster } from './kafka-cluster.ts';
+export type { KafkaCluster, KafkaClusterNode, StartKafkaClusterOptions } from './kafka-cluster.ts';
 export { ensureRedisServer, startRedis } from './redis.ts';
 export type { RedisInstance, StartRedisOptions } from './redis.ts';
 export { ensureHaproxy, startHaproxy } from './haproxy.ts';
