@@ -10,6 +10,7 @@ import { evaluateTargets } from './report/targets.ts';
 import { writeResults, type WrittenFiles } from './report/write.ts';
 import { asyncPath } from './scenarios/async-path.ts';
 import { capacity } from './scenarios/capacity.ts';
+import { capacityInputs } from './scenarios/capacity-inputs.ts';
 import { deviceToDevice } from './scenarios/d2d.ts';
 import { directPush } from './scenarios/direct-push.ts';
 import { fanout } from './scenarios/fanout.ts';
@@ -27,6 +28,7 @@ const SCENARIOS: readonly Scenario[] = [
   deviceToDevice,
   fanout,
   asyncPath,
+  capacityInputs,
   reconnectStorm,
 ];
 const BASELINE_SCENARIOS = new Set([1, 2, 4, 5]);
