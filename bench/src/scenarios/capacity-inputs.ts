@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { row } from '../report/model.ts';
 import { round } from '../stats.ts';
+import { measureCpu, perMessage } from '../targets/memory.ts';
 import type { PushlineTarget } from '../targets/pushline.ts';
 import { countRegistered, pollUntil, requirePushline, withFleet } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
@@ -116,7 +117,7 @@ export const capacityInputs: Scenario = {
   timeoutMs: () => 180_000,
   async run(ctx: ScenarioContext): Promise<ScenarioOutput> {
     const pushline = requirePushline(ctx);
-    const n = ctx.options.smoke ? 20 : Math.min(ctx.options.devices, 2_000);
+    const n = ctx.options.smoke ? 20 : Math.min(ctx.options.devices, 5_000);
     const redis = new Redis(pushline.devstack.redisUrl, { maxRetriesPerRequest: 2 });
     const prefix = pushline.keyPrefix;
     const urls = pushline.servers.filter((s) => s.process.isRunning()).map((s) => s.deviceUrl);
@@ -131,25 +132,30 @@ export const capacityInputs: Scenario = {
         const callsBefore = await commandCalls(redis);
 
         // Waits on the servers' own counters, so no registry read of ours lands in the window.
-        const connect = await fleet.connect({ urls });
-        const connected = connect.connected;
-        await pollUntil(
-          () => registryOps(pushline, 'register'),
-          (c) => c - registersBefore >= connected,
-          30_000,
-          200,
-        );
+        const procs = pushline.processes();
+        const { value: connected, cost: connectCost } = await measureCpu(procs, async () => {
+          const connect = await fleet.connect({ urls });
+          await pollUntil(
+            () => registryOps(pushline, 'register'),
+            (c) => c - registersBefore >= connect.connected,
+            30_000,
+            200,
+          );
+          return connect.connected;
+        });
         const callsConnected = await commandCalls(redis);
         const keysAfter = await keyMemory(redis, prefix);
         const memAfter = await usedMemory(redis);
 
-        await fleet.close();
-        await pollUntil(
-          () => registryOps(pushline, 'unregister'),
-          (c) => c - unregistersBefore >= connected,
-          30_000,
-          200,
-        );
+        const { cost: disconnectCost } = await measureCpu(procs, async () => {
+          await fleet.close();
+          await pollUntil(
+            () => registryOps(pushline, 'unregister'),
+            (c) => c - unregistersBefore >= connected,
+            30_000,
+            200,
+          );
+        });
         const callsGone = await commandCalls(redis);
         const eventsAfter = await pollUntil(
           () => eventsSent(pushline),
@@ -180,6 +186,18 @@ export const capacityInputs: Scenario = {
         const registryBytes = kinds.reduce((s, k) => s + Math.max(0, grown(k)), 0) / Math.max(1, connected);
         const deviceKeyBytes = grown('dev') / Math.max(1, connected);
         const events = eventsAfter.value - eventsBefore;
+        const connectCpu = perMessage(connectCost, connected);
+        const disconnectCpu = perMessage(disconnectCost, connected);
+        const cpuOf = (c: typeof connectCpu, name: string) => c.byProcess[name]?.cpuUs ?? null;
+        const serversCpu = (c: typeof connectCpu) =>
+          round(
+            Object.entries(c.byProcess)
+              .filter(([name]) => pushline.servers.some((server) => server.serverId === name))
+              .reduce((sum, [, v]) => sum + v.cpuUs, 0),
+            1,
+          );
+        const kafkaConnect = cpuOf(connectCpu, 'kafka');
+        const kafkaDisconnect = cpuOf(disconnectCpu, 'kafka');
         const eventBytes =
           logBefore === undefined || logAfter === undefined || events === 0
             ? null
@@ -250,6 +268,46 @@ export const capacityInputs: Scenario = {
               { pushline: eventBytes === null ? null : round(eventBytes, 0) },
               'lower',
             ),
+            row(
+              'inputs.cpu.redis_connect',
+              'Redis CPU per connect',
+              'µs',
+              { pushline: cpuOf(connectCpu, 'redis') },
+              'lower',
+            ),
+            row(
+              'inputs.cpu.redis_disconnect',
+              'Redis CPU per disconnect',
+              'µs',
+              { pushline: cpuOf(disconnectCpu, 'redis') },
+              'lower',
+            ),
+            row(
+              'inputs.cpu.servers_connect',
+              'connection-server CPU per connect',
+              'µs',
+              { pushline: serversCpu(connectCpu) },
+              'lower',
+            ),
+            row(
+              'inputs.cpu.servers_disconnect',
+              'connection-server CPU per disconnect',
+              'µs',
+              { pushline: serversCpu(disconnectCpu) },
+              'lower',
+            ),
+            row(
+              'inputs.cpu.kafka_event',
+              'Kafka CPU per connection event',
+              'µs',
+              {
+                pushline:
+                  kafkaConnect === null || kafkaDisconnect === null || events === 0
+                    ? null
+                    : round(((kafkaConnect + kafkaDisconnect) * connected) / events, 1),
+              },
+              'lower',
+            ),
           ],
           charts: [],
           notes: [
@@ -269,6 +327,8 @@ export const capacityInputs: Scenario = {
             commandsOnConnect: onConnect,
             commandsOnDisconnect: onDisconnect,
             stillRegisteredAfterDisconnect: stillRegistered,
+            cpuPerConnect: connectCpu,
+            cpuPerDisconnect: disconnectCpu,
             writeCommands: [...writes],
             connectionEvents: events,
             connectionEventLogBytes:
