@@ -103,7 +103,7 @@ const eventsSent = (pushline: PushlineTarget) =>
   serverCounter(pushline, 'pushline_connection_events_total', { result: 'sent' });
 
 /**
- * Scenario 7: the per-device costs the capacity model of docs/scaling.md multiplies by 100M, read
+ * Scenario 9: the per-device costs the capacity model of docs/scaling.md multiplies by 100M, read
  * from the real stores rather than estimated: registry bytes per device (MEMORY USAGE of every key
  * the registry wrote, and used_memory), Redis commands and writes per connect and per disconnect
  * (INFO commandstats, scripts' inner commands included), and connection-event bytes on the
@@ -111,7 +111,7 @@ const eventsSent = (pushline: PushlineTarget) =>
  * come from scenarios 1, 3 and 2 of the same run.
  */
 export const capacityInputs: Scenario = {
-  id: 7,
+  id: 9,
   name: 'capacity-inputs',
   title: 'Capacity inputs: registry bytes and writes per device, connection-event bytes',
   timeoutMs: () => 180_000,
