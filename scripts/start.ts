@@ -88,11 +88,14 @@ if (stopping) {
     [
       '',
       'Pushline is running.',
-      `  Devices connect (socket.io, websocket):  ${platform.deviceUrls.join('  ')}`,
+      `  Devices connect (socket.io, websocket):  ${platform.deviceUrl}`,
       `  Push API:                                ${api}   (OpenAPI: ${api}/v1/openapi.json)`,
       `  Console:                                 ${platform.consoleUrl}/console   (sign in with the admin key)`,
       `  Demo device (browser):                   ${demoLink}`,
       `  Push API ops (/readyz, /metrics):        ${platform.services.find((s) => s.name === 'push-api')?.opsUrl ?? ''}`,
+      ...(platform.balancerStatsUrl
+        ? [`  Balancer (HAProxy, leastconn + load agents): ${platform.balancerStatsUrl}`]
+        : []),
       `  Kafka: ${platform.devstack.kafkaBrokers.join(',')}   Redis: ${platform.devstack.redisUrl}${redisAof ? ' (AOF)' : ''}`,
       `  API key (admin): ${key}`,
       `  These URLs and the key are in ${envFile}   (source it: set -a; . ${envFile}; set +a)`,
@@ -113,7 +116,9 @@ if (stopping) {
   process.stdout.write(
     `PUSHLINE_READY ${JSON.stringify({
       apiUrl: api,
+      deviceUrl: platform.deviceUrl,
       deviceUrls: platform.deviceUrls,
+      balancerStatsUrl: platform.balancerStatsUrl,
       consoleUrl: platform.consoleUrl,
       redisUrl: platform.devstack.redisUrl,
       pids: platform.services.map((s) => s.pid),
@@ -141,8 +146,9 @@ function writeEnvFile(running: Awaited<ReturnType<typeof startPlatform>>, apiKey
     '# Written by `npm start` for this run; load it with: set -a; . .pushline/env; set +a',
     `PUSHLINE_API=${running.apiUrl}`,
     `PUSHLINE_API_KEY=${apiKey}`,
-    `PUSHLINE_DEVICE_URL=${running.deviceUrls[0] ?? ''}`,
-    `PUSHLINE_DEVICE_URLS=${running.deviceUrls.join(',')}`,
+    `PUSHLINE_DEVICE_URL=${running.deviceUrl}`,
+    // Devices go through the balancer; `npm run device` reads this list.
+    `PUSHLINE_DEVICE_URLS=${running.deviceUrl}`,
     `PUSHLINE_CONSOLE=${running.consoleUrl}/console`,
   ];
   writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });

@@ -51,7 +51,7 @@ test('bench --smoke runs every scenario and writes JSON, Markdown and SVG', asyn
   assert.equal(result.options.smoke, true);
   assert.deepEqual(
     result.scenarios.map((s) => [s.id, s.status, s.reason]),
-    [1, 2, 5, 4, 3, 7, 8, 6].map((id) => [id, 'ok', undefined]),
+    [1, 2, 5, 4, 3, 7, 8, 9, 6].map((id) => [id, 'ok', undefined]),
   );
   for (const s of result.scenarios) assert.ok(s.rows.length > 0, `scenario ${s.id} reported no rows`);
   assert.equal(result.targets.length, 6);

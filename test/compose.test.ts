@@ -1,10 +1,17 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { describeEnv, parseEnv, serviceEnvSchemas, type EnvSchema } from '@pushline/config';
-import { KAFKA_VERSION } from '@pushline/devstack';
+import { KAFKA_VERSION, ensureHaproxy } from '@pushline/devstack';
+import {
+  COMPOSE_DEVICE_PORT,
+  COMPOSE_HAPROXY_CONFIG,
+  composeHaproxyConfig,
+} from '../scripts/lib/compose-haproxy.ts';
 
 /**
  * docker-compose.yml cannot run here (no Docker engine), so this keeps it honest against the
@@ -28,6 +35,7 @@ const METRICS_PORT_VAR: Record<string, string> = {
 
 interface ComposeService {
   image?: string;
+  ports?: string[];
   build?: string | { context: string };
   command?: string[] | string;
   environment?: Record<string, string | number | boolean | null> | string[];
@@ -288,6 +296,33 @@ describe('docker-compose.yml', () => {
         assert.ok(rule.annotations?.summary, `${rule.alert} has no summary`);
       }
     }
+  });
+
+  it('puts HAProxy in front of the connection servers, configured by the generator from their settings', async () => {
+    const haproxy = compose.services['haproxy'];
+    assert.ok(haproxy, 'an haproxy service');
+    assert.equal(
+      read(COMPOSE_HAPROXY_CONFIG),
+      composeHaproxyConfig(read('docker-compose.yml')),
+      `${COMPOSE_HAPROXY_CONFIG} is stale: run \`node scripts/haproxy-config.ts\``,
+    );
+    assert.ok(
+      (haproxy.volumes ?? []).some(
+        (v) => typeof v === 'string' && v.startsWith(`./${COMPOSE_HAPROXY_CONFIG}:`),
+      ),
+      'haproxy mounts the generated file',
+    );
+    assert.ok(
+      (haproxy.ports ?? []).includes(`${COMPOSE_DEVICE_PORT}:${COMPOSE_DEVICE_PORT}`),
+      'devices reach HAProxy',
+    );
+    for (const s of pushline.filter((p) => p.kind === 'connection-server')) {
+      assert.ok(s.env['PUSHLINE_AGENT_PORT'], `${s.name} runs a load agent`);
+      assert.deepEqual(s.service.ports ?? [], [], `${s.name} is reached through HAProxy only`);
+    }
+    // HAProxy itself accepts it (server names resolve at run time, through Docker's DNS).
+    const bin = await ensureHaproxy();
+    await promisify(execFile)(bin, ['-c', '-q', '-f', `${root}${COMPOSE_HAPROXY_CONFIG}`]);
   });
 
   it('mounts and builds only files that exist', () => {

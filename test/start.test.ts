@@ -12,6 +12,7 @@ import { io, type Socket } from 'socket.io-client';
 import { DeviceEvents } from '@pushline/protocol';
 import { topicNames } from '@pushline/config';
 import { testInfra, testKafkaClient, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+import { mintDevToken } from '../scripts/lib/dev-token.ts';
 
 const root = join(import.meta.dirname, '..');
 const stateDir = mkdtempSync(join(tmpdir(), 'pushline-start-'));
@@ -63,7 +64,9 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   const lines = createInterface({ input: stdout });
   const ready = new Promise<{
     apiUrl: string;
+    deviceUrl: string;
     deviceUrls: string[];
+    balancerStatsUrl: string;
     consoleUrl: string;
     pids: number[];
     opsUrls: Record<string, string>;
@@ -101,6 +104,7 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   // The operator's key still works next to the dev admin key (npm start used to replace it).
   const credentials = JSON.parse(readFileSync(join(stateDir, 'dev-credentials.json'), 'utf8')) as {
     apiKey: string;
+    deviceJwtSecret: string;
   };
   for (const key of [ownKey, credentials.apiKey]) {
     const res = await fetch(`${info.apiUrl}/v1/devices/nobody/messages`, {
@@ -124,7 +128,40 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
   );
   assert.equal(env['PUSHLINE_API'], info.apiUrl);
   assert.equal(env['PUSHLINE_API_KEY'], credentials.apiKey);
-  assert.equal(env['PUSHLINE_DEVICE_URLS'], info.deviceUrls.join(','));
+  // Devices use the one balancer URL (it used to list the servers' own URLs).
+  assert.equal(env['PUSHLINE_DEVICE_URL'], info.deviceUrl);
+  assert.equal(env['PUSHLINE_DEVICE_URLS'], info.deviceUrl);
+  assert.ok(!info.deviceUrls.includes(info.deviceUrl), 'the balancer is in front of the servers');
+
+  // HAProxy is in front: both servers UP through their agents, and a device connects through it.
+  await waitUntil(
+    async () => {
+      const csv = await (await fetch(`${info.balancerStatsUrl};csv`)).text();
+      const up = csv
+        .split('\n')
+        .filter((l) => /^connection-servers,dev-cs-\d+,/.test(l) && l.includes(',UP,'));
+      return up.length === 2;
+    },
+    { timeoutMs: 20_000, what: 'HAProxy to see both connection servers UP' },
+  );
+  const token = await mintDevToken(credentials.deviceJwtSecret, {
+    device: 'start-d1',
+    user: 'u1',
+    ttlSeconds: 60,
+  });
+  const socket = io(info.deviceUrl, { transports: ['websocket'], reconnection: false, auth: { token } });
+  try {
+    await within(
+      new Promise<void>((resolve, reject) => {
+        socket.once('connect', () => resolve());
+        socket.once('connect_error', reject);
+      }),
+      10_000,
+      'a device to connect through the balancer',
+    );
+  } finally {
+    socket.disconnect();
+  }
   assert.equal(env['PUSHLINE_CONSOLE'], `${info.consoleUrl}/console`);
 
   // This start logs to a folder of its own, and logs/latest points at it.

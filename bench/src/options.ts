@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 
-export const ALL_SCENARIOS = [1, 2, 3, 4, 5, 6, 7] as const;
+export const ALL_SCENARIOS = [1, 2, 3, 4, 5, 6, 7, 8, 9] as const;
 
 export interface BenchOptions {
   readonly scenarios: readonly number[];
@@ -32,7 +32,7 @@ export const MAX_CAPACITY_DEVICES = 50_000;
 const Flags = z.object({
   scenarios: z
     .string()
-    .regex(/^[1-7](,[1-7])*$/, 'a comma-separated list of scenario numbers 1-7')
+    .regex(/^[1-9](,[1-9])*$/, 'a comma-separated list of scenario numbers 1-9')
     .optional(),
   devices: z.coerce.number().int().min(2).max(MAX_CAPACITY_DEVICES).optional(),
   // The storm target is stated for 19k devices on one server, right under the 20k open-files limit.
@@ -49,6 +49,7 @@ export const USAGE = `usage: npm run bench -- [--scenarios=1,2,5] [--devices=N] 
   1 capacity   2 direct push   3 async path (Kafka)   4 fan-out   5 device-to-device   6 reconnect storm
   7 async path with 5% of devices never acking
   8 Redis restart (registry restore)
+  9 capacity inputs (registry bytes and writes per device, connection-event bytes; docs/scaling.md)
   --devices        idle devices in scenario 1 (default 10000, smoke 40, max ${MAX_CAPACITY_DEVICES}); above
                    ${CAPACITY_DEVICES_PER_SERVER} they spread over several connection servers and the baseline runs ${CAPACITY_DEVICES_PER_SERVER}.
                    Fan-out takes min(N, ${MAX_DEVICES_PER_SERVER}); the Redis restart 2 × min(N/2, 9500).

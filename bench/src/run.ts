@@ -11,6 +11,7 @@ import { writeResults, type WrittenFiles } from './report/write.ts';
 import { asyncPath } from './scenarios/async-path.ts';
 import { asyncSilent } from './scenarios/async-silent.ts';
 import { capacity } from './scenarios/capacity.ts';
+import { capacityInputs } from './scenarios/capacity-inputs.ts';
 import { deviceToDevice } from './scenarios/d2d.ts';
 import { directPush } from './scenarios/direct-push.ts';
 import { fanout } from './scenarios/fanout.ts';
@@ -34,6 +35,7 @@ const SCENARIOS: readonly Scenario[] = [
   asyncPath,
   asyncSilent,
   redisRestart,
+  capacityInputs,
   reconnectStorm,
 ];
 const BASELINE_SCENARIOS = new Set([1, 2, 4, 5]);

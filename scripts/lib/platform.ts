@@ -1,11 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { connectionServerEnv, parseEnv } from '@pushline/config';
+import { haproxyConfig, type BalancedServer } from '@pushline/connection-server';
 import {
   freePort,
   spawnGuarded,
   startDevstack,
+  startHaproxy,
   type Devstack,
+  type HaproxyInstance,
   type RedisPersistence,
 } from '@pushline/devstack';
 import { DEFAULT_SHUTDOWN_DEADLINE_MS } from '@pushline/runtime';
@@ -27,7 +31,12 @@ export interface RunningService {
 
 export interface Platform {
   readonly devstack: Devstack;
+  /** Where devices connect: HAProxy in front of the connection servers (a server's own URL without it). */
+  readonly deviceUrl: string;
+  /** Each connection server's own device URL, behind the balancer. */
   readonly deviceUrls: string[];
+  /** HAProxy's stats page, when it runs. */
+  readonly balancerStatsUrl: string | undefined;
   readonly apiUrl: string;
   /** The operator console's base URL (`/console`, `/demo`). */
   readonly consoleUrl: string;
@@ -56,6 +65,11 @@ export interface StartPlatformOptions {
   readonly redisPersistence?: RedisPersistence;
   /** Work dir of a Redis started here (kept across runs, so AOF data survives). Default: a temp dir. */
   readonly redisDir?: string;
+  /**
+   * HAProxy in front of the connection servers (default), or none: devices then pick a server's URL
+   * themselves. Default from PUSHLINE_DEV_LOAD_BALANCER.
+   */
+  readonly loadBalancer?: 'haproxy' | 'none';
 }
 
 /**
@@ -67,6 +81,7 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
   const log = options.log ?? (() => {});
   const env = options.env ?? process.env;
   mkdirSync(options.logDir, { recursive: true });
+  const loadBalancer = options.loadBalancer ?? loadBalancerFromEnv(env);
   const devstack = await startDevstack({
     env,
     log,
@@ -79,9 +94,11 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
     },
   });
   const services: RunningService[] = [];
+  let haproxy: HaproxyInstance | undefined;
   const stop = async () => {
     // Services first (they flush to Kafka and deregister in Redis), then the infrastructure.
     await Promise.allSettled(services.map((s) => s.stop()));
+    await haproxy?.stop();
     await devstack.stop();
   };
   const forceStop = async () => {
@@ -108,27 +125,60 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
     const deviceUrls: string[] = [];
     const count = options.connectionServers ?? 2;
     const starting: Promise<RunningService>[] = [];
+    const servers: { env: NodeJS.ProcessEnv & { PUSHLINE_SERVER_ID: string }; opsUrl: string }[] = [];
     for (let i = 0; i < count; i++) {
-      const devicePort = await port(7070 + 2 * i);
-      const internalPort = await port(7071 + 2 * i);
+      const devicePort = await port(7072 + 2 * i);
+      const internalPort = await port(7073 + 2 * i);
       deviceUrls.push(`http://127.0.0.1:${devicePort}`);
-      starting.push(
-        startService(
-          'connection-server',
-          `connection-server-${i + 1}`,
-          options,
-          log,
-          {
-            ...common,
-            PUSHLINE_SERVER_ID: `dev-cs-${i + 1}`,
-            PUSHLINE_PORT: String(devicePort),
-            PUSHLINE_INTERNAL_PORT: String(internalPort),
-            PUSHLINE_DEVICE_JWT_SECRET: options.credentials.deviceJwtSecret,
-          },
-          `http://127.0.0.1:${internalPort}`,
-        ),
-      );
+      servers.push({
+        env: {
+          ...common,
+          PUSHLINE_SERVER_ID: `dev-cs-${i + 1}`,
+          PUSHLINE_PORT: String(devicePort),
+          PUSHLINE_INTERNAL_PORT: String(internalPort),
+          PUSHLINE_AGENT_PORT: String(await port(7170 + i)),
+          PUSHLINE_DEVICE_JWT_SECRET: options.credentials.deviceJwtSecret,
+        },
+        opsUrl: `http://127.0.0.1:${internalPort}`,
+      });
     }
+    let deviceUrl = deviceUrls[0] ?? '';
+    let balancerStatsUrl: string | undefined;
+    if (loadBalancer === 'haproxy') {
+      // The balancer takes the documented device port and starts first: each server's agent
+      // answers `down #starting` until the server is ready.
+      const balanced: BalancedServer[] = servers.map((s) => ({
+        name: s.env.PUSHLINE_SERVER_ID,
+        host: '127.0.0.1',
+        config: parseEnv(connectionServerEnv, s.env),
+      }));
+      let balancerPort = await port(7070);
+      const statsPort = await port(7069);
+      let attempts = 0;
+      haproxy = await startHaproxy({
+        log,
+        render: async () => {
+          // A retry (a port was taken between choosing and binding) gets a free one.
+          if (attempts++ > 0) balancerPort = await freePort();
+          const config = haproxyConfig(balanced, {
+            bind: { host: '127.0.0.1', port: balancerPort },
+            stats: { host: '127.0.0.1', port: statsPort },
+            generatedBy: 'npm start (scripts/lib/platform.ts)',
+          });
+          return { config, readyPort: balancerPort };
+        },
+      });
+      deviceUrl = `http://127.0.0.1:${balancerPort}`;
+      balancerStatsUrl = `http://127.0.0.1:${statsPort}/stats`;
+      log(`haproxy in front of the connection servers at ${deviceUrl} (stats ${balancerStatsUrl})`);
+      // The URL the servers advertise (the console's demo device connects to it).
+      for (const s of servers) s.env['PUSHLINE_PUBLIC_URL'] = deviceUrl;
+    }
+    servers.forEach((s, i) =>
+      starting.push(
+        startService('connection-server', `connection-server-${i + 1}`, options, log, s.env, s.opsUrl),
+      ),
+    );
     const processorPort = await port(7080);
     starting.push(
       startService(
@@ -210,7 +260,9 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
     );
     return {
       devstack,
+      deviceUrl,
       deviceUrls,
+      balancerStatsUrl,
       apiUrl: `http://127.0.0.1:${apiPort}`,
       consoleUrl: `http://127.0.0.1:${consolePort}`,
       services,
@@ -295,4 +347,12 @@ async function pickPort(preferred: number): Promise<number> {
     server.listen(preferred, '0.0.0.0', () => server.close(() => resolve(true)));
   });
   return free ? preferred : freePort();
+}
+
+function loadBalancerFromEnv(env: NodeJS.ProcessEnv): 'haproxy' | 'none' {
+  const value = env['PUSHLINE_DEV_LOAD_BALANCER'] ?? 'haproxy';
+  if (value !== 'haproxy' && value !== 'none') {
+    throw new Error(`PUSHLINE_DEV_LOAD_BALANCER must be haproxy or none, not ${JSON.stringify(value)}`);
+  }
+  return value;
 }

@@ -57,6 +57,10 @@ export interface PlatformOptions {
   readonly deliveryTimeoutMs?: number;
   /** Whether to run the canary (probing every second). Default false. */
   readonly canary?: boolean;
+  /** Kafka to run on instead of the run's broker (a cluster the test started). */
+  readonly kafkaBrokers?: readonly string[];
+  /** Topic and key prefix, when the test made (and created topics with) its own. Default: unique to `label`. */
+  readonly prefix?: string;
 }
 
 export interface Platform {
@@ -94,14 +98,15 @@ export interface Platform {
 
 export async function startPlatform(label: string, options: PlatformOptions = {}): Promise<Platform> {
   const infra = testInfra();
-  const prefix = uniquePrefix(label);
+  const prefix = options.prefix ?? uniquePrefix(label);
   const topics = topicNames(`${prefix}.`);
   const internalToken = testSecret();
   const jwtSecret = testSecret();
   const apiKey = `k-${testSecret()}`;
   const deliveryTimeoutMs = String(options.deliveryTimeoutMs ?? 3000);
+  const brokers = options.kafkaBrokers ?? infra.kafkaBrokers;
   const common = {
-    PUSHLINE_KAFKA_BROKERS: infra.kafkaBrokers.join(','),
+    PUSHLINE_KAFKA_BROKERS: brokers.join(','),
     PUSHLINE_REDIS_URL: infra.redisUrl,
     PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
     PUSHLINE_KEY_PREFIX: `${prefix}:`,
@@ -112,7 +117,7 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
   };
   // One Redis and one Kafka client for every service (theirs to use, ours to close).
   const redis = new Redis(infra.redisUrl);
-  const kafka = testKafkaClient(`${prefix}-platform`);
+  const kafka = testKafkaClient(`${prefix}-platform`, brokers);
   const clients = { redis, kafka };
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: common.PUSHLINE_KEY_PREFIX });
   const steps: CleanupStep[] = [];

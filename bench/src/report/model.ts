@@ -30,7 +30,7 @@ export const Chart = z.object({
 export type Chart = z.infer<typeof Chart>;
 
 export const ScenarioResult = z.object({
-  id: z.number().int().min(1).max(8),
+  id: z.number().int().min(1).max(9),
   name: z.string(),
   title: z.string(),
   status: z.enum(['ok', 'skipped', 'failed']),

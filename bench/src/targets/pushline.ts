@@ -57,6 +57,8 @@ export interface PushlineTarget extends Target {
   readonly apiKey: string;
   readonly jwtSecret: string;
   readonly topics: TopicNames;
+  /** Prefix of every Redis key the platform writes in this run. */
+  readonly keyPrefix: string;
   readonly registry: RedisDeviceRegistry;
   readonly hasProcessor: boolean;
   /** Starts one more connection server like the others (the storm's extra survivors); stopped with the target. */
@@ -256,6 +258,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       apiKey,
       jwtSecret,
       topics,
+      keyPrefix: `bench:${run}:`,
       registry,
       hasProcessor,
       deviceUrls: servers.map((s) => s.deviceUrl),

@@ -141,5 +141,20 @@ export const connectionServerEnv = z.object({
   PUSHLINE_TOKEN_REFRESH_LEAD_S: positiveInt(60).describe(
     'A device gets `token_expiring` this long before its token expires, and is disconnected with `token_expired` once it has (plus the clock tolerance) unless it sent a fresh token.',
   ),
+  PUSHLINE_AGENT_PORT: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(65535)
+    .optional()
+    .describe(
+      'Port of the load-balancer agent (HAProxy agent-check), on PUSHLINE_INTERNAL_HOST. Each check reads one line: `up ready NN%` (weight from spare capacity), `drain` from the start of a drain, `down #reason` when not ready. Unset: no agent. 0 picks a free port.',
+    ),
+  PUSHLINE_MAX_CONNECTIONS: positiveInt(19000).describe(
+    "Connections this server is sized for. The agent's weight falls as connections approach it and is 0% (no new devices from the balancer) at it; the process's open-file limit stays the hard ceiling.",
+  ),
+  PUSHLINE_MAX_EVENT_LOOP_LAG_MS: positiveInt(500).describe(
+    "p99 event-loop delay at which the agent's weight bottoms out (1%): a server that is slow to run its callbacks gets fewer new devices.",
+  ),
 });
 export type ConnectionServerConfig = z.infer<typeof connectionServerEnv>;

@@ -1,3 +1,5 @@
+import { startKafkaCluster } from './kafka-cluster.ts';
+import type { KafkaCluster } from './kafka-cluster.ts';
 import { startKafka } from './kafka.ts';
 import type { KafkaInstance } from './kafka.ts';
 import { startRedis } from './redis.ts';
@@ -12,8 +14,9 @@ export interface Devstack {
   readonly redisUrl: string;
   /** true where the address came from PUSHLINE_KAFKA_BROKERS / PUSHLINE_REDIS_URL and nothing was started. */
   readonly external: { kafka: boolean; redis: boolean };
-  /** The processes this devstack started, if any. */
+  /** The processes this devstack started, if any: one broker, or a cluster (`kafkaNodes` > 1). */
   readonly kafka: KafkaInstance | undefined;
+  readonly kafkaCluster: KafkaCluster | undefined;
   readonly redis: RedisInstance | undefined;
   /** PUSHLINE_KAFKA_BROKERS / PUSHLINE_REDIS_URL for child processes (services, benchmarks). */
   readonly env: Readonly<Record<string, string>>;
@@ -29,6 +32,11 @@ export interface StartDevstackOptions {
   log?: LogFn;
   /** Set false when the caller needs no Kafka. Default true. */
   kafka?: boolean;
+  /**
+   * Brokers to start: 1 (the default) runs one broker, more a KRaft cluster of that many. Default
+   * from PUSHLINE_DEV_KAFKA_NODES.
+   */
+  kafkaNodes?: number;
   /** Set false when the caller needs no Redis. Default true. */
   redis?: boolean;
   /**
@@ -61,26 +69,38 @@ export async function startDevstack(opts: StartDevstackOptions = {}): Promise<De
   if (externalKafka) log(`kafka: using PUSHLINE_KAFKA_BROKERS=${givenBrokers.join(',')}`);
   if (externalRedis) log(`redis: using PUSHLINE_REDIS_URL=${givenRedis}`);
 
-  const [kafkaResult, redisResult] = await Promise.allSettled([
-    (opts.kafka ?? true) && !externalKafka
+  const kafkaNodes = opts.kafkaNodes ?? kafkaNodesFromEnv(env);
+  const wantKafka = (opts.kafka ?? true) && !externalKafka;
+  const [kafkaResult, clusterResult, redisResult] = await Promise.allSettled([
+    wantKafka && kafkaNodes === 1
       ? startKafka({ cacheDir: defaultCacheDir(env), log, ...sub('kafka'), ...timeout })
+      : undefined,
+    wantKafka && kafkaNodes > 1
+      ? startKafkaCluster({
+          nodes: kafkaNodes,
+          cacheDir: defaultCacheDir(env),
+          log,
+          ...sub('kafka'),
+          ...timeout,
+        })
       : undefined,
     (opts.redis ?? true) && !externalRedis
       ? startRedis({ log, ...opts.redisOptions, ...sub('redis'), ...timeout })
       : undefined,
   ]);
   const kafka = kafkaResult.status === 'fulfilled' ? kafkaResult.value : undefined;
+  const kafkaCluster = clusterResult.status === 'fulfilled' ? clusterResult.value : undefined;
   const redis = redisResult.status === 'fulfilled' ? redisResult.value : undefined;
-  const failures = [kafkaResult, redisResult].flatMap((r) =>
+  const failures = [kafkaResult, clusterResult, redisResult].flatMap((r) =>
     r.status === 'rejected' ? [r.reason as unknown] : [],
   );
   if (failures.length > 0) {
-    await Promise.all([kafka?.stop(), redis?.stop()]);
+    await Promise.all([kafka?.stop(), kafkaCluster?.stop(), redis?.stop()]);
     if (failures.length === 1) throw failures[0];
     throw new AggregateError(failures, 'devstack: Kafka and Redis both failed to start');
   }
 
-  const kafkaBrokers = externalKafka ? givenBrokers : (kafka?.brokers ?? []);
+  const kafkaBrokers = externalKafka ? givenBrokers : (kafka?.brokers ?? kafkaCluster?.brokers ?? []);
   const redisUrl = externalRedis ? givenRedis : (redis?.url ?? '');
   const childEnv: Record<string, string> = {};
   if (kafkaBrokers.length > 0) childEnv['PUSHLINE_KAFKA_BROKERS'] = kafkaBrokers.join(',');
@@ -92,11 +112,24 @@ export async function startDevstack(opts: StartDevstackOptions = {}): Promise<De
     redisUrl,
     external: { kafka: externalKafka, redis: externalRedis },
     kafka,
+    kafkaCluster,
     redis,
     env: childEnv,
     stop(): Promise<void> {
-      stopping ??= Promise.all([kafka?.stop(), redis?.stop()]).then(() => undefined);
+      stopping ??= Promise.all([kafka?.stop(), kafkaCluster?.stop(), redis?.stop()]).then(() => undefined);
       return stopping;
     },
   };
+}
+
+function kafkaNodesFromEnv(env: NodeJS.ProcessEnv): number {
+  const raw = (env['PUSHLINE_DEV_KAFKA_NODES'] ?? '').trim();
+  if (raw === '') return 1;
+  const nodes = Number(raw);
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 9) {
+    throw new Error(
+      `PUSHLINE_DEV_KAFKA_NODES must be a whole number from 1 to 9, not ${JSON.stringify(raw)}`,
+    );
+  }
+  return nodes;
 }

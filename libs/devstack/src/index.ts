@@ -4,10 +4,14 @@
 export { KAFKA_VERSION, ensureKafkaJars } from './kafka-jars.ts';
 export { startKafka } from './kafka.ts';
 export type { KafkaInstance, StartKafkaOptions } from './kafka.ts';
+export { startKafkaCluster } from './kafka-cluster.ts';
+export type { KafkaCluster, KafkaClusterNode, StartKafkaClusterOptions } from './kafka-cluster.ts';
 export { ensureRedisServer, redisConfigArgs, startRedis } from './redis.ts';
 export type { RedisEvictionPolicy, RedisInstance, RedisPersistence, StartRedisOptions } from './redis.ts';
 export { ensurePrometheus, startPrometheus } from './prometheus.ts';
 export type { PrometheusInstance, PrometheusTools, StartPrometheusOptions } from './prometheus.ts';
+export { ensureHaproxy, startHaproxy } from './haproxy.ts';
+export type { HaproxyInstance, StartHaproxyOptions } from './haproxy.ts';
 export { startDevstack } from './devstack.ts';
 export type { Devstack, StartDevstackOptions } from './devstack.ts';
 export { freePort } from './ports.ts';

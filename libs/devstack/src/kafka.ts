@@ -62,7 +62,7 @@ const MAX_BIND_ATTEMPTS = 3;
  * A cluster id in Kafka's own format (Uuid.randomUuid: random v4 UUID, base64url without padding,
  * never starting with '-'), made here instead of by `StorageTool random-uuid` to save a JVM start.
  */
-function randomClusterId(): string {
+export function randomClusterId(): string {
   for (;;) {
     const bytes = randomBytes(16);
     bytes[6] = ((bytes[6] ?? 0) & 0x0f) | 0x40;
@@ -78,26 +78,50 @@ function serverProperties(
   dataDir: string,
   extra: Readonly<Record<string, string | number | boolean>>,
 ): string {
-  const props: Record<string, string | number | boolean> = {
+  return renderProperties(
+    nodeProperties({
+      nodeId: NODE_ID,
+      port,
+      controllerPort,
+      dataDir,
+      quorum: { 'controller.quorum.bootstrap.servers': `${HOST}:${controllerPort}` },
+      nodes: 1,
+    }),
+    extra,
+  );
+}
+
+/** A combined broker+controller node on loopback; `nodes` sizes the internal topics' replication. */
+export function nodeProperties(o: {
+  nodeId: number;
+  port: number;
+  controllerPort: number;
+  dataDir: string;
+  quorum: Readonly<Record<string, string>>;
+  nodes: number;
+}): Record<string, string | number | boolean> {
+  const replicas = Math.min(3, o.nodes);
+  const minIsr = Math.min(2, o.nodes);
+  return {
     'process.roles': 'broker,controller',
-    'node.id': NODE_ID,
-    'controller.quorum.bootstrap.servers': `${HOST}:${controllerPort}`,
-    listeners: `PLAINTEXT://${HOST}:${port},CONTROLLER://${HOST}:${controllerPort}`,
-    'advertised.listeners': `PLAINTEXT://${HOST}:${port},CONTROLLER://${HOST}:${controllerPort}`,
+    'node.id': o.nodeId,
+    ...o.quorum,
+    listeners: `PLAINTEXT://${HOST}:${o.port},CONTROLLER://${HOST}:${o.controllerPort}`,
+    'advertised.listeners': `PLAINTEXT://${HOST}:${o.port},CONTROLLER://${HOST}:${o.controllerPort}`,
     'inter.broker.listener.name': 'PLAINTEXT',
     'controller.listener.names': 'CONTROLLER',
     'listener.security.protocol.map': 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
-    'log.dirs': dataDir,
+    'log.dirs': o.dataDir,
     'num.partitions': 1,
     // Topics are created explicitly by the services; a typo must fail, not create a topic.
     'auto.create.topics.enable': false,
-    // A single node cannot satisfy the default replication factor of 3 for internal topics:
-    // consumer groups would fail with "coordinator not available".
-    'offsets.topic.replication.factor': 1,
-    'transaction.state.log.replication.factor': 1,
-    'transaction.state.log.min.isr': 1,
-    'share.coordinator.state.topic.replication.factor': 1,
-    'share.coordinator.state.topic.min.isr': 1,
+    // The internal topics get what the cluster can hold: a single node cannot satisfy the default
+    // replication factor of 3 (consumer groups would fail with "coordinator not available").
+    'offsets.topic.replication.factor': replicas,
+    'transaction.state.log.replication.factor': replicas,
+    'transaction.state.log.min.isr': minIsr,
+    'share.coordinator.state.topic.replication.factor': replicas,
+    'share.coordinator.state.topic.min.isr': minIsr,
     // Tests join groups one consumer at a time; waiting 3 s for more members only slows them.
     'group.initial.rebalance.delay.ms': 0,
     // Internal topics are created on first use (first consumer group, first transaction); with the
@@ -105,14 +129,19 @@ function serverProperties(
     'offsets.topic.num.partitions': 8,
     'transaction.state.log.num.partitions': 8,
     'share.coordinator.state.topic.num.partitions': 8,
-    ...extra,
   };
-  return `${Object.entries(props)
+}
+
+export function renderProperties(
+  props: Readonly<Record<string, string | number | boolean>>,
+  extra: Readonly<Record<string, string | number | boolean>> = {},
+): string {
+  return `${Object.entries({ ...props, ...extra })
     .map(([k, v]) => `${k}=${String(v)}`)
     .join('\n')}\n`;
 }
 
-function log4j2Properties(logFile: string): string {
+export function log4j2Properties(logFile: string): string {
   return [
     'status = warn',
     // Kafka logs its own shutdown from a JVM shutdown hook; log4j's hook would close the file first.
@@ -131,7 +160,12 @@ function log4j2Properties(logFile: string): string {
   ].join('\n');
 }
 
-function jvmArgs(libsDir: string, log4jFile: string, workDir: string, heap: readonly string[]): string[] {
+export function jvmArgs(
+  libsDir: string,
+  log4jFile: string,
+  workDir: string,
+  heap: readonly string[],
+): string[] {
   return [
     ...heap,
     // Kafka's own defaults from kafka-run-class.sh.

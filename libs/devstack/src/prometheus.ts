@@ -2,11 +2,11 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { aptInstall } from './apt.ts';
+import { ensureDebianTool } from './apt.ts';
 import { spawnGuarded } from './guard.ts';
 import { freePort } from './ports.ts';
 import { BindConflict, waitForReady } from './readiness.ts';
-import { findOnPath, noLog } from './util.ts';
+import { noLog } from './util.ts';
 import type { LogFn } from './util.ts';
 
 /** The two binaries of Debian's `prometheus` package. */
@@ -21,35 +21,19 @@ const ADVICE =
   'Install it (Debian/Ubuntu: sudo apt-get install -y prometheus, which brings promtool; elsewhere: ' +
   'the prometheus release tarball on PATH).';
 
-async function findTools(): Promise<PrometheusTools | undefined> {
-  const [prometheus, promtool] = await Promise.all([findOnPath('prometheus'), findOnPath('promtool')]);
-  return prometheus && promtool ? { prometheus, promtool } : undefined;
-}
-
-let installing: Promise<PrometheusTools> | undefined;
-
 /**
- * Paths of prometheus and promtool; as root on a Debian-like system installs the `prometheus`
- * package when they are missing (its service is not started: we run our own instances).
+ * Paths of prometheus and promtool (both from Debian's `prometheus` package); as root on a
+ * Debian-like system installs the package when they are missing (its service is not started: we
+ * run our own instances).
  */
-export function ensurePrometheus(opts: { log?: LogFn } = {}): Promise<PrometheusTools> {
+export async function ensurePrometheus(opts: { log?: LogFn } = {}): Promise<PrometheusTools> {
   const log = opts.log ?? noLog;
-  return (async () => {
-    const found = await findTools();
-    if (found) return found;
-    installing ??= (async () => {
-      await aptInstall('prometheus', ADVICE, log);
-      const tools = await findTools();
-      if (!tools)
-        throw new Error(
-          `apt-get installed prometheus but prometheus/promtool are still not found. ${ADVICE}`,
-        );
-      return tools;
-    })().finally(() => {
-      installing = undefined;
-    });
-    return installing;
-  })();
+  const tool = (binary: string) =>
+    ensureDebianTool({ binary, pkg: 'prometheus', wellKnown: [`/usr/bin/${binary}`], advice: ADVICE }, log);
+  // One after the other: the first installs the package that brings the second.
+  const prometheus = await tool('prometheus');
+  const promtool = await tool('promtool');
+  return { prometheus, promtool };
 }
 
 export interface StartPrometheusOptions {

@@ -1,12 +1,12 @@
-import { access, constants, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { ensureDebianTool } from './apt.ts';
 import { spawnGuarded, type GuardedProcess } from './guard.ts';
 import { exchange, freePort } from './ports.ts';
 import { BindConflict, waitForReady } from './readiness.ts';
-import { aptInstall } from './apt.ts';
-import { findOnPath, noLog } from './util.ts';
+import { noLog } from './util.ts';
 import type { LogFn } from './util.ts';
 
 export interface RedisInstance {
@@ -89,46 +89,19 @@ const HOST = '127.0.0.1';
 const MAX_BIND_ATTEMPTS = 3;
 const WELL_KNOWN = ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/opt/homebrew/bin/redis-server'];
 
-async function findRedisServer(): Promise<string | undefined> {
-  const onPath = await findOnPath('redis-server');
-  if (onPath !== undefined) return onPath;
-  for (const candidate of WELL_KNOWN) {
-    try {
-      await access(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // try the next one
-    }
-  }
-  return undefined;
-}
-
-let installing: Promise<string> | undefined;
-
 /** Path of redis-server; as root on a Debian-like system installs it with apt-get when missing. */
 export function ensureRedisServer(opts: { log?: LogFn } = {}): Promise<string> {
-  const log = opts.log ?? noLog;
-  return (async () => {
-    const found = await findRedisServer();
-    if (found !== undefined) return found;
-    // One apt-get at a time: concurrent installs fight over the dpkg lock.
-    installing ??= installWithApt(log).finally(() => {
-      installing = undefined;
-    });
-    return installing;
-  })();
-}
-
-async function installWithApt(log: LogFn): Promise<string> {
-  const advice =
-    'Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis), ' +
-    'or use an existing Redis with PUSHLINE_REDIS_URL=redis://host:port.';
-  await aptInstall('redis-server', advice, log);
-  const found = await findRedisServer();
-  if (found === undefined)
-    throw new Error(`apt-get installed redis-server but it is still not found. ${advice}`);
-  log(`installed ${found}`);
-  return found;
+  return ensureDebianTool(
+    {
+      binary: 'redis-server',
+      pkg: 'redis-server',
+      wellKnown: WELL_KNOWN,
+      advice:
+        'Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis), ' +
+        'or use an existing Redis with PUSHLINE_REDIS_URL=redis://host:port.',
+    },
+    opts.log ?? noLog,
+  );
 }
 
 /** Sends a RESP PING and resolves with the first reply line (e.g. '+PONG'). */

@@ -367,3 +367,12 @@ test('startDevstack starts what the env does not provide', async () => {
   await stopping;
   assert.equal(isAlive(redis.pid), false);
 });
+
+test('PUSHLINE_DEV_KAFKA_NODES is checked before anything starts', async () => {
+  for (const bad of ['three', '0', '1.5', '12']) {
+    await assert.rejects(
+      startDevstack({ env: { PUSHLINE_DEV_KAFKA_NODES: bad }, redis: false }),
+      /PUSHLINE_DEV_KAFKA_NODES must be a whole number from 1 to 9/,
+    );
+  }
+});

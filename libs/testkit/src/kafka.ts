@@ -2,8 +2,13 @@ import { createKafkaClient, type IncomingRecord, type KafkaClient } from '@pushl
 import { silentLogger } from '@pushline/telemetry';
 import { testInfra } from './infra.ts';
 
-export function testKafkaClient(clientId = 'pushline-test'): KafkaClient {
-  return createKafkaClient({ brokers: testInfra().kafkaBrokers, clientId, logger: silentLogger() });
+/** A client on the run's Kafka, or on `brokers` (a cluster a test started itself). */
+export function testKafkaClient(clientId = 'pushline-test', brokers?: readonly string[]): KafkaClient {
+  return createKafkaClient({
+    brokers: brokers ?? testInfra().kafkaBrokers,
+    clientId,
+    logger: silentLogger(),
+  });
 }
 
 /**

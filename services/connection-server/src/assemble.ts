@@ -6,7 +6,9 @@ import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registr
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import type { Redis } from 'ioredis';
+import { LoadAgent } from './load-agent.ts';
 import { createConnectionServer, type ConnectionServer, type OfflineInbox } from './server.ts';
+import { DEFAULT_MAX_PENDING_HANDSHAKES } from './socket-server.ts';
 
 /** The id this server goes by in the registry, logs, traces and metrics. */
 export function connectionServerId(config: ConnectionServerConfig): string {
@@ -33,6 +35,8 @@ export interface AssembledConnectionServer extends Component {
   readonly kafka: KafkaClient;
   readonly registry: RedisDeviceRegistry;
   readonly metrics: Registry;
+  /** Answers the load balancer's agent checks and exports the capacity signal. */
+  readonly agent: LoadAgent;
 }
 
 /** The composition root of the connection server, used by main.ts and by tests alike. */
@@ -89,6 +93,23 @@ export function assembleConnectionServer(
     tracer: options.tracer ?? trace.getTracer('pushline-connection-server'),
     inbox,
   });
+  const agent = new LoadAgent({
+    host: config.PUSHLINE_INTERNAL_HOST,
+    port: config.PUSHLINE_AGENT_PORT,
+    load: () => ({
+      connections: server.connectionCount,
+      pendingHandshakes: server.pendingHandshakes,
+      ready: server.ready,
+    }),
+    probeRegistry: () => redis.ping(),
+    limits: {
+      maxConnections: config.PUSHLINE_MAX_CONNECTIONS,
+      maxPendingHandshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+      maxEventLoopLagMs: config.PUSHLINE_MAX_EVENT_LOOP_LAG_MS,
+    },
+    metrics,
+    logger: logger.child({ component: 'load-agent', serverId }),
+  });
 
   return {
     server,
@@ -97,10 +118,13 @@ export function assembleConnectionServer(
     kafka,
     registry,
     metrics,
+    agent,
     ...assemblyLifecycle({
       logger,
       tracing: options.tracing,
       async start() {
+        // First, so a balancer that already lists this server reads `down #starting` until it is ready.
+        await agent.start();
         await ownedRedis?.connect();
         const admin = kafka.admin();
         try {
@@ -113,8 +137,12 @@ export function assembleConnectionServer(
         await server.start();
       },
       steps: [
+        // Balancers stop sending devices here before the first reconnect hint, so the devices
+        // told to leave land on the other servers instead of coming back.
+        { name: 'load balancer drain', run: () => agent.drain() },
         // Bounded by its own steps, each of which is bounded.
         { name: 'connection server', run: () => server.close(), timeoutMs: Infinity },
+        { name: 'load agent', run: () => agent.close() },
         { name: 'outbox relay', run: () => relay.close() },
         { name: 'outcomes producer', run: () => outcomes.close() },
         { name: 'redis', run: () => closeRedis(ownedRedis) },

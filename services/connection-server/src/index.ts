@@ -11,3 +11,14 @@ export type { D2dPolicy } from './d2d.ts';
 export { INTERNAL_ROUTES } from './internal-api.ts';
 export { assembleConnectionServer, connectionServerId } from './assemble.ts';
 export type { AssembleConnectionServerOptions, AssembledConnectionServer } from './assemble.ts';
+export { LoadAgent, agentReply, assessLoad } from './load-agent.ts';
+export type {
+  CapacityDimension,
+  CapacityLimits,
+  LiveLoad,
+  LoadAgentOptions,
+  LoadAssessment,
+  LoadSample,
+} from './load-agent.ts';
+export { BalancerConfigError, haproxyConfig } from './haproxy-config.ts';
+export type { BalancedServer, HaproxyConfigOptions } from './haproxy-config.ts';

@@ -77,6 +77,10 @@ export interface ConnectionServer {
   /** Base URL of the internal API (deliver, broadcast, health, metrics). */
   readonly internalUrl: string;
   readonly connectionCount: number;
+  /** Handshakes in flight: connections opened whose device has not authenticated yet. */
+  readonly pendingHandshakes: number;
+  /** Started and not draining: what /readyz answers, and what the load-balancer agent reports. */
+  readonly ready: boolean;
   deliverLocal(req: DeliverRequest): Promise<DeliverResult>;
   /** Sends to a topic's subscribers on every server (what POST /internal/v1/broadcast does). */
   broadcast(req: BroadcastRequest): Promise<BroadcastResult>;
@@ -245,7 +249,7 @@ class PushlineConnectionServer implements ConnectionServer {
       port: config.PUSHLINE_INTERNAL_PORT,
       metrics: deps.metrics,
       ready: async () => ({
-        ok: this.#started && !this.#draining,
+        ok: this.ready,
         detail: { serverId: this.serverId, connections: this.#devices.size, draining: this.#draining },
       }),
       routes: internalApiRoutes({
@@ -368,6 +372,14 @@ class PushlineConnectionServer implements ConnectionServer {
 
   get connectionCount(): number {
     return this.#devices.size;
+  }
+
+  get pendingHandshakes(): number {
+    return this.#socketServer.pendingHandshakes;
+  }
+
+  get ready(): boolean {
+    return this.#started && !this.#draining;
   }
 
   deliverLocal(req: DeliverRequest): Promise<DeliverResult> {

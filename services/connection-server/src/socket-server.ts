@@ -13,6 +13,9 @@ import type { Redis } from 'ioredis';
 import { Server, type Namespace, type Socket } from 'socket.io';
 import { deviceFrameParser } from './frame-guard.ts';
 
+/** Handshakes held at once before new ones are refused (see `maxPendingHandshakes`). */
+export const DEFAULT_MAX_PENDING_HANDSHAKES = 4000;
+
 /** Options of the socket.io server devices connect to. */
 export interface SocketServerOptions {
   readonly config: ConnectionServerConfig;
@@ -223,7 +226,7 @@ export class SocketServer {
   constructor(options: SocketServerOptions) {
     this.#o = options;
     const { config } = options;
-    const maxPending = options.maxPendingHandshakes ?? 4000;
+    const maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
     const maxQueueMs = options.maxHandshakeQueueMs ?? Math.floor(config.PUSHLINE_HANDSHAKE_TIMEOUT_MS / 2);
     this.#maxPerAddress = options.maxPendingPerAddress ?? config.PUSHLINE_MAX_PENDING_PER_ADDRESS;
     this.#connectPacketTimeoutMs =

@@ -33,7 +33,12 @@ export interface TestWorld {
     env?: Record<string, string>;
     /** Default: the Redis offline store, as deployed. */
     deps?: { inbox?: OfflineInbox };
-  }): Promise<{ server: ConnectionServer; config: ConnectionServerConfig; metrics: Registry }>;
+  }): Promise<{
+    server: ConnectionServer;
+    config: ConnectionServerConfig;
+    metrics: Registry;
+    agent: AssembledConnectionServer['agent'];
+  }>;
   token(
     claims: { sub: string; uid?: string; tid?: string; topics?: string[] },
     expiresIn?: string,
@@ -118,8 +123,8 @@ export async function createWorld(label: string): Promise<TestWorld> {
       const assembled = assembleConnectionServer(config, { logger, redis, kafka, ...opts.deps });
       servers.push(assembled);
       await assembled.start();
-      const { server, metrics } = assembled;
-      return { server, config, metrics };
+      const { server, metrics, agent } = assembled;
+      return { server, config, metrics, agent };
     },
     async token(claims, expiresIn = '10m') {
       const { sub, ...rest } = claims;
