@@ -92,7 +92,7 @@ const OPS_PORT: Record<K8sService, string> = {
 const HEALTH_SOURCE: Record<K8sService, string> = {
   'connection-server': 'libs/runtime/src/ops-server.ts',
   'message-processor': 'libs/runtime/src/ops-server.ts',
-  'push-api': 'services/push-api/src/routes/health.ts',
+  'push-api': 'libs/runtime/src/ops-server.ts',
   console: 'services/console/src/app.ts',
 };
 

@@ -19,6 +19,7 @@ export function serverLoad(
 ): ServerLoad {
   return {
     deviceUrl: 'http://127.0.0.1:1',
+    directUrl: 'http://127.0.0.1:1',
     connections: 0,
     eventLoopDelayMs: 0,
     rssBytes: 0,

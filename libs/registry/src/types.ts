@@ -15,8 +15,13 @@ export interface DeviceRecord {
 export interface ServerLoad {
   readonly serverId: string;
   readonly serverUrl: string;
-  /** Public URL devices connect to. */
+  /** Public URL devices connect to (a load balancer's, when one is in front). */
   readonly deviceUrl: string;
+  /**
+   * URL of this server's own device port, past any balancer: what reaches this server and no other
+   * (the canary keeps one device on each server through it).
+   */
+  readonly directUrl: string;
   readonly connections: number;
   readonly eventLoopDelayMs: number;
   readonly rssBytes: number;

@@ -22,6 +22,7 @@ function load(overrides: Partial<ServerLoad> = {}): ServerLoad {
     serverId: 'srv-a',
     serverUrl: 'http://127.0.0.1:7071',
     deviceUrl: 'http://127.0.0.1:7070',
+    directUrl: 'http://127.0.0.1:7072',
     connections: 3,
     eventLoopDelayMs: 1.5,
     rssBytes: 1000,

@@ -163,7 +163,8 @@ export class Canary {
         if (target) this.#forget(load.serverId, 'drains');
         continue;
       }
-      if (target && target.device.deviceUrl !== load.deviceUrl) this.#forget(load.serverId, 'moved');
+      // The server's own port, not the public URL: behind a balancer that would reach any server.
+      if (target && target.device.deviceUrl !== load.directUrl) this.#forget(load.serverId, 'moved');
       const current = this.#targets.get(load.serverId);
       if (!current) this.#add(load);
       else if (current.state === 'lost') {
@@ -193,7 +194,7 @@ export class Canary {
     this.#o.metrics.addServer(serverId);
     const device = new CanaryDevice({
       serverId,
-      deviceUrl: load.deviceUrl,
+      deviceUrl: load.directUrl,
       deviceId,
       token: () => this.#token(deviceId),
       logger: this.#log,
@@ -203,7 +204,7 @@ export class Canary {
     });
     this.#targets.set(serverId, { device, state: 'active', lostAt: 0 });
     device.start();
-    this.#log.info({ serverId, deviceUrl: load.deviceUrl, deviceId }, 'canary device added');
+    this.#log.info({ serverId, deviceUrl: load.directUrl, deviceId }, 'canary device added');
   }
 
   #forget(serverId: string, why: string): void {

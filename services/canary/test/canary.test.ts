@@ -54,6 +54,7 @@ function load(serverId: string, draining = false): ServerLoad {
     serverId,
     serverUrl: closedUrl,
     deviceUrl: closedUrl,
+    directUrl: closedUrl,
     connections: 0,
     eventLoopDelayMs: 0,
     rssBytes: 0,

@@ -6,7 +6,6 @@ export { AuthError, createTokenVerifier, toAuthError } from './auth.ts';
 export type { TokenVerifier } from './auth.ts';
 export { defaultTopicAuthorizer, topicRoom } from './subscriptions.ts';
 export type { TopicAuthorizer } from './subscriptions.ts';
-export { TokenBucket } from './rate-limit.ts';
 export type { D2dPolicy } from './d2d.ts';
 export { INTERNAL_ROUTES } from './internal-api.ts';
 export { assembleConnectionServer, connectionServerId } from './assemble.ts';

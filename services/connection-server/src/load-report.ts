@@ -11,7 +11,7 @@ export interface LoadReporterOptions {
   readonly intervalMs: number;
   readonly serverId: string;
   /** Where the server is reached (known once it listens). */
-  readonly urls: () => Pick<ServerLoad, 'serverUrl' | 'deviceUrl'>;
+  readonly urls: () => Pick<ServerLoad, 'serverUrl' | 'deviceUrl' | 'directUrl'>;
   readonly connections: () => number;
   readonly pendingHandshakes: () => number;
   readonly draining: () => boolean;

@@ -300,6 +300,7 @@ class PushlineConnectionServer implements ConnectionServer {
       urls: () => ({
         serverUrl: this.internalUrl,
         deviceUrl: config.PUSHLINE_PUBLIC_URL ?? this.deviceUrl,
+        directUrl: this.deviceUrl,
       }),
       connections: () => this.#devices.size,
       pendingHandshakes: () => this.#socketServer.pendingHandshakes,

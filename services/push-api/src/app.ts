@@ -90,11 +90,20 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
 }
 
 /**
+ * How long a body declared over the limit is read and dropped before its 413 is sent and the
+ * connection closed. A client that writes the whole body before reading (most HTTP clients) would
+ * otherwise hit a closed socket mid-write and never see the answer (EPIPE); a client that declares
+ * megabytes and sends a few bytes holds the connection no longer than this.
+ */
+const OVERSIZED_BODY_LINGER_MS = 1_000;
+
+/**
  * express.json behind a check of the declared length: body-parser answers an over-long body only
  * after reading (and dropping) all of it, so a client that declares 8 MB and sends 10 bytes would
- * wait forever. A declared length over the limit is refused at once with 413 and the connection
- * closed after the answer, so none of the rest is read. Only for an identity body: the limit
- * applies to the decoded bytes, which a compressed body's length does not tell.
+ * wait forever. A declared length over the limit is refused without parsing: the body is dropped
+ * until it ends or for OVERSIZED_BODY_LINGER_MS, whichever comes first, then 413 is sent and the
+ * connection closed. Only for an identity body: the limit applies to the decoded bytes, which a
+ * compressed body's length does not tell.
  */
 function jsonBody(limitBytes: number): RequestHandler {
   const parse = express.json({ limit: limitBytes, strict: true });
@@ -103,12 +112,20 @@ function jsonBody(limitBytes: number): RequestHandler {
     const declared = Number(req.headers['content-length']);
     if (encoding === 'identity' && Number.isFinite(declared) && declared > limitBytes) {
       res.setHeader('connection', 'close');
-      next(
-        new ProblemError(
-          'body-too-large',
-          `The body is declared as ${declared} bytes; the limit is ${limitBytes}.`,
-        ),
-      );
+      let answered = false;
+      const answer = () => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(linger);
+        next(
+          new ProblemError(
+            'body-too-large',
+            `The body is declared as ${declared} bytes; the limit is ${limitBytes}.`,
+          ),
+        );
+      };
+      const linger = setTimeout(answer, OVERSIZED_BODY_LINGER_MS);
+      req.once('end', answer).once('error', answer).resume();
       return;
     }
     parse(req, res, next);
