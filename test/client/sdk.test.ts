@@ -158,6 +158,25 @@ test('a handler that throws nacks with its message: the sender sees rejected wit
   assert.equal(res.body.reason, 'cannot show this');
 });
 
+test('a handler that throws synchronously nacks too, and the messages after it are still handled', async () => {
+  const c = client('sdk-d2s', 'sdk-u1');
+  let throwing = true;
+  c.onMessage(() => {
+    if (throwing) throw new Error('not now');
+  });
+  c.connect();
+  await connected(c, 'sdk-d2s');
+  const refused = await push('sdk-d2s', { payload: 1 });
+  assert.equal(refused.body.outcome, 'rejected');
+  assert.equal(refused.body.reason, 'not now');
+  throwing = false;
+  assert.equal((await push('sdk-d2s', { payload: 2 })).body.outcome, 'delivered');
+  assert.deepEqual(
+    c.received.map((m) => m.payload),
+    [1, 2],
+  );
+});
+
 test('kill -9 of its server: reconnects to the other, restores subscriptions, drops a redelivered id', async () => {
   await ensureServers();
   const c = client('sdk-d3', 'sdk-u3', { url: [cs1.deviceUrl, cs2.deviceUrl] });

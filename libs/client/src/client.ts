@@ -595,7 +595,8 @@ export class PushlineClient {
     const timedOut = new Promise<AckAnswer>((resolve) => {
       timer = setTimeout(() => resolve({ ok: false, reason: 'handler_timeout' }), limitMs);
     });
-    const handled = Promise.all([...this.#handlers].map((handler) => handler(message))).then(
+    // async: a handler that throws at once is a rejection here too, answered like a failed one.
+    const handled = Promise.all([...this.#handlers].map(async (handler) => handler(message))).then(
       (): AckAnswer => ({ ok: true }),
       (err: unknown): AckAnswer => {
         const reason = err instanceof Error ? err.message : String(err);

@@ -114,7 +114,7 @@ try {
   }
   await Promise.all(
     devices.map((s) =>
-      s.connected ? undefined : new Promise((resolve) => s.once('connect', () => resolve(undefined))),
+      s.connected ? Promise.resolve() : new Promise((resolve) => s.once('connect', () => resolve(undefined))),
     ),
   );
   console.log(JSON.stringify({ devices: DEVICES, messages: MESSAGES, concurrency: CONCURRENCY }));

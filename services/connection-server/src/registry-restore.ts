@@ -47,7 +47,8 @@ export interface RegistryRestorerOptions {
 export class RegistryRestorer {
   readonly #o: RegistryRestorerOptions;
   readonly #abort = new AbortController();
-  readonly #onReady = () => this.check();
+  // check() settles without rejecting: its failures are logged, counted and retried inside.
+  readonly #onReady = () => void this.check();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   /** A check was asked for while one ran: run another when it ends. */

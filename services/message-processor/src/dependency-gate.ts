@@ -57,7 +57,8 @@ export class DependencyGate {
     this.#watch = setInterval(() => {
       if (this.#watching || this.#down.has('redis')) return;
       this.#watching = true;
-      this.#probe('redis')
+      // #probe answers false rather than rejecting.
+      void this.#probe('redis')
         .then((ok) => {
           if (!ok) this.down('redis', new Error(`no answer to a probe within ${this.#timeoutMs} ms`));
         })

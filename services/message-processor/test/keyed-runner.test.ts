@@ -75,7 +75,7 @@ describe('KeyedChains', () => {
   it('a key held up by a task that never settles holds up nothing else', async () => {
     const c = controlled();
     const chains = new KeyedChains();
-    enqueueAll(chains, 'slow fast slow fast fast', c);
+    const done = enqueueAll(chains, 'slow fast slow fast fast', c);
     await c.startedCount(2);
     c.settle(1);
     await c.startedCount(3);
@@ -87,6 +87,7 @@ describe('KeyedChains', () => {
     c.settle(0);
     await c.startedCount(5);
     c.settle(2);
+    await Promise.all(done);
   });
 
   it('chains across calls: a later batch’s task waits for the key’s earlier one', async () => {
