@@ -206,6 +206,9 @@ export async function startChildPlatform(
         {
           PUSHLINE_API_HOST: '127.0.0.1',
           PUSHLINE_API_PORT: String(apiPort),
+          // Not the default 8081: another platform on this machine may hold it.
+          PUSHLINE_API_OPS_HOST: '127.0.0.1',
+          PUSHLINE_API_OPS_PORT: String(await freePort()),
           PUSHLINE_API_KEYS: [
             `${keys.admin}:admin`,
             `${keys.push}:push`,

@@ -81,6 +81,7 @@ export async function startOwnRedisPlatform(
       ...common,
       PUSHLINE_API_HOST: '127.0.0.1',
       PUSHLINE_API_PORT: '0',
+      PUSHLINE_API_OPS_PORT: '0',
       PUSHLINE_API_KEYS: `${apiKey}:admin`,
     });
     const { redis: registryRedis, owned } = serviceRedis(undefined, apiConfig, testLogger('registry'));
