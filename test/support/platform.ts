@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import type { Socket } from 'socket.io-client';
 import {
   canaryEnv,
@@ -24,7 +23,14 @@ import {
   type PromFamily,
   type ReadableSpan,
 } from '@pushline/telemetry';
-import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil } from '@pushline/testkit';
+import {
+  testInfra,
+  testKafkaClient,
+  testRedis,
+  testSecret,
+  uniquePrefix,
+  waitUntil,
+} from '@pushline/testkit';
 import { connectDevice, type DeviceBehaviour, type TestDevice } from './devices.ts';
 
 /**
@@ -107,7 +113,7 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
   const brokers = options.kafkaBrokers ?? infra.kafkaBrokers;
   const common = {
     PUSHLINE_KAFKA_BROKERS: brokers.join(','),
-    PUSHLINE_REDIS_URL: infra.redisUrl,
+    ...infra.redisEnv,
     PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
     PUSHLINE_KEY_PREFIX: `${prefix}:`,
     PUSHLINE_KAFKA_PARTITIONS: '3',
@@ -116,7 +122,7 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
     PUSHLINE_LOG_LEVEL: process.env['PUSHLINE_TEST_LOG'] ?? 'silent',
   };
   // One Redis and one Kafka client for every service (theirs to use, ours to close).
-  const redis = new Redis(infra.redisUrl);
+  const redis = testRedis();
   const kafka = testKafkaClient(`${prefix}-platform`, brokers);
   const clients = { redis, kafka };
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: common.PUSHLINE_KEY_PREFIX });
