@@ -104,6 +104,10 @@ export function redisClusterOptions(
     },
     clusterRetryStrategy: reconnectDelay,
     enableAutoPipelining: role === 'command',
+    // An auto-pipeline goes to the node of its first command's key, and ioredis finds no key in
+    // XGROUP CREATE <key> (it would route by the word CREATE and get MOVED inside a pipeline,
+    // which it does not follow): sent on its own, it is routed and redirected like any command.
+    autoPipeliningIgnoredCommands: ['xgroup'],
     shardedSubscribers: role === 'subscriber',
     slotsRefreshInterval: 5_000,
     slotsRefreshTimeout: Math.min(config.PUSHLINE_REDIS_CONNECT_TIMEOUT_MS, 2_000),
