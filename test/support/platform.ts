@@ -67,6 +67,8 @@ export interface PlatformOptions {
   readonly kafkaBrokers?: readonly string[];
   /** Topic and key prefix, when the test made (and created topics with) its own. Default: unique to `label`. */
   readonly prefix?: string;
+  /** Redis to run on instead of the run's (a cluster the test started: its nodes, and the URL of one). */
+  readonly redis?: { readonly redisUrl: string; readonly redisClusterNodes: readonly string[] | undefined };
 }
 
 export interface Platform {
@@ -111,9 +113,15 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
   const apiKey = `k-${testSecret()}`;
   const deliveryTimeoutMs = String(options.deliveryTimeoutMs ?? 3000);
   const brokers = options.kafkaBrokers ?? infra.kafkaBrokers;
+  const redisInfra = options.redis
+    ? { redisUrl: options.redis.redisUrl, redisClusterNodes: options.redis.redisClusterNodes?.slice() }
+    : infra;
   const common = {
     PUSHLINE_KAFKA_BROKERS: brokers.join(','),
-    ...infra.redisEnv,
+    PUSHLINE_REDIS_URL: redisInfra.redisUrl,
+    ...(redisInfra.redisClusterNodes
+      ? { PUSHLINE_REDIS_CLUSTER_NODES: redisInfra.redisClusterNodes.join(',') }
+      : {}),
     PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
     PUSHLINE_KEY_PREFIX: `${prefix}:`,
     PUSHLINE_KAFKA_PARTITIONS: '3',
@@ -122,7 +130,7 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
     PUSHLINE_LOG_LEVEL: process.env['PUSHLINE_TEST_LOG'] ?? 'silent',
   };
   // One Redis and one Kafka client for every service (theirs to use, ours to close).
-  const redis = testRedis();
+  const redis = testRedis({}, redisInfra);
   const kafka = testKafkaClient(`${prefix}-platform`, brokers);
   const clients = { redis, kafka };
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: common.PUSHLINE_KEY_PREFIX });

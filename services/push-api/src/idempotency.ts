@@ -58,6 +58,12 @@ const COMPARE_AND_DELETE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
+/** Every script the store sends (each with EVAL and one key), for the cluster slot test. */
+export const IDEMPOTENCY_SCRIPTS = {
+  compareAndSet: { numberOfKeys: 1, lua: COMPARE_AND_SET },
+  compareAndDelete: { numberOfKeys: 1, lua: COMPARE_AND_DELETE },
+} as const;
+
 /**
  * Idempotency keys of POST /v1/publish, in Redis: the first request claims the key with SET NX;
  * a duplicate while it runs gets 409, a duplicate after it finished gets the stored response, and
