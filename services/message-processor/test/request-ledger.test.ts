@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
 import { ClaimAbandonedError, RequestLedger } from '@pushline/message-processor';
 import { silentLogger } from '@pushline/telemetry';
-import { testInfra, uniquePrefix, waitUntil } from '@pushline/testkit';
+import type { RedisClient } from '@pushline/registry';
+import { testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
 
 describe('RequestLedger', () => {
-  let redis: Redis;
+  let redis: RedisClient;
   let prefix: string;
   const open: RequestLedger[] = [];
   const never = new AbortController().signal;
@@ -29,7 +29,7 @@ describe('RequestLedger', () => {
   };
 
   before(() => {
-    redis = new Redis(testInfra().redisUrl);
+    redis = testRedis();
   });
   after(async () => {
     await redis.quit();
