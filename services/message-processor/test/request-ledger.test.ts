@@ -61,7 +61,7 @@ describe('RequestLedger', () => {
     const fromKeyB = a.claimFor('same-id', 'key-b');
     const fromKafka = a.claimFor('same-id', undefined);
     assert.equal(new Set([fromKeyA.key, fromKeyB.key, fromKafka.key]).size, 3);
-    assert.equal(fromKafka.key, `${prefix}req:~kafka/same-id`);
+    assert.equal(fromKafka.key, `${prefix}req:{~kafka/same-id}`);
     await a.claim(fromKeyA, never);
     await a.completeMany([fromKeyA]);
     assert.equal(await a.claim(fromKeyB, never), 'claimed', 'another origin’s id is not a duplicate');
@@ -166,7 +166,7 @@ describe('RequestLedger', () => {
     assert.equal(await a.wasSent(noTtl), false, 'requests without a ttl keep no mark');
 
     const claim = a.claimFor('with-ttl', 'key-a', true);
-    assert.equal(claim.sentKey, `${prefix}sent:key-a/with-ttl`);
+    assert.equal(claim.sentKey, `${prefix}sent:{key-a/with-ttl}`);
     assert.equal(await a.wasSent(claim), false);
     await a.claim(claim, never);
     await a.markSent(claim);
