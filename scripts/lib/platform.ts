@@ -103,7 +103,11 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
   };
   const forceStop = async () => {
     for (const s of services) s.terminate();
-    for (const pid of [devstack.kafka?.pid, devstack.redis?.pid]) {
+    for (const pid of [
+      devstack.kafka?.pid,
+      devstack.redis?.pid,
+      ...(devstack.redisCluster?.nodes.map((n) => n.pid) ?? []),
+    ]) {
       if (pid === undefined) continue;
       try {
         process.kill(pid, 'SIGKILL');
@@ -118,6 +122,10 @@ export async function startPlatform(options: StartPlatformOptions): Promise<Plat
       ...env,
       PUSHLINE_KAFKA_BROKERS: devstack.kafkaBrokers.join(','),
       PUSHLINE_REDIS_URL: devstack.redisUrl,
+      // The cluster's nodes when PUSHLINE_DEV_REDIS_CLUSTER=1 started one (or it was given).
+      ...(devstack.redisClusterNodes
+        ? { PUSHLINE_REDIS_CLUSTER_NODES: devstack.redisClusterNodes.join(',') }
+        : {}),
       PUSHLINE_INTERNAL_TOKEN: options.credentials.internalToken,
     };
     const port = (preferred: number) => (options.preferDefaultPorts ? pickPort(preferred) : freePort());

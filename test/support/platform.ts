@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import type { Socket } from 'socket.io-client';
 import {
   canaryEnv,
@@ -24,7 +23,14 @@ import {
   type PromFamily,
   type ReadableSpan,
 } from '@pushline/telemetry';
-import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil } from '@pushline/testkit';
+import {
+  testInfra,
+  testKafkaClient,
+  testRedis,
+  testSecret,
+  uniquePrefix,
+  waitUntil,
+} from '@pushline/testkit';
 import { connectDevice, type DeviceBehaviour, type TestDevice } from './devices.ts';
 
 /**
@@ -61,6 +67,8 @@ export interface PlatformOptions {
   readonly kafkaBrokers?: readonly string[];
   /** Topic and key prefix, when the test made (and created topics with) its own. Default: unique to `label`. */
   readonly prefix?: string;
+  /** Redis to run on instead of the run's (a cluster the test started: its nodes, and the URL of one). */
+  readonly redis?: { readonly redisUrl: string; readonly redisClusterNodes: readonly string[] | undefined };
 }
 
 export interface Platform {
@@ -105,9 +113,15 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
   const apiKey = `k-${testSecret()}`;
   const deliveryTimeoutMs = String(options.deliveryTimeoutMs ?? 3000);
   const brokers = options.kafkaBrokers ?? infra.kafkaBrokers;
+  const redisInfra = options.redis
+    ? { redisUrl: options.redis.redisUrl, redisClusterNodes: options.redis.redisClusterNodes?.slice() }
+    : infra;
   const common = {
     PUSHLINE_KAFKA_BROKERS: brokers.join(','),
-    PUSHLINE_REDIS_URL: infra.redisUrl,
+    PUSHLINE_REDIS_URL: redisInfra.redisUrl,
+    ...(redisInfra.redisClusterNodes
+      ? { PUSHLINE_REDIS_CLUSTER_NODES: redisInfra.redisClusterNodes.join(',') }
+      : {}),
     PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
     PUSHLINE_KEY_PREFIX: `${prefix}:`,
     PUSHLINE_KAFKA_PARTITIONS: '3',
@@ -116,7 +130,7 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
     PUSHLINE_LOG_LEVEL: process.env['PUSHLINE_TEST_LOG'] ?? 'silent',
   };
   // One Redis and one Kafka client for every service (theirs to use, ours to close).
-  const redis = new Redis(infra.redisUrl);
+  const redis = testRedis({}, redisInfra);
   const kafka = testKafkaClient(`${prefix}-platform`, brokers);
   const clients = { redis, kafka };
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: common.PUSHLINE_KEY_PREFIX });

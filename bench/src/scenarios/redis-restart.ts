@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { startRedis } from '@pushline/devstack';
-import type { RedisDeviceRegistry } from '@pushline/registry';
+import { registryKeys, type RedisDeviceRegistry } from '@pushline/registry';
 import { cpus } from 'node:os';
 import { row } from '../report/model.ts';
 import { measureCpu, perMessage } from '../targets/memory.ts';
@@ -48,7 +48,7 @@ const RESTORE_RATE_PER_S = 10_000;
 async function registeredCount(isolated: IsolatedServers): Promise<number> {
   try {
     const sizes = await Promise.all(
-      isolated.servers.map((s) => isolated.redis.scard(`${isolated.keyPrefix}srv:${s.serverId}`)),
+      isolated.servers.map((s) => isolated.redis.scard(registryKeys(isolated.keyPrefix).server(s.serverId))),
     );
     return sizes.reduce((a, b) => a + b, 0);
   } catch {

@@ -1,6 +1,6 @@
 import { DEFAULT_MAX_JSON_DEPTH, JSON_DEPTH_CEILING } from '@pushline/protocol';
 import { z } from 'zod';
-import { csv, logLevel, nonNegativeInt, positiveInt } from './fields.ts';
+import { csv, hostPorts, logLevel, nonNegativeInt, positiveInt } from './fields.ts';
 
 /** Variables every service reads. */
 export const commonEnvShape = {
@@ -35,7 +35,21 @@ export const commonEnvShape = {
   PUSHLINE_REDIS_URL: z
     .url({ protocol: /^rediss?$/ })
     .default('redis://127.0.0.1:6379')
-    .describe('Redis URL of the device registry and socket.io adapter.'),
+    .describe(
+      'Redis URL of the device registry, offline store, request ledger, idempotency keys and socket.io adapter. With PUSHLINE_REDIS_CLUSTER_NODES set, only its user name, password and scheme (rediss: TLS) are used, for every cluster node.',
+    ),
+  PUSHLINE_REDIS_CLUSTER_NODES: hostPorts().describe(
+    'Startup nodes of a Redis Cluster (host:port, comma-separated; a few suffice, the client discovers the rest). Set, every service talks to the cluster through the ioredis Cluster client and the socket.io adapter uses sharded pub/sub per shard; unset, one Redis at PUSHLINE_REDIS_URL. Keys are hash-tagged so each script touches one slot (docs/decisions/0022-redis-cluster.md).',
+  ),
+  PUSHLINE_REDIS_OFFLINE_PARTITIONS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(1024)
+    .default(64)
+    .describe(
+      'On a Redis Cluster: partitions of the offline store, each one hash tag with its own sweep sets and outbox stream, spread evenly over the slots (the sweeper and the outbox relays walk all of them). Every service must use the same number, and it must not change while messages are stored. The per-origin quota is kept per partition (its share of PUSHLINE_OFFLINE_QUOTA_*). A single Redis always uses one partition.',
+    ),
   PUSHLINE_REDIS_COMMAND_TIMEOUT_MS: positiveInt(3000).describe(
     "Longest a Redis command may take, sent or queued while reconnecting; past it the command fails (a direct push answers 503) instead of waiting on a Redis that stopped answering, and a connection that answered nothing for this long is reconnected. Not applied to the socket.io adapter's subscriber connection, which is idle by design.",
   ),

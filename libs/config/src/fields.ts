@@ -25,6 +25,30 @@ export const csv = (fallback: string[]) =>
     .pipe(z.array(z.string()).min(1, 'must list at least one value'))
     .default(fallback);
 
+/**
+ * Comma-separated `host:port` pairs, or unset (undefined). Hosts are names, IPv4 addresses or
+ * bracketed IPv6 addresses; ports 1-65535.
+ */
+export const hostPorts = () =>
+  z
+    .string()
+    .transform((s, ctx) => {
+      const entries = s
+        .split(',')
+        .map((part) => part.trim())
+        .filter((part) => part.length > 0);
+      if (entries.length === 0) ctx.addIssue({ code: 'custom', message: 'must list at least one host:port' });
+      for (const entry of entries) {
+        const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(entry);
+        const portNumber = Number(match?.[2]);
+        if (!match || portNumber < 1 || portNumber > 65535) {
+          ctx.addIssue({ code: 'custom', message: `${JSON.stringify(entry)} is not host:port` });
+        }
+      }
+      return entries as readonly string[];
+    })
+    .optional();
+
 export const logLevel = z
   .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
   .default('info');

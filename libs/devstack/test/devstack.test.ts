@@ -376,3 +376,46 @@ test('PUSHLINE_DEV_KAFKA_NODES is checked before anything starts', async () => {
     );
   }
 });
+
+test('PUSHLINE_DEV_REDIS_CLUSTER=1 starts a Redis Cluster of 3 masters with a replica each, and stop() leaves nothing behind', async () => {
+  const stack = await startDevstack({
+    env: { PUSHLINE_KAFKA_BROKERS: '127.0.0.1:19092', PUSHLINE_DEV_REDIS_CLUSTER: '1' },
+  });
+  cleanups.push(() => stack.stop());
+  const cluster = stack.redisCluster;
+  assert.ok(cluster !== undefined);
+  assert.equal(stack.redis, undefined);
+  assert.equal(cluster.nodes.length, 6);
+  assert.deepEqual(stack.redisClusterNodes, cluster.startupNodes);
+  assert.equal(stack.env['PUSHLINE_REDIS_CLUSTER_NODES'], cluster.startupNodes.join(','));
+  assert.equal(stack.redisUrl, `redis://${cluster.startupNodes[0]}`);
+  const nodes = await cluster.topology();
+  assert.equal(nodes.filter((n) => n.role === 'master' && n.slots.length > 0).length, 3);
+  assert.equal(nodes.filter((n) => n.role === 'replica').length, 3);
+  assert.match(await redisCommand(stack.redisUrl, 'CLUSTER', 'INFO'), /cluster_state:ok/);
+  const pids = cluster.nodes.map((n) => n.pid);
+  await stack.stop();
+  assert.deepEqual(
+    pids.filter((pid) => pid !== undefined && isAlive(pid)),
+    [],
+  );
+  assert.equal(existsSync(cluster.workDir), false);
+});
+
+test('startDevstack uses PUSHLINE_REDIS_CLUSTER_NODES instead of starting a Redis', async () => {
+  const stack = await startDevstack({
+    env: {
+      PUSHLINE_KAFKA_BROKERS: '127.0.0.1:19092',
+      PUSHLINE_REDIS_CLUSTER_NODES: '127.0.0.1:17000, 127.0.0.1:17001',
+      PUSHLINE_DEV_REDIS_CLUSTER: '1',
+    },
+  });
+  cleanups.push(() => stack.stop());
+  assert.deepEqual(stack.external, { kafka: true, redis: true });
+  assert.equal(stack.redisCluster, undefined);
+  assert.deepEqual(stack.env, {
+    PUSHLINE_KAFKA_BROKERS: '127.0.0.1:19092',
+    PUSHLINE_REDIS_URL: 'redis://127.0.0.1:17000',
+    PUSHLINE_REDIS_CLUSTER_NODES: '127.0.0.1:17000,127.0.0.1:17001',
+  });
+});

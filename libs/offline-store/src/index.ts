@@ -1,7 +1,14 @@
-export { RedisOfflineStore, outboxKey } from './redis-offline-store.ts';
+export {
+  DEFAULT_CLUSTER_PARTITIONS,
+  RedisOfflineStore,
+  offlineKeys,
+  offlinePartitions,
+} from './redis-offline-store.ts';
+export { OFFLINE_SCRIPTS } from './scripts.ts';
 export type {
   DrainOptions,
   OfflineInbox,
+  OfflineKeys,
   RedisOfflineStoreOptions,
   StoreResult,
 } from './redis-offline-store.ts';

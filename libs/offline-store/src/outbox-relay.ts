@@ -1,17 +1,19 @@
-import type { Redis } from 'ioredis';
 import { DeliveryEvent, StoredMessage, type DeliveryOutcome } from '@pushline/protocol';
+import { sendAll, sendAllSettled, type BatchCall, type RedisClient } from '@pushline/registry';
 import { backoffMs, closeOnce } from '@pushline/runtime';
 import { Counter, Gauge, Registry, stageCounter, type Logger } from '@pushline/telemetry';
-import { outboxKey } from './redis-offline-store.ts';
+import { offlineKeys, offlinePartitions } from './redis-offline-store.ts';
 
 /** The consumer group every relay reads the outbox through: each entry goes to one relay. */
 const GROUP = 'relay';
 
 export interface OutboxRelayOptions {
-  /** A connected ioredis client; the relay does not own it (its commands never block). */
-  readonly redis: Redis;
+  /** A connected ioredis client (one Redis or a cluster); the relay does not own it (its commands never block). */
+  readonly redis: RedisClient;
   /** The offline store's key prefix. */
   readonly keyPrefix: string;
+  /** The offline store's partitions (its `partitions` option): the relay reads every partition's outbox. */
+  readonly partitions?: number;
   /**
    * Writes events to the delivery-events topic and resolves once they are durable (acks=all).
    * The entries are deleted only after it resolves: a failure keeps them for the next attempt.
@@ -39,6 +41,12 @@ export interface OutboxRelayOptions {
 
 type StreamEntry = [id: string, fields: string[]];
 
+/** Entries read from one partition's outbox. */
+interface PartitionEntries {
+  readonly partition: number;
+  readonly entries: StreamEntry[];
+}
+
 interface RelayMetrics {
   published: Counter;
   failures: Counter<'step'>;
@@ -56,8 +64,9 @@ interface RelayMetrics {
  * and deleting leaves entries that are published again.
  */
 export class OutboxRelay {
-  readonly #o: Required<Omit<OutboxRelayOptions, 'metrics'>>;
-  readonly #key: string;
+  readonly #o: Required<Omit<OutboxRelayOptions, 'metrics' | 'partitions'>>;
+  /** Each partition's outbox stream. */
+  readonly #streams: string[];
   readonly #log: Logger;
   readonly #m: RelayMetrics;
   #timer: NodeJS.Timeout | undefined;
@@ -66,7 +75,10 @@ export class OutboxRelay {
   #started = false;
   #closed = false;
   #failures = 0;
-  #groupReady = false;
+  /** Partitions whose stream has the group (created, or found there). */
+  readonly #groupReady = new Set<number>();
+  /** Partitions where this relay may hold read but unacknowledged entries (all, after a start). */
+  readonly #mayHoldPending = new Set<number>();
   #lastClaimAt = 0;
   readonly close: () => Promise<void>;
 
@@ -79,7 +91,9 @@ export class OutboxRelay {
       closeTimeoutMs: 5_000,
       ...options,
     };
-    this.#key = outboxKey(options.keyPrefix);
+    const keys = offlineKeys(options.keyPrefix, offlinePartitions(options.redis, options.partitions));
+    this.#streams = Array.from({ length: keys.partitions }, (_, p) => keys.outbox(p));
+    for (let p = 0; p < this.#streams.length; p++) this.#mayHoldPending.add(p);
     this.#log = options.logger.child({ component: 'outbox-relay' });
     this.#m = createMetrics(options.metrics);
     this.close = closeOnce(() => this.#close());
@@ -145,109 +159,178 @@ export class OutboxRelay {
     this.#schedule(next);
   }
 
-  /** One batch: this relay's unacknowledged entries first, then a dead relay's, then new ones. */
+  /**
+   * One round over every partition: this relay's unacknowledged entries first, then a dead
+   * relay's, then new ones. Reads go to all partitions at once (one round trip per node); what
+   * they bring is published in batches of `batch`, each acknowledged and deleted once Kafka has it.
+   */
   async #step(claimNow: boolean): Promise<number> {
-    await this.#ensureGroup();
-    let entries = await this.#read('0');
-    if (entries.length === 0 && (claimNow || Date.now() - this.#lastClaimAt >= this.#o.claimIdleMs / 2)) {
+    await this.#ensureGroups();
+    let found = await this.#read('0', [...this.#mayHoldPending]);
+    if (count(found) === 0 && (claimNow || Date.now() - this.#lastClaimAt >= this.#o.claimIdleMs / 2)) {
       this.#lastClaimAt = Date.now();
-      entries = await this.#claimAbandoned();
+      found = await this.#claimAbandoned();
     }
-    if (entries.length === 0) entries = await this.#read('>');
-    if (entries.length === 0) {
-      this.#m.backlog.set(await this.#redis(() => this.#o.redis.xlen(this.#key)));
+    if (count(found) === 0)
+      found = await this.#read(
+        '>',
+        this.#streams.map((_, p) => p),
+      );
+    if (count(found) === 0) {
+      const lengths = await this.#redis(() =>
+        sendAll(
+          this.#o.redis,
+          this.#streams.map((key): BatchCall => ['xlen', key]),
+        ),
+      );
+      this.#m.backlog.set(lengths.reduce<number>((sum, n) => sum + Number(n), 0));
       return 0;
     }
-    const events: DeliveryEvent[] = [];
-    for (const [id, fields] of entries) {
-      const event = this.#event(id, fields);
-      if (event) events.push(event);
-    }
-    if (events.length > 0) {
-      try {
-        await bounded(this.#o.publish(events), this.#o.publishTimeoutMs);
-      } catch (err) {
-        this.#m.failures.inc({ step: 'publish' });
-        throw err;
+    // Entries read are pending for this relay until acknowledged: a failed publish leaves them
+    // for the next round's own-pending read.
+    for (const { partition } of found) this.#mayHoldPending.add(partition);
+    let done = 0;
+    for (const chunk of chunks(found, this.#o.batch)) {
+      const events: DeliveryEvent[] = [];
+      for (const { entries } of chunk) {
+        for (const [id, fields] of entries) {
+          const event = this.#event(id, fields);
+          if (event) events.push(event);
+        }
       }
+      if (events.length > 0) {
+        try {
+          await bounded(this.#o.publish(events), this.#o.publishTimeoutMs);
+        } catch (err) {
+          this.#m.failures.inc({ step: 'publish' });
+          throw err;
+        }
+      }
+      await this.#redis(() =>
+        Promise.all(
+          chunk.map(({ partition, entries }) => {
+            const ids = entries.map(([id]) => id);
+            const key = this.#streams[partition] as string;
+            return this.#o.redis
+              .multi()
+              .xack(key, GROUP, ...ids)
+              .xdel(key, ...ids)
+              .exec();
+          }),
+        ),
+      );
+      this.#m.published.inc(events.length);
+      done += chunk.reduce((sum, c) => sum + c.entries.length, 0);
     }
-    const ids = entries.map(([id]) => id);
-    await this.#redis(() =>
-      this.#o.redis
-        .multi()
-        .xack(this.#key, GROUP, ...ids)
-        .xdel(this.#key, ...ids)
-        .exec(),
-    );
-    this.#m.published.inc(events.length);
-    return entries.length;
+    return done;
   }
 
-  async #read(from: '0' | '>'): Promise<StreamEntry[]> {
-    const answer = await this.#redis(() =>
-      this.#o.redis.xreadgroup(
-        'GROUP',
-        GROUP,
-        this.#o.consumer,
-        'COUNT',
-        this.#o.batch,
-        'STREAMS',
-        this.#key,
-        from,
+  /** Reads `from` ('0': this relay's pending entries, '>': new ones) in the given partitions. */
+  async #read(from: '0' | '>', partitions: readonly number[]): Promise<PartitionEntries[]> {
+    if (partitions.length === 0) return [];
+    const replies = await this.#redis(() =>
+      sendAllSettled(
+        this.#o.redis,
+        partitions.map((p): BatchCall => [
+          'xreadgroup',
+          'GROUP',
+          GROUP,
+          this.#o.consumer,
+          'COUNT',
+          this.#o.batch,
+          'STREAMS',
+          this.#streams[p] as string,
+          from,
+        ]),
       ),
     );
-    const streams = answer as [string, [string, string[] | null][]][] | null;
-    const entries: StreamEntry[] = [];
-    const gone: string[] = [];
-    for (const [id, fields] of streams?.[0]?.[1] ?? []) {
-      if (Array.isArray(fields)) entries.push([id, fields]);
-      else gone.push(id);
+    const found: PartitionEntries[] = [];
+    const acks: BatchCall[] = [];
+    let failure: Error | undefined;
+    replies.forEach((reply, i) => {
+      const partition = partitions[i] as number;
+      if (reply.error) {
+        if (reply.error.message.startsWith('NOGROUP')) this.#groupReady.delete(partition);
+        failure ??= reply.error;
+        return;
+      }
+      const streams = reply.value as [string, [string, string[] | null][]][] | null;
+      const entries: StreamEntry[] = [];
+      const gone: string[] = [];
+      for (const [id, fields] of streams?.[0]?.[1] ?? []) {
+        if (Array.isArray(fields)) entries.push([id, fields]);
+        else gone.push(id);
+      }
+      // Pending here but deleted from the stream (another relay took it over and published it):
+      // only the acknowledgement is left to do.
+      if (gone.length > 0) acks.push(['xack', this.#streams[partition] as string, GROUP, ...gone]);
+      if (entries.length > 0) found.push({ partition, entries });
+      else if (from === '0' && gone.length === 0) this.#mayHoldPending.delete(partition);
+    });
+    if (acks.length > 0) await this.#redis(() => sendAll(this.#o.redis, acks));
+    if (failure && found.length === 0) {
+      this.#m.failures.inc({ step: 'redis' });
+      throw failure;
     }
-    // Pending here but deleted from the stream (another relay took it over and published it):
-    // only the acknowledgement is left to do.
-    if (gone.length > 0) await this.#redis(() => this.#o.redis.xack(this.#key, GROUP, ...gone));
-    return entries;
+    if (failure) this.#log.warn({ err: failure }, 'reading part of the outbox failed; the rest is relayed');
+    return found;
   }
 
-  async #claimAbandoned(): Promise<StreamEntry[]> {
-    const answer = (await this.#redis(() =>
-      this.#o.redis.xautoclaim(
-        this.#key,
-        GROUP,
-        this.#o.consumer,
-        this.#o.claimIdleMs,
-        '0-0',
-        'COUNT',
-        this.#o.batch,
+  async #claimAbandoned(): Promise<PartitionEntries[]> {
+    const replies = await this.#redis(() =>
+      sendAll(
+        this.#o.redis,
+        this.#streams.map((key): BatchCall => [
+          'xautoclaim',
+          key,
+          GROUP,
+          this.#o.consumer,
+          this.#o.claimIdleMs,
+          '0-0',
+          'COUNT',
+          this.#o.batch,
+        ]),
       ),
-    )) as [string, StreamEntry[], ...unknown[]];
-    const entries = (answer[1] ?? []).filter((e) => Array.isArray(e?.[1]));
-    if (entries.length > 0) {
-      this.#m.claimed.inc(entries.length);
-      this.#log.warn({ entries: entries.length }, 'took over outcomes a relay that died left unpublished');
+    );
+    const found: PartitionEntries[] = [];
+    replies.forEach((reply, partition) => {
+      const answer = reply as [string, StreamEntry[], ...unknown[]];
+      const entries = (answer[1] ?? []).filter((e) => Array.isArray(e?.[1]));
+      if (entries.length > 0) found.push({ partition, entries });
+    });
+    const claimed = count(found);
+    if (claimed > 0) {
+      this.#m.claimed.inc(claimed);
+      this.#log.warn({ entries: claimed }, 'took over outcomes a relay that died left unpublished');
     }
-    return entries;
+    return found;
   }
 
   /** Creates the group on first use, and again after Redis lost it (a restart without persistence). */
-  async #ensureGroup(): Promise<void> {
-    if (this.#groupReady) return;
-    try {
-      await this.#o.redis.xgroup('CREATE', this.#key, GROUP, '0', 'MKSTREAM');
-    } catch (err) {
-      if (!(err instanceof Error && err.message.startsWith('BUSYGROUP'))) {
-        this.#m.failures.inc({ step: 'redis' });
-        throw err;
-      }
+  async #ensureGroups(): Promise<void> {
+    const missing = this.#streams.map((_, p) => p).filter((p) => !this.#groupReady.has(p));
+    if (missing.length === 0) return;
+    const replies = await sendAllSettled(
+      this.#o.redis,
+      missing.map((p): BatchCall => ['xgroup', 'CREATE', this.#streams[p] as string, GROUP, '0', 'MKSTREAM']),
+    );
+    let failure: Error | undefined;
+    replies.forEach((reply, i) => {
+      if (!reply.error || reply.error.message.startsWith('BUSYGROUP'))
+        this.#groupReady.add(missing[i] as number);
+      else failure ??= reply.error;
+    });
+    if (failure) {
+      this.#m.failures.inc({ step: 'redis' });
+      throw failure;
     }
-    this.#groupReady = true;
   }
 
   async #redis<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (err) {
-      if (err instanceof Error && err.message.startsWith('NOGROUP')) this.#groupReady = false;
+      if (err instanceof Error && err.message.startsWith('NOGROUP')) this.#groupReady.clear();
       this.#m.failures.inc({ step: 'redis' });
       throw err;
     }
@@ -303,6 +386,31 @@ export class OutboxRelay {
       );
     }
   }
+}
+
+function count(found: readonly PartitionEntries[]): number {
+  return found.reduce((sum, f) => sum + f.entries.length, 0);
+}
+
+/** Splits what was read into publishes of about `size` events, keeping each partition's entries in order. */
+function chunks(found: readonly PartitionEntries[], size: number): PartitionEntries[][] {
+  const out: PartitionEntries[][] = [];
+  let current: PartitionEntries[] = [];
+  let n = 0;
+  for (const f of found) {
+    for (let i = 0; i < f.entries.length; i += size) {
+      const part = { partition: f.partition, entries: f.entries.slice(i, i + size) };
+      if (n > 0 && n + part.entries.length > size) {
+        out.push(current);
+        current = [];
+        n = 0;
+      }
+      current.push(part);
+      n += part.entries.length;
+    }
+  }
+  if (current.length > 0) out.push(current);
+  return out;
 }
 
 export class PublishTimeoutError extends Error {

@@ -1,5 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import {
+  isCluster,
+  keySlot,
+  sendAll,
+  spreadTags,
+  type BatchCall,
+  type RedisClient,
+} from '@pushline/registry';
 import { StoredMessage, type DeliverResult, type DeliveryOutcome } from '@pushline/protocol';
 import {
   Registry,
@@ -10,7 +17,44 @@ import {
   type LabelValues,
   type Logger,
 } from '@pushline/telemetry';
-import { BEGIN, CLAIM_EXPIRED, FINISH, LEASE, PENDING, RECLAIM, RELEASE, STORE, UNLOCK } from './scripts.ts';
+import { OFFLINE_SCRIPTS } from './scripts.ts';
+
+/**
+ * The store's key names under `prefix` with `partitions` partitions (see scripts.ts): a device's
+ * keys and its partition's sweep sets, outbox and usage hashes share the partition's hash tag.
+ */
+export function offlineKeys(prefix: string, partitions: number) {
+  const tags = spreadTags(partitions);
+  const base = (partition: number) => `${prefix}offline:{${tags[partition] as string}}:`;
+  const partitionOf = (deviceId: string) => (partitions === 1 ? 0 : keySlot(deviceId) % partitions);
+  const device = (kind: string) => (deviceId: string) => `${base(partitionOf(deviceId))}${kind}:${deviceId}`;
+  return {
+    partitions,
+    partitionOf,
+    queue: device('q'),
+    inflight: device('f'),
+    messages: device('m'),
+    lock: device('lock'),
+    due: (partition: number) => `${base(partition)}due`,
+    leases: (partition: number) => `${base(partition)}leases`,
+    seq: (partition: number) => `${base(partition)}seq`,
+    outbox: (partition: number) => `${base(partition)}outbox`,
+    usagePrefix: (partition: number) => `${base(partition)}usage:`,
+  };
+}
+
+export type OfflineKeys = ReturnType<typeof offlineKeys>;
+
+/**
+ * Partitions of the offline store on this client: `configured` on a Redis Cluster (the same in
+ * every service), one on a single Redis, where partitions would only cost.
+ */
+export function offlinePartitions(redis: RedisClient, configured: number | undefined): number {
+  return isCluster(redis) ? (configured ?? DEFAULT_CLUSTER_PARTITIONS) : 1;
+}
+
+/** PUSHLINE_REDIS_OFFLINE_PARTITIONS's default. */
+export const DEFAULT_CLUSTER_PARTITIONS = 64;
 
 /** The inbox a connection server drains when a device connects (the `OfflineInbox` contract). */
 export interface OfflineInbox {
@@ -18,16 +62,23 @@ export interface OfflineInbox {
 }
 
 export interface RedisOfflineStoreOptions {
-  /** A connected ioredis client; the store does not own it and never closes it. */
-  readonly redis: Redis;
+  /** A connected ioredis client (one Redis or a cluster); the store does not own it and never closes it. */
+  readonly redis: RedisClient;
   /** Prefix of every key, e.g. `pushline:`. */
   readonly keyPrefix: string;
+  /**
+   * Partitions on a Redis Cluster (PUSHLINE_REDIS_OFFLINE_PARTITIONS; every store and relay on
+   * the same keys must agree). Ignored on a single Redis, which has one. Default 64.
+   */
+  readonly partitions?: number;
   /** Messages kept per device; storing past it evicts the oldest, which is recorded `expired` (reason `evicted`). */
   readonly maxPerDevice: number;
   /**
    * Bounds of what one origin (the API key a message came from) may have stored at once, over
    * all devices: messages, and bytes of their JSON. A store past either is refused
-   * (`refused: 'quota_exceeded'`). Messages without an origin are not counted. Default: no bound.
+   * (`refused: 'quota_exceeded'`). Messages without an origin are not counted. With several
+   * partitions each keeps its share (the bound divided by the partitions, rounded up), since the
+   * count lives next to the messages it counts. Default: no bound.
    */
   readonly quota?: { readonly maxMessages: number; readonly maxBytes: number };
   /**
@@ -65,7 +116,7 @@ export interface StoreResult {
   readonly refused?: 'quota_exceeded';
 }
 
-type StoreRedis = Redis & {
+type StoreRedis = RedisClient & {
   pushlineOfflineStore(...args: (string | number)[]): Promise<(number | string)[]>;
   pushlineOfflineBegin(...args: (string | number)[]): Promise<Begin>;
   pushlineOfflineUnlock(...args: (string | number)[]): Promise<number>;
@@ -104,7 +155,7 @@ const TERMINAL_ON_DRAIN = new Set<DeliverResult['outcome']>(['delivered', 'rejec
  */
 export class RedisOfflineStore implements OfflineInbox {
   readonly #redis: StoreRedis;
-  readonly #p: string;
+  readonly #k: OfflineKeys;
   readonly #max: number;
   readonly #leaseMs: number;
   readonly #quota: { readonly maxMessages: number; readonly maxBytes: number };
@@ -117,53 +168,52 @@ export class RedisOfflineStore implements OfflineInbox {
       throw new RangeError(`maxPerDevice must be a positive integer, got ${options.maxPerDevice}`);
     }
     const redis = options.redis;
-    if (!('pushlineOfflineStore' in redis)) {
-      redis.defineCommand('pushlineOfflineStore', { numberOfKeys: 6, lua: STORE });
-      redis.defineCommand('pushlineOfflineBegin', { numberOfKeys: 2, lua: BEGIN });
-      redis.defineCommand('pushlineOfflineUnlock', { numberOfKeys: 1, lua: UNLOCK });
-      redis.defineCommand('pushlineOfflineLease', { numberOfKeys: 5, lua: LEASE });
-      redis.defineCommand('pushlineOfflineFinish', { numberOfKeys: 5, lua: FINISH });
-      redis.defineCommand('pushlineOfflineRelease', { numberOfKeys: 4, lua: RELEASE });
-      redis.defineCommand('pushlineOfflineReclaim', { numberOfKeys: 3, lua: RECLAIM });
-      redis.defineCommand('pushlineOfflineClaimExpired', { numberOfKeys: 5, lua: CLAIM_EXPIRED });
-      redis.defineCommand('pushlineOfflinePending', { numberOfKeys: 2, lua: PENDING });
+    for (const [name, definition] of Object.entries(OFFLINE_SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, definition);
     }
     this.#redis = redis as StoreRedis;
-    this.#p = options.keyPrefix;
+    this.#k = offlineKeys(options.keyPrefix, offlinePartitions(redis, options.partitions));
     this.#max = options.maxPerDevice;
     this.#leaseMs = options.leaseMs ?? 30_000;
-    this.#quota = options.quota ?? { maxMessages: 0, maxBytes: 0 };
+    const quota = options.quota ?? { maxMessages: 0, maxBytes: 0 };
+    const share = (bound: number) => (bound > 0 ? Math.ceil(bound / this.#k.partitions) : 0);
+    this.#quota = { maxMessages: share(quota.maxMessages), maxBytes: share(quota.maxBytes) };
     this.#onOutbox = options.onOutbox ?? (() => {});
     this.#log = options.logger.child({ component: 'offline-store' });
     this.#m = createMetrics(options.metrics);
   }
 
+  /** Key names of this store (for tests and tools). */
+  get keys(): OfflineKeys {
+    return this.#k;
+  }
+
   #q(d: string) {
-    return `${this.#p}offline:q:${d}`;
+    return this.#k.queue(d);
   }
   #f(d: string) {
-    return `${this.#p}offline:f:${d}`;
+    return this.#k.inflight(d);
   }
   #msgs(d: string) {
-    return `${this.#p}offline:m:${d}`;
+    return this.#k.messages(d);
   }
   #lock(d: string) {
-    return `${this.#p}offline:lock:${d}`;
+    return this.#k.lock(d);
   }
-  get #due() {
-    return `${this.#p}offline:due`;
+  #due(d: string) {
+    return this.#k.due(this.#k.partitionOf(d));
   }
-  get #leases() {
-    return `${this.#p}offline:leases`;
+  #leases(d: string) {
+    return this.#k.leases(this.#k.partitionOf(d));
   }
-  get #seq() {
-    return `${this.#p}offline:seq`;
+  #seq(d: string) {
+    return this.#k.seq(this.#k.partitionOf(d));
   }
-  get #outbox() {
-    return outboxKey(this.#p);
+  #outbox(d: string) {
+    return this.#k.outbox(this.#k.partitionOf(d));
   }
-  get #usagePrefix() {
-    return `${this.#p}offline:usage:`;
+  #usagePrefix(d: string) {
+    return this.#k.usagePrefix(this.#k.partitionOf(d));
   }
 
   /**
@@ -179,15 +229,15 @@ export class RedisOfflineStore implements OfflineInbox {
       this.#q(deviceId),
       this.#f(deviceId),
       this.#msgs(deviceId),
-      this.#due,
-      this.#seq,
-      this.#outbox,
+      this.#due(deviceId),
+      this.#seq(deviceId),
+      this.#outbox(deviceId),
       field,
       JSON.stringify(body),
       body.expiresAt,
       this.#max,
       member(deviceId, field),
-      this.#usagePrefix,
+      this.#usagePrefix(deviceId),
       this.#quota.maxMessages,
       this.#quota.maxBytes,
       deviceId,
@@ -207,10 +257,25 @@ export class RedisOfflineStore implements OfflineInbox {
     return { stored: true, evicted };
   }
 
-  /** What an origin has stored now, over all devices: messages and bytes of their JSON. */
+  /** What an origin has stored now, over all devices (and partitions): messages and bytes of their JSON. */
   async usage(origin: string): Promise<{ messages: number; bytes: number }> {
-    const [n, b] = await this.#redis.hmget(`${this.#usagePrefix}${origin}`, 'n', 'b');
-    return { messages: Number(n ?? 0), bytes: Number(b ?? 0) };
+    const replies = await sendAll(
+      this.#redis,
+      Array.from({ length: this.#k.partitions }, (_, p): BatchCall => [
+        'hmget',
+        `${this.#k.usagePrefix(p)}${origin}`,
+        'n',
+        'b',
+      ]),
+    );
+    let messages = 0;
+    let bytes = 0;
+    for (const reply of replies) {
+      const [n, b] = reply as (string | null)[];
+      messages += Number(n ?? 0);
+      bytes += Number(b ?? 0);
+    }
+    return { messages, bytes };
   }
 
   /** Stored messages of a device, queued or in flight. */
@@ -224,18 +289,11 @@ export class RedisOfflineStore implements OfflineInbox {
    */
   async withPending(deviceIds: Iterable<string>): Promise<Set<string>> {
     const ids = [...new Set(deviceIds)];
-    const found = new Set<string>();
-    if (ids.length === 0) return found;
-    const pipe = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & {
-      pushlineOfflinePending(...args: (string | number)[]): unknown;
-    };
-    for (const id of ids) pipe.pushlineOfflinePending(this.#q(id), this.#f(id));
-    const results = (await pipe.exec()) ?? [];
-    results.forEach(([err, count], i) => {
-      if (err) throw err;
-      if (Number(count) > 0) found.add(ids[i] as string);
-    });
-    return found;
+    const counts = await sendAll(
+      this.#redis,
+      ids.map((id): BatchCall => ['pushlineOfflinePending', this.#q(id), this.#f(id)]),
+    );
+    return new Set(ids.filter((_, i) => Number(counts[i]) > 0));
   }
 
   /**
@@ -276,7 +334,7 @@ export class RedisOfflineStore implements OfflineInbox {
         this.#q(deviceId),
         this.#f(deviceId),
         this.#msgs(deviceId),
-        this.#leases,
+        this.#leases(deviceId),
         this.#lock(deviceId),
         `${deviceId}|`,
         Date.now() + this.#leaseMs,
@@ -342,62 +400,96 @@ export class RedisOfflineStore implements OfflineInbox {
 
   /**
    * Records `expired` for every stored message whose expiry is at or before `now` (at most
-   * `limit` per call), and returns leases of dead drains to their queues. Safe to run on any
-   * number of instances at once: each message is claimed by one of them. Returns how many
-   * messages it expired.
+   * `limit` per partition per call), and returns leases of dead drains to their queues, in every
+   * partition. Safe to run on any number of instances at once: each message is claimed by one of
+   * them. Returns how many messages it expired.
    */
   async sweepExpired(now: number = Date.now(), limit = 500): Promise<number> {
-    await this.#reclaimLeases(now, limit);
-    const due = await this.#redis.zrangebyscore(this.#due, '-inf', now, 'LIMIT', 0, limit);
-    let expired = 0;
-    for (const entry of due) {
-      const parsed = parseMember(entry);
-      if (!parsed) {
-        await this.#redis.zrem(this.#due, entry);
-        continue;
+    const partitions = Array.from({ length: this.#k.partitions }, (_, p) => p);
+    const [stale, due] = await Promise.all([
+      sendAll(
+        this.#redis,
+        partitions.map((p): BatchCall => [
+          'zrangebyscore',
+          this.#k.leases(p),
+          '-inf',
+          now,
+          'LIMIT',
+          0,
+          limit,
+        ]),
+      ),
+      sendAll(
+        this.#redis,
+        partitions.map((p): BatchCall => ['zrangebyscore', this.#k.due(p), '-inf', now, 'LIMIT', 0, limit]),
+      ),
+    ]);
+    await this.#reclaimLeases(now, stale as string[][]);
+    const claims: BatchCall[] = [];
+    const unreadable: BatchCall[] = [];
+    (due as string[][]).forEach((entries, p) => {
+      for (const entry of entries) {
+        const parsed = parseMember(entry);
+        if (!parsed) {
+          unreadable.push(['zrem', this.#k.due(p), entry]);
+          continue;
+        }
+        const { deviceId, field } = parsed;
+        claims.push([
+          'pushlineOfflineClaimExpired',
+          this.#q(deviceId),
+          this.#f(deviceId),
+          this.#msgs(deviceId),
+          this.#k.due(p),
+          this.#k.outbox(p),
+          field,
+          entry,
+          now,
+          this.#k.usagePrefix(p),
+          deviceId,
+        ]);
       }
-      const { deviceId, field } = parsed;
-      const claimed = await this.#redis.pushlineOfflineClaimExpired(
-        this.#q(deviceId),
-        this.#f(deviceId),
-        this.#msgs(deviceId),
-        this.#due,
-        this.#outbox,
-        field,
-        entry,
-        now,
-        this.#usagePrefix,
-        deviceId,
-      );
-      if (claimed !== 1) continue;
-      expired++;
-      this.#m.expired.inc({ reason: 'ttl' });
+    });
+    const claimed = await sendAll(this.#redis, [...claims, ...unreadable]);
+    const expired = claimed.slice(0, claims.length).filter((r) => r === 1).length;
+    if (expired > 0) {
+      this.#m.expired.inc({ reason: 'ttl' }, expired);
+      this.#onOutbox();
     }
-    if (expired > 0) this.#onOutbox();
     return expired;
   }
 
-  async #reclaimLeases(now: number, limit: number): Promise<void> {
-    const stale = await this.#redis.zrangebyscore(this.#leases, '-inf', now, 'LIMIT', 0, limit);
-    for (const entry of stale) {
-      const parsed = parseMember(entry);
-      if (!parsed) {
-        await this.#redis.zrem(this.#leases, entry);
-        continue;
+  async #reclaimLeases(now: number, stale: readonly string[][]): Promise<void> {
+    const calls: BatchCall[] = [];
+    const parsedCalls: { deviceId: string; field: string }[] = [];
+    stale.forEach((entries, p) => {
+      for (const entry of entries) {
+        const parsed = parseMember(entry);
+        if (!parsed) {
+          calls.push(['zrem', this.#k.leases(p), entry]);
+          continue;
+        }
+        parsedCalls.push(parsed);
+        calls.push([
+          'pushlineOfflineReclaim',
+          this.#q(parsed.deviceId),
+          this.#f(parsed.deviceId),
+          this.#k.leases(p),
+          parsed.field,
+          entry,
+          now,
+        ]);
       }
-      const taken = await this.#redis.pushlineOfflineReclaim(
-        this.#q(parsed.deviceId),
-        this.#f(parsed.deviceId),
-        this.#leases,
-        parsed.field,
-        entry,
-        now,
-      );
-      if (taken === 1) {
-        this.#m.reclaimed.inc();
-        this.#log.warn(parsed, 'stored message leased by a drain that died; back in its queue');
-      }
-    }
+    });
+    const replies = await sendAll(this.#redis, calls);
+    let reclaimIndex = 0;
+    calls.forEach((call, i) => {
+      if (call[0] !== 'pushlineOfflineReclaim') return;
+      const parsed = parsedCalls[reclaimIndex++];
+      if (replies[i] !== 1 || !parsed) return;
+      this.#m.reclaimed.inc();
+      this.#log.warn(parsed, 'stored message leased by a drain that died; back in its queue');
+    });
   }
 
   /**
@@ -433,12 +525,12 @@ export class RedisOfflineStore implements OfflineInbox {
     const done = await this.#redis.pushlineOfflineFinish(
       this.#f(deviceId),
       this.#msgs(deviceId),
-      this.#due,
-      this.#leases,
-      this.#outbox,
+      this.#due(deviceId),
+      this.#leases(deviceId),
+      this.#outbox(deviceId),
       field,
       member(deviceId, field),
-      this.#usagePrefix,
+      this.#usagePrefix(deviceId),
       deviceId,
       outcome?.outcome ?? '',
       outcome?.reason ?? '',
@@ -454,11 +546,11 @@ export class RedisOfflineStore implements OfflineInbox {
       this.#q(deviceId),
       this.#f(deviceId),
       this.#msgs(deviceId),
-      this.#leases,
+      this.#leases(deviceId),
       field,
       member(deviceId, field),
       JSON.stringify(msg),
-      this.#usagePrefix,
+      this.#usagePrefix(deviceId),
     );
   }
 
@@ -470,11 +562,6 @@ export class RedisOfflineStore implements OfflineInbox {
       return null;
     }
   }
-}
-
-/** The outbox stream of the offline store under `keyPrefix`. */
-export function outboxKey(keyPrefix: string): string {
-  return `${keyPrefix}offline:outbox`;
 }
 
 /** A message's field in its device's structures: request ids are deduplicated per origin. */

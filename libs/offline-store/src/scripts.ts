@@ -5,22 +5,26 @@
  * is written to the outbox stream in that same script (a transactional outbox): the state change
  * and its event are never apart, and the relay publishes the event to Kafka later.
  *
- * Keys (P = key prefix, d = device id, f = the message's field, member = `<d>|<f>`):
- *   P offline:q:<d>          zset  f → seq            queued, oldest first
- *   P offline:f:<d>          zset  f → seq            leased to a drain (in flight), keeps its seq
- *   P offline:m:<d>          hash  f → StoredMessage JSON (queued and leased)
- *   P offline:lock:<d>       string drain token       one drain per device at a time, so order holds
- *   P offline:due            zset  member → expiresAt every stored message, for the sweeper
- *   P offline:leases         zset  member → deadline  leased messages, returned to the queue when a drain dies
- *   P offline:seq            string counter           enqueue order
- *   P offline:outbox         stream                   terminal outcomes waiting for the relay
- *   P offline:usage:<origin> hash  n, b               stored messages and their JSON bytes per origin
- * The field is `<origin>/<requestId>` for a message with an origin (the API key that sent it) and
- * the bare request id otherwise: request ids are deduplicated per origin, so no sender can
- * suppress another's message by reusing its id. Ids never hold `/` or `|`.
+ * Keys (P = key prefix, t = the hash tag of the device's partition, d = device id, f = the
+ * message's field, member = `<d>|<f>`):
+ *   P offline:{t}:q:<d>          zset  f → seq            queued, oldest first
+ *   P offline:{t}:f:<d>          zset  f → seq            leased to a drain (in flight), keeps its seq
+ *   P offline:{t}:m:<d>          hash  f → StoredMessage JSON (queued and leased)
+ *   P offline:{t}:lock:<d>       string drain token       one drain per device at a time, so order holds
+ *   P offline:{t}:due            zset  member → expiresAt the partition's stored messages, for the sweeper
+ *   P offline:{t}:leases         zset  member → deadline  leased messages, returned to the queue when a drain dies
+ *   P offline:{t}:seq            string counter           enqueue order
+ *   P offline:{t}:outbox         stream                   terminal outcomes waiting for the relay
+ *   P offline:{t}:usage:<origin> hash  n, b               stored messages and their JSON bytes per origin
+ * A partition is one hash tag, so every key a script touches (the device's, its partition's
+ * sweep sets and outbox, and the usage hashes) is on one slot of a Redis Cluster; partitions are
+ * spread evenly over the slots, and the sweeper and the relays walk all of them. One Redis has one
+ * partition. The field is `<origin>/<requestId>` for a message with an origin (the API key that
+ * sent it) and the bare request id otherwise: request ids are deduplicated per origin, so no
+ * sender can suppress another's message by reusing its id. Ids never hold `/`, `|` or braces.
  * The per-device keys vanish by themselves when emptied (Redis deletes empty zsets and hashes).
  * The usage key is derived inside the scripts from the field (an eviction can free another
- * origin's usage); like the global keys above, this keeps the scripts single-instance Redis only.
+ * origin's usage); it shares the partition's tag, so it is on the same slot.
  *
  * Outbox entry fields: d device id, o outcome, r reason ('' for none), a attempts ('' to take
  * the message's own), t time of the outcome (ms), m the StoredMessage JSON.
@@ -212,3 +216,16 @@ return 1
 export const PENDING = `
 return redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 `;
+
+/** Every script the store sends, with the number of keys each takes (for the slot test). */
+export const OFFLINE_SCRIPTS = {
+  pushlineOfflineStore: { numberOfKeys: 6, lua: STORE },
+  pushlineOfflineBegin: { numberOfKeys: 2, lua: BEGIN },
+  pushlineOfflineUnlock: { numberOfKeys: 1, lua: UNLOCK },
+  pushlineOfflineLease: { numberOfKeys: 5, lua: LEASE },
+  pushlineOfflineFinish: { numberOfKeys: 5, lua: FINISH },
+  pushlineOfflineRelease: { numberOfKeys: 4, lua: RELEASE },
+  pushlineOfflineReclaim: { numberOfKeys: 3, lua: RECLAIM },
+  pushlineOfflineClaimExpired: { numberOfKeys: 5, lua: CLAIM_EXPIRED },
+  pushlineOfflinePending: { numberOfKeys: 2, lua: PENDING },
+} as const;

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
 import { startKafka, type KafkaInstance } from '@pushline/devstack';
 import { createKafkaClient, type KafkaClient, type Producer } from '@pushline/kafka';
 import { DeliveryEvent, type StoredMessage } from '@pushline/protocol';
@@ -8,12 +7,13 @@ import { createMetricsRegistry, silentLogger, type Registry } from '@pushline/te
 import {
   collectRecords,
   recordJson,
-  testInfra,
   testKafkaClient,
+  testRedis,
   uniquePrefix,
   waitUntil,
 } from '@pushline/testkit';
-import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
+import { OutboxRelay, RedisOfflineStore, offlineKeys, offlinePartitions } from '@pushline/offline-store';
+import { sendAll, type RedisClient } from '@pushline/registry';
 
 /** The relay's Kafka side: produce the events, keyed by device, as the services do. */
 function publishTo(producer: Producer, topic: string) {
@@ -47,7 +47,16 @@ describe('OutboxRelay when Kafka dies (kill -9 of a private broker)', () => {
   let kafka: KafkaInstance;
   let deadClient: KafkaClient;
   let liveClient: KafkaClient;
-  let redis: Redis;
+  let redis: RedisClient;
+  /** Entries in every partition's outbox. */
+  const outboxLength = async () => {
+    const keys = offlineKeys(prefix, offlinePartitions(redis, undefined));
+    const lengths = await sendAll(
+      redis,
+      Array.from({ length: keys.partitions }, (_, p) => ['xlen', keys.outbox(p)] as const),
+    );
+    return lengths.reduce<number>((sum, n) => sum + Number(n), 0);
+  };
   const closing: (() => Promise<void>)[] = [];
   const prefix = `${uniquePrefix('outbox')}:`;
   const topic = `${uniquePrefix('outbox')}.delivery-events`;
@@ -68,7 +77,7 @@ describe('OutboxRelay when Kafka dies (kill -9 of a private broker)', () => {
         await admin.close();
       }
     }
-    redis = new Redis(testInfra().redisUrl);
+    redis = testRedis();
   });
   after(async () => {
     for (const close of closing.reverse()) await close();
@@ -109,7 +118,7 @@ describe('OutboxRelay when Kafka dies (kill -9 of a private broker)', () => {
     await store.store('dev-2', stored('expired', 'dev-2', { expiresAt: Date.now() + 5 }));
     assert.equal(await store.sweepExpired(Date.now() + 10), 1);
     await store.drain('dev-1', async () => ({ outcome: 'delivered', latencyMs: 1 }));
-    assert.equal(await redis.xlen(`${prefix}offline:outbox`), 3);
+    assert.equal(await outboxLength(), 3);
     // The first relay fails to publish, counts it, and keeps what it holds; then its process goes.
     await waitUntil(() => counted(firstMetrics, 'pushline_offline_outbox_failures_total'), {
       timeoutMs: 30_000,
@@ -117,7 +126,7 @@ describe('OutboxRelay when Kafka dies (kill -9 of a private broker)', () => {
     });
     await first.close();
     assert.equal(await counted(firstMetrics, 'pushline_offline_outbox_published_total'), 0);
-    assert.equal(await redis.xlen(`${prefix}offline:outbox`), 3);
+    assert.equal(await outboxLength(), 3);
 
     // A relay with a working Kafka (the restarted service's) takes the abandoned entries over.
     const liveProducer = liveClient.producer();
@@ -145,7 +154,7 @@ describe('OutboxRelay when Kafka dies (kill -9 of a private broker)', () => {
         ['expired', 'dev-2', 'expired', 'ttl_elapsed', 'offline', true],
       ],
     );
-    await waitUntil(async () => (await redis.xlen(`${prefix}offline:outbox`)) === 0, {
+    await waitUntil(async () => (await outboxLength()) === 0, {
       what: 'the outbox emptied',
     });
     assert.ok((await counted(secondMetrics, 'pushline_offline_outbox_claimed_total')) >= 1);

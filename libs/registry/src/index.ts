@@ -1,5 +1,34 @@
-export type { DeviceRecord, DeviceRegistry, RefreshEntry, RegistryRecovery, ServerLoad } from './types.ts';
-export { RedisDeviceRegistry } from './redis-registry.ts';
+export type {
+  DeviceRecord,
+  DeviceRegistry,
+  RefreshEntry,
+  RegistryCheck,
+  RegistryRecovery,
+  ServerLoad,
+} from './types.ts';
+export { RedisDeviceRegistry, REGISTRY_SCRIPTS, registryKeys } from './redis-registry.ts';
 export type { RedisDeviceRegistryOptions } from './redis-registry.ts';
-export { serviceRedis, closeRedis, redisCommandOptions, redisSubscriberOptions } from './redis-client.ts';
-export type { ServiceRedis, RedisClientConfig } from './redis-client.ts';
+export {
+  adapterClients,
+  closeRedis,
+  createRedisClient,
+  isCluster,
+  redisClusterOptions,
+  redisCommandOptions,
+  redisSubscriberOptions,
+  serviceRedis,
+} from './redis-client.ts';
+export type { RedisClient, ServiceRedis, RedisClientConfig } from './redis-client.ts';
+export { sendAll, sendAllSettled } from './batch.ts';
+export type { BatchCall, BatchReply } from './batch.ts';
+export {
+  CLUSTER_SLOTS,
+  SINGLE_SHARD,
+  commonSlot,
+  keySlot,
+  shardHolds,
+  shardsFromSlots,
+  slotTags,
+  spreadTags,
+} from './cluster-keys.ts';
+export type { RedisShard } from './cluster-keys.ts';

@@ -1,9 +1,19 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { Logger } from '@pushline/telemetry';
+
+/**
+ * A client of the platform's Redis: one server (`Redis`) or a Redis Cluster (`Cluster`). Both
+ * speak the same commands; what differs is batching (a pipeline must stay on one node, so code
+ * that batches goes through `sendAll`) and that every script or MULTI must touch one slot, which
+ * the key layouts guarantee with hash tags (docs/decisions/0022-redis-cluster.md).
+ */
+export type RedisClient = Redis | Cluster;
 
 /** The Redis variables of every service's config (`commonEnv` in @pushline/config). */
 export interface RedisClientConfig {
   readonly PUSHLINE_REDIS_URL: string;
+  /** Startup nodes (host:port) of a Redis Cluster; unset for one Redis. */
+  readonly PUSHLINE_REDIS_CLUSTER_NODES?: readonly string[] | undefined;
   readonly PUSHLINE_REDIS_COMMAND_TIMEOUT_MS: number;
   readonly PUSHLINE_REDIS_CONNECT_TIMEOUT_MS: number;
   readonly PUSHLINE_REDIS_MAX_RETRIES_PER_REQUEST: number;
@@ -16,6 +26,13 @@ const MAX_RECONNECT_DELAY_MS = 1_000;
  * is noticed on an idle connection too, such as a subscriber waiting for messages.
  */
 const KEEPALIVE_MS = 10_000;
+
+const reconnectDelay = (attempt: number) => Math.min(attempt * 50, MAX_RECONNECT_DELAY_MS);
+
+/** Whether the client talks to a Redis Cluster. */
+export function isCluster(client: RedisClient): client is Cluster {
+  return (client as { isCluster?: boolean }).isCluster === true;
+}
 
 /**
  * Options of a client that sends commands and waits for their replies. Every wait is bounded:
@@ -37,7 +54,7 @@ export function redisCommandOptions(config: RedisClientConfig): RedisOptions {
     socketTimeout: config.PUSHLINE_REDIS_COMMAND_TIMEOUT_MS,
     connectTimeout: config.PUSHLINE_REDIS_CONNECT_TIMEOUT_MS,
     maxRetriesPerRequest: config.PUSHLINE_REDIS_MAX_RETRIES_PER_REQUEST,
-    retryStrategy: (attempt: number) => Math.min(attempt * 50, MAX_RECONNECT_DELAY_MS),
+    retryStrategy: reconnectDelay,
     keepAlive: KEEPALIVE_MS,
   };
 }
@@ -56,35 +73,139 @@ export function redisSubscriberOptions(config: RedisClientConfig): RedisOptions 
     socketTimeout: undefined,
     connectTimeout: config.PUSHLINE_REDIS_CONNECT_TIMEOUT_MS,
     maxRetriesPerRequest: null,
-    retryStrategy: (attempt: number) => Math.min(attempt * 50, MAX_RECONNECT_DELAY_MS),
+    retryStrategy: reconnectDelay,
     keepAlive: KEEPALIVE_MS,
     autoResubscribe: true,
   };
 }
 
+/**
+ * Options of a Redis Cluster client. Node connections get the bounds of `redisCommandOptions`
+ * (or the subscriber's), plus the URL's credentials and TLS; a node that goes away is dropped and
+ * found again through the slot map (ioredis refreshes it on MOVED, on a lost connection, and every
+ * 5 s), so a replica promoted by a failover is used within a refresh. Commands are auto-pipelined:
+ * the ones issued in one event-loop turn go to each node as one write, which is how batches reach
+ * several nodes at once (`sendAll`). `shardedSubscribers` gives a subscriber one connection per
+ * master, so SSUBSCRIBE reaches the shard that owns each channel.
+ */
+export function redisClusterOptions(
+  config: RedisClientConfig,
+  role: 'command' | 'subscriber',
+): ClusterOptions {
+  const url = new URL(config.PUSHLINE_REDIS_URL);
+  const { retryStrategy: _perNode, ...nodeOptions } =
+    role === 'command' ? redisCommandOptions(config) : redisSubscriberOptions(config);
+  return {
+    redisOptions: {
+      ...nodeOptions,
+      ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+      ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+    },
+    clusterRetryStrategy: reconnectDelay,
+    enableAutoPipelining: role === 'command',
+    // An auto-pipeline goes to the node of its first command's key, and ioredis finds no key in
+    // XGROUP CREATE <key> (it would route by the word CREATE and get MOVED inside a pipeline,
+    // which it does not follow): sent on its own, it is routed and redirected like any command.
+    autoPipeliningIgnoredCommands: ['xgroup'],
+    shardedSubscribers: role === 'subscriber',
+    slotsRefreshInterval: 5_000,
+    slotsRefreshTimeout: Math.min(config.PUSHLINE_REDIS_CONNECT_TIMEOUT_MS, 2_000),
+    lazyConnect: true,
+  };
+}
+
+/** `host:port` startup nodes as ioredis takes them. */
+function startupNodes(nodes: readonly string[]): { host: string; port: number }[] {
+  return nodes.map((node) => {
+    const at = node.lastIndexOf(':');
+    return { host: node.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(node.slice(at + 1)) };
+  });
+}
+
+/**
+ * Bounds a cluster command from the moment it is issued, also while the cluster client holds it
+ * (not connected yet, or waiting out a failover between retries). A node bounds only the time a
+ * command spends with it, so a command parked between nodes would otherwise wait as long as the
+ * cluster client keeps retrying.
+ */
+function boundEveryCommand(cluster: Cluster, timeoutMs: number): void {
+  const send = cluster.sendCommand.bind(cluster);
+  cluster.sendCommand = (
+    command: Command,
+    stream?: Parameters<Cluster['sendCommand']>[1],
+    node?: unknown,
+  ) => {
+    command.setTimeout(timeoutMs);
+    return send(command, stream, node);
+  };
+}
+
+/**
+ * A new lazy client (connect() it) on the configured Redis: a Cluster when
+ * PUSHLINE_REDIS_CLUSTER_NODES is set, one Redis otherwise, with the bounds of
+ * `redisCommandOptions` plus `options` (for one Redis).
+ */
+export function createRedisClient(config: RedisClientConfig, options: RedisOptions = {}): RedisClient {
+  const nodes = config.PUSHLINE_REDIS_CLUSTER_NODES;
+  if (nodes && nodes.length > 0) {
+    const cluster = new Cluster(startupNodes(nodes), redisClusterOptions(config, 'command'));
+    boundEveryCommand(cluster, config.PUSHLINE_REDIS_COMMAND_TIMEOUT_MS);
+    return cluster;
+  }
+  return new Redis(config.PUSHLINE_REDIS_URL, {
+    ...redisCommandOptions(config),
+    ...options,
+    lazyConnect: true,
+  });
+}
+
+/**
+ * The socket.io adapter's two connections, made from a service's client: a publisher with the
+ * command bounds (its PUBSUB server counts are awaited) and a subscriber with the subscriber's
+ * (see `redisSubscriberOptions`); on a cluster the subscriber has a connection per master.
+ * Both are lazy; the caller connects and closes them.
+ */
+export function adapterClients(
+  client: RedisClient,
+  config: RedisClientConfig,
+): { publisher: RedisClient; subscriber: RedisClient } {
+  // Never auto-pipelined: a subscriber's (S)SUBSCRIBE must not wait in, or ride with, a batch,
+  // and a broadcast is published at once.
+  if (isCluster(client)) {
+    const publisher = client.duplicate(undefined, {
+      ...redisClusterOptions(config, 'command'),
+      enableAutoPipelining: false,
+    });
+    boundEveryCommand(publisher, config.PUSHLINE_REDIS_COMMAND_TIMEOUT_MS);
+    return { publisher, subscriber: client.duplicate(undefined, redisClusterOptions(config, 'subscriber')) };
+  }
+  const own = { enableAutoPipelining: false, lazyConnect: true };
+  return {
+    publisher: client.duplicate({ ...redisCommandOptions(config), ...own }),
+    subscriber: client.duplicate({ ...redisSubscriberOptions(config), ...own }),
+  };
+}
+
 export interface ServiceRedis {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** Set when the client was created here: the caller connects it in start() and closes it (closeRedis) in close(). */
-  readonly owned: Redis | undefined;
+  readonly owned: RedisClient | undefined;
 }
 
 /**
  * The Redis client of a service: the one a caller (a test) hands in, or a new lazy one the service
- * owns, created with the bounded command options above plus `options`. ioredis reconnects by
- * itself; its errors are logged rather than left to crash the process.
+ * owns (`createRedisClient`). ioredis reconnects by itself; its errors are logged rather than left
+ * to crash the process.
  */
 export function serviceRedis(
-  given: Redis | undefined,
+  given: RedisClient | undefined,
   config: RedisClientConfig,
   logger: Logger,
   options: RedisOptions = {},
 ): ServiceRedis {
   if (given) return { redis: given, owned: undefined };
-  const owned = new Redis(config.PUSHLINE_REDIS_URL, {
-    ...redisCommandOptions(config),
-    ...options,
-    lazyConnect: true,
-  });
+  const owned = createRedisClient(config, options);
   owned.on('error', (err: Error) => logger.warn({ err }, 'redis error'));
   return { redis: owned, owned };
 }
@@ -94,7 +215,7 @@ export function serviceRedis(
  * takes longer than `graceMs` (a Redis that stopped answering), drops the connection; either way no
  * socket or reconnect timer is left behind.
  */
-export async function closeRedis(client: Redis | undefined, graceMs = 2_000): Promise<void> {
+export async function closeRedis(client: RedisClient | undefined, graceMs = 2_000): Promise<void> {
   if (!client || client.status === 'end') return;
   let timer: NodeJS.Timeout | undefined;
   const quitting = client.quit();

@@ -1,148 +1,175 @@
-import type { Redis } from 'ioredis';
-import type { DeviceRecord, DeviceRegistry, RefreshEntry, RegistryRecovery, ServerLoad } from './types.ts';
+import { sendAll, type BatchCall } from './batch.ts';
+import {
+  SINGLE_SHARD,
+  keySlot,
+  shardHolds,
+  shardsFromSlots,
+  slotTags,
+  type RedisShard,
+} from './cluster-keys.ts';
+import { isCluster, type RedisClient } from './redis-client.ts';
+import type {
+  DeviceRecord,
+  DeviceRegistry,
+  RefreshEntry,
+  RegistryCheck,
+  RegistryRecovery,
+  ServerLoad,
+} from './types.ts';
 
-/*
- * Key layout (P = key prefix):
- *   P dev:<deviceId>    hash  s=serverId u=serverUrl c=connectionId uid tid ca=connectedAt ls=lastSeen   (TTL)
- *   P user:<userId>     set   deviceIds, pruned lazily when a member's record is gone or moved   (TTL)
- *   P srv:<serverId>    set   deviceIds registered through that server, for clearing after a crash   (TTL)
- *   P load:<serverId>   string JSON ServerLoad   (TTL)
- *   P servers           set   serverIds that have reported load
- *   P mark:<serverId>   string "1": this Redis holds the server's entries; gone = Redis lost them   (TTL)
- * The scripts touch a device's, its user's and its server's keys together; on Redis Cluster they
- * need hash tags (docs/decisions/0006-registry.md).
+/**
+ * Key names of the registry under `prefix`. Every key carries a hash tag, so that on a Redis
+ * Cluster each script and MULTI touches one slot:
+ *   P dev:{<deviceId>}         hash  s=serverId u=serverUrl c=connectionId uid tid ca=connectedAt ls=lastSeen   (TTL)
+ *   P user:{<userId>}          set   deviceIds; a member whose record is gone or moved to another user is pruned when read   (TTL)
+ *   P srv:{<serverId>}         set   deviceIds registered through that server, for clearing after a crash   (TTL)
+ *   P {servers}                set   serverIds that have reported load
+ *   P {servers}:load:<id>      string JSON ServerLoad   (TTL)
+ *   P mark:{<slot tag>}:<id>   string "1": this shard holds the server's entries; gone = it lost them   (TTL)
+ * A device's hash, its user's set and its server's set live on different slots, so no script
+ * touches two of them: the compare-and-set on the device hash is the atomic part, and the sets
+ * are indexes written next to it (docs/decisions/0022-redis-cluster.md).
  */
+export function registryKeys(prefix: string) {
+  return {
+    device: (deviceId: string) => `${prefix}dev:{${deviceId}}`,
+    user: (userId: string) => `${prefix}user:{${userId}}`,
+    server: (serverId: string) => `${prefix}srv:{${serverId}}`,
+    servers: `${prefix}{servers}`,
+    load: (serverId: string) => `${prefix}{servers}:load:${serverId}`,
+    /** The server's mark on the shard whose first slot has tag `tag`. */
+    mark: (serverId: string, tag: string) => `${prefix}mark:{${tag}}:${serverId}`,
+  };
+}
 
+const FIELDS = ['s', 'u', 'c', 'uid', 'tid', 'ca', 'ls'] as const;
+
+// KEYS dev [user srv]; ARGV s u c uid tid ca ttl deviceId. Replaces the device's record, returns
+// the one it replaced. Given the index sets too (one Redis, where every key is on one node), it
+// adds the device to them in the same step, as INDEX_ADD would: a connect is then one command. On
+// a cluster the sets are on other slots and INDEX_ADD writes them next to it.
 const REGISTER = `
 local prev = redis.call('HMGET', KEYS[1], 's', 'u', 'c', 'uid', 'tid', 'ca', 'ls')
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[6])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'tid', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], ARGV[7])
-for i = 2, 3 do
+for i = 2, #KEYS do
   redis.call('SADD', KEYS[i], ARGV[8])
   if redis.call('TTL', KEYS[i]) < tonumber(ARGV[7]) then redis.call('EXPIRE', KEYS[i], ARGV[7]) end
 end
 return prev
 `;
 
-// Compare-and-delete: a device that already reconnected elsewhere keeps its new entry.
-const UNREGISTER = `
-local owner = redis.call('HMGET', KEYS[1], 'c', 's')
-if owner[1] == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[2])
-  redis.call('SREM', KEYS[3], ARGV[2])
-  return 1
-end
-if owner[2] ~= ARGV[3] then redis.call('SREM', KEYS[3], ARGV[2]) end
-return 0
+// KEYS set; ARGV ttl member... Adds to an index set and keeps it alive at least `ttl`: only
+// lengthened, never shortened, since other devices' records may need it longer.
+const INDEX_ADD = `
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1
 `;
 
-// KEYS[2..] are index sets (user, server) whose TTL must not fall behind the record's; only
-// lengthened, never shortened, since other devices' records may need them longer.
+// KEYS set; ARGV ttl. Lengthens an existing index set's TTL to at least `ttl`.
+const INDEX_TOUCH = `
+local ttl = redis.call('TTL', KEYS[1])
+if ttl ~= -2 and ttl < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1
+`;
+
+// KEYS dev; ARGV c. Compare-and-delete: a device that already reconnected elsewhere keeps its new
+// entry. Returns the removed record's server, or false.
+const UNREGISTER = `
+local owner = redis.call('HMGET', KEYS[1], 'c', 's')
+if owner[1] ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return owner[2]
+`;
+
+// KEYS dev; ARGV c ttl now. Extends the entry if it still belongs to the connection.
 const REFRESH = `
 if redis.call('HGET', KEYS[1], 'c') == ARGV[1] then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('HSET', KEYS[1], 'ls', ARGV[3])
-  for i = 2, #KEYS do
-    if redis.call('TTL', KEYS[i]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-  end
   return 1
 end
 return 0
 `;
 
-// Puts back a live connection's entry after Redis lost it, never over another connection's entry
-// (the device may have moved meanwhile). 1 = written (it was missing), 2 = already ours, 0 = another's.
-// The server's device set is written once per pipeline by the caller, not per device: a restore
-// writes thousands of entries at once, and each call in a script costs Redis a few microseconds.
+// KEYS dev; ARGV s u c uid tid ca ls ttl. Puts back a live connection's entry after Redis lost it,
+// never over another connection's entry (the device may have moved meanwhile).
+// 1 = written (it was missing), 2 = already ours, 0 = another's.
 const RESTORE = `
 local owner = redis.call('HGET', KEYS[1], 'c')
 if owner and owner ~= ARGV[3] then return 0 end
-if not owner then
-  if ARGV[5] ~= '' then
-    redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7], 'tid', ARGV[5])
-  else
-    redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7])
-  end
-  redis.call('EXPIRE', KEYS[1], ARGV[8])
-end
-redis.call('SADD', KEYS[2], ARGV[9])
-if redis.call('TTL', KEYS[2]) < tonumber(ARGV[8]) then redis.call('EXPIRE', KEYS[2], ARGV[8]) end
 if owner then return 2 end
+redis.call('HSET', KEYS[1], 's', ARGV[1], 'u', ARGV[2], 'c', ARGV[3], 'uid', ARGV[4], 'ca', ARGV[6], 'ls', ARGV[7])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'tid', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
 return 1
 `;
 
+// KEYS dev; ARGV s. Deletes the entry if that server still owns it.
 const CLEAR_ONE = `
 if redis.call('HGET', KEYS[1], 's') == ARGV[1] then
-  local uid = redis.call('HGET', KEYS[1], 'uid')
   redis.call('DEL', KEYS[1])
-  if uid then redis.call('SREM', ARGV[3] .. uid, ARGV[2]) end
   return 1
 end
 return 0
 `;
 
-type RegistryRedis = Redis & {
+/**
+ * Every script the registry sends, with the number of keys each takes. `pushlineRegisterIndexed`
+ * (the device's hash and both index sets) is sent to one Redis only; on a cluster every script
+ * gets one key.
+ */
+export const REGISTRY_SCRIPTS = {
+  pushlineRegister: { numberOfKeys: 1, lua: REGISTER },
+  pushlineRegisterIndexed: { numberOfKeys: 3, lua: REGISTER },
+  pushlineIndexAdd: { numberOfKeys: 1, lua: INDEX_ADD },
+  pushlineIndexTouch: { numberOfKeys: 1, lua: INDEX_TOUCH },
+  pushlineUnregister: { numberOfKeys: 1, lua: UNREGISTER },
+  pushlineRefresh: { numberOfKeys: 1, lua: REFRESH },
+  pushlineRestore: { numberOfKeys: 1, lua: RESTORE },
+  pushlineClearOne: { numberOfKeys: 1, lua: CLEAR_ONE },
+} as const;
+
+type RegistryRedis = RedisClient & {
   pushlineRegister(...args: (string | number)[]): Promise<(string | null)[]>;
-  pushlineUnregister(...args: (string | number)[]): Promise<number>;
-  pushlineRefresh(...args: (string | number)[]): Promise<number>;
-  pushlineClearOne(...args: (string | number)[]): Promise<number>;
-  pushlineRestore(...args: (string | number)[]): Promise<number>;
+  pushlineUnregister(...args: (string | number)[]): Promise<string | null>;
 };
 
-type RegistryPipeline = ReturnType<Redis['pipeline']> & {
-  pushlineRefresh(...args: (string | number)[]): unknown;
-  pushlineClearOne(...args: (string | number)[]): unknown;
-  pushlineRestore(...args: (string | number)[]): unknown;
-};
+/**
+ * What a check saw: each shard's master, so that the mark written after a restore describes the
+ * topology the restore worked from. A failover after it shows as a changed master at the next check.
+ */
+interface Observed extends RegistryCheck {
+  readonly shards: readonly RedisShard[];
+}
 
 export interface RedisDeviceRegistryOptions {
-  /** A connected ioredis client; the registry does not own it and never closes it. */
-  readonly redis: Redis;
+  /** A connected ioredis client (one Redis or a cluster); the registry does not own it and never closes it. */
+  readonly redis: RedisClient;
   /** Prefix of every key, e.g. `pushline:`. */
   readonly keyPrefix: string;
 }
 
 export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   readonly #redis: RegistryRedis;
-  readonly #p: string;
+  readonly #k: ReturnType<typeof registryKeys>;
+  /** serverId → shard (first slot) → its master when the server's entries were last known there. */
+  readonly #masters = new Map<string, Map<number, string>>();
 
   constructor(options: RedisDeviceRegistryOptions) {
     const redis = options.redis;
-    if (!('pushlineRegister' in redis)) {
-      redis.defineCommand('pushlineRegister', { numberOfKeys: 3, lua: REGISTER });
-      redis.defineCommand('pushlineUnregister', { numberOfKeys: 3, lua: UNREGISTER });
-      // Variable key count: the caller passes numkeys first.
-      redis.defineCommand('pushlineRefresh', { lua: REFRESH });
-      redis.defineCommand('pushlineClearOne', { numberOfKeys: 1, lua: CLEAR_ONE });
-    }
-    if (!('pushlineRestore' in redis)) {
-      redis.defineCommand('pushlineRestore', { numberOfKeys: 2, lua: RESTORE });
+    for (const [name, definition] of Object.entries(REGISTRY_SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, definition);
     }
     this.#redis = redis as RegistryRedis;
-    this.#p = options.keyPrefix;
-  }
-
-  #dev(id: string) {
-    return `${this.#p}dev:${id}`;
-  }
-  #user(id: string) {
-    return `${this.#p}user:${id}`;
-  }
-  #srv(id: string) {
-    return `${this.#p}srv:${id}`;
-  }
-  #mark(serverId: string) {
-    return `${this.#p}mark:${serverId}`;
+    this.#k = registryKeys(options.keyPrefix);
   }
 
   async register(record: DeviceRecord, ttlSeconds: number): Promise<DeviceRecord | null> {
-    const prev = await this.#redis.pushlineRegister(
-      this.#dev(record.deviceId),
-      this.#user(record.userId),
-      this.#srv(record.serverId),
+    const args = [
       record.serverId,
       record.serverUrl,
       record.connectionId,
@@ -151,44 +178,44 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       record.connectedAt,
       ttlSeconds,
       record.deviceId,
-    );
-    return fromFields(record.deviceId, prev);
+    ];
+    const device = this.#k.device(record.deviceId);
+    const user = this.#k.user(record.userId);
+    const server = this.#k.server(record.serverId);
+    const [prev] = isCluster(this.#redis)
+      ? await sendAll(this.#redis, [
+          ['pushlineRegister', device, ...args],
+          ['pushlineIndexAdd', user, ttlSeconds, record.deviceId],
+          ['pushlineIndexAdd', server, ttlSeconds, record.deviceId],
+        ])
+      : await sendAll(this.#redis, [['pushlineRegisterIndexed', device, user, server, ...args]]);
+    return fromFields(record.deviceId, prev as (string | null)[]);
   }
 
   async unregister(deviceId: string, connectionId: string): Promise<boolean> {
-    const current = await this.#redis.hmget(this.#dev(deviceId), 'uid', 's');
-    const [userId, serverId] = current;
-    if (!userId || !serverId) return false;
-    const removed = await this.#redis.pushlineUnregister(
-      this.#dev(deviceId),
-      this.#user(userId),
-      this.#srv(serverId),
-      connectionId,
-      deviceId,
-      serverId,
-    );
-    return removed === 1;
+    const serverId = await this.#redis.pushlineUnregister(this.#k.device(deviceId), connectionId);
+    if (serverId === null) return false;
+    // The user's set keeps the member until a read finds its record gone (userDevices): removing
+    // it here could race a register of the same device on another server and drop the new member.
+    await this.#redis.srem(this.#k.server(serverId), deviceId);
+    return true;
   }
 
   async lookup(deviceId: string): Promise<DeviceRecord | null> {
-    const fields = await this.#redis.hmget(this.#dev(deviceId), 's', 'u', 'c', 'uid', 'tid', 'ca', 'ls');
+    const fields = await this.#redis.hmget(this.#k.device(deviceId), ...FIELDS);
     return fromFields(deviceId, fields);
   }
 
   async lookupMany(deviceIds: readonly string[]): Promise<(DeviceRecord | null)[]> {
-    if (deviceIds.length === 0) return [];
-    const pipeline = this.#redis.pipeline();
-    for (const id of deviceIds) pipeline.hmget(this.#dev(id), 's', 'u', 'c', 'uid', 'tid', 'ca', 'ls');
-    const results = (await pipeline.exec()) ?? [];
-    return deviceIds.map((id, i) => {
-      const [err, fields] = results[i] ?? [null, null];
-      if (err) throw err;
-      return fromFields(id, fields as (string | null)[] | null);
-    });
+    const replies = await sendAll(
+      this.#redis,
+      deviceIds.map((id): BatchCall => ['hmget', this.#k.device(id), ...FIELDS]),
+    );
+    return deviceIds.map((id, i) => fromFields(id, replies[i] as (string | null)[] | null));
   }
 
   async userDevices(userId: string): Promise<DeviceRecord[]> {
-    const ids = await this.#redis.smembers(this.#user(userId));
+    const ids = await this.#redis.smembers(this.#k.user(userId));
     const records = await this.lookupMany(ids);
     const live: DeviceRecord[] = [];
     const stale: string[] = [];
@@ -196,64 +223,110 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       if (record && record.userId === userId) live.push(record);
       else if (ids[i] !== undefined) stale.push(ids[i]);
     });
-    if (stale.length > 0) await this.#redis.srem(this.#user(userId), ...stale);
+    if (stale.length > 0) await this.#redis.srem(this.#k.user(userId), ...stale);
     return live;
   }
 
   async refresh(entries: readonly RefreshEntry[], ttlSeconds: number): Promise<number> {
     if (entries.length === 0) return 0;
     const now = Date.now();
-    const pipeline = this.#redis.pipeline() as RegistryPipeline;
-    for (const e of entries) {
-      const keys = [this.#dev(e.deviceId)];
-      if (e.userId !== undefined) keys.push(this.#user(e.userId));
-      if (e.serverId !== undefined) keys.push(this.#srv(e.serverId));
-      pipeline.pushlineRefresh(keys.length, ...keys, e.connectionId, ttlSeconds, now);
-    }
-    const results = (await pipeline.exec()) ?? [];
-    let refreshed = 0;
-    for (const [err, value] of results) {
-      if (err) throw err;
-      if (value === 1) refreshed++;
-    }
-    return refreshed;
+    const replies = await sendAll(
+      this.#redis,
+      entries.map((e): BatchCall => [
+        'pushlineRefresh',
+        this.#k.device(e.deviceId),
+        e.connectionId,
+        ttlSeconds,
+        now,
+      ]),
+    );
+    const sets = new Set<string>();
+    entries.forEach((e, i) => {
+      if (replies[i] !== 1) return;
+      if (e.userId !== undefined) sets.add(this.#k.user(e.userId));
+      if (e.serverId !== undefined) sets.add(this.#k.server(e.serverId));
+    });
+    await sendAll(
+      this.#redis,
+      [...sets].map((key): BatchCall => ['pushlineIndexTouch', key, ttlSeconds]),
+    );
+    return replies.filter((r) => r === 1).length;
   }
 
   async clearServer(serverId: string): Promise<number> {
-    const key = this.#srv(serverId);
+    const key = this.#k.server(serverId);
     let cleared = 0;
     let cursor = '0';
     do {
       const [next, ids] = await this.#redis.sscan(key, cursor, 'COUNT', 500);
       cursor = next;
-      if (ids.length === 0) continue;
-      const pipeline = this.#redis.pipeline() as RegistryPipeline;
-      for (const id of ids) pipeline.pushlineClearOne(this.#dev(id), serverId, id, `${this.#p}user:`);
-      for (const [err, value] of (await pipeline.exec()) ?? []) {
-        if (err) throw err;
-        if (value === 1) cleared++;
-      }
+      const replies = await sendAll(
+        this.#redis,
+        ids.map((id): BatchCall => ['pushlineClearOne', this.#k.device(id), serverId]),
+      );
+      cleared += replies.filter((r) => r === 1).length;
     } while (cursor !== '0');
-    await this.#redis.del(key, this.#mark(serverId));
+    const shards = await this.#shards();
+    await sendAll(this.#redis, [
+      ['del', key],
+      ...this.#markKeys(serverId, shards).map((mark): BatchCall => ['del', mark]),
+    ]);
+    this.#masters.delete(serverId);
     return cleared;
   }
 
-  async markServer(serverId: string, ttlSeconds: number): Promise<void> {
-    await this.#redis.set(this.#mark(serverId), '1', 'EX', ttlSeconds);
+  async markServer(serverId: string, ttlSeconds: number, since?: RegistryCheck): Promise<void> {
+    const shards = (since as Observed | undefined)?.shards ?? (await this.#shards());
+    await sendAll(
+      this.#redis,
+      this.#markKeys(serverId, shards).map((mark): BatchCall => ['set', mark, '1', 'EX', ttlSeconds]),
+    );
+    this.#masters.set(serverId, new Map(shards.map((s) => [s.firstSlot, s.masterId])));
   }
 
   async checkServerMark(serverId: string, ttlSeconds: number): Promise<boolean> {
-    return (await this.#redis.expire(this.#mark(serverId), ttlSeconds)) === 1;
+    const shards = await this.#shards();
+    const kept = await this.#extendMarks(serverId, shards, ttlSeconds);
+    return kept.every(Boolean);
+  }
+
+  async checkServer(serverId: string, ttlSeconds: number): Promise<RegistryCheck> {
+    const shards = await this.#shards();
+    const kept = await this.#extendMarks(serverId, shards, ttlSeconds);
+    const known = this.#masters.get(serverId);
+    const lost = shards.filter((shard, i) => {
+      if (!kept[i]) return true;
+      // A replica that took over may lack the writes its master acknowledged last: the mark,
+      // written long before, survived, but entries registered just before the failover may not.
+      const before = known?.get(shard.firstSlot);
+      return before !== undefined && before !== shard.masterId;
+    });
+    const observed: Observed = {
+      lost: lost.length > 0,
+      shards,
+      lostShards: lost.map((s) => `slots ${s.ranges.map(([a, b]) => `${a}-${b}`).join(',')}`),
+      affects: (deviceId) => {
+        const slot = keySlot(this.#k.device(deviceId));
+        return lost.some((s) => shardHolds(s, slot));
+      },
+    };
+    return observed;
   }
 
   async restore(records: readonly DeviceRecord[], ttlSeconds: number): Promise<number> {
     if (records.length === 0) return 0;
-    const pipeline = this.#redis.pipeline() as RegistryPipeline;
     const byServer = new Map<string, string[]>();
+    const byUser = new Map<string, string[]>();
     for (const r of records) {
-      pipeline.pushlineRestore(
-        this.#dev(r.deviceId),
-        this.#user(r.userId),
+      byServer.set(r.serverId, [...(byServer.get(r.serverId) ?? []), r.deviceId]);
+      byUser.set(r.userId, [...(byUser.get(r.userId) ?? []), r.deviceId]);
+    }
+    // A device that turns out to belong to another connection is added to the sets too; the sets
+    // are indexes checked against the records before anything is done with a member.
+    const replies = await sendAll(this.#redis, [
+      ...records.map((r): BatchCall => [
+        'pushlineRestore',
+        this.#k.device(r.deviceId),
         r.serverId,
         r.serverUrl,
         r.connectionId,
@@ -262,53 +335,70 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
         r.connectedAt,
         r.lastSeen,
         ttlSeconds,
-        r.deviceId,
-      );
-      const ids = byServer.get(r.serverId);
-      if (ids) ids.push(r.deviceId);
-      else byServer.set(r.serverId, [r.deviceId]);
-    }
-    // A device that turns out to belong to another connection is listed too; clearServer checks
-    // ownership before it removes anything, so the extra member costs nothing but its bytes.
-    for (const [serverId, ids] of byServer) {
-      pipeline.sadd(this.#srv(serverId), ...ids);
-      // Only lengthened, never shortened, like the scripts' TTL check: NX for a new set, GT otherwise.
-      pipeline.expire(this.#srv(serverId), ttlSeconds, 'NX');
-      pipeline.expire(this.#srv(serverId), ttlSeconds, 'GT');
-    }
-    const results = (await pipeline.exec()) ?? [];
-    let written = 0;
-    for (const [i, [err, value]] of results.entries()) {
-      if (err) throw err;
-      if (i < records.length && value === 1) written++;
-    }
-    return written;
+      ]),
+      ...[...byServer].map(([id, devices]): BatchCall => [
+        'pushlineIndexAdd',
+        this.#k.server(id),
+        ttlSeconds,
+        ...devices,
+      ]),
+      ...[...byUser].map(([id, devices]): BatchCall => [
+        'pushlineIndexAdd',
+        this.#k.user(id),
+        ttlSeconds,
+        ...devices,
+      ]),
+    ]);
+    return replies.slice(0, records.length).filter((r) => r === 1).length;
   }
 
   async reportLoad(load: ServerLoad, ttlSeconds: number): Promise<void> {
     await this.#redis
       .multi()
-      .set(`${this.#p}load:${load.serverId}`, JSON.stringify(load), 'EX', ttlSeconds)
-      .sadd(`${this.#p}servers`, load.serverId)
+      .set(this.#k.load(load.serverId), JSON.stringify(load), 'EX', ttlSeconds)
+      .sadd(this.#k.servers, load.serverId)
       .exec();
   }
 
   async removeLoad(serverId: string): Promise<void> {
-    await this.#redis.multi().del(`${this.#p}load:${serverId}`).srem(`${this.#p}servers`, serverId).exec();
+    await this.#redis.multi().del(this.#k.load(serverId)).srem(this.#k.servers, serverId).exec();
   }
 
   async liveServers(): Promise<ServerLoad[]> {
-    const ids = await this.#redis.smembers(`${this.#p}servers`);
+    const ids = await this.#redis.smembers(this.#k.servers);
     if (ids.length === 0) return [];
-    const values = await this.#redis.mget(ids.map((id) => `${this.#p}load:${id}`));
+    const values = await this.#redis.mget(ids.map((id) => this.#k.load(id)));
     const live: ServerLoad[] = [];
     const gone: string[] = [];
     values.forEach((value, i) => {
       if (value) live.push(JSON.parse(value) as ServerLoad);
       else if (ids[i] !== undefined) gone.push(ids[i]);
     });
-    if (gone.length > 0) await this.#redis.srem(`${this.#p}servers`, ...gone);
+    if (gone.length > 0) await this.#redis.srem(this.#k.servers, ...gone);
     return live;
+  }
+
+  /** The shards now: CLUSTER SLOTS on a cluster, one shard on one Redis. */
+  async #shards(): Promise<RedisShard[]> {
+    if (!isCluster(this.#redis)) return [SINGLE_SHARD];
+    return shardsFromSlots(await this.#redis.cluster('SLOTS'));
+  }
+
+  #markKeys(serverId: string, shards: readonly RedisShard[]): string[] {
+    return slotTags(shards.map((s) => s.firstSlot)).map((tag) => this.#k.mark(serverId, tag));
+  }
+
+  /** EXPIREs the server's mark on every shard; true where it was there. */
+  async #extendMarks(
+    serverId: string,
+    shards: readonly RedisShard[],
+    ttlSeconds: number,
+  ): Promise<boolean[]> {
+    const replies = await sendAll(
+      this.#redis,
+      this.#markKeys(serverId, shards).map((mark): BatchCall => ['expire', mark, ttlSeconds]),
+    );
+    return replies.map((r) => r === 1);
   }
 }
 

@@ -65,17 +65,40 @@ export interface DeviceRegistry {
 }
 
 /**
+ * What a check found: whether Redis may have lost some of a server's entries since they were last
+ * known to be there, and which. On one Redis that is all of them (a restart without persistence, a
+ * flush); on a cluster, those on the shards whose mark is gone (the shard restarted empty) or whose
+ * master changed (a replica took over, possibly without the writes its master acknowledged last).
+ */
+export interface RegistryCheck {
+  readonly lost: boolean;
+  /** Whether the device's entry lives on a shard that may have lost it. */
+  readonly affects: (deviceId: string) => boolean;
+  /** The shards that may have lost entries, described for logs. */
+  readonly lostShards: readonly string[];
+}
+
+/**
  * How a connection server notices that Redis lost its entries (a restart without persistence, a
- * failover to an empty replica, a flush) and puts them back while its devices stay connected.
+ * failover, a flush) and puts them back while its devices stay connected.
  */
 export interface RegistryRecovery {
-  /** Records that this Redis holds `serverId`'s entries; the mark lives `ttlSeconds`. */
-  markServer(serverId: string, ttlSeconds: number): Promise<void>;
-  /** Whether the mark is still there, extending it; false means Redis lost the server's entries. */
+  /**
+   * Records, on every shard, that it holds `serverId`'s entries; each mark lives `ttlSeconds`.
+   * `since` is the check a restore started from: its view of the shards is recorded, so a
+   * failover during the restore still shows at the next check.
+   */
+  markServer(serverId: string, ttlSeconds: number, since?: RegistryCheck): Promise<void>;
+  /** Whether every shard still holds the mark, extending it; false means Redis lost entries. */
   checkServerMark(serverId: string, ttlSeconds: number): Promise<boolean>;
   /**
+   * Extends the marks and says which entries Redis may have lost: those of shards that lost the
+   * mark, and of shards whose master changed since the last `markServer`.
+   */
+  checkServer(serverId: string, ttlSeconds: number): Promise<RegistryCheck>;
+  /**
    * Writes each record (and its user and server sets) unless the device's entry belongs to another
-   * connection (it moved meanwhile), in one pipeline; returns how many entries were missing.
+   * connection (it moved meanwhile), in one batch; returns how many entries were missing.
    */
   restore(records: readonly DeviceRecord[], ttlSeconds: number): Promise<number>;
 }

@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
-import { testInfra, uniquePrefix, waitUntil } from '@pushline/testkit';
-import { RedisDeviceRegistry, type DeviceRecord, type ServerLoad } from '@pushline/registry';
+import { keysMatching, testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
+import {
+  RedisDeviceRegistry,
+  registryKeys,
+  type DeviceRecord,
+  type RedisClient,
+  type ServerLoad,
+} from '@pushline/registry';
 
 function record(overrides: Partial<DeviceRecord> = {}): DeviceRecord {
   return {
@@ -34,18 +39,20 @@ function load(overrides: Partial<ServerLoad> = {}): ServerLoad {
 }
 
 describe('RedisDeviceRegistry', () => {
-  let redis: Redis;
+  let redis: RedisClient;
   let prefix: string;
+  let k: ReturnType<typeof registryKeys>;
   let registry: RedisDeviceRegistry;
 
   before(() => {
-    redis = new Redis(testInfra().redisUrl);
+    redis = testRedis();
   });
   after(async () => {
     await redis.quit();
   });
   beforeEach(() => {
     prefix = `${uniquePrefix('registry')}:`;
+    k = registryKeys(prefix);
     registry = new RedisDeviceRegistry({ redis, keyPrefix: prefix });
   });
 
@@ -58,7 +65,7 @@ describe('RedisDeviceRegistry', () => {
     assert.equal(prev?.connectionId, 'conn-a');
     assert.equal(prev?.serverId, 'srv-a');
     assert.deepEqual(await registry.lookup('dev-1'), moved);
-    assert.ok((await redis.ttl(`${prefix}dev:dev-1`)) > 50);
+    assert.ok((await redis.ttl(k.device('dev-1'))) > 50);
   });
 
   it('compare-and-delete: unregister removes only the connection that owns the entry', async () => {
@@ -68,8 +75,11 @@ describe('RedisDeviceRegistry', () => {
 
     assert.equal(await registry.unregister('dev-1', 'conn-a'), true);
     assert.equal(await registry.lookup('dev-1'), null);
-    assert.equal(await redis.sismember(`${prefix}user:user-1`, 'dev-1'), 0);
-    assert.equal(await redis.sismember(`${prefix}srv:srv-a`, 'dev-1'), 0);
+    // The user's set keeps the member until a read prunes it: removing it here could race a
+    // register of the same device elsewhere (the index sets are on other slots than the entry).
+    assert.deepEqual(await registry.userDevices('user-1'), []);
+    assert.equal(await redis.sismember(k.user('user-1'), 'dev-1'), 0, 'pruned by the read');
+    assert.equal(await redis.sismember(k.server('srv-a'), 'dev-1'), 0);
     assert.equal(await registry.unregister('dev-1', 'conn-a'), false);
   });
 
@@ -104,12 +114,12 @@ describe('RedisDeviceRegistry', () => {
     await registry.register(record({ deviceId: 'd1', connectionId: 'c1' }), 60);
     await registry.register(record({ deviceId: 'd2', connectionId: 'c2' }), 60);
     await registry.register(record({ deviceId: 'd3', connectionId: 'c3' }), 60);
-    await redis.del(`${prefix}dev:d2`); // as if its TTL ran out
+    await redis.del(k.device('d2')); // as if its TTL ran out
     await registry.register(record({ deviceId: 'd3', connectionId: 'c3b', userId: 'user-2' }), 60);
 
     const devices = await registry.userDevices('user-1');
     assert.deepEqual(devices.map((r) => r.deviceId).sort(), ['d1']);
-    assert.deepEqual(await redis.smembers(`${prefix}user:user-1`), ['d1']);
+    assert.deepEqual(await redis.smembers(k.user('user-1')), ['d1']);
     assert.deepEqual(
       (await registry.userDevices('user-2')).map((r) => r.deviceId),
       ['d3'],
@@ -136,17 +146,17 @@ describe('RedisDeviceRegistry', () => {
       600,
     );
     assert.equal(refreshed, 1);
-    assert.ok((await redis.ttl(`${prefix}dev:d1`)) > 500);
-    assert.ok((await redis.ttl(`${prefix}dev:d2`)) <= 10);
-    assert.ok((await redis.ttl(`${prefix}user:user-1`)) > 500);
-    assert.ok((await redis.ttl(`${prefix}srv:srv-a`)) > 500);
+    assert.ok((await redis.ttl(k.device('d1'))) > 500);
+    assert.ok((await redis.ttl(k.device('d2'))) <= 10);
+    assert.ok((await redis.ttl(k.user('user-1'))) > 500);
+    assert.ok((await redis.ttl(k.server('srv-a'))) > 500);
     const d1 = await registry.lookup('d1');
     assert.ok(d1 && d1.lastSeen > d1.connectedAt);
     assert.equal(await registry.refresh([], 600), 0);
 
     // A later, shorter registration never shortens an index set other records rely on.
     await registry.register(record({ deviceId: 'd3', connectionId: 'c3' }), 5);
-    assert.ok((await redis.ttl(`${prefix}user:user-1`)) > 500);
+    assert.ok((await redis.ttl(k.user('user-1'))) > 500);
   });
 
   it('clearServer removes what the server still owns and leaves devices that moved away', async () => {
@@ -163,7 +173,7 @@ describe('RedisDeviceRegistry', () => {
     assert.equal(await registry.lookup('d0'), null);
     assert.equal((await registry.lookup('d5'))?.serverId, 'srv-b');
     assert.equal((await registry.lookup('other'))?.serverId, 'srv-b');
-    assert.equal(await redis.exists(`${prefix}srv:srv-a`), 0);
+    assert.equal(await redis.exists(k.server('srv-a')), 0);
     assert.deepEqual(
       (await registry.userDevices('u5')).map((r) => r.deviceId),
       ['d5'],
@@ -182,7 +192,7 @@ describe('RedisDeviceRegistry', () => {
       timeoutMs: 5_000,
       what: 'srv-b load report to expire',
     });
-    assert.deepEqual(await redis.smembers(`${prefix}servers`), ['srv-a']);
+    assert.deepEqual(await redis.smembers(k.servers), ['srv-a']);
 
     await registry.removeLoad('srv-a');
     assert.deepEqual(await registry.liveServers(), []);
@@ -203,15 +213,15 @@ describe('RedisDeviceRegistry', () => {
       'conn-new',
       'the newer connection keeps its entry',
     );
-    const keptTtl = await redis.ttl(`${prefix}dev:kept`);
+    const keptTtl = await redis.ttl(k.device('kept'));
     assert.ok(keptTtl > 0 && keptTtl <= 60, `an entry still there keeps its own TTL (${keptTtl})`);
-    assert.ok((await redis.ttl(`${prefix}dev:lost`)) > 60, 'a restored entry gets the TTL given');
+    assert.ok((await redis.ttl(k.device('lost'))) > 60, 'a restored entry gets the TTL given');
     assert.deepEqual((await registry.userDevices('user-1')).map((r) => r.deviceId).sort(), [
       'kept',
       'lost',
       'moved',
     ]);
-    assert.ok(await redis.sismember(`${prefix}srv:srv-a`, 'lost'));
+    assert.ok(await redis.sismember(k.server('srv-a'), 'lost'));
     assert.equal(await registry.restore([], 120), 0);
   });
 
@@ -219,7 +229,7 @@ describe('RedisDeviceRegistry', () => {
     assert.equal(await registry.checkServerMark('srv-a', 60), false, 'never marked');
     await registry.markServer('srv-a', 60);
     assert.equal(await registry.checkServerMark('srv-a', 60), true);
-    await redis.del(`${prefix}mark:srv-a`);
+    for (const mark of await keysMatching(redis, `${prefix}mark:*`)) await redis.del(mark);
     assert.equal(
       await registry.checkServerMark('srv-a', 60),
       false,

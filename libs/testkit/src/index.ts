@@ -1,4 +1,14 @@
-export { testInfra, uniquePrefix, testSecret, TEST_KAFKA_ENV, TEST_REDIS_ENV } from './infra.ts';
+export {
+  testInfra,
+  testRedis,
+  keysMatching,
+  deleteKeys,
+  uniquePrefix,
+  testSecret,
+  TEST_KAFKA_ENV,
+  TEST_REDIS_ENV,
+  TEST_REDIS_CLUSTER_ENV,
+} from './infra.ts';
 export type { TestInfra } from './infra.ts';
 export { waitUntil, within } from './wait.ts';
 export { testKafkaClient, collectRecords, recordJson } from './kafka.ts';

@@ -1,10 +1,9 @@
 import { hostname } from 'node:os';
 import { topicNames, type CanaryConfig } from '@pushline/config';
 import { createKafkaClient, type Admin, type KafkaClient } from '@pushline/kafka';
-import { RedisDeviceRegistry, closeRedis, serviceRedis } from '@pushline/registry';
+import { RedisDeviceRegistry, closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
 import { OpsServer, assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import type { Redis } from 'ioredis';
 import { Canary } from './canary.ts';
 import { CanaryMetrics } from './metrics.ts';
 
@@ -15,7 +14,7 @@ export function canaryInstanceId(config: CanaryConfig): string {
 
 export interface AssembleCanaryOptions extends AssemblyOptions {
   /** The caller's, left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
-  readonly redis?: Redis;
+  readonly redis?: RedisClient;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
 }

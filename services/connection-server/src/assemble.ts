@@ -2,10 +2,9 @@ import { hostname } from 'node:os';
 import { topicNames, type ConnectionServerConfig } from '@pushline/config';
 import { serviceKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
-import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
+import { closeRedis, RedisDeviceRegistry, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import type { Redis } from 'ioredis';
 import { LoadAgent } from './load-agent.ts';
 import { createConnectionServer, type ConnectionServer, type OfflineInbox } from './server.ts';
 import { DEFAULT_MAX_PENDING_HANDSHAKES } from './socket-server.ts';
@@ -20,7 +19,7 @@ export interface AssembleConnectionServerOptions extends AssemblyOptions {
    * The caller's, and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL with
    * auto-pipelining, owned.
    */
-  readonly redis?: Redis;
+  readonly redis?: RedisClient;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
   /** Default: the Redis offline store, whose terminal outcomes go to the delivery-events topic. */
@@ -31,7 +30,7 @@ export interface AssembleConnectionServerOptions extends AssemblyOptions {
 export interface AssembledConnectionServer extends Component {
   readonly server: ConnectionServer;
   readonly serverId: string;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly kafka: KafkaClient;
   readonly registry: RedisDeviceRegistry;
   readonly metrics: Registry;
@@ -62,6 +61,7 @@ export function assembleConnectionServer(
   const outcomes = kafka.producer();
   const relay = new OutboxRelay({
     redis,
+    partitions: config.PUSHLINE_REDIS_OFFLINE_PARTITIONS,
     keyPrefix: config.PUSHLINE_KEY_PREFIX,
     consumer: serverId,
     publish: (events) =>
@@ -76,6 +76,7 @@ export function assembleConnectionServer(
     options.inbox ??
     new RedisOfflineStore({
       redis,
+      partitions: config.PUSHLINE_REDIS_OFFLINE_PARTITIONS,
       keyPrefix: config.PUSHLINE_KEY_PREFIX,
       // This server only drains; the storing side (processor, push-api) enforces the bound.
       maxPerDevice: Number.MAX_SAFE_INTEGER,

@@ -1,8 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DeviceRecord, RegistryRecovery } from '@pushline/registry';
+import type { DeviceRecord, RegistryCheck, RegistryRecovery, RedisClient } from '@pushline/registry';
 import { backoffMs } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
-import type { Redis } from 'ioredis';
 import type { DeviceConnection } from './connection.ts';
 import type { LocalDevices } from './local-devices.ts';
 import { countedRegistryOp, type ConnectionServerMetrics } from './metrics.ts';
@@ -11,7 +10,7 @@ export interface RegistryRestorerOptions {
   readonly devices: LocalDevices;
   readonly registry: RegistryRecovery;
   /** The registry's client: every reconnect of it (`ready`) triggers a check at once. */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly metrics: ConnectionServerMetrics;
   readonly logger: Logger;
   readonly serverId: string;
@@ -34,9 +33,12 @@ export interface RegistryRestorerOptions {
  * would be unroutable (presence 0, `not_connected`) until each one reconnects, up to a connection
  * lifetime later.
  *
- * Detection: the server keeps a mark key in Redis (`mark:<serverId>`, written after start and after
- * each restore). Each reconnect of the registry client checks it at once, and a periodic check
- * catches a loss that came without a reconnect. A missing mark means Redis lost the entries.
+ * Detection: the server keeps a mark key on every shard (`mark:{<shard>}:<serverId>`; one Redis is
+ * one shard), written after start and after each restore. Each reconnect of the registry client
+ * checks them at once, and a periodic check catches a loss that came without a reconnect. A
+ * missing mark means its shard lost the entries; on a cluster, a shard whose master changed (a
+ * replica took over) may have lost the writes its old master acknowledged last, so it counts as
+ * lost too. Only the entries living on the shards that lost something are written again.
  *
  * Restore: every live connection's entry is written again in pipelines, paced to `ratePerS` so a
  * fleet of servers restoring at once does not swamp the Redis that just came back. A write never
@@ -111,11 +113,11 @@ export class RegistryRestorer {
   async #checkAndRestore(): Promise<void> {
     const { registry, serverId, ttlSeconds, metrics, logger } = this.#o;
     try {
-      const marked = await countedRegistryOp(metrics, 'check_mark', () =>
-        registry.checkServerMark(serverId, ttlSeconds),
+      const check = await countedRegistryOp(metrics, 'check_mark', () =>
+        registry.checkServer(serverId, ttlSeconds),
       );
       metrics.loopRuns.inc({ loop: 'registry_check' });
-      if (!marked) await this.#restore();
+      if (check.lost) await this.#restore(check);
       this.#failures = 0;
     } catch (err) {
       if (this.#closed) return;
@@ -125,13 +127,13 @@ export class RegistryRestorer {
     }
   }
 
-  async #restore(): Promise<void> {
+  async #restore(check: RegistryCheck): Promise<void> {
     const { registry, serverId, ttlSeconds, metrics, logger, ratePerS } = this.#o;
     const startedAt = performance.now();
-    const conns = [...this.#o.devices.values()];
+    const conns = [...this.#o.devices.values()].filter((c) => check.affects(c.deviceId));
     logger.warn(
-      { connections: conns.length, ratePerS },
-      'Redis lost this server’s registry entries (restart without persistence?); restoring them',
+      { connections: conns.length, ratePerS, shards: check.lostShards },
+      'Redis may have lost this server’s registry entries (a restart without persistence, a failover?); restoring them',
     );
     const batchSize = Math.max(1, Math.min(this.#o.batchSize ?? 500, ratePerS));
     let sent = 0;
@@ -154,7 +156,7 @@ export class RegistryRestorer {
       restored += written;
       metrics.registryRestored.inc(written);
     }
-    await countedRegistryOp(metrics, 'mark', () => registry.markServer(serverId, ttlSeconds));
+    await countedRegistryOp(metrics, 'mark', () => registry.markServer(serverId, ttlSeconds, check));
     logger.warn(
       { restored, checked: sent, ms: Math.round(performance.now() - startedAt) },
       'registry entries restored',

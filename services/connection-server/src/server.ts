@@ -18,10 +18,9 @@ import {
   type DisconnectReason,
   type StoredMessage,
 } from '@pushline/protocol';
-import type { DeviceRecord, DeviceRegistry, RegistryRecovery } from '@pushline/registry';
+import type { DeviceRecord, DeviceRegistry, RegistryRecovery, RedisClient } from '@pushline/registry';
 import { closeOnce, OpsServer, runCleanup } from '@pushline/runtime';
 import { SpanKind, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
-import type { Redis } from 'ioredis';
 import type { Socket } from 'socket.io';
 import { createTokenVerifier } from './auth.ts';
 import { TopicBroadcaster } from './broadcast.ts';
@@ -52,7 +51,7 @@ export interface ConnectionServerDeps {
   /** Parsed with `connectionServerEnv` from @pushline/config. */
   readonly config: ConnectionServerConfig;
   /** Owned by the caller; the server duplicates it for the socket.io adapter and owns those. */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** Also restores this server's entries when Redis loses them. */
   readonly registry: DeviceRegistry & RegistryRecovery;
   readonly kafka: KafkaClient;

@@ -7,10 +7,9 @@ import {
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ConnectionServerConfig } from '@pushline/config';
-import { closeRedis, redisCommandOptions, redisSubscriberOptions } from '@pushline/registry';
+import { adapterClients, closeRedis, isCluster, type RedisClient } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
-import type { Redis } from 'ioredis';
 import { Server, type Namespace, type Socket } from 'socket.io';
 import { deviceFrameParser } from './frame-guard.ts';
 
@@ -20,8 +19,8 @@ export const DEFAULT_MAX_PENDING_HANDSHAKES = 4000;
 /** Options of the socket.io server devices connect to. */
 export interface SocketServerOptions {
   readonly config: ConnectionServerConfig;
-  /** The caller's client; the server duplicates it for the adapter and owns the duplicates. */
-  readonly redis: Redis;
+  /** The caller's client (one Redis or a cluster); the server duplicates it for the adapter and owns the duplicates. */
+  readonly redis: RedisClient;
   readonly logger: Logger;
   /**
    * Handshakes (engine connection opened, device not yet authenticated) held at once; past it new
@@ -73,8 +72,16 @@ const UNAWAITED_ADAPTER_COMMANDS = [
   'sunsubscribe',
 ] as const;
 
-/** Makes every unawaited adapter command's failure reach `onFailure` instead of crashing the process. */
-function catchUnawaitedCommands(client: Redis, onFailure: (command: string, err: unknown) => void): void {
+/**
+ * Makes every unawaited adapter command's failure reach `onFailure` instead of crashing the
+ * process, and hands each (s)subscribe's promise to `onSubscribe` (it settles once Redis confirmed
+ * the subscription).
+ */
+function catchUnawaitedCommands(
+  client: RedisClient,
+  onFailure: (command: string, err: unknown) => void,
+  onSubscribe: (confirmed: Promise<unknown>) => void,
+): void {
   for (const command of UNAWAITED_ADAPTER_COMMANDS) {
     const send = (client[command] as (...args: unknown[]) => Promise<unknown>).bind(client);
     Object.defineProperty(client, command, {
@@ -83,10 +90,31 @@ function catchUnawaitedCommands(client: Redis, onFailure: (command: string, err:
       value: (...args: unknown[]) => {
         const sent = send(...args);
         sent.catch((err: unknown) => onFailure(command, err));
+        if (command === 'subscribe' || command === 'psubscribe' || command === 'ssubscribe')
+          onSubscribe(sent);
         return sent;
       },
     });
   }
+}
+
+/**
+ * Logs a stream of like errors at most once per `everyMs`, with how many were left out: a cluster
+ * client reports every failed attempt to reach a node that is failing over (dozens a second).
+ */
+function throttledWarn(logger: Logger, message: string, everyMs = 5_000): (fields: object) => void {
+  let last = 0;
+  let suppressed = 0;
+  return (fields) => {
+    const now = Date.now();
+    if (now - last < everyMs) {
+      suppressed++;
+      return;
+    }
+    logger.warn({ ...fields, suppressed }, message);
+    last = now;
+    suppressed = 0;
+  };
 }
 
 /**
@@ -217,7 +245,7 @@ export class SocketServer {
   readonly io: Server;
   readonly http: HttpServer;
   readonly #o: SocketServerOptions;
-  readonly #adapterClients: Redis[] = [];
+  readonly #adapterClients: RedisClient[] = [];
   /**
    * Engine connections not yet authenticated → when they opened and from where, oldest first. One
    * that closes before authenticating is dropped when it is next looked at (#prune): a close
@@ -427,23 +455,36 @@ export class SocketServer {
 
   async #attachAdapter(): Promise<void> {
     const { config, redis, logger } = this.#o;
-    // Never auto-pipelined: a subscriber's (S)SUBSCRIBE must not wait in, or ride with, a batch.
     // Bounded as configured whatever the caller's client is: the publisher like any command client,
     // the subscriber without command or read timeouts (see redisSubscriberOptions). On a reconnect
     // (a Redis restart) ioredis re-subscribes every channel the subscriber held, the adapter's
-    // dynamic room channels included, before anything else is sent on it.
-    const pub = redis.duplicate({ ...redisCommandOptions(config), enableAutoPipelining: false });
-    const sub = redis.duplicate({ ...redisSubscriberOptions(config), enableAutoPipelining: false });
+    // dynamic room channels included, before anything else is sent on it. On a cluster the
+    // subscriber keeps one connection per master and re-subscribes each channel on the master
+    // that owns it after a failover; SPUBLISH goes to the channel's master, so a room's
+    // broadcasts only load its shard.
+    const { publisher: pub, subscriber: sub } = adapterClients(redis, config);
+    const subscribed: Promise<unknown>[] = [];
     for (const [role, client] of [
       ['pub', pub],
       ['sub', sub],
     ] as const) {
       this.#adapterClients.push(client);
-      client.on('error', (err: Error) => logger.warn({ err, role }, 'socket.io adapter redis error'));
-      catchUnawaitedCommands(client, (command, err) => {
-        this.#o.onAdapterCommandFailed?.(command);
-        logger.debug({ err, role, command }, 'socket.io adapter redis command failed');
-      });
+      const warn = throttledWarn(logger, 'socket.io adapter redis error');
+      client.on('error', (err: Error) => warn({ err, role }));
+      catchUnawaitedCommands(
+        client,
+        (command, err) => {
+          this.#o.onAdapterCommandFailed?.(command);
+          logger.debug({ err, role, command }, 'socket.io adapter redis command failed');
+        },
+        (confirmed) => subscribed.push(confirmed),
+      );
+    }
+    await Promise.all([pub.connect(), sub.connect()]);
+    if (isCluster(sub) && config.PUSHLINE_SOCKETIO_ADAPTER !== 'sharded') {
+      logger.warn(
+        'the classic socket.io adapter on a Redis Cluster sends every broadcast to every node; PUSHLINE_SOCKETIO_ADAPTER=sharded spreads them over the shards',
+      );
     }
     const prefix = `${config.PUSHLINE_KEY_PREFIX}socket.io`;
     const countFailed = () => this.#o.onAdapterCommandFailed?.('pubsub_numsub');
@@ -458,9 +499,9 @@ export class SocketServer {
           )
         : serverCountOrSelf(createAdapter(pub, sub, { key: prefix }), countFailed),
     );
-    // Replies come back in command order on one connection, so once this PING is answered the
-    // adapter's (S)SUBSCRIBE before it is active and no cross-server broadcast is missed.
-    await Promise.all([pub.ping(), sub.ping()]);
+    // The adapter subscribed to its channels while it was built; once Redis confirmed each one, no
+    // cross-server broadcast is missed.
+    await Promise.all([pub.ping(), ...subscribed]);
   }
 
   /** Closes every socket, the HTTP server, the adapter and its Redis clients. */

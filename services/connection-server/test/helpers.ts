@@ -1,9 +1,8 @@
 import { connectionServerEnv, parseEnv, topicNames, type ConnectionServerConfig } from '@pushline/config';
 import { platformTopics, type KafkaClient } from '@pushline/kafka';
-import { RedisDeviceRegistry } from '@pushline/registry';
+import { RedisDeviceRegistry, type RedisClient } from '@pushline/registry';
 import { createLogger, silentLogger, type Registry } from '@pushline/telemetry';
-import { testInfra, testKafkaClient, testSecret, uniquePrefix, within } from '@pushline/testkit';
-import { Redis } from 'ioredis';
+import { testInfra, testKafkaClient, testRedis, testSecret, uniquePrefix, within } from '@pushline/testkit';
 import { SignJWT } from 'jose';
 import { WebSocket } from 'ws';
 import { io, type ManagerOptions, type Socket as ClientSocket, type SocketOptions } from 'socket.io-client';
@@ -24,7 +23,7 @@ export interface TestWorld {
   readonly topicPrefix: string;
   readonly jwtSecret: string;
   readonly internalToken: string;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly kafka: KafkaClient;
   readonly registry: RedisDeviceRegistry;
   /** The environment a server of this world runs with (plus per-server overrides). */
@@ -80,7 +79,7 @@ export async function createWorld(label: string): Promise<TestWorld> {
   const jwtSecret = testSecret();
   const internalToken = testSecret();
   // Configured like the client the deployed server creates for itself.
-  const redis = new Redis(testInfra().redisUrl, { enableAutoPipelining: true });
+  const redis = testRedis({ enableAutoPipelining: true });
   const kafka = testKafkaClient(`${prefix}-client`);
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: `${prefix}:` });
   const servers: AssembledConnectionServer[] = [];
@@ -92,7 +91,7 @@ export async function createWorld(label: string): Promise<TestWorld> {
 
   const env = (overrides: Record<string, string> = {}) => ({
     PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
-    PUSHLINE_REDIS_URL: testInfra().redisUrl,
+    ...testInfra().redisEnv,
     PUSHLINE_TOPIC_PREFIX: topics,
     PUSHLINE_KEY_PREFIX: `${prefix}:`,
     PUSHLINE_INTERNAL_TOKEN: internalToken,

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { offlineKeys, offlinePartitions } from '@pushline/offline-store';
 import { ReconnectHint } from '@pushline/protocol';
-import { waitUntil } from '@pushline/testkit';
+import { isCluster, registryKeys } from '@pushline/registry';
+import { deleteKeys, keysMatching, waitUntil } from '@pushline/testkit';
+import type { Redis } from 'ioredis';
 import { createWorld, disconnected, metricValue, nextEvent, type TestWorld } from './helpers.ts';
 
 describe('registry entries of device connections', () => {
@@ -37,9 +40,15 @@ describe('registry entries of device connections', () => {
     );
   });
 
-  it('a connect with nothing stored for the device costs two Redis commands: its registration and the inbox check', async () => {
+  it('a connect with nothing stored for the device costs two Redis commands: its registration and the inbox check', async (t) => {
+    if (isCluster(world.redis)) {
+      // MONITOR shows one node; on a cluster a connect costs four commands, the index sets'
+      // writes on their own slots (docs/decisions/0022-redis-cluster.md).
+      t.skip('one Redis only');
+      return;
+    }
     const { server } = await world.startServer();
-    const monitor = await world.redis.monitor();
+    const monitor = await (world.redis as Redis).monitor();
     const seen: string[][] = [];
     monitor.on('monitor', (_time: string, args: string[], source: string) => {
       // Commands a script runs inside Redis are part of that script's one round trip.
@@ -48,7 +57,8 @@ describe('registry entries of device connections', () => {
     try {
       await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1', uid: 'u-1' }));
       // The inbox check comes after the registration: once it is seen, the connect is done.
-      await waitUntil(() => seen.some((args) => args.includes(`${world.prefix}:offline:q:dev-1`)), {
+      const inbox = offlineKeys(`${world.prefix}:`, offlinePartitions(world.redis, undefined)).queue('dev-1');
+      await waitUntil(() => seen.some((args) => args.includes(inbox)), {
         what: 'the inbox check',
       });
       const mark = `${world.prefix}:mark:dev-1`;
@@ -59,7 +69,10 @@ describe('registry entries of device connections', () => {
         seen.findIndex((args) => args.includes(mark)),
       );
       assert.equal(commands.length, 2, JSON.stringify(commands));
-      assert.ok(commands[0]?.includes(`${world.prefix}:dev:dev-1`), 'the registration first');
+      assert.ok(
+        commands[0]?.includes(registryKeys(`${world.prefix}:`).device('dev-1')),
+        'the registration first',
+      );
     } finally {
       monitor.disconnect();
     }
@@ -210,12 +223,12 @@ describe('registry entries of device connections', () => {
     });
 
     // Everything this world wrote, gone at once, as FLUSHALL would do (the suite's Redis is shared).
-    const keys = await world.redis.keys(`${world.prefix}:*`);
+    const keys = await keysMatching(world.redis, `${world.prefix}:*`);
     assert.ok(
-      keys.includes(`${world.prefix}:mark:${server.serverId}`),
+      keys.some((k) => k.startsWith(`${world.prefix}:mark:`) && k.endsWith(`:${server.serverId}`)),
       `the server keeps a mark: ${keys.join(' ')}`,
     );
-    await world.redis.del(...keys);
+    await deleteKeys(world.redis, keys);
 
     await waitUntil(
       async () => (await world.registry.lookupMany(devices)).every((r) => r?.serverId === server.serverId),

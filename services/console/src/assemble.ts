@@ -2,9 +2,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { topicNames, type ConsoleConfig } from '@pushline/config';
 import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
-import { RedisDeviceRegistry, closeRedis, serviceRedis } from '@pushline/registry';
+import { RedisDeviceRegistry, closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
-import type { Redis } from 'ioredis';
 import { createConsoleApp } from './app.ts';
 import { KafkaFeeds } from './feeds.ts';
 import { OverviewCollector } from './overview.ts';
@@ -13,7 +12,7 @@ import { buildUiAssets } from './ui-assets.ts';
 
 export interface AssembleConsoleOptions extends AssemblyOptions {
   /** The caller's (connected), left open by close(). Default: a client on PUSHLINE_REDIS_URL, owned. */
-  readonly redis?: Redis;
+  readonly redis?: RedisClient;
   readonly kafka?: KafkaClient;
 }
 

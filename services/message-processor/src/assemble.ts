@@ -2,10 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { MessageProcessorConfig } from '@pushline/config';
 import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
-import { closeRedis, serviceRedis } from '@pushline/registry';
+import { closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import type { Redis } from 'ioredis';
 import { createMessageProcessor, type MessageProcessor } from './service.ts';
 
 /**
@@ -23,7 +22,7 @@ export interface AssembleMessageProcessorOptions extends AssemblyOptions {
   /** Default: `processorInstanceId(config)`. */
   readonly instanceId?: string;
   /** The caller's, and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
-  readonly redis?: Redis;
+  readonly redis?: RedisClient;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
 }
@@ -32,7 +31,7 @@ export interface AssembleMessageProcessorOptions extends AssemblyOptions {
 export interface AssembledMessageProcessor extends Component {
   readonly processor: MessageProcessor;
   readonly instanceId: string;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly kafka: KafkaClient;
   readonly metrics: Registry;
 }

@@ -4,7 +4,13 @@ export { decodePushRequest } from './request-decoder.ts';
 export type { DecodeResult } from './request-decoder.ts';
 export type { DecodeLimits } from './request-decoder.ts';
 export { KeyedChains, Semaphore } from './keyed-runner.ts';
-export { RequestLedger, ClaimAbandonedError, NO_ORIGIN_SCOPE } from './request-ledger.ts';
+export {
+  LEDGER_SCRIPTS,
+  RequestLedger,
+  ClaimAbandonedError,
+  NO_ORIGIN_SCOPE,
+  ledgerKeys,
+} from './request-ledger.ts';
 export type { Claim, ClaimStatus, RequestLedgerOptions } from './request-ledger.ts';
 export { RecordAbandonedError } from './processor.ts';
 export { DependencyGate, DependencyError, isRedisUnavailableError } from './dependency-gate.ts';

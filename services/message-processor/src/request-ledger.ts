@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
+import { sendAll, type BatchCall, type RedisClient } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 
 /** The request's record was revoked or the processor is closing while it waited for another holder. */
@@ -14,8 +14,8 @@ export class ClaimAbandonedError extends Error {
 }
 
 export interface RequestLedgerOptions {
-  /** A connected ioredis client; not owned. */
-  readonly redis: Redis;
+  /** A connected ioredis client (one Redis or a cluster); not owned. */
+  readonly redis: RedisClient;
   readonly keyPrefix: string;
   readonly instanceId: string;
   /**
@@ -45,7 +45,7 @@ export interface Claim {
   readonly token: string;
   /**
    * Requests with a ttl only: where a processor notes that it is sending the request, so one that
-   * takes it over after a crash knows it was sent in time (`<P>sent:<origin>/<id>`).
+   * takes it over after a crash knows it was sent in time (`<P>sent:{<origin>/<id>}`).
    */
   readonly sentKey: string | undefined;
 }
@@ -95,17 +95,29 @@ interface LedgerCommands {
   pushlineLedgerRenew(key: string, token: string, ttlMs: number): Promise<number>;
   pushlineLedgerRelease(key: string, token: string): Promise<number>;
 }
-type LedgerRedis = Redis & LedgerCommands;
-type LedgerPipeline = ReturnType<Redis['pipeline']> & {
-  [K in keyof LedgerCommands]: (...args: Parameters<LedgerCommands[K]>) => unknown;
-};
+type LedgerRedis = RedisClient & LedgerCommands;
+
+/** Every script the ledger sends; each takes one key (for the slot test). */
+export const LEDGER_SCRIPTS = {
+  pushlineLedgerClaim: { numberOfKeys: 1, lua: CLAIM },
+  pushlineLedgerRenew: { numberOfKeys: 1, lua: RENEW },
+  pushlineLedgerRelease: { numberOfKeys: 1, lua: RELEASE },
+} as const;
 
 /** The scope of request ids produced straight into Kafka, without an origin (not a valid origin id). */
 export const NO_ORIGIN_SCOPE = '~kafka';
 
 /**
+ * The ledger's keys of a request of `origin` (scoped `<origin>/<id>`): both carry the request as
+ * hash tag, so they share a slot on a Redis Cluster, and requests spread over the slots.
+ */
+export function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: string } {
+  return { claim: `${keyPrefix}req:{${scoped}}`, sent: `${keyPrefix}sent:{${scoped}}` };
+}
+
+/**
  * Processor-level idempotency by request id within its origin, in Redis at
- * `<P>req:<origin>/<id>` (`~kafka` for records without an origin, which no API key id can be):
+ * `<P>req:{<origin>/<id>}` (`~kafka` for records without an origin, which no API key id can be):
  *   absent                 never seen (or forgotten after the window)
  *   `proc:<instance>:<n>`  being processed; expires `claimTtlMs` after its holder last renewed it
  *   `done`                 outcome recorded, remembered `windowSeconds` (EX)
@@ -125,10 +137,8 @@ export class RequestLedger {
 
   constructor(options: RequestLedgerOptions) {
     const redis = options.redis;
-    if (!('pushlineLedgerClaim' in redis)) {
-      redis.defineCommand('pushlineLedgerClaim', { numberOfKeys: 1, lua: CLAIM });
-      redis.defineCommand('pushlineLedgerRenew', { numberOfKeys: 1, lua: RENEW });
-      redis.defineCommand('pushlineLedgerRelease', { numberOfKeys: 1, lua: RELEASE });
+    for (const [name, definition] of Object.entries(LEDGER_SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, definition);
     }
     this.#redis = redis as LedgerRedis;
     this.#o = options;
@@ -159,12 +169,12 @@ export class RequestLedger {
    * requests also get a sent mark (see `markSent`).
    */
   claimFor(requestId: string, origin: string | undefined, hasTtl = false): Claim {
-    const scoped = `${origin ?? NO_ORIGIN_SCOPE}/${requestId}`;
+    const keys = ledgerKeys(this.#o.keyPrefix, `${origin ?? NO_ORIGIN_SCOPE}/${requestId}`);
     return {
       requestId,
-      key: `${this.#o.keyPrefix}req:${scoped}`,
+      key: keys.claim,
       token: `proc:${this.#o.instanceId}:${randomUUID()}`,
-      sentKey: hasTtl ? `${this.#o.keyPrefix}sent:${scoped}` : undefined,
+      sentKey: hasTtl ? keys.sent : undefined,
     };
   }
 
@@ -195,9 +205,10 @@ export class RequestLedger {
   async claimMany(claims: readonly Claim[]): Promise<Map<string, ClaimStatus>> {
     const out = new Map<string, ClaimStatus>();
     if (claims.length === 0) return out;
-    const pipe = this.#redis.pipeline() as LedgerPipeline;
-    for (const c of claims) pipe.pushlineLedgerClaim(c.key, c.token, this.#o.claimTtlMs);
-    const replies = await execPipeline(pipe);
+    const replies = await sendAll(
+      this.#redis,
+      claims.map((c): BatchCall => ['pushlineLedgerClaim', c.key, c.token, this.#o.claimTtlMs]),
+    );
     claims.forEach((c, i) => {
       const status = claimStatus(replies[i]);
       if (status === 'claimed') this.#held.set(c.key, c.token);
@@ -243,12 +254,13 @@ export class RequestLedger {
   /** Marks many requests' outcomes as recorded, in one round trip. */
   async completeMany(claims: readonly Claim[]): Promise<void> {
     if (claims.length === 0) return;
-    const pipe = this.#redis.pipeline();
-    for (const c of claims) {
-      pipe.set(c.key, DONE, 'EX', this.#o.windowSeconds);
-      if (c.sentKey) pipe.del(c.sentKey);
-    }
-    await execPipeline(pipe);
+    await sendAll(
+      this.#redis,
+      claims.flatMap((c): BatchCall[] => [
+        ['set', c.key, DONE, 'EX', this.#o.windowSeconds],
+        ...(c.sentKey ? [['del', c.sentKey] as const] : []),
+      ]),
+    );
     for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);
   }
 
@@ -256,9 +268,10 @@ export class RequestLedger {
   async releaseMany(claims: readonly Claim[]): Promise<void> {
     if (claims.length === 0) return;
     for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);
-    const pipe = this.#redis.pipeline() as LedgerPipeline;
-    for (const c of claims) pipe.pushlineLedgerRelease(c.key, c.token);
-    await execPipeline(pipe);
+    await sendAll(
+      this.#redis,
+      claims.map((c): BatchCall => ['pushlineLedgerRelease', c.key, c.token]),
+    );
   }
 
   /** Stops renewing a claim without touching Redis (it expires after the TTL). */
@@ -270,9 +283,10 @@ export class RequestLedger {
     const held = [...this.#held];
     if (held.length === 0) return;
     try {
-      const pipe = this.#redis.pipeline() as LedgerPipeline;
-      for (const [key, token] of held) pipe.pushlineLedgerRenew(key, token, this.#o.claimTtlMs);
-      const replies = await execPipeline(pipe);
+      const replies = await sendAll(
+        this.#redis,
+        held.map(([key, token]): BatchCall => ['pushlineLedgerRenew', key, token, this.#o.claimTtlMs]),
+      );
       held.forEach(([key, token], i) => {
         if (replies[i] === 1 || this.#held.get(key) !== token) return;
         // Gone: expired while Redis could not be reached, or taken over. The record re-claims
@@ -293,13 +307,4 @@ export class RequestLedger {
 
 function claimStatus(reply: unknown): ClaimStatus {
   return reply === 1 ? 'claimed' : reply === 2 ? 'done' : 'held';
-}
-
-/** Runs a pipeline and throws the first command error (ioredis reports them per command). */
-async function execPipeline(pipe: ReturnType<Redis['pipeline']>): Promise<unknown[]> {
-  const results = (await pipe.exec()) ?? [];
-  return results.map(([err, value]) => {
-    if (err) throw err;
-    return value;
-  });
 }

@@ -1,6 +1,5 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { topicNames, type MessageProcessorConfig } from '@pushline/config';
 import {
   CoalescingDeliveryTransport,
@@ -11,7 +10,7 @@ import {
 } from '@pushline/delivery';
 import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
-import { RedisDeviceRegistry, type DeviceRegistry } from '@pushline/registry';
+import { RedisDeviceRegistry, type DeviceRegistry, type RedisClient } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import { Gauge, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
 import { CacheInvalidator } from './cache-invalidation.ts';
@@ -31,7 +30,7 @@ export interface MessageProcessorDeps {
   /** Parsed with `messageProcessorEnv` (tests: `parseEnv(messageProcessorEnv, {...})`). */
   readonly config: MessageProcessorConfig;
   /** ioredis client owned by the caller (registry, offline store, request ledger). */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly kafka: KafkaClient;
   readonly logger: Logger;
   readonly metrics: Registry;
@@ -141,6 +140,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   // that writes to the store.
   const relay = new OutboxRelay({
     redis,
+    partitions: config.PUSHLINE_REDIS_OFFLINE_PARTITIONS,
     keyPrefix,
     consumer: instanceId,
     publish: (events) =>
@@ -153,6 +153,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   });
   const store = new RedisOfflineStore({
     redis,
+    partitions: config.PUSHLINE_REDIS_OFFLINE_PARTITIONS,
     keyPrefix,
     maxPerDevice: config.PUSHLINE_OFFLINE_MAX_PER_DEVICE,
     leaseMs: config.PUSHLINE_OFFLINE_LEASE_MS,

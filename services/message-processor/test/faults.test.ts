@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import { partitionForKey } from '@pushline/kafka';
+import { registryKeys } from '@pushline/registry';
 import { DlqHeaders, pushTargetKey, type DeliveryEvent, type PushTarget } from '@pushline/protocol';
 import { findSamples, parsePrometheusText, type Registry } from '@pushline/telemetry';
 import { collectRecords, waitUntil, within } from '@pushline/testkit';
@@ -117,7 +118,7 @@ describe('message processor under faults', () => {
     const server = await w.startConnectionServer('a');
     // A registry entry of the wrong type makes every delivery to this user throw (WRONGTYPE)
     // while Redis itself is healthy: a record that fails on every attempt.
-    await w.redis.set(`${w.keyPrefix}user:corrupt`, 'not a set');
+    await w.redis.set(registryKeys(w.keyPrefix).user('corrupt'), 'not a set');
     const partition = partitionForKey('user:corrupt', PARTITIONS);
     const deviceId = idOn('device', 'dev-', partition);
     const device = await w.connectDevice(server, deviceId);

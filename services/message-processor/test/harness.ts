@@ -16,9 +16,17 @@ import { assembleConnectionServer, type ConnectionServer } from '@pushline/conne
 import { platformTopics, type Consumer, type KafkaClient, type Producer } from '@pushline/kafka';
 import { assembleMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
 import { DeliveryEvent, pushTargetKey, type DeviceMessage, type PushRequest } from '@pushline/protocol';
-import { RedisDeviceRegistry } from '@pushline/registry';
+import { RedisDeviceRegistry, type RedisClient } from '@pushline/registry';
 import { createLogger, silentLogger, type Logger, type Registry } from '@pushline/telemetry';
-import { testInfra, testKafkaClient, testSecret, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+import {
+  testInfra,
+  testKafkaClient,
+  testRedis,
+  testSecret,
+  uniquePrefix,
+  waitUntil,
+  within,
+} from '@pushline/testkit';
 import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
@@ -89,9 +97,11 @@ export class World {
   readonly topics: TopicNames = topicNames(this.topicPrefix);
   readonly jwtSecret = testSecret();
   readonly internalToken = testSecret();
-  /** The Redis every part of this world uses (default: the run's). */
+  /** The Redis every part of this world uses (default: the run's, a cluster when the run's is). */
   readonly redisUrl: string;
-  readonly redis: Redis;
+  /** PUSHLINE_REDIS_URL (and PUSHLINE_REDIS_CLUSTER_NODES) of that Redis. */
+  readonly redisEnv: Readonly<Record<string, string>>;
+  readonly redis: RedisClient;
   readonly kafka: KafkaClient = testKafkaClient(`${this.prefix}-test`);
   readonly registry: RedisDeviceRegistry;
   readonly groupId = `${this.prefix}-processors`;
@@ -101,8 +111,11 @@ export class World {
 
   constructor(options: { readonly redisUrl?: string } = {}) {
     this.redisUrl = options.redisUrl ?? testInfra().redisUrl;
+    const redisClusterNodes = options.redisUrl === undefined ? testInfra().redisClusterNodes : undefined;
+    this.redisEnv =
+      options.redisUrl === undefined ? testInfra().redisEnv : { PUSHLINE_REDIS_URL: this.redisUrl };
     // The test's own client keeps retrying while a test has Redis down.
-    this.redis = new Redis(this.redisUrl, { maxRetriesPerRequest: null });
+    this.redis = testRedis({ maxRetriesPerRequest: null }, { redisUrl: this.redisUrl, redisClusterNodes });
     this.redis.on('error', () => {});
     this.registry = new RedisDeviceRegistry({ redis: this.redis, keyPrefix: this.keyPrefix });
   }
@@ -121,7 +134,7 @@ export class World {
   processorEnv(overrides: Record<string, string> = {}): Record<string, string> {
     return {
       PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
-      PUSHLINE_REDIS_URL: this.redisUrl,
+      ...this.redisEnv,
       PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
       PUSHLINE_KEY_PREFIX: this.keyPrefix,
       PUSHLINE_KAFKA_PARTITIONS: '3',
@@ -177,7 +190,7 @@ export class World {
   async startConnectionServer(id: string): Promise<ConnectionServer> {
     const config = parseEnv(connectionServerEnv, {
       PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
-      PUSHLINE_REDIS_URL: this.redisUrl,
+      ...this.redisEnv,
       PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
       PUSHLINE_KEY_PREFIX: this.keyPrefix,
       PUSHLINE_INTERNAL_TOKEN: this.internalToken,

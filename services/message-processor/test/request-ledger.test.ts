@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
 import { ClaimAbandonedError, RequestLedger } from '@pushline/message-processor';
 import { silentLogger } from '@pushline/telemetry';
-import { testInfra, uniquePrefix, waitUntil } from '@pushline/testkit';
+import type { RedisClient } from '@pushline/registry';
+import { testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
 
 describe('RequestLedger', () => {
-  let redis: Redis;
+  let redis: RedisClient;
   let prefix: string;
   const open: RequestLedger[] = [];
   const never = new AbortController().signal;
@@ -29,7 +29,7 @@ describe('RequestLedger', () => {
   };
 
   before(() => {
-    redis = new Redis(testInfra().redisUrl);
+    redis = testRedis();
   });
   after(async () => {
     await redis.quit();
@@ -61,7 +61,7 @@ describe('RequestLedger', () => {
     const fromKeyB = a.claimFor('same-id', 'key-b');
     const fromKafka = a.claimFor('same-id', undefined);
     assert.equal(new Set([fromKeyA.key, fromKeyB.key, fromKafka.key]).size, 3);
-    assert.equal(fromKafka.key, `${prefix}req:~kafka/same-id`);
+    assert.equal(fromKafka.key, `${prefix}req:{~kafka/same-id}`);
     await a.claim(fromKeyA, never);
     await a.completeMany([fromKeyA]);
     assert.equal(await a.claim(fromKeyB, never), 'claimed', 'another origin’s id is not a duplicate');
@@ -166,7 +166,7 @@ describe('RequestLedger', () => {
     assert.equal(await a.wasSent(noTtl), false, 'requests without a ttl keep no mark');
 
     const claim = a.claimFor('with-ttl', 'key-a', true);
-    assert.equal(claim.sentKey, `${prefix}sent:key-a/with-ttl`);
+    assert.equal(claim.sentKey, `${prefix}sent:{key-a/with-ttl}`);
     assert.equal(await a.wasSent(claim), false);
     await a.claim(claim, never);
     await a.markSent(claim);

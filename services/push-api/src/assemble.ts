@@ -9,10 +9,9 @@ import {
 } from '@pushline/delivery';
 import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
-import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
+import { closeRedis, RedisDeviceRegistry, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import type { Redis } from 'ioredis';
 import { createPushApi, type PushApi } from './server.ts';
 
 /** The id this instance goes by in traces, logs and metrics. */
@@ -22,7 +21,7 @@ export function pushApiInstanceId(config: PushApiConfig): string {
 
 export interface AssemblePushApiOptions extends AssemblyOptions {
   /** The caller's (connected), and left open by `close()`. Default: a client on PUSHLINE_REDIS_URL, owned. */
-  readonly redis?: Redis;
+  readonly redis?: RedisClient;
   /** Default: a client on PUSHLINE_KAFKA_BROKERS. */
   readonly kafka?: KafkaClient;
   /** The direct-push device cache. Default: DeviceLocator's defaults. */
@@ -38,7 +37,7 @@ export interface AssembledPushApi extends Component {
   readonly opsUrl: string;
   readonly router: MessageRouter;
   readonly registry: RedisDeviceRegistry;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly kafka: KafkaClient;
   readonly metrics: Registry;
 }
@@ -69,6 +68,7 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
   const outcomesProducer = kafka.producer();
   const relay = new OutboxRelay({
     redis,
+    partitions: config.PUSHLINE_REDIS_OFFLINE_PARTITIONS,
     keyPrefix: config.PUSHLINE_KEY_PREFIX,
     consumer: pushApiInstanceId(config),
     publish: (events) =>
@@ -81,6 +81,7 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
   });
   const offlineStore = new RedisOfflineStore({
     redis,
+    partitions: config.PUSHLINE_REDIS_OFFLINE_PARTITIONS,
     keyPrefix: config.PUSHLINE_KEY_PREFIX,
     maxPerDevice: config.PUSHLINE_OFFLINE_MAX_PER_DEVICE,
     quota: {

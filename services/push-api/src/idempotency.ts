@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@pushline/registry';
 import { z } from 'zod';
 import { ProblemError } from './problem.ts';
 
@@ -37,7 +37,7 @@ export type IdempotencyClaim =
     };
 
 export interface IdempotencyStoreOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** Prefix of the keys, e.g. `pushline:`. */
   readonly keyPrefix: string;
   /** How long a completed response, or a claim whose outcome is unknown, is kept. */
@@ -58,6 +58,12 @@ const COMPARE_AND_DELETE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
+/** Every script the store sends (each with EVAL and one key), for the cluster slot test. */
+export const IDEMPOTENCY_SCRIPTS = {
+  compareAndSet: { numberOfKeys: 1, lua: COMPARE_AND_SET },
+  compareAndDelete: { numberOfKeys: 1, lua: COMPARE_AND_DELETE },
+} as const;
+
 /**
  * Idempotency keys of POST /v1/publish, in Redis: the first request claims the key with SET NX;
  * a duplicate while it runs gets 409, a duplicate after it finished gets the stored response, and
@@ -73,7 +79,7 @@ export class IdempotencyStore {
   }
 
   async claim(apiKeyId: string, idempotencyKey: string, request: unknown): Promise<IdempotencyClaim> {
-    const key = `${this.#o.keyPrefix}api:idem:${apiKeyId}:${sha256(idempotencyKey)}`;
+    const key = idempotencyRedisKey(this.#o.keyPrefix, apiKeyId, idempotencyKey);
     const fingerprint = sha256(JSON.stringify(request) ?? 'null');
     // Two rounds: the entry may expire, or change hands, between a failed SET NX and the next step.
     for (let round = 0; round < 2; round++) {
@@ -135,6 +141,14 @@ export class IdempotencyStore {
       },
     };
   }
+}
+
+/**
+ * Where the Idempotency-Key of an API key lives: one key per claim, hash-tagged as a whole so a
+ * Redis Cluster spreads them over the slots (every command and script touches only this key).
+ */
+export function idempotencyRedisKey(keyPrefix: string, apiKeyId: string, idempotencyKey: string): string {
+  return `${keyPrefix}api:idem:{${apiKeyId}:${sha256(idempotencyKey)}}`;
 }
 
 /**

@@ -7,7 +7,12 @@ export { DIRECT_PUSH_STATUS } from './routes/push.ts';
 export { OPENAPI_PATH, openApiPath, buildOpenApiDocument } from './openapi.ts';
 export type { RouteSpec } from './routing.ts';
 export { apiKeyId } from './auth.ts';
-export { IdempotencyStore, idempotentMessageId } from './idempotency.ts';
+export {
+  IDEMPOTENCY_SCRIPTS,
+  IdempotencyStore,
+  idempotencyRedisKey,
+  idempotentMessageId,
+} from './idempotency.ts';
 export { IDEMPOTENCY_HEADER, REPLAYED_HEADER } from './routes/publish.ts';
 export { cachedReadiness, probeReadiness } from './routes/health.ts';
 export type { Readiness, DependencyCheck } from './routes/health.ts';

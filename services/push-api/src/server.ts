@@ -1,10 +1,9 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
-import type { Redis } from 'ioredis';
 import { topicNames, type PushApiConfig } from '@pushline/config';
 import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
-import type { DeviceRegistry } from '@pushline/registry';
+import type { DeviceRegistry, RedisClient } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import type { Logger, Registry, Tracer } from '@pushline/telemetry';
 import { createApp } from './app.ts';
@@ -20,7 +19,7 @@ export interface PushApiDeps {
   /** Parsed with `pushApiEnv` from @pushline/config. */
   readonly config: PushApiConfig;
   /** ioredis client owned by the caller: idempotency keys and the readiness PING. */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly registry: DeviceRegistry;
   /** Direct push routing (`MessageRouter` from @pushline/delivery). Its transport is the caller's to close. */
   readonly router: PushRouter;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { ConnectionServer } from '@pushline/connection-server';
+import { offlineKeys, offlinePartitions } from '@pushline/offline-store';
 import { findSamples, parsePrometheusText } from '@pushline/telemetry';
 import { DeliveryEvent } from '@pushline/protocol';
 import { collectRecords, recordJson, waitUntil } from '@pushline/testkit';
@@ -126,7 +127,13 @@ describe('direct push to a device', () => {
       });
       assert.equal(res.status, 202, JSON.stringify(res.body));
     }
-    assert.equal(await p.h.redis.hlen(`${p.h.keyPrefix}offline:m:dp-shared`), 2, 'both messages stored');
+    assert.equal(
+      await p.h.redis.hlen(
+        offlineKeys(p.h.keyPrefix, offlinePartitions(p.h.redis, undefined)).messages('dp-shared'),
+      ),
+      2,
+      'both messages stored',
+    );
   });
 
   it('delivers per API key: another key reusing a message id on the same connection is sent, not a duplicate', async () => {

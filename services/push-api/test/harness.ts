@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { parseEnv, pushApiEnv, topicNames, type TopicNames } from '@pushline/config';
 import type { KafkaClient } from '@pushline/kafka';
-import type { RedisDeviceRegistry } from '@pushline/registry';
+import type { RedisClient, RedisDeviceRegistry } from '@pushline/registry';
 import { runCleanup, type CleanupStep } from '@pushline/runtime';
 import { silentLogger, type Registry } from '@pushline/telemetry';
 import { testInfra, testSecret, uniquePrefix } from '@pushline/testkit';
@@ -26,7 +25,7 @@ export interface ApiHarness {
   readonly keyPrefix: string;
   readonly topics: TopicNames;
   readonly keys: ApiKeys;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly registry: RedisDeviceRegistry;
   readonly kafka: KafkaClient;
   readonly metrics: Registry;
@@ -62,7 +61,7 @@ export async function startApi(options: ApiHarnessOptions): Promise<ApiHarness> 
   };
   const config = parseEnv(pushApiEnv, {
     PUSHLINE_KAFKA_BROKERS: infra.kafkaBrokers.join(','),
-    PUSHLINE_REDIS_URL: infra.redisUrl,
+    ...infra.redisEnv,
     PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
     PUSHLINE_KEY_PREFIX: keyPrefix,
     PUSHLINE_KAFKA_PARTITIONS: '3',

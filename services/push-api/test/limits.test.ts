@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { within } from '@pushline/testkit';
+import { offlineKeys, offlinePartitions } from '@pushline/offline-store';
 import { PROBLEM_TYPE_BASE, Problem } from '../src/index.ts';
 import { call, startApi, type ApiHarness, type CallResult } from './harness.ts';
 
@@ -238,7 +239,13 @@ describe('push-api: the per-key quota of stored messages', () => {
     }
     const refused = assertProblem(await pushTo(h.keys.push, 'made-up-3'), 507, 'quota-exceeded');
     assert.match(refused.detail ?? '', /quota/);
-    assert.equal(await h.redis.exists(`${h.keyPrefix}offline:q:made-up-3`), 0, 'nothing stored');
+    assert.equal(
+      await h.redis.exists(
+        offlineKeys(h.keyPrefix, offlinePartitions(h.redis, undefined)).queue('made-up-3'),
+      ),
+      0,
+      'nothing stored',
+    );
     // Another API key has its own quota, and the same message id stays its own.
     assert.equal((await pushTo(h.keys.admin, 'made-up-3')).status, 202);
 

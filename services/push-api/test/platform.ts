@@ -56,7 +56,7 @@ export async function startPlatform(
     for (let i = 0; i < (options.servers ?? 2); i++) {
       const config = parseEnv(connectionServerEnv, {
         PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
-        PUSHLINE_REDIS_URL: testInfra().redisUrl,
+        ...testInfra().redisEnv,
         PUSHLINE_TOPIC_PREFIX: `${prefix}.`,
         PUSHLINE_KEY_PREFIX: `${prefix}:`,
         PUSHLINE_INTERNAL_TOKEN: internalToken,

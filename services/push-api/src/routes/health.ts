@@ -1,5 +1,5 @@
 import type { Express, Request, Response } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@pushline/registry';
 import type { Admin } from '@pushline/kafka';
 import type { Logger } from '@pushline/telemetry';
 
@@ -17,7 +17,7 @@ export interface Readiness {
 
 export interface ReadinessProbeOptions {
   readonly admin: () => Admin | undefined;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** The topic the API produces to; ready means it exists. */
   readonly pushRequestsTopic: string;
   readonly timeoutMs: number;
