@@ -21,48 +21,52 @@ after(async () => {
 
 // The bound is a hang guard, not a speed goal: on a loaded 2-core runner the nine tiny scenarios
 // (platform start, a Redis restart, a reconnect storm) have taken close to two minutes.
-test('bench --smoke runs every scenario and writes JSON, Markdown and SVG', { timeout: 300_000 }, async () => {
-  const infra = testInfra();
-  out = await mkdtemp(join(tmpdir(), 'pushline-bench-smoke-'));
-  const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const child = execFile(
-      process.execPath,
-      ['bench/src/main.ts', '--smoke', `--out=${out}`],
-      {
-        cwd: root,
-        env: {
-          ...process.env,
-          PUSHLINE_KAFKA_BROKERS: infra.kafkaBrokers.join(','),
-          PUSHLINE_REDIS_URL: infra.redisUrl,
+test(
+  'bench --smoke runs every scenario and writes JSON, Markdown and SVG',
+  { timeout: 300_000 },
+  async () => {
+    const infra = testInfra();
+    out = await mkdtemp(join(tmpdir(), 'pushline-bench-smoke-'));
+    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = execFile(
+        process.execPath,
+        ['bench/src/main.ts', '--smoke', `--out=${out}`],
+        {
+          cwd: root,
+          env: {
+            ...process.env,
+            PUSHLINE_KAFKA_BROKERS: infra.kafkaBrokers.join(','),
+            PUSHLINE_REDIS_URL: infra.redisUrl,
+          },
+          timeout: 280_000,
+          maxBuffer: 16 * 1024 * 1024,
         },
-        timeout: 280_000,
-        maxBuffer: 16 * 1024 * 1024,
-      },
-      (_err, _stdout, stderrText) => resolve({ code: child.exitCode, stderr: stderrText }),
+        (_err, _stdout, stderrText) => resolve({ code: child.exitCode, stderr: stderrText }),
+      );
+    });
+    assert.equal(code, 0, `bench exited with ${code}:\n${stderr}`);
+
+    const files = await readdir(out);
+    const json = files.find((f) => /^\d{4}-\d{2}-\d{2}-[0-9a-f]+\.json$/.test(f));
+    assert.ok(json, `no result JSON among ${files.join(', ')}`);
+    const stem = json.slice(0, -'.json'.length);
+    assert.ok(files.includes(`${stem}.md`) && files.includes(`${stem}.svg`) && files.includes('latest.md'));
+
+    const result = BenchResult.parse(JSON.parse(await readFile(join(out, json), 'utf8')));
+    assert.equal(result.options.smoke, true);
+    assert.deepEqual(
+      result.scenarios.map((s) => [s.id, s.status, s.reason]),
+      [1, 2, 5, 4, 3, 7, 8, 9, 6].map((id) => [id, 'ok', undefined]),
     );
-  });
-  assert.equal(code, 0, `bench exited with ${code}:\n${stderr}`);
+    for (const s of result.scenarios) assert.ok(s.rows.length > 0, `scenario ${s.id} reported no rows`);
+    // Memory, direct push, d2d, async, async with silent devices, reconnect storm, Redis restart.
+    assert.equal(result.targets.length, 7);
+    assert.equal(new Set(result.targets.map((t) => t.goal)).size, 7, 'one check per goal');
 
-  const files = await readdir(out);
-  const json = files.find((f) => /^\d{4}-\d{2}-\d{2}-[0-9a-f]+\.json$/.test(f));
-  assert.ok(json, `no result JSON among ${files.join(', ')}`);
-  const stem = json.slice(0, -'.json'.length);
-  assert.ok(files.includes(`${stem}.md`) && files.includes(`${stem}.svg`) && files.includes('latest.md'));
-
-  const result = BenchResult.parse(JSON.parse(await readFile(join(out, json), 'utf8')));
-  assert.equal(result.options.smoke, true);
-  assert.deepEqual(
-    result.scenarios.map((s) => [s.id, s.status, s.reason]),
-    [1, 2, 5, 4, 3, 7, 8, 9, 6].map((id) => [id, 'ok', undefined]),
-  );
-  for (const s of result.scenarios) assert.ok(s.rows.length > 0, `scenario ${s.id} reported no rows`);
-  // Memory, direct push, d2d, async, async with silent devices, reconnect storm, Redis restart.
-  assert.equal(result.targets.length, 7);
-  assert.equal(new Set(result.targets.map((t) => t.goal)).size, 7, 'one check per goal');
-
-  const svg = await readFile(join(out, `${stem}.svg`), 'utf8');
-  assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
-  assert.match(svg, /<rect /);
-  const md = await readFile(join(out, `${stem}.md`), 'utf8');
-  assert.match(md, /\| metric \| unit \| baseline \| pushline \| pushline\/baseline \|/);
-});
+    const svg = await readFile(join(out, `${stem}.svg`), 'utf8');
+    assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.match(svg, /<rect /);
+    const md = await readFile(join(out, `${stem}.md`), 'utf8');
+    assert.match(md, /\| metric \| unit \| baseline \| pushline \| pushline\/baseline \|/);
+  },
+);
