@@ -14,13 +14,7 @@ import {
   type ReplacedResult,
 } from '@pushline/protocol';
 import { backoffMs, closeOnce } from '@pushline/runtime';
-import {
-  injectTraceHeaders,
-  stageCounter,
-  type Counter,
-  type Logger,
-  type Registry,
-} from '@pushline/telemetry';
+import { Counter, injectTraceHeaders, stageCounter, type Logger, type Registry } from '@pushline/telemetry';
 import { WebSocket, type RawData } from 'ws';
 import { DeliveryTransportError, InternalAuthError } from '../errors.ts';
 import type { DeliveryTransport } from '../types.ts';
@@ -93,6 +87,7 @@ export class ChannelDeliveryTransport implements DeliveryTransport {
   readonly #peers = new Map<string, Peer>();
   readonly #calls: Counter<'op' | 'result'> | undefined;
   readonly #connects: Counter<'result'> | undefined;
+  readonly #frames: Counter | undefined;
   readonly #pinger: NodeJS.Timeout;
   #closed = false;
   readonly close: () => Promise<void>;
@@ -125,6 +120,11 @@ export class ChannelDeliveryTransport implements DeliveryTransport {
         help: 'Channel connect attempts to connection servers, by result.',
         labels: { result: ['ok', 'unreachable', 'auth', 'incompatible'] },
         registry: options.metrics,
+      });
+      this.#frames = new Counter({
+        name: 'pushline_channel_frames_sent_total',
+        help: 'Frames of calls written to connection servers; calls per frame = calls / frames.',
+        registers: [options.metrics],
       });
     }
     this.#pinger = setInterval(() => this.#tick(), this.#o.pingIntervalMs).unref();
@@ -175,7 +175,10 @@ export class ChannelDeliveryTransport implements DeliveryTransport {
     if (this.#closed) return Promise.reject(closedError(serverUrl));
     let peer = this.#peers.get(serverUrl);
     if (!peer) {
-      peer = new Peer(serverUrl, this.#o, (result) => this.#connects?.inc({ result }));
+      peer = new Peer(serverUrl, this.#o, {
+        connected: (result) => this.#connects?.inc({ result }),
+        wrote: () => this.#frames?.inc(),
+      });
       this.#peers.set(serverUrl, peer);
     }
     const count = (result: CallResult) => this.#calls?.inc({ op, result });
@@ -203,7 +206,7 @@ class Peer {
   readonly #url: string;
   readonly #wsUrl: string;
   readonly #o: PeerOptions;
-  readonly #onConnect: (result: ConnectResult) => void;
+  readonly #hooks: PeerHooks;
   readonly #log: Logger;
   #ws: WebSocket | undefined;
   #open = false;
@@ -223,11 +226,11 @@ class Peer {
   #closed = false;
   idleSince: number | undefined = performance.now();
 
-  constructor(serverUrl: string, options: PeerOptions, onConnect: (result: ConnectResult) => void) {
+  constructor(serverUrl: string, options: PeerOptions, hooks: PeerHooks) {
     this.#url = serverUrl;
     this.#wsUrl = channelUrl(serverUrl);
     this.#o = options;
-    this.#onConnect = onConnect;
+    this.#hooks = hooks;
     this.#log = options.logger;
   }
 
@@ -334,7 +337,7 @@ class Peer {
       this.#refusal = undefined;
       this.#failures = 0;
       this.#lastHeard = performance.now();
-      this.#onConnect('ok');
+      this.#hooks.connected('ok');
       this.#scheduleFlush();
     });
     ws.on('message', (data: RawData) => this.#onFrame(data));
@@ -360,7 +363,7 @@ class Peer {
       // Nothing was written: every call waiting for this attempt is known not to have left.
       const refusal: Refusal =
         this.#status === 401 ? 'auth' : this.#status !== undefined ? 'incompatible' : 'unreachable';
-      this.#onConnect(refusal);
+      this.#hooks.connected(refusal);
       this.#refusal = refusal;
       this.#retryAt = now + delay;
       if (refusal === 'unreachable')
@@ -449,6 +452,7 @@ class Peer {
       }
       if (calls.length === 0) break;
       ws.send(JSON.stringify({ calls }));
+      this.#hooks.wrote();
     }
   }
 
@@ -559,6 +563,11 @@ class Peer {
   #markIdle(): void {
     if (this.#queued === 0 && this.#sent.size === 0) this.idleSince = performance.now();
   }
+}
+
+interface PeerHooks {
+  connected(result: ConnectResult): void;
+  wrote(): void;
 }
 
 type PeerOptions = Required<Omit<ChannelTransportOptions, 'metrics' | 'tlsCa'>> &
