@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
 import { startKafka, startRedis, type KafkaInstance, type RedisInstance } from '@pushline/devstack';
 import { DeviceEvents } from '@pushline/protocol';
 import { waitUntil, within } from '@pushline/testkit';
 import {
-  killService,
+  killAllServices,
   logLines,
   serviceWorld,
   startServiceProcess,
@@ -34,16 +34,17 @@ const SERVICE_ENV = {
 
 let redis: RedisInstance | undefined;
 let kafka: KafkaInstance | undefined;
-const running: ServiceProcess[] = [];
 const devices: Socket[] = [];
 
 before(async () => {
   [redis, kafka] = await Promise.all([startRedis(), startKafka({ heapOptions: ['-Xms128m', '-Xmx512m'] })]);
 });
 
-after(async () => {
-  for (const d of devices) d.disconnect();
-  for (const s of running) killService(s);
+// Per test, pass or fail: a test that failed half-way must not leave services running (their
+// pipes would keep this file's process, and so `npm test`, alive) nor Redis stopped.
+afterEach(async () => {
+  for (const d of devices.splice(0)) d.disconnect();
+  await killAllServices();
   if (redis) {
     try {
       process.kill(redis.pid, 'SIGCONT');
@@ -51,6 +52,9 @@ after(async () => {
       // already gone
     }
   }
+});
+
+after(async () => {
   await Promise.allSettled([redis?.stop(), kafka?.stop()]);
 });
 
@@ -63,7 +67,6 @@ async function startAll(label: string): Promise<{ world: ServiceWorld; services:
       startServiceProcess(name, world),
     ),
   );
-  running.push(...services);
   const server = services[0];
   assert.ok(server?.deviceUrl);
   const token = await new SignJWT({ uid: 'u-1' })
@@ -83,10 +86,10 @@ async function startAll(label: string): Promise<{ world: ServiceWorld; services:
   );
   // Registered before any fault: a registration cut off by one closes the device (by design).
   const api = services[2];
-  assert.ok(api);
+  assert.ok(api?.apiUrl);
   await waitUntil(
     async () => {
-      const res = await fetch(`${api.opsUrl}/v1/devices/${world.prefix}-device/presence`, {
+      const res = await fetch(`${api.apiUrl}/v1/devices/${world.prefix}-device/presence`, {
         headers: { authorization: `Bearer ${world.apiKey}` },
       });
       return res.ok && ((await res.json()) as { online?: boolean }).online === true;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, test } from 'node:test';
+import { after, afterEach, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { SignJWT } from 'jose';
 import { io, type Socket } from 'socket.io-client';
@@ -17,11 +17,17 @@ import { mintDevToken } from '../scripts/lib/dev-token.ts';
 const root = join(import.meta.dirname, '..');
 const stateDir = mkdtempSync(join(tmpdir(), 'pushline-start-'));
 let child: ChildProcess | undefined;
+/** Every launcher any test started: one that failed half-way must not outlive the file. */
+const launched: ChildProcess[] = [];
 const devices: Socket[] = [];
 
+afterEach(() => {
+  for (const d of devices.splice(0)) d.disconnect();
+  // SIGKILL of a launcher closes its guardians' stdin, which stops its services.
+  for (const c of launched.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
 after(() => {
-  for (const d of devices) d.disconnect();
-  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   rmSync(stateDir, { recursive: true, force: true });
 });
 
@@ -56,6 +62,7 @@ test('npm start brings every service up, creates the topics, and SIGTERM stops e
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  launched.push(child);
   const exited = new Promise<number | null>((resolve) => child?.once('exit', (code) => resolve(code)));
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -225,6 +232,7 @@ async function launchInOwnGroup(env: Record<string, string>, args: string[] = []
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child = launcher;
+  launched.push(launcher);
   const exited = new Promise<number | null>((resolve) => launcher.once('exit', (code) => resolve(code)));
   let stderr = '';
   launcher.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

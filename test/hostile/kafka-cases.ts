@@ -22,6 +22,8 @@ const CASE_HEADER = 'x-hostile-case';
 /** Default PUSHLINE_MAX_PAYLOAD_BYTES and PUSHLINE_MAX_JSON_DEPTH. */
 const MAX_PAYLOAD = 4096;
 const MAX_DEPTH = 32;
+/** PUSHLINE_PROCESSOR_MAX_RECORD_BYTES (default): a larger value is dead-lettered unread. */
+const MAX_RECORD = 65_536;
 
 export interface KafkaContext {
   readonly brokers: readonly string[];
@@ -132,7 +134,11 @@ export function kafkaCases(ctx: KafkaContext): {
   plan('900 KB payload', JSON.stringify(request({ payload: 'x'.repeat(900_000) })), {
     dlq: 'payload_too_large',
   });
-  plan('900 KB of non-JSON', 'x'.repeat(900_000), { dlq: 'unparseable' });
+  // The record size is checked before anything parses it (docs/delivery-guarantees.md, "Bad
+  // records"): a value over the record limit is payload_too_large whatever its bytes are.
+  plan('900 KB of non-JSON', 'x'.repeat(900_000), { dlq: 'payload_too_large' });
+  plan('non-JSON at the record limit', 'x'.repeat(MAX_RECORD), { dlq: 'unparseable' });
+  plan('non-JSON one byte over the record limit', 'x'.repeat(MAX_RECORD + 1), { dlq: 'payload_too_large' });
   plan(
     `payload ${MAX_DEPTH + 1} deep`,
     withPayloadText(deepArrayText(MAX_DEPTH + 1)),

@@ -280,30 +280,46 @@ describe('paths the mix above leaves out', () => {
   });
 
   it('a direct push stored for a device that is away is counted once on each side (identity 8)', async () => {
+    // The API counts the live outcome the router reported (not_connected here) and the store
+    // counts the message it kept; `stored` is the answer, never an outcome counter's label.
+    const OUTCOMES = ['delivered', 'not_connected', 'rejected', 'timeout'];
     const a = api().families;
+    const pushed = (families: PromFamily[], outcome: string) =>
+      count(families, 'pushline_api_push_outcomes_total', { outcome });
+    const routed = (families: PromFamily[], outcome: string) =>
+      count(families, 'pushline_router_deliveries_total', { source: 'direct', outcome });
     const before = {
-      stored: count(a, 'pushline_api_push_outcomes_total', { outcome: 'stored' }),
-      routedNotConnected: count(a, 'pushline_router_deliveries_total', {
-        source: 'direct',
-        outcome: 'not_connected',
-      }),
+      pushed: OUTCOMES.map((o) => pushed(a, o)),
+      routed: OUTCOMES.map((o) => routed(a, o)),
+      stored: count(a, 'pushline_offline_stored_total'),
+      acks: count(a, 'pushline_api_push_to_ack_seconds_count'),
     };
     const res = await platform.call('POST', '/v1/devices/away1/messages', {
       payload: { x: 1 },
       ttlSeconds: 600,
     });
     assert.equal(res.status, 202, JSON.stringify(res.body));
+    assert.equal((res.body as { outcome?: unknown }).outcome, 'stored');
+    assert.equal((res.body as { reason?: unknown }).reason, 'not_connected', 'stored after not_connected');
     scraped = await platform.scrape();
     const after = api().families;
-    const pushed = (outcome: string) => count(after, 'pushline_api_push_outcomes_total', { outcome });
-    const routed = (outcome: string) =>
-      count(after, 'pushline_router_deliveries_total', { source: 'direct', outcome });
-    assert.equal(pushed('stored'), before.stored + 1);
-    assert.equal(routed('not_connected'), before.routedNotConnected + 1);
     assert.equal(
-      pushed('not_connected') + pushed('timeout') + pushed('stored'),
-      routed('not_connected') + routed('timeout'),
+      count(after, 'pushline_api_push_outcomes_total', { outcome: 'stored' }),
+      0,
+      'no stored outcome series: a stored push counts under its live outcome',
     );
-    for (const outcome of ['delivered', 'rejected']) assert.equal(pushed(outcome), routed(outcome), outcome);
+    assert.deepEqual(
+      OUTCOMES.map((o, i) => pushed(after, o) - (before.pushed[i] ?? 0)),
+      [0, 1, 0, 0],
+      'once on the API side, under the live outcome not_connected',
+    );
+    assert.deepEqual(
+      OUTCOMES.map((o, i) => routed(after, o) - (before.routed[i] ?? 0)),
+      [0, 1, 0, 0],
+      'once on the router side',
+    );
+    assert.equal(count(after, 'pushline_offline_stored_total'), before.stored + 1, 'once in the store');
+    for (const outcome of OUTCOMES) assert.equal(pushed(after, outcome), routed(after, outcome), outcome);
+    assert.equal(count(after, 'pushline_api_push_to_ack_seconds_count'), before.acks, 'no ack sample');
   });
 });

@@ -64,6 +64,20 @@ export function childServers(platform: Platform): ChildServers {
         },
       });
       const internalUrl = `http://127.0.0.1:${internalPort}`;
+      const server: ChildServer = {
+        serverId,
+        deviceUrl: `http://127.0.0.1:${devicePort}`,
+        internalUrl,
+        process: child,
+        logFile,
+        kill: () => process.kill(child.pid, 'SIGKILL'),
+        drain: async () => {
+          await child.stop(15_000);
+        },
+      };
+      // Owned from the spawn on: one that never gets ready is still stopped by close(), or it
+      // would keep the test process alive.
+      started.push(server);
       let gone = false;
       void child.exited.then(() => (gone = true));
       await waitUntil(
@@ -76,18 +90,6 @@ export function childServers(platform: Platform): ChildServers {
         },
         { timeoutMs: 30_000, intervalMs: 50, what: `${name} ready` },
       );
-      const server: ChildServer = {
-        serverId,
-        deviceUrl: `http://127.0.0.1:${devicePort}`,
-        internalUrl,
-        process: child,
-        logFile,
-        kill: () => process.kill(child.pid, 'SIGKILL'),
-        drain: async () => {
-          await child.stop(15_000);
-        },
-      };
-      started.push(server);
       return server;
     },
     close: () =>

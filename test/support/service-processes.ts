@@ -16,8 +16,10 @@ export type ServiceName = 'connection-server' | 'message-processor' | 'push-api'
 export interface ServiceProcess {
   readonly name: ServiceName;
   readonly child: ChildProcess;
-  /** Base URL of its ops port (/healthz, /readyz; for push-api the API itself). */
+  /** Base URL of its ops port (/healthz, /readyz, /metrics). */
   readonly opsUrl: string;
+  /** For the push-api: its public API (the ops port is a separate one, PUSHLINE_API_OPS_PORT). */
+  readonly apiUrl?: string;
   /** For a connection server: where devices connect. */
   readonly deviceUrl?: string;
   /** Resolves with the exit code (null when a signal ended it) and signal. */
@@ -69,6 +71,7 @@ export async function startServiceProcess(
   const env: Record<string, string> = { ...world.env, ...extra };
   let opsUrl: string;
   let deviceUrl: string | undefined;
+  let apiUrl: string | undefined;
   if (name === 'connection-server') {
     const [port, internal] = [await freePort(), await freePort()];
     Object.assign(env, {
@@ -90,13 +93,16 @@ export async function startServiceProcess(
     });
     opsUrl = `http://127.0.0.1:${port}`;
   } else {
-    const port = await freePort();
+    const [port, opsPort] = [await freePort(), await freePort()];
     Object.assign(env, {
       PUSHLINE_API_HOST: '127.0.0.1',
       PUSHLINE_API_PORT: String(port),
+      PUSHLINE_API_OPS_HOST: '127.0.0.1',
+      PUSHLINE_API_OPS_PORT: String(opsPort),
       PUSHLINE_API_KEYS: `${world.apiKey}:admin`,
     });
-    opsUrl = `http://127.0.0.1:${port}`;
+    opsUrl = `http://127.0.0.1:${opsPort}`;
+    apiUrl = `http://127.0.0.1:${port}`;
   }
   const child = spawn(
     process.execPath,
@@ -116,9 +122,14 @@ export async function startServiceProcess(
     child,
     opsUrl,
     ...(deviceUrl ? { deviceUrl } : {}),
+    ...(apiUrl ? { apiUrl } : {}),
     exited,
     output: () => output,
   };
+  // Tracked from the spawn on, not from readiness: a start that fails beside others (Promise.all)
+  // must not leave them running, or their pipes keep the test process, and `npm test`, alive.
+  spawned.add(service);
+  void exited.then(() => spawned.delete(service));
   try {
     await waitUntil(
       async () => {
@@ -136,6 +147,19 @@ export async function startServiceProcess(
     throw err;
   }
   return service;
+}
+
+/** Every service process spawned by this test file that has not exited yet. */
+const spawned = new Set<ServiceProcess>();
+
+/**
+ * SIGKILLs every service this file started that still runs, and waits for their exits. For an
+ * `after`/`afterEach` hook: it runs whether the test passed or failed, so nothing outlives the file.
+ */
+export async function killAllServices(): Promise<void> {
+  const left = [...spawned];
+  for (const service of left) killService(service);
+  await Promise.all(left.map((service) => service.exited));
 }
 
 /** SIGKILL, for cleanup after a failed test; a no-op once the process is gone. */

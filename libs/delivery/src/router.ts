@@ -313,6 +313,7 @@ export class MessageRouter {
         if (msg.from !== undefined) req.from = msg.from;
         if (msg.fromUser !== undefined) req.fromUser = msg.fromUser;
         if (msg.fromTenant !== undefined) req.fromTenant = msg.fromTenant;
+        if (msg.origin !== undefined) req.origin = msg.origin;
         // The owning server continues the trace from this span, not from the caller's.
         const traceHeaders = injectTraceHeaders();
         if (traceHeaders.traceparent) req.trace = traceHeaders;

@@ -44,6 +44,8 @@ export interface OutgoingMessage {
   /** Sender's user and tenant, for device-to-device messages (the receiving server checks its policy). */
   fromUser?: string;
   fromTenant?: string;
+  /** Who chose `messageId` for a backend message (`DeliverRequest.origin`): its API key id. */
+  origin?: string;
   /** How long the device has to ack, as the owning server measures it. */
   timeoutMs: number;
   /**

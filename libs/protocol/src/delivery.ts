@@ -28,6 +28,13 @@ export const DeliverRequest = z.object({
    */
   fromUser: Identifier.optional(),
   fromTenant: Identifier.optional(),
+  /**
+   * Who chose `messageId` for a backend message: the id of the API key of a direct push, the
+   * request's `PushRequest.origin` on the async path and for stored messages. The connection's
+   * memory of sent ids is kept per origin (as device-to-device ids are per `from`), so one key
+   * reusing another's id never has its message answered `duplicate` without being sent.
+   */
+  origin: Identifier.optional(),
   topic: Identifier.optional(),
   timeoutMs: z.number().int().positive().max(120_000),
   trace: TraceContext.optional(),

@@ -26,13 +26,16 @@ export interface LocalDeliveryOptions {
 }
 
 /**
- * The key a message id is remembered under on a connection. Device-to-device ids are chosen by
- * devices, so each sender gets its own namespace: otherwise a sibling device could send id X first
- * and make a later backend message X (or another device's X) look like a duplicate that is never
- * sent. A space separates the parts because no device id or message id may contain one.
+ * The key a message id is remembered under on a connection. Ids are chosen by their senders, so
+ * each sender gets its own namespace: a device-to-device id per sending device, a backend id per
+ * origin (API key), otherwise a sibling device or another API key could send id X first and make
+ * a later message X look like a duplicate that is never sent. A backend message without an origin
+ * (a record produced straight into Kafka) keeps the bare id. A space separates the parts because
+ * no identifier or message id may contain one.
  */
 function dedupeKey(req: DeliverRequest): string {
-  return req.source === 'd2d' ? `d2d ${req.from ?? ''} ${req.messageId}` : req.messageId;
+  if (req.source === 'd2d') return `d2d ${req.from ?? ''} ${req.messageId}`;
+  return req.origin === undefined ? req.messageId : `origin ${req.origin} ${req.messageId}`;
 }
 
 /**
@@ -63,6 +66,7 @@ export class LocalDelivery {
       connectionId: conn.connectionId,
       payload: msg.payload,
       source: 'offline',
+      ...(msg.origin === undefined ? {} : { origin: msg.origin }),
       timeoutMs,
       ...(msg.traceparent
         ? {

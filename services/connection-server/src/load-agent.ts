@@ -1,7 +1,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { closeOnce } from '@pushline/runtime';
-import { Counter, Gauge, type Logger, type Registry } from '@pushline/telemetry';
+import { Counter, Gauge, stageCounter, type Logger, type Registry } from '@pushline/telemetry';
 
 /** What the server holds right now, read at every check. */
 export interface LiveLoad {
@@ -186,11 +186,12 @@ export class LoadAgent {
       help: 'Weight in the last agent-check answer (0 while draining or not ready).',
       registers,
     });
-    this.#checks = new Counter({
+    // Every reply from boot at 0, so the first `drain` or `down` moves rate().
+    this.#checks = stageCounter({
       name: 'pushline_lb_agent_checks_total',
       help: 'Load-balancer agent checks answered, by reply (up, drain, down).',
-      labelNames: ['reply'],
-      registers,
+      labels: { reply: Object.values(REPLY_LABEL) },
+      registry: options.metrics,
     });
     this.#probeFailures = new Counter({
       name: 'pushline_lb_probe_failures_total',

@@ -5,6 +5,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { ConnectionServerConfig } from '@pushline/config';
 import { closeRedis, redisCommandOptions, redisSubscriberOptions } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
@@ -182,6 +183,22 @@ function notFound(_req: IncomingMessage, res: ServerResponse): void {
   res.end(body);
 }
 
+/**
+ * An upgrade (WebSocket or other) outside the socket.io path gets the same 404 as a plain request,
+ * and the connection is closed once it is written; engine.io would close it after a second without
+ * a word (its `destroyUpgrade`), which a client cannot tell from a network failure.
+ */
+function refuseUpgrade(socket: Duplex): void {
+  const body = JSON.stringify({ type: 'about:blank', title: 'not found', status: 404 });
+  socket.on('error', () => {
+    // the client went away first: nothing to answer
+  });
+  socket.end(
+    `HTTP/1.1 404 Not Found\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
+}
+
 /** Whether a handshake request asks for an Engine.IO protocol other than 4 (socket.io v2 clients ask for 3). */
 function unsupportedEngineProtocol(req: IncomingMessage): boolean {
   const query = (req.url ?? '').split('?')[1] ?? '';
@@ -247,6 +264,8 @@ export class SocketServer {
       httpCompression: false,
       serveClient: false,
       allowEIO3: false,
+      // Upgrades outside the socket.io path are answered below instead (refuseUpgrade).
+      destroyUpgrade: false,
       cleanupEmptyChildNamespaces: true,
       parser: deviceFrameParser,
       allowRequest: (req, callback) => {
@@ -273,6 +292,11 @@ export class SocketServer {
         options.onBusy?.();
         callback('server busy', false);
       },
+    });
+    const enginePath = `${this.io.path()}/`;
+    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+      // The same prefix test engine.io applies before it takes an upgrade.
+      if (!(req.url ?? '').startsWith(enginePath)) refuseUpgrade(socket);
     });
     this.io.use((socket, next) => {
       const pending = this.#pending.get(socket.conn);

@@ -248,6 +248,45 @@ describe('handshake admission control', () => {
     assert.equal(await upgradeRefusal(url, { query: 'transport=websocket' }), 400);
   });
 
+  it('answers an upgrade outside the socket.io path with 404 problem+json, then closes the connection', async () => {
+    const { url } = await startHeldServer({});
+    for (const path of ['/other', '/', '/socket.iox/?EIO=4&transport=websocket']) {
+      const socket = connect({ host: '127.0.0.1', port: Number(new URL(url).port) });
+      cleanup.push(() => socket.destroy());
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.write(
+        [
+          `GET ${path} HTTP/1.1`,
+          'Host: device',
+          'Upgrade: websocket',
+          'Connection: Upgrade',
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+          'Sec-WebSocket-Version: 13',
+          '',
+          '',
+        ].join('\r\n'),
+      );
+      await within(closed, 5_000, `the upgrade on ${path} to be answered and closed`);
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      assert.match(head, /^HTTP\/1\.1 404 /, `${path}: ${JSON.stringify(answer)}`);
+      assert.match(head, /\r\ncontent-type: application\/problem\+json/i, path);
+      assert.equal((JSON.parse(body) as { status: number }).status, 404, path);
+    }
+    // The socket.io path still upgrades.
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`);
+    cleanup.push(() => ws.terminate());
+    await within(
+      new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      }),
+      5_000,
+      'the socket.io upgrade',
+    );
+  });
+
   it('answers plain HTTP on the device port with 404 at once, and bounds request heads in size and time', async () => {
     const { url } = await startHeldServer(
       {},

@@ -235,6 +235,29 @@ describe('local delivery', () => {
     assert.equal(seen.length, 2);
   });
 
+  it('remembers backend ids per origin: another API key reusing an id is sent, not a duplicate', async () => {
+    const { server } = await world.startServer();
+    const device = await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1' }));
+    const seen = answering(device, () => ({ ok: true }));
+    const outcome = async (req: DeliverRequest) => {
+      const result = await server.deliverLocal(req);
+      return [result.outcome, result.duplicate ?? false];
+    };
+    const shared = (origin: string | undefined, payload: string) =>
+      request({ messageId: 'shared', payload, ...(origin === undefined ? {} : { origin }) });
+    assert.deepEqual(await outcome(shared('key-a', 'a')), ['delivered', false]);
+    assert.deepEqual(await outcome(shared('key-b', 'b')), ['delivered', false], 'another key: sent');
+    assert.deepEqual(await outcome(shared(undefined, 'none')), ['delivered', false], 'no origin: its own');
+    // Each sender's own retry is the duplicate, and is not sent again.
+    assert.deepEqual(await outcome(shared('key-a', 'a again')), ['delivered', true]);
+    assert.deepEqual(await outcome(shared('key-b', 'b again')), ['delivered', true]);
+    assert.deepEqual(await outcome(shared(undefined, 'none again')), ['delivered', true]);
+    assert.deepEqual(
+      seen.map((m) => m.payload),
+      ['a', 'b', 'none'],
+    );
+  });
+
   it('delivers stored messages from the offline inbox before live ones', async () => {
     const stored = (id: string): StoredMessage => ({
       v: 1,

@@ -36,7 +36,15 @@ async function spawnServer(world: TestWorld, env: Record<string, string>): Promi
     proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
     void exited.then(({ code }) => reject(new Error(`server exited early (${code}):\n${out}`)));
   });
-  const deviceUrl = await within(started, 30_000, 'child server to start');
+  let deviceUrl: string;
+  try {
+    deviceUrl = await within(started, 30_000, 'child server to start');
+  } catch (err) {
+    // Not the caller's yet: a server that never started must not outlive the test (its pipes
+    // would keep the test process alive).
+    proc.kill('SIGKILL');
+    throw err;
+  }
   return { proc, deviceUrl, exited, output: () => out };
 }
 

@@ -200,7 +200,13 @@ export class PushRequestHandler {
   }
 
   #outgoing(req: PushRequest): OutgoingMessage {
-    return { messageId: req.id, payload: req.payload, source: 'async', timeoutMs: this.#o.deliveryTimeoutMs };
+    return {
+      messageId: req.id,
+      payload: req.payload,
+      source: 'async',
+      ...(req.origin === undefined ? {} : { origin: req.origin }),
+      timeoutMs: this.#o.deliveryTimeoutMs,
+    };
   }
 
   #deliverStored(deviceId: string, msg: StoredMessage): Promise<DeliverResult> {
@@ -208,6 +214,7 @@ export class PushRequestHandler {
       messageId: msg.requestId,
       payload: msg.payload,
       source: 'offline',
+      ...(msg.origin === undefined ? {} : { origin: msg.origin }),
       timeoutMs: this.#o.deliveryTimeoutMs,
     };
     if (msg.traceparent) {

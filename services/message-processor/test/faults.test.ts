@@ -468,6 +468,30 @@ describe('message processor under faults', () => {
     );
   });
 
+  it('two origins reusing one request id for the same device both reach it: the connection keeps ids per origin', async () => {
+    const w = await world();
+    const server = await w.startConnectionServer('a');
+    const device = await w.connectDevice(server, 'shared-dev');
+    await w.startProcessor();
+    await w.publish([
+      w.request('shared-req', { type: 'device', id: 'shared-dev' }, { origin: 'key-a' }),
+      w.request('shared-req', { type: 'device', id: 'shared-dev' }, { origin: 'key-b' }),
+    ]);
+    await w.events.waitFor(
+      (evs) => evs.filter((e) => e.requestId === 'shared-req' && e.terminal).length === 2,
+      'two terminal outcomes',
+    );
+    assert.deepEqual(
+      w.events.events.filter((e) => e.requestId === 'shared-req' && e.terminal).map((e) => e.outcome),
+      ['delivered', 'delivered'],
+    );
+    assert.deepEqual(
+      device.ids(),
+      ['shared-req', 'shared-req'],
+      'the second was sent, not taken for the first',
+    );
+  });
+
   it('dead-letters a tombstone with a NULL value', async () => {
     const w = await world();
     const { metrics } = await w.startProcessor();

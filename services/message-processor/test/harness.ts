@@ -312,7 +312,13 @@ export class OwnRedis {
     const dir = await mkdtemp(path.join(tmpdir(), 'pushline-test-redis-'));
     const port = await freePort();
     const redis = new OwnRedis(port, dir, await OwnRedis.#spawn(port, dir));
-    await redis.#waitForPong();
+    try {
+      await redis.#waitForPong();
+    } catch (err) {
+      // Not the caller's yet, so nothing else would stop it.
+      await redis.stop();
+      throw err;
+    }
     return redis;
   }
 

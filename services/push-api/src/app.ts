@@ -1,4 +1,10 @@
-import express, { type ErrorRequestHandler, type Express, type Request, type Response } from 'express';
+import express, {
+  type ErrorRequestHandler,
+  type Express,
+  type Request,
+  type RequestHandler,
+  type Response,
+} from 'express';
 import { ApiKeyStore, authenticate } from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { requestTelemetry } from './http-telemetry.ts';
@@ -43,7 +49,7 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
     {
       authenticate: authenticate(keys),
       rateLimit: rateLimit(limiter, () => ctx.metrics.rateLimited.inc()),
-      parseJson: express.json({ limit: ctx.config.PUSHLINE_API_BODY_LIMIT_BYTES, strict: true }),
+      parseJson: jsonBody(ctx.config.PUSHLINE_API_BODY_LIMIT_BYTES),
       maxPayloadDepth: ctx.config.PUSHLINE_MAX_JSON_DEPTH,
     },
     ctx.logger,
@@ -83,7 +89,44 @@ export function createApp(options: AppOptions): { app: Express; routes: RouteTab
   return { app, routes };
 }
 
-/** body-parser errors carry a `type`; everything else that is not a ProblemError is a 500. */
+/**
+ * express.json behind a check of the declared length: body-parser answers an over-long body only
+ * after reading (and dropping) all of it, so a client that declares 8 MB and sends 10 bytes would
+ * wait forever. A declared length over the limit is refused at once with 413 and the connection
+ * closed after the answer, so none of the rest is read. Only for an identity body: the limit
+ * applies to the decoded bytes, which a compressed body's length does not tell.
+ */
+function jsonBody(limitBytes: number): RequestHandler {
+  const parse = express.json({ limit: limitBytes, strict: true });
+  return (req, res, next) => {
+    const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase();
+    const declared = Number(req.headers['content-length']);
+    if (encoding === 'identity' && Number.isFinite(declared) && declared > limitBytes) {
+      res.setHeader('connection', 'close');
+      next(
+        new ProblemError(
+          'body-too-large',
+          `The body is declared as ${declared} bytes; the limit is ${limitBytes}.`,
+        ),
+      );
+      return;
+    }
+    parse(req, res, next);
+  };
+}
+
+/** A client error that body-parser (or its zlib stream) raised: an http-errors 4xx. */
+function clientErrorStatus(err: unknown): number | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const { status, expose } = err as { status?: unknown; expose?: unknown };
+  return typeof status === 'number' && status >= 400 && status < 500 && expose === true ? status : undefined;
+}
+
+/**
+ * body-parser errors carry a `type`, and the ones without one but with a 4xx status (a body that
+ * does not decode under its content-encoding) are client errors too; everything else that is not
+ * a ProblemError is a 500.
+ */
 function toProblem(err: unknown): ProblemError {
   if (err instanceof ProblemError) return err;
   // The router decodes path parameters before any handler runs: `%`, `%ZZ`, a cut UTF-8 sequence.
@@ -108,6 +151,28 @@ function toProblem(err: unknown): ProblemError {
   }
   if (type === 'request.aborted' || type === 'stream.not.readable') {
     return new ProblemError('validation-error', 'The request body could not be read.', { cause: err });
+  }
+  const status = clientErrorStatus(err);
+  if (status === 413) return new ProblemError('body-too-large', undefined, { cause: err });
+  if (status === 415)
+    return new ProblemError('unsupported-media-type', 'Send the body as UTF-8 JSON.', { cause: err });
+  if (status !== undefined) {
+    // zlib's errors (Z_DATA_ERROR...): the bytes are not what the content-encoding header says.
+    const zlib = String((err as { code?: unknown }).code ?? '').startsWith('Z_');
+    return new ProblemError(
+      'validation-error',
+      zlib ? 'The body does not decode under its content-encoding.' : 'The request body could not be read.',
+      {
+        ...(zlib
+          ? {
+              errors: [
+                { field: 'content-encoding', in: 'header' as const, message: 'does not match the body' },
+              ],
+            }
+          : {}),
+        cause: err,
+      },
+    );
   }
   return new ProblemError('internal-error', 'The request failed; it has been logged.', { cause: err });
 }

@@ -129,6 +129,33 @@ describe('direct push to a device', () => {
     assert.equal(await p.h.redis.hlen(`${p.h.keyPrefix}offline:m:dp-shared`), 2, 'both messages stored');
   });
 
+  it('delivers per API key: another key reusing a message id on the same connection is sent, not a duplicate', async () => {
+    const device = await p.connect(B, 'dp-keys', 'dp-user-keys');
+    const send = (key: string, text: string) =>
+      call(p.h.url, 'POST', '/v1/devices/dp-keys/messages', {
+        key,
+        body: { id: 'key-id', payload: { text } },
+      });
+    const first = await send(p.h.keys.push, 'from push');
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.equal((first.body as { duplicate?: boolean }).duplicate, undefined);
+    // Another key, the same id, the same connection: its own message, sent and acked.
+    const second = await send(p.h.keys.admin, 'from admin');
+    assert.equal(second.status, 200, JSON.stringify(second.body));
+    assert.equal((second.body as { duplicate?: boolean }).duplicate, undefined, 'not taken for the first');
+    // The first key retrying its id is the duplicate: answered from the connection's memory.
+    const retry = await send(p.h.keys.push, 'from push again');
+    assert.equal(retry.status, 200, JSON.stringify(retry.body));
+    assert.equal((retry.body as { duplicate?: boolean }).duplicate, true);
+    assert.deepEqual(
+      device.received.map((m) => [m.id, m.payload]),
+      [
+        ['key-id', { text: 'from push' }],
+        ['key-id', { text: 'from admin' }],
+      ],
+    );
+  });
+
   it('with ttlSeconds, a device that does not ack in time gets 202 stored', async () => {
     await p.connect(A, 'dp-slow', 'dp-user-7', 'silent');
     const res = await push('dp-slow', { payload: 1, ttlSeconds: 60, timeoutMs: 200 });

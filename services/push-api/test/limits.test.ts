@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { deflateSync, gzipSync } from 'node:zlib';
+import { within } from '@pushline/testkit';
 import { PROBLEM_TYPE_BASE, Problem } from '../src/index.ts';
 import { call, startApi, type ApiHarness, type CallResult } from './harness.ts';
 
@@ -83,6 +87,75 @@ describe('push-api: limits on what it is sent', () => {
       });
       const problem = assertProblem(res, 400, 'validation-error');
       assert.match(problem.detail ?? '', /percent-encoding/, `${method} ${path}`);
+    }
+  });
+
+  it('answers 400 problem+json for a body that is not what its content-encoding says, on every route', async () => {
+    const body = '{"target":{"type":"device","id":"d"},"payload":1}';
+    for (const [path] of bodyRoutes) {
+      for (const encoding of ['gzip', 'deflate']) {
+        const res = await call(h.url, 'POST', path, {
+          key: h.keys.admin,
+          rawBody: body,
+          headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+        });
+        const problem = assertProblem(res, 400, 'validation-error');
+        assert.deepEqual(
+          problem.errors?.map((e) => [e.in, e.field]),
+          [['header', 'content-encoding']],
+          `${encoding} ${path}`,
+        );
+      }
+    }
+    // A body that is what it says is read.
+    for (const [encoding, encode] of [
+      ['gzip', gzipSync],
+      ['deflate', deflateSync],
+    ] as const) {
+      const res = await fetch(`${h.url}/v1/publish`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${h.keys.admin}`,
+          'content-type': 'application/json',
+          'content-encoding': encoding,
+        },
+        body: encode(body),
+      });
+      assert.equal(res.status, 202, `${encoding}: ${await res.text()}`);
+    }
+  });
+
+  it('answers 413 at once to a body declared over the limit, and closes the connection unread', async () => {
+    for (const [path] of bodyRoutes) {
+      const { port } = new URL(h.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      let answer = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
+      const closed = once(socket, 'close');
+      try {
+        await once(socket, 'connect');
+        // 8 MB declared, 10 bytes sent, and the socket kept open: the client would send the rest.
+        socket.write(
+          [
+            `POST ${path} HTTP/1.1`,
+            'host: 127.0.0.1',
+            `authorization: Bearer ${h.keys.admin}`,
+            'content-type: application/json',
+            `content-length: ${8 * 1024 * 1024}`,
+            '',
+            '{"payload"',
+          ].join('\r\n'),
+        );
+        await within(closed, 5_000, `the answer to ${path} and the connection closed`);
+        const [head = '', text = ''] = answer.split('\r\n\r\n');
+        assert.match(head, /^HTTP\/1\.1 413 /, path);
+        assert.match(head, /\r\nconnection: close\r\n/i, path);
+        assert.match(head, /\r\ncontent-type: application\/problem\+json/i, path);
+        assert.equal(Problem.parse(JSON.parse(text)).type, `${PROBLEM_TYPE_BASE}body-too-large`, path);
+      } finally {
+        // A failure must not leave the API a connection to wait for at close.
+        socket.destroy();
+      }
     }
   });
 

@@ -51,7 +51,13 @@ async function spawnServer(h: ApiHarness, serverId: string, jwtSecret: string): 
     proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
     void exited.then(() => reject(new Error(`connection server exited early:\n${out}`)));
   });
-  return { proc, deviceUrl: await within(started, 30_000, 'the connection server to start'), exited };
+  try {
+    return { proc, deviceUrl: await within(started, 30_000, 'the connection server to start'), exited };
+  } catch (err) {
+    // Not the caller's yet: a server that never started must not keep the test process alive.
+    proc.kill('SIGKILL');
+    throw err;
+  }
 }
 
 describe('direct push when the connection server dies mid-request (kill -9)', () => {

@@ -35,16 +35,21 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
   const maxPayload = config.PUSHLINE_MAX_PAYLOAD_BYTES;
   const pushProblems = ['payload-too-large', 'json-too-deep', 'service-unavailable'] as const;
   /** What every direct push hands the router, once its payload is within the limit. */
-  const directMessage = (body: {
-    payload: unknown;
-    id?: string | undefined;
-    timeoutMs?: number | undefined;
-  }) => {
+  const directMessage = (
+    body: {
+      payload: unknown;
+      id?: string | undefined;
+      timeoutMs?: number | undefined;
+    },
+    /** The API key's id: the connection server remembers sent ids per origin. */
+    origin: string,
+  ) => {
     checkPayload(body.payload, 'payload', { maxBytes: maxPayload, maxDepth: config.PUSHLINE_MAX_JSON_DEPTH });
     return {
       messageId: body.id ?? randomUUID(),
       payload: body.payload,
       source: 'direct' as const,
+      origin,
       timeoutMs: body.timeoutMs ?? config.PUSHLINE_DELIVERY_TIMEOUT_MS,
       trace: injectTraceHeaders(),
     };
@@ -86,12 +91,13 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       problems: [...pushProblems, 'quota-exceeded'],
     },
     async ({ params, body, res }) => {
-      const msg = directMessage(body);
+      const origin = principalOf(res).id;
+      const msg = directMessage(body, origin);
       const { messageId: id, trace } = msg;
       const result = await route(ctx, () => ctx.router.toDevice(params.deviceId, msg));
       const settled = await settle(ctx, result, {
         id,
-        origin: principalOf(res).id,
+        origin,
         target: { type: 'device', id: params.deviceId },
         payload: body.payload,
         ttlSeconds: body.ttlSeconds,
@@ -125,9 +131,9 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       problems: pushProblems,
     },
     async ({ params, body, res }) => {
-      const msg = directMessage(body);
-      const { messageId: id, trace } = msg;
       const origin = principalOf(res).id;
+      const msg = directMessage(body, origin);
+      const { messageId: id, trace } = msg;
       let failed = 0;
       const results = await route(ctx, () =>
         ctx.router.toUser(params.userId, msg).catch((err: unknown) => {
@@ -178,8 +184,8 @@ export function registerPushRoutes(table: RouteTable, ctx: ApiContext): void {
       },
       problems: [...pushProblems, 'delivery-unknown'],
     },
-    async ({ params, body }) => {
-      const msg = directMessage(body);
+    async ({ params, body, res }) => {
+      const msg = directMessage(body, principalOf(res).id);
       const id = msg.messageId;
       const result = await route(ctx, () => ctx.router.toTopic(params.topic, msg), {
         // The server may have broadcast before it was lost: a retry could deliver twice.
