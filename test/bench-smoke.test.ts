@@ -59,9 +59,11 @@ test(
       [1, 2, 5, 4, 3, 7, 8, 9, 6].map((id) => [id, 'ok', undefined]),
     );
     for (const s of result.scenarios) assert.ok(s.rows.length > 0, `scenario ${s.id} reported no rows`);
-    // Memory, direct push, d2d, async, async with silent devices, reconnect storm, Redis restart.
-    assert.equal(result.targets.length, 7);
-    assert.equal(new Set(result.targets.map((t) => t.goal)).size, 7, 'one check per goal');
+    // Memory, connect CPU, direct push throughput / CPU / p99, d2d, async, fan-out CPU (issue 13 split
+    // direct push into three and added connect and fan-out), async with silent devices, reconnect
+    // storm, Redis restart.
+    assert.equal(result.targets.length, 11);
+    assert.equal(new Set(result.targets.map((t) => t.goal)).size, 11, 'one check per goal');
 
     const svg = await readFile(join(out, `${stem}.svg`), 'utf8');
     assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);

@@ -259,10 +259,15 @@ export class ChaosPlatform {
       }
       const apiPort = await freePort();
       this.#apiUrl = `http://127.0.0.1:${apiPort}`;
-      this.#api = new ChaosService('push-api', this.#apiUrl, join(logDir, 'push-api.log'), () => ({
+      // push-api answers /readyz on its ops port only; a free one, so runs side by side do not collide.
+      const apiOpsPort = await freePort();
+      const apiOpsUrl = `http://127.0.0.1:${apiOpsPort}`;
+      this.#api = new ChaosService('push-api', apiOpsUrl, join(logDir, 'push-api.log'), () => ({
         ...common(),
         PUSHLINE_API_HOST: '127.0.0.1',
         PUSHLINE_API_PORT: String(apiPort),
+        PUSHLINE_API_OPS_HOST: '127.0.0.1',
+        PUSHLINE_API_OPS_PORT: String(apiOpsPort),
         PUSHLINE_API_KEYS: `${this.apiKey}:admin`,
         // The per-key limiter protects a shared deployment; the suite is one client on purpose.
         PUSHLINE_API_RATE_PER_S: '1000000',

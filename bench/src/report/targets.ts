@@ -22,6 +22,20 @@ export function evaluateTargets(scenarios: readonly ScenarioResult[], stormGoal 
     pass: memoryPass,
   });
 
+  const ratioOf = (key: string) => get(key)?.ratio ?? null;
+  const judge = (value: number | null | undefined, ok: (v: number) => boolean) =>
+    value == null ? null : ok(value);
+
+  const connectCpu = get('capacity.cpu_per_connect');
+  checks.push({
+    goal: 'connect: server CPU per connect (all processes) ≤ 1.2× baseline',
+    measured:
+      connectCpu?.ratio == null
+        ? 'not measured'
+        : `${connectCpu.pushline} vs ${connectCpu.baseline} µs (${connectCpu.ratio}×)`,
+    pass: judge(connectCpu?.ratio, (r) => r <= 1.2),
+  });
+
   const direct = [...rows.values()].filter((r) => /^direct\.c\d+\.throughput$/.test(r.key));
   const peak = (side: 'baseline' | 'pushline') => Math.max(0, ...direct.map((r) => r[side] ?? 0));
   const directRatio =
@@ -29,33 +43,73 @@ export function evaluateTargets(scenarios: readonly ScenarioResult[], stormGoal 
       ? Math.round((peak('pushline') / peak('baseline')) * 100) / 100
       : null;
   checks.push({
-    goal: 'direct push throughput ≥ 1.0× baseline emit-with-ack (peak over concurrency levels)',
+    goal: 'direct push peak throughput ≥ 1.2× baseline emit-with-ack (peak over concurrency levels)',
     measured:
       directRatio === null
         ? 'not measured'
         : `${peak('pushline')} vs ${peak('baseline')} msg/s (${directRatio}×)`,
-    pass: directRatio === null ? null : directRatio >= 1.0,
+    pass: judge(directRatio, (r) => r >= 1.2),
+  });
+  const directCpu = [...rows.values()].filter((r) => /^direct\.c\d+\.cpu$/.test(r.key) && r.ratio != null);
+  const worstCpu = directCpu.length > 0 ? Math.max(...directCpu.map((r) => r.ratio as number)) : null;
+  checks.push({
+    goal: 'direct push server CPU per delivered push (all processes) ≤ 1.0× baseline, at every concurrency',
+    measured:
+      worstCpu === null
+        ? 'not measured'
+        : directCpu
+            .map((r) => `${r.metric.split(' ')[0]} ${r.pushline} vs ${r.baseline} µs (${r.ratio}×)`)
+            .join('; '),
+    pass: judge(worstCpu, (r) => r <= 1.0),
+  });
+  const p99c100 = get('direct.c100.p99');
+  checks.push({
+    goal: 'direct push p99 ≤ 1.2× baseline at c=100',
+    measured:
+      p99c100?.ratio == null
+        ? 'not measured'
+        : `${p99c100.pushline} vs ${p99c100.baseline} ms (${p99c100.ratio}×)`,
+    pass: judge(ratioOf('direct.c100.p99'), (r) => r <= 1.2),
   });
 
-  const d2d = get('d2d.r1000.p99');
+  const d2dP50 = get('d2d.r1000.p50')?.pushline;
+  const d2dP99 = get('d2d.r1000.p99');
+  const d2dCpu = get('d2d.r1000.cpu');
   checks.push({
-    goal: 'device-to-device p99 ≤ 4 ms at 1k msg/s',
+    goal: 'device-to-device across two servers at 1k msg/s: p50 ≤ 1 ms, p99 ≤ 4 ms, CPU per message ≤ 1.5× baseline',
     measured:
-      d2d?.pushline == null
+      d2dP99?.pushline == null
         ? 'not measured'
-        : `p99 ${d2d.pushline} ms (p50 ${get('d2d.r1000.p50')?.pushline ?? '—'} ms; baseline p99 ${d2d.baseline ?? '—'} ms)`,
-    pass: d2d?.pushline == null ? null : d2d.pushline <= 4,
+        : `p50 ${d2dP50 ?? '—'} ms, p99 ${d2dP99.pushline} ms (baseline p99 ${d2dP99.baseline ?? '—'} ms); CPU ${d2dCpu?.pushline ?? '—'} vs ${d2dCpu?.baseline ?? '—'} µs (${d2dCpu?.ratio ?? '—'}×)`,
+    pass:
+      d2dP99?.pushline == null || d2dP50 == null || d2dCpu?.ratio == null
+        ? null
+        : d2dP50 <= 1 && d2dP99.pushline <= 4 && d2dCpu.ratio <= 1.5,
   });
 
   const asyncMax = get('async.max_deliveries_per_s')?.pushline;
   const asyncP99 = get('async.half_p99')?.pushline;
+  const asyncCpu = get('async.max_cpu')?.pushline;
   checks.push({
-    goal: 'async path ≥ 20k msg/s delivered, p99 ≤ 50 ms at half of max',
+    goal: 'async path ≥ 15k msg/s delivered and acked, p99 ≤ 50 ms at half of max, platform CPU per delivery ≤ 100 µs',
     measured:
       asyncMax == null
         ? 'not measured'
-        : `${asyncMax} msg/s max; p99 ${asyncP99 ?? '—'} ms at ${get('async.half_rate')?.pushline ?? '—'} msg/s`,
-    pass: asyncMax == null || asyncP99 == null ? null : asyncMax >= 20_000 && asyncP99 <= 50,
+        : `${asyncMax} msg/s max; p99 ${asyncP99 ?? '—'} ms at ${get('async.half_rate')?.pushline ?? '—'} msg/s; ${asyncCpu ?? '—'} µs per delivery`,
+    pass:
+      asyncMax == null || asyncP99 == null || asyncCpu == null
+        ? null
+        : asyncMax >= 15_000 && asyncP99 <= 50 && asyncCpu <= 100,
+  });
+
+  const fanoutCpu = get('fanout.cpu');
+  checks.push({
+    goal: 'fan-out: server CPU per delivery ≤ 1.2× baseline',
+    measured:
+      fanoutCpu?.ratio == null
+        ? 'not measured'
+        : `${fanoutCpu.pushline} vs ${fanoutCpu.baseline} µs (${fanoutCpu.ratio}×)`,
+    pass: judge(fanoutCpu?.ratio, (r) => r <= 1.2),
   });
 
   const silentP99 = get('async_silent.half_p99')?.pushline;

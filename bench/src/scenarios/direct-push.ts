@@ -229,7 +229,7 @@ function render(
     ],
     notes: [
       `${devices} connected devices on one server, pushed round-robin by ${levels.join('/')} concurrent HTTP clients (keep-alive) in a separate process.`,
-      `Baseline: ${baseLabel ?? 'not run'}. Pushline headline: ${pushLabel ?? 'not run'} (registry lookup with cache, then the connection server's internal delivery endpoint).`,
+      `Baseline: ${baseLabel ?? 'not run'}. Pushline headline: ${pushLabel ?? 'not run'} (registry lookup with cache, then a deliver call over the internal channel to the connection server).`,
       'Latency is request start → response with the device ack, for delivered messages only; every other outcome is listed in details.',
     ],
     details: Object.fromEntries(

@@ -139,7 +139,7 @@ export const fanout: Scenario = {
       ],
       notes: [
         `${n} subscribers of one topic, ${broadcasts} broadcasts sent one after another, each waiting for every ack (timeout 10 s).`,
-        'Baseline: one process, `io.to(room).timeout().emitWithAck()`. Pushline: subscribers spread over two connection servers; one internal broadcast call reaches both through the Redis adapter.',
+        'Baseline: one process, `io.to(room).timeout().emitWithAck()`. Pushline: subscribers spread over two connection servers; each broadcast is a push-api topic request, whose one broadcast call over the internal channel reaches both servers through the Redis adapter.',
         'deliveries/s = device receipts / (first broadcast sent → last receipt).',
       ],
       details: results,

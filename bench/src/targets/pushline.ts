@@ -228,8 +228,6 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
     const registry = new RedisDeviceRegistry({ redis, keyPrefix: `bench:${run}:` });
 
     let producer: Promise<Producer> | undefined;
-    const authHeader = { authorization: `Bearer ${internalToken}` };
-    const first = servers[0] as ConnectionServerProcess;
     const directPush: HttpPushSpec[] = [];
     if (apiUrl) {
       directPush.push({
@@ -240,15 +238,6 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         bodyTemplate: '{"payload":{"t0":{t0}}}',
       });
     }
-    // The connection server's own delivery endpoint: the hop push-api makes after its registry lookup.
-    directPush.push({
-      label: 'pushline connection-server /internal/v1/deliver',
-      baseUrl: first.internalUrl,
-      pathTemplate: '/internal/v1/deliver',
-      headers: authHeader,
-      bodyTemplate:
-        '{"messageId":"{id}","deviceId":"{device}","payload":{"t0":{t0}},"source":"direct","timeoutMs":5000}',
-    });
 
     return {
       name: 'pushline',
@@ -333,16 +322,12 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
         return { rssBytes: await readRssBytes(server.process.pid), heapUsedBytes: heap };
       },
       async broadcast(topic: string, payload: unknown): Promise<BroadcastAnswer> {
-        const live = servers.find((s) => s.process.isRunning()) ?? first;
-        const res = await fetch(`${live.internalUrl}/internal/v1/broadcast`, {
+        // Through push-api, which makes one broadcast call over the channel to one live server.
+        if (!apiUrl) throw new Error('the fan-out needs push-api');
+        const res = await fetch(`${apiUrl}/v1/topics/${encodeURIComponent(topic)}/messages`, {
           method: 'POST',
-          headers: { ...authHeader, 'content-type': 'application/json' },
-          body: JSON.stringify({
-            messageId: `bc-${randomBytes(6).toString('hex')}`,
-            topic,
-            payload,
-            timeoutMs: 10_000,
-          }),
+          headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ id: `bc-${randomBytes(6).toString('hex')}`, payload, timeoutMs: 10_000 }),
         });
         if (!res.ok) throw new Error(`broadcast answered ${res.status}: ${await res.text()}`);
         return BroadcastResult.parse(await res.json());

@@ -70,7 +70,7 @@ export const commonEnvShape = {
     .string()
     .min(16, 'must be at least 16 characters')
     .describe(
-      'Shared secret that services present to each other on internal endpoints (delivery, broadcast).',
+      "Shared secret that services present to each other at the internal channel's handshake (deliveries, broadcasts, device-to-device).",
     ),
   PUSHLINE_MAX_JSON_DEPTH: positiveInt(DEFAULT_MAX_JSON_DEPTH)
     .pipe(z.number().max(JSON_DEPTH_CEILING, `must be at most ${JSON_DEPTH_CEILING}`))
@@ -88,6 +88,17 @@ export const offlineQuotaEnvShape = {
   PUSHLINE_OFFLINE_QUOTA_BYTES: positiveInt(268435456).describe(
     'Bytes of stored messages (their JSON) one API key may have in Redis at once; past it a store is refused (quota-exceeded).',
   ),
+} as const;
+
+/** Read by every service that calls connection servers over the internal channel. */
+export const internalChannelClientEnvShape = {
+  PUSHLINE_INTERNAL_TLS_CA: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "Path of a PEM file with the certificate(s) trusted for connection servers' internal ports when they serve TLS (an https PUSHLINE_INTERNAL_URL). Default: the system's trusted roots.",
+    ),
 } as const;
 
 export const commonEnv = z.object(commonEnvShape);

@@ -1,9 +1,10 @@
 import { z } from 'zod';
-import { commonEnvShape } from './common.ts';
+import { commonEnvShape, internalChannelClientEnvShape } from './common.ts';
 import { bool, hmacKeySet, nonNegativeInt, port, positiveInt } from './fields.ts';
 
 export const connectionServerEnv = z.object({
   ...commonEnvShape,
+  ...internalChannelClientEnvShape,
   PUSHLINE_SERVER_ID: z
     .string()
     .regex(/^[a-zA-Z0-9._-]+$/, 'may only hold letters, digits, ".", "_" and "-"')
@@ -16,15 +17,27 @@ export const connectionServerEnv = z.object({
   PUSHLINE_INTERNAL_HOST: z
     .string()
     .default('127.0.0.1')
-    .describe('Interface of the internal port (delivery, health, metrics).'),
+    .describe('Interface of the internal port (the internal channel, health, metrics).'),
   PUSHLINE_INTERNAL_PORT: port(7071).describe(
-    'Internal port: delivery endpoint, /healthz, /readyz, /metrics. 0 picks a free port.',
+    'Internal port: the internal channel (/internal/v1/channel), /healthz, /readyz, /metrics. 0 picks a free port.',
   ),
+  PUSHLINE_INTERNAL_TLS_CERT: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'Path of a PEM certificate (chain): the internal port serves TLS with it (channel, health and metrics alike) and its default URL becomes https. Set with PUSHLINE_INTERNAL_TLS_KEY; callers trust it through PUSHLINE_INTERNAL_TLS_CA.',
+    ),
+  PUSHLINE_INTERNAL_TLS_KEY: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('Path of the PEM private key of PUSHLINE_INTERNAL_TLS_CERT.'),
   PUSHLINE_INTERNAL_URL: z
     .url()
     .optional()
     .describe(
-      'URL other services use to reach the internal port. Default: http://<internal host>:<internal port>.',
+      'URL other services use to reach the internal port. Default: http://<internal host>:<internal port> (https with PUSHLINE_INTERNAL_TLS_CERT).',
     ),
   PUSHLINE_PUBLIC_URL: z
     .url()

@@ -1,9 +1,10 @@
 import { z } from 'zod';
-import { commonEnvShape, offlineQuotaEnvShape } from './common.ts';
+import { commonEnvShape, internalChannelClientEnvShape, offlineQuotaEnvShape } from './common.ts';
 import { nonNegativeInt, port, positiveInt } from './fields.ts';
 
 export const messageProcessorEnv = z.object({
   ...commonEnvShape,
+  ...internalChannelClientEnvShape,
   PUSHLINE_PROCESSOR_GROUP_ID: z
     .string()
     .default('pushline-message-processor')

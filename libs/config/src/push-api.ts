@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonEnvShape, offlineQuotaEnvShape } from './common.ts';
+import { commonEnvShape, internalChannelClientEnvShape, offlineQuotaEnvShape } from './common.ts';
 import { port, positiveInt } from './fields.ts';
 
 export const API_SCOPES = ['push', 'publish', 'presence', 'admin'] as const;
@@ -48,6 +48,7 @@ export const apiKeys = z
 
 export const pushApiEnv = z.object({
   ...commonEnvShape,
+  ...internalChannelClientEnvShape,
   PUSHLINE_API_HOST: z.string().default('0.0.0.0').describe('Interface the HTTP API binds to.'),
   PUSHLINE_API_PORT: port(8080).describe('Port of the HTTP API. 0 picks a free port.'),
   PUSHLINE_API_KEYS: apiKeys.describe(

@@ -1,18 +1,29 @@
 import type { RoutedResult } from './types.ts';
 
-/** Why a call to a connection server's internal endpoint failed without a usable answer. */
+/** Why a call to a connection server over the internal channel failed without a usable answer. */
 export type TransportFailure =
-  /** The connection to the server could not be opened: the request never left. */
+  /** The channel to the server could not be opened: the call never left. */
   | 'server_unreachable'
-  /** No answer within the request's timeout plus the transport's margin; it may have been acted on. */
+  /** No answer within the call's timeout plus the transport's margin; it may have been acted on. */
   | 'server_timeout'
-  /** The connection broke after the request was sent; the server may have acted on it. */
+  /** The channel broke after the call was written; the server may have acted on it. */
   | 'server_lost'
-  /** The server answered with a non-2xx status. */
-  | 'http_status'
-  /** A 2xx answer whose body is not the agreed JSON. */
+  /** The server refused the internal token at the channel's handshake. */
+  | 'unauthorized'
+  /** The server does not speak this channel version (or has no channel). */
+  | 'incompatible'
+  /** The server refused the call as outside the contract (a bug on the calling side). */
+  | 'invalid_request'
+  /** The server answered outside the contract. */
   | 'invalid_response'
-  /** Anything else on the socket (a body too large, a closed transport). */
+  /** Handling the call threw on the server (a broadcast through a failing adapter). */
+  | 'server_error'
+  /**
+   * The call never left: the channel to the server had no credit for it (the server has as many
+   * calls in hand as it allows) until the call's deadline, or too many calls were waiting already.
+   */
+  | 'overloaded'
+  /** The transport is closed. */
   | 'network';
 
 /**
@@ -24,32 +35,26 @@ export class DeliveryTransportError extends Error {
   override readonly name: string = 'DeliveryTransportError';
   readonly failure: TransportFailure;
   readonly serverUrl: string;
-  /** HTTP status, when the server answered. */
-  readonly status: number | undefined;
 
-  constructor(
-    message: string,
-    details: { failure: TransportFailure; serverUrl: string; status?: number; cause?: unknown },
-  ) {
+  constructor(message: string, details: { failure: TransportFailure; serverUrl: string; cause?: unknown }) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.failure = details.failure;
     this.serverUrl = details.serverUrl;
-    this.status = details.status;
   }
 }
 
 /**
- * The server rejected our internal token (HTTP 401): a deployment error (token mismatch between
- * services), never a device outcome, so callers surface it loudly instead of retrying.
+ * The server refused our internal token at the channel's handshake (HTTP 401): a deployment error
+ * (token mismatch between services), never a device outcome, so callers surface it loudly instead
+ * of retrying.
  */
 export class InternalAuthError extends DeliveryTransportError {
   override readonly name = 'InternalAuthError';
 
   constructor(serverUrl: string) {
-    super(`connection server ${serverUrl} rejected the internal token (401)`, {
-      failure: 'http_status',
+    super(`connection server ${serverUrl} refused the internal token`, {
+      failure: 'unauthorized',
       serverUrl,
-      status: 401,
     });
   }
 }

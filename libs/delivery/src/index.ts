@@ -1,10 +1,10 @@
-export type { BatchDeliveryTransport, DeliveryTransport, OutgoingMessage, RoutedResult } from './types.ts';
+export type { DeliveryTransport, OutgoingMessage, RoutedResult } from './types.ts';
 export { DeliveryTransportError, InternalAuthError, PartialDeliveryError } from './errors.ts';
 export type { TransportFailure } from './errors.ts';
-export { HttpDeliveryTransport, DELIVER_PATH, DELIVER_BATCH_PATH, BROADCAST_PATH } from './http-transport.ts';
-export { CoalescingDeliveryTransport } from './coalescing-transport.ts';
-export type { CoalescingDeliveryTransportOptions } from './coalescing-transport.ts';
-export type { HttpDeliveryTransportOptions } from './http-transport.ts';
+export { ChannelDeliveryTransport, channelUrl } from './channel/client.ts';
+export type { ChannelTransportOptions } from './channel/client.ts';
+export { ChannelServer } from './channel/server.ts';
+export type { ChannelHandlers, ChannelServerOptions } from './channel/server.ts';
 export { DeviceLocator } from './locator.ts';
 export type { DeviceLocatorOptions, LocatorStats } from './locator.ts';
 export { MessageRouter } from './router.ts';

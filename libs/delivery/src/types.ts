@@ -4,18 +4,21 @@ import type {
   DeliverRequest,
   DeliverResult,
   DeliverySource,
+  ReplacedNotice,
+  ReplacedResult,
   TraceContext,
 } from '@pushline/protocol';
 
 /** How a message reaches the connection server that holds a device (or any server, for a topic). */
 export interface DeliveryTransport {
   /**
-   * Never throws for device outcomes. A server the request could not reach (connection refused)
-   * gives `{ outcome: 'not_connected', reason: 'server_unreachable' }`: known not delivered. A
-   * connection that broke after the request was sent gives `{ outcome: 'timeout', reason:
-   * 'server_lost' }`, and no answer within `req.timeoutMs` plus a margin `{ outcome: 'timeout',
-   * reason: 'server_timeout' }`: both may have been delivered (`TransportReason`). Throws
-   * `InternalAuthError` on 401 and `DeliveryTransportError` for any other failure.
+   * Never throws for device outcomes. A server the call could not reach (its channel could not
+   * be opened) gives `{ outcome: 'not_connected', reason: 'server_unreachable' }`: known not
+   * delivered. A channel that broke after the call was written gives `{ outcome: 'timeout',
+   * reason: 'server_lost' }`, and no answer within `req.timeoutMs` plus a margin `{ outcome:
+   * 'timeout', reason: 'server_timeout' }`: both may have been delivered (`TransportReason`).
+   * Throws `InternalAuthError` when the server refuses the internal token and
+   * `DeliveryTransportError` for any other failure.
    */
   deliver(serverUrl: string, req: DeliverRequest): Promise<DeliverResult>;
   /**
@@ -23,16 +26,12 @@ export interface DeliveryTransport {
    * try another server), `server_lost` or `server_timeout` (subscribers may have it), ...
    */
   broadcast(serverUrl: string, req: BroadcastRequest): Promise<BroadcastResult>;
-  close(): Promise<void>;
-}
-
-/** A transport that can hand many deliveries to one server in one exchange. */
-export interface BatchDeliveryTransport extends DeliveryTransport {
   /**
-   * One promise per request, in request order, each settled as soon as its own outcome is known,
-   * with the same outcomes and errors as `deliver`.
+   * Tells a server that a device it held has connected elsewhere, so it closes that connection
+   * if it is still `notice.connectionId`. Throws `DeliveryTransportError` when it gets no answer.
    */
-  deliverEach(serverUrl: string, reqs: readonly DeliverRequest[]): Promise<DeliverResult>[];
+  replaced(serverUrl: string, notice: ReplacedNotice): Promise<ReplacedResult>;
+  close(): Promise<void>;
 }
 
 /** A message to route, before the router knows which device, connection or server gets it. */

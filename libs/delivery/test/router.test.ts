@@ -17,13 +17,13 @@ import {
 } from '@pushline/telemetry';
 import { testInfra, uniquePrefix } from '@pushline/testkit';
 import {
+  ChannelDeliveryTransport,
   DeviceLocator,
-  HttpDeliveryTransport,
   MessageRouter,
   PartialDeliveryError,
   type OutgoingMessage,
 } from '@pushline/delivery';
-import { closedPortUrl, startStubServer, type StubServer } from './internal-server.ts';
+import { closedPortUrl, startStubServer, type StubServer } from './channel-stub.ts';
 import { CountingRegistry, deviceRecord, serverLoad } from './registry-fixtures.ts';
 
 const TOKEN = 'internal-token-for-tests-0123456789';
@@ -39,7 +39,7 @@ describe('MessageRouter', () => {
   let registry: CountingRegistry;
   let serverA: StubServer;
   let serverB: StubServer;
-  let transport: HttpDeliveryTransport;
+  let transport: ChannelDeliveryTransport;
   let locator: DeviceLocator;
   let metrics: Registry;
   let router: MessageRouter;
@@ -65,7 +65,7 @@ describe('MessageRouter', () => {
     );
     serverA = await startStubServer({ token: TOKEN, serverId: 'srv-a' });
     serverB = await startStubServer({ token: TOKEN, serverId: 'srv-b' });
-    transport = new HttpDeliveryTransport({ internalToken: TOKEN, logger: silentLogger() });
+    transport = new ChannelDeliveryTransport({ internalToken: TOKEN, logger: silentLogger() });
     metrics = createMetricsRegistry({}, false);
     locator = new DeviceLocator({ registry, tracer });
     router = new MessageRouter({ locator, registry, transport, tracer, logger: silentLogger(), metrics });
@@ -87,9 +87,7 @@ describe('MessageRouter', () => {
   }
 
   function delivered(server: StubServer): DeliverRequest[] {
-    return server.requests
-      .filter((r) => r.path === '/internal/v1/deliver')
-      .map((r) => r.body as DeliverRequest);
+    return server.calls.filter((c) => c.op === 'deliver').map((c) => c.req as DeliverRequest);
   }
 
   async function deliveriesCounted(outcome: string): Promise<number> {
@@ -127,7 +125,7 @@ describe('MessageRouter', () => {
       deviceId: 'ghost',
       attempts: 1,
     });
-    assert.equal(serverA.requests.length + serverB.requests.length, 0);
+    assert.equal(serverA.calls.length + serverB.calls.length, 0);
     assert.equal(await deliveriesCounted('not_connected'), 1);
   });
 
@@ -194,7 +192,7 @@ describe('MessageRouter', () => {
     );
   });
 
-  it('hands devices of its own server to local delivery without HTTP', async () => {
+  it('hands devices of its own server to local delivery without the channel', async () => {
     await connect(serverA, 'dev-1', 'c-a');
     const local: DeliverRequest[] = [];
     router = new MessageRouter({
@@ -214,7 +212,7 @@ describe('MessageRouter', () => {
     const result = await router.toDevice('dev-1', message());
     assert.equal(result.outcome, 'delivered');
     assert.equal(local[0]?.connectionId, 'c-a');
-    assert.equal(serverA.requests.length, 0);
+    assert.equal(serverA.calls.length, 0);
   });
 
   it('traces resolve, registry lookup (on a miss only) and a client deliver span under the caller', async () => {
@@ -279,10 +277,19 @@ describe('MessageRouter', () => {
   it('reports a user fan-out where one server misbehaves as a PartialDeliveryError', async () => {
     await connect(serverA, 'phone', 'c-phone', 'alice');
     await connect(serverB, 'laptop', 'c-laptop', 'alice');
-    serverB.onRequest = (_req, res) => {
-      res.writeHead(500).end('boom');
-      return true;
-    };
+    // A server that refuses the internal token makes that device's call throw.
+    await serverB.close();
+    serverB = await startStubServer({ token: 'another-token-0123456789abcdef', serverId: 'srv-b' });
+    await registry.register(
+      deviceRecord({
+        deviceId: 'laptop',
+        userId: 'alice',
+        connectionId: 'c-laptop',
+        serverId: 'srv-b',
+        serverUrl: serverB.url,
+      }),
+      60,
+    );
     await assert.rejects(router.toUser('alice', message()), (err: unknown) => {
       assert.ok(err instanceof PartialDeliveryError);
       assert.equal(err.errors.length, 1);
@@ -305,8 +312,8 @@ describe('MessageRouter', () => {
       const result = await router.toTopic('news', message({ messageId: `b-${i}` }));
       assert.equal(result.delivered, 3);
     }
-    assert.equal(serverA.requests.length, 0);
-    const sent = serverB.requests[0]?.body as { topic?: string; messageId?: string };
+    assert.equal(serverA.calls.length, 0);
+    const sent = serverB.calls[0]?.req as { topic?: string; messageId?: string };
     assert.deepEqual([sent.topic, sent.messageId], ['news', 'b-0']);
     assert.equal(registry.liveServerReads, 1, 'the live-server list is reused for a short while');
   });

@@ -11,7 +11,7 @@ export type DeliveryOutcome = z.infer<typeof DeliveryOutcome>;
 export const DeliverySource = z.enum(['direct', 'async', 'd2d', 'offline']);
 export type DeliverySource = z.infer<typeof DeliverySource>;
 
-/** Internal: POST /internal/v1/deliver on the connection server that holds the device. */
+/** Internal: a `deliver` call over the channel to the connection server that holds the device. */
 export const DeliverRequest = z.object({
   messageId: MessageId,
   deviceId: Identifier,
@@ -42,14 +42,14 @@ export const DeliverRequest = z.object({
 export type DeliverRequest = z.infer<typeof DeliverRequest>;
 
 /**
- * Reasons a caller of the internal delivery endpoint gives when it has no answer from the
- * connection server. Whether the message may have reached the device decides the outcome:
- * - `server_unreachable` (outcome `not_connected`): the connection to the server could not be
- *   opened, so the request never left the caller. Known not delivered.
+ * Reasons a caller of the internal channel gives when it has no answer from the connection
+ * server. Whether the message may have reached the device decides the outcome:
+ * - `server_unreachable` (outcome `not_connected`): the channel to the server could not be
+ *   opened, so the call never left the caller. Known not delivered.
  * - `server_timeout` (outcome `timeout`): the server gave no answer within the request's
  *   `timeoutMs` plus a margin. May have been delivered.
- * - `server_lost` (outcome `timeout`): the connection to the server broke after the request was
- *   sent (the server died or restarted mid-request). May have been delivered.
+ * - `server_lost` (outcome `timeout`): the channel to the server broke after the call was
+ *   written (the server died or restarted mid-call). May have been delivered.
  * A `timeout` is therefore the "may have been delivered" outcome on every path; a caller that
  * tries again must reuse the message id so the device can drop the duplicate.
  */
@@ -66,58 +66,7 @@ export const DeliverResult = z.object({
 });
 export type DeliverResult = z.infer<typeof DeliverResult>;
 
-/** Most items one `POST /internal/v1/deliver-batch` may carry. */
-export const DELIVER_BATCH_MAX = 500;
-
-/**
- * Internal: POST /internal/v1/deliver-batch on the connection server that holds the devices. Each
- * item is delivered on its own (own ack, own timeout), all at once; the caller puts at most one
- * item per device in a batch when their order matters.
- */
-export const DeliverBatchRequest = z.object({
-  items: z.array(DeliverRequest).min(1).max(DELIVER_BATCH_MAX),
-});
-export type DeliverBatchRequest = z.infer<typeof DeliverBatchRequest>;
-
-/**
- * `DeliverRequest` and `DeliverBatchRequest` for a body straight out of `JSON.parse`, which can only
- * hold JSON values: the same fields and limits, but the payload is not walked a second time (the
- * recursive JSON check is most of the per-item parse cost of a batch).
- */
-export const DeliverRequestFromJson = DeliverRequest.extend({
-  payload: z.custom<z.infer<typeof JsonPayload>>((v) => v !== undefined, { message: 'payload is required' }),
-});
-export const DeliverBatchRequestFromJson = z.object({
-  items: z.array(DeliverRequestFromJson).min(1).max(DELIVER_BATCH_MAX),
-});
-
-/**
- * One result per item, in item order; sent when the last item has its outcome. The answer to a
- * caller that does not ask for the streamed form (`DELIVER_BATCH_STREAM_TYPE`).
- */
-export const DeliverBatchResult = z.object({ results: z.array(DeliverResult) });
-export type DeliverBatchResult = z.infer<typeof DeliverBatchResult>;
-
-/**
- * Media type of the streamed deliver-batch answer. A caller that lists it in `accept` gets one
- * `DeliverBatchLine` per item, newline-delimited, each written as soon as that item has its outcome
- * (in completion order, not item order); the response ends after the last line. A server from
- * before the streamed form ignores `accept` and answers `DeliverBatchResult` as `application/json`.
- */
-export const DELIVER_BATCH_STREAM_TYPE = 'application/x-ndjson';
-
-/** One line of the streamed deliver-batch answer: the outcome of item `index` of the request. */
-export const DeliverBatchLine = z.object({
-  index: z
-    .number()
-    .int()
-    .nonnegative()
-    .max(DELIVER_BATCH_MAX - 1),
-  result: DeliverResult,
-});
-export type DeliverBatchLine = z.infer<typeof DeliverBatchLine>;
-
-/** Internal: POST /internal/v1/broadcast on any connection server; reaches a topic's subscribers on every server. */
+/** Internal: a `broadcast` call over the channel to any connection server; reaches a topic's subscribers on every server. */
 export const BroadcastRequest = z.object({
   messageId: MessageId,
   topic: Identifier,

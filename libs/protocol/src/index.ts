@@ -12,16 +12,25 @@ export {
   DeliverRequest,
   DeliverResult,
   TransportReason,
-  DELIVER_BATCH_MAX,
-  DeliverBatchRequest,
-  DeliverRequestFromJson,
-  DeliverBatchRequestFromJson,
-  DeliverBatchResult,
-  DELIVER_BATCH_STREAM_TYPE,
-  DeliverBatchLine,
   BroadcastRequest,
   BroadcastResult,
 } from './delivery.ts';
+export {
+  CHANNEL_PATH,
+  CHANNEL_VERSION,
+  CHANNEL_PROTOCOL,
+  CHANNEL_WINDOW_HEADER,
+  CHANNEL_MAX_FRAME_CALLS,
+  CHANNEL_ENVELOPE_DEPTH,
+  ReplacedNotice,
+  ReplacedResult,
+  ChannelCall,
+  ChannelCallsFrame,
+  ChannelErrorCode,
+  ChannelResult,
+  ChannelResultsFrame,
+} from './channel.ts';
+export type { ChannelOp } from './channel.ts';
 export {
   DEVICE_PROTOCOL_VERSION,
   DeviceEvents,

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from '@pushline/telemetry';
 import { closeOnce } from './lifecycle.ts';
@@ -15,6 +16,8 @@ export interface OpsServerOptions {
   readonly metrics: Registry;
   readonly ready: ReadinessCheck;
   readonly routes?: ExtraRoute;
+  /** Serve HTTPS with this certificate and key (PEM) instead of plain HTTP. */
+  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer } | undefined;
 }
 
 /**
@@ -29,12 +32,15 @@ export class OpsServer {
 
   constructor(options: OpsServerOptions) {
     this.#options = options;
-    this.#server = createServer((req, res) => {
+    const handle = (req: IncomingMessage, res: ServerResponse) => {
       this.#handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) sendJson(res, 500, { error: String(err) });
         else res.destroy();
       });
-    });
+    };
+    this.#server = options.tls
+      ? createTlsServer({ cert: options.tls.cert, key: options.tls.key }, handle)
+      : createServer(handle);
     this.#server.keepAliveTimeout = 65_000;
     this.close = closeOnce(() => this.#close());
   }
@@ -58,7 +64,8 @@ export class OpsServer {
     });
     const address = this.#server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    this.#url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`;
+    const scheme = this.#options.tls ? 'https' : 'http';
+    this.#url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`;
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -7,7 +7,6 @@ export type { TokenVerifier } from './auth.ts';
 export { defaultTopicAuthorizer, topicRoom } from './subscriptions.ts';
 export type { TopicAuthorizer } from './subscriptions.ts';
 export type { D2dPolicy } from './d2d.ts';
-export { INTERNAL_ROUTES } from './internal-api.ts';
 export { assembleConnectionServer, connectionServerId } from './assemble.ts';
 export type { AssembleConnectionServerOptions, AssembledConnectionServer } from './assemble.ts';
 export { LoadAgent, agentReply, assessLoad } from './load-agent.ts';

@@ -42,7 +42,6 @@ export interface ConnectionServerMetrics {
   readonly reconnectHints: Counter<'reason'>;
   readonly loopFailures: Counter<'loop'>;
   readonly loopRuns: Counter<'loop'>;
-  readonly internalRequests: Counter<'route' | 'status'>;
 }
 
 /**
@@ -80,9 +79,6 @@ export const CONNECTION_SERVER_LABELS = {
   requestEvents: [...DEVICE_REQUEST_EVENTS, 'unknown'],
   requestRefusals: ['no_ack', 'unknown_event', 'invalid_request', 'too_deep', 'rate_limited'],
   broadcastResults: ['complete', 'partial_timeout'],
-  /** The keys of `INTERNAL_ROUTES`. */
-  internalRoutes: ['deliver', 'deliverBatch', 'broadcast', 'replaced'],
-  internalStatuses: ['200', '400', '401', '405', '413'],
 } as const;
 
 export function createMetrics(registry: Registry, connectionCount: () => number): ConnectionServerMetrics {
@@ -201,12 +197,6 @@ export function createMetrics(registry: Registry, connectionCount: () => number)
       name: 'pushline_loop_runs_total',
       help: 'Completed iterations of background loops, to see that they run at all.',
       labels: { loop: L.loopsWithRuns },
-      registry,
-    }),
-    internalRequests: stageCounter({
-      name: 'pushline_internal_requests_total',
-      help: 'Requests to the internal delivery API, by route and status.',
-      labels: { route: L.internalRoutes, status: L.internalStatuses },
       registry,
     }),
   };

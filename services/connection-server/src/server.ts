@@ -1,9 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ConfigError, topicNames, type ConnectionServerConfig } from '@pushline/config';
 import {
-  CoalescingDeliveryTransport,
+  ChannelDeliveryTransport,
+  ChannelServer,
+  DeliveryTransportError,
   DeviceLocator,
-  HttpDeliveryTransport,
   MessageRouter,
   type DeliveryTransport,
 } from '@pushline/delivery';
@@ -29,7 +31,6 @@ import { connectionOf, DeviceConnection } from './connection.ts';
 import { DeviceToDevice } from './d2d.ts';
 import { LocalDelivery } from './delivery.ts';
 import { handshakeMiddleware } from './handshake.ts';
-import { INTERNAL_ROUTES, internalApiRoutes } from './internal-api.ts';
 import { Liveness } from './liveness.ts';
 import { LoadReporter } from './load-report.ts';
 import { LocalDevices } from './local-devices.ts';
@@ -60,7 +61,7 @@ export interface ConnectionServerDeps {
   readonly tracer: Tracer;
   /** Store-and-forward; drained to a device right after it connects, before live messages. */
   readonly inbox?: OfflineInbox;
-  /** How device-to-device messages reach other servers. Default: an owned HttpDeliveryTransport. */
+  /** How device-to-device messages and replaced notices reach other servers. Default: an owned ChannelDeliveryTransport. */
   readonly transport?: DeliveryTransport;
   /** Who may subscribe to what. Default: the `topics` claim and the device's own `user:<uid>` topics. */
   readonly authorizeTopic?: TopicAuthorizer;
@@ -73,7 +74,7 @@ export interface ConnectionServer {
   readonly serverId: string;
   /** Where devices connect (socket.io, default path /socket.io). */
   readonly deviceUrl: string;
-  /** Base URL of the internal API (deliver, broadcast, health, metrics). */
+  /** Base URL of the internal port (the internal channel, health, metrics). */
   readonly internalUrl: string;
   readonly connectionCount: number;
   /** Handshakes in flight: connections opened whose device has not authenticated yet. */
@@ -81,7 +82,7 @@ export interface ConnectionServer {
   /** Started and not draining: what /readyz answers, and what the load-balancer agent reports. */
   readonly ready: boolean;
   deliverLocal(req: DeliverRequest): Promise<DeliverResult>;
-  /** Sends to a topic's subscribers on every server (what POST /internal/v1/broadcast does). */
+  /** Sends to a topic's subscribers on every server (what a channel `broadcast` call does). */
   broadcast(req: BroadcastRequest): Promise<BroadcastResult>;
 }
 
@@ -102,6 +103,18 @@ export function validateConnectionServerConfig(config: ConnectionServerConfig): 
     issues.push({
       variable: 'PUSHLINE_LIFETIME_JITTER_S',
       message: 'must be below PUSHLINE_MAX_CONNECTION_LIFETIME_S',
+    });
+  }
+  if (
+    (config.PUSHLINE_INTERNAL_TLS_CERT === undefined) !==
+    (config.PUSHLINE_INTERNAL_TLS_KEY === undefined)
+  ) {
+    issues.push({
+      variable:
+        config.PUSHLINE_INTERNAL_TLS_CERT === undefined
+          ? 'PUSHLINE_INTERNAL_TLS_CERT'
+          : 'PUSHLINE_INTERNAL_TLS_KEY',
+      message: 'PUSHLINE_INTERNAL_TLS_CERT and PUSHLINE_INTERNAL_TLS_KEY must be set together',
     });
   }
   if (config.PUSHLINE_DEVICE_REQUEST_BURST < config.PUSHLINE_MAX_TOPICS_PER_DEVICE) {
@@ -129,15 +142,6 @@ function socketListener<A extends unknown[]>(
     const conn = connectionOf(this);
     if (conn) handle(conn, ...args);
   };
-}
-
-/** How long a server that refused a connection gets no replaced notices. */
-const UNREACHABLE_BACKOFF_MS = 5_000;
-
-/** Whether a fetch failed because nothing listens there (the server is gone). */
-function isRefused(err: unknown): boolean {
-  const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
-  return cause?.code === 'ECONNREFUSED';
 }
 
 /** SocketIO's disconnect reasons → the platform's (ConnectionEvent.reason). */
@@ -173,6 +177,7 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #claims = new WeakMap<Socket, DeviceTokenClaims>();
   readonly #socketServer: SocketServer;
   readonly #ops: OpsServer;
+  readonly #channel: ChannelServer;
   readonly #producer: Producer;
   readonly #events: ConnectionEventPublisher;
   readonly #delivery: LocalDelivery;
@@ -187,8 +192,6 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #locator: DeviceLocator;
   readonly #d2d: DeviceToDevice;
   readonly #pending = new Set<Promise<void>>();
-  /** Servers that refused a replaced notice, until when no notice is sent to them. */
-  readonly #unreachable = new Map<string, number>();
   readonly #onSocketDisconnect = socketListener((conn, reason: string) => this.#onDisconnect(conn, reason));
   readonly #requests: DeviceRequests;
   readonly #tokens: TokenLifecycle;
@@ -251,15 +254,26 @@ class PushlineConnectionServer implements ConnectionServer {
         ok: this.ready,
         detail: { serverId: this.serverId, connections: this.#devices.size, draining: this.#draining },
       }),
-      routes: internalApiRoutes({
-        internalToken: config.PUSHLINE_INTERNAL_TOKEN,
-        deliver: (req, kind) => this.#delivery.deliver(req, kind),
-        broadcast: (req, kind) => this.#broadcaster.broadcast(req, kind),
+      tls:
+        config.PUSHLINE_INTERNAL_TLS_CERT !== undefined && config.PUSHLINE_INTERNAL_TLS_KEY !== undefined
+          ? {
+              cert: readFileSync(config.PUSHLINE_INTERNAL_TLS_CERT),
+              key: readFileSync(config.PUSHLINE_INTERNAL_TLS_KEY),
+            }
+          : undefined,
+    });
+    // Every internal call (deliveries, broadcasts, device-to-device, replaced notices) arrives here.
+    this.#channel = new ChannelServer({
+      server: this.#ops.server,
+      internalToken: config.PUSHLINE_INTERNAL_TOKEN,
+      handlers: {
+        deliver: (req) => this.#delivery.deliver(req, SpanKind.SERVER),
+        broadcast: (req) => this.#broadcaster.broadcast(req, SpanKind.SERVER),
         replaced: (notice) => this.#closeReplaced(notice.deviceId, notice.connectionId),
-        maxJsonDepth: config.PUSHLINE_MAX_JSON_DEPTH,
-        metrics,
-        logger,
-      }),
+      },
+      maxJsonDepth: config.PUSHLINE_MAX_JSON_DEPTH,
+      metrics: deps.metrics,
+      logger,
     });
     this.#liveness = new Liveness({
       devices: this.#devices,
@@ -306,12 +320,18 @@ class PushlineConnectionServer implements ConnectionServer {
       draining: () => this.#draining,
     });
     this.#ownsTransport = deps.transport === undefined;
-    // Device-to-device sends that arrive in the same turn of the event loop (many sockets' frames
-    // read together, more of them the busier the server) go to each server as one batch request.
+    // Device-to-device sends read in the same turn of the event loop (many sockets' frames read
+    // together, more of them the busier the server) go to each server as one frame.
     this.#transport =
       deps.transport ??
-      new CoalescingDeliveryTransport({
-        transport: new HttpDeliveryTransport({ internalToken: config.PUSHLINE_INTERNAL_TOKEN, logger }),
+      new ChannelDeliveryTransport({
+        internalToken: config.PUSHLINE_INTERNAL_TOKEN,
+        tlsCa:
+          config.PUSHLINE_INTERNAL_TLS_CA === undefined
+            ? undefined
+            : readFileSync(config.PUSHLINE_INTERNAL_TLS_CA),
+        logger,
+        metrics: deps.metrics,
       });
     this.#locator = new DeviceLocator({ registry: deps.registry, tracer });
     const router = new MessageRouter({
@@ -416,6 +436,7 @@ class PushlineConnectionServer implements ConnectionServer {
     if (cleared > 0) this.#log.warn({ cleared }, 'cleared stale registry entries of a previous run');
     await this.#restorer.start();
     await this.#producer.start();
+    this.#channel.start();
     await this.#ops.start();
     this.#internalUrl = config.PUSHLINE_INTERNAL_URL ?? this.#ops.url;
     this.#deviceUrl = await this.#socketServer.start();
@@ -538,40 +559,20 @@ class PushlineConnectionServer implements ConnectionServer {
 
   /**
    * The device moved here while its old connection on another server may still be open: tell that
-   * server to close it. Best effort; if it fails the old connection ends by ping timeout and its
-   * compare-and-delete leaves this entry alone.
+   * server to close it, over the channel. Best effort; if it fails the old connection ends by ping
+   * timeout and its compare-and-delete leaves this entry alone. After a crash every device of the
+   * dead server lands here; the channel refuses the calls at once while that server's reconnect
+   * backoff runs, so a dead server costs no connect attempt per device.
    */
   #notifyReplaced(serverUrl: string, deviceId: string, connectionId: string): void {
-    const downUntil = this.#unreachable.get(serverUrl);
-    if (downUntil !== undefined) {
-      // After a crash every device of the dead server lands here; one refused notice is enough.
-      if (downUntil > Date.now()) {
-        this.#metrics.loopFailures.inc({ loop: 'replaced_notice' });
-        return;
-      }
-      this.#unreachable.delete(serverUrl);
-    }
-    fetch(`${serverUrl}${INTERNAL_ROUTES.replaced}`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        authorization: `Bearer ${this.#config.PUSHLINE_INTERNAL_TOKEN}`,
-      },
-      body: JSON.stringify({ deviceId, connectionId }),
-      signal: AbortSignal.timeout(2_000),
-    })
-      .then(async (res) => {
-        await res.body?.cancel();
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      })
-      .catch((err: unknown) => {
-        if (isRefused(err)) this.#unreachable.set(serverUrl, Date.now() + UNREACHABLE_BACKOFF_MS);
-        this.#metrics.loopFailures.inc({ loop: 'replaced_notice' });
-        this.#log.debug(
-          { err, deviceId, serverUrl },
-          'could not tell the previous server about a replaced connection',
-        );
-      });
+    this.#transport.replaced(serverUrl, { deviceId, connectionId }).catch((err: unknown) => {
+      this.#metrics.loopFailures.inc({ loop: 'replaced_notice' });
+      const failure = err instanceof DeliveryTransportError ? err.failure : undefined;
+      this.#log.debug(
+        { err, failure, deviceId, serverUrl },
+        'could not tell the previous server about a replaced connection',
+      );
+    });
   }
 
   #onDisconnect(conn: DeviceConnection, socketReason: string): void {
@@ -686,6 +687,7 @@ class PushlineConnectionServer implements ConnectionServer {
           if (this.#ownsTransport) await this.#transport.close();
         },
       },
+      { name: 'internal channel', run: () => this.#channel.close() },
       { name: 'internal server', run: () => this.#ops.close() },
       { name: 'timers', run: () => this.#closer.clear() },
     ]);

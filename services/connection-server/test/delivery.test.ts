@@ -1,16 +1,26 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { SimpleSpanProcessor, InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
-import { DeliverResult, DeviceMessage, type DeliverRequest, type StoredMessage } from '@pushline/protocol';
+import { once } from 'node:events';
+import { WebSocket } from 'ws';
+import { ChannelDeliveryTransport, InternalAuthError, channelUrl } from '@pushline/delivery';
+import {
+  CHANNEL_PROTOCOL,
+  DeviceMessage,
+  type DeliverRequest,
+  type DeliverResult,
+  type StoredMessage,
+} from '@pushline/protocol';
 import {
   context,
   injectTraceHeaders,
   SpanKind,
+  silentLogger,
   startTracing,
   trace,
   type TracingHandle,
 } from '@pushline/telemetry';
-import { waitUntil } from '@pushline/testkit';
+import { waitUntil, within } from '@pushline/testkit';
 import type { OfflineInbox } from '@pushline/connection-server';
 import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
 
@@ -65,13 +75,39 @@ describe('local delivery', () => {
     await world.close();
   });
 
-  async function post(url: string, body: unknown, token: string | undefined = world.internalToken) {
-    const res = await fetch(`${url}/internal/v1/deliver`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: JSON.stringify(body),
+  /** A delivery over the internal channel, as push-api and the processor make it. */
+  async function channelDeliver(url: string, req: DeliverRequest, token = world.internalToken) {
+    const transport = new ChannelDeliveryTransport({ internalToken: token, logger: silentLogger() });
+    try {
+      return await transport.deliver(url, req);
+    } finally {
+      await transport.close();
+    }
+  }
+
+  /** Sends one raw calls frame on a channel of its own and returns the results, by call id. */
+  async function rawFrame(url: string, text: string, expected: number) {
+    const ws = new WebSocket(channelUrl(url), CHANNEL_PROTOCOL, {
+      headers: { authorization: `Bearer ${world.internalToken}` },
     });
-    return { status: res.status, type: res.headers.get('content-type'), body: (await res.json()) as unknown };
+    try {
+      await once(ws, 'open');
+      const results = new Map<number, { deliver?: DeliverResult; error?: { code: string } }>();
+      const done = new Promise<void>((resolve) =>
+        ws.on('message', (data: Buffer) => {
+          const frame = JSON.parse(data.toString()) as {
+            results: { id: number; deliver?: DeliverResult; error?: { code: string } }[];
+          };
+          for (const r of frame.results) results.set(r.id, r);
+          if (results.size >= expected) resolve();
+        }),
+      );
+      ws.send(text);
+      await within(done, 10_000, 'the results of a raw frame');
+      return results;
+    } finally {
+      ws.terminate();
+    }
   }
 
   it('deliverLocal reports delivered, rejected, timeout and not_connected', async () => {
@@ -115,7 +151,7 @@ describe('local delivery', () => {
     );
   });
 
-  it('the HTTP deliver endpoint returns each outcome, and refuses bad tokens and bodies', async () => {
+  it('the channel returns each outcome, and refuses bad tokens and calls outside the contract', async () => {
     const { server } = await world.startServer();
     answering(await world.connect(server.deviceUrl, await world.token({ sub: 'dev-ok' })), () => ({
       ok: true,
@@ -126,11 +162,7 @@ describe('local delivery', () => {
     answering(await world.connect(server.deviceUrl, await world.token({ sub: 'dev-mute' })), undefined);
     answering(await world.connect(server.deviceUrl, await world.token({ sub: 'dev-odd' })), () => 'yes');
 
-    const outcome = async (req: DeliverRequest) => {
-      const res = await post(server.internalUrl, req);
-      assert.equal(res.status, 200);
-      return DeliverResult.parse(res.body);
-    };
+    const outcome = (req: DeliverRequest) => channelDeliver(server.internalUrl, req);
     assert.equal((await outcome(request({ deviceId: 'dev-ok' }))).outcome, 'delivered');
     assert.equal((await outcome(request({ deviceId: 'dev-no' }))).outcome, 'rejected');
     assert.equal((await outcome(request({ deviceId: 'dev-mute', timeoutMs: 200 }))).outcome, 'timeout');
@@ -139,15 +171,19 @@ describe('local delivery', () => {
     assert.equal(odd.outcome, 'rejected');
     assert.equal(odd.reason, 'invalid_ack');
 
-    const unauthorized = await post(server.internalUrl, request(), 'wrong-token-wrong-token');
-    assert.equal(unauthorized.status, 401);
-    assert.equal((await post(server.internalUrl, request(), '')).status, 401);
-    const invalid = await post(server.internalUrl, { deviceId: 'dev-ok' });
-    assert.equal(invalid.status, 400);
-    assert.equal(invalid.type, 'application/problem+json');
+    await assert.rejects(
+      channelDeliver(server.internalUrl, request(), 'wrong-token-wrong-token'),
+      InternalAuthError,
+    );
+    const invalid = await rawFrame(
+      server.internalUrl,
+      JSON.stringify({ calls: [{ id: 1, op: 'deliver', req: { deviceId: 'dev-ok' } }] }),
+      1,
+    );
+    assert.equal(invalid.get(1)?.error?.code, 'invalid_request');
   });
 
-  it('refuses internal deliveries whose payload nests deeper than PUSHLINE_MAX_JSON_DEPTH, before parsing them', async () => {
+  it('refuses channel deliveries whose payload nests deeper than PUSHLINE_MAX_JSON_DEPTH, the others of the frame delivered', async () => {
     const { server } = await world.startServer({ env: { PUSHLINE_MAX_JSON_DEPTH: '8' } });
     const seen = answering(
       await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1' })),
@@ -155,32 +191,28 @@ describe('local delivery', () => {
         ok: true,
       }),
     );
-    const postText = async (path: string, text: string) => {
-      const res = await fetch(`${server.internalUrl}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${world.internalToken}` },
-        body: text,
-      });
-      return { status: res.status, body: (await res.json()) as unknown };
-    };
     const deep = (depth: number) => `${'['.repeat(depth)}${']'.repeat(depth)}`;
-    const item = (id: string, depth: number) =>
-      `{"messageId":"${id}","deviceId":"dev-1","source":"direct","timeoutMs":2000,"payload":${deep(depth)}}`;
+    const call = (id: number, messageId: string, depth: number) =>
+      `{"id":${id},"op":"deliver","req":{"messageId":"${messageId}","deviceId":"dev-1","source":"direct","timeoutMs":2000,"payload":${deep(depth)}}}`;
 
-    const ok = await postText('/internal/v1/deliver', item('at-limit', 8));
-    assert.deepEqual([ok.status, DeliverResult.parse(ok.body).outcome], [200, 'delivered']);
+    const ok = await rawFrame(server.internalUrl, `{"calls":[${call(1, 'at-limit', 8)}]}`, 1);
+    assert.equal(ok.get(1)?.deliver?.outcome, 'delivered');
     for (const depth of [12, 20_000]) {
-      const refused = await postText('/internal/v1/deliver', item(`deep-${depth}`, depth));
-      assert.equal(refused.status, 400, `depth ${depth}`);
-      const batch = await postText(
-        '/internal/v1/deliver-batch',
-        `{"items":[${item(`batch-${depth}`, depth)}]}`,
+      const results = await rawFrame(
+        server.internalUrl,
+        `{"calls":[${call(1, `deep-${depth}`, depth)},${call(2, `fine-${depth}`, 2)}]}`,
+        2,
       );
-      assert.equal(batch.status, 400, `batch depth ${depth}`);
+      assert.equal(results.get(1)?.error?.code, 'invalid_request', `depth ${depth}`);
+      assert.equal(
+        results.get(2)?.deliver?.outcome,
+        'delivered',
+        `the other call of the frame, depth ${depth}`,
+      );
     }
     assert.deepEqual(
       seen.map((m) => m.id),
-      ['at-limit'],
+      ['at-limit', 'fine-12', 'fine-20000'],
     );
   });
 
@@ -276,8 +308,8 @@ describe('local delivery', () => {
     root.end();
     assert.ok(carrier.traceparent);
 
-    const res = await post(server.internalUrl, request({ trace: carrier }));
-    assert.equal(DeliverResult.parse(res.body).outcome, 'delivered');
+    const res = await channelDeliver(server.internalUrl, request({ trace: carrier }));
+    assert.equal(res.outcome, 'delivered');
 
     const traceId = root.spanContext().traceId;
     const spans = await waitUntil(

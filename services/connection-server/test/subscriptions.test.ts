@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { BroadcastResult, DeviceMessage, SubscribeAck } from '@pushline/protocol';
+import { ChannelDeliveryTransport } from '@pushline/delivery';
+import { DeviceMessage, SubscribeAck } from '@pushline/protocol';
+import { silentLogger } from '@pushline/telemetry';
 import { defaultTopicAuthorizer } from '@pushline/connection-server';
 import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
 
@@ -141,19 +143,19 @@ describe('topic subscriptions', () => {
       collect(refusing, { ok: false, reason: 'muted' });
       const seenBystander = collect(bystander);
 
-      // Through the internal HTTP endpoint of server A: one call reaches both servers.
-      const res = await fetch(`${a.server.internalUrl}/internal/v1/broadcast`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${world.internalToken}` },
-        body: JSON.stringify({
+      // A broadcast call over the channel to server A: one call reaches both servers.
+      const transport = new ChannelDeliveryTransport({
+        internalToken: world.internalToken,
+        logger: silentLogger(),
+      });
+      const result = await transport
+        .broadcast(a.server.internalUrl, {
           messageId: 'm-1',
           topic: 'news',
           payload: { headline: 'hi' },
           timeoutMs: 3_000,
-        }),
-      });
-      assert.equal(res.status, 200);
-      const result = BroadcastResult.parse(await res.json());
+        })
+        .finally(() => transport.close());
       assert.equal(result.delivered, 2);
       assert.deepEqual(
         seenA.map((m) => m.id),

@@ -1,10 +1,10 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { topicNames, type MessageProcessorConfig } from '@pushline/config';
 import {
-  CoalescingDeliveryTransport,
+  ChannelDeliveryTransport,
   DeviceLocator,
-  HttpDeliveryTransport,
   MessageRouter,
   type DeliveryTransport,
 } from '@pushline/delivery';
@@ -37,7 +37,7 @@ export interface MessageProcessorDeps {
   readonly tracer: Tracer;
   /** Default: a `RedisDeviceRegistry` on `redis` with the configured key prefix. */
   readonly registry?: DeviceRegistry;
-  /** Default: an `HttpDeliveryTransport` owned (and closed) by the processor. */
+  /** Default: a `ChannelDeliveryTransport` owned (and closed) by the processor. */
   readonly transport?: DeliveryTransport;
 }
 
@@ -92,11 +92,18 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   const registry = deps.registry ?? new RedisDeviceRegistry({ redis, keyPrefix });
   const ownTransport = deps.transport
     ? undefined
-    : new HttpDeliveryTransport({ internalToken: config.PUSHLINE_INTERNAL_TOKEN, logger });
+    : new ChannelDeliveryTransport({
+        internalToken: config.PUSHLINE_INTERNAL_TOKEN,
+        tlsCa:
+          config.PUSHLINE_INTERNAL_TLS_CA === undefined
+            ? undefined
+            : readFileSync(config.PUSHLINE_INTERNAL_TLS_CA),
+        logger,
+        metrics,
+      });
   // Deliveries started in the same tick (many keys of many batches) go to each server as one
-  // batch request instead of one HTTP exchange each.
-  const transport =
-    deps.transport ?? new CoalescingDeliveryTransport({ transport: ownTransport as HttpDeliveryTransport });
+  // frame on its channel.
+  const transport: DeliveryTransport = deps.transport ?? (ownTransport as ChannelDeliveryTransport);
   const locator = new DeviceLocator({
     registry,
     maxEntries: config.PUSHLINE_LOCATOR_CACHE_MAX,

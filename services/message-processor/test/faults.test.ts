@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
+import { WebSocketServer } from 'ws';
+import { CHANNEL_PROTOCOL, type ChannelCallsFrame } from '@pushline/protocol';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import { partitionForKey } from '@pushline/kafka';
@@ -354,15 +356,30 @@ describe('message processor under faults', () => {
     const w = await world();
     const server = await w.startConnectionServer('a');
     const phone = await w.connectDevice(server, 'phone', 'alice');
-    // The laptop's entry points at a connection server that answers outside the contract (500).
+    // The laptop's entry points at a connection server whose handling of every call fails.
     let brokenRequests = 0;
-    const broken: Server = createServer((_req, res) => {
-      brokenRequests++;
-      res.writeHead(500).end('internal error');
-    });
+    const broken: Server = createServer();
+    const wss = new WebSocketServer({ server: broken, handleProtocols: () => CHANNEL_PROTOCOL });
+    wss.on('connection', (ws) =>
+      ws.on('message', (data: Buffer) => {
+        const { calls } = JSON.parse(data.toString()) as ChannelCallsFrame;
+        brokenRequests += calls.length;
+        ws.send(
+          JSON.stringify({
+            results: calls.map((c) => ({ id: c.id, error: { code: 'internal_error', message: 'boom' } })),
+          }),
+        );
+      }),
+    );
     broken.listen(0, '127.0.0.1');
     await once(broken, 'listening');
-    afterWorlds.push(() => new Promise<void>((resolve) => broken.close(() => resolve())));
+    afterWorlds.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const ws of wss.clients) ws.terminate();
+          broken.close(() => resolve());
+        }),
+    );
     const now = Date.now();
     await w.registry.register(
       {
@@ -396,16 +413,16 @@ describe('message processor under faults', () => {
     const [stored] = of('with-ttl', 'laptop');
     assert.equal(stored?.terminal, false);
     assert.equal(stored?.stored, true);
-    // A server that answered 500 may have handed the message over before failing: that is a
+    // A server whose handling failed may have handed the message over before failing: that is a
     // `timeout` ("may have been delivered"), never a claim that the device did not get it.
     assert.equal(stored?.outcome, 'timeout');
-    assert.equal(stored?.reason, 'delivery_failed:http_status');
+    assert.equal(stored?.reason, 'delivery_failed:server_error');
     const [lost] = of('no-ttl', 'laptop');
     assert.deepEqual(
       [lost?.outcome, lost?.terminal, lost?.reason],
-      ['timeout', true, 'delivery_failed:http_status'],
+      ['timeout', true, 'delivery_failed:server_error'],
     );
-    assert.ok(brokenRequests >= 3, `the failed device was retried on its own (${brokenRequests} requests)`);
+    assert.ok(brokenRequests >= 3, `the failed device was retried on its own (${brokenRequests} calls)`);
     assert.deepEqual(phone.ids(), ['with-ttl', 'no-ttl']);
 
     // The laptop comes back for real: its stored message is delivered.

@@ -1,9 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { topicNames, type PushApiConfig } from '@pushline/config';
 import {
-  CoalescingDeliveryTransport,
+  ChannelDeliveryTransport,
   DeviceLocator,
-  HttpDeliveryTransport,
   MessageRouter,
   type DeviceLocatorOptions,
 } from '@pushline/delivery';
@@ -52,14 +52,16 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     options.metrics ?? createMetricsRegistry({ service: 'push-api', instance_id: pushApiInstanceId(config) });
   const tracer = options.tracer ?? trace.getTracer('pushline-push-api');
   const registry = new RedisDeviceRegistry({ redis, keyPrefix: config.PUSHLINE_KEY_PREFIX });
-  // Concurrent pushes to the same connection server share one internal exchange per event-loop
-  // turn; each request still gets its own device's outcome as soon as that device has acked.
-  const transport = new CoalescingDeliveryTransport({
-    transport: new HttpDeliveryTransport({
-      internalToken: config.PUSHLINE_INTERNAL_TOKEN,
-      logger,
-      metrics,
-    }),
+  // Concurrent pushes to the same connection server share one frame per event-loop turn on its
+  // channel; each request still gets its own device's outcome as soon as that device has acked.
+  const transport = new ChannelDeliveryTransport({
+    internalToken: config.PUSHLINE_INTERNAL_TOKEN,
+    tlsCa:
+      config.PUSHLINE_INTERNAL_TLS_CA === undefined
+        ? undefined
+        : readFileSync(config.PUSHLINE_INTERNAL_TLS_CA),
+    logger,
+    metrics,
   });
   const locator = new DeviceLocator({ ...options.locator, registry, metrics, tracer });
   const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { LRUCache } from 'lru-cache';
 import type { PushApiConfig } from '@pushline/config';
 import { ProblemError } from './problem.ts';
 
@@ -23,13 +24,19 @@ export function apiKeyId(key: string): string {
   return sha256(key).subarray(0, 6).toString('hex');
 }
 
+/** Verified keys remembered at once; a deployment has a handful of keys, each caller one. */
+const VERIFIED_KEYS_MAX = 1024;
+
 /**
  * Holds SHA-256 digests of the configured keys. Lookups hash the presented key and compare it with
  * every stored digest in constant time, so neither the match position nor a prefix leaks through
- * timing.
+ * timing. A key that verified is remembered (bounded LRU), so a caller's later requests cost a map
+ * lookup instead of a hash and a compare per configured key. Only valid keys are remembered: a
+ * flood of wrong keys cannot evict them, and never costs more than before.
  */
 export class ApiKeyStore {
   readonly #keys: readonly StoredKey[];
+  readonly #verified = new LRUCache<string, ApiPrincipal>({ max: VERIFIED_KEYS_MAX });
 
   constructor(specs: PushApiConfig['PUSHLINE_API_KEYS']) {
     this.#keys = specs.map((spec) => {
@@ -42,6 +49,14 @@ export class ApiKeyStore {
   }
 
   authenticate(presented: string): ApiPrincipal | undefined {
+    const known = this.#verified.get(presented);
+    if (known) return known;
+    const found = this.#verify(presented);
+    if (found) this.#verified.set(presented, found);
+    return found;
+  }
+
+  #verify(presented: string): ApiPrincipal | undefined {
     const digest = sha256(presented);
     let found: ApiPrincipal | undefined;
     for (const key of this.#keys) {

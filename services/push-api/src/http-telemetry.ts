@@ -33,20 +33,18 @@ export function requestTelemetry(tracer: Tracer, metrics: ApiMetrics): RequestHa
       traceparent: req.get('traceparent'),
       tracestate: req.get('tracestate'),
     });
-    const span = tracer.startSpan(
-      req.method,
-      {
-        kind: SpanKind.SERVER,
-        attributes: {
-          'http.request.method': req.method,
-          'url.path': req.path,
-          'url.scheme': req.protocol,
-          'network.protocol.version': req.httpVersion,
-          ...(req.get('user-agent') ? { 'user_agent.original': req.get('user-agent') ?? '' } : {}),
-        },
-      },
-      parent,
-    );
+    const span = tracer.startSpan(req.method, { kind: SpanKind.SERVER }, parent);
+    // Read from the request only when someone records them (tracing off: a no-op span).
+    if (span.isRecording()) {
+      const userAgent = req.get('user-agent');
+      span.setAttributes({
+        'http.request.method': req.method,
+        'url.path': req.path,
+        'url.scheme': req.protocol,
+        'network.protocol.version': req.httpVersion,
+        ...(userAgent ? { 'user_agent.original': userAgent } : {}),
+      });
+    }
     const ctx = trace.setSpan(parent, span);
     (res.locals as { traceContext?: Context }).traceContext = ctx;
 
@@ -56,17 +54,17 @@ export function requestTelemetry(tracer: Tracer, metrics: ApiMetrics): RequestHa
       ended = true;
       const route = routeTemplate(req);
       const status = res.statusCode;
-      if (route) {
-        span.updateName(`${req.method} ${route}`);
-        span.setAttribute('http.route', route);
+      if (span.isRecording()) {
+        if (route) {
+          span.updateName(`${req.method} ${route}`);
+          span.setAttribute('http.route', route);
+        }
+        span.setAttribute('http.response.status_code', status);
+        if (!res.writableFinished) span.setAttribute('error.type', 'connection_closed');
+        if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
       }
-      span.setAttribute('http.response.status_code', status);
-      if (!res.writableFinished) span.setAttribute('error.type', 'connection_closed');
-      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
       span.end();
-      const labels = { route: route ?? 'unmatched', method: req.method };
-      metrics.requests.inc({ ...labels, status: String(status) });
-      metrics.requestSeconds.observe(labels, (performance.now() - started) / 1000);
+      metrics.recordRequest(route ?? 'unmatched', req.method, status, (performance.now() - started) / 1000);
     };
     res.once('finish', end);
     res.once('close', end);

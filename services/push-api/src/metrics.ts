@@ -22,6 +22,14 @@ export class ApiMetrics {
   readonly rateLimited: Counter;
   readonly idempotentReplays: Counter;
   readonly storeFailures: Counter;
+  /** Label children of the request series, resolved once per (route, method, status). */
+  readonly #requestSeries = new Map<
+    string,
+    {
+      count: Counter.Internal;
+      seconds: Histogram.Internal<'route' | 'method'>;
+    }
+  >();
 
   constructor(registry: Registry) {
     this.requests = new Counter({
@@ -75,6 +83,25 @@ export class ApiMetrics {
       help: 'Direct pushes with ttlSeconds whose store-and-forward write failed.',
       registers: [registry],
     });
+  }
+
+  /**
+   * Counts one answered request. The label children are looked up once per route, method and
+   * status (a bounded set: route templates, HTTP methods, statuses) instead of hashing the labels
+   * on every request.
+   */
+  recordRequest(route: string, method: string, status: number, seconds: number): void {
+    const key = `${route} ${method} ${status}`;
+    let series = this.#requestSeries.get(key);
+    if (!series) {
+      series = {
+        count: this.requests.labels({ route, method, status: String(status) }),
+        seconds: this.requestSeconds.labels({ route, method }),
+      };
+      this.#requestSeries.set(key, series);
+    }
+    series.count.inc();
+    series.seconds.observe(seconds);
   }
 
   /**

@@ -226,10 +226,10 @@ describe('push to a user', () => {
   });
 });
 
-describe('concurrent direct pushes (coalesced per connection server)', () => {
-  const exchanges = async (route: string) => {
+describe('concurrent direct pushes (one frame per connection server and turn)', () => {
+  const frames = async () => {
     const text = String((await call(p.h.opsUrl, 'GET', '/metrics')).body);
-    return findSamples(parsePrometheusText(text), 'pushline_transport_requests_total', { route }).reduce(
+    return findSamples(parsePrometheusText(text), 'pushline_channel_frames_sent_total').reduce(
       (sum, s) => sum + s.value,
       0,
     );
@@ -274,12 +274,12 @@ describe('concurrent direct pushes (coalesced per connection server)', () => {
       );
   });
 
-  it('a user push to several devices on one server is one exchange with an outcome per device', async () => {
+  it('a user push to devices on two servers is one frame to each, with an outcome per device', async () => {
     await p.connect(A, 'ccu-1', 'cc-multi');
     await p.connect(A, 'ccu-2', 'cc-multi');
     await p.connect(A, 'ccu-3', 'cc-multi', 'reject');
     await p.connect(B, 'ccu-4', 'cc-multi');
-    const before = await exchanges('deliver_batch');
+    const before = await frames();
     const res = await call(p.h.url, 'POST', '/v1/users/cc-multi/messages', {
       key: p.h.keys.push,
       body: { payload: 'all of you' },
@@ -294,7 +294,7 @@ describe('concurrent direct pushes (coalesced per connection server)', () => {
       'ccu-3': 'rejected',
       'ccu-4': 'delivered',
     });
-    assert.equal(await exchanges('deliver_batch'), before + 1, 'the three devices on A share one batch');
+    assert.equal(await frames(), before + 2, 'the three devices on A share one frame, B gets one');
   });
 });
 
