@@ -257,12 +257,16 @@ export class ChaosPlatform {
         this.servers.push({ serverId, deviceUrl: `http://127.0.0.1:${port}`, service });
         this.#cleanup.push({ name: serverId, run: () => this.#stopLogged(service) });
       }
-      const apiPort = await freePort();
+      const [apiPort, apiOpsPort] = [await freePort(), await freePort()];
       this.#apiUrl = `http://127.0.0.1:${apiPort}`;
-      this.#api = new ChaosService('push-api', this.#apiUrl, join(logDir, 'push-api.log'), () => ({
+      // /readyz, /healthz and /metrics answer on the ops port, kept off the public API.
+      const apiOpsUrl = `http://127.0.0.1:${apiOpsPort}`;
+      this.#api = new ChaosService('push-api', apiOpsUrl, join(logDir, 'push-api.log'), () => ({
         ...common(),
         PUSHLINE_API_HOST: '127.0.0.1',
         PUSHLINE_API_PORT: String(apiPort),
+        PUSHLINE_API_OPS_HOST: '127.0.0.1',
+        PUSHLINE_API_OPS_PORT: String(apiOpsPort),
         PUSHLINE_API_KEYS: `${this.apiKey}:admin`,
         // The per-key limiter protects a shared deployment; the suite is one client on purpose.
         PUSHLINE_API_RATE_PER_S: '1000000',
