@@ -11,6 +11,9 @@ import type { OutgoingRecord, Producer } from './types.ts';
  */
 export const MAX_JOINED_REQUEST_BYTES = 512 * 1024;
 
+/** How long close() lets the produce request in flight finish before disconnecting. */
+const CLOSE_GRACE_MS = 2_000;
+
 interface PendingSend {
   readonly topic: string;
   readonly records: readonly OutgoingRecord[];
@@ -74,14 +77,24 @@ export class KafkajsProducer implements Producer {
     });
   }
 
-  /** Stops taking sends, lets the ones already taken go out (each bounded by the retry budget), then disconnects. */
+  /**
+   * Stops taking sends and refuses the ones still waiting (never sent, so certainly not written).
+   * The request in flight gets `CLOSE_GRACE_MS` to finish, then the producer disconnects, which
+   * ends its retries: against a broker that is down, close() must not wait out the retry budget.
+   */
   close(): Promise<void> {
     this.#closed = true;
     return (this.#closing ??= (async () => {
-      await this.#draining;
+      for (const p of this.#queue.splice(0))
+        p.reject(
+          new ProduceError(p.topic, p.records.length, new Error('the producer closed before sending')),
+        );
+      await withinGrace(this.#draining);
       const current = this.#current;
       this.#current = undefined;
       if (current) await current.then((p) => p.disconnect()).catch(() => undefined);
+      // The request in flight fails on the disconnect; its caller hears of it whenever kafkajs lets go.
+      await withinGrace(this.#draining);
     })());
   }
 
@@ -160,6 +173,13 @@ export class KafkajsProducer implements Producer {
     );
     this.#options.onReset?.(cause);
   }
+}
+
+/** Waits for `work`, at most `CLOSE_GRACE_MS`. */
+async function withinGrace(work: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+  clearTimeout(timer);
 }
 
 function recordBytes(records: readonly OutgoingRecord[]): number {
