@@ -257,10 +257,9 @@ export class ChaosPlatform {
         this.servers.push({ serverId, deviceUrl: `http://127.0.0.1:${port}`, service });
         this.#cleanup.push({ name: serverId, run: () => this.#stopLogged(service) });
       }
-      const apiPort = await freePort();
+      const [apiPort, apiOpsPort] = [await freePort(), await freePort()];
       this.#apiUrl = `http://127.0.0.1:${apiPort}`;
-      // push-api answers /readyz on its ops port only; a free one, so runs side by side do not collide.
-      const apiOpsPort = await freePort();
+      // /readyz, /healthz and /metrics answer on the ops port, kept off the public API.
       const apiOpsUrl = `http://127.0.0.1:${apiOpsPort}`;
       this.#api = new ChaosService('push-api', apiOpsUrl, join(logDir, 'push-api.log'), () => ({
         ...common(),

@@ -1,8 +1,7 @@
 import { Kafka, logLevel as KafkaLogLevel, type ConfigResourceTypes, type LogEntry } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
-import { ProduceError } from './errors.ts';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
-import { javaCompatiblePartitioner } from './partitioner.ts';
+import { KafkajsProducer } from './kafkajs-producer.ts';
 import {
   UnderReplicatedTopicsError,
   replicationPlan,
@@ -10,7 +9,7 @@ import {
   type ReplicationPolicy,
   type TopicReplicationProblem,
 } from './replication.ts';
-import type { Admin, KafkaClient, OutgoingRecord, PartitionLag, Producer, TopicSpec } from './types.ts';
+import type { Admin, KafkaClient, PartitionLag, TopicSpec } from './types.ts';
 
 /**
  * `ConfigResourceTypes.TOPIC`: kafkajs is CommonJS and node's named-export detection misses that
@@ -29,6 +28,11 @@ export interface KafkaClientOptions {
   readonly retries?: number;
   /** How `Admin.ensureTopics` treats existing topics with too few replicas. Default: warn, minimum min(3, brokers). */
   readonly replication?: ReplicationPolicy;
+  /**
+   * How long the client waits for one broker request before failing it (kafkajs's default: 30 s).
+   * A caller that must answer within a deadline of its own takes less.
+   */
+  readonly requestTimeoutMs?: number;
 }
 
 /** The kafkajs implementation of the platform's Kafka interfaces. */
@@ -40,9 +44,10 @@ export function createKafkaClient(options: KafkaClientOptions): KafkaClient {
     logLevel: KafkaLogLevel.WARN,
     logCreator: () => (entry: LogEntry) => logKafka(log, entry),
     retry: { initialRetryTime: 100, retries: options.retries ?? 8 },
+    ...(options.requestTimeoutMs === undefined ? {} : { requestTimeout: options.requestTimeoutMs }),
   });
   return {
-    producer: () => new KafkajsProducer(kafka),
+    producer: () => new KafkajsProducer(kafka, log),
     consumer: (consumerOptions) => new KafkajsConsumer(kafka, consumerOptions, log),
     admin: () => new KafkajsAdmin(kafka, log, options.replication ?? { onUnderReplicated: 'warn' }),
   };
@@ -54,45 +59,6 @@ function logKafka(log: Logger, entry: LogEntry): void {
   if (entry.level === KafkaLogLevel.ERROR) log.error(fields, message);
   else if (entry.level === KafkaLogLevel.WARN) log.warn(fields, message);
   else log.debug(fields, message);
-}
-
-class KafkajsProducer implements Producer {
-  readonly #producer;
-  #closing: Promise<void> | undefined;
-
-  constructor(kafka: Kafka) {
-    this.#producer = kafka.producer({
-      createPartitioner: javaCompatiblePartitioner,
-      allowAutoTopicCreation: false,
-      idempotent: true,
-      maxInFlightRequests: 5,
-    });
-  }
-
-  async start(): Promise<void> {
-    await this.#producer.connect();
-  }
-
-  async send(topic: string, records: readonly OutgoingRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    try {
-      await this.#producer.send({
-        topic,
-        acks: -1,
-        messages: records.map((r) => ({
-          key: r.key,
-          value: r.value,
-          ...(r.headers ? { headers: { ...r.headers } } : {}),
-        })),
-      });
-    } catch (err) {
-      throw new ProduceError(topic, records.length, err);
-    }
-  }
-
-  close(): Promise<void> {
-    return (this.#closing ??= this.#producer.disconnect());
-  }
 }
 
 class KafkajsAdmin implements Admin {

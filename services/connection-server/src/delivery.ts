@@ -41,7 +41,8 @@ function dedupeKey(req: DeliverRequest): string {
 /**
  * Hands one message to one device connected to this server and reports exactly one outcome:
  * delivered (acked `{ok:true}` in time), rejected (acked `{ok:false}` or an unreadable ack),
- * timeout, or not_connected (not here, another connection, or gone before the ack).
+ * timeout (no ack in time, or the connection closed after the message was emitted: it may have
+ * arrived), or not_connected (not here, another connection, or gone before the emit).
  */
 export class LocalDelivery {
   readonly #o: LocalDeliveryOptions;
@@ -196,10 +197,13 @@ export class LocalDelivery {
         }
         resolve(result);
       };
+      // Closed before the emit: the message never left, so it is known not delivered.
+      if (conn.closed) return finish({ outcome: 'not_connected', latencyMs: 0, reason: 'disconnected' });
+      // Closed after the emit (a drain, the device leaving): the device may have the message and
+      // its ack may have been on the wire, so this is "may have been delivered", never not_connected.
       offClose = conn.onClose(() =>
-        finish({ outcome: 'not_connected', latencyMs: performance.now() - started, reason: 'disconnected' }),
+        finish({ outcome: 'timeout', latencyMs: performance.now() - started, reason: 'disconnected' }),
       );
-      if (done) return;
       conn.socket
         .timeout(timeoutMs)
         .emit(DeviceEvents.message, message, (err: Error | null, ack: unknown) => {

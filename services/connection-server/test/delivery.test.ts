@@ -235,6 +235,33 @@ describe('local delivery', () => {
     assert.equal(seen.length, 2);
   });
 
+  it('a message emitted before the drain closed the connection is timeout (may have been delivered), not not_connected', async () => {
+    const { server } = await world.startServer();
+    const device = await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1' }));
+    // The device has the message but its ack never reaches the server before the drain ends.
+    const seen = answering(device, undefined);
+    const pending = server.deliverLocal(request({ messageId: 'emitted', timeoutMs: 30_000 }));
+    await waitUntil(() => seen.length === 1, { what: 'the device to receive the message' });
+
+    const closed = server.close();
+    const result = await pending;
+    await closed;
+    assert.deepEqual(
+      seen.map((m) => m.id),
+      ['emitted'],
+    );
+    assert.equal(result.outcome, 'timeout', 'the device received it, so it is not known undelivered');
+    assert.equal(result.reason, 'disconnected');
+
+    // A message that never left (the connection was already gone) is still known not delivered.
+    const after = await server.deliverLocal(request({ messageId: 'never-sent' }));
+    assert.equal(after.outcome, 'not_connected');
+    assert.deepEqual(
+      seen.map((m) => m.id),
+      ['emitted'],
+    );
+  });
+
   it('remembers backend ids per origin: another API key reusing an id is sent, not a duplicate', async () => {
     const { server } = await world.startServer();
     const device = await world.connect(server.deviceUrl, await world.token({ sub: 'dev-1' }));
