@@ -50,7 +50,7 @@ export class KafkajsProducer implements Producer {
   readonly #log: Logger;
   readonly #options: KafkajsProducerOptions;
   /** The producer (one producer id) sends go to, connected or connecting; replaced after a failure. */
-  #current: Promise<KjsProducer> | undefined;
+  #current: { readonly producer: KjsProducer; readonly ready: Promise<KjsProducer> } | undefined;
   #queue: PendingSend[] = [];
   #sending = false;
   #draining: Promise<void> = Promise.resolve();
@@ -92,7 +92,9 @@ export class KafkajsProducer implements Producer {
       await withinGrace(this.#draining);
       const current = this.#current;
       this.#current = undefined;
-      if (current) await current.then((p) => p.disconnect()).catch(() => undefined);
+      // Disconnected whether or not it finished connecting: a connect still retrying against a
+      // dead broker would otherwise hold close() for its whole retry budget.
+      if (current) await withinGrace(current.producer.disconnect().catch(() => undefined));
       // The request in flight fails on the disconnect; its caller hears of it whenever kafkajs lets go.
       await withinGrace(this.#draining);
     })());
@@ -143,17 +145,18 @@ export class KafkajsProducer implements Producer {
   }
 
   #producer(): Promise<KjsProducer> {
-    if (this.#current) return this.#current;
+    if (this.#current) return this.#current.ready;
     const producer = this.#kafka.producer({
       createPartitioner: javaCompatiblePartitioner,
       allowAutoTopicCreation: false,
       idempotent: true,
     });
     const connecting = producer.connect().then(() => producer);
-    this.#current = connecting;
+    const current = { producer, ready: connecting };
+    this.#current = current;
     connecting.catch(() => {
       // A producer that never connected is dropped; the next send creates another.
-      if (this.#current === connecting) this.#current = undefined;
+      if (this.#current === current) this.#current = undefined;
       producer.disconnect().catch(() => undefined);
     });
     return connecting;
@@ -164,8 +167,8 @@ export class KafkajsProducer implements Producer {
     const current = this.#current;
     if (!current) return;
     this.#current = undefined;
-    current
-      .then((p) => p.disconnect())
+    current.producer
+      .disconnect()
       .catch((err: unknown) => this.#log.debug({ err }, 'disconnecting a reset producer failed'));
     this.#log.warn(
       { err: cause },
