@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import { startRedis, type RedisInstance } from '@pushline/devstack';
 import { DeviceEvents } from '@pushline/protocol';
 import { waitUntil } from '@pushline/testkit';
@@ -28,8 +29,8 @@ after(async () => {
 
 const DEVICES_PER_SERVER = 4;
 
-describe('a Redis restart without persistence', () => {
-  it('loses the registry, and the servers put every live connection back without a reconnect', async () => {
+describe('a Redis restart', () => {
+  it('without persistence loses the registry, and the servers put every live connection back without a reconnect', async () => {
     redis = await startRedis({ persistence: 'none' });
     platform = await startOwnRedisPlatform('redis-restart', redis.url, { servers: 2 });
     const [serverA, serverB] = platform.servers;
@@ -103,5 +104,56 @@ describe('a Redis restart without persistence', () => {
     });
     assert.equal(result.delivered, 1);
     assert.ok(listener.received.some((m) => m.id === 'news-after-restart'));
+  });
+
+  it('with AOF, an outage that outlived the load reports: each server writes its report again on reconnect', async () => {
+    redis = await startRedis({ persistence: 'aof' });
+    // A report loop far slower than the test: only the reconnect can put the reports back in time.
+    platform = await startOwnRedisPlatform('redis-restart-aof', redis.url, {
+      servers: 2,
+      env: { PUSHLINE_LOAD_REPORT_MS: '120000' },
+    });
+    const [serverA, serverB] = platform.servers;
+    assert.ok(serverA && serverB);
+    const listener = await platform.connect(serverB, 'aof-listener', { topics: ['news'] });
+    assert.deepEqual(await listener.request(DeviceEvents.subscribe, { topic: 'news' }), {
+      ok: true,
+      topic: 'news',
+    });
+    const ready = await platform.registry.liveServers();
+    assert.equal(ready.length, 2);
+
+    // What an outage longer than the reports' TTL leaves behind: Redis kept everything (AOF) but
+    // the load reports, which expired meanwhile. Written to the AOF at once, so the kill keeps it.
+    const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await admin.connect();
+      await admin.config('SET', 'appendfsync', 'always');
+      for (const s of [serverA, serverB]) await platform.registry.removeLoad(s.serverId);
+    } finally {
+      admin.disconnect();
+    }
+    assert.deepEqual(await platform.registry.liveServers(), []);
+    await redis.restart({ kill: true });
+
+    const servers = await waitUntil(
+      async () => {
+        const live = await platform?.registry.liveServers().catch(() => undefined);
+        return live?.length === 2 ? live : undefined;
+      },
+      { timeoutMs: 15_000, what: 'both load reports to be written again after the reconnect' },
+    );
+    assert.deepEqual(servers.map((s) => s.serverId).sort(), [serverA.serverId, serverB.serverId].sort());
+    // The registry kept its entries (no restore was needed): the listener is still registered.
+    assert.equal((await platform.registry.lookup('aof-listener'))?.serverId, serverB.serverId);
+
+    // A topic publish through the API finds a server again and reaches the subscriber.
+    const published = await platform.call('POST', '/v1/topics/news/messages', {
+      id: 'news-after-aof-restart',
+      payload: { headline: 'listed again' },
+    });
+    assert.equal(published.status, 200, JSON.stringify(published.body));
+    assert.equal((published.body as { delivered?: number }).delivered, 1);
+    assert.ok(listener.received.some((m) => m.id === 'news-after-aof-restart'));
   });
 });

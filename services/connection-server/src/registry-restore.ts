@@ -25,6 +25,12 @@ export interface RegistryRestorerOptions {
   readonly batchSize?: number;
   /** Called after a restore, e.g. to write the load report Redis also lost. */
   readonly onRestored?: () => void;
+  /**
+   * Called on every reconnect to Redis, restore or not: an outage longer than the load report's
+   * TTL loses the report even when Redis kept its data (AOF), and routers list no server until
+   * it is written again.
+   */
+  readonly onReconnected?: () => void;
 }
 
 /**
@@ -50,7 +56,10 @@ export class RegistryRestorer {
   readonly #o: RegistryRestorerOptions;
   readonly #abort = new AbortController();
   // check() settles without rejecting: its failures are logged, counted and retried inside.
-  readonly #onReady = () => void this.check();
+  readonly #onReady = () => {
+    this.#o.onReconnected?.();
+    void this.check();
+  };
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   /** A check was asked for while one ran: run another when it ends. */

@@ -297,12 +297,10 @@ class PushlineConnectionServer implements ConnectionServer {
       ttlSeconds: config.PUSHLINE_REGISTRY_TTL_S,
       ratePerS: config.PUSHLINE_REGISTRY_RESTORE_RATE_PER_S,
       recordOf: (conn) => this.#recordOf(conn),
-      // Redis lost the load report too: routers see this server again without waiting a period.
-      onRestored: () =>
-        void this.#loadReporter.report().catch((err: unknown) => {
-          metrics.loopFailures.inc({ loop: 'load_report' });
-          logger.warn({ err }, 'load report after a registry restore failed; the loop retries');
-        }),
+      // Redis lost the load report too (or it expired during the outage): routers see this
+      // server again without waiting for the report loop's next turn.
+      onRestored: () => this.#reportLoadNow('after a registry restore'),
+      onReconnected: () => this.#reportLoadNow('after Redis reconnected'),
     });
     this.#loadReporter = new LoadReporter({
       registry: deps.registry,
@@ -547,6 +545,14 @@ class PushlineConnectionServer implements ConnectionServer {
       // after the caller stored the promise.)
       conn.registering = undefined;
     }
+  }
+
+  /** Writes the load report now; a failure is counted and left to the report loop's retries. */
+  #reportLoadNow(when: string): void {
+    this.#loadReporter.report().catch((err: unknown) => {
+      this.#metrics.loopFailures.inc({ loop: 'load_report' });
+      this.#log.warn({ err }, `load report ${when} failed; the loop retries`);
+    });
   }
 
   /** Closes this server's connection of the device if it is still `connectionId`. */
