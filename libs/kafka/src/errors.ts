@@ -5,7 +5,7 @@
  * client underneath.
  */
 export class ProduceError extends Error {
-  override readonly name = 'ProduceError';
+  override readonly name: string = 'ProduceError';
   readonly topic: string;
   readonly records: number;
 
@@ -16,5 +16,17 @@ export class ProduceError extends Error {
     );
     this.topic = topic;
     this.records = records;
+  }
+}
+
+/**
+ * A send withdrawn by its caller (its signal aborted) before any of its records were handed to the
+ * broker: unlike other `ProduceError`s, the outcome is known: nothing was written.
+ */
+export class SendWithdrawnError extends ProduceError {
+  override readonly name = 'SendWithdrawnError';
+
+  constructor(topic: string, records: number) {
+    super(topic, records, new Error('withdrawn by the caller before it was sent'));
   }
 }

@@ -10,6 +10,7 @@ export type {
   PartitionProgress,
   Producer,
   RecordBatch,
+  SendOptions,
   TakenBatch,
   TopicSpec,
 } from './types.ts';
@@ -18,7 +19,7 @@ export type { KafkaClientOptions } from './kafkajs-client.ts';
 export { BufferedPublisher } from './buffered-publisher.ts';
 export type { BufferedPublisherOptions } from './buffered-publisher.ts';
 export { platformTopics } from './topics.ts';
-export { ProduceError } from './errors.ts';
+export { ProduceError, SendWithdrawnError } from './errors.ts';
 export { partitionForKey } from './partitioner.ts';
 export { UnderReplicatedTopicsError, replicationPlan } from './replication.ts';
 export type { ReplicationPlan, ReplicationPolicy, TopicReplicationProblem } from './replication.ts';

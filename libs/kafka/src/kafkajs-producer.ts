@@ -1,8 +1,8 @@
 import type { Kafka, Message, Producer as KjsProducer, TopicMessages } from 'kafkajs';
 import type { Logger } from '@pushline/telemetry';
-import { ProduceError } from './errors.ts';
+import { ProduceError, SendWithdrawnError } from './errors.ts';
 import { javaCompatiblePartitioner } from './partitioner.ts';
-import type { OutgoingRecord, Producer } from './types.ts';
+import type { OutgoingRecord, Producer, SendOptions } from './types.ts';
 
 /**
  * Most record bytes (keys, values, headers) one produce request carries when it joins several
@@ -18,8 +18,8 @@ interface PendingSend {
   readonly topic: string;
   readonly records: readonly OutgoingRecord[];
   readonly bytes: number;
-  readonly resolve: () => void;
-  readonly reject: (err: ProduceError) => void;
+  resolve: () => void;
+  reject: (err: ProduceError) => void;
 }
 
 export interface KafkajsProducerOptions {
@@ -67,12 +67,35 @@ export class KafkajsProducer implements Producer {
     await this.#producer();
   }
 
-  send(topic: string, records: readonly OutgoingRecord[]): Promise<void> {
+  send(topic: string, records: readonly OutgoingRecord[], options: SendOptions = {}): Promise<void> {
     if (records.length === 0) return Promise.resolve();
     if (this.#closed)
       return Promise.reject(new ProduceError(topic, records.length, new Error('the producer is closed')));
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(new SendWithdrawnError(topic, records.length));
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ topic, records, bytes: recordBytes(records), resolve, reject });
+      const pending: PendingSend = { topic, records, bytes: recordBytes(records), resolve, reject };
+      if (signal) {
+        // Withdrawn only while it waits in the queue; once taken into a request it runs its course.
+        const withdraw = () => {
+          const at = this.#queue.indexOf(pending);
+          if (at >= 0) {
+            this.#queue.splice(at, 1);
+            reject(new SendWithdrawnError(topic, records.length));
+          }
+        };
+        signal.addEventListener('abort', withdraw, { once: true });
+        const settled = () => signal.removeEventListener('abort', withdraw);
+        pending.resolve = () => {
+          settled();
+          resolve();
+        };
+        pending.reject = (err) => {
+          settled();
+          reject(err);
+        };
+      }
+      this.#queue.push(pending);
       this.#kick();
     });
   }

@@ -21,10 +21,19 @@ export interface IncomingRecord {
   readonly timestamp: number;
 }
 
+export interface SendOptions {
+  readonly signal?: AbortSignal;
+}
+
 export interface Producer {
   start(): Promise<void>;
-  /** Resolves once every record is acknowledged by all in-sync replicas (acks=all); rejects with `ProduceError`. */
-  send(topic: string, records: readonly OutgoingRecord[]): Promise<void>;
+  /**
+   * Resolves once every record is acknowledged by all in-sync replicas (acks=all); rejects with
+   * `ProduceError`. Aborting `options.signal` withdraws the records if they have not been handed to
+   * the broker yet (rejecting with `SendWithdrawnError`: certainly not written); once they have, it
+   * changes nothing.
+   */
+  send(topic: string, records: readonly OutgoingRecord[], options?: SendOptions): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
 import { startKafka, type KafkaInstance } from '@pushline/devstack';
-import { ProduceError, createKafkaClient, type KafkaClient, type OutgoingRecord } from '@pushline/kafka';
+import {
+  ProduceError,
+  SendWithdrawnError,
+  createKafkaClient,
+  type KafkaClient,
+  type OutgoingRecord,
+} from '@pushline/kafka';
 import { backoffMs } from '@pushline/runtime';
 import { silentLogger } from '@pushline/telemetry';
 import { collectRecords, uniquePrefix, waitUntil } from '@pushline/testkit';
@@ -185,5 +191,36 @@ test(
     const onTopic = new Set(seen.map((r) => r.value?.toString('utf8')));
     const lost = acked.filter((value) => !onTopic.has(value));
     assert.deepEqual(lost.slice(0, 20), [], `${lost.length} of ${acked.length} acknowledged records missing`);
+  },
+);
+
+test(
+  'a send withdrawn while it waits behind one the stopped broker holds is never written',
+  { timeout: 240_000 },
+  async () => {
+    const kafka = client('faults-withdraw');
+    const topic = await freshTopic(1);
+    const producer = kafka.producer();
+    cleanups.push(() => producer.close());
+    await producer.start();
+    await producer.send(topic, records('warm-up'));
+
+    stopBroker();
+    // In flight to the stopped broker: the next send waits for it.
+    const held = producer.send(topic, records('held'));
+    const withdraw = new AbortController();
+    const queued = producer.send(topic, records('withdrawn'), { signal: withdraw.signal });
+    withdraw.abort();
+    await assert.rejects(queued, SendWithdrawnError);
+    resumeBroker();
+    await held;
+    await producer.send(topic, records('after'));
+
+    // One partition, sends in order: a withdrawn record written after all would sit before `after`.
+    const seen = await collectRecords(kafka, topic, 3, { timeoutMs: 30_000 });
+    assert.deepEqual(
+      seen.map((r) => r.value?.toString('utf8')),
+      ['warm-up', 'held', 'after'],
+    );
   },
 );

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { SendWithdrawnError } from '@pushline/kafka';
 import { PushRequest, pushTargetKey } from '@pushline/protocol';
 import { SpanKind, injectTraceHeaders, withSpan } from '@pushline/telemetry';
 import { principalOf } from '../auth.ts';
@@ -88,6 +89,9 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
         throw err;
       }
       const response: ApiResult = { status: 202, body: { ids: requests.map((r) => r.id) } };
+      // Aborted at the deadline: records still queued in the producer are withdrawn rather than
+      // written later, after the caller was told 503 (and may have retried without a key).
+      const withdraw = new AbortController();
       const sent = withSpan(
         ctx.tracer,
         `send ${topics.pushRequests}`,
@@ -108,10 +112,27 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
           await ctx.producer.send(
             topics.pushRequests,
             requests.map((r) => ({ key: pushTargetKey(r.target), value: JSON.stringify(r), headers })),
+            { signal: withdraw.signal },
           );
         },
       );
-      const produced = await settleWithin(sent, config.PUSHLINE_API_PUBLISH_TIMEOUT_MS);
+      let produced = await settleWithin(sent, config.PUSHLINE_API_PUBLISH_TIMEOUT_MS);
+      if (produced.kind === 'deadline') {
+        withdraw.abort();
+        // A withdrawn send rejects within the microtasks the abort starts; one still in flight
+        // does not settle before the next turn of the event loop.
+        produced = await settledNow(sent, produced);
+      }
+      if (produced.kind === 'failed' && produced.err instanceof SendWithdrawnError) {
+        // Nothing was written: the outcome is known, and the key is free again.
+        ctx.metrics.publishUnknown.inc({ cause: 'deadline' });
+        if (owned) await releaseQuietly(ctx, owned);
+        throw new ProblemError(
+          'service-unavailable',
+          `Kafka did not take the messages within ${config.PUSHLINE_API_PUBLISH_TIMEOUT_MS} ms; they were withdrawn and are not queued. Retry later.`,
+          { retryAfterSeconds: PUBLISH_RETRY_AFTER_S },
+        );
+      }
       if (produced.kind !== 'acknowledged') {
         // Kafka may still write what it was handed (a slow broker, or a failure after part of a
         // batch): the outcome is unknown. The claim stays, so a retry with the same key produces
@@ -167,6 +188,17 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
 const PUBLISH_RETRY_AFTER_S = 2;
 
 type Settled = { kind: 'acknowledged' } | { kind: 'failed'; err: unknown } | { kind: 'deadline' };
+
+/** How `promise` settled by the end of this turn of the event loop, else `pending`. */
+async function settledNow(promise: Promise<unknown>, pending: Settled): Promise<Settled> {
+  return Promise.race([
+    promise.then(
+      (): Settled => ({ kind: 'acknowledged' }),
+      (err: unknown): Settled => ({ kind: 'failed', err }),
+    ),
+    new Promise<Settled>((resolve) => setImmediate(() => resolve(pending))),
+  ]);
+}
 
 /** How `promise` settled within `ms`; it keeps running past the deadline. */
 async function settleWithin(promise: Promise<unknown>, ms: number): Promise<Settled> {
