@@ -85,7 +85,8 @@ export function assembleConnectionServer(
       metrics,
     });
   const server = createConnectionServer({
-    config: { ...config, PUSHLINE_SERVER_ID: serverId },
+    config,
+    serverId,
     redis,
     registry,
     kafka,

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { ConfigError, topicNames, type ConnectionServerConfig } from '@pushline/config';
 import {
   ChannelDeliveryTransport,
@@ -51,6 +50,8 @@ export interface OfflineInbox {
 export interface ConnectionServerDeps {
   /** Parsed with `connectionServerEnv` from @pushline/config. */
   readonly config: ConnectionServerConfig;
+  /** The id this server goes by in the registry, logs, traces and metrics (`connectionServerId(config)`). */
+  readonly serverId: string;
   /** Owned by the caller; the server duplicates it for the socket.io adapter and owns those. */
   readonly redis: RedisClient;
   /** Also restores this server's entries when Redis loses them. */
@@ -209,7 +210,7 @@ class PushlineConnectionServer implements ConnectionServer {
   constructor(deps: ConnectionServerDeps) {
     this.#d = deps;
     const config = (this.#config = deps.config);
-    this.serverId = config.PUSHLINE_SERVER_ID ?? `${hostname()}-${config.PUSHLINE_PORT}`;
+    this.serverId = deps.serverId;
     this.#log = deps.logger.child({ component: 'connection-server', serverId: this.serverId });
     const metrics = (this.#metrics = createMetrics(deps.metrics, () => this.#devices.size));
     const { tracer } = deps;
