@@ -49,7 +49,8 @@ export function assembleMessageProcessor(
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'message-processor', instance_id: instanceId });
   const processor = createMessageProcessor({
-    config: { ...config, PUSHLINE_PROCESSOR_INSTANCE_ID: instanceId },
+    config,
+    instanceId,
     redis,
     kafka,
     logger: options.logger,

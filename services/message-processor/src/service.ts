@@ -1,6 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { topicNames, type MessageProcessorConfig } from '@pushline/config';
 import {
   ChannelDeliveryTransport,
@@ -29,6 +27,8 @@ import { TargetResolver } from './target-resolver.ts';
 export interface MessageProcessorDeps {
   /** Parsed with `messageProcessorEnv` (tests: `parseEnv(messageProcessorEnv, {...})`). */
   readonly config: MessageProcessorConfig;
+  /** The id this instance goes by in traces, logs, metrics and request claims (`processorInstanceId(config)`). */
+  readonly instanceId: string;
   /** ioredis client owned by the caller (registry, offline store, request ledger). */
   readonly redis: RedisClient;
   readonly kafka: KafkaClient;
@@ -56,11 +56,9 @@ export interface MessageProcessor {
   readonly assignedPartitions: readonly number[];
 }
 
-/** Builds a message processor from its dependencies; `main.ts` wires it to the environment. */
+/** Builds a message processor from its dependencies; `assemble.ts` wires it to the environment. */
 export function createMessageProcessor(deps: MessageProcessorDeps): MessageProcessor {
-  const { config, redis, kafka, metrics, tracer } = deps;
-  const instanceId =
-    config.PUSHLINE_PROCESSOR_INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const { config, instanceId, redis, kafka, metrics, tracer } = deps;
   const logger = deps.logger.child({ instanceId });
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
   const keyPrefix = config.PUSHLINE_KEY_PREFIX;
