@@ -5,7 +5,7 @@ import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import { createMessageProcessor, type MessageProcessor } from './service.ts';
+import { createMessageProcessor, type MessageProcessor } from './message-processor.ts';
 
 /**
  * The id this instance goes by in traces, logs, metrics and request claims:
