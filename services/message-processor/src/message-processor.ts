@@ -6,7 +6,7 @@ import {
   MessageRouter,
   type DeliveryTransport,
 } from '@pushline/delivery';
-import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
+import type { Admin, KafkaClient, Producer } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry, type DeviceRegistry, type RedisClient } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
@@ -42,7 +42,7 @@ export interface MessageProcessorDeps {
 }
 
 export interface MessageProcessor {
-  /** Creates the platform topics if missing, joins the group, starts the sweeper and the ops port. */
+  /** Starts the ops port, joins the group and starts the sweeper (the composition root creates the topics first). */
   start(): Promise<void>;
   /** Stops taking records, finishes the ones in hand and commits them, then closes everything it owns. */
   close(): Promise<void>;
@@ -317,12 +317,6 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       if (started) throw new Error('message processor already started');
       started = true;
       await ops.start();
-      const admin = kafka.admin();
-      try {
-        await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
-      } finally {
-        await admin.close();
-      }
       await producer.start();
       dependencyGate.start();
       ledger.start();

@@ -2,7 +2,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import { topicNames, type PushApiConfig } from '@pushline/config';
-import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
+import type { Admin, KafkaClient, Producer } from '@pushline/kafka';
 import type { DeviceRegistry, RedisClient } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import type { Logger, Registry, Tracer } from '@pushline/telemetry';
@@ -23,7 +23,7 @@ export interface PushApiDeps {
   readonly registry: DeviceRegistry;
   /** Direct push routing (`MessageRouter` from @pushline/delivery). Its transport is the caller's to close. */
   readonly router: PushRouter;
-  /** The API creates its own producer and admin client from it, and closes them. */
+  /** The API creates its own producer and admin client from it, and closes them. The topics must exist. */
   readonly kafka: KafkaClient;
   /** Store-and-forward for direct pushes with ttlSeconds; without it, ttlSeconds is ignored. */
   readonly offlineStore?: OfflineMessageStore | undefined;
@@ -34,7 +34,7 @@ export interface PushApiDeps {
 }
 
 export interface PushApi {
-  /** Creates missing topics, connects the producer, then listens. */
+  /** Starts the ops port, connects the producer, then listens. */
   start(): Promise<void>;
   /** Stops accepting, lets in-flight requests finish (bounded), then closes the producer. Idempotent. */
   close(): Promise<void>;
@@ -181,7 +181,6 @@ export function createPushApi(deps: PushApiDeps): PushApi {
       try {
         await ops.start();
         admin = deps.kafka.admin();
-        await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
         producer = deps.kafka.producer();
         await producer.start();
         await new Promise<void>((resolve, reject) => {
