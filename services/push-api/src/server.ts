@@ -55,20 +55,11 @@ export function createPushApi(deps: PushApiDeps): PushApi {
   const log = logger.child({ component: 'push-api' });
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
   const metrics = new ApiMetrics(deps.metrics);
-  let producer: Producer | undefined;
+  // Connected in start(); handlers only run after that.
+  const producer: Producer = deps.kafka.producer();
   let admin: Admin | undefined;
   let draining = false;
   let url: string | undefined;
-
-  // The producer is created in start(); handlers only run after that, through this facade.
-  const producerFacade: Producer = {
-    start: async () => {},
-    close: async () => {},
-    send: (topic, records) => {
-      if (!producer) throw new Error('push-api not started');
-      return producer.send(topic, records);
-    },
-  };
 
   const ctx: ApiContext = {
     config,
@@ -80,7 +71,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     topics,
     registry: deps.registry,
     router: deps.router,
-    producer: producerFacade,
+    producer,
     offlineStore: deps.offlineStore,
     idempotency: new IdempotencyStore({
       redis: deps.redis,
@@ -161,7 +152,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     await runCleanup([
       // The drain has its own bound; the margin lets it close the connections left at its end.
       { name: 'http server', run: stopHttp, timeoutMs: config.PUSHLINE_API_DRAIN_TIMEOUT_MS + 2_000 },
-      { name: 'kafka producer', run: () => producer?.close() },
+      { name: 'kafka producer', run: () => producer.close() },
       { name: 'kafka admin', run: () => admin?.close() },
       { name: 'ops server', run: () => ops.close() },
     ]);
@@ -181,7 +172,6 @@ export function createPushApi(deps: PushApiDeps): PushApi {
       try {
         await ops.start();
         admin = deps.kafka.admin();
-        producer = deps.kafka.producer();
         await producer.start();
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
