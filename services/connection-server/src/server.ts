@@ -9,6 +9,7 @@ import {
   type DeliveryTransport,
 } from '@pushline/delivery';
 import type { KafkaClient, Producer } from '@pushline/kafka';
+import type { OfflineInbox } from '@pushline/offline-store';
 import {
   DeviceEvents,
   type BroadcastRequest,
@@ -17,7 +18,6 @@ import {
   type DeliverResult,
   type DeviceTokenClaims,
   type DisconnectReason,
-  type StoredMessage,
 } from '@pushline/protocol';
 import type { DeviceRecord, DeviceRegistry, RegistryRecovery, RedisClient } from '@pushline/registry';
 import { closeOnce, OpsServer, runCleanup } from '@pushline/runtime';
@@ -40,12 +40,6 @@ import { SocketServer } from './socket-server.ts';
 import { DeviceRequests } from './requests.ts';
 import { TokenLifecycle } from './token-lifecycle.ts';
 import { defaultTopicAuthorizer, Subscriptions, type TopicAuthorizer } from './subscriptions.ts';
-
-/** Store-and-forward inbox of offline devices (implemented by @pushline/offline-store). */
-export interface OfflineInbox {
-  /** Delivers the device's stored messages oldest first through `deliver`, recording each outcome; resolves when the queue is empty. */
-  drain(deviceId: string, deliver: (msg: StoredMessage) => Promise<DeliverResult>): Promise<void>;
-}
 
 export interface ConnectionServerDeps {
   /** Parsed with `connectionServerEnv` from @pushline/config. */
