@@ -4,10 +4,10 @@ import {
   type Server as HttpServer,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ConnectionServerConfig } from '@pushline/config';
 import { adapterClients, closeRedis, isCluster, type RedisClient } from '@pushline/registry';
+import { listenForUrl } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import { Server, type Namespace, type Socket } from 'socket.io';
@@ -432,24 +432,11 @@ export class SocketServer {
       Math.max(50, Math.min(250, this.#connectPacketTimeoutMs / 4)),
     );
     this.#sweepTimer.unref();
-    await new Promise<void>((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(
-        { port: config.PUSHLINE_PORT, host: config.PUSHLINE_HOST, backlog: LISTEN_BACKLOG },
-        () => {
-          this.http.off('error', reject);
-          resolve();
-        },
-      );
+    this.#url = await listenForUrl(this.http, {
+      port: config.PUSHLINE_PORT,
+      host: config.PUSHLINE_HOST,
+      backlog: LISTEN_BACKLOG,
     });
-    const address = this.http.address() as AddressInfo;
-    const host =
-      address.address === '0.0.0.0' || address.address === '::'
-        ? '127.0.0.1'
-        : address.family === 'IPv6'
-          ? `[${address.address}]`
-          : address.address;
-    this.#url = `http://${host}:${address.port}`;
     return this.#url;
   }
 

@@ -1,10 +1,9 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import { topicNames, type PushApiConfig } from '@pushline/config';
 import type { Admin, KafkaClient, Producer } from '@pushline/kafka';
 import type { DeviceRegistry, RedisClient } from '@pushline/registry';
-import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
+import { OpsServer, closeOnce, listenForUrl, runCleanup } from '@pushline/runtime';
 import type { Logger, Registry, Tracer } from '@pushline/telemetry';
 import { createApp } from './app.ts';
 import type { ApiContext } from './context.ts';
@@ -173,22 +172,13 @@ export function createPushApi(deps: PushApiDeps): PushApi {
         await ops.start();
         admin = deps.kafka.admin();
         await producer.start();
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(config.PUSHLINE_API_PORT, config.PUSHLINE_API_HOST, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
+        url = await listenForUrl(server, { port: config.PUSHLINE_API_PORT, host: config.PUSHLINE_API_HOST });
       } catch (err) {
         await close().catch((closeErr: unknown) =>
           log.warn({ err: closeErr }, 'cleanup after a failed start failed'),
         );
         throw err;
       }
-      const address = server.address() as AddressInfo;
-      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-      url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
       log.info({ url, opsUrl: ops.url }, 'push-api listening');
     },
     close,
