@@ -8,4 +8,4 @@ export type { ChannelHandlers, ChannelServerOptions } from './channel/server.ts'
 export { DeviceLocator } from './locator.ts';
 export type { DeviceLocatorOptions, LocatorStats } from './locator.ts';
 export { MessageRouter } from './router.ts';
-export type { MessageRouterOptions, LocalDelivery } from './router.ts';
+export type { MessageRouterOptions, LocalServer } from './router.ts';

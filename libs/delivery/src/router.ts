@@ -28,7 +28,7 @@ import type { DeviceLocator } from './locator.ts';
 import type { DeliveryTransport, OutgoingMessage, RoutedResult } from './types.ts';
 
 /** The connection server this router runs in, if any: its own devices skip the network. */
-export interface LocalDelivery {
+export interface LocalServer {
   readonly serverId: string;
   deliver(req: DeliverRequest): Promise<DeliverResult>;
 }
@@ -37,7 +37,7 @@ export interface MessageRouterOptions {
   readonly locator: DeviceLocator;
   readonly registry: DeviceRegistry;
   readonly transport: DeliveryTransport;
-  readonly local?: LocalDelivery;
+  readonly local?: LocalServer;
   readonly tracer: Tracer;
   readonly logger: Logger;
   /** When given, records `pushline_router_deliveries_total` and `pushline_router_delivery_seconds`. */
@@ -64,7 +64,7 @@ export class MessageRouter {
   readonly #locator: DeviceLocator;
   readonly #registry: DeviceRegistry;
   readonly #transport: DeliveryTransport;
-  readonly #local: LocalDelivery | undefined;
+  readonly #local: LocalServer | undefined;
   readonly #tracer: Tracer;
   readonly #logger: Logger;
   readonly #serversTtlMs: number;

@@ -56,8 +56,9 @@ export function offlinePartitions(redis: RedisClient, configured: number | undef
 /** PUSHLINE_REDIS_OFFLINE_PARTITIONS's default. */
 export const DEFAULT_CLUSTER_PARTITIONS = 64;
 
-/** The inbox a connection server drains when a device connects (the `OfflineInbox` contract). */
+/** The inbox a connection server drains when a device connects; `RedisOfflineStore` implements it. */
 export interface OfflineInbox {
+  /** Delivers the device's stored messages oldest first through `deliver`, recording each outcome; resolves when the queue is empty. */
   drain(deviceId: string, deliver: (msg: StoredMessage) => Promise<DeliverResult>): Promise<void>;
 }
 

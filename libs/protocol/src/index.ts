@@ -15,6 +15,7 @@ export {
   BroadcastRequest,
   BroadcastResult,
 } from './delivery.ts';
+export { PROBLEM_TYPE_BASE, PROBLEM_CONTENT_TYPE, problemTypeUri, FieldError, Problem } from './problem.ts';
 export {
   CHANNEL_PATH,
   CHANNEL_VERSION,

@@ -15,5 +15,6 @@ export { runMain, DEFAULT_SHUTDOWN_DEADLINE_MS } from './main.ts';
 export type { RunningService } from './main.ts';
 export { assemblyLifecycle } from './assembly.ts';
 export type { AssemblyOptions } from './assembly.ts';
+export { listenForUrl, listeningUrl } from './listen.ts';
 export { TokenBucket } from './token-bucket.ts';
 export type { TokenBucketOptions } from './token-bucket.ts';

@@ -1,8 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { Registry } from '@pushline/telemetry';
 import { closeOnce } from './lifecycle.ts';
+import { listenForUrl } from './listen.ts';
 
 export type ReadinessCheck = () => Promise<{ ok: boolean; detail?: Record<string, unknown> }>;
 
@@ -55,17 +55,11 @@ export class OpsServer {
   }
 
   async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.#options.port, this.#options.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.#server.address() as AddressInfo;
-    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    const scheme = this.#options.tls ? 'https' : 'http';
-    this.#url = `${scheme}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`;
+    this.#url = await listenForUrl(
+      this.#server,
+      { port: this.#options.port, host: this.#options.host },
+      this.#options.tls ? 'https' : 'http',
+    );
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,12 +1,12 @@
 import { hostname } from 'node:os';
 import { topicNames, type ConnectionServerConfig } from '@pushline/config';
 import { serviceKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
-import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
+import { OutboxRelay, RedisOfflineStore, type OfflineInbox } from '@pushline/offline-store';
 import { closeRedis, RedisDeviceRegistry, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import { LoadAgent } from './load-agent.ts';
-import { createConnectionServer, type ConnectionServer, type OfflineInbox } from './server.ts';
+import { createConnectionServer, type ConnectionServer } from './server.ts';
 import { DEFAULT_MAX_PENDING_HANDSHAKES } from './socket-server.ts';
 
 /** The id this server goes by in the registry, logs, traces and metrics. */
@@ -85,7 +85,8 @@ export function assembleConnectionServer(
       metrics,
     });
   const server = createConnectionServer({
-    config: { ...config, PUSHLINE_SERVER_ID: serverId },
+    config,
+    serverId,
     redis,
     registry,
     kafka,

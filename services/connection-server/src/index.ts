@@ -1,7 +1,7 @@
 export { createConnectionServer, validateConnectionServerConfig } from './server.ts';
 export { hs256Verifier } from './hs256.ts';
 export type { Hs256VerifierOptions } from './hs256.ts';
-export type { ConnectionServer, ConnectionServerDeps, OfflineInbox } from './server.ts';
+export type { ConnectionServer, ConnectionServerDeps } from './server.ts';
 export { AuthError, createTokenVerifier, toAuthError } from './auth.ts';
 export type { TokenVerifier } from './auth.ts';
 export { defaultTopicAuthorizer, topicRoom } from './subscriptions.ts';

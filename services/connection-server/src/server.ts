@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { ConfigError, topicNames, type ConnectionServerConfig } from '@pushline/config';
 import {
   ChannelDeliveryTransport,
@@ -10,6 +9,7 @@ import {
   type DeliveryTransport,
 } from '@pushline/delivery';
 import type { KafkaClient, Producer } from '@pushline/kafka';
+import type { OfflineInbox } from '@pushline/offline-store';
 import {
   DeviceEvents,
   type BroadcastRequest,
@@ -18,7 +18,6 @@ import {
   type DeliverResult,
   type DeviceTokenClaims,
   type DisconnectReason,
-  type StoredMessage,
 } from '@pushline/protocol';
 import type { DeviceRecord, DeviceRegistry, RegistryRecovery, RedisClient } from '@pushline/registry';
 import { closeOnce, OpsServer, runCleanup } from '@pushline/runtime';
@@ -42,15 +41,11 @@ import { DeviceRequests } from './requests.ts';
 import { TokenLifecycle } from './token-lifecycle.ts';
 import { defaultTopicAuthorizer, Subscriptions, type TopicAuthorizer } from './subscriptions.ts';
 
-/** Store-and-forward inbox of offline devices (implemented by @pushline/offline-store). */
-export interface OfflineInbox {
-  /** Delivers the device's stored messages oldest first through `deliver`, recording each outcome; resolves when the queue is empty. */
-  drain(deviceId: string, deliver: (msg: StoredMessage) => Promise<DeliverResult>): Promise<void>;
-}
-
 export interface ConnectionServerDeps {
   /** Parsed with `connectionServerEnv` from @pushline/config. */
   readonly config: ConnectionServerConfig;
+  /** The id this server goes by in the registry, logs, traces and metrics (`connectionServerId(config)`). */
+  readonly serverId: string;
   /** Owned by the caller; the server duplicates it for the socket.io adapter and owns those. */
   readonly redis: RedisClient;
   /** Also restores this server's entries when Redis loses them. */
@@ -209,7 +204,7 @@ class PushlineConnectionServer implements ConnectionServer {
   constructor(deps: ConnectionServerDeps) {
     this.#d = deps;
     const config = (this.#config = deps.config);
-    this.serverId = config.PUSHLINE_SERVER_ID ?? `${hostname()}-${config.PUSHLINE_PORT}`;
+    this.serverId = deps.serverId;
     this.#log = deps.logger.child({ component: 'connection-server', serverId: this.serverId });
     const metrics = (this.#metrics = createMetrics(deps.metrics, () => this.#devices.size));
     const { tracer } = deps;

@@ -4,10 +4,11 @@ import {
   type Server as HttpServer,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ConnectionServerConfig } from '@pushline/config';
+import { PROBLEM_CONTENT_TYPE, problemTypeUri, type Problem } from '@pushline/protocol';
 import { adapterClients, closeRedis, isCluster, type RedisClient } from '@pushline/registry';
+import { listenForUrl } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 import { Server, type Namespace, type Socket } from 'socket.io';
@@ -200,11 +201,22 @@ function deviceHttpOptions(config: ConnectionServerConfig) {
   };
 }
 
+/** The body of the device port's 404, in the platform's one problem shape. */
+function notFoundProblem(req: IncomingMessage): string {
+  const problem: Problem = {
+    type: problemTypeUri('not-found'),
+    title: 'not found',
+    status: 404,
+    instance: (req.url ?? '/').split('?')[0] ?? '/',
+  };
+  return JSON.stringify(problem);
+}
+
 /** Everything on the device port that is not socket.io: answered at once, and the connection closed. */
-function notFound(_req: IncomingMessage, res: ServerResponse): void {
-  const body = JSON.stringify({ type: 'about:blank', title: 'not found', status: 404 });
+function notFound(req: IncomingMessage, res: ServerResponse): void {
+  const body = notFoundProblem(req);
   res.writeHead(404, {
-    'content-type': 'application/problem+json',
+    'content-type': PROBLEM_CONTENT_TYPE,
     'content-length': Buffer.byteLength(body),
     connection: 'close',
   });
@@ -216,13 +228,13 @@ function notFound(_req: IncomingMessage, res: ServerResponse): void {
  * and the connection is closed once it is written; engine.io would close it after a second without
  * a word (its `destroyUpgrade`), which a client cannot tell from a network failure.
  */
-function refuseUpgrade(socket: Duplex): void {
-  const body = JSON.stringify({ type: 'about:blank', title: 'not found', status: 404 });
+function refuseUpgrade(req: IncomingMessage, socket: Duplex): void {
+  const body = notFoundProblem(req);
   socket.on('error', () => {
     // the client went away first: nothing to answer
   });
   socket.end(
-    `HTTP/1.1 404 Not Found\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 404 Not Found\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     () => socket.destroy(),
   );
 }
@@ -324,7 +336,7 @@ export class SocketServer {
     const enginePath = `${this.io.path()}/`;
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
       // The same prefix test engine.io applies before it takes an upgrade.
-      if (!(req.url ?? '').startsWith(enginePath)) refuseUpgrade(socket);
+      if (!(req.url ?? '').startsWith(enginePath)) refuseUpgrade(req, socket);
     });
     this.io.use((socket, next) => {
       const pending = this.#pending.get(socket.conn);
@@ -432,24 +444,11 @@ export class SocketServer {
       Math.max(50, Math.min(250, this.#connectPacketTimeoutMs / 4)),
     );
     this.#sweepTimer.unref();
-    await new Promise<void>((resolve, reject) => {
-      this.http.once('error', reject);
-      this.http.listen(
-        { port: config.PUSHLINE_PORT, host: config.PUSHLINE_HOST, backlog: LISTEN_BACKLOG },
-        () => {
-          this.http.off('error', reject);
-          resolve();
-        },
-      );
+    this.#url = await listenForUrl(this.http, {
+      port: config.PUSHLINE_PORT,
+      host: config.PUSHLINE_HOST,
+      backlog: LISTEN_BACKLOG,
     });
-    const address = this.http.address() as AddressInfo;
-    const host =
-      address.address === '0.0.0.0' || address.address === '::'
-        ? '127.0.0.1'
-        : address.family === 'IPv6'
-          ? `[${address.address}]`
-          : address.address;
-    this.#url = `http://${host}:${address.port}`;
     return this.#url;
   }
 

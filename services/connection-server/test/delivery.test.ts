@@ -21,7 +21,7 @@ import {
   type TracingHandle,
 } from '@pushline/telemetry';
 import { waitUntil, within } from '@pushline/testkit';
-import type { OfflineInbox } from '@pushline/connection-server';
+import type { OfflineInbox } from '@pushline/offline-store';
 import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
 
 type Ack = (answer: unknown) => void;

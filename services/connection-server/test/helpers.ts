@@ -10,8 +10,8 @@ import {
   assembleConnectionServer,
   type AssembledConnectionServer,
   type ConnectionServer,
-  type OfflineInbox,
 } from '@pushline/connection-server';
+import type { OfflineInbox } from '@pushline/offline-store';
 
 export type { ClientSocket };
 

@@ -127,7 +127,8 @@ describe('registry entries of device connections', () => {
     const { connectionServerEnv, parseEnv } = await import('@pushline/config');
     const { createMetricsRegistry, silentLogger, trace } = await import('@pushline/telemetry');
     const server = createConnectionServer({
-      config: parseEnv(connectionServerEnv, world.env({ PUSHLINE_SERVER_ID: 'never-started' })),
+      config: parseEnv(connectionServerEnv, world.env()),
+      serverId: 'never-started',
       redis: world.redis,
       registry: world.registry,
       kafka: world.kafka,

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { ConsoleConfig } from '@pushline/config';
+import { PROBLEM_CONTENT_TYPE, problemTypeUri, type Problem } from '@pushline/protocol';
 import type { DeviceRegistry } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 import { ReplayError, type KafkaFeeds } from './feeds.ts';
@@ -23,7 +24,8 @@ export interface ConsoleAppOptions {
   readonly logger: Logger;
 }
 
-class Problem extends Error {
+class ConsoleProblemError extends Error {
+  override readonly name = 'ConsoleProblemError';
   readonly status: number;
   readonly code: string;
   constructor(status: number, code: string, detail: string) {
@@ -69,7 +71,7 @@ export function createConsoleApp(o: ConsoleAppOptions): Express {
 
   const page = (name: string, csp: string) => (_req: Request, res: Response) => {
     const asset = o.assets.get(name);
-    if (!asset) throw new Problem(404, 'not-found', `no asset ${name}`);
+    if (!asset) throw new ConsoleProblemError(404, 'not-found', `no asset ${name}`);
     res.setHeader('content-security-policy', csp);
     res.setHeader('cache-control', 'no-store');
     res.type(asset.contentType).send(asset.body);
@@ -80,7 +82,7 @@ export function createConsoleApp(o: ConsoleAppOptions): Express {
   app.get('/assets/:name', (req, res) => {
     const asset = o.assets.get(String(req.params['name']));
     if (!asset || asset.contentType.startsWith('text/html'))
-      throw new Problem(404, 'not-found', 'no such asset');
+      throw new ConsoleProblemError(404, 'not-found', 'no such asset');
     res.setHeader('cache-control', 'no-cache');
     res.type(asset.contentType).send(asset.body);
   });
@@ -95,13 +97,13 @@ export function createConsoleApp(o: ConsoleAppOptions): Express {
   api.post('/session', (req, res) => {
     const key: unknown = (req.body as { key?: unknown } | undefined)?.key;
     if (typeof key !== 'string' || key.length === 0 || key.length > 512) {
-      throw new Problem(400, 'validation-error', 'send { "key": "<admin API key>" }');
+      throw new ConsoleProblemError(400, 'validation-error', 'send { "key": "<admin API key>" }');
     }
     const result = o.sessions.signIn(key);
     if ('refused' in result) {
       throw result.refused === 'not_admin'
-        ? new Problem(403, 'forbidden', 'the console needs a key with the admin scope')
-        : new Problem(401, 'unauthorized', 'the API key is not valid');
+        ? new ConsoleProblemError(403, 'forbidden', 'the console needs a key with the admin scope')
+        : new ConsoleProblemError(401, 'unauthorized', 'the API key is not valid');
     }
     res.cookie(SESSION_COOKIE, result.id, {
       httpOnly: true,
@@ -119,17 +121,23 @@ export function createConsoleApp(o: ConsoleAppOptions): Express {
     const fromSession = o.sessions.keyOf(session);
     if (fromSession) {
       if (req.method !== 'GET' && req.get(CSRF_HEADER) !== '1') {
-        throw new Problem(403, 'forbidden', `state-changing calls need the ${CSRF_HEADER} header`);
+        throw new ConsoleProblemError(
+          403,
+          'forbidden',
+          `state-changing calls need the ${CSRF_HEADER} header`,
+        );
       }
       res.locals['apiKey'] = fromSession;
       res.locals['session'] = session;
       return next();
     }
     const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.get('authorization') ?? '')?.[1];
-    if (!bearer) throw new Problem(401, 'unauthorized', 'sign in with an admin API key');
+    if (!bearer) throw new ConsoleProblemError(401, 'unauthorized', 'sign in with an admin API key');
     const refused = o.sessions.check(bearer);
-    if (refused === 'unknown_key') throw new Problem(401, 'unauthorized', 'the API key is not valid');
-    if (refused === 'not_admin') throw new Problem(403, 'forbidden', 'the console needs the admin scope');
+    if (refused === 'unknown_key')
+      throw new ConsoleProblemError(401, 'unauthorized', 'the API key is not valid');
+    if (refused === 'not_admin')
+      throw new ConsoleProblemError(403, 'forbidden', 'the console needs the admin scope');
     res.locals['apiKey'] = bearer;
     next();
   });
@@ -153,7 +161,7 @@ export function createConsoleApp(o: ConsoleAppOptions): Express {
   api.get('/devices/:deviceId', async (req, res) => {
     const deviceId = String(req.params['deviceId']);
     if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(deviceId))
-      throw new Problem(400, 'validation-error', 'not a device id');
+      throw new ConsoleProblemError(400, 'validation-error', 'not a device id');
     const record = await o.registry.lookup(deviceId);
     res.json(
       record
@@ -176,7 +184,7 @@ export function createConsoleApp(o: ConsoleAppOptions): Express {
   api.post('/dlq/replay', async (req, res) => {
     const body = req.body as { ref?: unknown; value?: unknown } | undefined;
     if (typeof body?.ref !== 'string' || typeof body.value !== 'string') {
-      throw new Problem(
+      throw new ConsoleProblemError(
         400,
         'validation-error',
         'send { "ref": "<partition:offset>", "value": "<edited JSON>" }',
@@ -186,40 +194,40 @@ export function createConsoleApp(o: ConsoleAppOptions): Express {
       res.json(await o.feeds.replay(body.ref, body.value));
     } catch (err) {
       if (err instanceof ReplayError)
-        throw new Problem(err.status, err.status === 404 ? 'not-found' : 'validation-error', err.message);
+        throw new ConsoleProblemError(
+          err.status,
+          err.status === 404 ? 'not-found' : 'validation-error',
+          err.message,
+        );
       throw err;
     }
   });
 
   app.use('/console/api', api);
   app.use((req: Request) => {
-    throw new Problem(404, 'not-found', `no route ${req.method} ${req.path}`);
+    throw new ConsoleProblemError(404, 'not-found', `no route ${req.method} ${req.path}`);
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const type = (err as { type?: unknown } | null)?.type;
     const problem =
-      err instanceof Problem
+      err instanceof ConsoleProblemError
         ? err
         : type === 'entity.parse.failed'
-          ? new Problem(400, 'malformed-json', 'the body is not valid JSON')
+          ? new ConsoleProblemError(400, 'malformed-json', 'the body is not valid JSON')
           : type === 'entity.too.large'
-            ? new Problem(413, 'body-too-large', 'the body is too large')
-            : new Problem(500, 'internal-error', 'the request failed; it has been logged');
+            ? new ConsoleProblemError(413, 'body-too-large', 'the body is too large')
+            : new ConsoleProblemError(500, 'internal-error', 'the request failed; it has been logged');
     if (problem.status >= 500)
       o.logger.error({ err, method: req.method, path: req.path }, 'console request failed');
     if (res.headersSent) return void res.destroy();
-    res
-      .status(problem.status)
-      .type('application/problem+json')
-      .send(
-        JSON.stringify({
-          type: `https://pushline.dev/problems/${problem.code}`,
-          title: problem.code,
-          status: problem.status,
-          detail: problem.message,
-          instance: req.path,
-        }),
-      );
+    const body: Problem = {
+      type: problemTypeUri(problem.code),
+      title: problem.code,
+      status: problem.status,
+      detail: problem.message,
+      instance: req.path,
+    };
+    res.status(problem.status).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(body));
   });
   return app;
 }
@@ -262,7 +270,7 @@ async function testPush(o: ConsoleAppOptions, raw: unknown, apiKey: string): Pro
       ...(typeof body.ttlSeconds === 'number' ? { ttlSeconds: body.ttlSeconds } : {}),
     };
   } else {
-    throw new Problem(
+    throw new ConsoleProblemError(
       400,
       'validation-error',
       'send { mode: "direct", deviceId, payload } or { mode: "publish", target, payload }',
@@ -284,7 +292,7 @@ async function testPush(o: ConsoleAppOptions, raw: unknown, apiKey: string): Pro
     });
   } catch (err) {
     o.logger.warn({ err }, 'test push: push-api unreachable');
-    throw new Problem(502, 'bad-gateway', 'the push-api did not answer');
+    throw new ConsoleProblemError(502, 'bad-gateway', 'the push-api did not answer');
   }
   const text = await res.text();
   let answer: unknown = text;

@@ -1,9 +1,8 @@
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { topicNames, type ConsoleConfig } from '@pushline/config';
 import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { RedisDeviceRegistry, closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
-import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
+import { assemblyLifecycle, listenForUrl, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createConsoleApp } from './app.ts';
 import { KafkaFeeds } from './feeds.ts';
 import { OverviewCollector } from './overview.ts';
@@ -78,16 +77,10 @@ export function assembleConsole(config: ConsoleConfig, options: AssembleConsoleO
           await admin.close();
         }
         await feeds.start();
-        await new Promise<void>((resolve, reject) => {
-          http.once('error', reject);
-          http.listen(config.PUSHLINE_CONSOLE_PORT, config.PUSHLINE_CONSOLE_HOST, () => {
-            http.off('error', reject);
-            resolve();
-          });
+        url = await listenForUrl(http, {
+          port: config.PUSHLINE_CONSOLE_PORT,
+          host: config.PUSHLINE_CONSOLE_HOST,
         });
-        const address = http.address() as AddressInfo;
-        const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-        url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
         logger.info({ url: `${url}/console` }, 'console listening');
       },
       steps: [

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { MessageProcessorConfig } from '@pushline/config';
-import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { topicNames, type MessageProcessorConfig } from '@pushline/config';
+import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
-import { createMessageProcessor, type MessageProcessor } from './service.ts';
+import { createMessageProcessor, type MessageProcessor } from './message-processor.ts';
 
 /**
  * The id this instance goes by in traces, logs, metrics and request claims:
@@ -49,7 +49,8 @@ export function assembleMessageProcessor(
   const metrics =
     options.metrics ?? createMetricsRegistry({ service: 'message-processor', instance_id: instanceId });
   const processor = createMessageProcessor({
-    config: { ...config, PUSHLINE_PROCESSOR_INSTANCE_ID: instanceId },
+    config,
+    instanceId,
     redis,
     kafka,
     logger: options.logger,
@@ -68,6 +69,15 @@ export function assembleMessageProcessor(
       tracing: options.tracing,
       async start() {
         await ownedRedis?.connect();
+        // Auto-creation is off on the brokers; this admin also applies the replication check.
+        const admin = kafka.admin();
+        try {
+          await admin.ensureTopics(
+            platformTopics(topicNames(config.PUSHLINE_TOPIC_PREFIX), config.PUSHLINE_KAFKA_PARTITIONS),
+          );
+        } finally {
+          await admin.close();
+        }
         await processor.start();
       },
       steps: [

@@ -1,5 +1,5 @@
-export { createMessageProcessor } from './service.ts';
-export type { MessageProcessor, MessageProcessorDeps } from './service.ts';
+export { createMessageProcessor } from './message-processor.ts';
+export type { MessageProcessor, MessageProcessorDeps } from './message-processor.ts';
 export { decodePushRequest } from './request-decoder.ts';
 export type { DecodeResult } from './request-decoder.ts';
 export type { DecodeLimits } from './request-decoder.ts';

@@ -7,7 +7,7 @@ import {
   MessageRouter,
   type DeviceLocatorOptions,
 } from '@pushline/delivery';
-import { serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import { closeRedis, RedisDeviceRegistry, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
@@ -124,6 +124,13 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
       tracing: options.tracing,
       async start() {
         await ownedRedis?.connect();
+        // Auto-creation is off on the brokers; this admin also applies the replication check.
+        const admin = kafka.admin();
+        try {
+          await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
+        } finally {
+          await admin.close();
+        }
         await outcomesProducer.start();
         await relay.start();
         await api.start();

@@ -1,7 +1,8 @@
 export { createPushApi } from './server.ts';
 export type { PushApi, PushApiDeps } from './server.ts';
 export type { OfflineMessageStore, OutgoingMessage, PushRouter, RoutedResult } from './ports.ts';
-export { PROBLEMS, PROBLEM_TYPE_BASE, Problem, ProblemError, problemType } from './problem.ts';
+export { PROBLEMS, ProblemError, problemType } from './problem.ts';
+export { PROBLEM_TYPE_BASE, Problem } from '@pushline/protocol';
 export type { ProblemCode } from './problem.ts';
 export { DIRECT_PUSH_STATUS } from './routes/push.ts';
 export { OPENAPI_PATH, openApiPath, buildOpenApiDocument } from './openapi.ts';

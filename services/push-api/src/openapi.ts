@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { JsonPayload } from '@pushline/protocol';
-import { FieldError, PROBLEMS, PROBLEM_CONTENT_TYPE, Problem, type ProblemCode } from './problem.ts';
+import { FieldError, JsonPayload, PROBLEM_CONTENT_TYPE, Problem } from '@pushline/protocol';
+import { PROBLEMS, type ProblemCode } from './problem.ts';
 import type { RouteSpec, RouteTable } from './routing.ts';
 import { COMPONENT_NAMES, type ApiSchemas } from './schemas.ts';
 

@@ -1,8 +1,6 @@
 import type { Request, Response } from 'express';
-import { z } from 'zod';
-
-/** Base of every problem `type`; the URI identifies the error class and never changes. */
-export const PROBLEM_TYPE_BASE = 'https://pushline.dev/problems/';
+import { PROBLEM_CONTENT_TYPE, problemTypeUri, type FieldError, type Problem } from '@pushline/protocol';
+import type { z } from 'zod';
 
 /**
  * Every error the API answers with, its HTTP status and title. The key is the last segment of the
@@ -39,32 +37,7 @@ export const PROBLEMS = {
 
 export type ProblemCode = keyof typeof PROBLEMS;
 
-export const problemType = (code: ProblemCode): string => `${PROBLEM_TYPE_BASE}${code}`;
-
-export const FieldError = z.object({
-  field: z
-    .string()
-    .describe(
-      'Where the error is: a dotted path into the body (`messages[0].target.id`) or a parameter name.',
-    ),
-  in: z.enum(['body', 'path', 'header']),
-  message: z.string(),
-});
-export type FieldError = z.infer<typeof FieldError>;
-
-/** RFC 9457 problem details, as every error response carries them (`application/problem+json`). */
-export const Problem = z.object({
-  type: z.url().describe(`Stable URI of the error class, \`${PROBLEM_TYPE_BASE}<code>\`.`),
-  title: z.string(),
-  status: z.number().int(),
-  detail: z.string().optional(),
-  instance: z.string().describe('The request path.'),
-  errors: z.array(FieldError).optional().describe('Validation errors, one per bad field.'),
-  retryAfterSeconds: z.number().int().optional().describe('Set on 429 and 503, like the Retry-After header.'),
-});
-export type Problem = z.infer<typeof Problem>;
-
-export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+export const problemType = (code: ProblemCode): string => problemTypeUri(code);
 
 /** An error that maps to one problem response. Throw it from any handler or middleware. */
 export class ProblemError extends Error {

@@ -1,10 +1,9 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import { topicNames, type PushApiConfig } from '@pushline/config';
-import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
+import type { Admin, KafkaClient, Producer } from '@pushline/kafka';
 import type { DeviceRegistry, RedisClient } from '@pushline/registry';
-import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
+import { OpsServer, closeOnce, listenForUrl, runCleanup } from '@pushline/runtime';
 import type { Logger, Registry, Tracer } from '@pushline/telemetry';
 import { createApp } from './app.ts';
 import type { ApiContext } from './context.ts';
@@ -23,7 +22,7 @@ export interface PushApiDeps {
   readonly registry: DeviceRegistry;
   /** Direct push routing (`MessageRouter` from @pushline/delivery). Its transport is the caller's to close. */
   readonly router: PushRouter;
-  /** The API creates its own producer and admin client from it, and closes them. */
+  /** The API creates its own producer and admin client from it, and closes them. The topics must exist. */
   readonly kafka: KafkaClient;
   /** Store-and-forward for direct pushes with ttlSeconds; without it, ttlSeconds is ignored. */
   readonly offlineStore?: OfflineMessageStore | undefined;
@@ -34,7 +33,7 @@ export interface PushApiDeps {
 }
 
 export interface PushApi {
-  /** Creates missing topics, connects the producer, then listens. */
+  /** Starts the ops port, connects the producer, then listens. */
   start(): Promise<void>;
   /** Stops accepting, lets in-flight requests finish (bounded), then closes the producer. Idempotent. */
   close(): Promise<void>;
@@ -55,20 +54,11 @@ export function createPushApi(deps: PushApiDeps): PushApi {
   const log = logger.child({ component: 'push-api' });
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
   const metrics = new ApiMetrics(deps.metrics);
-  let producer: Producer | undefined;
+  // Connected in start(); handlers only run after that.
+  const producer: Producer = deps.kafka.producer();
   let admin: Admin | undefined;
   let draining = false;
   let url: string | undefined;
-
-  // The producer is created in start(); handlers only run after that, through this facade.
-  const producerFacade: Producer = {
-    start: async () => {},
-    close: async () => {},
-    send: (topic, records) => {
-      if (!producer) throw new Error('push-api not started');
-      return producer.send(topic, records);
-    },
-  };
 
   const ctx: ApiContext = {
     config,
@@ -80,7 +70,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     topics,
     registry: deps.registry,
     router: deps.router,
-    producer: producerFacade,
+    producer,
     offlineStore: deps.offlineStore,
     idempotency: new IdempotencyStore({
       redis: deps.redis,
@@ -161,7 +151,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     await runCleanup([
       // The drain has its own bound; the margin lets it close the connections left at its end.
       { name: 'http server', run: stopHttp, timeoutMs: config.PUSHLINE_API_DRAIN_TIMEOUT_MS + 2_000 },
-      { name: 'kafka producer', run: () => producer?.close() },
+      { name: 'kafka producer', run: () => producer.close() },
       { name: 'kafka admin', run: () => admin?.close() },
       { name: 'ops server', run: () => ops.close() },
     ]);
@@ -181,25 +171,14 @@ export function createPushApi(deps: PushApiDeps): PushApi {
       try {
         await ops.start();
         admin = deps.kafka.admin();
-        await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
-        producer = deps.kafka.producer();
         await producer.start();
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(config.PUSHLINE_API_PORT, config.PUSHLINE_API_HOST, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
+        url = await listenForUrl(server, { port: config.PUSHLINE_API_PORT, host: config.PUSHLINE_API_HOST });
       } catch (err) {
         await close().catch((closeErr: unknown) =>
           log.warn({ err: closeErr }, 'cleanup after a failed start failed'),
         );
         throw err;
       }
-      const address = server.address() as AddressInfo;
-      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-      url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
       log.info({ url, opsUrl: ops.url }, 'push-api listening');
     },
     close,

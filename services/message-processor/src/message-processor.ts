@@ -1,6 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { topicNames, type MessageProcessorConfig } from '@pushline/config';
 import {
   ChannelDeliveryTransport,
@@ -8,7 +6,7 @@ import {
   MessageRouter,
   type DeliveryTransport,
 } from '@pushline/delivery';
-import { platformTopics, type Admin, type KafkaClient, type Producer } from '@pushline/kafka';
+import type { Admin, KafkaClient, Producer } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import { RedisDeviceRegistry, type DeviceRegistry, type RedisClient } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
@@ -29,6 +27,8 @@ import { TargetResolver } from './target-resolver.ts';
 export interface MessageProcessorDeps {
   /** Parsed with `messageProcessorEnv` (tests: `parseEnv(messageProcessorEnv, {...})`). */
   readonly config: MessageProcessorConfig;
+  /** The id this instance goes by in traces, logs, metrics and request claims (`processorInstanceId(config)`). */
+  readonly instanceId: string;
   /** ioredis client owned by the caller (registry, offline store, request ledger). */
   readonly redis: RedisClient;
   readonly kafka: KafkaClient;
@@ -42,7 +42,7 @@ export interface MessageProcessorDeps {
 }
 
 export interface MessageProcessor {
-  /** Creates the platform topics if missing, joins the group, starts the sweeper and the ops port. */
+  /** Starts the ops port, joins the group and starts the sweeper (the composition root creates the topics first). */
   start(): Promise<void>;
   /** Stops taking records, finishes the ones in hand and commits them, then closes everything it owns. */
   close(): Promise<void>;
@@ -56,11 +56,9 @@ export interface MessageProcessor {
   readonly assignedPartitions: readonly number[];
 }
 
-/** Builds a message processor from its dependencies; `main.ts` wires it to the environment. */
+/** Builds a message processor from its dependencies; `assemble.ts` wires it to the environment. */
 export function createMessageProcessor(deps: MessageProcessorDeps): MessageProcessor {
-  const { config, redis, kafka, metrics, tracer } = deps;
-  const instanceId =
-    config.PUSHLINE_PROCESSOR_INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const { config, instanceId, redis, kafka, metrics, tracer } = deps;
   const logger = deps.logger.child({ instanceId });
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
   const keyPrefix = config.PUSHLINE_KEY_PREFIX;
@@ -319,12 +317,6 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       if (started) throw new Error('message processor already started');
       started = true;
       await ops.start();
-      const admin = kafka.admin();
-      try {
-        await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
-      } finally {
-        await admin.close();
-      }
       await producer.start();
       dependencyGate.start();
       ledger.start();
