@@ -12,7 +12,7 @@ export {
   ledgerKeys,
 } from './request-ledger.ts';
 export type { Claim, ClaimStatus, RequestLedgerOptions } from './request-ledger.ts';
-export { RecordAbandonedError } from './processor.ts';
+export { RecordAbandonedError } from './push-request-consumer.ts';
 export { DependencyGate, DependencyError, isRedisUnavailableError } from './dependency-gate.ts';
 export type { Dependency, DependencyGateOptions } from './dependency-gate.ts';
 export { assembleMessageProcessor, processorInstanceId } from './assemble.ts';

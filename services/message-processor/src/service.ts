@@ -20,7 +20,7 @@ import { Semaphore } from './keyed-runner.ts';
 import { createProcessorMetrics } from './metrics.ts';
 import { OutcomeCommitter } from './outcome-committer.ts';
 import { OutcomeRecorder } from './outcomes.ts';
-import { PushRequestConsumer } from './processor.ts';
+import { PushRequestConsumer } from './push-request-consumer.ts';
 import { PushRequestHandler } from './request-handler.ts';
 import { RequestLedger } from './request-ledger.ts';
 import { Sweeper } from './sweeper.ts';
