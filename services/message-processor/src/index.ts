@@ -3,7 +3,8 @@ export type { MessageProcessor, MessageProcessorDeps } from './service.ts';
 export { decodePushRequest } from './request-decoder.ts';
 export type { DecodeResult } from './request-decoder.ts';
 export type { DecodeLimits } from './request-decoder.ts';
-export { KeyedChains, Semaphore } from './keyed-runner.ts';
+export { KeyedChains } from './keyed-chains.ts';
+export { Semaphore } from './semaphore.ts';
 export {
   LEDGER_SCRIPTS,
   RequestLedger,

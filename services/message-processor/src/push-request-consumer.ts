@@ -27,8 +27,8 @@ import {
   type Dependency,
   type DependencyGate,
 } from './dependency-gate.ts';
-import type { Semaphore } from './keyed-runner.ts';
-import { KeyedChains } from './keyed-runner.ts';
+import type { Semaphore } from './semaphore.ts';
+import { KeyedChains } from './keyed-chains.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import type { OutcomeCommitter } from './outcome-committer.ts';
 import { decodePushRequest, truncate, type DecodeLimits, type DecodeResult } from './request-decoder.ts';
