@@ -188,10 +188,10 @@ export class RedisOfflineStore implements OfflineInbox {
     return this.#k;
   }
 
-  #q(d: string) {
+  #queue(d: string) {
     return this.#k.queue(d);
   }
-  #f(d: string) {
+  #inflight(d: string) {
     return this.#k.inflight(d);
   }
   #msgs(d: string) {
@@ -226,8 +226,8 @@ export class RedisOfflineStore implements OfflineInbox {
     const body = StoredMessage.parse(msg);
     const field = storedField(body);
     const result = await this.#redis.pushlineOfflineStore(
-      this.#q(deviceId),
-      this.#f(deviceId),
+      this.#queue(deviceId),
+      this.#inflight(deviceId),
       this.#msgs(deviceId),
       this.#due(deviceId),
       this.#seq(deviceId),
@@ -280,7 +280,7 @@ export class RedisOfflineStore implements OfflineInbox {
 
   /** Stored messages of a device, queued or in flight. */
   pending(deviceId: string): Promise<number> {
-    return this.#redis.pushlineOfflinePending(this.#q(deviceId), this.#f(deviceId));
+    return this.#redis.pushlineOfflinePending(this.#queue(deviceId), this.#inflight(deviceId));
   }
 
   /**
@@ -291,7 +291,7 @@ export class RedisOfflineStore implements OfflineInbox {
     const ids = [...new Set(deviceIds)];
     const counts = await sendAll(
       this.#redis,
-      ids.map((id): BatchCall => ['pushlineOfflinePending', this.#q(id), this.#f(id)]),
+      ids.map((id): BatchCall => ['pushlineOfflinePending', this.#queue(id), this.#inflight(id)]),
     );
     return new Set(ids.filter((_, i) => Number(counts[i]) > 0));
   }
@@ -331,8 +331,8 @@ export class RedisOfflineStore implements OfflineInbox {
   ): Promise<boolean> {
     for (;;) {
       const leased = await this.#redis.pushlineOfflineLease(
-        this.#q(deviceId),
-        this.#f(deviceId),
+        this.#queue(deviceId),
+        this.#inflight(deviceId),
         this.#msgs(deviceId),
         this.#leases(deviceId),
         this.#lock(deviceId),
@@ -437,8 +437,8 @@ export class RedisOfflineStore implements OfflineInbox {
         const { deviceId, field } = parsed;
         claims.push([
           'pushlineOfflineClaimExpired',
-          this.#q(deviceId),
-          this.#f(deviceId),
+          this.#queue(deviceId),
+          this.#inflight(deviceId),
           this.#msgs(deviceId),
           this.#k.due(p),
           this.#k.outbox(p),
@@ -472,8 +472,8 @@ export class RedisOfflineStore implements OfflineInbox {
         parsedCalls.push(parsed);
         calls.push([
           'pushlineOfflineReclaim',
-          this.#q(parsed.deviceId),
-          this.#f(parsed.deviceId),
+          this.#queue(parsed.deviceId),
+          this.#inflight(parsed.deviceId),
           this.#k.leases(p),
           parsed.field,
           entry,
@@ -500,7 +500,7 @@ export class RedisOfflineStore implements OfflineInbox {
     const deadline = Date.now() + this.#leaseMs;
     for (let attempt = 0; ; attempt++) {
       const begun = await this.#redis.pushlineOfflineBegin(
-        this.#q(deviceId),
+        this.#queue(deviceId),
         this.#lock(deviceId),
         token,
         this.#leaseMs,
@@ -523,7 +523,7 @@ export class RedisOfflineStore implements OfflineInbox {
     outcome: { outcome: DeliveryOutcome; reason: string; attempts?: number } | undefined,
   ): Promise<boolean> {
     const done = await this.#redis.pushlineOfflineFinish(
-      this.#f(deviceId),
+      this.#inflight(deviceId),
       this.#msgs(deviceId),
       this.#due(deviceId),
       this.#leases(deviceId),
@@ -543,8 +543,8 @@ export class RedisOfflineStore implements OfflineInbox {
 
   async #release(deviceId: string, field: string, msg: StoredMessage): Promise<void> {
     await this.#redis.pushlineOfflineRelease(
-      this.#q(deviceId),
-      this.#f(deviceId),
+      this.#queue(deviceId),
+      this.#inflight(deviceId),
       this.#msgs(deviceId),
       this.#leases(deviceId),
       field,
