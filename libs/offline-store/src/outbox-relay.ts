@@ -68,7 +68,7 @@ export class OutboxRelay {
   /** Each partition's outbox stream. */
   readonly #streams: string[];
   readonly #log: Logger;
-  readonly #m: RelayMetrics;
+  readonly #metrics: RelayMetrics;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -95,7 +95,7 @@ export class OutboxRelay {
     this.#streams = Array.from({ length: keys.partitions }, (_, p) => keys.outbox(p));
     for (let p = 0; p < this.#streams.length; p++) this.#mayHoldPending.add(p);
     this.#log = options.logger.child({ component: 'outbox-relay' });
-    this.#m = createMetrics(options.metrics);
+    this.#metrics = createMetrics(options.metrics);
     this.close = closeOnce(() => this.#close());
   }
 
@@ -183,7 +183,7 @@ export class OutboxRelay {
           this.#streams.map((key): BatchCall => ['xlen', key]),
         ),
       );
-      this.#m.backlog.set(lengths.reduce<number>((sum, n) => sum + Number(n), 0));
+      this.#metrics.backlog.set(lengths.reduce<number>((sum, n) => sum + Number(n), 0));
       return 0;
     }
     // Entries read are pending for this relay until acknowledged: a failed publish leaves them
@@ -202,7 +202,7 @@ export class OutboxRelay {
         try {
           await bounded(this.#options.publish(events), this.#options.publishTimeoutMs);
         } catch (err) {
-          this.#m.failures.inc({ step: 'publish' });
+          this.#metrics.failures.inc({ step: 'publish' });
           throw err;
         }
       }
@@ -219,7 +219,7 @@ export class OutboxRelay {
           }),
         ),
       );
-      this.#m.published.inc(events.length);
+      this.#metrics.published.inc(events.length);
       done += chunk.reduce((sum, c) => sum + c.entries.length, 0);
     }
     return done;
@@ -269,7 +269,7 @@ export class OutboxRelay {
     });
     if (acks.length > 0) await this.#redis(() => sendAll(this.#options.redis, acks));
     if (failure && found.length === 0) {
-      this.#m.failures.inc({ step: 'redis' });
+      this.#metrics.failures.inc({ step: 'redis' });
       throw failure;
     }
     if (failure) this.#log.warn({ err: failure }, 'reading part of the outbox failed; the rest is relayed');
@@ -300,7 +300,7 @@ export class OutboxRelay {
     });
     const claimed = count(found);
     if (claimed > 0) {
-      this.#m.claimed.inc(claimed);
+      this.#metrics.claimed.inc(claimed);
       this.#log.warn({ entries: claimed }, 'took over outcomes a relay that died left unpublished');
     }
     return found;
@@ -321,7 +321,7 @@ export class OutboxRelay {
       else failure ??= reply.error;
     });
     if (failure) {
-      this.#m.failures.inc({ step: 'redis' });
+      this.#metrics.failures.inc({ step: 'redis' });
       throw failure;
     }
   }
@@ -331,7 +331,7 @@ export class OutboxRelay {
       return await call();
     } catch (err) {
       if (err instanceof Error && err.message.startsWith('NOGROUP')) this.#groupReady.clear();
-      this.#m.failures.inc({ step: 'redis' });
+      this.#metrics.failures.inc({ step: 'redis' });
       throw err;
     }
   }
@@ -359,7 +359,7 @@ export class OutboxRelay {
         ...(reason === '' ? {} : { reason }),
       });
     } catch (err) {
-      this.#m.dropped.inc();
+      this.#metrics.dropped.inc();
       this.#log.error({ err, entry: id }, 'dropping an unreadable outbox entry');
       return undefined;
     }

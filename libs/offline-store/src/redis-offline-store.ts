@@ -155,13 +155,13 @@ const TERMINAL_ON_DRAIN = new Set<DeliverResult['outcome']>(['delivered', 'rejec
  */
 export class RedisOfflineStore implements OfflineInbox {
   readonly #redis: StoreRedis;
-  readonly #k: OfflineKeys;
+  readonly #keys: OfflineKeys;
   readonly #max: number;
   readonly #leaseMs: number;
   readonly #quota: { readonly maxMessages: number; readonly maxBytes: number };
   readonly #onOutbox: () => void;
   readonly #log: Logger;
-  readonly #m: StoreMetrics;
+  readonly #metrics: StoreMetrics;
 
   constructor(options: RedisOfflineStoreOptions) {
     if (!Number.isInteger(options.maxPerDevice) || options.maxPerDevice < 1) {
@@ -172,48 +172,48 @@ export class RedisOfflineStore implements OfflineInbox {
       if (!(name in redis)) redis.defineCommand(name, definition);
     }
     this.#redis = redis as StoreRedis;
-    this.#k = offlineKeys(options.keyPrefix, offlinePartitions(redis, options.partitions));
+    this.#keys = offlineKeys(options.keyPrefix, offlinePartitions(redis, options.partitions));
     this.#max = options.maxPerDevice;
     this.#leaseMs = options.leaseMs ?? 30_000;
     const quota = options.quota ?? { maxMessages: 0, maxBytes: 0 };
-    const share = (bound: number) => (bound > 0 ? Math.ceil(bound / this.#k.partitions) : 0);
+    const share = (bound: number) => (bound > 0 ? Math.ceil(bound / this.#keys.partitions) : 0);
     this.#quota = { maxMessages: share(quota.maxMessages), maxBytes: share(quota.maxBytes) };
     this.#onOutbox = options.onOutbox ?? (() => {});
     this.#log = options.logger.child({ component: 'offline-store' });
-    this.#m = createMetrics(options.metrics);
+    this.#metrics = createMetrics(options.metrics);
   }
 
   /** Key names of this store (for tests and tools). */
   get keys(): OfflineKeys {
-    return this.#k;
+    return this.#keys;
   }
 
   #queue(d: string) {
-    return this.#k.queue(d);
+    return this.#keys.queue(d);
   }
   #inflight(d: string) {
-    return this.#k.inflight(d);
+    return this.#keys.inflight(d);
   }
   #msgs(d: string) {
-    return this.#k.messages(d);
+    return this.#keys.messages(d);
   }
   #lock(d: string) {
-    return this.#k.lock(d);
+    return this.#keys.lock(d);
   }
   #due(d: string) {
-    return this.#k.due(this.#k.partitionOf(d));
+    return this.#keys.due(this.#keys.partitionOf(d));
   }
   #leases(d: string) {
-    return this.#k.leases(this.#k.partitionOf(d));
+    return this.#keys.leases(this.#keys.partitionOf(d));
   }
   #seq(d: string) {
-    return this.#k.seq(this.#k.partitionOf(d));
+    return this.#keys.seq(this.#keys.partitionOf(d));
   }
   #outbox(d: string) {
-    return this.#k.outbox(this.#k.partitionOf(d));
+    return this.#keys.outbox(this.#keys.partitionOf(d));
   }
   #usagePrefix(d: string) {
-    return this.#k.usagePrefix(this.#k.partitionOf(d));
+    return this.#keys.usagePrefix(this.#keys.partitionOf(d));
   }
 
   /**
@@ -245,13 +245,13 @@ export class RedisOfflineStore implements OfflineInbox {
     );
     if (result[0] === 0) return { stored: true, evicted: 0, duplicate: true };
     if (result[0] === -1) {
-      this.#m.refused.inc({ reason: 'quota_exceeded' });
+      this.#metrics.refused.inc({ reason: 'quota_exceeded' });
       return { stored: false, evicted: 0, refused: 'quota_exceeded' };
     }
-    this.#m.stored.inc();
+    this.#metrics.stored.inc();
     const evicted = Number(result[1] ?? 0);
     if (evicted > 0) {
-      this.#m.expired.inc({ reason: 'evicted' }, evicted);
+      this.#metrics.expired.inc({ reason: 'evicted' }, evicted);
       this.#onOutbox();
     }
     return { stored: true, evicted };
@@ -261,9 +261,9 @@ export class RedisOfflineStore implements OfflineInbox {
   async usage(origin: string): Promise<{ messages: number; bytes: number }> {
     const replies = await sendAll(
       this.#redis,
-      Array.from({ length: this.#k.partitions }, (_, p): BatchCall => [
+      Array.from({ length: this.#keys.partitions }, (_, p): BatchCall => [
         'hmget',
-        `${this.#k.usagePrefix(p)}${origin}`,
+        `${this.#keys.usagePrefix(p)}${origin}`,
         'n',
         'b',
       ]),
@@ -354,7 +354,7 @@ export class RedisOfflineStore implements OfflineInbox {
       }
       if (msg.expiresAt <= Date.now()) {
         if (await this.#finish(deviceId, field, { outcome: 'expired', reason: 'ttl_elapsed' })) {
-          this.#m.expired.inc({ reason: 'ttl' });
+          this.#metrics.expired.inc({ reason: 'ttl' });
         }
         continue;
       }
@@ -367,12 +367,12 @@ export class RedisOfflineStore implements OfflineInbox {
           'delivering a stored message failed; kept for later',
         );
         await this.#release(deviceId, field, { ...msg, attempts: msg.attempts + 1 });
-        this.#m.requeued.inc({ reason: 'error' });
+        this.#metrics.requeued.inc({ reason: 'error' });
         return true;
       }
       if (!TERMINAL_ON_DRAIN.has(result.outcome)) {
         await this.#release(deviceId, field, { ...msg, attempts: msg.attempts + 1 });
-        this.#m.requeued.inc({ reason: result.outcome });
+        this.#metrics.requeued.inc({ reason: result.outcome });
         return true;
       }
       const finished = await this.#finish(deviceId, field, {
@@ -381,9 +381,9 @@ export class RedisOfflineStore implements OfflineInbox {
         attempts: msg.attempts + 1,
       });
       if (finished) {
-        this.#m.drained.inc({ outcome: result.outcome });
+        this.#metrics.drained.inc({ outcome: result.outcome });
         if (result.outcome === 'delivered')
-          this.#m.publishToAck?.observe(
+          this.#metrics.publishToAck?.observe(
             { source: 'offline' },
             Math.max(0, Date.now() - msg.createdAt) / 1000,
           );
@@ -405,13 +405,13 @@ export class RedisOfflineStore implements OfflineInbox {
    * them. Returns how many messages it expired.
    */
   async sweepExpired(now: number = Date.now(), limit = 500): Promise<number> {
-    const partitions = Array.from({ length: this.#k.partitions }, (_, p) => p);
+    const partitions = Array.from({ length: this.#keys.partitions }, (_, p) => p);
     const [stale, due] = await Promise.all([
       sendAll(
         this.#redis,
         partitions.map((p): BatchCall => [
           'zrangebyscore',
-          this.#k.leases(p),
+          this.#keys.leases(p),
           '-inf',
           now,
           'LIMIT',
@@ -421,7 +421,15 @@ export class RedisOfflineStore implements OfflineInbox {
       ),
       sendAll(
         this.#redis,
-        partitions.map((p): BatchCall => ['zrangebyscore', this.#k.due(p), '-inf', now, 'LIMIT', 0, limit]),
+        partitions.map((p): BatchCall => [
+          'zrangebyscore',
+          this.#keys.due(p),
+          '-inf',
+          now,
+          'LIMIT',
+          0,
+          limit,
+        ]),
       ),
     ]);
     await this.#reclaimLeases(now, stale as string[][]);
@@ -431,7 +439,7 @@ export class RedisOfflineStore implements OfflineInbox {
       for (const entry of entries) {
         const parsed = parseMember(entry);
         if (!parsed) {
-          unreadable.push(['zrem', this.#k.due(p), entry]);
+          unreadable.push(['zrem', this.#keys.due(p), entry]);
           continue;
         }
         const { deviceId, field } = parsed;
@@ -440,12 +448,12 @@ export class RedisOfflineStore implements OfflineInbox {
           this.#queue(deviceId),
           this.#inflight(deviceId),
           this.#msgs(deviceId),
-          this.#k.due(p),
-          this.#k.outbox(p),
+          this.#keys.due(p),
+          this.#keys.outbox(p),
           field,
           entry,
           now,
-          this.#k.usagePrefix(p),
+          this.#keys.usagePrefix(p),
           deviceId,
         ]);
       }
@@ -453,7 +461,7 @@ export class RedisOfflineStore implements OfflineInbox {
     const claimed = await sendAll(this.#redis, [...claims, ...unreadable]);
     const expired = claimed.slice(0, claims.length).filter((r) => r === 1).length;
     if (expired > 0) {
-      this.#m.expired.inc({ reason: 'ttl' }, expired);
+      this.#metrics.expired.inc({ reason: 'ttl' }, expired);
       this.#onOutbox();
     }
     return expired;
@@ -466,7 +474,7 @@ export class RedisOfflineStore implements OfflineInbox {
       for (const entry of entries) {
         const parsed = parseMember(entry);
         if (!parsed) {
-          calls.push(['zrem', this.#k.leases(p), entry]);
+          calls.push(['zrem', this.#keys.leases(p), entry]);
           continue;
         }
         parsedCalls.push(parsed);
@@ -474,7 +482,7 @@ export class RedisOfflineStore implements OfflineInbox {
           'pushlineOfflineReclaim',
           this.#queue(parsed.deviceId),
           this.#inflight(parsed.deviceId),
-          this.#k.leases(p),
+          this.#keys.leases(p),
           parsed.field,
           entry,
           now,
@@ -487,7 +495,7 @@ export class RedisOfflineStore implements OfflineInbox {
       if (call[0] !== 'pushlineOfflineReclaim') return;
       const parsed = parsedCalls[reclaimIndex++];
       if (replies[i] !== 1 || !parsed) return;
-      this.#m.reclaimed.inc();
+      this.#metrics.reclaimed.inc();
       this.#log.warn(parsed, 'stored message leased by a drain that died; back in its queue');
     });
   }
