@@ -413,7 +413,7 @@ function chunks(found: readonly PartitionEntries[], size: number): PartitionEntr
   return out;
 }
 
-export class PublishTimeoutError extends Error {
+class PublishTimeoutError extends Error {
   override readonly name = 'PublishTimeoutError';
 }
 

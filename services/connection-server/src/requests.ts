@@ -12,7 +12,7 @@ import { ConnectionRateLimit } from './rate-limit.ts';
 import { errorAck } from './subscriptions.ts';
 
 /** Answers one request body of a connection; its promise resolves with the ack. */
-export type RequestHandler = (conn: DeviceConnection, body: unknown) => Promise<unknown>;
+type RequestHandler = (conn: DeviceConnection, body: unknown) => Promise<unknown>;
 
 export interface DeviceRequestsOptions {
   /** The handler of every request event. */

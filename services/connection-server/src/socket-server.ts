@@ -165,7 +165,7 @@ interface PendingHandshake {
  * The unit of the per-address handshake cap: the IPv4 address (also when written IPv4-mapped), or
  * the /64 prefix of an IPv6 address, since one IPv6 client usually holds a whole /64.
  */
-export function addressKey(address: string | undefined): string {
+function addressKey(address: string | undefined): string {
   if (!address) return '';
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped?.[1]) return mapped[1];

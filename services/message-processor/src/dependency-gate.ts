@@ -4,7 +4,6 @@ import type { Logger } from '@pushline/telemetry';
 
 /** What the processor cannot record an outcome without. */
 export type Dependency = 'redis' | 'kafka';
-export const DEPENDENCIES: readonly Dependency[] = ['redis', 'kafka'];
 
 /** A failure of a dependency, not of the record being processed: never a reason to dead-letter it. */
 export class DependencyError extends Error {

@@ -15,7 +15,7 @@ const StoredEntry = z.discriminatedUnion('state', [
   }),
 ]);
 
-export interface StoredResponse {
+interface StoredResponse {
   readonly status: number;
   readonly body: unknown;
 }
