@@ -4,7 +4,7 @@ import { closeOnce } from '@pushline/runtime';
 import { Counter, Gauge, stageCounter, type Logger, type Registry } from '@pushline/telemetry';
 
 /** What the server holds right now, read at every check. */
-export interface LiveLoad {
+interface LiveLoad {
   readonly connections: number;
   /** Connections opened whose device has not authenticated yet. */
   readonly pendingHandshakes: number;
@@ -35,7 +35,7 @@ export interface CapacityLimits {
 }
 
 /** Which dimension of capacity is the most used. */
-export type CapacityDimension = 'connections' | 'handshakes' | 'event_loop';
+type CapacityDimension = 'connections' | 'handshakes' | 'event_loop';
 
 export type LoadAssessment =
   | {

@@ -39,7 +39,7 @@ import { ClaimAbandonedError, type Claim, type ClaimStatus, type RequestLedger }
  * A record left unfinished because its partition was revoked or the processor is closing: it is
  * not committed, and the next owner reads it again (the request ledger recognises what finished).
  */
-export class RecordAbandonedError extends Error {
+class RecordAbandonedError extends Error {
   override readonly name = 'RecordAbandonedError';
   readonly partition: number;
   readonly offset: string;

@@ -105,13 +105,13 @@ export const LEDGER_SCRIPTS = {
 } as const;
 
 /** The scope of request ids produced straight into Kafka, without an origin (not a valid origin id). */
-export const NO_ORIGIN_SCOPE = '~kafka';
+const NO_ORIGIN_SCOPE = '~kafka';
 
 /**
  * The ledger's keys of a request of `origin` (scoped `<origin>/<id>`): both carry the request as
  * hash tag, so they share a slot on a Redis Cluster, and requests spread over the slots.
  */
-export function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: string } {
+function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: string } {
   return { claim: `${keyPrefix}req:{${scoped}}`, sent: `${keyPrefix}sent:{${scoped}}` };
 }
 

@@ -154,7 +154,7 @@ export class IdempotencyStore {
  * Where the Idempotency-Key of an API key lives: one key per claim, hash-tagged as a whole so a
  * Redis Cluster spreads them over the slots (every command and script touches only this key).
  */
-export function idempotencyRedisKey(keyPrefix: string, apiKeyId: string, idempotencyKey: string): string {
+function idempotencyRedisKey(keyPrefix: string, apiKeyId: string, idempotencyKey: string): string {
   return `${keyPrefix}api:idem:{${apiKeyId}:${sha256(idempotencyKey)}}`;
 }
 
