@@ -23,6 +23,7 @@ case "$cmd" in
     exec node_modules/.bin/tsc -p services/console/ui/tsconfig.json ;;
   lint)
     node_modules/.bin/eslint --max-warnings=0 .
+    node_modules/.bin/knip --no-progress
     exec node_modules/.bin/prettier --check --log-level=warn . ;;
   format) exec node_modules/.bin/prettier --write --log-level=warn . ;;
   token) exec node scripts/token.ts "$@" ;;

@@ -27,7 +27,7 @@ export const MAX_DEVICES_PER_SERVER = 18_000;
 export const CAPACITY_DEVICES_PER_SERVER = 16_000;
 
 /** Scenario 1's ceiling: four connection servers and six load generators on this machine. */
-export const MAX_CAPACITY_DEVICES = 50_000;
+const MAX_CAPACITY_DEVICES = 50_000;
 
 const Flags = z.object({
   scenarios: z

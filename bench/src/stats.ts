@@ -10,7 +10,7 @@ export interface LatencySummary {
   readonly max: number;
 }
 
-export const EMPTY_SUMMARY: LatencySummary = { count: 0, min: 0, mean: 0, p50: 0, p95: 0, p99: 0, max: 0 };
+const EMPTY_SUMMARY: LatencySummary = { count: 0, min: 0, mean: 0, p50: 0, p95: 0, p99: 0, max: 0 };
 
 /** Nearest-rank percentile of an ascending array. */
 function rank(sorted: Float64Array, p: number): number {

@@ -4,7 +4,7 @@ import { parse } from 'yaml';
 
 /** Where docker-compose's HAProxy takes devices and shows its stats (the ports it publishes). */
 export const COMPOSE_DEVICE_PORT = 7070;
-export const COMPOSE_STATS_PORT = 8404;
+const COMPOSE_STATS_PORT = 8404;
 /** The file compose mounts into its HAProxy container, relative to the repository. */
 export const COMPOSE_HAPROXY_CONFIG = 'deploy/haproxy/haproxy.cfg';
 
@@ -18,7 +18,7 @@ const withDefaults = (value: string) =>
   value.replace(/\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}/g, (_m, fallback?: string) => fallback ?? '');
 
 /** The connection servers of a docker-compose file, each with the settings its container runs with. */
-export function composeConnectionServers(composeYaml: string): BalancedServer[] {
+function composeConnectionServers(composeYaml: string): BalancedServer[] {
   const compose = parse(composeYaml, { merge: true }) as { services: Record<string, ComposeService> };
   return Object.entries(compose.services)
     .filter(([, s]) =>

@@ -14,7 +14,7 @@ export type DevCredentials = z.infer<typeof DevCredentials>;
 export const repoRoot = join(import.meta.dirname, '..', '..');
 /** Where `npm start` keeps credentials and logs; PUSHLINE_STATE_DIR moves it (tests use a temp dir). */
 export const stateDir = process.env['PUSHLINE_STATE_DIR'] ?? join(repoRoot, '.pushline');
-export const credentialsFile = join(stateDir, 'dev-credentials.json');
+const credentialsFile = join(stateDir, 'dev-credentials.json');
 
 export function loadOrCreateCredentials(file = credentialsFile): {
   credentials: DevCredentials;

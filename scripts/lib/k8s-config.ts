@@ -20,7 +20,7 @@ export const K8S_SECRET_KEYS: Readonly<Record<string, string>> = {
 };
 
 /** Variables that differ per pod, set in the Deployment (downward API), with why. */
-export const K8S_POD_VARIABLES: Readonly<Record<string, string>> = {
+const K8S_POD_VARIABLES: Readonly<Record<string, string>> = {
   PUSHLINE_SERVER_ID: "the pod's name",
   PUSHLINE_INTERNAL_URL: 'http://<pod IP>:<internal port>, the address other services deliver to',
   PUSHLINE_PROCESSOR_INSTANCE_ID: "the pod's name",
@@ -34,7 +34,7 @@ const COMMON: Readonly<Record<string, string>> = {
 };
 
 /** What the base sets, per service, on top of the schema defaults: listen on the pod's interfaces. */
-export const K8S_SETTINGS: Readonly<Record<K8sService, Readonly<Record<string, string>>>> = {
+const K8S_SETTINGS: Readonly<Record<K8sService, Readonly<Record<string, string>>>> = {
   'connection-server': {
     ...COMMON,
     PUSHLINE_HOST: '0.0.0.0',

@@ -16,7 +16,7 @@ import { DEFAULT_SHUTDOWN_DEADLINE_MS } from '@pushline/runtime';
 import type { DevCredentials } from './dev-credentials.ts';
 import { repoRoot } from './dev-credentials.ts';
 
-export type ServiceName = 'connection-server' | 'message-processor' | 'push-api' | 'canary' | 'console';
+type ServiceName = 'connection-server' | 'message-processor' | 'push-api' | 'canary' | 'console';
 
 export interface RunningService {
   readonly name: string;

@@ -172,7 +172,7 @@ const ProblemBody = z.object({
   instance: z.string().optional(),
 });
 
-export function judgeHttp(result: RawResult, expect: Expectation, deadlineMs: number): Verdict {
+function judgeHttp(result: RawResult, expect: Expectation, deadlineMs: number): Verdict {
   if (result.kind === 'hang')
     return hang(`no complete answer within ${deadlineMs} ms (${result.bytes} bytes read)`);
   if (result.kind === 'closed') {

@@ -21,7 +21,7 @@ export interface RawRequest {
   readonly deadlineMs: number;
 }
 
-export interface RawResponse {
+interface RawResponse {
   readonly status: number;
   readonly headers: Readonly<Record<string, string>>;
   readonly body: Buffer;

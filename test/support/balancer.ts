@@ -11,7 +11,7 @@ import { waitUntil } from '@pushline/testkit';
 import type { Platform } from './platform.ts';
 
 /** One server line of HAProxy's stats. */
-export interface HaproxyServerStat {
+interface HaproxyServerStat {
   /** UP, DOWN, DRAIN, MAINT, with HAProxy's decorations (e.g. `DOWN (agent)`). */
   readonly status: string;
   /** Effective weight (the configured 100 scaled by the agent's percentage). */

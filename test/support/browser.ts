@@ -23,7 +23,7 @@ async function findChromium(): Promise<string | undefined> {
  * Debian's Chromium, installed with apt-get when missing and we are root (as redis-server is):
  * the browser tests drive a real browser, and nothing is downloaded but Debian's package.
  */
-export async function ensureChromium(): Promise<string> {
+async function ensureChromium(): Promise<string> {
   const found = await findChromium();
   if (found) return found;
   if (process.getuid?.() !== 0) {

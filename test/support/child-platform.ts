@@ -14,9 +14,9 @@ import { testInfra, testSecret, uniquePrefix, waitUntil } from '@pushline/testki
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 
-export type ServiceKind = 'connection-server' | 'message-processor' | 'push-api';
+type ServiceKind = 'connection-server' | 'message-processor' | 'push-api';
 
-export interface ChildService {
+interface ChildService {
   readonly name: string;
   readonly kind: ServiceKind;
   readonly pid: number;

@@ -45,7 +45,7 @@ function testLogger(service: string): Logger {
   return level ? createLogger({ service, level }) : silentLogger();
 }
 
-export type { DeviceBehaviour, TestDevice };
+export type { TestDevice };
 
 export interface ScrapedService {
   readonly name: string;

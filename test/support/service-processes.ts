@@ -163,7 +163,7 @@ export async function killAllServices(): Promise<void> {
 }
 
 /** SIGKILL, for cleanup after a failed test; a no-op once the process is gone. */
-export function killService(service: ServiceProcess): void {
+function killService(service: ServiceProcess): void {
   const { child } = service;
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }

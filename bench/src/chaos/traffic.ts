@@ -68,7 +68,7 @@ export class Traffic {
   readonly sent: SentRequest[] = [];
   /** Requests the generator did not offer because too many were in flight. */
   notOffered = 0;
-  readonly #o: TrafficOptions;
+  readonly #options: TrafficOptions;
   readonly #label: string;
   readonly #inFlight = new Set<Promise<void>>();
   #httpInFlight = 0;
@@ -79,7 +79,7 @@ export class Traffic {
 
   constructor(label: string, options: TrafficOptions) {
     this.#label = label;
-    this.#o = options;
+    this.#options = options;
   }
 
   start(): void {
@@ -98,7 +98,7 @@ export class Traffic {
     let lastTopic = 0;
     while (!this.#stopping) {
       for (const [kind, share] of Object.entries(MIX)) {
-        owed[kind] = (owed[kind] ?? 0) + (this.#o.ratePerS * share * TICK_MS) / 1000;
+        owed[kind] = (owed[kind] ?? 0) + (this.#options.ratePerS * share * TICK_MS) / 1000;
         const n = Math.floor(owed[kind] ?? 0);
         if (n < 1) continue;
         owed[kind] = (owed[kind] ?? 0) - n;
@@ -164,7 +164,7 @@ export class Traffic {
 
   /** Half of the async messages carry a ttl (stored for an offline device), half none. */
   #ttl(): number | undefined {
-    return this.#seq % 2 === 0 ? this.#o.ttlSeconds : undefined;
+    return this.#seq % 2 === 0 ? this.#options.ttlSeconds : undefined;
   }
 
   #pick<T>(list: readonly T[]): T {
@@ -178,8 +178,8 @@ export class Traffic {
         kind === 'publish-topic'
           ? CHAOS_TOPIC
           : kind === 'publish-user'
-            ? this.#pick(this.#o.userIds)
-            : this.#pick(this.#o.deviceIds);
+            ? this.#pick(this.#options.userIds)
+            : this.#pick(this.#options.deviceIds);
       entries.push(this.#record(kind, targetId, kind === 'publish-topic' ? undefined : this.#ttl()));
     }
     const type = kind === 'publish-topic' ? 'topic' : kind === 'publish-user' ? 'user' : 'device';
@@ -195,10 +195,10 @@ export class Traffic {
   }
 
   async #direct(): Promise<void> {
-    const entry = this.#record('direct', this.#pick(this.#o.deviceIds), undefined);
+    const entry = this.#record('direct', this.#pick(this.#options.deviceIds), undefined);
     await this.#http(
       `/v1/devices/${encodeURIComponent(entry.targetId)}/messages`,
-      { id: entry.id, payload: { chaos: entry.id }, timeoutMs: this.#o.directTimeoutMs },
+      { id: entry.id, payload: { chaos: entry.id }, timeoutMs: this.#options.directTimeoutMs },
       [entry],
       (status, contentType) =>
         // A delivery outcome is a JSON result; a problem (503, 500, ...) is a refusal.
@@ -216,11 +216,11 @@ export class Traffic {
   ): Promise<void> {
     this.#httpInFlight++;
     try {
-      const res = await fetch(`${this.#o.apiUrl}${path}`, {
+      const res = await fetch(`${this.#options.apiUrl}${path}`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${this.#o.apiKey}`, 'content-type': 'application/json' },
+        headers: { authorization: `Bearer ${this.#options.apiKey}`, 'content-type': 'application/json' },
         body: JSON.stringify(body),
-        signal: AbortSignal.timeout(this.#o.answerTimeoutMs),
+        signal: AbortSignal.timeout(this.#options.answerTimeoutMs),
       });
       const text = await res.text();
       const status = classify(res.status, res.headers.get('content-type') ?? '');
@@ -251,7 +251,7 @@ export class Traffic {
 
   async #produce(n: number): Promise<void> {
     const entries = Array.from({ length: n }, () =>
-      this.#record('kafka-device', this.#pick(this.#o.deviceIds), this.#ttl()),
+      this.#record('kafka-device', this.#pick(this.#options.deviceIds), this.#ttl()),
     );
     const records = entries.map((e) => {
       const request: PushRequest = {
@@ -269,9 +269,9 @@ export class Traffic {
     try {
       // kafkajs cannot cancel a send; past the bound the outcome is unknown (it may still land).
       const outcome = await Promise.race([
-        this.#o.producer.send(this.#o.pushRequestsTopic, records).then(() => 'accepted' as const),
+        this.#options.producer.send(this.#options.pushRequestsTopic, records).then(() => 'accepted' as const),
         new Promise<'unknown'>((resolve) => {
-          timer = setTimeout(() => resolve('unknown'), this.#o.answerTimeoutMs);
+          timer = setTimeout(() => resolve('unknown'), this.#options.answerTimeoutMs);
         }),
       ]);
       for (const e of entries) {

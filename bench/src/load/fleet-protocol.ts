@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 /** Commands the driver sends to a device fleet process, and the fleet's answers. */
 
-export const Credential = z.object({ id: z.string(), userId: z.string(), token: z.string() });
+const Credential = z.object({ id: z.string(), userId: z.string(), token: z.string() });
 
 export const ConnectArgs = z.object({
   devices: z.array(Credential),

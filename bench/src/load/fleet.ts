@@ -16,7 +16,7 @@ import { closeOnce, runCleanup } from '@pushline/runtime';
  * The machine allows 20k open files per process. A generator holds one socket per device (plus a
  * few pipes), so 9k keeps a wide margin and lets two generators cover a full 18k server.
  */
-export const MAX_DEVICES_PER_GENERATOR = 9000;
+const MAX_DEVICES_PER_GENERATOR = 9000;
 
 const FLEET_SCRIPT = new URL('./device-fleet.ts', import.meta.url);
 

@@ -13,7 +13,7 @@ const Reply = z.union([
   z.object({ seq: z.number().int(), ok: z.literal(false), error: z.string() }),
 ]);
 
-export class GeneratorError extends Error {
+class GeneratorError extends Error {
   override readonly name = 'GeneratorError';
 }
 

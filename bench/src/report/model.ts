@@ -20,7 +20,7 @@ export const Row = z.object({
 });
 export type Row = z.infer<typeof Row>;
 
-export const Bar = z.object({ group: z.string(), series: z.string(), value: z.number() });
+const Bar = z.object({ group: z.string(), series: z.string(), value: z.number() });
 export const Chart = z.object({
   title: z.string(),
   unit: z.string(),

@@ -92,10 +92,6 @@ export function sideBySide(ctx: ScenarioContext): Target[] {
   return [ctx.baseline, ctx.pushline].filter((t): t is Target => t !== undefined);
 }
 
-export function pct(n: number, total: number): number {
-  return total === 0 ? 0 : Math.round((n / total) * 10_000) / 100;
-}
-
 export interface TargetFleet {
   readonly target: Target;
   readonly fleet: DeviceFleet;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** The signal the bench's servers write a heap snapshot on (`--heapsnapshot-signal`). */
-export const HEAP_SNAPSHOT_SIGNAL = 'SIGUSR2';
+const HEAP_SNAPSHOT_SIGNAL = 'SIGUSR2';
 
 /**
  * NODE_OPTIONS for a server whose heap the bench may snapshot: Node itself writes the snapshot on

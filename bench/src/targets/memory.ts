@@ -19,7 +19,7 @@ export function promValue(text: string, metric: string): number | undefined {
 const CLOCK_TICKS_PER_S = 100;
 
 /** CPU time (user + system) a process has used so far, in milliseconds, from /proc/<pid>/stat. */
-export async function readCpuMs(pid: number): Promise<number> {
+async function readCpuMs(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name, which is in parentheses and may itself contain spaces.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -29,7 +29,7 @@ export async function readCpuMs(pid: number): Promise<number> {
 }
 
 /** Write syscalls (write, writev) a process has made so far, from /proc/<pid>/io. */
-export async function readWriteSyscalls(pid: number): Promise<number> {
+async function readWriteSyscalls(pid: number): Promise<number> {
   const io = await readFile(`/proc/${pid}/io`, 'utf8');
   const match = /^syscw:\s+(\d+)$/m.exec(io);
   if (!match?.[1]) throw new Error(`no syscw for pid ${pid}`);

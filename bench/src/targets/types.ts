@@ -2,7 +2,7 @@ import type { ProcessRef } from './memory.ts';
 
 /** What a scenario needs from a system under test; implemented by the baseline and by Pushline. */
 
-export type TargetName = 'baseline' | 'pushline';
+type TargetName = 'baseline' | 'pushline';
 
 /** An HTTP endpoint the HTTP load generator can drive; see HttpLoadArgs for the placeholders. */
 export interface HttpPushSpec {

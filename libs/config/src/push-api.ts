@@ -2,13 +2,7 @@ import { z } from 'zod';
 import { commonEnvShape, internalChannelClientEnvShape, offlineQuotaEnvShape } from './common.ts';
 import { port, positiveInt } from './fields.ts';
 
-export const API_SCOPES = ['push', 'publish', 'presence', 'admin'] as const;
-export type ApiScope = (typeof API_SCOPES)[number];
-
-export interface ApiKeySpec {
-  readonly key: string;
-  readonly scopes: readonly ApiScope[];
-}
+const API_SCOPES = ['push', 'publish', 'presence', 'admin'] as const;
 
 const apiKeySpec = z.object({
   key: z

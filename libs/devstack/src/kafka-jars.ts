@@ -15,18 +15,18 @@ export const KAFKA_VERSION = '4.1.1';
 /** Kafka 4.x brokers and tools need Java 17 (KIP-1013). */
 const MIN_JAVA_MAJOR = 17;
 
-export const KAFKA_POM = path.join(REPO_ROOT, 'libs/devstack/kafka/pom.xml');
+const KAFKA_POM = path.join(REPO_ROOT, 'libs/devstack/kafka/pom.xml');
 const MARKER = '.pushline-complete';
 
 const ALTERNATIVES =
   'Alternatives: point Pushline at an existing cluster with PUSHLINE_KAFKA_BROKERS=host:port[,host:port], ' +
   'or run Kafka in containers with `docker compose up`.';
 
-export class KafkaToolingError extends Error {
+class KafkaToolingError extends Error {
   override name = 'KafkaToolingError';
 }
 
-export function kafkaLibsDir(cacheDir: string = defaultCacheDir()): string {
+function kafkaLibsDir(cacheDir: string = defaultCacheDir()): string {
   return path.join(cacheDir, `kafka-${KAFKA_VERSION}`, 'libs');
 }
 

@@ -44,7 +44,7 @@ export function delay(ms: number, abort?: Promise<unknown>): Promise<void> {
 }
 
 /** Last `maxLines` lines of a file, reading at most 64 KiB from its end; '' when it does not exist. */
-export async function tailFile(file: string, maxLines = 40): Promise<string> {
+async function tailFile(file: string, maxLines = 40): Promise<string> {
   let size: number;
   try {
     size = (await stat(file)).size;

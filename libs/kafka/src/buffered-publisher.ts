@@ -25,7 +25,7 @@ export interface BufferedPublisherOptions {
  * retried with backoff, then counted and dropped.
  */
 export class BufferedPublisher {
-  readonly #o: Required<Omit<BufferedPublisherOptions, 'onDrop' | 'onSent'>> &
+  readonly #options: Required<Omit<BufferedPublisherOptions, 'onDrop' | 'onSent'>> &
     Pick<BufferedPublisherOptions, 'onDrop' | 'onSent'>;
   #queue: OutgoingRecord[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -36,7 +36,7 @@ export class BufferedPublisher {
   #closed = false;
 
   constructor(options: BufferedPublisherOptions) {
-    this.#o = { maxBatch: 500, lingerMs: 20, maxQueued: 100_000, maxAttempts: 5, ...options };
+    this.#options = { maxBatch: 500, lingerMs: 20, maxQueued: 100_000, maxAttempts: 5, ...options };
   }
 
   get queued(): number {
@@ -45,16 +45,16 @@ export class BufferedPublisher {
 
   publish(record: OutgoingRecord): void {
     if (this.#closed) {
-      this.#o.onDrop?.(1, 'queue_full');
+      this.#options.onDrop?.(1, 'queue_full');
       return;
     }
-    if (this.#queue.length >= this.#o.maxQueued) {
+    if (this.#queue.length >= this.#options.maxQueued) {
       this.#queue.shift();
-      this.#o.onDrop?.(1, 'queue_full');
+      this.#options.onDrop?.(1, 'queue_full');
     }
     if (this.#queue.length === 0) this.#oldestAt = performance.now();
     this.#queue.push(record);
-    if (this.#queue.length >= this.#o.maxBatch) this.#kick();
+    if (this.#queue.length >= this.#options.maxBatch) this.#kick();
     else this.#schedule();
   }
 
@@ -88,7 +88,7 @@ export class BufferedPublisher {
   /** Sends when the oldest queued record has lingered its time (at once if it already has). */
   #schedule(): void {
     if (this.#timer || this.#flushing) return;
-    const wait = Math.max(0, this.#oldestAt + this.#o.lingerMs - performance.now());
+    const wait = Math.max(0, this.#oldestAt + this.#options.lingerMs - performance.now());
     this.#timer = setTimeout(() => this.#kick(), wait);
   }
 
@@ -100,23 +100,23 @@ export class BufferedPublisher {
    */
   async #drain(): Promise<void> {
     do {
-      await this.#sendWithRetry(this.#queue.splice(0, this.#o.maxBatch));
-    } while (this.#queue.length >= this.#o.maxBatch);
+      await this.#sendWithRetry(this.#queue.splice(0, this.#options.maxBatch));
+    } while (this.#queue.length >= this.#options.maxBatch);
   }
 
   async #sendWithRetry(batch: OutgoingRecord[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#o.producer.send(this.#o.topic, batch);
-        this.#o.onSent?.(batch.length);
+        await this.#options.producer.send(this.#options.topic, batch);
+        this.#options.onSent?.(batch.length);
         return;
       } catch (err) {
-        this.#o.logger.warn(
-          { err, topic: this.#o.topic, records: batch.length, attempt },
+        this.#options.logger.warn(
+          { err, topic: this.#options.topic, records: batch.length, attempt },
           'publishing to Kafka failed',
         );
-        if (attempt >= this.#o.maxAttempts) {
-          this.#o.onDrop?.(batch.length, 'send_failed');
+        if (attempt >= this.#options.maxAttempts) {
+          this.#options.onDrop?.(batch.length, 'send_failed');
           return;
         }
         await new Promise((resolve) => setTimeout(resolve, Math.min(5_000, 100 * 2 ** attempt)));

@@ -39,7 +39,7 @@ interface Pending extends PartitionOffset {
  * new owner's position (the broker accepts a commit for any partition from a current member).
  */
 export class OffsetCommitter {
-  readonly #o: OffsetCommitterOptions;
+  readonly #options: OffsetCommitterOptions;
   readonly #pending = new Map<string, Pending>();
   readonly #settledWaiters: (() => void)[] = [];
   /** A send already scheduled (linger, next turn, or a retry after a failure). */
@@ -47,7 +47,7 @@ export class OffsetCommitter {
   #inFlight = false;
 
   constructor(options: OffsetCommitterOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   /** Records that everything before `offset` is done; it is committed soon after. */
@@ -83,7 +83,7 @@ export class OffsetCommitter {
     this.#settled();
   }
 
-  #schedule(delayMs = this.#o.lingerMs ?? 0): void {
+  #schedule(delayMs = this.#options.lingerMs ?? 0): void {
     if (this.#timer || this.#inFlight || this.#pending.size === 0) return;
     const run = () => {
       this.#timer = undefined;
@@ -107,7 +107,7 @@ export class OffsetCommitter {
 
   async #send(): Promise<void> {
     const batch: Pending[] = [];
-    for (const p of this.#pending.values()) if (this.#o.isCurrent(p.generation)) batch.push(p);
+    for (const p of this.#pending.values()) if (this.#options.isCurrent(p.generation)) batch.push(p);
     this.#pending.clear();
     if (batch.length === 0) {
       this.#settled();
@@ -116,7 +116,7 @@ export class OffsetCommitter {
     this.#inFlight = true;
     let failedAttempts = 0;
     try {
-      await this.#o.commit(batch);
+      await this.#options.commit(batch);
     } catch (err) {
       failedAttempts = this.#requeue(batch, err);
     } finally {
@@ -128,18 +128,18 @@ export class OffsetCommitter {
 
   /** Puts a failed commit back unless superseded, stale or out of attempts; returns the attempts so far. */
   #requeue(batch: readonly Pending[], err: unknown): number {
-    const maxAttempts = this.#o.maxAttempts ?? 5;
+    const maxAttempts = this.#options.maxAttempts ?? 5;
     let attempts = 0;
     const retried: number[] = [];
     for (const p of batch) {
       const key = pendingKey(p.topic, p.partition);
-      if (this.#pending.has(key) || !this.#o.isCurrent(p.generation) || p.attempts + 1 >= maxAttempts)
+      if (this.#pending.has(key) || !this.#options.isCurrent(p.generation) || p.attempts + 1 >= maxAttempts)
         continue;
       this.#pending.set(key, { ...p, attempts: p.attempts + 1 });
       attempts = Math.max(attempts, p.attempts + 1);
       retried.push(p.partition);
     }
-    this.#o.logger.warn(
+    this.#options.logger.warn(
       { err, partitions: batch.map((p) => p.partition), retried },
       retried.length > 0
         ? 'committing offsets failed; retrying'

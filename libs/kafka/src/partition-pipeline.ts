@@ -88,7 +88,7 @@ interface Lane {
  * the last commit).
  */
 export class PartitionPipeline {
-  readonly #o: PartitionPipelineOptions;
+  readonly #options: PartitionPipelineOptions;
   readonly #log: Logger;
   readonly #maxUnfinished: number;
   readonly #lanes = new Map<string, Lane>();
@@ -109,7 +109,7 @@ export class PartitionPipeline {
     const maxUnfinished = options.maxUnfinishedPerPartition ?? 1000;
     if (!Number.isInteger(maxUnfinished) || maxUnfinished < 1)
       throw new RangeError(`maxUnfinishedPerPartition must be ≥ 1, got ${maxUnfinished}`);
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger;
     this.#maxUnfinished = maxUnfinished;
   }
@@ -140,9 +140,9 @@ export class PartitionPipeline {
     const lane = this.#lane(batch.topic, batch.partition);
     if (isIdle(lane)) lane.progressAt = Date.now();
     lane.queue.push({ ...batch, generation: this.#generation });
-    if (lane.queue.length >= this.#o.maxQueuedBatches && !lane.pausedForQueue) {
+    if (lane.queue.length >= this.#options.maxQueuedBatches && !lane.pausedForQueue) {
       lane.pausedForQueue = true;
-      this.#o.host.pause(lane.topic, lane.partition);
+      this.#options.host.pause(lane.topic, lane.partition);
     }
     if (!lane.running)
       this.#run(lane).catch((err: unknown) => {
@@ -261,7 +261,7 @@ export class PartitionPipeline {
           lane.queue = [];
           if (lane.pausedForQueue) {
             lane.pausedForQueue = false;
-            this.#o.host.resume(lane.topic, lane.partition);
+            this.#options.host.resume(lane.topic, lane.partition);
           }
           await this.#handle(lane, taken);
         } finally {
@@ -282,7 +282,7 @@ export class PartitionPipeline {
     const signal = this.#abort.signal;
     const isActive = () => !this.#closing && this.#generation === generation;
     const ctx: BatchContext = {
-      heartbeat: () => (isActive() ? this.#o.host.heartbeat() : Promise.resolve()),
+      heartbeat: () => (isActive() ? this.#options.host.heartbeat() : Promise.resolve()),
       isActive,
       // A batch taken from an ended generation's queue gets that generation's aborted signal.
       signal: this.#generation === generation ? signal : AbortSignal.abort(),
@@ -294,7 +294,7 @@ export class PartitionPipeline {
     lane.takingSince = Date.now();
     try {
       // Resolving with nothing (void) means the whole batch is finished.
-      result = (await this.#o.handleBatch(
+      result = (await this.#options.handleBatch(
         { topic: lane.topic, partition: lane.partition, records, lag: last.lag },
         ctx,
       )) as TakenBatch | undefined;
@@ -314,7 +314,8 @@ export class PartitionPipeline {
       lane.failures = 0;
       tracker.take([], last.nextOffset);
       const committable = tracker.committable;
-      if (committable !== undefined) this.#o.host.done(lane.topic, lane.partition, committable, generation);
+      if (committable !== undefined)
+        this.#options.host.done(lane.topic, lane.partition, committable, generation);
       return;
     }
     if (result.finished.length !== records.length) {
@@ -356,7 +357,7 @@ export class PartitionPipeline {
       lane.failures = 0;
       const moved = tracker.finish(offset);
       if (moved !== undefined && this.#generation === generation)
-        this.#o.host.done(lane.topic, lane.partition, moved, generation);
+        this.#options.host.done(lane.topic, lane.partition, moved, generation);
       if (tracker.unfinished < this.#maxUnfinished) this.#wake(lane);
     }
     this.#maybeIdle();
@@ -396,7 +397,7 @@ export class PartitionPipeline {
     lane.queue = [];
     lane.pausedForQueue = false;
     clearTimeout(lane.retryTimer);
-    const delayMs = (this.#o.retryDelayMs ?? backoffMs)(lane.failures);
+    const delayMs = (this.#options.retryDelayMs ?? backoffMs)(lane.failures);
     this.#log.warn(
       {
         err,
@@ -408,16 +409,17 @@ export class PartitionPipeline {
       },
       'batch failed; it is not committed and is fetched again after a backoff',
     );
-    this.#o.host.pause(lane.topic, lane.partition);
-    this.#o.host.seek(lane.topic, lane.partition, from);
+    this.#options.host.pause(lane.topic, lane.partition);
+    this.#options.host.seek(lane.topic, lane.partition, from);
     lane.retryTimer = setTimeout(() => {
       lane.retryTimer = undefined;
-      if (!this.#closing && this.#generation === generation) this.#o.host.resume(lane.topic, lane.partition);
+      if (!this.#closing && this.#generation === generation)
+        this.#options.host.resume(lane.topic, lane.partition);
     }, delayMs);
   }
 
   #tryAcquireSlot(): boolean {
-    if (this.#slotsInUse >= this.#o.maxConcurrentPartitions) return false;
+    if (this.#slotsInUse >= this.#options.maxConcurrentPartitions) return false;
     this.#slotsInUse++;
     return true;
   }

@@ -64,11 +64,11 @@ interface RelayMetrics {
  * and deleting leaves entries that are published again.
  */
 export class OutboxRelay {
-  readonly #o: Required<Omit<OutboxRelayOptions, 'metrics' | 'partitions'>>;
+  readonly #options: Required<Omit<OutboxRelayOptions, 'metrics' | 'partitions'>>;
   /** Each partition's outbox stream. */
   readonly #streams: string[];
   readonly #log: Logger;
-  readonly #m: RelayMetrics;
+  readonly #metrics: RelayMetrics;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -83,7 +83,7 @@ export class OutboxRelay {
   readonly close: () => Promise<void>;
 
   constructor(options: OutboxRelayOptions) {
-    this.#o = {
+    this.#options = {
       batch: 200,
       intervalMs: 250,
       claimIdleMs: 30_000,
@@ -95,7 +95,7 @@ export class OutboxRelay {
     this.#streams = Array.from({ length: keys.partitions }, (_, p) => keys.outbox(p));
     for (let p = 0; p < this.#streams.length; p++) this.#mayHoldPending.add(p);
     this.#log = options.logger.child({ component: 'outbox-relay' });
-    this.#m = createMetrics(options.metrics);
+    this.#metrics = createMetrics(options.metrics);
     this.close = closeOnce(() => this.#close());
   }
 
@@ -142,15 +142,15 @@ export class OutboxRelay {
   }
 
   async #loop(): Promise<void> {
-    let next = this.#o.intervalMs;
+    let next = this.#options.intervalMs;
     try {
       this.#again = false;
       const published = await this.#step(false);
       this.#failures = 0;
-      if (published >= this.#o.batch || this.#again) next = 0;
+      if (published >= this.#options.batch || this.#again) next = 0;
     } catch (err) {
       this.#failures++;
-      next = Math.max(this.#o.intervalMs, backoffMs(this.#failures, this.#o.intervalMs, 30_000));
+      next = Math.max(this.#options.intervalMs, backoffMs(this.#failures, this.#options.intervalMs, 30_000));
       this.#log.error(
         { err, failures: this.#failures, retryInMs: next },
         'relaying offline outcomes failed; they stay in the outbox',
@@ -167,7 +167,7 @@ export class OutboxRelay {
   async #step(claimNow: boolean): Promise<number> {
     await this.#ensureGroups();
     let found = await this.#read('0', [...this.#mayHoldPending]);
-    if (count(found) === 0 && (claimNow || Date.now() - this.#lastClaimAt >= this.#o.claimIdleMs / 2)) {
+    if (count(found) === 0 && (claimNow || Date.now() - this.#lastClaimAt >= this.#options.claimIdleMs / 2)) {
       this.#lastClaimAt = Date.now();
       found = await this.#claimAbandoned();
     }
@@ -179,18 +179,18 @@ export class OutboxRelay {
     if (count(found) === 0) {
       const lengths = await this.#redis(() =>
         sendAll(
-          this.#o.redis,
+          this.#options.redis,
           this.#streams.map((key): BatchCall => ['xlen', key]),
         ),
       );
-      this.#m.backlog.set(lengths.reduce<number>((sum, n) => sum + Number(n), 0));
+      this.#metrics.backlog.set(lengths.reduce<number>((sum, n) => sum + Number(n), 0));
       return 0;
     }
     // Entries read are pending for this relay until acknowledged: a failed publish leaves them
     // for the next round's own-pending read.
     for (const { partition } of found) this.#mayHoldPending.add(partition);
     let done = 0;
-    for (const chunk of chunks(found, this.#o.batch)) {
+    for (const chunk of chunks(found, this.#options.batch)) {
       const events: DeliveryEvent[] = [];
       for (const { entries } of chunk) {
         for (const [id, fields] of entries) {
@@ -200,9 +200,9 @@ export class OutboxRelay {
       }
       if (events.length > 0) {
         try {
-          await bounded(this.#o.publish(events), this.#o.publishTimeoutMs);
+          await bounded(this.#options.publish(events), this.#options.publishTimeoutMs);
         } catch (err) {
-          this.#m.failures.inc({ step: 'publish' });
+          this.#metrics.failures.inc({ step: 'publish' });
           throw err;
         }
       }
@@ -211,7 +211,7 @@ export class OutboxRelay {
           chunk.map(({ partition, entries }) => {
             const ids = entries.map(([id]) => id);
             const key = this.#streams[partition] as string;
-            return this.#o.redis
+            return this.#options.redis
               .multi()
               .xack(key, GROUP, ...ids)
               .xdel(key, ...ids)
@@ -219,7 +219,7 @@ export class OutboxRelay {
           }),
         ),
       );
-      this.#m.published.inc(events.length);
+      this.#metrics.published.inc(events.length);
       done += chunk.reduce((sum, c) => sum + c.entries.length, 0);
     }
     return done;
@@ -230,14 +230,14 @@ export class OutboxRelay {
     if (partitions.length === 0) return [];
     const replies = await this.#redis(() =>
       sendAllSettled(
-        this.#o.redis,
+        this.#options.redis,
         partitions.map((p): BatchCall => [
           'xreadgroup',
           'GROUP',
           GROUP,
-          this.#o.consumer,
+          this.#options.consumer,
           'COUNT',
-          this.#o.batch,
+          this.#options.batch,
           'STREAMS',
           this.#streams[p] as string,
           from,
@@ -267,9 +267,9 @@ export class OutboxRelay {
       if (entries.length > 0) found.push({ partition, entries });
       else if (from === '0' && gone.length === 0) this.#mayHoldPending.delete(partition);
     });
-    if (acks.length > 0) await this.#redis(() => sendAll(this.#o.redis, acks));
+    if (acks.length > 0) await this.#redis(() => sendAll(this.#options.redis, acks));
     if (failure && found.length === 0) {
-      this.#m.failures.inc({ step: 'redis' });
+      this.#metrics.failures.inc({ step: 'redis' });
       throw failure;
     }
     if (failure) this.#log.warn({ err: failure }, 'reading part of the outbox failed; the rest is relayed');
@@ -279,16 +279,16 @@ export class OutboxRelay {
   async #claimAbandoned(): Promise<PartitionEntries[]> {
     const replies = await this.#redis(() =>
       sendAll(
-        this.#o.redis,
+        this.#options.redis,
         this.#streams.map((key): BatchCall => [
           'xautoclaim',
           key,
           GROUP,
-          this.#o.consumer,
-          this.#o.claimIdleMs,
+          this.#options.consumer,
+          this.#options.claimIdleMs,
           '0-0',
           'COUNT',
-          this.#o.batch,
+          this.#options.batch,
         ]),
       ),
     );
@@ -300,7 +300,7 @@ export class OutboxRelay {
     });
     const claimed = count(found);
     if (claimed > 0) {
-      this.#m.claimed.inc(claimed);
+      this.#metrics.claimed.inc(claimed);
       this.#log.warn({ entries: claimed }, 'took over outcomes a relay that died left unpublished');
     }
     return found;
@@ -311,7 +311,7 @@ export class OutboxRelay {
     const missing = this.#streams.map((_, p) => p).filter((p) => !this.#groupReady.has(p));
     if (missing.length === 0) return;
     const replies = await sendAllSettled(
-      this.#o.redis,
+      this.#options.redis,
       missing.map((p): BatchCall => ['xgroup', 'CREATE', this.#streams[p] as string, GROUP, '0', 'MKSTREAM']),
     );
     let failure: Error | undefined;
@@ -321,7 +321,7 @@ export class OutboxRelay {
       else failure ??= reply.error;
     });
     if (failure) {
-      this.#m.failures.inc({ step: 'redis' });
+      this.#metrics.failures.inc({ step: 'redis' });
       throw failure;
     }
   }
@@ -331,7 +331,7 @@ export class OutboxRelay {
       return await call();
     } catch (err) {
       if (err instanceof Error && err.message.startsWith('NOGROUP')) this.#groupReady.clear();
-      this.#m.failures.inc({ step: 'redis' });
+      this.#metrics.failures.inc({ step: 'redis' });
       throw err;
     }
   }
@@ -359,7 +359,7 @@ export class OutboxRelay {
         ...(reason === '' ? {} : { reason }),
       });
     } catch (err) {
-      this.#m.dropped.inc();
+      this.#metrics.dropped.inc();
       this.#log.error({ err, entry: id }, 'dropping an unreadable outbox entry');
       return undefined;
     }
@@ -375,13 +375,13 @@ export class OutboxRelay {
     const timedOut = await Promise.race([
       running.then(() => false),
       new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), this.#o.closeTimeoutMs);
+        timer = setTimeout(() => resolve(true), this.#options.closeTimeoutMs);
       }),
     ]);
     clearTimeout(timer);
     if (timedOut) {
       this.#log.warn(
-        { closeTimeoutMs: this.#o.closeTimeoutMs },
+        { closeTimeoutMs: this.#options.closeTimeoutMs },
         'outbox relay closed with a publish in progress; another relay takes its entries over',
       );
     }
@@ -413,7 +413,7 @@ function chunks(found: readonly PartitionEntries[], size: number): PartitionEntr
   return out;
 }
 
-export class PublishTimeoutError extends Error {
+class PublishTimeoutError extends Error {
   override readonly name = 'PublishTimeoutError';
 }
 

@@ -156,13 +156,13 @@ const TERMINAL_ON_DRAIN = new Set<DeliverResult['outcome']>(['delivered', 'rejec
  */
 export class RedisOfflineStore implements OfflineInbox {
   readonly #redis: StoreRedis;
-  readonly #k: OfflineKeys;
+  readonly #keys: OfflineKeys;
   readonly #max: number;
   readonly #leaseMs: number;
   readonly #quota: { readonly maxMessages: number; readonly maxBytes: number };
   readonly #onOutbox: () => void;
   readonly #log: Logger;
-  readonly #m: StoreMetrics;
+  readonly #metrics: StoreMetrics;
 
   constructor(options: RedisOfflineStoreOptions) {
     if (!Number.isInteger(options.maxPerDevice) || options.maxPerDevice < 1) {
@@ -173,48 +173,48 @@ export class RedisOfflineStore implements OfflineInbox {
       if (!(name in redis)) redis.defineCommand(name, definition);
     }
     this.#redis = redis as StoreRedis;
-    this.#k = offlineKeys(options.keyPrefix, offlinePartitions(redis, options.partitions));
+    this.#keys = offlineKeys(options.keyPrefix, offlinePartitions(redis, options.partitions));
     this.#max = options.maxPerDevice;
     this.#leaseMs = options.leaseMs ?? 30_000;
     const quota = options.quota ?? { maxMessages: 0, maxBytes: 0 };
-    const share = (bound: number) => (bound > 0 ? Math.ceil(bound / this.#k.partitions) : 0);
+    const share = (bound: number) => (bound > 0 ? Math.ceil(bound / this.#keys.partitions) : 0);
     this.#quota = { maxMessages: share(quota.maxMessages), maxBytes: share(quota.maxBytes) };
     this.#onOutbox = options.onOutbox ?? (() => {});
     this.#log = options.logger.child({ component: 'offline-store' });
-    this.#m = createMetrics(options.metrics);
+    this.#metrics = createMetrics(options.metrics);
   }
 
   /** Key names of this store (for tests and tools). */
   get keys(): OfflineKeys {
-    return this.#k;
+    return this.#keys;
   }
 
-  #q(d: string) {
-    return this.#k.queue(d);
+  #queue(d: string) {
+    return this.#keys.queue(d);
   }
-  #f(d: string) {
-    return this.#k.inflight(d);
+  #inflight(d: string) {
+    return this.#keys.inflight(d);
   }
   #msgs(d: string) {
-    return this.#k.messages(d);
+    return this.#keys.messages(d);
   }
   #lock(d: string) {
-    return this.#k.lock(d);
+    return this.#keys.lock(d);
   }
   #due(d: string) {
-    return this.#k.due(this.#k.partitionOf(d));
+    return this.#keys.due(this.#keys.partitionOf(d));
   }
   #leases(d: string) {
-    return this.#k.leases(this.#k.partitionOf(d));
+    return this.#keys.leases(this.#keys.partitionOf(d));
   }
   #seq(d: string) {
-    return this.#k.seq(this.#k.partitionOf(d));
+    return this.#keys.seq(this.#keys.partitionOf(d));
   }
   #outbox(d: string) {
-    return this.#k.outbox(this.#k.partitionOf(d));
+    return this.#keys.outbox(this.#keys.partitionOf(d));
   }
   #usagePrefix(d: string) {
-    return this.#k.usagePrefix(this.#k.partitionOf(d));
+    return this.#keys.usagePrefix(this.#keys.partitionOf(d));
   }
 
   /**
@@ -227,8 +227,8 @@ export class RedisOfflineStore implements OfflineInbox {
     const body = StoredMessage.parse(msg);
     const field = storedField(body);
     const result = await this.#redis.pushlineOfflineStore(
-      this.#q(deviceId),
-      this.#f(deviceId),
+      this.#queue(deviceId),
+      this.#inflight(deviceId),
       this.#msgs(deviceId),
       this.#due(deviceId),
       this.#seq(deviceId),
@@ -246,13 +246,13 @@ export class RedisOfflineStore implements OfflineInbox {
     );
     if (result[0] === 0) return { stored: true, evicted: 0, duplicate: true };
     if (result[0] === -1) {
-      this.#m.refused.inc({ reason: 'quota_exceeded' });
+      this.#metrics.refused.inc({ reason: 'quota_exceeded' });
       return { stored: false, evicted: 0, refused: 'quota_exceeded' };
     }
-    this.#m.stored.inc();
+    this.#metrics.stored.inc();
     const evicted = Number(result[1] ?? 0);
     if (evicted > 0) {
-      this.#m.expired.inc({ reason: 'evicted' }, evicted);
+      this.#metrics.expired.inc({ reason: 'evicted' }, evicted);
       this.#onOutbox();
     }
     return { stored: true, evicted };
@@ -262,9 +262,9 @@ export class RedisOfflineStore implements OfflineInbox {
   async usage(origin: string): Promise<{ messages: number; bytes: number }> {
     const replies = await sendAll(
       this.#redis,
-      Array.from({ length: this.#k.partitions }, (_, p): BatchCall => [
+      Array.from({ length: this.#keys.partitions }, (_, p): BatchCall => [
         'hmget',
-        `${this.#k.usagePrefix(p)}${origin}`,
+        `${this.#keys.usagePrefix(p)}${origin}`,
         'n',
         'b',
       ]),
@@ -281,7 +281,7 @@ export class RedisOfflineStore implements OfflineInbox {
 
   /** Stored messages of a device, queued or in flight. */
   pending(deviceId: string): Promise<number> {
-    return this.#redis.pushlineOfflinePending(this.#q(deviceId), this.#f(deviceId));
+    return this.#redis.pushlineOfflinePending(this.#queue(deviceId), this.#inflight(deviceId));
   }
 
   /**
@@ -292,7 +292,7 @@ export class RedisOfflineStore implements OfflineInbox {
     const ids = [...new Set(deviceIds)];
     const counts = await sendAll(
       this.#redis,
-      ids.map((id): BatchCall => ['pushlineOfflinePending', this.#q(id), this.#f(id)]),
+      ids.map((id): BatchCall => ['pushlineOfflinePending', this.#queue(id), this.#inflight(id)]),
     );
     return new Set(ids.filter((_, i) => Number(counts[i]) > 0));
   }
@@ -332,8 +332,8 @@ export class RedisOfflineStore implements OfflineInbox {
   ): Promise<boolean> {
     for (;;) {
       const leased = await this.#redis.pushlineOfflineLease(
-        this.#q(deviceId),
-        this.#f(deviceId),
+        this.#queue(deviceId),
+        this.#inflight(deviceId),
         this.#msgs(deviceId),
         this.#leases(deviceId),
         this.#lock(deviceId),
@@ -355,7 +355,7 @@ export class RedisOfflineStore implements OfflineInbox {
       }
       if (msg.expiresAt <= Date.now()) {
         if (await this.#finish(deviceId, field, { outcome: 'expired', reason: 'ttl_elapsed' })) {
-          this.#m.expired.inc({ reason: 'ttl' });
+          this.#metrics.expired.inc({ reason: 'ttl' });
         }
         continue;
       }
@@ -368,12 +368,12 @@ export class RedisOfflineStore implements OfflineInbox {
           'delivering a stored message failed; kept for later',
         );
         await this.#release(deviceId, field, { ...msg, attempts: msg.attempts + 1 });
-        this.#m.requeued.inc({ reason: 'error' });
+        this.#metrics.requeued.inc({ reason: 'error' });
         return true;
       }
       if (!TERMINAL_ON_DRAIN.has(result.outcome)) {
         await this.#release(deviceId, field, { ...msg, attempts: msg.attempts + 1 });
-        this.#m.requeued.inc({ reason: result.outcome });
+        this.#metrics.requeued.inc({ reason: result.outcome });
         return true;
       }
       const finished = await this.#finish(deviceId, field, {
@@ -382,9 +382,9 @@ export class RedisOfflineStore implements OfflineInbox {
         attempts: msg.attempts + 1,
       });
       if (finished) {
-        this.#m.drained.inc({ outcome: result.outcome });
+        this.#metrics.drained.inc({ outcome: result.outcome });
         if (result.outcome === 'delivered')
-          this.#m.publishToAck?.observe(
+          this.#metrics.publishToAck?.observe(
             { source: 'offline' },
             Math.max(0, Date.now() - msg.createdAt) / 1000,
           );
@@ -406,13 +406,13 @@ export class RedisOfflineStore implements OfflineInbox {
    * them. Returns how many messages it expired.
    */
   async sweepExpired(now: number = Date.now(), limit = 500): Promise<number> {
-    const partitions = Array.from({ length: this.#k.partitions }, (_, p) => p);
+    const partitions = Array.from({ length: this.#keys.partitions }, (_, p) => p);
     const [stale, due] = await Promise.all([
       sendAll(
         this.#redis,
         partitions.map((p): BatchCall => [
           'zrangebyscore',
-          this.#k.leases(p),
+          this.#keys.leases(p),
           '-inf',
           now,
           'LIMIT',
@@ -422,7 +422,15 @@ export class RedisOfflineStore implements OfflineInbox {
       ),
       sendAll(
         this.#redis,
-        partitions.map((p): BatchCall => ['zrangebyscore', this.#k.due(p), '-inf', now, 'LIMIT', 0, limit]),
+        partitions.map((p): BatchCall => [
+          'zrangebyscore',
+          this.#keys.due(p),
+          '-inf',
+          now,
+          'LIMIT',
+          0,
+          limit,
+        ]),
       ),
     ]);
     await this.#reclaimLeases(now, stale as string[][]);
@@ -432,21 +440,21 @@ export class RedisOfflineStore implements OfflineInbox {
       for (const entry of entries) {
         const parsed = parseMember(entry);
         if (!parsed) {
-          unreadable.push(['zrem', this.#k.due(p), entry]);
+          unreadable.push(['zrem', this.#keys.due(p), entry]);
           continue;
         }
         const { deviceId, field } = parsed;
         claims.push([
           'pushlineOfflineClaimExpired',
-          this.#q(deviceId),
-          this.#f(deviceId),
+          this.#queue(deviceId),
+          this.#inflight(deviceId),
           this.#msgs(deviceId),
-          this.#k.due(p),
-          this.#k.outbox(p),
+          this.#keys.due(p),
+          this.#keys.outbox(p),
           field,
           entry,
           now,
-          this.#k.usagePrefix(p),
+          this.#keys.usagePrefix(p),
           deviceId,
         ]);
       }
@@ -454,7 +462,7 @@ export class RedisOfflineStore implements OfflineInbox {
     const claimed = await sendAll(this.#redis, [...claims, ...unreadable]);
     const expired = claimed.slice(0, claims.length).filter((r) => r === 1).length;
     if (expired > 0) {
-      this.#m.expired.inc({ reason: 'ttl' }, expired);
+      this.#metrics.expired.inc({ reason: 'ttl' }, expired);
       this.#onOutbox();
     }
     return expired;
@@ -467,15 +475,15 @@ export class RedisOfflineStore implements OfflineInbox {
       for (const entry of entries) {
         const parsed = parseMember(entry);
         if (!parsed) {
-          calls.push(['zrem', this.#k.leases(p), entry]);
+          calls.push(['zrem', this.#keys.leases(p), entry]);
           continue;
         }
         parsedCalls.push(parsed);
         calls.push([
           'pushlineOfflineReclaim',
-          this.#q(parsed.deviceId),
-          this.#f(parsed.deviceId),
-          this.#k.leases(p),
+          this.#queue(parsed.deviceId),
+          this.#inflight(parsed.deviceId),
+          this.#keys.leases(p),
           parsed.field,
           entry,
           now,
@@ -488,7 +496,7 @@ export class RedisOfflineStore implements OfflineInbox {
       if (call[0] !== 'pushlineOfflineReclaim') return;
       const parsed = parsedCalls[reclaimIndex++];
       if (replies[i] !== 1 || !parsed) return;
-      this.#m.reclaimed.inc();
+      this.#metrics.reclaimed.inc();
       this.#log.warn(parsed, 'stored message leased by a drain that died; back in its queue');
     });
   }
@@ -501,7 +509,7 @@ export class RedisOfflineStore implements OfflineInbox {
     const deadline = Date.now() + this.#leaseMs;
     for (let attempt = 0; ; attempt++) {
       const begun = await this.#redis.pushlineOfflineBegin(
-        this.#q(deviceId),
+        this.#queue(deviceId),
         this.#lock(deviceId),
         token,
         this.#leaseMs,
@@ -524,7 +532,7 @@ export class RedisOfflineStore implements OfflineInbox {
     outcome: { outcome: DeliveryOutcome; reason: string; attempts?: number } | undefined,
   ): Promise<boolean> {
     const done = await this.#redis.pushlineOfflineFinish(
-      this.#f(deviceId),
+      this.#inflight(deviceId),
       this.#msgs(deviceId),
       this.#due(deviceId),
       this.#leases(deviceId),
@@ -544,8 +552,8 @@ export class RedisOfflineStore implements OfflineInbox {
 
   async #release(deviceId: string, field: string, msg: StoredMessage): Promise<void> {
     await this.#redis.pushlineOfflineRelease(
-      this.#q(deviceId),
-      this.#f(deviceId),
+      this.#queue(deviceId),
+      this.#inflight(deviceId),
       this.#msgs(deviceId),
       this.#leases(deviceId),
       field,

@@ -53,7 +53,7 @@ end
  * the origin's quota would be exceeded (nothing changed). Evicted messages are recorded expired
  * (reason evicted) in the outbox.
  */
-export const STORE = `${USAGE}
+const STORE = `${USAGE}
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {0} end
 local ukey = usage_key(ARGV[6], ARGV[1])
 if ukey ~= nil then
@@ -96,7 +96,7 @@ return {1, evicted}
  * extended because it already held it), 2 when another drain holds it (it may be delivering the
  * device's last message, which comes back to the queue if the delivery fails).
  */
-export const BEGIN = `
+const BEGIN = `
 local holder = redis.call('GET', KEYS[2])
 if holder == false then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -111,7 +111,7 @@ return 2
 `;
 
 /** KEYS lock; ARGV token. Releases the lock only if the caller still holds it. */
-export const UNLOCK = `
+const UNLOCK = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `;
@@ -124,7 +124,7 @@ return 0
  * returns false: a message stored before it was seen here, and a drain started after it finds
  * the lock free. Nothing can slip in between the last look and the unlock.
  */
-export const LEASE = `
+const LEASE = `
 if redis.call('GET', KEYS[5]) ~= ARGV[3] then return -1 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then
@@ -144,7 +144,7 @@ return {id, redis.call('HGET', KEYS[3], id)}
  * Ends a leased message and, unless outcome is '', records it in the outbox. Returns 1 for the
  * caller that still held the lease, 0 if the sweeper took it back.
  */
-export const FINISH = `${USAGE}
+const FINISH = `${USAGE}
 if redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
 local json = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -164,7 +164,7 @@ return 1
  * in the queue (the head, as it was the oldest) with its updated body. Returns 1, or 0 if the
  * lease was already taken back.
  */
-export const RELEASE = `${USAGE}
+const RELEASE = `${USAGE}
 if redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
 local seq = redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0'
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -181,7 +181,7 @@ return 1
  * KEYS q f leases; ARGV field member now. The sweeper's recovery of a lease whose drain died:
  * back to the queue at its old place. Returns 1 when it was taken back.
  */
-export const RECLAIM = `
+const RECLAIM = `
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if not deadline or tonumber(deadline) > tonumber(ARGV[3]) then return 0 end
 redis.call('ZREM', KEYS[3], ARGV[2])
@@ -196,7 +196,7 @@ return 1
  * expired queued message, recorded expired (reason ttl_elapsed) in the outbox. Returns 1 when
  * claimed; 0 when it is not due, leased (a drain decides), or gone.
  */
-export const CLAIM_EXPIRED = `${USAGE}
+const CLAIM_EXPIRED = `${USAGE}
 local expiresAt = redis.call('ZSCORE', KEYS[4], ARGV[2])
 if not expiresAt or tonumber(expiresAt) > tonumber(ARGV[3]) then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
@@ -213,7 +213,7 @@ return 1
 `;
 
 /** KEYS q f; the device's stored messages, queued plus in flight. */
-export const PENDING = `
+const PENDING = `
 return redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 `;
 

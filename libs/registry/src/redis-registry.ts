@@ -155,7 +155,7 @@ export interface RedisDeviceRegistryOptions {
 
 export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   readonly #redis: RegistryRedis;
-  readonly #k: ReturnType<typeof registryKeys>;
+  readonly #keys: ReturnType<typeof registryKeys>;
   /** serverId → shard (first slot) → its master when the server's entries were last known there. */
   readonly #masters = new Map<string, Map<number, string>>();
 
@@ -165,7 +165,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       if (!(name in redis)) redis.defineCommand(name, definition);
     }
     this.#redis = redis as RegistryRedis;
-    this.#k = registryKeys(options.keyPrefix);
+    this.#keys = registryKeys(options.keyPrefix);
   }
 
   async register(record: DeviceRecord, ttlSeconds: number): Promise<DeviceRecord | null> {
@@ -179,9 +179,9 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       ttlSeconds,
       record.deviceId,
     ];
-    const device = this.#k.device(record.deviceId);
-    const user = this.#k.user(record.userId);
-    const server = this.#k.server(record.serverId);
+    const device = this.#keys.device(record.deviceId);
+    const user = this.#keys.user(record.userId);
+    const server = this.#keys.server(record.serverId);
     const [prev] = isCluster(this.#redis)
       ? await sendAll(this.#redis, [
           ['pushlineRegister', device, ...args],
@@ -193,29 +193,29 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   }
 
   async unregister(deviceId: string, connectionId: string): Promise<boolean> {
-    const serverId = await this.#redis.pushlineUnregister(this.#k.device(deviceId), connectionId);
+    const serverId = await this.#redis.pushlineUnregister(this.#keys.device(deviceId), connectionId);
     if (serverId === null) return false;
     // The user's set keeps the member until a read finds its record gone (userDevices): removing
     // it here could race a register of the same device on another server and drop the new member.
-    await this.#redis.srem(this.#k.server(serverId), deviceId);
+    await this.#redis.srem(this.#keys.server(serverId), deviceId);
     return true;
   }
 
   async lookup(deviceId: string): Promise<DeviceRecord | null> {
-    const fields = await this.#redis.hmget(this.#k.device(deviceId), ...FIELDS);
+    const fields = await this.#redis.hmget(this.#keys.device(deviceId), ...FIELDS);
     return fromFields(deviceId, fields);
   }
 
   async lookupMany(deviceIds: readonly string[]): Promise<(DeviceRecord | null)[]> {
     const replies = await sendAll(
       this.#redis,
-      deviceIds.map((id): BatchCall => ['hmget', this.#k.device(id), ...FIELDS]),
+      deviceIds.map((id): BatchCall => ['hmget', this.#keys.device(id), ...FIELDS]),
     );
     return deviceIds.map((id, i) => fromFields(id, replies[i] as (string | null)[] | null));
   }
 
   async userDevices(userId: string): Promise<DeviceRecord[]> {
-    const ids = await this.#redis.smembers(this.#k.user(userId));
+    const ids = await this.#redis.smembers(this.#keys.user(userId));
     const records = await this.lookupMany(ids);
     const live: DeviceRecord[] = [];
     const stale: string[] = [];
@@ -223,7 +223,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       if (record && record.userId === userId) live.push(record);
       else if (ids[i] !== undefined) stale.push(ids[i]);
     });
-    if (stale.length > 0) await this.#redis.srem(this.#k.user(userId), ...stale);
+    if (stale.length > 0) await this.#redis.srem(this.#keys.user(userId), ...stale);
     return live;
   }
 
@@ -234,7 +234,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       this.#redis,
       entries.map((e): BatchCall => [
         'pushlineRefresh',
-        this.#k.device(e.deviceId),
+        this.#keys.device(e.deviceId),
         e.connectionId,
         ttlSeconds,
         now,
@@ -243,8 +243,8 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
     const sets = new Set<string>();
     entries.forEach((e, i) => {
       if (replies[i] !== 1) return;
-      if (e.userId !== undefined) sets.add(this.#k.user(e.userId));
-      if (e.serverId !== undefined) sets.add(this.#k.server(e.serverId));
+      if (e.userId !== undefined) sets.add(this.#keys.user(e.userId));
+      if (e.serverId !== undefined) sets.add(this.#keys.server(e.serverId));
     });
     await sendAll(
       this.#redis,
@@ -254,7 +254,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   }
 
   async clearServer(serverId: string): Promise<number> {
-    const key = this.#k.server(serverId);
+    const key = this.#keys.server(serverId);
     let cleared = 0;
     let cursor = '0';
     do {
@@ -262,7 +262,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       cursor = next;
       const replies = await sendAll(
         this.#redis,
-        ids.map((id): BatchCall => ['pushlineClearOne', this.#k.device(id), serverId]),
+        ids.map((id): BatchCall => ['pushlineClearOne', this.#keys.device(id), serverId]),
       );
       cleared += replies.filter((r) => r === 1).length;
     } while (cursor !== '0');
@@ -306,7 +306,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       shards,
       lostShards: lost.map((s) => `slots ${s.ranges.map(([a, b]) => `${a}-${b}`).join(',')}`),
       affects: (deviceId) => {
-        const slot = keySlot(this.#k.device(deviceId));
+        const slot = keySlot(this.#keys.device(deviceId));
         return lost.some((s) => shardHolds(s, slot));
       },
     };
@@ -326,7 +326,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
     const replies = await sendAll(this.#redis, [
       ...records.map((r): BatchCall => [
         'pushlineRestore',
-        this.#k.device(r.deviceId),
+        this.#keys.device(r.deviceId),
         r.serverId,
         r.serverUrl,
         r.connectionId,
@@ -338,13 +338,13 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
       ]),
       ...[...byServer].map(([id, devices]): BatchCall => [
         'pushlineIndexAdd',
-        this.#k.server(id),
+        this.#keys.server(id),
         ttlSeconds,
         ...devices,
       ]),
       ...[...byUser].map(([id, devices]): BatchCall => [
         'pushlineIndexAdd',
-        this.#k.user(id),
+        this.#keys.user(id),
         ttlSeconds,
         ...devices,
       ]),
@@ -355,26 +355,26 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   async reportLoad(load: ServerLoad, ttlSeconds: number): Promise<void> {
     await this.#redis
       .multi()
-      .set(this.#k.load(load.serverId), JSON.stringify(load), 'EX', ttlSeconds)
-      .sadd(this.#k.servers, load.serverId)
+      .set(this.#keys.load(load.serverId), JSON.stringify(load), 'EX', ttlSeconds)
+      .sadd(this.#keys.servers, load.serverId)
       .exec();
   }
 
   async removeLoad(serverId: string): Promise<void> {
-    await this.#redis.multi().del(this.#k.load(serverId)).srem(this.#k.servers, serverId).exec();
+    await this.#redis.multi().del(this.#keys.load(serverId)).srem(this.#keys.servers, serverId).exec();
   }
 
   async liveServers(): Promise<ServerLoad[]> {
-    const ids = await this.#redis.smembers(this.#k.servers);
+    const ids = await this.#redis.smembers(this.#keys.servers);
     if (ids.length === 0) return [];
-    const values = await this.#redis.mget(ids.map((id) => this.#k.load(id)));
+    const values = await this.#redis.mget(ids.map((id) => this.#keys.load(id)));
     const live: ServerLoad[] = [];
     const gone: string[] = [];
     values.forEach((value, i) => {
       if (value) live.push(JSON.parse(value) as ServerLoad);
       else if (ids[i] !== undefined) gone.push(ids[i]);
     });
-    if (gone.length > 0) await this.#redis.srem(this.#k.servers, ...gone);
+    if (gone.length > 0) await this.#redis.srem(this.#keys.servers, ...gone);
     return live;
   }
 
@@ -385,7 +385,7 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
   }
 
   #markKeys(serverId: string, shards: readonly RedisShard[]): string[] {
-    return slotTags(shards.map((s) => s.firstSlot)).map((tag) => this.#k.mark(serverId, tag));
+    return slotTags(shards.map((s) => s.firstSlot)).map((tag) => this.#keys.mark(serverId, tag));
   }
 
   /** EXPIREs the server's mark on every shard; true where it was there. */

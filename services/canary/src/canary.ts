@@ -59,7 +59,7 @@ export interface CanaryServerStatus {
  * crash shows in the canary's numbers and alerts instead of disappearing with the report.
  */
 export class Canary {
-  readonly #o: CanaryOptions;
+  readonly #options: CanaryOptions;
   readonly #log: Logger;
   readonly #targets = new Map<string, Target>();
   readonly #inFlight = new Set<Promise<void>>();
@@ -74,7 +74,7 @@ export class Canary {
   readonly close: () => Promise<void>;
 
   constructor(options: CanaryOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ component: 'canary' });
     this.#secret = new TextEncoder().encode(options.jwt.secret);
     this.close = closeOnce(() => this.#close());
@@ -94,7 +94,7 @@ export class Canary {
   }
 
   deviceIdOf(serverId: string): string {
-    return `${this.#o.devicePrefix}${serverId}`;
+    return `${this.#options.devicePrefix}${serverId}`;
   }
 
   /** Runs the first round now (its probes go on in the background), then one every interval. */
@@ -104,14 +104,14 @@ export class Canary {
 
   async #runRound(): Promise<void> {
     if (this.#closed) return;
-    let next = this.#o.intervalMs;
+    let next = this.#options.intervalMs;
     this.#round = this.#roundOnce().then(
       () => {
         this.#failures = 0;
       },
       (err: unknown) => {
         this.#failures++;
-        next = Math.min(this.#o.intervalMs, 100 + backoffMs(this.#failures, 200, 5_000));
+        next = Math.min(this.#options.intervalMs, 100 + backoffMs(this.#failures, 200, 5_000));
         this.#log.warn({ err, attempt: this.#failures }, 'canary round failed; retrying');
       },
     );
@@ -128,11 +128,11 @@ export class Canary {
     for (const [serverId, target] of this.#targets) {
       for (const path of ['direct', 'async'] as const) this.#track(this.#probe(serverId, target, path));
     }
-    this.#o.metrics.loopRuns.inc({ loop: 'probe' });
+    this.#options.metrics.loopRuns.inc({ loop: 'probe' });
     // One lag read at a time: a broker that answers slowly must not pile reads up.
     this.#lagRead ??= this.#counted('consumer_lag', () => this.#readLag())
       .catch((err: unknown) => {
-        this.#o.metrics.clearLag();
+        this.#options.metrics.clearLag();
         this.#log.warn({ err }, 'reading the consumer lag failed');
       })
       .finally(() => {
@@ -143,15 +143,15 @@ export class Canary {
   async #counted(loop: CanaryLoop, fn: () => Promise<void>): Promise<void> {
     try {
       await fn();
-      this.#o.metrics.loopRuns.inc({ loop });
+      this.#options.metrics.loopRuns.inc({ loop });
     } catch (err) {
-      this.#o.metrics.loopFailures.inc({ loop });
+      this.#options.metrics.loopFailures.inc({ loop });
       throw err;
     }
   }
 
   async #discover(): Promise<void> {
-    const live = await this.#o.registry.liveServers();
+    const live = await this.#options.registry.liveServers();
     if (this.#closed) return;
     const now = Date.now();
     const listed = new Set<string>();
@@ -181,7 +181,7 @@ export class Canary {
           { serverId },
           'connection server stopped reporting without draining; still probing it',
         );
-      } else if (now - target.lostAt >= this.#o.forgetAfterMs) {
+      } else if (now - target.lostAt >= this.#options.forgetAfterMs) {
         this.#forget(serverId, 'lost for too long');
       }
     }
@@ -191,7 +191,7 @@ export class Canary {
   #add(load: ServerLoad): void {
     const { serverId } = load;
     const deviceId = this.deviceIdOf(serverId);
-    this.#o.metrics.addServer(serverId);
+    this.#options.metrics.addServer(serverId);
     const device = new CanaryDevice({
       serverId,
       deviceUrl: load.directUrl,
@@ -199,7 +199,7 @@ export class Canary {
       token: () => this.#token(deviceId),
       logger: this.#log,
       onConnection: (up) => {
-        if (this.#targets.get(serverId)?.device === device) this.#o.metrics.connected(serverId, up);
+        if (this.#targets.get(serverId)?.device === device) this.#options.metrics.connected(serverId, up);
       },
     });
     this.#targets.set(serverId, { device, state: 'active', lostAt: 0 });
@@ -212,13 +212,13 @@ export class Canary {
     if (!target) return;
     this.#targets.delete(serverId);
     target.device.close();
-    this.#o.metrics.removeServer(serverId);
+    this.#options.metrics.removeServer(serverId);
     this.#log.info({ serverId, why }, 'canary device removed');
   }
 
   #token(deviceId: string): Promise<string> {
-    const { issuer, audience } = this.#o.jwt;
-    let jwt = new SignJWT({ uid: `${this.#o.devicePrefix}user` })
+    const { issuer, audience } = this.#options.jwt;
+    let jwt = new SignJWT({ uid: `${this.#options.devicePrefix}user` })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(deviceId)
       .setIssuedAt()
@@ -233,7 +233,7 @@ export class Canary {
     const deviceId = this.deviceIdOf(serverId);
     const probe = `${path}-${randomUUID()}`;
     const { result, latencyMs } = await withSpan(
-      this.#o.tracer,
+      this.#options.tracer,
       `canary ${path}`,
       { kind: SpanKind.CLIENT, attributes: { 'pushline.server.id': serverId, 'pushline.canary.path': path } },
       async (span) => {
@@ -244,7 +244,7 @@ export class Canary {
     );
     // A probe cut short by close() says nothing about the platform.
     if (this.#closed) return;
-    this.#o.metrics.probe(path, serverId, result, latencyMs);
+    this.#options.metrics.probe(path, serverId, result, latencyMs);
     if (result !== 'ok') this.#log.warn({ serverId, path, result }, 'canary probe failed');
   }
 
@@ -255,7 +255,7 @@ export class Canary {
     path: ProbePath,
   ): Promise<{ result: ProbeResult; latencyMs?: number }> {
     const payload: CanaryPayload = { canary: probe };
-    const received = device.expect(probe, this.#o.timeoutMs);
+    const received = device.expect(probe, this.#options.timeoutMs);
     const started = performance.now();
     const [url, body, expected] =
       path === 'direct'
@@ -263,15 +263,15 @@ export class Canary {
         : ['/v1/publish', { target: { type: 'device', id: deviceId }, payload }, 202];
     let status: number;
     try {
-      const res = await fetch(`${this.#o.apiUrl}${url}`, {
+      const res = await fetch(`${this.#options.apiUrl}${url}`, {
         method: 'POST',
         headers: {
-          authorization: `Bearer ${this.#o.apiKey}`,
+          authorization: `Bearer ${this.#options.apiKey}`,
           'content-type': 'application/json',
           ...injectTraceHeaders(),
         },
         body: JSON.stringify(body),
-        signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#o.timeoutMs)]),
+        signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#options.timeoutMs)]),
       });
       status = res.status;
       await res.arrayBuffer();
@@ -289,9 +289,9 @@ export class Canary {
   }
 
   async #readLag(): Promise<void> {
-    const { group, topic } = this.#o.lag;
-    const partitions = await this.#o.admin.groupLagByPartition(group, topic);
-    if (!this.#closed) this.#o.metrics.lag(group, topic, partitions);
+    const { group, topic } = this.#options.lag;
+    const partitions = await this.#options.admin.groupLagByPartition(group, topic);
+    if (!this.#closed) this.#options.metrics.lag(group, topic, partitions);
   }
 
   #track(work: Promise<void>): void {

@@ -8,7 +8,7 @@ import {
 } from '@pushline/telemetry';
 
 /** The two ways a backend reaches a device: direct push (HTTP, synchronous) and async publish (Kafka). */
-export const PROBE_PATHS = ['direct', 'async'] as const;
+const PROBE_PATHS = ['direct', 'async'] as const;
 export type ProbePath = (typeof PROBE_PATHS)[number];
 
 /**
@@ -16,11 +16,11 @@ export type ProbePath = (typeof PROBE_PATHS)[number];
  * not_connected: the API answered 404. timeout: nothing reached the device in time (or the API
  * answered 504). error: the API refused or could not be reached.
  */
-export const PROBE_RESULTS = ['ok', 'not_connected', 'timeout', 'error'] as const;
+const PROBE_RESULTS = ['ok', 'not_connected', 'timeout', 'error'] as const;
 export type ProbeResult = (typeof PROBE_RESULTS)[number];
 
 /** Loops of the canary, counted in the same families as the connection server's loops. */
-export const CANARY_LOOPS = ['discovery', 'probe', 'consumer_lag'] as const;
+const CANARY_LOOPS = ['discovery', 'probe', 'consumer_lag'] as const;
 export type CanaryLoop = (typeof CANARY_LOOPS)[number];
 
 /**

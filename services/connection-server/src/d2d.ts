@@ -55,17 +55,17 @@ export interface DeviceToDeviceOptions {
  * device ids exist or are online elsewhere.
  */
 export class DeviceToDevice {
-  readonly #o: DeviceToDeviceOptions;
+  readonly #options: DeviceToDeviceOptions;
   readonly #rate: ConnectionRateLimit;
 
   constructor(options: DeviceToDeviceOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#rate = new ConnectionRateLimit(options.ratePerS, options.burst);
   }
 
   async send(conn: DeviceConnection, raw: unknown): Promise<SendAck> {
     const ack = await withSpan(
-      this.#o.tracer,
+      this.#options.tracer,
       'd2d send',
       { kind: SpanKind.SERVER, attributes: { 'pushline.source': 'd2d' } },
       async (span) => {
@@ -74,7 +74,7 @@ export class DeviceToDevice {
         return result;
       },
     );
-    this.#o.metrics.d2d.inc({ outcome: ack.ok ? ack.outcome : ack.error.code });
+    this.#options.metrics.d2d.inc({ outcome: ack.ok ? ack.outcome : ack.error.code });
     return ack;
   }
 
@@ -84,31 +84,32 @@ export class DeviceToDevice {
       return errorAck('invalid_request', parsed.error.issues[0]?.message ?? 'invalid send request');
     }
     const req = parsed.data;
-    if (payloadBytes(req.payload) > this.#o.maxPayloadBytes) {
-      return errorAck('payload_too_large', `payload exceeds ${this.#o.maxPayloadBytes} bytes`);
+    if (payloadBytes(req.payload) > this.#options.maxPayloadBytes) {
+      return errorAck('payload_too_large', `payload exceeds ${this.#options.maxPayloadBytes} bytes`);
     }
     if (!this.#rate.take(conn))
-      return errorAck('rate_limited', `at most ${this.#o.ratePerS} messages per second`);
-    if (this.#o.policy === 'none') return errorAck('forbidden', 'device-to-device messages are disabled');
+      return errorAck('rate_limited', `at most ${this.#options.ratePerS} messages per second`);
+    if (this.#options.policy === 'none')
+      return errorAck('forbidden', 'device-to-device messages are disabled');
 
     const id = req.id ?? randomUUID();
     const started = performance.now();
     try {
-      if (this.#o.policy !== 'any' && !(await this.#allowed(conn, req.to))) {
+      if (this.#options.policy !== 'any' && !(await this.#allowed(conn, req.to))) {
         return { ok: true, id, outcome: 'not_connected', latencyMs: performance.now() - started };
       }
-      const result = await this.#o.router.toDevice(req.to, {
+      const result = await this.#options.router.toDevice(req.to, {
         messageId: id,
         payload: req.payload,
         source: 'd2d',
         from: conn.deviceId,
         fromUser: conn.userId,
         ...(conn.tenantId !== undefined ? { fromTenant: conn.tenantId } : {}),
-        timeoutMs: req.timeoutMs ?? this.#o.defaultTimeoutMs,
+        timeoutMs: req.timeoutMs ?? this.#options.defaultTimeoutMs,
       });
       return { ok: true, id, outcome: result.outcome, latencyMs: result.latencyMs };
     } catch (err) {
-      this.#o.logger.warn({ err, from: conn.deviceId, to: req.to }, 'device-to-device send failed');
+      this.#options.logger.warn({ err, from: conn.deviceId, to: req.to }, 'device-to-device send failed');
       const code: DeviceErrorCode = 'internal';
       return errorAck(code, 'could not route the message; retry later');
     }
@@ -120,14 +121,14 @@ export class DeviceToDevice {
    * again against the live connection (delivery.ts), and that check is the one that decides.
    */
   async #allowed(conn: DeviceConnection, to: string): Promise<boolean> {
-    const first = await this.#o.locator.lookup(to);
+    const first = await this.#options.locator.lookup(to);
     if (this.#matches(conn, first.record)) return true;
     if (!first.cached) return false;
-    this.#o.locator.invalidate(to);
-    return this.#matches(conn, (await this.#o.locator.lookup(to)).record);
+    this.#options.locator.invalidate(to);
+    return this.#matches(conn, (await this.#options.locator.lookup(to)).record);
   }
 
   #matches(conn: DeviceConnection, record: DeviceRecord | null): boolean {
-    return record !== null && d2dAllowed(this.#o.policy, conn, record);
+    return record !== null && d2dAllowed(this.#options.policy, conn, record);
   }
 }

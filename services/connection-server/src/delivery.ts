@@ -45,10 +45,10 @@ function dedupeKey(req: DeliverRequest): string {
  * arrived), or not_connected (not here, another connection, or gone before the emit).
  */
 export class LocalDelivery {
-  readonly #o: LocalDeliveryOptions;
+  readonly #options: LocalDeliveryOptions;
 
   constructor(options: LocalDeliveryOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   /**
@@ -88,7 +88,7 @@ export class LocalDelivery {
   ): Promise<DeliverResult> {
     const parent = extractTraceContext(req.trace);
     const result = await withSpan(
-      this.#o.tracer,
+      this.#options.tracer,
       'deliver',
       {
         kind,
@@ -102,7 +102,7 @@ export class LocalDelivery {
           r = await fn(trace.setSpan(parent, span));
         } catch (err) {
           // Never leave a request without an outcome; an unexpected error means it was not delivered.
-          this.#o.logger.error({ err, messageId: req.messageId }, 'local delivery failed');
+          this.#options.logger.error({ err, messageId: req.messageId }, 'local delivery failed');
           r = { outcome: 'not_connected', latencyMs: 0, reason: 'internal_error' };
         }
         span.setAttribute('pushline.outcome', r.outcome);
@@ -110,12 +110,12 @@ export class LocalDelivery {
         return r;
       },
     );
-    this.#o.metrics.deliveries.inc({ source: req.source, outcome: result.outcome });
+    this.#options.metrics.deliveries.inc({ source: req.source, outcome: result.outcome });
     return result;
   }
 
   async #deliverLive(req: DeliverRequest, ctx: Context): Promise<DeliverResult> {
-    const conn = this.#o.devices.get(req.deviceId);
+    const conn = this.#options.devices.get(req.deviceId);
     if (!conn || conn.closed) return { outcome: 'not_connected', latencyMs: 0, reason: 'not_here' };
     if (req.connectionId !== undefined && req.connectionId !== conn.connectionId) {
       return { outcome: 'not_connected', latencyMs: 0, reason: 'connection_replaced' };
@@ -124,7 +124,7 @@ export class LocalDelivery {
     // the connection here is the truth. Refused like an offline device, so nothing leaks.
     if (
       req.source === 'd2d' &&
-      !d2dAllowed(this.#o.d2dPolicy, { userId: req.fromUser, tenantId: req.fromTenant }, conn)
+      !d2dAllowed(this.#options.d2dPolicy, { userId: req.fromUser, tenantId: req.fromTenant }, conn)
     ) {
       return { outcome: 'not_connected', latencyMs: 0, reason: 'd2d_policy' };
     }
@@ -157,9 +157,9 @@ export class LocalDelivery {
       return { outcome: prior.outcome, latencyMs: 0, duplicate: true };
     }
     const result = this.#emit(conn, req, timeoutMs, ctx);
-    conn.rememberSent(key, { state: 'pending', result }, this.#o.dedupeWindow);
+    conn.rememberSent(key, { state: 'pending', result }, this.#options.dedupeWindow);
     const settled = await result;
-    conn.rememberSent(key, { state: 'done', outcome: settled.outcome }, this.#o.dedupeWindow);
+    conn.rememberSent(key, { state: 'done', outcome: settled.outcome }, this.#options.dedupeWindow);
     return settled;
   }
 
@@ -169,7 +169,7 @@ export class LocalDelivery {
     timeoutMs: number,
     ctx: Context,
   ): Promise<DeliverResult> {
-    const ackSpan = this.#o.tracer.startSpan(
+    const ackSpan = this.#options.tracer.startSpan(
       'device ack',
       { kind: SpanKind.CLIENT, attributes: { 'messaging.message.id': req.messageId } },
       ctx,
@@ -193,7 +193,7 @@ export class LocalDelivery {
         ackSpan.setAttribute('pushline.outcome', result.outcome);
         ackSpan.end();
         if (result.outcome === 'delivered' || result.outcome === 'rejected') {
-          this.#o.metrics.deviceAck.observe({ outcome: result.outcome }, result.latencyMs / 1000);
+          this.#options.metrics.deviceAck.observe({ outcome: result.outcome }, result.latencyMs / 1000);
         }
         resolve(result);
       };

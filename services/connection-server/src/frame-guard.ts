@@ -1,7 +1,7 @@
 import { Decoder, Encoder, PacketType } from 'socket.io-parser';
 
 /** A frame outside the device protocol; socket.io closes the connection on it (`parse error`). */
-export class DeviceFrameError extends Error {
+class DeviceFrameError extends Error {
   override readonly name = 'DeviceFrameError';
 }
 
@@ -14,7 +14,7 @@ const BINARY_TYPES: ReadonlySet<number> = new Set([PacketType.BINARY_EVENT, Pack
  * there. Text packets are parsed by `JSON.parse`, which does not recurse, and their depth is
  * bounded per request (requests.ts) before anything walks them.
  */
-export class DeviceFrameDecoder extends Decoder {
+class DeviceFrameDecoder extends Decoder {
   override add(frame: unknown): void {
     if (typeof frame !== 'string')
       throw new DeviceFrameError('binary frames are not part of the device protocol');

@@ -36,7 +36,7 @@ export interface LivenessOptions {
  *   (docs/decisions/0006-registry.md).
  */
 export class Liveness {
-  readonly #o: LivenessOptions;
+  readonly #options: LivenessOptions;
   #sweepTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
   #refreshing: Promise<void> | undefined;
@@ -44,13 +44,13 @@ export class Liveness {
   #closed = false;
 
   constructor(options: LivenessOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   start(): void {
-    this.#sweepTimer = setInterval(() => this.#sweep(), this.#o.sweepMs ?? 1_000);
+    this.#sweepTimer = setInterval(() => this.#sweep(), this.#options.sweepMs ?? 1_000);
     this.#sweepTimer.unref();
-    this.#scheduleRefresh(this.#o.refreshMs);
+    this.#scheduleRefresh(this.#options.refreshMs);
   }
 
   /** Stops both loops and waits for a refresh in flight. */
@@ -63,15 +63,15 @@ export class Liveness {
 
   #sweep(): void {
     const now = Date.now();
-    const idle = this.#o.idleTimeoutMs;
-    for (const conn of this.#o.devices.values()) {
+    const idle = this.#options.idleTimeoutMs;
+    for (const conn of this.#options.devices.values()) {
       if (conn.closeReason !== undefined || conn.closed) continue;
       try {
-        if (now >= conn.recycleAt) this.#o.recycle(conn, 'lifetime_expired');
-        else if (idle > 0 && now - conn.lastActivity >= idle) this.#o.recycle(conn, 'idle_timeout');
+        if (now >= conn.recycleAt) this.#options.recycle(conn, 'lifetime_expired');
+        else if (idle > 0 && now - conn.lastActivity >= idle) this.#options.recycle(conn, 'idle_timeout');
       } catch (err) {
-        this.#o.metrics.loopFailures.inc({ loop: 'liveness_sweep' });
-        this.#o.logger.error({ err, deviceId: conn.deviceId }, 'recycling a connection failed');
+        this.#options.metrics.loopFailures.inc({ loop: 'liveness_sweep' });
+        this.#options.logger.error({ err, deviceId: conn.deviceId }, 'recycling a connection failed');
       }
     }
   }
@@ -86,9 +86,9 @@ export class Liveness {
 
   /** Entries whose record would expire before the connection is recycled and closed. */
   due(now = Date.now()): DeviceConnection[] {
-    const { refreshMs, closeGraceMs } = this.#o;
+    const { refreshMs, closeGraceMs } = this.#options;
     const out: DeviceConnection[] = [];
-    for (const conn of this.#o.devices.values()) {
+    for (const conn of this.#options.devices.values()) {
       if (conn.registryExpiresAt === 0 || conn.closed) continue;
       const outlivesRecord = conn.recycleAt + closeGraceMs + refreshMs >= conn.registryExpiresAt;
       const expiresSoon = conn.registryExpiresAt - now <= 2 * refreshMs;
@@ -98,8 +98,8 @@ export class Liveness {
   }
 
   async #refresh(): Promise<void> {
-    const { registry, metrics, ttlSeconds, serverId } = this.#o;
-    const batchSize = this.#o.refreshBatch ?? 1_000;
+    const { registry, metrics, ttlSeconds, serverId } = this.#options;
+    const batchSize = this.#options.refreshBatch ?? 1_000;
     try {
       const due = this.due();
       for (let i = 0; i < due.length && !this.#closed; i += batchSize) {
@@ -120,12 +120,12 @@ export class Liveness {
       }
       this.#failures = 0;
       metrics.loopRuns.inc({ loop: 'registry_refresh' });
-      this.#scheduleRefresh(this.#o.refreshMs);
+      this.#scheduleRefresh(this.#options.refreshMs);
     } catch (err) {
       this.#failures++;
       metrics.loopFailures.inc({ loop: 'registry_refresh' });
-      this.#o.logger.warn({ err, attempt: this.#failures }, 'registry refresh failed; retrying');
-      this.#scheduleRefresh(Math.min(this.#o.refreshMs, backoffMs(this.#failures, 200, 10_000) + 100));
+      this.#options.logger.warn({ err, attempt: this.#failures }, 'registry refresh failed; retrying');
+      this.#scheduleRefresh(Math.min(this.#options.refreshMs, backoffMs(this.#failures, 200, 10_000) + 100));
     }
   }
 }

@@ -4,7 +4,7 @@ import { closeOnce } from '@pushline/runtime';
 import { Counter, Gauge, stageCounter, type Logger, type Registry } from '@pushline/telemetry';
 
 /** What the server holds right now, read at every check. */
-export interface LiveLoad {
+interface LiveLoad {
   readonly connections: number;
   /** Connections opened whose device has not authenticated yet. */
   readonly pendingHandshakes: number;
@@ -35,7 +35,7 @@ export interface CapacityLimits {
 }
 
 /** Which dimension of capacity is the most used. */
-export type CapacityDimension = 'connections' | 'handshakes' | 'event_loop';
+type CapacityDimension = 'connections' | 'handshakes' | 'event_loop';
 
 export type LoadAssessment =
   | {
@@ -152,7 +152,7 @@ const PEER_TTL_MS = 30_000;
  */
 export class LoadAgent {
   readonly close: () => Promise<void>;
-  readonly #o: LoadAgentOptions;
+  readonly #options: LoadAgentOptions;
   readonly #lag = monitorEventLoopDelay({ resolution: 10 });
   readonly #checks: Counter<'reply'>;
   readonly #weight: Gauge<never>;
@@ -170,7 +170,7 @@ export class LoadAgent {
   #port: number | undefined;
 
   constructor(options: LoadAgentOptions) {
-    this.#o = options;
+    this.#options = options;
     const registers = [options.metrics];
     const assess = () => this.assess();
     new Gauge({
@@ -211,7 +211,7 @@ export class LoadAgent {
   }
 
   sample(): LoadSample {
-    const live = this.#o.load();
+    const live = this.#options.load();
     if (live.ready) this.#wasReady = true;
     return {
       ...live,
@@ -223,26 +223,26 @@ export class LoadAgent {
   }
 
   assess(): LoadAssessment {
-    return assessLoad(this.sample(), this.#o.limits);
+    return assessLoad(this.sample(), this.#options.limits);
   }
 
   /** Starts sampling, and listens when a port is configured: until the server is ready it answers `down #starting`. */
   async start(): Promise<void> {
     this.#lag.enable();
     this.#schedule();
-    if (this.#o.port === undefined) return;
+    if (this.#options.port === undefined) return;
     const server = createServer((socket) => this.#answer(socket));
     this.#server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: this.#o.host, port: this.#o.port }, () => {
+      server.listen({ host: this.#options.host, port: this.#options.port }, () => {
         server.off('error', reject);
         resolve();
       });
     });
-    server.on('error', (err) => this.#o.logger.warn({ err }, 'load agent listener error'));
+    server.on('error', (err) => this.#options.logger.warn({ err }, 'load agent listener error'));
     this.#port = (server.address() as AddressInfo).port;
-    this.#o.logger.info({ agentPort: this.#port }, 'load-balancer agent listening');
+    this.#options.logger.info({ agentPort: this.#port }, 'load-balancer agent listening');
   }
 
   /**
@@ -255,13 +255,13 @@ export class LoadAgent {
     if (!this.#draining) {
       this.#draining = true;
       for (const peer of this.#peers.values()) peer.drained = false;
-      this.#o.logger.info({ peers: this.#peers.size }, 'load agent draining');
+      this.#options.logger.info({ peers: this.#peers.size }, 'load agent draining');
     }
     const now = Date.now();
     const waitingFor = [...this.#peers.values()].filter((p) => !p.drained && now - p.lastAt < PEER_TTL_MS);
     if (waitingFor.length === 0) return Promise.resolve();
     const boundMs = Math.min(
-      this.#o.maxDrainWaitMs ?? 10_000,
+      this.#options.maxDrainWaitMs ?? 10_000,
       2 * Math.max(...waitingFor.map((p) => p.intervalMs)) + 250,
     );
     return new Promise((resolve) => {
@@ -317,7 +317,7 @@ export class LoadAgent {
   }
 
   #schedule(): void {
-    const sampleMs = this.#o.sampleMs ?? 1_000;
+    const sampleMs = this.#options.sampleMs ?? 1_000;
     this.#timer = setTimeout(() => {
       this.#lagMs = this.#lag.count > 0 ? this.#lag.percentile(99) / 1e6 : 0;
       this.#lag.reset();
@@ -335,16 +335,16 @@ export class LoadAgent {
   #probe(): void {
     if (this.#probing) return;
     this.#probing = true;
-    const timeoutMs = this.#o.probeTimeoutMs ?? 1_000;
+    const timeoutMs = this.#options.probeTimeoutMs ?? 1_000;
     const timer = setTimeout(
       () => this.#unreachable(new Error(`no answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
-    this.#o
+    this.#options
       .probeRegistry()
       .then(
         () => {
-          if (!this.#registryReachable) this.#o.logger.info('registry reachable again; taking devices');
+          if (!this.#registryReachable) this.#options.logger.info('registry reachable again; taking devices');
           this.#registryReachable = true;
         },
         (err: unknown) => this.#unreachable(err),
@@ -359,7 +359,7 @@ export class LoadAgent {
     this.#probeFailures.inc();
     // Logged when it changes, not on every probe of a long outage (the counter has those).
     if (this.#registryReachable) {
-      this.#o.logger.warn({ err }, 'registry probe failed; the agent reports this server down');
+      this.#options.logger.warn({ err }, 'registry probe failed; the agent reports this server down');
     }
     this.#registryReachable = false;
   }

@@ -23,7 +23,7 @@ export interface LoadReporterOptions {
  * report expires after three missed intervals, so a dead server drops out by itself.
  */
 export class LoadReporter {
-  readonly #o: LoadReporterOptions;
+  readonly #options: LoadReporterOptions;
   readonly #loopDelay: ReturnType<typeof monitorEventLoopDelay> = monitorEventLoopDelay({ resolution: 10 });
   #timer: NodeJS.Timeout | undefined;
   #inFlight: Promise<void> | undefined;
@@ -32,18 +32,18 @@ export class LoadReporter {
   #cpuAt = { usage: process.cpuUsage(), wallNs: process.hrtime.bigint() };
 
   constructor(options: LoadReporterOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   get ttlSeconds(): number {
-    return Math.max(1, Math.ceil((3 * this.#o.intervalMs) / 1000));
+    return Math.max(1, Math.ceil((3 * this.#options.intervalMs) / 1000));
   }
 
   /** Writes a first report at once (so the server is listed before it takes traffic), then loops. */
   async start(): Promise<void> {
     this.#loopDelay.enable();
     await this.report();
-    this.#schedule(this.#o.intervalMs);
+    this.#schedule(this.#options.intervalMs);
   }
 
   /** Writes one report now; failures are logged, counted and retried by the loop. */
@@ -54,20 +54,20 @@ export class LoadReporter {
     const wallUs = Number(wallNs - this.#cpuAt.wallNs) / 1000;
     this.#cpuAt = { usage, wallNs };
     const load: ServerLoad = {
-      serverId: this.#o.serverId,
-      ...this.#o.urls(),
-      connections: this.#o.connections(),
+      serverId: this.#options.serverId,
+      ...this.#options.urls(),
+      connections: this.#options.connections(),
       eventLoopDelayMs: this.#loopDelay.count > 0 ? this.#loopDelay.percentile(99) / 1e6 : 0,
       rssBytes: process.memoryUsage.rss(),
       heapUsedBytes: process.memoryUsage().heapUsed,
-      pendingHandshakes: this.#o.pendingHandshakes(),
+      pendingHandshakes: this.#options.pendingHandshakes(),
       cpuPercent: wallUs > 0 ? Math.round((busyUs / wallUs) * 1000) / 10 : 0,
-      draining: this.#o.draining(),
+      draining: this.#options.draining(),
       at: Date.now(),
     };
     this.#loopDelay.reset();
-    const run = countedRegistryOp(this.#o.metrics, 'report_load', () =>
-      this.#o.registry.reportLoad(load, this.ttlSeconds),
+    const run = countedRegistryOp(this.#options.metrics, 'report_load', () =>
+      this.#options.registry.reportLoad(load, this.ttlSeconds),
     );
     this.#inFlight = run.then(
       () => undefined,
@@ -82,8 +82,8 @@ export class LoadReporter {
     clearTimeout(this.#timer);
     this.#loopDelay.disable();
     await this.#inFlight;
-    await countedRegistryOp(this.#o.metrics, 'remove_load', () =>
-      this.#o.registry.removeLoad(this.#o.serverId),
+    await countedRegistryOp(this.#options.metrics, 'remove_load', () =>
+      this.#options.registry.removeLoad(this.#options.serverId),
     );
   }
 
@@ -93,14 +93,14 @@ export class LoadReporter {
       this.report().then(
         () => {
           this.#failures = 0;
-          this.#o.metrics.loopRuns.inc({ loop: 'load_report' });
-          this.#schedule(this.#o.intervalMs);
+          this.#options.metrics.loopRuns.inc({ loop: 'load_report' });
+          this.#schedule(this.#options.intervalMs);
         },
         (err: unknown) => {
           this.#failures++;
-          this.#o.metrics.loopFailures.inc({ loop: 'load_report' });
-          this.#o.logger.warn({ err, attempt: this.#failures }, 'load report failed; retrying');
-          this.#schedule(Math.min(this.#o.intervalMs, backoffMs(this.#failures, 200, 10_000) + 100));
+          this.#options.metrics.loopFailures.inc({ loop: 'load_report' });
+          this.#options.logger.warn({ err, attempt: this.#failures }, 'load report failed; retrying');
+          this.#schedule(Math.min(this.#options.intervalMs, backoffMs(this.#failures, 200, 10_000) + 100));
         },
       );
     }, ms);

@@ -49,7 +49,7 @@ export interface ConnectionServerMetrics {
  * `rate()` sees the first event, and sums across stages never miss a series. A value used in code
  * but missing here still works; its series then appears only on first use.
  */
-export const CONNECTION_SERVER_LABELS = {
+const CONNECTION_SERVER_LABELS = {
   deliveryOutcomes: ['delivered', 'not_connected', 'timeout', 'rejected'],
   ackOutcomes: ['delivered', 'rejected'],
   registryOps: [

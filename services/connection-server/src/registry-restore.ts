@@ -53,11 +53,11 @@ export interface RegistryRestorerOptions {
  * by another failure is run again.
  */
 export class RegistryRestorer {
-  readonly #o: RegistryRestorerOptions;
+  readonly #options: RegistryRestorerOptions;
   readonly #abort = new AbortController();
   // check() settles without rejecting: its failures are logged, counted and retried inside.
   readonly #onReady = () => {
-    this.#o.onReconnected?.();
+    this.#options.onReconnected?.();
     void this.check();
   };
   #timer: NodeJS.Timeout | undefined;
@@ -68,15 +68,15 @@ export class RegistryRestorer {
   #closed = false;
 
   constructor(options: RegistryRestorerOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   /** Writes the mark (the entries are in Redis from now on) and starts watching for its loss. */
   async start(): Promise<void> {
-    const { registry, serverId, ttlSeconds, metrics } = this.#o;
+    const { registry, serverId, ttlSeconds, metrics } = this.#options;
     await countedRegistryOp(metrics, 'mark', () => registry.markServer(serverId, ttlSeconds));
-    this.#o.redis.on('ready', this.#onReady);
-    this.#schedule(this.#o.checkMs ?? 1_000);
+    this.#options.redis.on('ready', this.#onReady);
+    this.#schedule(this.#options.checkMs ?? 1_000);
   }
 
   /** Stops watching, abandons a restore in progress at its next batch, and waits for it. */
@@ -84,7 +84,7 @@ export class RegistryRestorer {
     this.#closed = true;
     this.#abort.abort();
     clearTimeout(this.#timer);
-    this.#o.redis.off('ready', this.#onReady);
+    this.#options.redis.off('ready', this.#onReady);
     await this.#running;
   }
 
@@ -110,7 +110,7 @@ export class RegistryRestorer {
     if (this.#closed) return;
     this.#timer = setTimeout(() => {
       void this.check().finally(() => {
-        const period = this.#o.checkMs ?? 1_000;
+        const period = this.#options.checkMs ?? 1_000;
         this.#schedule(
           this.#failures === 0 ? period : Math.min(period, backoffMs(this.#failures, 100, 5_000)),
         );
@@ -120,7 +120,7 @@ export class RegistryRestorer {
   }
 
   async #checkAndRestore(): Promise<void> {
-    const { registry, serverId, ttlSeconds, metrics, logger } = this.#o;
+    const { registry, serverId, ttlSeconds, metrics, logger } = this.#options;
     try {
       const check = await countedRegistryOp(metrics, 'check_mark', () =>
         registry.checkServer(serverId, ttlSeconds),
@@ -137,14 +137,14 @@ export class RegistryRestorer {
   }
 
   async #restore(check: RegistryCheck): Promise<void> {
-    const { registry, serverId, ttlSeconds, metrics, logger, ratePerS } = this.#o;
+    const { registry, serverId, ttlSeconds, metrics, logger, ratePerS } = this.#options;
     const startedAt = performance.now();
-    const conns = [...this.#o.devices.values()].filter((c) => check.affects(c.deviceId));
+    const conns = [...this.#options.devices.values()].filter((c) => check.affects(c.deviceId));
     logger.warn(
       { connections: conns.length, ratePerS, shards: check.lostShards },
       'Redis may have lost this server’s registry entries (a restart without persistence, a failover?); restoring them',
     );
-    const batchSize = Math.max(1, Math.min(this.#o.batchSize ?? 500, ratePerS));
+    const batchSize = Math.max(1, Math.min(this.#options.batchSize ?? 500, ratePerS));
     let sent = 0;
     let restored = 0;
     for (let i = 0; i < conns.length; i += batchSize) {
@@ -155,7 +155,7 @@ export class RegistryRestorer {
       if (batch.length === 0) continue;
       const written = await countedRegistryOp(metrics, 'restore', () =>
         registry.restore(
-          batch.map((c) => this.#o.recordOf(c)),
+          batch.map((c) => this.#options.recordOf(c)),
           ttlSeconds,
         ),
       );
@@ -170,6 +170,6 @@ export class RegistryRestorer {
       { restored, checked: sent, ms: Math.round(performance.now() - startedAt) },
       'registry entries restored',
     );
-    this.#o.onRestored?.();
+    this.#options.onRestored?.();
   }
 }

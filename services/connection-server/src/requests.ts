@@ -12,7 +12,7 @@ import { ConnectionRateLimit } from './rate-limit.ts';
 import { errorAck } from './subscriptions.ts';
 
 /** Answers one request body of a connection; its promise resolves with the ack. */
-export type RequestHandler = (conn: DeviceConnection, body: unknown) => Promise<unknown>;
+type RequestHandler = (conn: DeviceConnection, body: unknown) => Promise<unknown>;
 
 export interface DeviceRequestsOptions {
   /** The handler of every request event. */
@@ -43,11 +43,11 @@ const RATE_LIMITED: ReadonlySet<string> = new Set([
  * without an ack callback cannot be answered, so it is not executed (only counted).
  */
 export class DeviceRequests {
-  readonly #o: DeviceRequestsOptions;
+  readonly #options: DeviceRequestsOptions;
   readonly #rate: ConnectionRateLimit;
 
   constructor(options: DeviceRequestsOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#rate = new ConnectionRateLimit(options.ratePerS, options.burst);
   }
 
@@ -57,12 +57,12 @@ export class DeviceRequests {
     const label = known ? event : 'unknown';
     const ack = args.at(-1);
     if (typeof ack !== 'function') {
-      this.#o.metrics.requestsRefused.inc({ event: label, reason: 'no_ack' });
+      this.#options.metrics.requestsRefused.inc({ event: label, reason: 'no_ack' });
       return;
     }
     const answer = (value: unknown) => (ack as (value: unknown) => void)(value);
     const refuse = (reason: string, body: DeviceErrorAck) => {
-      this.#o.metrics.requestsRefused.inc({ event: label, reason });
+      this.#options.metrics.requestsRefused.inc({ event: label, reason });
       answer(body);
     };
     if (!known) return refuse('unknown_event', errorAck('invalid_request', 'unknown event'));
@@ -78,11 +78,11 @@ export class DeviceRequests {
     }
     const body = args[0];
     // The request object itself is one level; its fields (a d2d payload) may nest the bound below it.
-    const problem = checkJsonValue(body, this.#o.maxJsonDepth + 1);
+    const problem = checkJsonValue(body, this.#options.maxJsonDepth + 1);
     if (problem === 'too_deep') {
       return refuse(
         'too_deep',
-        errorAck('invalid_request', `request nests deeper than ${this.#o.maxJsonDepth} levels`),
+        errorAck('invalid_request', `request nests deeper than ${this.#options.maxJsonDepth} levels`),
       );
     }
     if (problem) return refuse('invalid_request', errorAck('invalid_request', 'request is not JSON'));
@@ -91,19 +91,19 @@ export class DeviceRequests {
         'rate_limited',
         errorAck(
           'rate_limited',
-          `at most ${this.#o.ratePerS} subscribe/unsubscribe/refresh_token requests per second`,
+          `at most ${this.#options.ratePerS} subscribe/unsubscribe/refresh_token requests per second`,
         ),
       );
     }
     conn.touch();
     let pending: Promise<unknown>;
     try {
-      pending = this.#o.handlers[event as DeviceRequestEvent](conn, body);
+      pending = this.#options.handlers[event as DeviceRequestEvent](conn, body);
     } catch (err) {
       pending = Promise.reject(err);
     }
     pending.then(answer, (err: unknown) => {
-      this.#o.logger.error({ err, event, deviceId: conn.deviceId }, 'device request failed');
+      this.#options.logger.error({ err, event, deviceId: conn.deviceId }, 'device request failed');
       answer(errorAck('internal', 'internal error'));
     });
   }

@@ -164,7 +164,7 @@ function disconnectReason(reason: string): DisconnectReason {
 class PushlineConnectionServer implements ConnectionServer {
   readonly serverId: string;
   readonly close: () => Promise<void>;
-  readonly #d: ConnectionServerDeps;
+  readonly #deps: ConnectionServerDeps;
   readonly #config: ConnectionServerConfig;
   readonly #log: Logger;
   readonly #metrics: ConnectionServerMetrics;
@@ -202,7 +202,7 @@ class PushlineConnectionServer implements ConnectionServer {
   #draining = false;
 
   constructor(deps: ConnectionServerDeps) {
-    this.#d = deps;
+    this.#deps = deps;
     const config = (this.#config = deps.config);
     this.serverId = deps.serverId;
     this.#log = deps.logger.child({ component: 'connection-server', serverId: this.serverId });
@@ -424,7 +424,7 @@ class PushlineConnectionServer implements ConnectionServer {
 
     // Entries left by a previous life of this server id (kill -9) must go before new ones appear.
     const cleared = await countedRegistryOp(this.#metrics, 'clear_server', () =>
-      this.#d.registry.clearServer(this.serverId),
+      this.#deps.registry.clearServer(this.serverId),
     );
     if (cleared > 0) this.#log.warn({ cleared }, 'cleared stale registry entries of a previous run');
     await this.#restorer.start();
@@ -476,7 +476,7 @@ class PushlineConnectionServer implements ConnectionServer {
     this.#locator.invalidate(conn.deviceId);
     const registered = this.#register(conn);
     conn.registering = registered;
-    const inbox = this.#d.inbox;
+    const inbox = this.#deps.inbox;
     if (inbox) {
       const timeoutMs = this.#config.PUSHLINE_DELIVERY_TIMEOUT_MS;
       conn.holdDeliveriesUntil(
@@ -525,7 +525,7 @@ class PushlineConnectionServer implements ConnectionServer {
     const writtenAt = Date.now();
     try {
       const previous = await countedRegistryOp(this.#metrics, 'register', () =>
-        this.#d.registry.register(this.#recordOf(conn), ttl),
+        this.#deps.registry.register(this.#recordOf(conn), ttl),
       );
       conn.registryExpiresAt = writtenAt + ttl * 1000;
       if (previous && previous.serverId !== this.serverId && previous.connectionId !== conn.connectionId) {
@@ -588,7 +588,7 @@ class PushlineConnectionServer implements ConnectionServer {
       .afterRegistration()
       .then(() =>
         countedRegistryOp(this.#metrics, 'unregister', () =>
-          this.#d.registry.unregister(conn.deviceId, conn.connectionId),
+          this.#deps.registry.unregister(conn.deviceId, conn.connectionId),
         ),
       )
       .then(
@@ -672,7 +672,7 @@ class PushlineConnectionServer implements ConnectionServer {
         name: 'clear server entries',
         run: async () => {
           await countedRegistryOp(this.#metrics, 'clear_server', () =>
-            this.#d.registry.clearServer(this.serverId),
+            this.#deps.registry.clearServer(this.serverId),
           );
         },
       },

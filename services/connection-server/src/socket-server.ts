@@ -166,7 +166,7 @@ interface PendingHandshake {
  * The unit of the per-address handshake cap: the IPv4 address (also when written IPv4-mapped), or
  * the /64 prefix of an IPv6 address, since one IPv6 client usually holds a whole /64.
  */
-export function addressKey(address: string | undefined): string {
+function addressKey(address: string | undefined): string {
   if (!address) return '';
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped?.[1]) return mapped[1];
@@ -256,7 +256,7 @@ const PRUNE_INTERVAL_MS = 100;
 export class SocketServer {
   readonly io: Server;
   readonly http: HttpServer;
-  readonly #o: SocketServerOptions;
+  readonly #options: SocketServerOptions;
   readonly #adapterClients: RedisClient[] = [];
   /**
    * Engine connections not yet authenticated → when they opened and from where, oldest first. One
@@ -281,7 +281,7 @@ export class SocketServer {
   #url: string | undefined;
 
   constructor(options: SocketServerOptions) {
-    this.#o = options;
+    this.#options = options;
     const { config } = options;
     const maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
     const maxQueueMs = options.maxHandshakeQueueMs ?? Math.floor(config.PUSHLINE_HANDSHAKE_TIMEOUT_MS / 2);
@@ -404,7 +404,7 @@ export class SocketServer {
       if (this.#asking.has(raw)) continue;
       if (pending.openedAt > deadline) break;
       this.#drop(raw);
-      this.#o.onRefused?.('no_connect');
+      this.#options.onRefused?.('no_connect');
       raw.close();
     }
   }
@@ -438,7 +438,7 @@ export class SocketServer {
   /** Subscribes the adapter and listens; resolves with the device URL. */
   async start(): Promise<string> {
     await this.#attachAdapter();
-    const { config } = this.#o;
+    const { config } = this.#options;
     this.#sweepTimer = setInterval(
       () => this.#sweep(),
       Math.max(50, Math.min(250, this.#connectPacketTimeoutMs / 4)),
@@ -453,7 +453,7 @@ export class SocketServer {
   }
 
   async #attachAdapter(): Promise<void> {
-    const { config, redis, logger } = this.#o;
+    const { config, redis, logger } = this.#options;
     // Bounded as configured whatever the caller's client is: the publisher like any command client,
     // the subscriber without command or read timeouts (see redisSubscriberOptions). On a reconnect
     // (a Redis restart) ioredis re-subscribes every channel the subscriber held, the adapter's
@@ -473,7 +473,7 @@ export class SocketServer {
       catchUnawaitedCommands(
         client,
         (command, err) => {
-          this.#o.onAdapterCommandFailed?.(command);
+          this.#options.onAdapterCommandFailed?.(command);
           logger.debug({ err, role, command }, 'socket.io adapter redis command failed');
         },
         (confirmed) => subscribed.push(confirmed),
@@ -486,7 +486,7 @@ export class SocketServer {
       );
     }
     const prefix = `${config.PUSHLINE_KEY_PREFIX}socket.io`;
-    const countFailed = () => this.#o.onAdapterCommandFailed?.('pubsub_numsub');
+    const countFailed = () => this.#options.onAdapterCommandFailed?.('pubsub_numsub');
     this.io.adapter(
       config.PUSHLINE_SOCKETIO_ADAPTER === 'sharded'
         ? serverCountOrSelf(

@@ -35,17 +35,17 @@ export interface TokenLifecycleOptions {
  * One sweep a second over the connections, like the lifetime sweep: no timer per connection.
  */
 export class TokenLifecycle {
-  readonly #o: TokenLifecycleOptions;
+  readonly #options: TokenLifecycleOptions;
   #verifier: TokenVerifier | undefined;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: TokenLifecycleOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   start(verifier: TokenVerifier): void {
     this.#verifier = verifier;
-    this.#timer = setInterval(() => this.sweep(), this.#o.sweepMs ?? 1_000);
+    this.#timer = setInterval(() => this.sweep(), this.#options.sweepMs ?? 1_000);
     this.#timer.unref();
   }
 
@@ -56,15 +56,15 @@ export class TokenLifecycle {
 
   /** Warns the connections whose token expires within the lead, and ends those whose token has expired. */
   sweep(now = Date.now()): void {
-    const { leadMs, toleranceMs, metrics } = this.#o;
-    for (const conn of this.#o.devices.values()) {
+    const { leadMs, toleranceMs, metrics } = this.#options;
+    for (const conn of this.#options.devices.values()) {
       if (conn.closed || conn.closeReason !== undefined) continue;
       const expiresAt = conn.claims.exp * 1000;
       const disconnectAt = expiresAt + toleranceMs;
       try {
         if (now >= disconnectAt) {
           metrics.tokenLifecycle.inc({ event: 'expired' });
-          this.#o.expire(conn);
+          this.#options.expire(conn);
         } else if (!conn.tokenWarned && now >= expiresAt - leadMs) {
           conn.markTokenWarned();
           const notice: TokenExpiring = { expiresAt, disconnectAt };
@@ -73,7 +73,7 @@ export class TokenLifecycle {
         }
       } catch (err) {
         metrics.loopFailures.inc({ loop: 'token_expiry' });
-        this.#o.logger.error({ err, deviceId: conn.deviceId }, 'token expiry check failed');
+        this.#options.logger.error({ err, deviceId: conn.deviceId }, 'token expiry check failed');
       }
     }
     metrics.loopRuns.inc({ loop: 'token_expiry' });
@@ -82,7 +82,7 @@ export class TokenLifecycle {
   /** `refresh_token`: takes a fresh token for the connection, or says why not. */
   async refresh(conn: DeviceConnection, raw: unknown): Promise<RefreshTokenAck> {
     const ack = await this.#refresh(conn, raw);
-    this.#o.metrics.tokenLifecycle.inc({ event: ack.ok ? 'refreshed' : 'refresh_rejected' });
+    this.#options.metrics.tokenLifecycle.inc({ event: ack.ok ? 'refreshed' : 'refresh_rejected' });
     return ack;
   }
 
@@ -106,7 +106,7 @@ export class TokenLifecycle {
       );
     }
     conn.replaceClaims(claims);
-    await this.#o.prune(conn);
+    await this.#options.prune(conn);
     return { ok: true, expiresAt: claims.exp * 1000 };
   }
 }

@@ -9,9 +9,9 @@ import type { OverviewCollector } from './overview.ts';
 import type { ConsoleSessions } from './sessions.ts';
 import type { Asset } from './ui-assets.ts';
 
-export const SESSION_COOKIE = 'pushline_console';
+const SESSION_COOKIE = 'pushline_console';
 /** Sent by the console's own script on every state-changing call: a cross-site form cannot set it. */
-export const CSRF_HEADER = 'x-pushline-console';
+const CSRF_HEADER = 'x-pushline-console';
 
 export interface ConsoleAppOptions {
   readonly config: ConsoleConfig;

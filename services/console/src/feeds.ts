@@ -59,14 +59,14 @@ export interface KafkaFeedsOptions {
  * its own and commits nothing that matters to anyone else.
  */
 export class KafkaFeeds {
-  readonly #o: KafkaFeedsOptions;
+  readonly #options: KafkaFeedsOptions;
   readonly #events: Ring<DeliveryEvent & { readonly traceparent?: string }>;
   readonly #dlq: Ring<DlqEntry>;
   readonly #consumers: Consumer[];
   readonly #producer: Producer;
 
   constructor(options: KafkaFeedsOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#events = new Ring(options.eventsCapacity ?? 100);
     this.#dlq = new Ring(options.dlqCapacity ?? 200);
     const instance = randomBytes(6).toString('hex');
@@ -138,22 +138,22 @@ export class KafkaFeeds {
         `not a push request: ${issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid'}`,
       );
     }
-    await this.#producer.send(this.#o.topics.pushRequests, [
+    await this.#producer.send(this.#options.topics.pushRequests, [
       {
         key: pushTargetKey(parsed.data.target),
         value: JSON.stringify(parsed.data),
-        headers: { 'pushline-replayed-from': `${this.#o.topics.pushRequestsDlq}:${ref}` },
+        headers: { 'pushline-replayed-from': `${this.#options.topics.pushRequestsDlq}:${ref}` },
       },
     ]);
     entry.replayed = { at: Date.now(), id: parsed.data.id };
-    this.#o.logger.info({ ref, requestId: parsed.data.id }, 'dead-lettered record replayed');
+    this.#options.logger.info({ ref, requestId: parsed.data.id }, 'dead-lettered record replayed');
     return { id: parsed.data.id };
   }
 
   #onEvent(record: IncomingRecord): void {
     const parsed = DeliveryEvent.safeParse(safeJson(record.value));
     if (!parsed.success) {
-      this.#o.logger.warn(
+      this.#options.logger.warn(
         { partition: record.partition, offset: record.offset },
         'unreadable delivery event skipped',
       );

@@ -42,17 +42,17 @@ export interface OverviewOptions {
  * watch, so an idle console costs the platform nothing. Rates come from the previous build.
  */
 export class OverviewCollector {
-  readonly #o: OverviewOptions;
+  readonly #options: OverviewOptions;
   #latest: Overview | undefined;
   #previousScrapes: Scrape[] | undefined;
   #building: Promise<Overview> | undefined;
 
   constructor(options: OverviewOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   get(): Promise<Overview> {
-    if (this.#latest && Date.now() - this.#latest.at < this.#o.refreshMs)
+    if (this.#latest && Date.now() - this.#latest.at < this.#options.refreshMs)
       return Promise.resolve(this.#latest);
     this.#building ??= this.#build().finally(() => (this.#building = undefined));
     return this.#building;
@@ -60,17 +60,17 @@ export class OverviewCollector {
 
   /** The device URLs of the live connection servers (for the demo page). */
   async deviceUrls(): Promise<string[]> {
-    const servers = await this.#o.registry.liveServers();
+    const servers = await this.#options.registry.liveServers();
     return servers.filter((s) => !s.draining).map((s) => s.deviceUrl);
   }
 
   async #build(): Promise<Overview> {
     const at = Date.now();
-    const loads = await this.#o.registry.liveServers();
+    const loads = await this.#options.registry.liveServers();
     loads.sort((a, b) => a.serverId.localeCompare(b.serverId));
     const targets: ScrapeTarget[] = [
       ...loads.map((l) => ({ name: l.serverId, url: l.serverUrl })),
-      ...this.#o.scrapeTargets,
+      ...this.#options.scrapeTargets,
     ];
     const [health, scraped] = await Promise.all([
       Promise.all(loads.map((l) => this.#probe(l.serverUrl))),
@@ -98,7 +98,7 @@ export class OverviewCollector {
   async #probe(url: string): Promise<ServerView['health']> {
     try {
       const res = await fetch(`${url}/readyz`, {
-        signal: AbortSignal.timeout(this.#o.probeTimeoutMs ?? 2_000),
+        signal: AbortSignal.timeout(this.#options.probeTimeoutMs ?? 2_000),
       });
       if (res.ok) return 'ready';
       const body = (await res.json().catch(() => ({}))) as { detail?: { draining?: unknown } };
@@ -111,7 +111,7 @@ export class OverviewCollector {
   async #scrape(target: ScrapeTarget, at: number): Promise<{ status: ScrapeStatus; scrape?: Scrape }> {
     try {
       const res = await fetch(`${target.url}/metrics`, {
-        signal: AbortSignal.timeout(this.#o.probeTimeoutMs ?? 2_000),
+        signal: AbortSignal.timeout(this.#options.probeTimeoutMs ?? 2_000),
       });
       if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
       const families = parsePrometheusText(await res.text());
@@ -119,7 +119,7 @@ export class OverviewCollector {
       return { status: { ...target, ok: true }, scrape: { name: target.name, service, families, at } };
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
-      this.#o.logger.debug({ target: target.name, err }, 'scrape failed');
+      this.#options.logger.debug({ target: target.name, err }, 'scrape failed');
       return { status: { ...target, ok: false, error } };
     }
   }

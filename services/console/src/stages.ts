@@ -26,7 +26,7 @@ const MP = 'message-processor';
 const API = 'push-api';
 
 /** The stage counters the console shows, in the order a message meets them. */
-export const STAGES: readonly (Selector & { readonly label: string })[] = [
+const STAGES: readonly (Selector & { readonly label: string })[] = [
   { label: 'API: published to Kafka', service: API, metric: 'pushline_api_published_total' },
   ...['delivered', 'not_connected', 'timeout', 'rejected', 'stored'].map((outcome) => ({
     label: `API: direct push ${outcome}`,

@@ -24,12 +24,12 @@ export interface CacheInvalidatorOptions {
  * `not_connected` answers).
  */
 export class CacheInvalidator {
-  readonly #o: CacheInvalidatorOptions;
+  readonly #options: CacheInvalidatorOptions;
   readonly #consumer: Consumer;
   readonly #log: Logger;
 
   constructor(options: CacheInvalidatorOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ component: 'cache-invalidation' });
     this.#consumer = options.kafka.consumer({
       groupId: options.groupId,
@@ -61,16 +61,16 @@ export class CacheInvalidator {
         parsed = undefined;
       }
       if (!parsed?.success) {
-        this.#o.metrics.invalidations.inc({ type: 'invalid' });
-        this.#o.metrics.loopFailures.inc({ loop: 'cache_invalidation' });
+        this.#options.metrics.invalidations.inc({ type: 'invalid' });
+        this.#options.metrics.loopFailures.inc({ loop: 'cache_invalidation' });
         this.#log.warn(
           { partition: record.partition, offset: record.offset },
           'unreadable connection event skipped',
         );
         continue;
       }
-      this.#o.locator.applyConnectionEvent(parsed.data);
-      this.#o.metrics.invalidations.inc({ type: parsed.data.type });
+      this.#options.locator.applyConnectionEvent(parsed.data);
+      this.#options.metrics.invalidations.inc({ type: parsed.data.type });
     }
   }
 }

@@ -4,7 +4,6 @@ import type { Logger } from '@pushline/telemetry';
 
 /** What the processor cannot record an outcome without. */
 export type Dependency = 'redis' | 'kafka';
-export const DEPENDENCIES: readonly Dependency[] = ['redis', 'kafka'];
 
 /** A failure of a dependency, not of the record being processed: never a reason to dead-letter it. */
 export class DependencyError extends Error {
@@ -38,7 +37,7 @@ export interface DependencyGateOptions {
  * again by itself. Records wait in `whenOpen`.
  */
 export class DependencyGate {
-  readonly #o: DependencyGateOptions;
+  readonly #options: DependencyGateOptions;
   readonly #log: Logger;
   readonly #down = new Map<Dependency, { since: number; reason: string }>();
   readonly #probing = new Set<Dependency>();
@@ -48,12 +47,12 @@ export class DependencyGate {
   #watching = false;
 
   constructor(options: DependencyGateOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ component: 'dependency-gate' });
   }
 
   start(): void {
-    const every = this.#o.watchIntervalMs ?? 1000;
+    const every = this.#options.watchIntervalMs ?? 1000;
     this.#watch = setInterval(() => {
       if (this.#watching || this.#down.has('redis')) return;
       this.#watching = true;
@@ -116,7 +115,7 @@ export class DependencyGate {
         { err, dependency },
         `${dependency} is unreachable; no record starts until it answers again`,
       );
-      this.#o.onChange?.(dependency, false);
+      this.#options.onChange?.(dependency, false);
     }
     if (!this.#probing.has(dependency)) {
       this.#probing.add(dependency);
@@ -135,7 +134,7 @@ export class DependencyGate {
       { dependency, downForMs: Date.now() - was.since },
       `${dependency} answers again; records resume`,
     );
-    this.#o.onChange?.(dependency, true);
+    this.#options.onChange?.(dependency, true);
     this.#wakeAll();
   }
 
@@ -148,21 +147,21 @@ export class DependencyGate {
   }
 
   get #timeoutMs(): number {
-    return this.#o.probeTimeoutMs ?? 1000;
+    return this.#options.probeTimeoutMs ?? 1000;
   }
 
   async #probe(dependency: Dependency): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        this.#o.probes[dependency](),
+        this.#options.probes[dependency](),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error('probe timed out')), this.#timeoutMs);
         }),
       ]);
       return true;
     } catch {
-      this.#o.onProbeFailure?.(dependency);
+      this.#options.onProbeFailure?.(dependency);
       return false;
     } finally {
       clearTimeout(timer);

@@ -1,19 +1,8 @@
 export { createMessageProcessor } from './message-processor.ts';
 export type { MessageProcessor, MessageProcessorDeps } from './message-processor.ts';
 export { decodePushRequest } from './request-decoder.ts';
-export type { DecodeResult } from './request-decoder.ts';
-export type { DecodeLimits } from './request-decoder.ts';
-export { KeyedChains, Semaphore } from './keyed-runner.ts';
-export {
-  LEDGER_SCRIPTS,
-  RequestLedger,
-  ClaimAbandonedError,
-  NO_ORIGIN_SCOPE,
-  ledgerKeys,
-} from './request-ledger.ts';
-export type { Claim, ClaimStatus, RequestLedgerOptions } from './request-ledger.ts';
-export { RecordAbandonedError } from './processor.ts';
-export { DependencyGate, DependencyError, isRedisUnavailableError } from './dependency-gate.ts';
-export type { Dependency, DependencyGateOptions } from './dependency-gate.ts';
+export { KeyedChains } from './keyed-chains.ts';
+export { Semaphore } from './semaphore.ts';
+export { LEDGER_SCRIPTS, RequestLedger, ClaimAbandonedError } from './request-ledger.ts';
 export { assembleMessageProcessor, processorInstanceId } from './assemble.ts';
 export type { AssembleMessageProcessorOptions, AssembledMessageProcessor } from './assemble.ts';

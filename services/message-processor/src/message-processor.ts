@@ -14,11 +14,11 @@ import { Gauge, type Logger, type Registry, type Tracer } from '@pushline/teleme
 import { CacheInvalidator } from './cache-invalidation.ts';
 import { DeadLetterQueue } from './dead-letter.ts';
 import { DependencyGate } from './dependency-gate.ts';
-import { Semaphore } from './keyed-runner.ts';
+import { Semaphore } from './semaphore.ts';
 import { createProcessorMetrics } from './metrics.ts';
 import { OutcomeCommitter } from './outcome-committer.ts';
 import { OutcomeRecorder } from './outcomes.ts';
-import { PushRequestConsumer } from './processor.ts';
+import { PushRequestConsumer } from './push-request-consumer.ts';
 import { PushRequestHandler } from './request-handler.ts';
 import { RequestLedger } from './request-ledger.ts';
 import { Sweeper } from './sweeper.ts';

@@ -31,13 +31,13 @@ export interface ProcessorMetrics {
   readonly invalidations: Counter<'type'>;
 }
 
-export type RecordResult = 'received' | 'dlq' | 'duplicate' | 'processed' | 'failed';
+type RecordResult = 'received' | 'dlq' | 'duplicate' | 'processed' | 'failed';
 
 /**
  * The closed sets of every label value: each series exists from boot at 0, so the first dead
  * letter moves `rate()` and the stage identities hold from the first scrape.
  */
-export const PROCESSOR_LABELS = {
+const PROCESSOR_LABELS = {
   results: ['received', 'dlq', 'duplicate', 'processed', 'failed'] satisfies RecordResult[],
   outcomes: [...DeliveryOutcome.options, 'stored'],
   targetTypes: ['device', 'user', 'topic'],

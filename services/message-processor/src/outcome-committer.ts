@@ -39,13 +39,13 @@ export interface OutcomeCommitterOptions {
  * so a retried produce can write them twice (docs/delivery-guarantees.md).
  */
 export class OutcomeCommitter {
-  readonly #o: OutcomeCommitterOptions;
+  readonly #options: OutcomeCommitterOptions;
   readonly #log: Logger;
   #queue: Pending[] = [];
   #running = false;
 
   constructor(options: OutcomeCommitterOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ component: 'outcome-committer' });
   }
 
@@ -71,10 +71,10 @@ export class OutcomeCommitter {
       const group = this.#queue;
       this.#queue = [];
       const produced = await this.#stage(group, 'kafka', (live) =>
-        this.#o.outcomes.recordBatch(live.map((p) => ({ events: p.events, headers: p.headers }))),
+        this.#options.outcomes.recordBatch(live.map((p) => ({ events: p.events, headers: p.headers }))),
       );
       const completed = await this.#stage(produced, 'redis', (live) =>
-        this.#o.ledger.completeMany(live.map((p) => p.claim)),
+        this.#options.ledger.completeMany(live.map((p) => p.claim)),
       );
       for (const p of completed) p.resolve();
     }
@@ -91,11 +91,11 @@ export class OutcomeCommitter {
     for (let attempt = 1; live.length > 0; attempt++) {
       try {
         await run(live);
-        if (attempt > 1) this.#o.gate.up(dependency);
+        if (attempt > 1) this.#options.gate.up(dependency);
         return live;
       } catch (err) {
-        this.#o.onRetry?.(dependency);
-        this.#o.gate.down(dependency, err);
+        this.#options.onRetry?.(dependency);
+        this.#options.gate.down(dependency, err);
         const gaveUp = live.filter((p) => p.signal.aborted);
         live = live.filter((p) => !p.signal.aborted);
         for (const p of gaveUp) p.reject(new DependencyError(dependency, err));

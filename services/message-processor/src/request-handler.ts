@@ -49,10 +49,10 @@ const STORABLE = new Set<DeliveryOutcome>(['not_connected', 'timeout']);
  * sent: the caller writes them to Kafka before it marks the request done.
  */
 export class PushRequestHandler {
-  readonly #o: PushRequestHandlerOptions;
+  readonly #options: PushRequestHandlerOptions;
 
   constructor(options: PushRequestHandlerOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   async handle(req: PushRequest, hint?: StoredHint, attempt?: AttemptLedger): Promise<DeliveryEvent[]> {
@@ -77,7 +77,7 @@ export class PushRequestHandler {
     if (deviceId !== undefined && mayHavePending && (await this.#hasStoredAndIsConnected(deviceId))) {
       // Stored messages go first, so the device sees its messages in order. The drain records
       // their outcomes itself; if the device is gone it stops, and this request is stored behind.
-      await this.#o.store.drain(deviceId, (msg) => this.#deliverStored(deviceId, msg));
+      await this.#options.store.drain(deviceId, (msg) => this.#deliverStored(deviceId, msg));
     }
 
     const events = await this.#deliver(req, deviceId, expiresAt, hint);
@@ -96,7 +96,7 @@ export class PushRequestHandler {
     hint: StoredHint | undefined,
   ): Promise<DeliveryEvent[]> {
     const startedAt = Date.now();
-    const resolution = await this.#o.resolver.deliver(req.target, this.#outgoing(req));
+    const resolution = await this.#options.resolver.deliver(req.target, this.#outgoing(req));
     switch (resolution.kind) {
       case 'topic':
         return [
@@ -141,8 +141,8 @@ export class PushRequestHandler {
 
   /** An offline device's stored messages wait for its reconnect: no doomed delivery per request. */
   async #hasStoredAndIsConnected(deviceId: string): Promise<boolean> {
-    if ((await this.#o.store.pending(deviceId)) === 0) return false;
-    return (await this.#o.locator.lookup(deviceId)).record !== null;
+    if ((await this.#options.store.pending(deviceId)) === 0) return false;
+    return (await this.#options.locator.lookup(deviceId)).record !== null;
   }
 
   async #settle(
@@ -172,7 +172,7 @@ export class PushRequestHandler {
       ...trace,
     };
     hint?.mayHavePending.add(deviceId);
-    const stored = await this.#o.store.store(deviceId, msg);
+    const stored = await this.#options.store.store(deviceId, msg);
     if (!stored.stored) {
       // The origin's quota of stored messages is spent: the live outcome is final.
       return this.#event(req, { deviceId, outcome, attempts, reason: stored.refused });
@@ -191,12 +191,14 @@ export class PushRequestHandler {
    * linger.
    */
   async #drainIfReconnected(deviceId: string, outcome: DeliveryOutcome, startedAt: number): Promise<void> {
-    this.#o.locator.invalidate(deviceId);
-    const { record } = await this.#o.locator.lookup(deviceId);
+    this.#options.locator.invalidate(deviceId);
+    const { record } = await this.#options.locator.lookup(deviceId);
     if (!record) return;
     if (outcome === 'timeout' && record.connectedAt < startedAt) return;
     // A drain already running (the connect's own) sees the message or leaves the lock free for this one.
-    await this.#o.store.drain(deviceId, (m) => this.#deliverStored(deviceId, m), { waitForLock: false });
+    await this.#options.store.drain(deviceId, (m) => this.#deliverStored(deviceId, m), {
+      waitForLock: false,
+    });
   }
 
   #outgoing(req: PushRequest): OutgoingMessage {
@@ -205,7 +207,7 @@ export class PushRequestHandler {
       payload: req.payload,
       source: 'async',
       ...(req.origin === undefined ? {} : { origin: req.origin }),
-      timeoutMs: this.#o.deliveryTimeoutMs,
+      timeoutMs: this.#options.deliveryTimeoutMs,
     };
   }
 
@@ -215,12 +217,12 @@ export class PushRequestHandler {
       payload: msg.payload,
       source: 'offline',
       ...(msg.origin === undefined ? {} : { origin: msg.origin }),
-      timeoutMs: this.#o.deliveryTimeoutMs,
+      timeoutMs: this.#options.deliveryTimeoutMs,
     };
     if (msg.traceparent) {
       out.trace = { traceparent: msg.traceparent, ...(msg.tracestate ? { tracestate: msg.tracestate } : {}) };
     }
-    return this.#o.router.toDevice(deviceId, out);
+    return this.#options.router.toDevice(deviceId, out);
   }
 
   #event(

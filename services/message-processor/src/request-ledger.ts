@@ -105,13 +105,13 @@ export const LEDGER_SCRIPTS = {
 } as const;
 
 /** The scope of request ids produced straight into Kafka, without an origin (not a valid origin id). */
-export const NO_ORIGIN_SCOPE = '~kafka';
+const NO_ORIGIN_SCOPE = '~kafka';
 
 /**
  * The ledger's keys of a request of `origin` (scoped `<origin>/<id>`): both carry the request as
  * hash tag, so they share a slot on a Redis Cluster, and requests spread over the slots.
  */
-export function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: string } {
+function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: string } {
   return { claim: `${keyPrefix}req:{${scoped}}`, sent: `${keyPrefix}sent:{${scoped}}` };
 }
 
@@ -129,7 +129,7 @@ export function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; 
  */
 export class RequestLedger {
   readonly #redis: LedgerRedis;
-  readonly #o: RequestLedgerOptions;
+  readonly #options: RequestLedgerOptions;
   /** Claims this instance holds (as far as it knows): key → token. */
   readonly #held = new Map<string, string>();
   #renewTimer: NodeJS.Timeout | undefined;
@@ -141,12 +141,12 @@ export class RequestLedger {
       if (!(name in redis)) redis.defineCommand(name, definition);
     }
     this.#redis = redis as LedgerRedis;
-    this.#o = options;
+    this.#options = options;
   }
 
   /** Starts renewing held claims every third of the claim TTL. */
   start(): void {
-    const every = Math.max(50, Math.floor(this.#o.claimTtlMs / 3));
+    const every = Math.max(50, Math.floor(this.#options.claimTtlMs / 3));
     this.#renewTimer = setInterval(() => {
       this.#renewing ??= this.#renew().finally(() => (this.#renewing = undefined));
     }, every);
@@ -169,11 +169,11 @@ export class RequestLedger {
    * requests also get a sent mark (see `markSent`).
    */
   claimFor(requestId: string, origin: string | undefined, hasTtl = false): Claim {
-    const keys = ledgerKeys(this.#o.keyPrefix, `${origin ?? NO_ORIGIN_SCOPE}/${requestId}`);
+    const keys = ledgerKeys(this.#options.keyPrefix, `${origin ?? NO_ORIGIN_SCOPE}/${requestId}`);
     return {
       requestId,
       key: keys.claim,
-      token: `proc:${this.#o.instanceId}:${randomUUID()}`,
+      token: `proc:${this.#options.instanceId}:${randomUUID()}`,
       sentKey: hasTtl ? keys.sent : undefined,
     };
   }
@@ -185,7 +185,7 @@ export class RequestLedger {
    * rather than reporting `expired` for a message the device may have acked.
    */
   async markSent(claim: Claim): Promise<void> {
-    if (claim.sentKey) await this.#redis.set(claim.sentKey, '1', 'EX', this.#o.windowSeconds);
+    if (claim.sentKey) await this.#redis.set(claim.sentKey, '1', 'EX', this.#options.windowSeconds);
   }
 
   /** Whether an earlier attempt noted that it sent the request (`markSent`) without completing it. */
@@ -207,7 +207,7 @@ export class RequestLedger {
     if (claims.length === 0) return out;
     const replies = await sendAll(
       this.#redis,
-      claims.map((c): BatchCall => ['pushlineLedgerClaim', c.key, c.token, this.#o.claimTtlMs]),
+      claims.map((c): BatchCall => ['pushlineLedgerClaim', c.key, c.token, this.#options.claimTtlMs]),
     );
     claims.forEach((c, i) => {
       const status = claimStatus(replies[i]);
@@ -226,7 +226,7 @@ export class RequestLedger {
     let waited = false;
     for (let attempt = 0; ; attempt++) {
       const status = claimStatus(
-        await this.#redis.pushlineLedgerClaim(claim.key, claim.token, this.#o.claimTtlMs),
+        await this.#redis.pushlineLedgerClaim(claim.key, claim.token, this.#options.claimTtlMs),
       );
       if (status === 'claimed') {
         this.#held.set(claim.key, claim.token);
@@ -236,8 +236,8 @@ export class RequestLedger {
       if (signal.aborted) throw new ClaimAbandonedError(claim.requestId);
       if (!waited) {
         waited = true;
-        this.#o.onWait?.();
-        this.#o.logger.info(
+        this.#options.onWait?.();
+        this.#options.logger.info(
           { requestId: claim.requestId, key: claim.key },
           'request held by another holder; waiting',
         );
@@ -257,7 +257,7 @@ export class RequestLedger {
     await sendAll(
       this.#redis,
       claims.flatMap((c): BatchCall[] => [
-        ['set', c.key, DONE, 'EX', this.#o.windowSeconds],
+        ['set', c.key, DONE, 'EX', this.#options.windowSeconds],
         ...(c.sentKey ? [['del', c.sentKey] as const] : []),
       ]),
     );
@@ -285,19 +285,19 @@ export class RequestLedger {
     try {
       const replies = await sendAll(
         this.#redis,
-        held.map(([key, token]): BatchCall => ['pushlineLedgerRenew', key, token, this.#o.claimTtlMs]),
+        held.map(([key, token]): BatchCall => ['pushlineLedgerRenew', key, token, this.#options.claimTtlMs]),
       );
       held.forEach(([key, token], i) => {
         if (replies[i] === 1 || this.#held.get(key) !== token) return;
         // Gone: expired while Redis could not be reached, or taken over. The record re-claims
         // (with the same token) before it does anything more.
         this.#held.delete(key);
-        this.#o.onLost?.();
-        this.#o.logger.warn({ key }, 'a held request claim was gone at renewal');
+        this.#options.onLost?.();
+        this.#options.logger.warn({ key }, 'a held request claim was gone at renewal');
       });
     } catch (err) {
-      this.#o.onRenewFailure?.(err);
-      this.#o.logger.warn(
+      this.#options.onRenewFailure?.(err);
+      this.#options.logger.warn(
         { err, claims: held.length },
         'renewing request claims failed; retried at the next round',
       );

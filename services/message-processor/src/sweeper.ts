@@ -19,7 +19,7 @@ export interface SweeperOptions {
  * logged, counted and backed off.
  */
 export class Sweeper {
-  readonly #o: SweeperOptions;
+  readonly #options: SweeperOptions;
   readonly #log: Logger;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
@@ -27,12 +27,12 @@ export class Sweeper {
   #failures = 0;
 
   constructor(options: SweeperOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ component: 'sweeper' });
   }
 
   start(): Promise<void> {
-    this.#schedule(this.#o.intervalMs);
+    this.#schedule(this.#options.intervalMs);
     return Promise.resolve();
   }
 
@@ -55,17 +55,17 @@ export class Sweeper {
   }
 
   async #sweep(): Promise<void> {
-    let next = this.#o.intervalMs;
+    let next = this.#options.intervalMs;
     try {
-      const expired = await this.#o.store.sweepExpired(Date.now(), this.#o.batch);
-      this.#o.metrics.sweptExpired.inc(expired);
+      const expired = await this.#options.store.sweepExpired(Date.now(), this.#options.batch);
+      this.#options.metrics.sweptExpired.inc(expired);
       this.#failures = 0;
-      this.#o.metrics.loopRuns.inc({ loop: 'sweeper' });
-      if (expired >= this.#o.batch) next = 0;
+      this.#options.metrics.loopRuns.inc({ loop: 'sweeper' });
+      if (expired >= this.#options.batch) next = 0;
     } catch (err) {
       this.#failures++;
-      this.#o.metrics.loopFailures.inc({ loop: 'sweeper' });
-      next = Math.max(this.#o.intervalMs, backoffMs(this.#failures, this.#o.intervalMs, 30_000));
+      this.#options.metrics.loopFailures.inc({ loop: 'sweeper' });
+      next = Math.max(this.#options.intervalMs, backoffMs(this.#failures, this.#options.intervalMs, 30_000));
       this.#log.error({ err, failures: this.#failures, retryInMs: next }, 'sweeping expired messages failed');
     }
     this.#schedule(next);

@@ -49,7 +49,7 @@ export interface Device {
 }
 
 /** Every delivery event written to the test's delivery-events topic, read as they arrive. */
-export class EventLog {
+class EventLog {
   readonly events: DeliveryEvent[] = [];
   readonly #consumer: Consumer;
 

@@ -17,7 +17,7 @@ import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPushRoutes } from './routes/push.ts';
 import { RouteTable } from './routing.ts';
 
-export const API_VERSION = '1.0.0';
+const API_VERSION = '1.0.0';
 
 export interface AppOptions {
   readonly ctx: ApiContext;

@@ -67,12 +67,12 @@ export class ApiKeyStore {
   }
 }
 
-export function hasScope(principal: ApiPrincipal, scope: ApiScope): boolean {
+function hasScope(principal: ApiPrincipal, scope: ApiScope): boolean {
   return principal.scopes.has('admin') || principal.scopes.has(scope);
 }
 
 /** The key from `authorization: Bearer <key>` or `x-api-key: <key>`. */
-export function presentedKey(req: Request): string | undefined {
+function presentedKey(req: Request): string | undefined {
   const authorization = req.get('authorization');
   if (authorization) {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);

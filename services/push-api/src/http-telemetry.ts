@@ -11,7 +11,7 @@ import {
 import type { ApiMetrics } from './metrics.ts';
 
 /** The route template express matched (`/v1/devices/:deviceId/messages`), if any. */
-export function routeTemplate(req: Request): string | undefined {
+function routeTemplate(req: Request): string | undefined {
   const route: unknown = (req as { route?: { path?: unknown } }).route?.path;
   return typeof route === 'string' ? route : undefined;
 }

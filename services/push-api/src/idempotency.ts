@@ -15,7 +15,7 @@ const StoredEntry = z.discriminatedUnion('state', [
   }),
 ]);
 
-export interface StoredResponse {
+interface StoredResponse {
   readonly status: number;
   readonly body: unknown;
 }
@@ -72,21 +72,21 @@ export const IDEMPOTENCY_SCRIPTS = {
  * add no new message. Keys are scoped per API key.
  */
 export class IdempotencyStore {
-  readonly #o: IdempotencyStoreOptions;
+  readonly #options: IdempotencyStoreOptions;
 
   constructor(options: IdempotencyStoreOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   async claim(apiKeyId: string, idempotencyKey: string, request: unknown): Promise<IdempotencyClaim> {
-    const key = idempotencyRedisKey(this.#o.keyPrefix, apiKeyId, idempotencyKey);
+    const key = idempotencyRedisKey(this.#options.keyPrefix, apiKeyId, idempotencyKey);
     const fingerprint = sha256(JSON.stringify(request) ?? 'null');
     // Two rounds: the entry may expire, or change hands, between a failed SET NX and the next step.
     for (let round = 0; round < 2; round++) {
       const pending = JSON.stringify({ state: 'pending', token: randomUUID(), fingerprint });
-      const set = await this.#o.redis.set(key, pending, 'PX', this.#o.pendingTtlMs, 'NX');
+      const set = await this.#options.redis.set(key, pending, 'PX', this.#options.pendingTtlMs, 'NX');
       if (set === 'OK') return this.#claimed(key, pending, fingerprint);
-      const raw = await this.#o.redis.get(key);
+      const raw = await this.#options.redis.get(key);
       if (raw === null) continue;
       const entry = StoredEntry.parse(JSON.parse(raw));
       if (entry.fingerprint !== fingerprint) {
@@ -105,7 +105,14 @@ export class IdempotencyStore {
         );
       }
       if (entry.state === 'unknown') {
-        const taken = await this.#o.redis.eval(COMPARE_AND_SET, 1, key, raw, pending, this.#o.pendingTtlMs);
+        const taken = await this.#options.redis.eval(
+          COMPARE_AND_SET,
+          1,
+          key,
+          raw,
+          pending,
+          this.#options.pendingTtlMs,
+        );
         if (taken === 1) return this.#claimed(key, pending, fingerprint);
         continue;
       }
@@ -117,8 +124,8 @@ export class IdempotencyStore {
   }
 
   #claimed(key: string, pending: string, fingerprint: string): IdempotencyClaim {
-    const redis = this.#o.redis;
-    const ttlMs = this.#o.ttlSeconds * 1000;
+    const redis = this.#options.redis;
+    const ttlMs = this.#options.ttlSeconds * 1000;
     const done = (response: StoredResponse) =>
       JSON.stringify({ state: 'done', fingerprint, status: response.status, body: response.body });
     return {
@@ -147,7 +154,7 @@ export class IdempotencyStore {
  * Where the Idempotency-Key of an API key lives: one key per claim, hash-tagged as a whole so a
  * Redis Cluster spreads them over the slots (every command and script touches only this key).
  */
-export function idempotencyRedisKey(keyPrefix: string, apiKeyId: string, idempotencyKey: string): string {
+function idempotencyRedisKey(keyPrefix: string, apiKeyId: string, idempotencyKey: string): string {
   return `${keyPrefix}api:idem:{${apiKeyId}:${sha256(idempotencyKey)}}`;
 }
 

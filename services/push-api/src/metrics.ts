@@ -9,7 +9,7 @@ export interface ApiOperation {
 }
 
 /** Outcomes of a direct push (`DIRECT_PUSH_STATUS` of the push routes). */
-export const DIRECT_PUSH_OUTCOMES = ['delivered', 'not_connected', 'rejected', 'timeout'] as const;
+const DIRECT_PUSH_OUTCOMES = ['delivered', 'not_connected', 'rejected', 'timeout'] as const;
 
 /** The API's metrics, registered on the instance's own registry. Labels stay low-cardinality. */
 export class ApiMetrics {

@@ -32,7 +32,7 @@ export function openApiPath(expressPath: string): string {
  * The OpenAPI 3.1 document of the API, generated from the route specs and the very zod schemas the
  * routes validate with (`z.toJSONSchema`, JSON Schema 2020-12 as OpenAPI 3.1 uses).
  */
-export function buildOpenApiDocument(
+function buildOpenApiDocument(
   specs: readonly RouteSpec[],
   schemas: ApiSchemas,
   info: { title: string; version: string; description?: string },

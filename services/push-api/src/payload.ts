@@ -5,7 +5,7 @@ import { ProblemError } from './problem.ts';
  * Levels a request body may nest around a payload: `{ "messages": [ { "payload": … } ] }`. The
  * whole body is bounded at the payload limit plus these before any recursive walk touches it.
  */
-export const BODY_ENVELOPE_DEPTH = 3;
+const BODY_ENVELOPE_DEPTH = 3;
 
 export interface PayloadLimits {
   /** Largest payload, in bytes of JSON (PUSHLINE_MAX_PAYLOAD_BYTES). */

@@ -7,13 +7,13 @@ import { traceContextOf } from './http-telemetry.ts';
 import { checkBodyDepth } from './payload.ts';
 import { ProblemError, fieldErrors, type ProblemCode } from './problem.ts';
 
-export interface HeaderSpec {
+interface HeaderSpec {
   readonly name: string;
   readonly schema: z.ZodType<string | undefined>;
   readonly required?: boolean;
 }
 
-export interface ResponseSpec {
+interface ResponseSpec {
   readonly description: string;
   readonly schema: z.ZodType;
   /** Response headers worth documenting (name → description). */
@@ -52,7 +52,7 @@ export interface ApiResult {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
-export interface HandlerInput<P, B> {
+interface HandlerInput<P, B> {
   readonly params: P;
   readonly body: B;
   readonly req: Request;

@@ -2,9 +2,9 @@ import { z } from 'zod';
 import { Identifier, JsonPayload, MessageId, PushTarget } from '@pushline/protocol';
 
 /** The longest a direct push may wait for a device ack; an HTTP request should not hang longer. */
-export const MAX_DIRECT_TIMEOUT_MS = 30_000;
+const MAX_DIRECT_TIMEOUT_MS = 30_000;
 /** 30 days, the longest a message is kept for an offline device (same bound as PushRequest). */
-export const MAX_TTL_SECONDS = 2_592_000;
+const MAX_TTL_SECONDS = 2_592_000;
 
 export interface SchemaLimits {
   /** Most messages in one POST /v1/publish. */

@@ -7,7 +7,7 @@ import { silentLogger, type Registry } from '@pushline/telemetry';
 import { testInfra, testSecret, uniquePrefix } from '@pushline/testkit';
 import { assemblePushApi, type PushApi } from '../src/index.ts';
 
-export interface ApiKeys {
+interface ApiKeys {
   readonly admin: string;
   readonly push: string;
   readonly publish: string;

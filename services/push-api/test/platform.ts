@@ -11,8 +11,6 @@ import { testInfra, testSecret, uniquePrefix } from '@pushline/testkit';
 import { connectDevice, type DeviceBehaviour, type TestDevice } from '../../../test/support/devices.ts';
 import { startApi, type ApiHarness } from './harness.ts';
 
-export type { DeviceBehaviour, TestDevice };
-
 export interface Platform {
   readonly h: ApiHarness;
   readonly servers: readonly ConnectionServer[];

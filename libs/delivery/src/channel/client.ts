@@ -82,7 +82,7 @@ interface Call {
  * `server_lost`, one without a result by its deadline `server_timeout`.
  */
 export class ChannelDeliveryTransport implements DeliveryTransport {
-  readonly #o: Required<Omit<ChannelTransportOptions, 'metrics' | 'tlsCa'>> &
+  readonly #options: Required<Omit<ChannelTransportOptions, 'metrics' | 'tlsCa'>> &
     Pick<ChannelTransportOptions, 'tlsCa'>;
   readonly #peers = new Map<string, Peer>();
   readonly #calls: Counter<'op' | 'result'> | undefined;
@@ -93,7 +93,7 @@ export class ChannelDeliveryTransport implements DeliveryTransport {
   readonly close: () => Promise<void>;
 
   constructor(options: ChannelTransportOptions) {
-    this.#o = {
+    this.#options = {
       internalToken: options.internalToken,
       logger: options.logger,
       tlsCa: options.tlsCa,
@@ -127,7 +127,7 @@ export class ChannelDeliveryTransport implements DeliveryTransport {
         registers: [options.metrics],
       });
     }
-    this.#pinger = setInterval(() => this.#tick(), this.#o.pingIntervalMs).unref();
+    this.#pinger = setInterval(() => this.#tick(), this.#options.pingIntervalMs).unref();
     this.close = closeOnce(async () => {
       this.#closed = true;
       clearInterval(this.#pinger);
@@ -175,21 +175,23 @@ export class ChannelDeliveryTransport implements DeliveryTransport {
     if (this.#closed) return Promise.reject(closedError(serverUrl));
     let peer = this.#peers.get(serverUrl);
     if (!peer) {
-      peer = new Peer(serverUrl, this.#o, {
+      peer = new Peer(serverUrl, this.#options, {
         connected: (result) => this.#connects?.inc({ result }),
         wrote: () => this.#frames?.inc(),
       });
       this.#peers.set(serverUrl, peer);
     }
     const count = (result: CallResult) => this.#calls?.inc({ op, result });
-    return peer.call(op, req, timeoutMs + this.#o.timeoutMarginMs, count) as Promise<OpTypes[O]['result']>;
+    return peer.call(op, req, timeoutMs + this.#options.timeoutMarginMs, count) as Promise<
+      OpTypes[O]['result']
+    >;
   }
 
   /** Liveness pings, and channels idle long enough are closed and forgotten. */
   #tick(): void {
     const now = performance.now();
     for (const [url, peer] of this.#peers) {
-      if (peer.idleSince !== undefined && now - peer.idleSince > this.#o.idleCloseMs) {
+      if (peer.idleSince !== undefined && now - peer.idleSince > this.#options.idleCloseMs) {
         this.#peers.delete(url);
         void peer.close();
       } else peer.ping(now);
@@ -205,7 +207,7 @@ function closedError(serverUrl: string): DeliveryTransportError {
 class Peer {
   readonly #url: string;
   readonly #wsUrl: string;
-  readonly #o: PeerOptions;
+  readonly #options: PeerOptions;
   readonly #hooks: PeerHooks;
   readonly #log: Logger;
   #ws: WebSocket | undefined;
@@ -229,7 +231,7 @@ class Peer {
   constructor(serverUrl: string, options: PeerOptions, hooks: PeerHooks) {
     this.#url = serverUrl;
     this.#wsUrl = channelUrl(serverUrl);
-    this.#o = options;
+    this.#options = options;
     this.#hooks = hooks;
     this.#log = options.logger;
   }
@@ -261,7 +263,7 @@ class Peer {
         this.#settleRefused(call, this.#refusal);
         return;
       }
-      if (this.#queued >= this.#o.maxQueuedPerServer) {
+      if (this.#queued >= this.#options.maxQueuedPerServer) {
         count('overloaded');
         reject(this.#overloaded(`${this.#queued} calls already wait for its channel`));
         return;
@@ -278,7 +280,7 @@ class Peer {
   ping(now: number): void {
     const ws = this.#ws;
     if (!ws || !this.#open) return;
-    if (now - this.#lastHeard > 2 * this.#o.pingIntervalMs) {
+    if (now - this.#lastHeard > 2 * this.#options.pingIntervalMs) {
       this.#log.warn({ serverUrl: this.#url }, 'channel silent for two ping intervals; dropping it');
       ws.terminate();
       return;
@@ -307,15 +309,15 @@ class Peer {
     this.#reconnectTimer = undefined;
     this.#status = undefined;
     const ws = new WebSocket(this.#wsUrl, CHANNEL_PROTOCOL, {
-      headers: { authorization: `Bearer ${this.#o.internalToken}` },
+      headers: { authorization: `Bearer ${this.#options.internalToken}` },
       perMessageDeflate: false,
-      handshakeTimeout: this.#o.connectTimeoutMs,
+      handshakeTimeout: this.#options.connectTimeoutMs,
       maxPayload: MAX_RESULTS_FRAME_BYTES,
       // Frames are JSON read with Buffer#toString, which needs no prior UTF-8 check; masking
       // guards browsers' proxies from forged requests, which an authenticated service peer is not.
       skipUTF8Validation: true,
       generateMask: zeroMask,
-      ...(this.#o.tlsCa !== undefined ? { ca: this.#o.tlsCa } : {}),
+      ...(this.#options.tlsCa !== undefined ? { ca: this.#options.tlsCa } : {}),
     });
     this.#ws = ws;
     ws.on('upgrade', (res) => {
@@ -358,7 +360,7 @@ class Peer {
     if (this.#closed) return;
     const now = performance.now();
     this.#failures++;
-    const delay = backoffMs(this.#failures - 1, this.#o.reconnectBaseMs, this.#o.reconnectMaxMs);
+    const delay = backoffMs(this.#failures - 1, this.#options.reconnectBaseMs, this.#options.reconnectMaxMs);
     if (!wasOpen) {
       // Nothing was written: every call waiting for this attempt is known not to have left.
       const refusal: Refusal =

@@ -68,7 +68,7 @@ interface PeerState {
  * soon as it is known, the outcomes of one event-loop turn in one frame.
  */
 export class ChannelServer {
-  readonly #o: ChannelServerOptions;
+  readonly #options: ChannelServerOptions;
   readonly #wss: WebSocketServer;
   readonly #expected: Buffer;
   readonly #window: number;
@@ -82,7 +82,7 @@ export class ChannelServer {
   readonly close: () => Promise<void>;
 
   constructor(options: ChannelServerOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#expected = digest(`Bearer ${options.internalToken}`);
     this.#window = options.window ?? 8192;
     this.#maxDepth = options.maxJsonDepth + CHANNEL_ENVELOPE_DEPTH;
@@ -116,12 +116,12 @@ export class ChannelServer {
   }
 
   start(): void {
-    this.#o.server.on('upgrade', this.#onUpgrade);
-    const interval = this.#o.pingIntervalMs ?? 15_000;
+    this.#options.server.on('upgrade', this.#onUpgrade);
+    const interval = this.#options.pingIntervalMs ?? 15_000;
     this.#heartbeat = setInterval(() => {
       for (const [ws, peer] of this.#peers) {
         if (!peer.alive) {
-          this.#o.logger.warn('channel caller answered no ping; dropping it');
+          this.#options.logger.warn('channel caller answered no ping; dropping it');
           ws.terminate();
           continue;
         }
@@ -154,7 +154,7 @@ export class ChannelServer {
       this.#onFrame(ws, peer, data);
     });
     ws.on('pong', () => (peer.alive = true));
-    ws.on('error', (err) => this.#o.logger.debug({ err }, 'channel caller error'));
+    ws.on('error', (err) => this.#options.logger.debug({ err }, 'channel caller error'));
     ws.on('close', () => this.#peers.delete(ws));
   }
 
@@ -166,7 +166,7 @@ export class ChannelServer {
     try {
       json = JSON.parse(raw.toString('utf8'));
     } catch {
-      this.#o.logger.error('channel caller sent a frame that is not JSON; closing its channel');
+      this.#options.logger.error('channel caller sent a frame that is not JSON; closing its channel');
       ws.close(1007, 'frame is not JSON');
       return;
     }
@@ -177,7 +177,7 @@ export class ChannelServer {
     }
     const items: unknown = (json as { calls?: unknown } | null)?.calls;
     if (!Array.isArray(items) || items.length > CHANNEL_MAX_FRAME_CALLS) {
-      this.#o.logger.error('channel caller sent a frame outside the contract; closing its channel');
+      this.#options.logger.error('channel caller sent a frame outside the contract; closing its channel');
       ws.close(1008, 'frame outside the contract');
       return;
     }
@@ -199,14 +199,14 @@ export class ChannelServer {
         continue;
       }
       const payload = call.data.op === 'replaced' ? undefined : call.data.req.payload;
-      if (tooDeep && checkJsonValue(payload, this.#o.maxJsonDepth) === 'too_deep') {
+      if (tooDeep && checkJsonValue(payload, this.#options.maxJsonDepth) === 'too_deep') {
         this.#refuse(
           ws,
           peer,
           call.data.id,
           call.data.op,
           'invalid_request',
-          `payload nests deeper than ${this.#o.maxJsonDepth} levels`,
+          `payload nests deeper than ${this.#options.maxJsonDepth} levels`,
         );
         continue;
       }
@@ -227,7 +227,7 @@ export class ChannelServer {
       return;
     }
     peer.inFlight++;
-    const { handlers, logger } = this.#o;
+    const { handlers, logger } = this.#options;
     switch (call.op) {
       case 'deliver':
         handlers.deliver(call.req).then(
@@ -308,7 +308,7 @@ export class ChannelServer {
   async #close(): Promise<void> {
     this.#closing = true;
     clearInterval(this.#heartbeat);
-    this.#o.server.off('upgrade', this.#onUpgrade);
+    this.#options.server.off('upgrade', this.#onUpgrade);
     const closing = [...this.#peers].map(
       ([ws, peer]) =>
         new Promise<void>((resolve) => {
@@ -316,7 +316,7 @@ export class ChannelServer {
           if (peer.inFlight === 0 && !peer.flushScheduled) ws.close(1001, 'shutting down');
         }),
     );
-    const timeoutMs = this.#o.closeTimeoutMs ?? 2000;
+    const timeoutMs = this.#options.closeTimeoutMs ?? 2000;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(closing),

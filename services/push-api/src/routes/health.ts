@@ -4,7 +4,7 @@ import type { Admin } from '@pushline/kafka';
 import type { Logger } from '@pushline/telemetry';
 
 /** One dependency's check. Why it failed goes to the log, never into the answer. */
-export interface DependencyCheck {
+interface DependencyCheck {
   readonly ok: boolean;
   readonly latencyMs: number;
 }

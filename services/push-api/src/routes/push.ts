@@ -9,7 +9,7 @@ import { ProblemError } from '../problem.ts';
 import type { RouteTable } from '../routing.ts';
 
 /** HTTP status of a direct push to one device, by outcome. The body always carries the outcome. */
-export const DIRECT_PUSH_STATUS = {
+const DIRECT_PUSH_STATUS = {
   delivered: 200,
   stored: 202,
   not_connected: 404,

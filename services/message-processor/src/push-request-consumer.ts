@@ -27,8 +27,8 @@ import {
   type Dependency,
   type DependencyGate,
 } from './dependency-gate.ts';
-import type { Semaphore } from './keyed-runner.ts';
-import { KeyedChains } from './keyed-runner.ts';
+import type { Semaphore } from './semaphore.ts';
+import { KeyedChains } from './keyed-chains.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import type { OutcomeCommitter } from './outcome-committer.ts';
 import { decodePushRequest, truncate, type DecodeLimits, type DecodeResult } from './request-decoder.ts';
@@ -39,7 +39,7 @@ import { ClaimAbandonedError, type Claim, type ClaimStatus, type RequestLedger }
  * A record left unfinished because its partition was revoked or the processor is closing: it is
  * not committed, and the next owner reads it again (the request ledger recognises what finished).
  */
-export class RecordAbandonedError extends Error {
+class RecordAbandonedError extends Error {
   override readonly name = 'RecordAbandonedError';
   readonly partition: number;
   readonly offset: string;
@@ -122,14 +122,14 @@ type Finished = 'processed' | 'duplicate' | 'dlq';
  * record is retried without counting.
  */
 export class PushRequestConsumer {
-  readonly #o: PushRequestConsumerOptions;
+  readonly #options: PushRequestConsumerOptions;
   readonly #consumer: Consumer;
   readonly #log: Logger;
   /** Per partition: the key chains of its current generation (a new signal means a new generation). */
   readonly #chains = new Map<number, { readonly signal: AbortSignal; readonly chains: KeyedChains }>();
 
   constructor(options: PushRequestConsumerOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ component: 'push-request-consumer' });
     this.#consumer = options.kafka.consumer({
       groupId: options.groupId,
@@ -165,7 +165,7 @@ export class PushRequestConsumer {
   }
 
   async #take(batch: RecordBatch, ctx: BatchContext): Promise<TakenBatch> {
-    this.#o.onLag?.(batch.partition, batch.lag);
+    this.#options.onLag?.(batch.partition, batch.lag);
     const chains = this.#chainsOf(batch.partition, ctx.signal);
     const items = batch.records.map((record) => this.#decode(record));
     const prepared = await this.#prepare(items);
@@ -185,7 +185,7 @@ export class PushRequestConsumer {
   #decode(record: IncomingRecord): Item {
     let decoded: DecodeResult | undefined;
     try {
-      decoded = decodePushRequest(record.value, this.#o.decodeLimits);
+      decoded = decodePushRequest(record.value, this.#options.decodeLimits);
     } catch (err) {
       // Decoding is pure, so this is a bug; the record's attempts decode again and count it.
       this.#log.error({ err, partition: record.partition, offset: record.offset }, 'decoding a record threw');
@@ -200,7 +200,7 @@ export class PushRequestConsumer {
    * records claim one by one and look for stored messages themselves when they run.
    */
   async #prepare(items: readonly Item[]): Promise<Prepared> {
-    if (!this.#o.gate.isOpen()) return { claims: new Map(), hint: undefined };
+    if (!this.#options.gate.isOpen()) return { claims: new Map(), hint: undefined };
     const firstClaims = new Map<string, Claim>();
     const devices = new Set<string>();
     for (const item of items) {
@@ -210,13 +210,13 @@ export class PushRequestConsumer {
     }
     const at = Date.now();
     const [claims, pending] = await Promise.allSettled([
-      withTimeout(this.#o.ledger.claimMany([...firstClaims.values()]), PREPARE_TIMEOUT_MS),
-      withTimeout(this.#o.store.withPending(devices), PREPARE_TIMEOUT_MS),
+      withTimeout(this.#options.ledger.claimMany([...firstClaims.values()]), PREPARE_TIMEOUT_MS),
+      withTimeout(this.#options.store.withPending(devices), PREPARE_TIMEOUT_MS),
     ]);
     for (const s of [claims, pending]) {
       if (s.status === 'rejected') {
         this.#log.warn({ err: s.reason }, 'per-batch lookup failed; records go on one by one');
-        void this.#dependencyOf(s.reason).then((d) => d && this.#o.gate.down(d, s.reason));
+        void this.#dependencyOf(s.reason).then((d) => d && this.#options.gate.down(d, s.reason));
       }
     }
     return {
@@ -227,7 +227,7 @@ export class PushRequestConsumer {
 
   /** Runs one record to its end: processed, duplicate or dead-lettered, or abandoned (rejects). */
   async #run(item: Item, prepared: Prepared, signal: AbortSignal): Promise<void> {
-    const m = this.#o.metrics;
+    const m = this.#options.metrics;
     m.records.inc({ result: 'received' });
     let recordFailures = 0;
     let dependencyFailures = 0;
@@ -235,8 +235,8 @@ export class PushRequestConsumer {
       if (signal.aborted) return this.#abandon(item, signal.reason);
       let finished: Finished;
       try {
-        await this.#o.gate.whenOpen(signal);
-        const release = await this.#o.semaphore.acquire();
+        await this.#options.gate.whenOpen(signal);
+        const release = await this.#options.semaphore.acquire();
         try {
           // Waiting for a permit can take a while: the record may no longer be ours.
           if (signal.aborted) throw new RecordAbandonedError(item.record, { cause: signal.reason });
@@ -250,7 +250,7 @@ export class PushRequestConsumer {
         if (dependency) {
           dependencyFailures++;
           m.retries.inc({ cause: dependency });
-          this.#o.gate.down(dependency, err);
+          this.#options.gate.down(dependency, err);
           this.#log.warn(
             { err, dependency, partition: item.record.partition, offset: item.record.offset },
             'a record failed on a dependency; it waits for it and is retried (not counted against it)',
@@ -266,13 +266,13 @@ export class PushRequestConsumer {
             partition: item.record.partition,
             offset: item.record.offset,
             attempt: recordFailures,
-            maxAttempts: this.#o.maxAttempts,
+            maxAttempts: this.#options.maxAttempts,
           },
-          recordFailures < this.#o.maxAttempts
+          recordFailures < this.#options.maxAttempts
             ? 'processing a record failed; retrying it'
             : 'processing a record failed on every attempt; dead-lettering it',
         );
-        if (recordFailures >= this.#o.maxAttempts) {
+        if (recordFailures >= this.#options.maxAttempts) {
           try {
             await this.#deadLetter(item.record, 'processing_failed', describe(err), signal);
           } catch (dlqErr) {
@@ -293,7 +293,7 @@ export class PushRequestConsumer {
 
   async #attempt(item: Item, prepared: Prepared, signal: AbortSignal): Promise<Finished> {
     const { record } = item;
-    item.decoded ??= decodePushRequest(record.value, this.#o.decodeLimits);
+    item.decoded ??= decodePushRequest(record.value, this.#options.decodeLimits);
     const decoded = item.decoded;
     if (!decoded.ok) {
       await this.#deadLetter(record, decoded.reason, decoded.detail, signal);
@@ -306,7 +306,7 @@ export class PushRequestConsumer {
       tracestate: record.headers['tracestate'],
     });
     return withSpan(
-      this.#o.tracer,
+      this.#options.tracer,
       `process ${record.topic}`,
       {
         kind: SpanKind.CONSUMER,
@@ -317,7 +317,7 @@ export class PushRequestConsumer {
           'messaging.destination.name': record.topic,
           'messaging.destination.partition.id': String(record.partition),
           'messaging.kafka.offset': Number(record.offset),
-          'messaging.consumer.group.name': this.#o.groupId,
+          'messaging.consumer.group.name': this.#options.groupId,
           ...(record.key === null ? {} : { 'messaging.kafka.message.key': record.key }),
         },
       },
@@ -325,12 +325,12 @@ export class PushRequestConsumer {
         span.setAttribute('messaging.message.id', req.id);
         span.setAttribute('pushline.target.type', req.target.type);
         let status = prepared.claims.get(claim.key);
-        if (status === 'claimed' && !this.#o.ledger.holds(claim)) status = undefined;
+        if (status === 'claimed' && !this.#options.ledger.holds(claim)) status = undefined;
         if (status !== 'claimed' && status !== 'done') {
           // Held by another holder (waited for), a renewal found it gone, or the batch could not
           // claim: one by one, with the same token.
           try {
-            status = await this.#o.ledger.claim(claim, signal);
+            status = await this.#options.ledger.claim(claim, signal);
           } catch (err) {
             if (err instanceof ClaimAbandonedError) throw err;
             throw new DependencyError('redis', err);
@@ -342,18 +342,23 @@ export class PushRequestConsumer {
         }
         const hint =
           prepared.hint && Date.now() - prepared.hint.at <= HINT_FRESH_MS ? prepared.hint : undefined;
-        const events = await this.#o.handler.handle(req, hint, {
-          markSent: () => this.#redis(() => this.#o.ledger.markSent(claim)),
-          sentBefore: () => this.#redis(() => this.#o.ledger.wasSent(claim)),
+        const events = await this.#options.handler.handle(req, hint, {
+          markSent: () => this.#redis(() => this.#options.ledger.markSent(claim)),
+          sentBefore: () => this.#redis(() => this.#options.ledger.wasSent(claim)),
         });
-        await this.#o.committer.commit(claim, events, injectTraceHeaders() as Record<string, string>, signal);
+        await this.#options.committer.commit(
+          claim,
+          events,
+          injectTraceHeaders() as Record<string, string>,
+          signal,
+        );
         return 'processed';
       },
     );
   }
 
   #claimFor(req: PushRequest): Claim {
-    return this.#o.ledger.claimFor(req.id, req.origin, (req.ttlSeconds ?? 0) > 0);
+    return this.#options.ledger.claimFor(req.id, req.origin, (req.ttlSeconds ?? 0) > 0);
   }
 
   /** A ledger call whose failure is Redis's, never the record's. */
@@ -374,12 +379,12 @@ export class PushRequestConsumer {
   ): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#o.dlq.send(record, reason, detail);
-        if (attempt > 1) this.#o.gate.up('kafka');
+        await this.#options.dlq.send(record, reason, detail);
+        if (attempt > 1) this.#options.gate.up('kafka');
         break;
       } catch (err) {
-        this.#o.metrics.retries.inc({ cause: 'kafka' });
-        this.#o.gate.down('kafka', err);
+        this.#options.metrics.retries.inc({ cause: 'kafka' });
+        this.#options.gate.down('kafka', err);
         this.#log.warn(
           { err, partition: record.partition, offset: record.offset },
           'dead-lettering failed; retrying',
@@ -387,7 +392,7 @@ export class PushRequestConsumer {
         if (!(await pause(backoffMs(attempt, 100, 2_000), signal))) throw new DependencyError('kafka', err);
       }
     }
-    this.#o.metrics.dlq.inc({ reason });
+    this.#options.metrics.dlq.inc({ reason });
     this.#log.warn(
       { partition: record.partition, offset: record.offset, reason, detail },
       'record dead-lettered',
@@ -396,7 +401,7 @@ export class PushRequestConsumer {
 
   /** Leaves the record to the next owner: not committed, its claim given up so nobody waits for it. */
   #abandon(item: Item, cause: unknown): never {
-    this.#o.metrics.records.inc({ result: 'failed' });
+    this.#options.metrics.records.inc({ result: 'failed' });
     this.#releaseClaim(item);
     throw new RecordAbandonedError(item.record, { cause });
   }
@@ -404,9 +409,9 @@ export class PushRequestConsumer {
   /** Gives up our claim in the background: a hung Redis must not hold the record (or close()) up. */
   #releaseClaim(item: Item): void {
     const claim = item.claim;
-    if (!claim || !this.#o.ledger.holds(claim)) return;
-    this.#o.ledger.releaseMany([claim]).catch((err: unknown) => {
-      this.#o.ledger.forget(claim);
+    if (!claim || !this.#options.ledger.holds(claim)) return;
+    this.#options.ledger.releaseMany([claim]).catch((err: unknown) => {
+      this.#options.ledger.forget(claim);
       this.#log.warn({ err, requestId: claim.requestId }, 'releasing a claim failed; it expires by itself');
     });
   }
@@ -420,7 +425,7 @@ export class PushRequestConsumer {
     if (err instanceof DependencyError) return err.dependency;
     if (err instanceof ProduceError) return 'kafka';
     if (isRedisUnavailableError(err)) return 'redis';
-    return (await this.#o.gate.check('redis')) ? undefined : 'redis';
+    return (await this.#options.gate.check('redis')) ? undefined : 'redis';
   }
 }
 
