@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { test } from 'node:test';
 
 const root = join(import.meta.dirname, '..');
@@ -50,6 +50,56 @@ test('libs never depend on services, and packages form no dependency cycle', () 
     done.add(name);
   };
   for (const { manifest } of packages) visit(manifest.name, []);
+});
+
+/** Every `.ts` file under `dir`, recursively (none when it does not exist). */
+function tsFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => join(dir, f));
+}
+
+/** The `@pushline/*` packages a file imports or re-exports, and whether only its types. */
+function pushlineImports(text: string): { name: string; typeOnly: boolean }[] {
+  const found: { name: string; typeOnly: boolean }[] = [];
+  const statements = /^(?:import|export)\s+(type\s+)?[^;]*?from\s+'(@pushline\/[^'/]+)[^']*';/gms;
+  for (const m of text.matchAll(statements))
+    found.push({ name: m[2] as string, typeOnly: m[1] !== undefined });
+  for (const m of text.matchAll(/\bimport\(\s*'(@pushline\/[^'/]+)[^']*'\s*\)/g))
+    found.push({ name: m[1] as string, typeOnly: false });
+  return found;
+}
+
+test('imports follow the package.json dependencies: libs never import services, and no package imports one it does not list', () => {
+  // The direction CONTRIBUTING.md draws: a package's src imports (at run time) only the packages
+  // its `dependencies` list, its tests also its `devDependencies`, and a type-only import may name
+  // a devDependency (erased before it runs, as @pushline/client does with the protocol).
+  const dirOf = new Map(packages.map((p) => [p.manifest.name, p.dir]));
+  const problems: string[] = [];
+  for (const { dir, path, manifest } of packages) {
+    const deps = new Set(Object.keys(manifest.dependencies ?? {}));
+    const devDeps = new Set(Object.keys(manifest.devDependencies ?? {}));
+    for (const [kind, files] of [
+      ['src', tsFiles(join(path, 'src'))],
+      ['test', tsFiles(join(path, 'test'))],
+    ] as const) {
+      for (const file of files) {
+        for (const { name, typeOnly } of pushlineImports(readFileSync(file, 'utf8'))) {
+          const where = `${relative(root, file)} imports ${name}`;
+          if (name === manifest.name) continue;
+          if (dir === 'libs' && dirOf.get(name) === 'services')
+            problems.push(`${where}: a lib imports a service`);
+          const listed = kind === 'src' && !typeOnly ? deps.has(name) : deps.has(name) || devDeps.has(name);
+          if (!listed)
+            problems.push(
+              `${where}, which ${manifest.name}'s package.json does not list in its ${kind === 'src' && !typeOnly ? 'dependencies' : 'dependencies or devDependencies'}`,
+            );
+        }
+      }
+    }
+  }
+  assert.deepEqual(problems, []);
 });
 
 test('the device SDK depends on no server package and takes only types from the protocol', () => {

@@ -27,8 +27,8 @@ export interface TargetResolverOptions {
   readonly logger: Logger;
   /**
    * Tries per request when a connection server answers outside the contract (5xx, bad body,
-   * broken socket). Device outcomes (not_connected, timeout, ...) are never retried here.
-   * Default 3.
+   * broken socket), for device and user targets. Device outcomes (not_connected, timeout, ...)
+   * are never retried here, nor are topic broadcasts (the router owns their retry). Default 3.
    */
   readonly maxAttempts?: number;
 }
@@ -62,12 +62,14 @@ export class TargetResolver {
       case 'user':
         return { kind: 'devices', results: await this.#toUser(target, msg) };
       case 'topic':
-        // Subscribers do not deduplicate a broadcast, so only a broadcast that never left is tried again.
+        // Not tried again here: the router already tries a second server when the first could not
+        // be reached, and subscribers do not deduplicate a broadcast that may have left. Retrying
+        // here too multiplied one unreachable server into maxAttempts × 2 broadcasts.
         return this.#withRetries(
           target,
           async () => ({ kind: 'topic', result: await this.#router.toTopic(target.id, msg) }),
           1,
-          neverSent,
+          () => false,
         );
     }
   }
