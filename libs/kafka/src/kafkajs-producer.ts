@@ -9,7 +9,7 @@ import type { OutgoingRecord, Producer, SendOptions } from './types.ts';
  * sends; a single larger send still goes alone. Below the broker's default `message.max.bytes`
  * (1 MiB per partition batch), so joining sends never turns one that fits into one refused.
  */
-export const MAX_JOINED_REQUEST_BYTES = 512 * 1024;
+const MAX_JOINED_REQUEST_BYTES = 512 * 1024;
 
 /** How long close() lets the produce request in flight finish before disconnecting. */
 const CLOSE_GRACE_MS = 2_000;
