@@ -79,12 +79,22 @@ describe('message processor', () => {
       assert.ok((ev?.latencyMs ?? -1) >= 0);
     }
 
-    await recorder.flush();
-    const process = recorder
-      .spans()
-      .filter(
-        (s) => s.name === `process ${world.topics.pushRequests}` && s.spanContext().traceId === traceId,
-      );
+    // A record's process span ends once its outcome is committed, which can be just after the
+    // event is visible on the topic: wait for the spans themselves.
+    const processSpans = () =>
+      recorder
+        .spans()
+        .filter(
+          (s) => s.name === `process ${world.topics.pushRequests}` && s.spanContext().traceId === traceId,
+        );
+    await waitUntil(
+      async () => {
+        await recorder.flush();
+        return processSpans().length >= 20;
+      },
+      { what: '20 process spans ended' },
+    );
+    const process = processSpans();
     assert.equal(process.length, 20, 'one process span per record, in the publisher trace');
     assert.ok(process.every((s) => s.parentSpanContext?.spanId === parentSpanId));
     const deliver = recorder
