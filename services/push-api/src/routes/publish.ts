@@ -123,21 +123,15 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
         // does not settle before the next turn of the event loop.
         produced = await settledNow(sent, produced);
       }
-      if (produced.kind === 'failed' && produced.err instanceof SendWithdrawnError) {
-        // Nothing was written: the outcome is known, and the key is free again.
-        ctx.metrics.publishUnknown.inc({ cause: 'deadline' });
-        if (owned) await releaseQuietly(ctx, owned);
-        throw new ProblemError(
-          'service-unavailable',
-          `Kafka did not take the messages within ${config.PUSHLINE_API_PUBLISH_TIMEOUT_MS} ms; they were withdrawn and are not queued. Retry later.`,
-          { retryAfterSeconds: PUBLISH_RETRY_AFTER_S },
-        );
-      }
       if (produced.kind !== 'acknowledged') {
+        // Withdrawn at the deadline before it left: certainly not written. The key is still kept
+        // like an unknown outcome's (a retry with the same body takes it over), which is all the
+        // idempotency rules need; only the answer can say more.
+        const withdrawn = produced.kind === 'failed' && produced.err instanceof SendWithdrawnError;
         // Kafka may still write what it was handed (a slow broker, or a failure after part of a
         // batch): the outcome is unknown. The claim stays, so a retry with the same key produces
         // the same ids; if the send completes after all, the answer is recorded for it.
-        ctx.metrics.publishUnknown.inc({ cause: produced.kind });
+        ctx.metrics.publishUnknown.inc({ cause: withdrawn ? 'deadline' : produced.kind });
         ctx.logger.error(
           {
             err: produced.kind === 'failed' ? produced.err : undefined,
@@ -165,7 +159,9 @@ export function registerPublishRoutes(table: RouteTable, ctx: ApiContext): void 
         }
         throw new ProblemError(
           'service-unavailable',
-          `Kafka did not acknowledge the messages${produced.kind === 'deadline' ? ` within ${config.PUSHLINE_API_PUBLISH_TIMEOUT_MS} ms` : ''}; they may or may not be queued. Retry with the same Idempotency-Key to make sure without duplicates.`,
+          withdrawn
+            ? `Kafka did not take the messages within ${config.PUSHLINE_API_PUBLISH_TIMEOUT_MS} ms; they were withdrawn and are not queued. Retry later.`
+            : `Kafka did not acknowledge the messages${produced.kind === 'deadline' ? ` within ${config.PUSHLINE_API_PUBLISH_TIMEOUT_MS} ms` : ''}; they may or may not be queued. Retry with the same Idempotency-Key to make sure without duplicates.`,
           {
             retryAfterSeconds: PUBLISH_RETRY_AFTER_S,
             cause: produced.kind === 'failed' ? produced.err : undefined,
