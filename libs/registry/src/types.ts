@@ -19,7 +19,7 @@ export interface ServerLoad {
   readonly deviceUrl: string;
   /**
    * URL of this server's own device port, past any balancer: what reaches this server and no other
-   * (the canary keeps one device on each server through it).
+   * (the canary keeps one device on each server through it). Its host is the internal URL's.
    */
   readonly directUrl: string;
   readonly connections: number;

@@ -306,7 +306,7 @@ class PushlineConnectionServer implements ConnectionServer {
       urls: () => ({
         serverUrl: this.internalUrl,
         deviceUrl: config.PUSHLINE_PUBLIC_URL ?? this.deviceUrl,
-        directUrl: this.deviceUrl,
+        directUrl: directDeviceUrl(this.internalUrl, this.deviceUrl),
       }),
       connections: () => this.#devices.size,
       pendingHandshakes: () => this.#socketServer.pendingHandshakes,
@@ -695,4 +695,16 @@ class PushlineConnectionServer implements ConnectionServer {
     this.#started = false;
     this.#log.info('connection server closed');
   }
+}
+
+/**
+ * The device port as other hosts reach this server itself: the host of its internal URL (which a
+ * multi-host deployment sets to the pod's or host's address, PUSHLINE_INTERNAL_URL) with the
+ * scheme and port the device port listens on. The listening URL alone says 127.0.0.1 for a
+ * wildcard bind, which only works on the same host.
+ */
+export function directDeviceUrl(internalUrl: string, listeningUrl: string): string {
+  const direct = new URL(listeningUrl);
+  direct.hostname = new URL(internalUrl).hostname;
+  return direct.origin;
 }
