@@ -78,7 +78,7 @@ describe('OutcomeCommitter', () => {
     readonly producer: ScriptedProducer;
     readonly ledger: RequestLedger;
     readonly gate: DependencyGate;
-    readonly retries: Dependency[];
+    readonly retriedDependencies: Dependency[];
     readonly changes: string[];
     claim(requestId: string): Claim;
   }
@@ -115,7 +115,7 @@ describe('OutcomeCommitter', () => {
     cleanup.push(() => {
       producer.failing = false;
     });
-    const retries: Dependency[] = [];
+    const retriedDependencies: Dependency[] = [];
     const committer = new OutcomeCommitter({
       outcomes: new OutcomeRecorder({
         producer,
@@ -126,14 +126,14 @@ describe('OutcomeCommitter', () => {
       ledger,
       gate,
       logger: silentLogger(),
-      onRetry: (dependency) => retries.push(dependency),
+      onRetry: (dependency) => retriedDependencies.push(dependency),
     });
     return {
       committer,
       producer,
       ledger,
       gate,
-      retries,
+      retriedDependencies,
       changes,
       claim: (requestId) => ledger.claimFor(requestId, 'key-1'),
     };
@@ -223,7 +223,7 @@ describe('OutcomeCommitter', () => {
     const c = await claimed(r, 'r-1');
     r.producer.failing = true;
     const committed = r.committer.commit(c, [event('r-1', 'dev-1')], {}, never);
-    await waitUntil(() => r.retries.length >= 2, { what: 'two failed produces' });
+    await waitUntil(() => r.retriedDependencies.length >= 2, { what: 'two failed produces' });
     assert.equal(r.gate.isUp('kafka'), false);
     assert.equal(r.gate.isOpen(), false, 'no new record starts while outcomes cannot be written');
     const beforeWritten = await redis.get(c.key);
@@ -231,7 +231,7 @@ describe('OutcomeCommitter', () => {
     r.producer.failing = false;
     await committed;
     assert.equal(beforeWritten, c.token, 'still only claimed, not done, before its events are written');
-    assert.ok(r.retries.every((d) => d === 'kafka'));
+    assert.ok(r.retriedDependencies.every((d) => d === 'kafka'));
     assert.equal(r.producer.sends.length, 1, 'the events are written once they can be');
     assert.equal(await redis.get(c.key), 'done');
     assert.equal(r.gate.isUp('kafka'), true);
@@ -245,7 +245,7 @@ describe('OutcomeCommitter', () => {
     r.producer.failing = true;
     const revoked = r.committer.commit(a as Claim, [event('r-a', 'dev-a')], {}, revoke.signal);
     const kept = r.committer.commit(b as Claim, [event('r-b', 'dev-b')], {}, never);
-    await waitUntil(() => r.retries.length >= 1, { what: 'a failed produce' });
+    await waitUntil(() => r.retriedDependencies.length >= 1, { what: 'a failed produce' });
     revoke.abort();
     await assert.rejects(revoked, (err: unknown) => {
       assert.ok(err instanceof DependencyError);
@@ -286,7 +286,7 @@ describe('OutcomeCommitter', () => {
     const revoke = new AbortController();
     cleanup.push(() => revoke.abort());
     const committed = r.committer.commit(c, [event('r-1', 'dev-1')], {}, revoke.signal);
-    await waitUntil(() => r.retries.filter((d) => d === 'redis').length >= 2, {
+    await waitUntil(() => r.retriedDependencies.filter((d) => d === 'redis').length >= 2, {
       what: 'two failed round trips to Redis',
     });
     assert.equal(r.gate.isUp('redis'), false);
@@ -297,7 +297,7 @@ describe('OutcomeCommitter', () => {
       (err: unknown) => err instanceof DependencyError && err.dependency === 'redis',
     );
     assert.equal(r.producer.sends.length, 1, 'the events were written once, not once per Redis retry');
-    assert.ok(!r.retries.includes('kafka'));
+    assert.ok(!r.retriedDependencies.includes('kafka'));
   });
 
   it('commits again after a failed group, for requests that come later', async () => {
@@ -305,7 +305,7 @@ describe('OutcomeCommitter', () => {
     const first = await claimed(r, 'r-1');
     r.producer.failing = true;
     const one = r.committer.commit(first, [event('r-1', 'dev-1')], {}, never);
-    await waitUntil(() => r.retries.length >= 1, { what: 'a failed produce' });
+    await waitUntil(() => r.retriedDependencies.length >= 1, { what: 'a failed produce' });
     r.producer.failing = false;
     await one;
     const second = await claimed(r, 'r-2');
