@@ -126,74 +126,67 @@ describe('push-api: limits on what it is sent', () => {
     }
   });
 
+  /**
+   * One POST over a raw socket that declares `declaredBytes` and writes `body` before reading
+   * anything, as a client that sends first and reads later does; resolves once the API has
+   * answered and closed the connection.
+   */
+  async function rawPost(
+    path: string,
+    declaredBytes: number,
+    body: string | Buffer,
+    deadlineMs: number,
+  ): Promise<{ head: string; text: string; writeError: Error | undefined }> {
+    const { port } = new URL(h.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    let answer = '';
+    let writeError: Error | undefined;
+    socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
+    socket.on('error', (err) => (writeError = err));
+    const closed = once(socket, 'close');
+    try {
+      await once(socket, 'connect');
+      socket.write(
+        [
+          `POST ${path} HTTP/1.1`,
+          'host: 127.0.0.1',
+          `authorization: Bearer ${h.keys.admin}`,
+          'content-type: application/json',
+          `content-length: ${declaredBytes}`,
+          '',
+          '',
+        ].join('\r\n'),
+      );
+      socket.write(body);
+      await within(closed, deadlineMs, `the answer to ${path} and the connection closed`);
+      const [head = '', text = ''] = answer.split('\r\n\r\n');
+      return { head, text, writeError };
+    } finally {
+      // A failure must not leave the API a connection to wait for at close.
+      socket.destroy();
+    }
+  }
+
   it('answers 413 to a body declared over the limit without waiting for it, and closes the connection', async () => {
     for (const [path] of bodyRoutes) {
-      const { port } = new URL(h.url);
-      const socket = connect(Number(port), '127.0.0.1');
-      let answer = '';
-      socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
-      const closed = once(socket, 'close');
-      try {
-        await once(socket, 'connect');
-        // 8 MB declared, 10 bytes sent, and the socket kept open: the client would send the rest.
-        socket.write(
-          [
-            `POST ${path} HTTP/1.1`,
-            'host: 127.0.0.1',
-            `authorization: Bearer ${h.keys.admin}`,
-            'content-type: application/json',
-            `content-length: ${8 * 1024 * 1024}`,
-            '',
-            '{"payload"',
-          ].join('\r\n'),
-        );
-        await within(closed, 5_000, `the answer to ${path} and the connection closed`);
-        const [head = '', text = ''] = answer.split('\r\n\r\n');
-        assert.match(head, /^HTTP\/1\.1 413 /, path);
-        assert.match(head, /\r\nconnection: close\r\n/i, path);
-        assert.match(head, /\r\ncontent-type: application\/problem\+json/i, path);
-        assert.equal(Problem.parse(JSON.parse(text)).type, `${PROBLEM_TYPE_BASE}body-too-large`, path);
-      } finally {
-        // A failure must not leave the API a connection to wait for at close.
-        socket.destroy();
-      }
+      // 8 MB declared, 10 bytes sent, and the socket kept open: the client would send the rest.
+      const { head, text } = await rawPost(path, 8 * 1024 * 1024, '{"payload"', 5_000);
+      assert.match(head, /^HTTP\/1\.1 413 /, path);
+      assert.match(head, /\r\nconnection: close\r\n/i, path);
+      assert.match(head, /\r\ncontent-type: application\/problem\+json/i, path);
+      assert.equal(Problem.parse(JSON.parse(text)).type, `${PROBLEM_TYPE_BASE}body-too-large`, path);
     }
   });
 
   it('answers 413 to a client that writes the whole oversized body before reading, instead of a closed socket', async () => {
     const body = Buffer.alloc(8 * 1024 * 1024, 0x20);
     for (const [path] of bodyRoutes) {
-      const { port } = new URL(h.url);
-      const socket = connect(Number(port), '127.0.0.1');
-      let answer = '';
-      let writeError: Error | undefined;
-      socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
-      socket.on('error', (err) => (writeError = err));
-      const closed = once(socket, 'close');
-      try {
-        await once(socket, 'connect');
-        // The whole body goes out before anything is read: a server that closed right after its
-        // answer made these writes fail (EPIPE / ECONNRESET), and the answer was lost with them.
-        socket.write(
-          [
-            `POST ${path} HTTP/1.1`,
-            'host: 127.0.0.1',
-            `authorization: Bearer ${h.keys.admin}`,
-            'content-type: application/json',
-            `content-length: ${body.length}`,
-            '',
-            '',
-          ].join('\r\n'),
-        );
-        socket.write(body);
-        await within(closed, 10_000, `the answer to ${path} and the connection closed`);
-        assert.equal(writeError, undefined, `${path}: ${writeError?.message}`);
-        const [head = '', text = ''] = answer.split('\r\n\r\n');
-        assert.match(head, /^HTTP\/1\.1 413 /, path);
-        assert.equal(Problem.parse(JSON.parse(text)).type, `${PROBLEM_TYPE_BASE}body-too-large`, path);
-      } finally {
-        socket.destroy();
-      }
+      // A server that closed right after its answer made these writes fail (EPIPE / ECONNRESET),
+      // and the answer was lost with them.
+      const { head, text, writeError } = await rawPost(path, body.length, body, 10_000);
+      assert.equal(writeError, undefined, `${path}: ${writeError?.message}`);
+      assert.match(head, /^HTTP\/1\.1 413 /, path);
+      assert.equal(Problem.parse(JSON.parse(text)).type, `${PROBLEM_TYPE_BASE}body-too-large`, path);
     }
   });
 
