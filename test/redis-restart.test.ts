@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, afterEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { startRedis, type RedisInstance } from '@pushline/devstack';
-import { DeviceEvents } from '@pushline/protocol';
-import { waitUntil } from '@pushline/testkit';
+import { DeliveryEvent, DeviceEvents } from '@pushline/protocol';
+import { collectRecords, recordJson, waitUntil } from '@pushline/testkit';
 import { startOwnRedisPlatform, type OwnRedisPlatform } from './support/own-redis-platform.ts';
 
 /**
@@ -104,6 +104,95 @@ describe('a Redis restart', () => {
     });
     assert.equal(result.delivered, 1);
     assert.ok(listener.received.some((m) => m.id === 'news-after-restart'));
+  });
+
+  it('while the servers write their entries back, routers wait instead of answering not_connected', async () => {
+    redis = await startRedis({ persistence: 'none' });
+    // One entry per second: the restore of four devices per server lasts about three seconds,
+    // long enough for every push below to arrive while it runs.
+    platform = await startOwnRedisPlatform('redis-restoring', redis.url, {
+      servers: 2,
+      processor: true,
+      env: { PUSHLINE_REGISTRY_RESTORE_RATE_PER_S: '1' },
+    });
+    const [serverA, serverB] = platform.servers;
+    assert.ok(serverA && serverB);
+    const ids: string[] = [];
+    const devices = [];
+    for (const [s, server] of [serverA, serverB].entries()) {
+      for (let i = 0; i < DEVICES_PER_SERVER; i++) {
+        const id = `r${s}-${i}`;
+        ids.push(id);
+        // Every device also belongs to one user, so a user fan-out needs the entries of both servers.
+        devices.push(await platform.connect(server, id, { userId: 'restoring-user' }));
+      }
+    }
+    // As in a platform that has run a while: the routers' watches have seen both servers.
+    const serverIds = [serverA.serverId, serverB.serverId].sort();
+    await waitUntil(
+      () =>
+        [platform?.api.registryWatch, platform?.processor?.processor.registryWatch].every(
+          (watch) => JSON.stringify([...(watch?.knownServers ?? [])].sort()) === JSON.stringify(serverIds),
+        ),
+      { what: 'the routers to know both servers' },
+    );
+
+    await redis.restart({ kill: true });
+    await waitUntil(
+      () =>
+        platform?.registry.liveServers().then(
+          () => true,
+          () => false,
+        ),
+      { what: 'Redis to answer again' },
+    );
+
+    // Sent at once: the servers have written back at most one entry each by now.
+    const direct = await platform.call('POST', `/v1/devices/${ids.at(-1)}/messages`, {
+      payload: { direct: 'during restore' },
+    });
+    const published = await platform.call('POST', '/v1/publish', {
+      messages: [
+        ...ids.map((id) => ({ id: `restoring-${id}`, target: { type: 'device', id }, payload: { n: id } })),
+        { id: 'restoring-user', target: { type: 'user', id: 'restoring-user' }, payload: { n: 'user' } },
+      ],
+    });
+    assert.equal(published.status, 202, JSON.stringify(published.body));
+
+    // One terminal event per (request, device): the device targets, and the user's eight devices.
+    const events = (
+      await collectRecords(platform.kafka, platform.topics.deliveryEvents, ids.length * 2, {
+        filter: (r) => DeliveryEvent.parse(recordJson(r)).terminal,
+        timeoutMs: 30_000,
+      })
+    ).map((r) => DeliveryEvent.parse(recordJson(r)));
+    const outcomes = events.map((e) => `${e.requestId} ${e.deviceId ?? '-'} ${e.outcome}`).sort();
+    assert.deepEqual(
+      outcomes,
+      [
+        ...ids.map((id) => `restoring-${id} ${id} delivered`),
+        ...ids.map((id) => `restoring-user ${id} delivered`),
+      ].sort(),
+    );
+    for (const d of devices) {
+      assert.deepEqual(
+        d.received
+          .map((m) => m.id)
+          .filter((id) => id.startsWith('restoring-'))
+          .sort(),
+        [`restoring-${d.id}`, 'restoring-user'].sort(),
+      );
+    }
+
+    // Never a 404: the device may be connected and not written back yet.
+    assert.equal(direct.status, 503, JSON.stringify(direct.body));
+    assert.match(JSON.stringify(direct.body), /being restored/);
+    // The registry is whole again: the same push is delivered.
+    const after = await platform.call('POST', `/v1/devices/${ids.at(-1)}/messages`, {
+      payload: { direct: 'after restore' },
+    });
+    assert.equal(after.status, 200, JSON.stringify(after.body));
+    assert.equal((after.body as { outcome?: string }).outcome, 'delivered');
   });
 
   it('with AOF, an outage that outlived the load reports: each server writes its report again on reconnect', async () => {

@@ -1,6 +1,7 @@
 import type { Socket } from 'socket.io-client';
 import {
   connectionServerEnv,
+  messageProcessorEnv,
   parseEnv,
   pushApiEnv,
   topicNames,
@@ -8,6 +9,7 @@ import {
 } from '@pushline/config';
 import { assembleConnectionServer, type AssembledConnectionServer } from '@pushline/connection-server';
 import { platformTopics, type KafkaClient } from '@pushline/kafka';
+import { assembleMessageProcessor, type AssembledMessageProcessor } from '@pushline/message-processor';
 import { assemblePushApi, type AssembledPushApi } from '@pushline/push-api';
 import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { runCleanup, type CleanupStep } from '@pushline/runtime';
@@ -30,12 +32,16 @@ export interface OwnRedisPlatform {
   readonly prefix: string;
   readonly servers: readonly AssembledConnectionServer[];
   readonly api: AssembledPushApi;
+  /** Started when asked for (`processor: true`), on its own Redis client like the others. */
+  readonly processor: AssembledMessageProcessor | undefined;
+  readonly topics: ReturnType<typeof topicNames>;
+  readonly kafka: KafkaClient;
   /** A registry on a client configured like the services' (bounded commands), owned here. */
   readonly registry: RedisDeviceRegistry;
   connect(
     server: AssembledConnectionServer,
     deviceId: string,
-    options?: { behaviour?: DeviceBehaviour; topics?: string[] },
+    options?: { behaviour?: DeviceBehaviour; topics?: string[]; userId?: string },
   ): Promise<TestDevice>;
   /** Calls the API with the admin key; `timeoutMs` bounds the wait for an answer. */
   call(
@@ -50,7 +56,7 @@ export interface OwnRedisPlatform {
 export async function startOwnRedisPlatform(
   label: string,
   redisUrl: string,
-  options: { servers?: number; env?: Record<string, string> } = {},
+  options: { servers?: number; processor?: boolean; env?: Record<string, string> } = {},
 ): Promise<OwnRedisPlatform> {
   const prefix = uniquePrefix(label);
   const topics = topicNames(`${prefix}.`);
@@ -115,6 +121,22 @@ export async function startOwnRedisPlatform(
       await assembled.start();
       servers.push(assembled);
     }
+    let processor: AssembledMessageProcessor | undefined;
+    if (options.processor) {
+      const assembled = assembleMessageProcessor(
+        parseEnv(messageProcessorEnv, {
+          ...common,
+          PUSHLINE_PROCESSOR_GROUP_ID: `${prefix}-processors`,
+          PUSHLINE_PROCESSOR_INSTANCE_ID: `${prefix}-mp`,
+          PUSHLINE_PROCESSOR_PORT: '0',
+          PUSHLINE_PROCESSOR_SESSION_TIMEOUT_MS: '6000',
+        }),
+        { kafka, logger: testLogger('message-processor') },
+      );
+      steps.push({ name: 'message-processor', run: () => assembled.close() });
+      await assembled.start();
+      processor = assembled;
+    }
     // Devices go before the servers close, so their disconnects are ordinary ones.
     steps.push({
       name: 'devices',
@@ -127,6 +149,9 @@ export async function startOwnRedisPlatform(
       prefix,
       servers,
       api,
+      processor,
+      topics,
+      kafka,
       registry,
       connect: (server, deviceId, connectOptions = {}) =>
         connectDevice({
@@ -134,7 +159,7 @@ export async function startOwnRedisPlatform(
           registry,
           jwtSecret,
           deviceId,
-          userId: `${deviceId}-user`,
+          userId: connectOptions.userId ?? `${deviceId}-user`,
           ...(connectOptions.behaviour ? { behaviour: connectOptions.behaviour } : {}),
           ...(connectOptions.topics ? { claims: { topics: connectOptions.topics } } : {}),
           track: (socket) => sockets.push(socket),

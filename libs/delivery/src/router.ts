@@ -5,7 +5,7 @@ import {
   type DeliverRequest,
   type DeliverResult,
 } from '@pushline/protocol';
-import type { DeviceRecord, DeviceRegistry, ServerLoad } from '@pushline/registry';
+import type { DeviceRecord, DeviceRegistry, RegistryCompleteness, ServerLoad } from '@pushline/registry';
 import {
   LATENCY_BUCKETS_S,
   SpanKind,
@@ -44,6 +44,13 @@ export interface MessageRouterOptions {
   readonly metrics?: Registry;
   /** How long the live-server list used for broadcasts is reused. Default 1000 ms. */
   readonly serversTtlMs?: number;
+  /**
+   * Asked before the registry's silence becomes an answer (a device not registered, a user's
+   * device list, the servers a broadcast goes through): while Redis's lost entries are being
+   * written back it rejects with `RegistryIncompleteError`, which the router throws. Without it
+   * the registry is trusted as it reads.
+   */
+  readonly completeness?: RegistryCompleteness;
 }
 
 /** Every value of the `outcome` label: a device outcome, or `error` when the delivery threw. */
@@ -68,6 +75,7 @@ export class MessageRouter {
   readonly #tracer: Tracer;
   readonly #logger: Logger;
   readonly #serversTtlMs: number;
+  readonly #completeness: RegistryCompleteness | undefined;
   readonly #deliveries: Counter<'source' | 'outcome'> | undefined;
   readonly #seconds: Histogram<'source' | 'outcome'> | undefined;
   readonly #broadcasts: Counter<'result'> | undefined;
@@ -82,6 +90,7 @@ export class MessageRouter {
     this.#tracer = options.tracer;
     this.#logger = options.logger;
     this.#serversTtlMs = options.serversTtlMs ?? 1000;
+    this.#completeness = options.completeness;
     if (options.metrics) {
       this.#deliveries = stageCounter({
         name: 'pushline_router_deliveries_total',
@@ -110,7 +119,8 @@ export class MessageRouter {
    * from the cache is never final: `not_connected` is only given once the registry confirms it.
    * A `not_connected` from a cached record means the cache may be stale: the entry is dropped, the
    * registry read once more and, if the device now has another connection, the message is
-   * delivered there. Throws the transport's typed errors and registry errors; device outcomes are
+   * delivered there. While the registry is being restored, "not registered" is no answer: throws
+   * `RegistryIncompleteError` (see `completeness`). Throws the transport's typed errors and registry errors; device outcomes are
    * results.
    */
   toDevice(deviceId: string, msg: OutgoingMessage): Promise<RoutedResult> {
@@ -157,6 +167,8 @@ export class MessageRouter {
             async (span) => {
               const devices = await this.#registry.userDevices(userId);
               span.setAttribute('pushline.devices', devices.length);
+              // A device missing from the list gets no outcome at all: the list must be whole.
+              await this.#completeness?.confirm();
               return devices;
             },
           ),
@@ -203,6 +215,7 @@ export class MessageRouter {
         'resolve target',
         { attributes: { 'pushline.target.type': 'topic' } },
         async (span) => {
+          await this.#completeness?.confirm();
           const { list, cached } = await this.#liveServers();
           span.setAttribute('pushline.cache_hit', cached);
           return list;
@@ -264,6 +277,7 @@ export class MessageRouter {
         const fresh = await this.#locator.lookup(deviceId);
         if (fresh.record) return this.#route(deviceId, fresh, msg);
       }
+      await this.#completeness?.confirm();
       return { outcome: 'not_connected', reason: 'not_registered', latencyMs: 0, deviceId, attempts: 1 };
     }
     const first = await this.#deliver(record, msg, 1);

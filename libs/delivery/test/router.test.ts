@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import type { DeliverRequest } from '@pushline/protocol';
-import { RedisDeviceRegistry } from '@pushline/registry';
+import { RedisDeviceRegistry, RegistryIncompleteError } from '@pushline/registry';
 import {
   createMetricsRegistry,
   createSpanRecorder,
@@ -330,5 +330,45 @@ describe('MessageRouter', () => {
   it('broadcasts to nobody when no server is live', async () => {
     const result = await router.toTopic('news', message());
     assert.equal(result.delivered, 0);
+  });
+
+  it('while Redis’s lost entries are written back, takes no answer from the registry’s silence', async () => {
+    let restoring = true;
+    let confirms = 0;
+    router = new MessageRouter({
+      locator,
+      registry,
+      transport,
+      tracer,
+      logger: silentLogger(),
+      completeness: {
+        confirm: () => {
+          confirms++;
+          return restoring
+            ? Promise.reject(new RegistryIncompleteError(['srv-b'], Date.now()))
+            : Promise.resolve();
+        },
+      },
+    });
+    await connect(serverA, 'phone', 'c-phone', 'alice');
+    await registry.reportLoad(serverLoad({ serverId: 'srv-a', serverUrl: serverA.url }), 60);
+
+    // A device the registry names is delivered: nothing was inferred from silence.
+    assert.equal((await router.toDevice('phone', message())).outcome, 'delivered');
+    assert.equal(confirms, 0);
+    // Not found, a user's device list and the servers of a broadcast may all be missing entries.
+    await assert.rejects(router.toDevice('ghost', message()), RegistryIncompleteError);
+    await assert.rejects(router.toUser('alice', message()), RegistryIncompleteError);
+    await assert.rejects(router.toTopic('news', message()), RegistryIncompleteError);
+    assert.equal(confirms, 3);
+    assert.equal(delivered(serverA).length, 1, 'the user fan-out sent nothing');
+    assert.equal(serverA.calls.filter((c) => c.op === 'broadcast').length, 0);
+
+    restoring = false;
+    assert.equal((await router.toDevice('ghost', message())).reason, 'not_registered');
+    assert.deepEqual(
+      (await router.toUser('alice', message())).map((r) => r.outcome),
+      ['delivered'],
+    );
   });
 });

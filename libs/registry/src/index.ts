@@ -6,6 +6,8 @@ export type {
   RegistryRecovery,
   ServerLoad,
 } from './types.ts';
+export { RegistryIncompleteError, RegistryWatch } from './registry-watch.ts';
+export type { RegistryCompleteness, RegistryWatchOptions } from './registry-watch.ts';
 export { RedisDeviceRegistry, REGISTRY_SCRIPTS, registryKeys } from './redis-registry.ts';
 export type { RedisDeviceRegistryOptions } from './redis-registry.ts';
 export {

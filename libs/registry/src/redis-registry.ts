@@ -313,6 +313,24 @@ export class RedisDeviceRegistry implements DeviceRegistry, RegistryRecovery {
     return observed;
   }
 
+  async serversMarked(serverIds: readonly string[]): Promise<Set<string>> {
+    if (serverIds.length === 0) return new Set();
+    const shards = await this.#shards();
+    const keys = serverIds.map((id) => this.#markKeys(id, shards));
+    const replies = await sendAll(
+      this.#redis,
+      keys.flat().map((mark): BatchCall => ['exists', mark]),
+    );
+    const marked = new Set<string>();
+    let i = 0;
+    serverIds.forEach((id, s) => {
+      const n = keys[s]?.length ?? 0;
+      if (replies.slice(i, i + n).every((r) => r === 1)) marked.add(id);
+      i += n;
+    });
+    return marked;
+  }
+
   async restore(records: readonly DeviceRecord[], ttlSeconds: number): Promise<number> {
     if (records.length === 0) return 0;
     const byServer = new Map<string, string[]>();

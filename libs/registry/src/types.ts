@@ -101,4 +101,6 @@ export interface RegistryRecovery {
    * connection (it moved meanwhile), in one batch; returns how many entries were missing.
    */
   restore(records: readonly DeviceRecord[], ttlSeconds: number): Promise<number>;
+  /** Which of `serverIds` have their mark on every shard now (read only: nothing is extended). */
+  serversMarked(serverIds: readonly string[]): Promise<Set<string>>;
 }

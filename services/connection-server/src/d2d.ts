@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { DeviceLocator, MessageRouter } from '@pushline/delivery';
 import { payloadBytes, SendRequest, type DeviceErrorCode, type SendAck } from '@pushline/protocol';
-import type { DeviceRecord } from '@pushline/registry';
+import { RegistryIncompleteError, type DeviceRecord } from '@pushline/registry';
 import { SpanKind, withSpan, type Logger, type Tracer } from '@pushline/telemetry';
 import type { DeviceConnection } from './connection.ts';
 import type { ConnectionServerMetrics } from './metrics.ts';
@@ -111,7 +111,12 @@ export class DeviceToDevice {
     } catch (err) {
       this.#options.logger.warn({ err, from: conn.deviceId, to: req.to }, 'device-to-device send failed');
       const code: DeviceErrorCode = 'internal';
-      return errorAck(code, 'could not route the message; retry later');
+      return errorAck(
+        code,
+        err instanceof RegistryIncompleteError
+          ? 'the device registry is being restored after Redis lost it; retry in a second'
+          : 'could not route the message; retry later',
+      );
     }
   }
 

@@ -19,7 +19,13 @@ import {
   type DeviceTokenClaims,
   type DisconnectReason,
 } from '@pushline/protocol';
-import type { DeviceRecord, DeviceRegistry, RegistryRecovery, RedisClient } from '@pushline/registry';
+import {
+  RegistryWatch,
+  type DeviceRecord,
+  type DeviceRegistry,
+  type RegistryRecovery,
+  type RedisClient,
+} from '@pushline/registry';
 import { closeOnce, OpsServer, runCleanup } from '@pushline/runtime';
 import { SpanKind, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
 import type { Socket } from 'socket.io';
@@ -181,6 +187,8 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #closer: GracefulCloser;
   readonly #liveness: Liveness;
   readonly #restorer: RegistryRestorer;
+  /** Whether the other servers have written their entries back, asked before a d2d `not_connected`. */
+  readonly #registryWatch: RegistryWatch;
   readonly #loadReporter: LoadReporter;
   readonly #transport: DeliveryTransport;
   readonly #ownsTransport: boolean;
@@ -327,7 +335,16 @@ class PushlineConnectionServer implements ConnectionServer {
         metrics: deps.metrics,
       });
     this.#locator = new DeviceLocator({ registry: deps.registry, tracer });
+    this.#registryWatch = new RegistryWatch({
+      registry: deps.registry,
+      redis: deps.redis,
+      watcherId: `connection-server:${this.serverId}`,
+      logger,
+      serverGoneAfterMs: 3 * config.PUSHLINE_LOAD_REPORT_MS,
+      onCheckFailure: () => metrics.loopFailures.inc({ loop: 'registry_watch' }),
+    });
     const router = new MessageRouter({
+      completeness: this.#registryWatch,
       locator: this.#locator,
       registry: deps.registry,
       transport: this.#transport,
@@ -428,6 +445,7 @@ class PushlineConnectionServer implements ConnectionServer {
     );
     if (cleared > 0) this.#log.warn({ cleared }, 'cleared stale registry entries of a previous run');
     await this.#restorer.start();
+    await this.#registryWatch.start();
     await this.#producer.start();
     this.#channel.start();
     await this.#ops.start();
@@ -667,6 +685,7 @@ class PushlineConnectionServer implements ConnectionServer {
       },
       // Before the entries are cleared, so a restore cannot write them back afterwards.
       { name: 'registry restore', run: () => this.#restorer.close() },
+      { name: 'registry watch', run: () => this.#registryWatch.close() },
       { name: 'deregister devices', run: () => Promise.allSettled([...this.#pending]).then(() => undefined) },
       {
         name: 'clear server entries',

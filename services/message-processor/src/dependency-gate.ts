@@ -2,8 +2,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffMs } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 
-/** What the processor cannot record an outcome without. */
-export type Dependency = 'redis' | 'kafka';
+/**
+ * What the processor cannot record an outcome without: Redis and Kafka answering, and a registry
+ * that holds every connected device (not one Redis lost and the servers are still writing back).
+ */
+export type Dependency = 'redis' | 'kafka' | 'registry';
 
 /** A failure of a dependency, not of the record being processed: never a reason to dead-letter it. */
 export class DependencyError extends Error {
@@ -113,7 +116,9 @@ export class DependencyGate {
       this.#down.set(dependency, { since: Date.now(), reason });
       this.#log.error(
         { err, dependency },
-        `${dependency} is unreachable; no record starts until it answers again`,
+        dependency === 'registry'
+          ? 'the registry is being restored after Redis lost it; no record starts until it is complete'
+          : `${dependency} is unreachable; no record starts until it answers again`,
       );
       this.#options.onChange?.(dependency, false);
     }
@@ -132,7 +137,9 @@ export class DependencyGate {
     this.#down.delete(dependency);
     this.#log.info(
       { dependency, downForMs: Date.now() - was.since },
-      `${dependency} answers again; records resume`,
+      dependency === 'registry'
+        ? 'the registry is complete again; records resume'
+        : `${dependency} answers again; records resume`,
     );
     this.#options.onChange?.(dependency, true);
     this.#wakeAll();

@@ -8,7 +8,12 @@ import {
 } from '@pushline/delivery';
 import type { Admin, KafkaClient, Producer } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
-import { RedisDeviceRegistry, type DeviceRegistry, type RedisClient } from '@pushline/registry';
+import {
+  RedisDeviceRegistry,
+  RegistryWatch,
+  type DeviceRegistry,
+  type RedisClient,
+} from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import { Gauge, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
 import { CacheInvalidator } from './cache-invalidation.ts';
@@ -52,6 +57,8 @@ export interface MessageProcessor {
   /** The offline store, shared with the connection servers through Redis. */
   readonly store: RedisOfflineStore;
   readonly locator: DeviceLocator;
+  /** Whether Redis holds every connected device; records that would answer from its silence wait on it. */
+  readonly registryWatch: RegistryWatch;
   /** Partitions of the push-requests topic this member holds now. */
   readonly assignedPartitions: readonly number[];
 }
@@ -74,6 +81,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     dependencies: () => ({
       redis: parts.gate?.isUp('redis') ?? true,
       kafka: parts.gate?.isUp('kafka') ?? true,
+      registry: parts.gate?.isUp('registry') ?? true,
     }),
     partitions: () => {
       const now = Date.now();
@@ -87,7 +95,8 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     },
   });
 
-  const registry = deps.registry ?? new RedisDeviceRegistry({ redis, keyPrefix });
+  const redisRegistry = new RedisDeviceRegistry({ redis, keyPrefix });
+  const registry = deps.registry ?? redisRegistry;
   const ownTransport = deps.transport
     ? undefined
     : new ChannelDeliveryTransport({
@@ -123,7 +132,22 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       this.set(hits + s.misses === 0 ? 0 : hits / (hits + s.misses));
     },
   });
-  const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });
+  const registryWatch = new RegistryWatch({
+    registry: redisRegistry,
+    redis,
+    watcherId: `processor:${instanceId}`,
+    logger,
+    onCheckFailure: () => m.loopFailures.inc({ loop: 'registry_watch' }),
+  });
+  const router = new MessageRouter({
+    locator,
+    registry,
+    transport,
+    tracer,
+    logger,
+    metrics,
+    completeness: registryWatch,
+  });
 
   const producer: Producer = kafka.producer();
   // Only while Kafka is thought down: one metadata request per probe.
@@ -132,6 +156,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     probes: {
       redis: () => redis.ping(),
       kafka: () => (probeAdmin ??= kafka.admin()).listTopics(),
+      registry: () => registryWatch.confirm(),
     },
     logger,
     onProbeFailure: (dependency) => m.loopFailures.inc({ loop: `probe_${dependency}` }),
@@ -262,7 +287,14 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
         }));
       const redisUp = dependencyGate.isUp('redis');
       const kafkaUp = dependencyGate.isUp('kafka');
-      const ok = pushRequests.joined && invalidator.joined && redisUp && kafkaUp && stalled.length === 0;
+      const registryComplete = dependencyGate.isUp('registry');
+      const ok =
+        pushRequests.joined &&
+        invalidator.joined &&
+        redisUp &&
+        kafkaUp &&
+        registryComplete &&
+        stalled.length === 0;
       return Promise.resolve({
         ok,
         detail: {
@@ -270,6 +302,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
           cacheInvalidation: invalidator.joined,
           redis: redisUp,
           kafka: kafkaUp,
+          registryComplete,
           pausedFor: Object.keys(dependencyGate.downSince()),
           stalledPartitions: stalled,
         },
@@ -293,6 +326,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
           await probeAdmin?.close();
         },
       },
+      { name: 'registry watch', run: () => registryWatch.close() },
       { name: 'sweeper', run: () => sweeper.close() },
       { name: 'outbox relay', run: () => relay.close() },
       { name: 'cache invalidation', run: () => invalidator.close() },
@@ -307,6 +341,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     instanceId,
     store,
     locator,
+    registryWatch,
     get assignedPartitions() {
       return assigned;
     },
@@ -319,6 +354,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       await ops.start();
       await producer.start();
       dependencyGate.start();
+      await registryWatch.start();
       ledger.start();
       await relay.start();
       await Promise.all([pushRequests.start(), invalidator.start()]);

@@ -41,10 +41,18 @@ const PROCESSOR_LABELS = {
   results: ['received', 'dlq', 'duplicate', 'processed', 'failed'] satisfies RecordResult[],
   outcomes: [...DeliveryOutcome.options, 'stored'],
   targetTypes: ['device', 'user', 'topic'],
-  loops: ['sweeper', 'cache_invalidation', 'claim_renewal', 'probe_redis', 'probe_kafka'],
+  loops: [
+    'sweeper',
+    'cache_invalidation',
+    'claim_renewal',
+    'probe_redis',
+    'probe_kafka',
+    'probe_registry',
+    'registry_watch',
+  ],
   /** Loops that run on a timer and count their completed iterations. */
   loopsWithRuns: ['sweeper'],
-  retryCauses: ['redis', 'kafka', 'record'],
+  retryCauses: ['redis', 'kafka', 'registry', 'record'],
   invalidationTypes: ['connected', 'disconnected', 'invalid'],
 } as const;
 
@@ -53,7 +61,7 @@ export interface ProcessorGauges {
   inFlight(): number;
   lag(): number;
   /** Per dependency, whether it answers. */
-  dependencies(): Readonly<Record<'redis' | 'kafka', boolean>>;
+  dependencies(): Readonly<Record<'redis' | 'kafka' | 'registry', boolean>>;
   /** Per assigned partition with work in hand. */
   partitions(): readonly {
     readonly partition: number;
@@ -68,7 +76,7 @@ export function createProcessorMetrics(registry: Registry, gauges: ProcessorGaug
   const L = PROCESSOR_LABELS;
   new Gauge({
     name: 'pushline_processor_dependency_up',
-    help: 'Whether a dependency answers (1) or the processor has paused for it (0): redis, kafka.',
+    help: 'Whether a dependency answers (1) or the processor has paused for it (0): redis, kafka, registry (0 while Redis’s lost entries are written back).',
     labelNames: ['dependency'],
     registers,
     collect() {
@@ -157,7 +165,7 @@ export function createProcessorMetrics(registry: Registry, gauges: ProcessorGaug
     }),
     retries: stageCounter({
       name: 'pushline_processor_record_retries_total',
-      help: 'Attempts of a record that failed and were retried in place, by cause: redis or kafka (a dependency failed; not counted against the record), record (decoding or handling threw).',
+      help: 'Attempts of a record that failed and were retried in place, by cause: redis, kafka or registry (a dependency failed or the registry was being restored; not counted against the record), record (decoding or handling threw).',
       labels: { cause: L.retryCauses },
       registry,
     }),

@@ -11,6 +11,7 @@ import {
 } from '@pushline/kafka';
 import type { RedisOfflineStore } from '@pushline/offline-store';
 import { pushTargetKey, type DlqReason, type PushRequest } from '@pushline/protocol';
+import { RegistryIncompleteError } from '@pushline/registry';
 import { backoffMs } from '@pushline/runtime';
 import {
   SpanKind,
@@ -423,6 +424,7 @@ export class PushRequestConsumer {
    */
   async #dependencyOf(err: unknown): Promise<Dependency | undefined> {
     if (err instanceof DependencyError) return err.dependency;
+    if (err instanceof RegistryIncompleteError) return 'registry';
     if (err instanceof ProduceError) return 'kafka';
     if (isRedisUnavailableError(err)) return 'redis';
     return (await this.#options.gate.check('redis')) ? undefined : 'redis';

@@ -40,7 +40,7 @@ describe('CacheInvalidator (real Kafka and Redis)', () => {
     metrics = createProcessorMetrics(createMetricsRegistry({ service: 'cache-invalidation-test' }, false), {
       inFlight: () => 0,
       lag: () => 0,
-      dependencies: () => ({ redis: true, kafka: true }),
+      dependencies: () => ({ redis: true, kafka: true, registry: true }),
       partitions: () => [],
     });
     invalidator = new CacheInvalidator({

@@ -9,11 +9,16 @@ import {
   type Dependency,
 } from '../src/dependency-gate.ts';
 
+/** Whether each dependency is up; the registry is complete unless a test says otherwise. */
+type Flags = Omit<Record<Dependency, boolean>, 'registry'> & { registry?: boolean };
+
 /** Probes whose answers the test sets: a dependency is up while its flag is. */
-function probes(up: Record<Dependency, boolean>): Record<Dependency, () => Promise<unknown>> {
+function probes(up: Flags): Record<Dependency, () => Promise<unknown>> {
   return {
     redis: () => (up.redis ? Promise.resolve('PONG') : Promise.reject(new Error('redis down'))),
     kafka: () => (up.kafka ? Promise.resolve() : Promise.reject(new Error('kafka down'))),
+    registry: () =>
+      up.registry === false ? Promise.reject(new Error('registry restoring')) : Promise.resolve(),
   };
 }
 
@@ -23,11 +28,7 @@ describe('DependencyGate', () => {
     for (const gate of gates.splice(0)) gate.close();
   });
 
-  function gate(
-    up: Record<Dependency, boolean>,
-    changes: string[] = [],
-    failures: Dependency[] = [],
-  ): DependencyGate {
+  function gate(up: Flags, changes: string[] = [], failures: Dependency[] = []): DependencyGate {
     const g = new DependencyGate({
       probes: probes(up),
       probeTimeoutMs: 200,
@@ -132,7 +133,11 @@ describe('DependencyGate', () => {
 
   it('counts a probe that never answers as failed', async () => {
     const g = new DependencyGate({
-      probes: { redis: () => new Promise<never>(() => {}), kafka: () => Promise.resolve() },
+      probes: {
+        redis: () => new Promise<never>(() => {}),
+        kafka: () => Promise.resolve(),
+        registry: () => Promise.resolve(),
+      },
       probeTimeoutMs: 20,
       logger: silentLogger(),
     });

@@ -89,7 +89,7 @@ describe('OutcomeCommitter', () => {
     const metrics = createProcessorMetrics(registry, {
       inFlight: () => 0,
       lag: () => 0,
-      dependencies: () => ({ redis: true, kafka: true }),
+      dependencies: () => ({ redis: true, kafka: true, registry: true }),
       partitions: () => [],
     });
     const ledger = new RequestLedger({
@@ -105,6 +105,7 @@ describe('OutcomeCommitter', () => {
       probes: {
         kafka: () => (producer.failing ? Promise.reject(new Error('down')) : Promise.resolve()),
         redis: () => ledgerRedis.ping(),
+        registry: () => Promise.resolve(),
       },
       probeTimeoutMs: 500,
       logger: silentLogger(),

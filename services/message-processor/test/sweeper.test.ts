@@ -13,7 +13,7 @@ function newMetrics(): ProcessorMetrics {
   return createProcessorMetrics(createMetricsRegistry({ service: 'sweeper-test' }, false), {
     inFlight: () => 0,
     lag: () => 0,
-    dependencies: () => ({ redis: true, kafka: true }),
+    dependencies: () => ({ redis: true, kafka: true, registry: true }),
     partitions: () => [],
   });
 }

@@ -9,7 +9,13 @@ import {
 } from '@pushline/delivery';
 import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
-import { closeRedis, RedisDeviceRegistry, serviceRedis, type RedisClient } from '@pushline/registry';
+import {
+  closeRedis,
+  RedisDeviceRegistry,
+  RegistryWatch,
+  serviceRedis,
+  type RedisClient,
+} from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
 import { createPushApi, type PushApi } from './server.ts';
@@ -36,6 +42,8 @@ export interface AssembledPushApi extends Component {
   /** Base URL of the ops port: /healthz, /readyz, /metrics (after start). */
   readonly opsUrl: string;
   readonly router: MessageRouter;
+  /** Whether Redis holds every connected device; a push to a device not found waits on it. */
+  readonly registryWatch: RegistryWatch;
   readonly registry: RedisDeviceRegistry;
   readonly redis: RedisClient;
   readonly kafka: KafkaClient;
@@ -64,7 +72,22 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     metrics,
   });
   const locator = new DeviceLocator({ ...options.locator, registry, metrics, tracer });
-  const router = new MessageRouter({ locator, registry, transport, tracer, logger, metrics });
+  // While Redis's lost entries are written back, a push to a device not found is a 503, not a 404.
+  const registryWatch = new RegistryWatch({
+    registry,
+    redis,
+    watcherId: `push-api:${pushApiInstanceId(config)}`,
+    logger,
+  });
+  const router = new MessageRouter({
+    locator,
+    registry,
+    transport,
+    tracer,
+    logger,
+    metrics,
+    completeness: registryWatch,
+  });
   // Every service that writes to the offline store relays its outbox (terminal outcomes written
   // in the same Redis step as the change), so outcomes flow while any of them runs.
   const outcomesProducer = kafka.producer();
@@ -115,6 +138,7 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
       return api.opsUrl;
     },
     router,
+    registryWatch,
     registry,
     redis,
     kafka,
@@ -133,12 +157,14 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
         }
         await outcomesProducer.start();
         await relay.start();
+        await registryWatch.start();
         await api.start();
       },
       // Reverse order of construction: the API drains first, then what it used.
       steps: [
         // Bounded by its own steps, each of which is bounded.
         { name: 'push-api', run: () => api.close(), timeoutMs: Infinity },
+        { name: 'registry watch', run: () => registryWatch.close() },
         { name: 'outbox relay', run: () => relay.close() },
         { name: 'outcomes producer', run: () => outcomesProducer.close() },
         { name: 'delivery transport', run: () => transport.close() },

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { StoredMessage, type PushTarget, type TraceContext } from '@pushline/protocol';
+import { RegistryIncompleteError } from '@pushline/registry';
 import { injectTraceHeaders } from '@pushline/telemetry';
 import { principalOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
@@ -223,6 +224,15 @@ async function route<T>(
   try {
     return await call();
   } catch (err) {
+    if (err instanceof RegistryIncompleteError) {
+      // No message left: the device may be connected and not yet written back after Redis lost it.
+      ctx.logger.warn({ err }, 'a direct push waits for the registry to be restored');
+      throw new ProblemError(
+        'service-unavailable',
+        'The device registry is being restored after Redis lost it; the device may be connected. Retry in a second.',
+        { retryAfterSeconds: 1, cause: err },
+      );
+    }
     ctx.logger.error({ err }, 'routing a direct push failed');
     if (options.mayHaveDelivered?.(err)) {
       throw new ProblemError(

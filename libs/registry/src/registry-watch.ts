@@ -1,0 +1,206 @@
+import type { Logger } from '@pushline/telemetry';
+import type { RedisClient } from './redis-client.ts';
+import type { DeviceRegistry, RegistryRecovery } from './types.ts';
+
+/**
+ * Thrown where a router would answer from the registry's silence (a device not registered, a user
+ * with fewer devices, a topic with fewer servers) while the registry is being restored after
+ * Redis lost it: the device may be connected and not written back yet, so the answer is "retry
+ * later", never `not_connected`.
+ */
+export class RegistryIncompleteError extends Error {
+  override readonly name = 'RegistryIncompleteError';
+  /** Connection servers not yet seen to have written their entries back. */
+  readonly restoringServers: readonly string[];
+  /** When the loss was noticed (ms since epoch). */
+  readonly since: number;
+  constructor(restoringServers: readonly string[], since: number) {
+    super(
+      `the registry is being restored after Redis lost it; ${restoringServers.length} connection server(s) have not written their entries back yet`,
+    );
+    this.restoringServers = restoringServers;
+    this.since = since;
+  }
+}
+
+/** What a router asks before it trusts a negative answer of the registry. */
+export interface RegistryCompleteness {
+  /**
+   * Resolves when the registry holds every live connection, as checked after this call began;
+   * rejects with `RegistryIncompleteError` while it is being restored, or with Redis's error.
+   */
+  confirm(): Promise<void>;
+}
+
+export interface RegistryWatchOptions {
+  readonly registry: Pick<DeviceRegistry, 'liveServers'> &
+    Pick<RegistryRecovery, 'markServer' | 'checkServer' | 'serversMarked'>;
+  /** The registry's client: a reconnect (`ready`) triggers a check at once. */
+  readonly redis: RedisClient;
+  /** Unique per process; names the watch's own mark (`watch:<id>`). */
+  readonly watcherId: string;
+  readonly logger: Logger;
+  /** Period of the background check, which also learns the live servers. Default 1000 ms. */
+  readonly checkMs?: number;
+  /**
+   * How long a server known before the loss may stay unseen before it counts as gone rather than
+   * restoring: the load report's TTL (3 × PUSHLINE_LOAD_REPORT_MS). Default 15 000 ms.
+   */
+  readonly serverGoneAfterMs?: number;
+  /** Lifetime of the watch's own mark, extended by every check. Default 60 s. */
+  readonly markTtlSeconds?: number;
+  /** Called when the registry turns incomplete (false) and complete again (true). */
+  readonly onChange?: (complete: boolean) => void;
+  /** Called on every failed background check. */
+  readonly onCheckFailure?: () => void;
+}
+
+interface Restoring {
+  readonly since: number;
+  /** Servers live before the loss that have not yet marked their entries as back. */
+  readonly waitingFor: Set<string>;
+}
+
+/**
+ * Tells a router whether the registry's silence can be trusted. Redis can lose the registry (a
+ * restart without persistence, a failover to an empty replica, a flush) while the devices stay
+ * connected; each connection server then writes its live connections back (`RegistryRestorer`)
+ * and marks its entries as there again. Until every server did, "not registered" may be false.
+ *
+ * The watch keeps a mark of its own on every shard. A check that finds it gone (or a shard's
+ * master changed) means Redis lost data: the registry is incomplete until each server that was
+ * live before the loss, or is listed since without its marks, has its marks back (its restore
+ * ended) and its load report written, or has stayed unseen for a load report's TTL (it died
+ * meanwhile). `confirm()` runs a check that
+ * starts after it was called, shared by every caller waiting at that moment, so a router's
+ * negative answer is confirmed by a check later than its own lookup.
+ */
+export class RegistryWatch implements RegistryCompleteness {
+  readonly #options: RegistryWatchOptions;
+  readonly #log: Logger;
+  readonly #markId: string;
+  readonly #markTtlSeconds: number;
+  readonly #goneAfterMs: number;
+  /** serverId → when its load report was last seen (ms since epoch). */
+  readonly #known = new Map<string, number>();
+  #restoring: Restoring | undefined;
+  #running: Promise<void> | undefined;
+  /** The check that starts when the running one ends, shared by everyone who asked meanwhile. */
+  #next: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  readonly #onReady = () => {
+    this.check().catch(() => undefined);
+  };
+
+  constructor(options: RegistryWatchOptions) {
+    this.#options = options;
+    this.#log = options.logger.child({ component: 'registry-watch' });
+    this.#markId = `watch:${options.watcherId}`;
+    this.#markTtlSeconds = options.markTtlSeconds ?? 60;
+    this.#goneAfterMs = options.serverGoneAfterMs ?? 15_000;
+  }
+
+  /** Writes the watch's mark, learns the live servers and starts the background check. */
+  async start(): Promise<void> {
+    await this.#options.registry.markServer(this.#markId, this.#markTtlSeconds);
+    await this.check();
+    this.#options.redis.on('ready', this.#onReady);
+    this.#schedule();
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#options.redis.off('ready', this.#onReady);
+    return (this.#next ?? this.#running ?? Promise.resolve()).catch(() => undefined);
+  }
+
+  /** Whether the last check found the registry complete. */
+  get complete(): boolean {
+    return this.#restoring === undefined;
+  }
+
+  /** The servers whose load report the watch has seen within a report's TTL. */
+  get knownServers(): readonly string[] {
+    return [...this.#known.keys()];
+  }
+
+  async confirm(): Promise<void> {
+    await this.check();
+    const restoring = this.#restoring;
+    if (restoring) throw new RegistryIncompleteError([...restoring.waitingFor], restoring.since);
+  }
+
+  /** Runs a check that starts now or, if one is running, right after it. */
+  check(): Promise<void> {
+    if (!this.#running) {
+      this.#running = this.#checkOnce().finally(() => (this.#running = undefined));
+      return this.#running;
+    }
+    this.#next ??= this.#running
+      .catch(() => undefined)
+      .then(() => {
+        this.#next = undefined;
+        return this.check();
+      });
+    return this.#next;
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.check()
+        .catch((err: unknown) => {
+          if (this.#closed) return;
+          this.#options.onCheckFailure?.();
+          this.#log.warn({ err }, 'checking whether Redis lost the registry failed; checking again');
+        })
+        .finally(() => this.#schedule());
+    }, this.#options.checkMs ?? 1_000);
+    this.#timer.unref();
+  }
+
+  async #checkOnce(): Promise<void> {
+    const { registry } = this.#options;
+    const mark = await registry.checkServer(this.#markId, this.#markTtlSeconds);
+    const now = Date.now();
+    if (mark.lost) {
+      const waitingFor = new Set(
+        [...this.#known].filter(([, seen]) => now - seen < this.#goneAfterMs).map(([id]) => id),
+      );
+      for (const id of this.#restoring?.waitingFor ?? []) waitingFor.add(id);
+      const first = this.#restoring === undefined;
+      this.#restoring = { since: this.#restoring?.since ?? now, waitingFor };
+      // Written after the state above: a check that finds the mark back finds the state too.
+      await registry.markServer(this.#markId, this.#markTtlSeconds, mark);
+      this.#log.warn(
+        { shards: mark.lostShards, waitingFor: [...waitingFor] },
+        'Redis lost registry data; negative answers wait until every connection server has written its entries back',
+      );
+      if (first) this.#options.onChange?.(false);
+    }
+    const live = await registry.liveServers();
+    for (const s of live) this.#known.set(s.serverId, now);
+    for (const [id, seen] of this.#known) if (now - seen >= this.#goneAfterMs) this.#known.delete(id);
+    const restoring = this.#restoring;
+    if (!restoring) return;
+    const liveIds = new Set(live.map((s) => s.serverId));
+    // A server the watch never saw before the loss, listed again but not marked, is restoring too.
+    const marked = await registry.serversMarked([...new Set([...restoring.waitingFor, ...liveIds])]);
+    for (const id of liveIds) if (!marked.has(id)) restoring.waitingFor.add(id);
+    for (const id of restoring.waitingFor) {
+      const gone = !liveIds.has(id) && now - restoring.since >= this.#goneAfterMs;
+      // Marked and listed: its entries are back and broadcasts find it again.
+      if ((marked.has(id) && liveIds.has(id)) || gone) restoring.waitingFor.delete(id);
+    }
+    if (restoring.waitingFor.size === 0 && this.#restoring === restoring) {
+      this.#restoring = undefined;
+      this.#log.warn(
+        { restoringForMs: now - restoring.since },
+        'every connection server has written its entries back; the registry is complete again',
+      );
+      this.#options.onChange?.(true);
+    }
+  }
+}

@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { silentLogger } from '@pushline/telemetry';
+import { deleteKeys, keysMatching, testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
+import {
+  RedisDeviceRegistry,
+  RegistryIncompleteError,
+  RegistryWatch,
+  type RedisClient,
+  type RegistryWatchOptions,
+  type ServerLoad,
+} from '@pushline/registry';
+
+/**
+ * The watch against a real Redis. "Redis lost the registry" is played by deleting every key of the
+ * test's prefix, which is what a restart without persistence leaves of it (the shared test Redis
+ * is never flushed).
+ */
+
+function load(serverId: string): ServerLoad {
+  return {
+    serverId,
+    serverUrl: `http://127.0.0.1/${serverId}`,
+    deviceUrl: 'http://127.0.0.1:7070',
+    directUrl: 'http://127.0.0.1:7072',
+    connections: 1,
+    eventLoopDelayMs: 1,
+    rssBytes: 1,
+    heapUsedBytes: 1,
+    draining: false,
+    at: Date.now(),
+  };
+}
+
+describe('RegistryWatch', () => {
+  let redis: RedisClient;
+  let prefix: string;
+  let registry: RedisDeviceRegistry;
+  const watches: RegistryWatch[] = [];
+
+  before(() => {
+    redis = testRedis();
+  });
+  after(async () => {
+    await redis.quit();
+  });
+  beforeEach(() => {
+    prefix = `${uniquePrefix('watch')}:`;
+    registry = new RedisDeviceRegistry({ redis, keyPrefix: prefix });
+  });
+  afterEach(async () => {
+    await Promise.all(watches.splice(0).map((w) => w.close()));
+  });
+
+  async function watch(options: Partial<RegistryWatchOptions> = {}): Promise<RegistryWatch> {
+    const w = new RegistryWatch({
+      registry,
+      redis,
+      watcherId: 'router-1',
+      logger: silentLogger(),
+      // The background check stays out of the way: each test drives the checks itself.
+      checkMs: 60_000,
+      ...options,
+    });
+    watches.push(w);
+    await w.start();
+    return w;
+  }
+
+  /** A connection server as the watch sees it: marked (its entries are in) and reporting load. */
+  async function liveServer(serverId: string): Promise<void> {
+    await registry.markServer(serverId, 60);
+    await registry.reportLoad(load(serverId), 60);
+  }
+
+  async function loseEverything(): Promise<void> {
+    await deleteKeys(redis, await keysMatching(redis, `${prefix}*`));
+  }
+
+  it('confirms at once while Redis keeps its data', async () => {
+    await liveServer('cs-a');
+    const w = await watch();
+    assert.deepEqual(w.knownServers, ['cs-a']);
+    await w.confirm();
+    assert.equal(w.complete, true);
+  });
+
+  it('after a loss, refuses until every server known before has its entries back, and says which', async () => {
+    await liveServer('cs-a');
+    await liveServer('cs-b');
+    const changes: boolean[] = [];
+    const w = await watch({ onChange: (complete) => changes.push(complete) });
+    await loseEverything();
+
+    const refused = await w.confirm().then(
+      () => assert.fail('confirmed an empty registry'),
+      (err: unknown) => err,
+    );
+    assert.ok(refused instanceof RegistryIncompleteError);
+    assert.deepEqual([...refused.restoringServers].sort(), ['cs-a', 'cs-b']);
+    assert.equal(w.complete, false);
+
+    // cs-a has written its entries back and marked them; cs-b is still at it (listed, unmarked).
+    await liveServer('cs-a');
+    await registry.reportLoad(load('cs-b'), 60);
+    const still = await w.confirm().catch((err: unknown) => err);
+    assert.ok(still instanceof RegistryIncompleteError);
+    assert.deepEqual(still.restoringServers, ['cs-b']);
+
+    await registry.markServer('cs-b', 60);
+    await w.confirm();
+    assert.equal(w.complete, true);
+    assert.deepEqual(changes, [false, true]);
+  });
+
+  it('waits for a marked server to be listed again, so broadcasts find it', async () => {
+    await liveServer('cs-a');
+    const w = await watch();
+    await loseEverything();
+    await registry.markServer('cs-a', 60);
+    await assert.rejects(w.confirm(), RegistryIncompleteError);
+    await registry.reportLoad(load('cs-a'), 60);
+    await w.confirm();
+  });
+
+  it('counts a server it never saw, listed after the loss without its marks, as restoring', async () => {
+    const w = await watch();
+    await loseEverything();
+    // Listed again before its restore ended (servers write their load report on reconnect).
+    await registry.reportLoad(load('cs-new'), 60);
+    const refused = await w.confirm().catch((err: unknown) => err);
+    assert.ok(refused instanceof RegistryIncompleteError);
+    assert.deepEqual(refused.restoringServers, ['cs-new']);
+    await registry.markServer('cs-new', 60);
+    await w.confirm();
+  });
+
+  it('lets a server that stays unlisted for a report TTL go: it died with the loss', async () => {
+    await liveServer('cs-dead');
+    const w = await watch({ serverGoneAfterMs: 300 });
+    await loseEverything();
+    await assert.rejects(w.confirm(), RegistryIncompleteError);
+    await waitUntil(
+      () =>
+        w.confirm().then(
+          () => true,
+          () => false,
+        ),
+      { what: 'the dead server to be let go' },
+    );
+    assert.equal(w.complete, true);
+  });
+
+  it('shares one check among the confirms that wait at the same time', async () => {
+    await liveServer('cs-a');
+    let checks = 0;
+    const counted: RegistryWatchOptions['registry'] = {
+      liveServers: () => registry.liveServers(),
+      markServer: (...args) => registry.markServer(...args),
+      serversMarked: (ids) => registry.serversMarked(ids),
+      checkServer: (...args) => {
+        checks++;
+        return registry.checkServer(...args);
+      },
+    };
+    const w = await watch({ registry: counted });
+    checks = 0;
+    await Promise.all(Array.from({ length: 50 }, () => w.confirm()));
+    // One check started by the first confirm, one after it for everyone who came while it ran.
+    assert.ok(checks <= 2, `${checks} checks for 50 confirms`);
+    assert.ok(checks >= 1);
+  });
+
+  it('reports Redis failing as Redis’s error, not as an incomplete registry', async () => {
+    const failing: RegistryWatchOptions['registry'] = {
+      liveServers: () => registry.liveServers(),
+      markServer: (...args) => registry.markServer(...args),
+      serversMarked: (ids) => registry.serversMarked(ids),
+      checkServer: (...args) =>
+        checksFail ? Promise.reject(new Error('Connection is closed.')) : registry.checkServer(...args),
+    };
+    let checksFail = false;
+    const w = await watch({ registry: failing });
+    checksFail = true;
+    await assert.rejects(w.confirm(), /Connection is closed/);
+    assert.equal(w.complete, true);
+  });
+});
