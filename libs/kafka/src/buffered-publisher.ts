@@ -1,3 +1,4 @@
+import { MicroBatcher } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 import type { OutgoingRecord, Producer } from './types.ts';
 
@@ -23,85 +24,50 @@ export interface BufferedPublisherOptions {
  * Hands records to Kafka in the background. `publish` never waits and never throws, so a slow
  * broker cannot stall the socket path that produces connection events; what cannot be sent is
  * retried with backoff, then counted and dropped.
+ *
+ * One batch is sent at a time. Records that arrive during a send wait out their own linger instead
+ * of following at once in a request of a few records (only a full batch goes at once): the broker
+ * pays per request, so small trailing batches cost it about as much as full ones
+ * (docs/performance.md, connection events).
  */
 export class BufferedPublisher {
   readonly #options: Required<Omit<BufferedPublisherOptions, 'onDrop' | 'onSent'>> &
     Pick<BufferedPublisherOptions, 'onDrop' | 'onSent'>;
-  #queue: OutgoingRecord[] = [];
-  #timer: NodeJS.Timeout | undefined;
-  /** When the oldest queued record arrived (`performance.now()`), or earlier: never later. */
-  #oldestAt = 0;
-  #flushing: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
-  #closed = false;
+  readonly #batcher: MicroBatcher<OutgoingRecord>;
 
   constructor(options: BufferedPublisherOptions) {
     this.#options = { maxBatch: 500, lingerMs: 20, maxQueued: 100_000, maxAttempts: 5, ...options };
+    const { onDrop } = this.#options;
+    this.#batcher = new MicroBatcher({
+      maxBatch: this.#options.maxBatch,
+      lingerMs: this.#options.lingerMs,
+      maxQueued: this.#options.maxQueued,
+      onDrop: () => onDrop?.(1, 'queue_full'),
+      flush: (batch) => this.#sendWithRetry(batch),
+      // Never reached: a batch that fails every attempt is dropped and counted there.
+      onError: (err, batch) => {
+        this.#options.logger.error({ err, topic: this.#options.topic }, 'publishing to Kafka failed');
+        onDrop?.(batch.length, 'send_failed');
+      },
+    });
   }
 
   get queued(): number {
-    return this.#queue.length;
+    return this.#batcher.queued;
   }
 
   publish(record: OutgoingRecord): void {
-    if (this.#closed) {
-      this.#options.onDrop?.(1, 'queue_full');
-      return;
-    }
-    if (this.#queue.length >= this.#options.maxQueued) {
-      this.#queue.shift();
-      this.#options.onDrop?.(1, 'queue_full');
-    }
-    if (this.#queue.length === 0) this.#oldestAt = performance.now();
-    this.#queue.push(record);
-    if (this.#queue.length >= this.#options.maxBatch) this.#kick();
-    else this.#schedule();
+    if (!this.#batcher.add(record)) this.#options.onDrop?.(1, 'queue_full');
   }
 
   /** Resolves when everything queued so far has been sent or dropped. */
-  async flush(): Promise<void> {
-    while (this.#queue.length > 0 || this.#flushing) {
-      this.#kick();
-      await this.#flushing;
-    }
+  flush(): Promise<void> {
+    return this.#batcher.flush();
   }
 
   /** Flushes what is queued, then refuses new records. Idempotent. */
   close(): Promise<void> {
-    this.#closed = true;
-    return (this.#closing ??= this.flush().finally(() => {
-      if (this.#timer) clearTimeout(this.#timer);
-      this.#timer = undefined;
-    }));
-  }
-
-  #kick(): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    if (this.#flushing || this.#queue.length === 0) return;
-    this.#flushing = this.#drain().finally(() => {
-      this.#flushing = undefined;
-      if (this.#queue.length > 0 && !this.#closed) this.#schedule();
-    });
-  }
-
-  /** Sends when the oldest queued record has lingered its time (at once if it already has). */
-  #schedule(): void {
-    if (this.#timer || this.#flushing) return;
-    const wait = Math.max(0, this.#oldestAt + this.#options.lingerMs - performance.now());
-    this.#timer = setTimeout(() => this.#kick(), wait);
-  }
-
-  /**
-   * Sends one batch, and more only while a full one is waiting. Records that arrived during a send
-   * wait out their own linger instead of following at once in a request of a few records: the
-   * broker's cost is per request (and per fetch it wakes), so small trailing batches cost it about
-   * as much as full ones (measured: 167 vs 78 requests for the same 6 400 records).
-   */
-  async #drain(): Promise<void> {
-    do {
-      await this.#sendWithRetry(this.#queue.splice(0, this.#options.maxBatch));
-    } while (this.#queue.length >= this.#options.maxBatch);
+    return this.#batcher.close();
   }
 
   async #sendWithRetry(batch: OutgoingRecord[]): Promise<void> {

@@ -18,3 +18,5 @@ export type { AssemblyOptions } from './assembly.ts';
 export { listenForUrl, listeningUrl } from './listen.ts';
 export { TokenBucket } from './token-bucket.ts';
 export type { TokenBucketOptions } from './token-bucket.ts';
+export { MicroBatcher } from './micro-batcher.ts';
+export type { MicroBatcherOptions } from './micro-batcher.ts';

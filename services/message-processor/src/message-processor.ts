@@ -16,10 +16,10 @@ import {
 } from '@pushline/registry';
 import { OpsServer, closeOnce, runCleanup } from '@pushline/runtime';
 import { Gauge, type Logger, type Registry, type Tracer } from '@pushline/telemetry';
+import pLimit from 'p-limit';
 import { CacheInvalidator } from './cache-invalidation.ts';
 import { DeadLetterQueue } from './dead-letter.ts';
 import { DependencyGate } from './dependency-gate.ts';
-import { Semaphore } from './semaphore.ts';
 import { createProcessorMetrics } from './metrics.ts';
 import { OutcomeCommitter } from './outcome-committer.ts';
 import { OutcomeRecorder } from './outcomes.ts';
@@ -70,13 +70,13 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
   const topics = topicNames(config.PUSHLINE_TOPIC_PREFIX);
   const keyPrefix = config.PUSHLINE_KEY_PREFIX;
 
-  const semaphore = new Semaphore(config.PUSHLINE_PROCESSOR_MAX_IN_FLIGHT);
+  const inFlightLimit = pLimit(config.PUSHLINE_PROCESSOR_MAX_IN_FLIGHT);
   const lagByPartition = new Map<number, number>();
   let assigned: number[] = [];
   // Filled in below; the gauges only read them when scraped.
   const parts: { gate?: DependencyGate; consumer?: PushRequestConsumer } = {};
   const m = createProcessorMetrics(metrics, {
-    inFlight: () => semaphore.inUse,
+    inFlight: () => inFlightLimit.activeCount,
     lag: () => [...lagByPartition.values()].reduce((a, b) => a + b, 0),
     dependencies: () => ({
       redis: parts.gate?.isUp('redis') ?? true,
@@ -226,7 +226,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       maxRecordBytes: config.PUSHLINE_PROCESSOR_MAX_RECORD_BYTES,
     },
     maxAttempts: config.PUSHLINE_PROCESSOR_MAX_ATTEMPTS,
-    semaphore,
+    inFlightLimit,
     dlq: new DeadLetterQueue({ producer, topic: topics.pushRequestsDlq }),
     ledger,
     handler,

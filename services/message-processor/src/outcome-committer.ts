@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DeliveryEvent } from '@pushline/protocol';
-import { backoffMs } from '@pushline/runtime';
+import { backoffMs, MicroBatcher } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 import { DependencyError, type Dependency, type DependencyGate } from './dependency-gate.ts';
 import type { OutcomeRecorder } from './outcomes.ts';
@@ -41,8 +41,14 @@ export interface OutcomeCommitterOptions {
 export class OutcomeCommitter {
   readonly #options: OutcomeCommitterOptions;
   readonly #log: Logger;
-  #queue: Pending[] = [];
-  #running = false;
+  /** Requests that finish in the same turn, or while a commit is in flight, share the next commit. */
+  readonly #batcher = new MicroBatcher<Pending>({
+    flush: (group) => this.#commitGroup(group),
+    // Never reached: a stage retries until it succeeds or every request in it gave up.
+    onError: (err, group) => {
+      for (const p of group) p.reject(err);
+    },
+  });
 
   constructor(options: OutcomeCommitterOptions) {
     this.#options = options;
@@ -57,28 +63,18 @@ export class OutcomeCommitter {
     signal: AbortSignal,
   ): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ claim, events, headers, signal, resolve, reject });
-      // Requests that finish in the same tick share the commit.
-      if (!this.#running) {
-        this.#running = true;
-        setImmediate(() => void this.#drain());
-      }
+      this.#batcher.add({ claim, events, headers, signal, resolve, reject });
     });
   }
 
-  async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
-      const group = this.#queue;
-      this.#queue = [];
-      const produced = await this.#stage(group, 'kafka', (live) =>
-        this.#options.outcomes.recordBatch(live.map((p) => ({ events: p.events, headers: p.headers }))),
-      );
-      const completed = await this.#stage(produced, 'redis', (live) =>
-        this.#options.ledger.completeMany(live.map((p) => p.claim)),
-      );
-      for (const p of completed) p.resolve();
-    }
-    this.#running = false;
+  async #commitGroup(group: readonly Pending[]): Promise<void> {
+    const produced = await this.#stage(group, 'kafka', (live) =>
+      this.#options.outcomes.recordBatch(live.map((p) => ({ events: p.events, headers: p.headers }))),
+    );
+    const completed = await this.#stage(produced, 'redis', (live) =>
+      this.#options.ledger.completeMany(live.map((p) => p.claim)),
+    );
+    for (const p of completed) p.resolve();
   }
 
   /** Runs one stage for the group until it succeeds; returns the members it succeeded for. */

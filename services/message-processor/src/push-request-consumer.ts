@@ -21,6 +21,7 @@ import {
   type Logger,
   type Tracer,
 } from '@pushline/telemetry';
+import type { LimitFunction } from 'p-limit';
 import type { DeadLetterQueue } from './dead-letter.ts';
 import {
   DependencyError,
@@ -28,7 +29,6 @@ import {
   type Dependency,
   type DependencyGate,
 } from './dependency-gate.ts';
-import type { Semaphore } from './semaphore.ts';
 import { KeyedChains } from './keyed-chains.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import type { OutcomeCommitter } from './outcome-committer.ts';
@@ -72,8 +72,8 @@ export interface PushRequestConsumerOptions {
   readonly decodeLimits: DecodeLimits;
   /** Times decoding or handling a record may throw (dependencies healthy) before it is dead-lettered. */
   readonly maxAttempts: number;
-  /** Bounds the records running at once over every partition. */
-  readonly semaphore: Semaphore;
+  /** Bounds the records running at once over every partition (FIFO). */
+  readonly inFlightLimit: LimitFunction;
   readonly dlq: DeadLetterQueue;
   readonly ledger: RequestLedger;
   readonly handler: PushRequestHandler;
@@ -237,14 +237,11 @@ export class PushRequestConsumer {
       let finished: Finished;
       try {
         await this.#options.gate.whenOpen(signal);
-        const release = await this.#options.semaphore.acquire();
-        try {
-          // Waiting for a permit can take a while: the record may no longer be ours.
+        finished = await this.#options.inFlightLimit(() => {
+          // Waiting for a slot can take a while: the record may no longer be ours.
           if (signal.aborted) throw new RecordAbandonedError(item.record, { cause: signal.reason });
-          finished = await this.#attempt(item, prepared, signal);
-        } finally {
-          release();
-        }
+          return this.#attempt(item, prepared, signal);
+        });
       } catch (err) {
         if (signal.aborted) return this.#abandon(item, err);
         const dependency = await this.#dependencyOf(err);

@@ -19,7 +19,7 @@ import {
   type DeliverResult,
   type ReplacedNotice,
 } from '@pushline/protocol';
-import { closeOnce } from '@pushline/runtime';
+import { closeOnce, MicroBatcher } from '@pushline/runtime';
 import { stageCounter, type Counter, type Logger, type Registry } from '@pushline/telemetry';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 
@@ -58,8 +58,8 @@ type Served = 'ok' | 'invalid' | 'window_exceeded' | 'error';
 interface PeerState {
   inFlight: number;
   alive: boolean;
-  results: ChannelResult[];
-  flushScheduled: boolean;
+  /** Outcomes known this turn, written as one frame (several past the frame limit). */
+  readonly results: MicroBatcher<ChannelResult>;
 }
 
 /**
@@ -147,7 +147,19 @@ export class ChannelServer {
   }
 
   #accept(ws: WebSocket): void {
-    const peer: PeerState = { inFlight: 0, alive: true, results: [], flushScheduled: false };
+    const peer: PeerState = {
+      inFlight: 0,
+      alive: true,
+      results: new MicroBatcher({
+        maxBatch: CHANNEL_MAX_FRAME_CALLS,
+        flush: (results) => this.#write(ws, peer, results),
+        onError: (err, results) =>
+          this.#options.logger.error(
+            { err, results: results.length },
+            'writing results to a channel caller failed',
+          ),
+      }),
+    };
     this.#peers.set(ws, peer);
     ws.on('message', (data: RawData) => {
       peer.alive = true;
@@ -172,7 +184,7 @@ export class ChannelServer {
     }
     const parsed = tooDeep ? undefined : ChannelCallsFrame.safeParse(json);
     if (parsed?.success) {
-      for (const call of parsed.data.calls) this.#handle(ws, peer, call);
+      for (const call of parsed.data.calls) this.#handle(peer, call);
       return;
     }
     const items: unknown = (json as { calls?: unknown } | null)?.calls;
@@ -189,7 +201,6 @@ export class ChannelServer {
       if (!call.success) {
         if (answerable)
           this.#refuse(
-            ws,
             peer,
             id,
             opOf(item),
@@ -201,7 +212,6 @@ export class ChannelServer {
       const payload = call.data.op === 'replaced' ? undefined : call.data.req.payload;
       if (tooDeep && checkJsonValue(payload, this.#options.maxJsonDepth) === 'too_deep') {
         this.#refuse(
-          ws,
           peer,
           call.data.id,
           call.data.op,
@@ -210,20 +220,13 @@ export class ChannelServer {
         );
         continue;
       }
-      this.#handle(ws, peer, call.data);
+      this.#handle(peer, call.data);
     }
   }
 
-  #handle(ws: WebSocket, peer: PeerState, call: ChannelCall): void {
+  #handle(peer: PeerState, call: ChannelCall): void {
     if (peer.inFlight >= this.#window) {
-      this.#refuse(
-        ws,
-        peer,
-        call.id,
-        call.op,
-        'window_exceeded',
-        `more than ${this.#window} calls unanswered`,
-      );
+      this.#refuse(peer, call.id, call.op, 'window_exceeded', `more than ${this.#window} calls unanswered`);
       return;
     }
     peer.inFlight++;
@@ -231,7 +234,7 @@ export class ChannelServer {
     switch (call.op) {
       case 'deliver':
         handlers.deliver(call.req).then(
-          (result) => this.#answer(ws, peer, { id: call.id, deliver: result }, 'deliver', 'ok'),
+          (result) => this.#answer(peer, { id: call.id, deliver: result }, 'deliver', 'ok'),
           (err: unknown) => {
             logger.error({ err, messageId: call.req.messageId }, 'channel delivery failed');
             const result: DeliverResult = {
@@ -239,17 +242,17 @@ export class ChannelServer {
               latencyMs: 0,
               reason: 'internal_error',
             };
-            this.#answer(ws, peer, { id: call.id, deliver: result }, 'deliver', 'error');
+            this.#answer(peer, { id: call.id, deliver: result }, 'deliver', 'error');
           },
         );
         return;
       case 'broadcast':
         handlers.broadcast(call.req).then(
-          (result) => this.#answer(ws, peer, { id: call.id, broadcast: result }, 'broadcast', 'ok'),
+          (result) => this.#answer(peer, { id: call.id, broadcast: result }, 'broadcast', 'ok'),
           (err: unknown) => {
             logger.error({ err, topic: call.req.topic }, 'channel broadcast failed');
             const error = { code: 'internal_error' as const, message: String(err).slice(0, 512) };
-            this.#answer(ws, peer, { id: call.id, error }, 'broadcast', 'error');
+            this.#answer(peer, { id: call.id, error }, 'broadcast', 'error');
           },
         );
         return;
@@ -260,13 +263,12 @@ export class ChannelServer {
         } catch (err) {
           logger.error({ err, deviceId: call.req.deviceId }, 'channel replaced notice failed');
         }
-        this.#answer(ws, peer, { id: call.id, replaced: { closed } }, 'replaced', 'ok');
+        this.#answer(peer, { id: call.id, replaced: { closed } }, 'replaced', 'ok');
       }
     }
   }
 
   #refuse(
-    ws: WebSocket,
     peer: PeerState,
     id: number,
     op: ChannelCall['op'] | undefined,
@@ -275,34 +277,20 @@ export class ChannelServer {
   ): void {
     peer.inFlight++;
     const served: Served = code === 'window_exceeded' ? 'window_exceeded' : 'invalid';
-    this.#answer(ws, peer, { id, error: { code, message: message.slice(0, 512) } }, op, served);
+    this.#answer(peer, { id, error: { code, message: message.slice(0, 512) } }, op, served);
   }
 
-  #answer(
-    ws: WebSocket,
-    peer: PeerState,
-    result: ChannelResult,
-    op: ChannelCall['op'] | undefined,
-    served: Served,
-  ): void {
+  #answer(peer: PeerState, result: ChannelResult, op: ChannelCall['op'] | undefined, served: Served): void {
     peer.inFlight--;
     if (op) this.#served?.inc({ op, result: served });
-    peer.results.push(result);
-    if (peer.flushScheduled) return;
-    peer.flushScheduled = true;
-    setImmediate(() => this.#flush(ws, peer));
+    peer.results.add(result);
   }
 
-  /** The outcomes of one turn as one frame (several past the frame limit). */
-  #flush(ws: WebSocket, peer: PeerState): void {
-    peer.flushScheduled = false;
-    const results = peer.results;
-    peer.results = [];
+  /** One frame of results; the last one written while shutting down closes the channel. */
+  #write(ws: WebSocket, peer: PeerState, results: ChannelResult[]): void {
     if (ws.readyState !== ws.OPEN) return;
-    for (let i = 0; i < results.length; i += CHANNEL_MAX_FRAME_CALLS) {
-      ws.send(JSON.stringify({ results: results.slice(i, i + CHANNEL_MAX_FRAME_CALLS) }));
-    }
-    if (this.#closing && peer.inFlight === 0) ws.close(1001, 'shutting down');
+    ws.send(JSON.stringify({ results }));
+    if (this.#closing && peer.inFlight === 0 && peer.results.queued === 0) ws.close(1001, 'shutting down');
   }
 
   async #close(): Promise<void> {
@@ -313,7 +301,7 @@ export class ChannelServer {
       ([ws, peer]) =>
         new Promise<void>((resolve) => {
           ws.once('close', () => resolve());
-          if (peer.inFlight === 0 && !peer.flushScheduled) ws.close(1001, 'shutting down');
+          if (peer.inFlight === 0 && peer.results.idle) ws.close(1001, 'shutting down');
         }),
     );
     const timeoutMs = this.#options.closeTimeoutMs ?? 2000;
