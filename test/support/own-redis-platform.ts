@@ -7,7 +7,7 @@ import {
   type ConnectionServerConfig,
 } from '@pushline/config';
 import { assembleConnectionServer, type AssembledConnectionServer } from '@pushline/connection-server';
-import { platformTopics, type KafkaClient } from '@pushline/kafka';
+import { ensurePlatformTopics, type KafkaClient } from '@pushline/kafka';
 import { assemblePushApi, type AssembledPushApi } from '@pushline/push-api';
 import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
 import { runCleanup, type CleanupStep } from '@pushline/runtime';
@@ -71,12 +71,7 @@ export async function startOwnRedisPlatform(
   const steps: CleanupStep[] = [];
   const close = () => runCleanup([...steps].reverse());
   try {
-    const admin = kafka.admin();
-    try {
-      await admin.ensureTopics(platformTopics(topics, 3));
-    } finally {
-      await admin.close();
-    }
+    await ensurePlatformTopics(kafka, topics, 3);
     const apiConfig = parseEnv(pushApiEnv, {
       ...common,
       PUSHLINE_API_HOST: '127.0.0.1',
