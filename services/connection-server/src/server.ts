@@ -86,7 +86,7 @@ export function createConnectionServer(deps: ConnectionServerDeps): ConnectionSe
 }
 
 /** Checks the relations between variables that one schema field cannot express. */
-export function validateConnectionServerConfig(config: ConnectionServerConfig): void {
+function validateConnectionServerConfig(config: ConnectionServerConfig): void {
   const issues: { variable: string; message: string }[] = [];
   if (config.PUSHLINE_REGISTRY_REFRESH_S >= config.PUSHLINE_REGISTRY_TTL_S) {
     issues.push({
