@@ -7,18 +7,6 @@ export type SentMessage =
   | { readonly state: 'pending'; readonly result: Promise<DeliverResult> }
   | { readonly state: 'done'; readonly outcome: DeliverResult['outcome'] };
 
-const CONNECTION = Symbol('pushline.connection');
-
-/**
- * The connection on `socket`, for listeners shared by every socket (they get the socket as
- * `this`). Kept in `socket.data`, which socket.io allocates per socket with room for a few
- * properties, so it costs no memory; a symbol key is never serialised when another server
- * fetches the socket.
- */
-export function connectionOf(socket: Socket): DeviceConnection | undefined {
-  return (socket.data as Record<symbol, DeviceConnection | undefined>)[CONNECTION];
-}
-
 /**
  * One authenticated device connection. It owns the per-connection state that outlives single
  * events: the bounded memory of sent message ids (dedupe), the offline-inbox gate and the
@@ -57,7 +45,6 @@ export class DeviceConnection {
     this.socket = options.socket;
     this.#claims = options.claims;
     this.#lifetimeMs = options.lifetimeMs;
-    (options.socket.data as Record<symbol, DeviceConnection>)[CONNECTION] = this;
   }
 
   /** The verified claims of the connection's current token (the handshake's, or a refreshed one). */

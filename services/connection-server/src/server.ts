@@ -26,7 +26,7 @@ import type { Socket } from 'socket.io';
 import { createTokenVerifier } from './auth.ts';
 import { TopicBroadcaster } from './broadcast.ts';
 import { ConnectionEventPublisher } from './connection-events.ts';
-import { connectionOf, DeviceConnection } from './connection.ts';
+import { DeviceConnection } from './connection.ts';
 import { DeviceToDevice } from './d2d.ts';
 import { LocalDelivery } from './delivery.ts';
 import { handshakeMiddleware } from './handshake.ts';
@@ -36,6 +36,7 @@ import { LocalDevices } from './local-devices.ts';
 import { countedRegistryOp, createMetrics, type ConnectionServerMetrics } from './metrics.ts';
 import { RegistryRestorer } from './registry-restore.ts';
 import { GracefulCloser } from './shutdown.ts';
+import { attachConnection, sharedSocketListener } from './shared-listeners.ts';
 import { SocketServer } from './socket-server.ts';
 import { DeviceRequests } from './requests.ts';
 import { TokenLifecycle } from './token-lifecycle.ts';
@@ -125,20 +126,6 @@ function validateConnectionServerConfig(config: ConnectionServerConfig): void {
 /** What stays of a socket's handshake auth once its token is verified. */
 const VERIFIED_AUTH = Object.freeze({});
 
-/**
- * A socket listener shared by every socket: the emitter calls it with the socket as `this`, and
- * the connection is found from there. One function per server instead of closures per socket,
- * which heap snapshots showed as most of the memory a connection costs above plain socket.io.
- */
-function socketListener<A extends unknown[]>(
-  handle: (conn: DeviceConnection, ...args: A) => void,
-): (this: Socket, ...args: A) => void {
-  return function (this: Socket, ...args: A) {
-    const conn = connectionOf(this);
-    if (conn) handle(conn, ...args);
-  };
-}
-
 /** SocketIO's disconnect reasons → the platform's (ConnectionEvent.reason). */
 function disconnectReason(reason: string): DisconnectReason {
   switch (reason) {
@@ -187,12 +174,13 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #locator: DeviceLocator;
   readonly #d2d: DeviceToDevice;
   readonly #pending = new Set<Promise<void>>();
-  readonly #onSocketDisconnect = socketListener((conn, reason: string) => this.#onDisconnect(conn, reason));
+  readonly #onSocketDisconnect = sharedSocketListener((conn, reason: string) =>
+    this.#onDisconnect(conn, reason),
+  );
   readonly #requests: DeviceRequests;
   readonly #tokens: TokenLifecycle;
-  // One any-listener per socket instead of one listener per request event: it also answers the
-  // events no handler knows (socket.io keeps it in a one-element array per socket).
-  readonly #onSocketEvent = socketListener((conn, event: unknown, ...args: unknown[]) =>
+  // One any-listener per socket, not one per request event; it also answers events no handler knows.
+  readonly #onSocketEvent = sharedSocketListener((conn, event: unknown, ...args: unknown[]) =>
     this.#requests.handle(conn, event, args),
   );
   #emptyWaiters: (() => void)[] = [];
@@ -464,6 +452,7 @@ class PushlineConnectionServer implements ConnectionServer {
     // hundred bytes) should not live as long as the connection.
     socket.handshake.auth = VERIFIED_AUTH;
     const conn = new DeviceConnection({ socket, claims, lifetimeMs: this.#lifetimeMs() });
+    attachConnection(socket, conn);
     const previous = this.#devices.add(conn);
     this.#metrics.connects.inc();
     socket.on('disconnect', this.#onSocketDisconnect);
