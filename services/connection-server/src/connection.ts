@@ -20,11 +20,6 @@ export type SentMessage =
 export class DeviceConnection {
   readonly socket: Socket;
   readonly connectedAt = Date.now();
-  /**
-   * The registry write while it is in flight, undefined once it settled: unregister waits for it
-   * so it cannot run first.
-   */
-  registering: Promise<void> | undefined;
   /** Why the server ended the connection; unset when the device or network ended it. */
   closeReason: DisconnectReason | undefined;
   readonly #lifetimeMs: number;
@@ -37,6 +32,12 @@ export class DeviceConnection {
   /** Whether `token_expiring` went out for the current token. */
   #tokenWarned = false;
   #gate: Promise<void> | undefined;
+  /**
+   * The connection's registry write while it is in flight; undefined before it starts and once it
+   * settled. Set and cleared by `trackRegistration` alone, whatever order its caller's awaits run
+   * in.
+   */
+  #registryWrite: Promise<void> | undefined;
   // Allocated on first use: most connections sit idle, and empty maps still cost memory per connection.
   #sent: Map<string, SentMessage> | undefined;
   #onClose: Set<() => void> | undefined;
@@ -108,9 +109,21 @@ export class DeviceConnection {
     this.#expiresAfterMs = at === 0 ? 0 : Math.max(1, at - this.connectedAt);
   }
 
+  /**
+   * Tracks `write`, the connection's registry write (it never rejects), until it settles:
+   * `afterRegistration` waits for it, so the connection's unregister cannot run first.
+   */
+  trackRegistration(write: Promise<void>): void {
+    this.#registryWrite = write;
+    const settled = (): void => {
+      if (this.#registryWrite === write) this.#registryWrite = undefined;
+    };
+    void write.then(settled, settled);
+  }
+
   /** Resolves once no registry write of this connection is in flight. */
   afterRegistration(): Promise<void> {
-    return this.registering ?? Promise.resolve();
+    return this.#registryWrite ?? Promise.resolve();
   }
 
   get closed(): boolean {

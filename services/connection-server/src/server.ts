@@ -464,7 +464,7 @@ class PushlineConnectionServer implements ConnectionServer {
     this.#events.connected(conn);
     this.#locator.invalidate(conn.deviceId);
     const registered = this.#register(conn);
-    conn.registering = registered;
+    conn.trackRegistration(registered);
     const inbox = this.#deps.inbox;
     if (inbox) {
       const timeoutMs = this.#config.PUSHLINE_DELIVERY_TIMEOUT_MS;
@@ -509,6 +509,7 @@ class PushlineConnectionServer implements ConnectionServer {
     };
   }
 
+  /** Writes the connection's registry entry; never rejects (a failure closes the connection). */
   async #register(conn: DeviceConnection): Promise<void> {
     const ttl = this.#config.PUSHLINE_REGISTRY_TTL_S;
     const writtenAt = Date.now();
@@ -524,10 +525,6 @@ class PushlineConnectionServer implements ConnectionServer {
       // A device nobody can find is worse than a reconnect: close it so it retries (elsewhere).
       this.#log.error({ err, deviceId: conn.deviceId }, 'registering a device failed; closing it');
       conn.disconnect('server_kicked');
-    } finally {
-      // Settled: nothing to wait for any more. (The registry call always awaits, so this runs
-      // after the caller stored the promise.)
-      conn.registering = undefined;
     }
   }
 
