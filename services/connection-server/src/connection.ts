@@ -14,8 +14,7 @@ export type SentMessage =
  *
  * Idle connections are most of a server's memory, so it keeps nothing it can derive (the ids are
  * the claims' and the socket's), nothing past its use (the registration promise, the inbox gate),
- * and its times as small offsets from `connectedAt`: an integer that fits a pointer is stored in
- * the object, while every absolute millisecond time would take a heap number of its own.
+ * and its times as small offsets from `connectedAt` (docs/performance.md, "Times as small offsets").
  */
 export class DeviceConnection {
   readonly socket: Socket;
@@ -34,11 +33,11 @@ export class DeviceConnection {
   #gate: Promise<void> | undefined;
   /**
    * The connection's registry write while it is in flight; undefined before it starts and once it
-   * settled. Set and cleared by `trackRegistration` alone, whatever order its caller's awaits run
-   * in.
+   * settled (docs/performance.md, "Registration write kept only while in flight"). Set and cleared
+   * by `trackRegistration` alone, whatever order its caller's awaits run in.
    */
   #registryWrite: Promise<void> | undefined;
-  // Allocated on first use: most connections sit idle, and empty maps still cost memory per connection.
+  // Allocated on first use: most connections sit idle (docs/performance.md, "Lazy per-connection state").
   #sent: Map<string, SentMessage> | undefined;
   #onClose: Set<() => void> | undefined;
 
