@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import kafkajs, { type Admin } from 'kafkajs';
 import { topicNames } from '@pushline/config';
 import { startKafkaCluster, type KafkaCluster } from '@pushline/devstack';
-import { platformTopics } from '@pushline/kafka';
+import { ensurePlatformTopics } from '@pushline/kafka';
 import { collectRecords, recordJson, testKafkaClient, uniquePrefix, waitUntil } from '@pushline/testkit';
 import { startPlatform, type Platform, type TestDevice } from '../support/platform.ts';
 
@@ -61,13 +61,8 @@ describe('a three-broker Kafka cluster', () => {
   it('gets the platform topics with replication factor 3 and min.insync.replicas 2', async () => {
     const topics = topicNames(`${uniquePrefix('kc-topics')}.`);
     const kafka = testKafkaClient('kc-topics', cluster.brokers);
-    const platformAdmin = kafka.admin();
-    try {
-      // What every service does at boot.
-      await platformAdmin.ensureTopics(platformTopics(topics, 3));
-    } finally {
-      await platformAdmin.close();
-    }
+    // What every service does at boot.
+    await ensurePlatformTopics(kafka, topics, 3);
     const names = Object.values(topics);
     const { topics: meta } = await admin.fetchTopicMetadata({ topics: names });
     for (const t of meta) {
@@ -86,12 +81,7 @@ describe('a three-broker Kafka cluster', () => {
     // failover alone. The platform's admin also rides out the window in which a fresh topic's
     // metadata has not reached every broker (UNKNOWN_TOPIC_OR_PARTITION), which a bare
     // createTopics with waitForLeaders does not.
-    const setup = testKafkaClient('kc-setup', cluster.brokers).admin();
-    try {
-      await setup.ensureTopics(platformTopics(topics, 3));
-    } finally {
-      await setup.close();
-    }
+    await ensurePlatformTopics(testKafkaClient('kc-setup', cluster.brokers), topics, 3);
     let platform: Platform | undefined;
     try {
       platform = await startPlatform(prefix, { servers: 1, kafkaBrokers: cluster.brokers, prefix });

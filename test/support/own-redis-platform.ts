@@ -8,7 +8,7 @@ import {
   type ConnectionServerConfig,
 } from '@pushline/config';
 import { assembleConnectionServer, type AssembledConnectionServer } from '@pushline/connection-server';
-import { platformTopics, type KafkaClient } from '@pushline/kafka';
+import { ensurePlatformTopics, type KafkaClient } from '@pushline/kafka';
 import { assembleMessageProcessor, type AssembledMessageProcessor } from '@pushline/message-processor';
 import { assemblePushApi, type AssembledPushApi } from '@pushline/push-api';
 import { closeRedis, RedisDeviceRegistry, serviceRedis } from '@pushline/registry';
@@ -77,12 +77,7 @@ export async function startOwnRedisPlatform(
   const steps: CleanupStep[] = [];
   const close = () => runCleanup([...steps].reverse());
   try {
-    const admin = kafka.admin();
-    try {
-      await admin.ensureTopics(platformTopics(topics, 3));
-    } finally {
-      await admin.close();
-    }
+    await ensurePlatformTopics(kafka, topics, 3);
     const apiConfig = parseEnv(pushApiEnv, {
       ...common,
       PUSHLINE_API_HOST: '127.0.0.1',

@@ -10,7 +10,7 @@ import {
 } from '@pushline/config';
 import { assembleCanary, type AssembledCanary } from '@pushline/canary';
 import { assembleConnectionServer, type ConnectionServer } from '@pushline/connection-server';
-import { platformTopics, type KafkaClient } from '@pushline/kafka';
+import { ensurePlatformTopics, type KafkaClient } from '@pushline/kafka';
 import { assembleMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
 import { assemblePushApi, type AssembledPushApi } from '@pushline/push-api';
 import { RedisDeviceRegistry } from '@pushline/registry';
@@ -143,12 +143,7 @@ export async function startPlatform(label: string, options: PlatformOptions = {}
   const sockets: Socket[] = [];
 
   try {
-    const admin = kafka.admin();
-    try {
-      await admin.ensureTopics(platformTopics(topics, 3));
-    } finally {
-      await admin.close();
-    }
+    await ensurePlatformTopics(kafka, topics, 3);
 
     const api = assemblePushApi(
       parseEnv(pushApiEnv, {

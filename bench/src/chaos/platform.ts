@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { topicNames, type TopicNames } from '@pushline/config';
 import { freePort, startKafka, type KafkaInstance } from '@pushline/devstack';
-import { createKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
+import { createKafkaClient, ensurePlatformTopics, type KafkaClient } from '@pushline/kafka';
 import { RedisDeviceRegistry } from '@pushline/registry';
 import { closeOnce, runCleanup, type CleanupStep } from '@pushline/runtime';
 import { createWriteStream } from 'node:fs';
@@ -210,13 +210,8 @@ export class ChaosPlatform {
         logger: createLogger({ service: 'chaos-harness', level: 'warn', destination: harnessLog }),
       });
       this.#kafkaClient = kafkaClient;
-      const admin = kafkaClient.admin();
-      try {
-        // Created up front, so the services do not race each other for them.
-        await admin.ensureTopics(platformTopics(this.topics, this.#opts.partitions));
-      } finally {
-        await admin.close();
-      }
+      // Created up front, so the services do not race each other for them.
+      await ensurePlatformTopics(kafkaClient, this.topics, this.#opts.partitions);
       // No offline queue: a probe while Redis is down must fail at once, not wait for it.
       const redisClient = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
       redisClient.on('error', () => {});

@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { topicNames, type TopicNames } from '@pushline/config';
 import { freePort, startDevstack, type Devstack } from '@pushline/devstack';
-import { createKafkaClient, platformTopics, type Producer } from '@pushline/kafka';
+import { createKafkaClient, ensurePlatformTopics, type Producer } from '@pushline/kafka';
 import { RedisDeviceRegistry } from '@pushline/registry';
 import { runCleanup, closeOnce, type CleanupStep } from '@pushline/runtime';
 import { silentLogger } from '@pushline/telemetry';
@@ -131,9 +131,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       logger: silentLogger(),
     });
     // Created up front, so the first service to boot does not race the others for it.
-    const admin = kafka.admin();
-    await admin.ensureTopics(platformTopics(topics, 12));
-    await admin.close();
+    await ensurePlatformTopics(kafka, topics, 12);
 
     const servers: ConnectionServerProcess[] = [];
     const spawnConnectionServer = async (

@@ -5,9 +5,8 @@ const SEED = 0x9747b28c;
 const M = 0x5bd1e995;
 
 /**
- * Kafka's murmur2 (the Java client's `Utils.murmur2`), in 32-bit integer arithmetic. kafkajs's
- * copy computes the same value with 64-bit `Long` objects, which made hashing the keys of the
- * outcome events a few percent of the message processor's CPU.
+ * Kafka's murmur2 (the Java client's `Utils.murmur2`), in 32-bit integer arithmetic instead of
+ * kafkajs's 64-bit `Long` objects (docs/performance.md, "murmur2 in 32-bit arithmetic").
  */
 export function murmur2(data: Uint8Array): number {
   const length = data.length;

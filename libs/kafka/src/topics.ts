@@ -1,10 +1,15 @@
-import type { TopicSpec } from './types.ts';
+import type { KafkaClient, TopicSpec } from './types.ts';
+
+/** The names of the platform's topics (`topicNames()` of @pushline/config). */
+export interface PlatformTopicNames {
+  readonly connectionEvents: string;
+  readonly pushRequests: string;
+  readonly pushRequestsDlq: string;
+  readonly deliveryEvents: string;
+}
 
 /** The topics the platform creates at boot (auto-creation is off on our brokers). */
-export function platformTopics(
-  names: { connectionEvents: string; pushRequests: string; pushRequestsDlq: string; deliveryEvents: string },
-  partitions: number,
-): TopicSpec[] {
+function platformTopics(names: PlatformTopicNames, partitions: number): TopicSpec[] {
   return [
     { name: names.connectionEvents, partitions },
     { name: names.pushRequests, partitions },
@@ -16,4 +21,21 @@ export function platformTopics(
     },
     { name: names.deliveryEvents, partitions },
   ];
+}
+
+/**
+ * Creates the platform's topics that are missing (what every service does at boot: auto-creation
+ * is off on the brokers), through an admin of its own that also applies the replication check.
+ */
+export async function ensurePlatformTopics(
+  kafka: Pick<KafkaClient, 'admin'>,
+  names: PlatformTopicNames,
+  partitions: number,
+): Promise<void> {
+  const admin = kafka.admin();
+  try {
+    await admin.ensureTopics(platformTopics(names, partitions));
+  } finally {
+    await admin.close();
+  }
 }

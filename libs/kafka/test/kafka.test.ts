@@ -6,7 +6,9 @@ import {
   ProduceError,
   UnderReplicatedTopicsError,
   createKafkaClient,
+  ensurePlatformTopics,
   replicationPlan,
+  type Admin,
   type IncomingRecord,
   type KafkaClient,
 } from '@pushline/kafka';
@@ -104,6 +106,86 @@ test('ensureTopics sets min.insync.replicas, and checks existing topics against 
     lines.some((l) => l.includes(topic) && l.includes('replication factor')),
     'the warning names the topic',
   );
+});
+
+/** `kafka`, counting the admins it hands out and the ones closed again. */
+function countingAdmins(kafka: KafkaClient): {
+  kafka: Pick<KafkaClient, 'admin'>;
+  opened: number;
+  closed: number;
+} {
+  const counts = {
+    opened: 0,
+    closed: 0,
+    kafka: {
+      admin: (): Admin => {
+        const admin = kafka.admin();
+        counts.opened++;
+        return {
+          ensureTopics: (specs, timeoutMs) => admin.ensureTopics(specs, timeoutMs),
+          listTopics: () => admin.listTopics(),
+          groupLag: (groupId, topic) => admin.groupLag(groupId, topic),
+          groupLagByPartition: (groupId, topic) => admin.groupLagByPartition(groupId, topic),
+          close: async () => {
+            counts.closed++;
+            await admin.close();
+          },
+        };
+      },
+    },
+  };
+  return counts;
+}
+
+test('ensurePlatformTopics creates the four platform topics, the DLQ with at most 3 partitions, and closes its admin', async () => {
+  const raw = new Kafka({ brokers: testInfra().kafkaBrokers, logLevel: logLevel.NOTHING });
+  const rawAdmin = raw.admin();
+  await rawAdmin.connect();
+  cleanups.push(() => rawAdmin.disconnect());
+  const prefix = `${uniquePrefix('platform-topics')}.`;
+  const names = {
+    connectionEvents: `${prefix}connection-events`,
+    pushRequests: `${prefix}push-requests`,
+    pushRequestsDlq: `${prefix}push-requests.dlq`,
+    deliveryEvents: `${prefix}delivery-events`,
+  };
+  const client = countingAdmins(testKafkaClient());
+  await ensurePlatformTopics(client.kafka, names, 5);
+  // Existing topics are left as they are, whatever the partitions asked for now.
+  await ensurePlatformTopics(client.kafka, names, 7);
+  assert.deepEqual({ opened: client.opened, closed: client.closed }, { opened: 2, closed: 2 });
+
+  const { topics } = await rawAdmin.fetchTopicMetadata({ topics: Object.values(names) });
+  const partitions = Object.fromEntries(topics.map((t) => [t.name, t.partitions.length]));
+  assert.deepEqual(partitions, {
+    [names.connectionEvents]: 5,
+    [names.pushRequests]: 5,
+    [names.pushRequestsDlq]: 3,
+    [names.deliveryEvents]: 5,
+  });
+  const configs = await rawAdmin.describeConfigs({
+    includeSynonyms: false,
+    resources: [
+      { type: 2 as ConfigResourceTypes, name: names.pushRequestsDlq, configNames: ['retention.ms'] },
+    ],
+  });
+  assert.equal(
+    configs.resources[0]?.configEntries.find((e) => e.configName === 'retention.ms')?.configValue,
+    String(14 * 24 * 3600 * 1000),
+  );
+
+  // A refused replication check still closes the admin.
+  const brokers = (await rawAdmin.describeCluster()).brokers.length;
+  const refusing = countingAdmins(
+    createKafkaClient({
+      brokers: testInfra().kafkaBrokers,
+      clientId: 'platform-topics-refused',
+      logger: silentLogger(),
+      replication: { minReplicationFactor: brokers + 1, onUnderReplicated: 'refuse' },
+    }),
+  );
+  await assert.rejects(ensurePlatformTopics(refusing.kafka, names, 5), UnderReplicatedTopicsError);
+  assert.deepEqual({ opened: refusing.opened, closed: refusing.closed }, { opened: 1, closed: 1 });
 });
 
 test('records keep key, value and headers, and order holds per key', async () => {

@@ -1,4 +1,4 @@
-export { assembleCanary, canaryInstanceId } from './assemble.ts';
-export type { AssembleCanaryOptions, AssembledCanary } from './assemble.ts';
+export { assembleCanary } from './assemble.ts';
+export type { AssembledCanary } from './assemble.ts';
 export { Canary } from './canary.ts';
 export { CanaryMetrics } from './metrics.ts';

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { topicNames, type ConnectionServerConfig } from '@pushline/config';
-import { serviceKafkaClient, platformTopics, type KafkaClient } from '@pushline/kafka';
+import { serviceKafkaClient, ensurePlatformTopics, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore, type OfflineInbox } from '@pushline/offline-store';
 import { closeRedis, RedisDeviceRegistry, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
@@ -128,12 +128,7 @@ export function assembleConnectionServer(
         // First, so a balancer that already lists this server reads `down #starting` until it is ready.
         await agent.start();
         await ownedRedis?.connect();
-        const admin = kafka.admin();
-        try {
-          await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
-        } finally {
-          await admin.close();
-        }
+        await ensurePlatformTopics(kafka, topics, config.PUSHLINE_KAFKA_PARTITIONS);
         await outcomes.start();
         await relay.start();
         await server.start();

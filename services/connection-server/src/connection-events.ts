@@ -31,11 +31,9 @@ export class ConnectionEventPublisher {
       producer: options.producer,
       topic: options.topic,
       logger: options.logger.child({ component: 'connection-events' }),
-      // Kafka's cost is per produce request (and the consumer fetches each one wakes) far more
-      // than per record: at 800 events/s the broker spent about 240 µs per event with a 100 ms
-      // linger and 60-100 µs with 500 ms. Consumers of these events tolerate the delay: caches
-      // fed by them heal on a stale entry (a not_connected answer and a fresh lookup), and
-      // presence is not the registry's hot path.
+      // The broker pays per produce request, not per record (docs/performance.md, "Connection
+      // events linger 500 ms"). Consumers tolerate the delay: caches fed by these events heal on
+      // a stale entry (a not_connected answer and a fresh lookup).
       lingerMs: options.lingerMs ?? 500,
       maxBatch: options.maxBatch ?? 2000,
       onSent: (n) => metrics.connectionEvents.inc({ result: 'sent' }, n),

@@ -7,18 +7,6 @@ export type SentMessage =
   | { readonly state: 'pending'; readonly result: Promise<DeliverResult> }
   | { readonly state: 'done'; readonly outcome: DeliverResult['outcome'] };
 
-const CONNECTION = Symbol('pushline.connection');
-
-/**
- * The connection on `socket`, for listeners shared by every socket (they get the socket as
- * `this`). Kept in `socket.data`, which socket.io allocates per socket with room for a few
- * properties, so it costs no memory; a symbol key is never serialised when another server
- * fetches the socket.
- */
-export function connectionOf(socket: Socket): DeviceConnection | undefined {
-  return (socket.data as Record<symbol, DeviceConnection | undefined>)[CONNECTION];
-}
-
 /**
  * One authenticated device connection. It owns the per-connection state that outlives single
  * events: the bounded memory of sent message ids (dedupe), the offline-inbox gate and the
@@ -26,17 +14,11 @@ export function connectionOf(socket: Socket): DeviceConnection | undefined {
  *
  * Idle connections are most of a server's memory, so it keeps nothing it can derive (the ids are
  * the claims' and the socket's), nothing past its use (the registration promise, the inbox gate),
- * and its times as small offsets from `connectedAt`: an integer that fits a pointer is stored in
- * the object, while every absolute millisecond time would take a heap number of its own.
+ * and its times as small offsets from `connectedAt` (docs/performance.md, "Times as small offsets").
  */
 export class DeviceConnection {
   readonly socket: Socket;
   readonly connectedAt = Date.now();
-  /**
-   * The registry write while it is in flight, undefined once it settled: unregister waits for it
-   * so it cannot run first.
-   */
-  registering: Promise<void> | undefined;
   /** Why the server ended the connection; unset when the device or network ended it. */
   closeReason: DisconnectReason | undefined;
   readonly #lifetimeMs: number;
@@ -49,7 +31,13 @@ export class DeviceConnection {
   /** Whether `token_expiring` went out for the current token. */
   #tokenWarned = false;
   #gate: Promise<void> | undefined;
-  // Allocated on first use: most connections sit idle, and empty maps still cost memory per connection.
+  /**
+   * The connection's registry write while it is in flight; undefined before it starts and once it
+   * settled (docs/performance.md, "Registration write kept only while in flight"). Set and cleared
+   * by `trackRegistration` alone, whatever order its caller's awaits run in.
+   */
+  #registryWrite: Promise<void> | undefined;
+  // Allocated on first use: most connections sit idle (docs/performance.md, "Lazy per-connection state").
   #sent: Map<string, SentMessage> | undefined;
   #onClose: Set<() => void> | undefined;
 
@@ -57,7 +45,6 @@ export class DeviceConnection {
     this.socket = options.socket;
     this.#claims = options.claims;
     this.#lifetimeMs = options.lifetimeMs;
-    (options.socket.data as Record<symbol, DeviceConnection>)[CONNECTION] = this;
   }
 
   /** The verified claims of the connection's current token (the handshake's, or a refreshed one). */
@@ -121,9 +108,21 @@ export class DeviceConnection {
     this.#expiresAfterMs = at === 0 ? 0 : Math.max(1, at - this.connectedAt);
   }
 
+  /**
+   * Tracks `write`, the connection's registry write (it never rejects), until it settles:
+   * `afterRegistration` waits for it, so the connection's unregister cannot run first.
+   */
+  trackRegistration(write: Promise<void>): void {
+    this.#registryWrite = write;
+    const settled = (): void => {
+      if (this.#registryWrite === write) this.#registryWrite = undefined;
+    };
+    void write.then(settled, settled);
+  }
+
   /** Resolves once no registry write of this connection is in flight. */
   afterRegistration(): Promise<void> {
-    return this.registering ?? Promise.resolve();
+    return this.#registryWrite ?? Promise.resolve();
   }
 
   get closed(): boolean {

@@ -28,10 +28,9 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /**
  * Verifies an HS256 device token synchronously and returns its claims set, or throws `AuthError`
  * with the code jose's `jwtVerify` leads to (auth.ts, `toAuthError`): the same checks in the same
- * order (test/hs256.test.ts compares the two). It exists because every connect verifies a token:
- * jose verifies through WebCrypto, whose HMAC runs as a job on the libuv thread pool, and in
- * reconnect storms that hand-off (about 30 µs of CPU against 6 here, plus a thread wake-up per
- * token) was the largest single cost of a connect in the connection server's profile.
+ * order (test/hs256.test.ts compares the two). It exists because every connect verifies a token,
+ * and jose's WebCrypto HMAC is a job on the libuv thread pool: docs/performance.md, "In-process
+ * HS256 verification".
  *
  * The key comes from the `kid` header when a key set is configured (rotation), and a `typ` header,
  * when present, must say JWT: jose does the same given a key resolver and its `typ` option.

@@ -1,9 +1,9 @@
-export { createConnectionServer, validateConnectionServerConfig } from './server.ts';
+export { createConnectionServer } from './server.ts';
 export { hs256Verifier } from './hs256.ts';
-export type { ConnectionServer, ConnectionServerDeps } from './server.ts';
+export type { ConnectionServer } from './server.ts';
 export { defaultTopicAuthorizer } from './subscriptions.ts';
-export { assembleConnectionServer, connectionServerId } from './assemble.ts';
-export type { AssembleConnectionServerOptions, AssembledConnectionServer } from './assemble.ts';
+export { assembleConnectionServer } from './assemble.ts';
+export type { AssembledConnectionServer } from './assemble.ts';
 export { agentReply, assessLoad } from './load-agent.ts';
 export type { CapacityLimits, LoadSample } from './load-agent.ts';
 export { BalancerConfigError, haproxyConfig } from './haproxy-config.ts';

@@ -32,7 +32,7 @@ import type { Socket } from 'socket.io';
 import { createTokenVerifier } from './auth.ts';
 import { TopicBroadcaster } from './broadcast.ts';
 import { ConnectionEventPublisher } from './connection-events.ts';
-import { connectionOf, DeviceConnection } from './connection.ts';
+import { DeviceConnection } from './connection.ts';
 import { DeviceToDevice } from './d2d.ts';
 import { LocalDelivery } from './delivery.ts';
 import { handshakeMiddleware } from './handshake.ts';
@@ -42,6 +42,7 @@ import { LocalDevices } from './local-devices.ts';
 import { countedRegistryOp, createMetrics, type ConnectionServerMetrics } from './metrics.ts';
 import { RegistryRestorer } from './registry-restore.ts';
 import { GracefulCloser } from './shutdown.ts';
+import { attachConnection, sharedSocketListener } from './shared-listeners.ts';
 import { SocketServer } from './socket-server.ts';
 import { DeviceRequests } from './requests.ts';
 import { TokenLifecycle } from './token-lifecycle.ts';
@@ -92,7 +93,7 @@ export function createConnectionServer(deps: ConnectionServerDeps): ConnectionSe
 }
 
 /** Checks the relations between variables that one schema field cannot express. */
-export function validateConnectionServerConfig(config: ConnectionServerConfig): void {
+function validateConnectionServerConfig(config: ConnectionServerConfig): void {
   const issues: { variable: string; message: string }[] = [];
   if (config.PUSHLINE_REGISTRY_REFRESH_S >= config.PUSHLINE_REGISTRY_TTL_S) {
     issues.push({
@@ -130,20 +131,6 @@ export function validateConnectionServerConfig(config: ConnectionServerConfig): 
 
 /** What stays of a socket's handshake auth once its token is verified. */
 const VERIFIED_AUTH = Object.freeze({});
-
-/**
- * A socket listener shared by every socket: the emitter calls it with the socket as `this`, and
- * the connection is found from there. One function per server instead of closures per socket,
- * which heap snapshots showed as most of the memory a connection costs above plain socket.io.
- */
-function socketListener<A extends unknown[]>(
-  handle: (conn: DeviceConnection, ...args: A) => void,
-): (this: Socket, ...args: A) => void {
-  return function (this: Socket, ...args: A) {
-    const conn = connectionOf(this);
-    if (conn) handle(conn, ...args);
-  };
-}
 
 /** SocketIO's disconnect reasons → the platform's (ConnectionEvent.reason). */
 function disconnectReason(reason: string): DisconnectReason {
@@ -195,12 +182,13 @@ class PushlineConnectionServer implements ConnectionServer {
   readonly #locator: DeviceLocator;
   readonly #d2d: DeviceToDevice;
   readonly #pending = new Set<Promise<void>>();
-  readonly #onSocketDisconnect = socketListener((conn, reason: string) => this.#onDisconnect(conn, reason));
+  readonly #onSocketDisconnect = sharedSocketListener((conn, reason: string) =>
+    this.#onDisconnect(conn, reason),
+  );
   readonly #requests: DeviceRequests;
   readonly #tokens: TokenLifecycle;
-  // One any-listener per socket instead of one listener per request event: it also answers the
-  // events no handler knows (socket.io keeps it in a one-element array per socket).
-  readonly #onSocketEvent = socketListener((conn, event: unknown, ...args: unknown[]) =>
+  // One any-listener per socket, not one per request event; it also answers events no handler knows.
+  readonly #onSocketEvent = sharedSocketListener((conn, event: unknown, ...args: unknown[]) =>
     this.#requests.handle(conn, event, args),
   );
   #emptyWaiters: (() => void)[] = [];
@@ -482,6 +470,7 @@ class PushlineConnectionServer implements ConnectionServer {
     // hundred bytes) should not live as long as the connection.
     socket.handshake.auth = VERIFIED_AUTH;
     const conn = new DeviceConnection({ socket, claims, lifetimeMs: this.#lifetimeMs() });
+    attachConnection(socket, conn);
     const previous = this.#devices.add(conn);
     this.#metrics.connects.inc();
     socket.on('disconnect', this.#onSocketDisconnect);
@@ -493,7 +482,7 @@ class PushlineConnectionServer implements ConnectionServer {
     this.#events.connected(conn);
     this.#locator.invalidate(conn.deviceId);
     const registered = this.#register(conn);
-    conn.registering = registered;
+    conn.trackRegistration(registered);
     const inbox = this.#deps.inbox;
     if (inbox) {
       const timeoutMs = this.#config.PUSHLINE_DELIVERY_TIMEOUT_MS;
@@ -538,6 +527,7 @@ class PushlineConnectionServer implements ConnectionServer {
     };
   }
 
+  /** Writes the connection's registry entry; never rejects (a failure closes the connection). */
   async #register(conn: DeviceConnection): Promise<void> {
     const ttl = this.#config.PUSHLINE_REGISTRY_TTL_S;
     const writtenAt = Date.now();
@@ -553,10 +543,6 @@ class PushlineConnectionServer implements ConnectionServer {
       // A device nobody can find is worse than a reconnect: close it so it retries (elsewhere).
       this.#log.error({ err, deviceId: conn.deviceId }, 'registering a device failed; closing it');
       conn.disconnect('server_kicked');
-    } finally {
-      // Settled: nothing to wait for any more. (The registry call always awaits, so this runs
-      // after the caller stored the promise.)
-      conn.registering = undefined;
     }
   }
 

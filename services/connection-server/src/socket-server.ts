@@ -28,9 +28,7 @@ export interface SocketServerOptions {
    * ones are refused at the HTTP upgrade, before any work, and the device retries with backoff
    * (elsewhere). Bounds the queueing delay of a reconnect storm below the handshake timeout, so
    * the server does not spend its CPU on handshakes the devices have already given up on.
-   * Default 4000: in a 19k-device storm over two servers, 1000 refused about 15 000 attempts,
-   * each costing the server and the device a round of work and the device a backoff, and the
-   * storm took 18.7 s; with 4000 (and the queue bound below at 4 s) about 2 000 and 13.2 s.
+   * Default 4000 (docs/performance.md, "Handshake admission").
    */
   readonly maxPendingHandshakes?: number;
   /**
@@ -260,9 +258,9 @@ export class SocketServer {
   readonly #adapterClients: RedisClient[] = [];
   /**
    * Engine connections not yet authenticated → when they opened and from where, oldest first. One
-   * that closes before authenticating is dropped when it is next looked at (#prune): a close
-   * listener per connection would outlive the handshake, since adding one grows the connection's
-   * listener array for good (about 150 B per idle connection).
+   * that closes before authenticating is dropped when it is next looked at (#prune), not by a close
+   * listener, which would stay on every idle connection (docs/performance.md, "Pending handshakes
+   * pruned when looked at").
    */
   readonly #pending = new Map<EngineConnection, PendingHandshake>();
   /**

@@ -101,7 +101,7 @@ export class Subscriptions {
       return errorAck('invalid_request', req.error.issues[0]?.message ?? 'invalid subscribe request');
     }
     const { topic } = req.data;
-    // The socket's rooms are the subscriptions: socket.io keeps them, so we keep no copy per connection.
+    // The socket's rooms are the subscriptions: no copy per connection (docs/performance.md, "Lazy per-connection state").
     const room = topicRoom(topic);
     if (conn.socket.rooms.has(room)) return { ok: true, topic };
     if (!this.#authorize(conn.claims, topic)) {

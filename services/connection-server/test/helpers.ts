@@ -1,5 +1,5 @@
 import { connectionServerEnv, parseEnv, topicNames, type ConnectionServerConfig } from '@pushline/config';
-import { platformTopics, type KafkaClient } from '@pushline/kafka';
+import { ensurePlatformTopics, type KafkaClient } from '@pushline/kafka';
 import { RedisDeviceRegistry, type RedisClient } from '@pushline/registry';
 import { createLogger, silentLogger, type Registry } from '@pushline/telemetry';
 import { testInfra, testKafkaClient, testRedis, testSecret, uniquePrefix, within } from '@pushline/testkit';
@@ -63,12 +63,7 @@ let sharedTopics: Promise<string> | undefined;
 function topicPrefix(): Promise<string> {
   return (sharedTopics ??= (async () => {
     const topicsPrefix = `${uniquePrefix('cs')}.`;
-    const admin = testKafkaClient('connection-server-test-admin').admin();
-    try {
-      await admin.ensureTopics(platformTopics(topicNames(topicsPrefix), 3));
-    } finally {
-      await admin.close();
-    }
+    await ensurePlatformTopics(testKafkaClient('connection-server-test-admin'), topicNames(topicsPrefix), 3);
     return topicsPrefix;
   })());
 }

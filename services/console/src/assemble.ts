@@ -1,6 +1,6 @@
 import { createServer } from 'node:http';
 import { topicNames, type ConsoleConfig } from '@pushline/config';
-import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { ensurePlatformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { RedisDeviceRegistry, closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, listenForUrl, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createConsoleApp } from './app.ts';
@@ -70,12 +70,7 @@ export function assembleConsole(config: ConsoleConfig, options: AssembleConsoleO
           }),
         );
         await ownedRedis?.connect();
-        const admin = kafka.admin();
-        try {
-          await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
-        } finally {
-          await admin.close();
-        }
+        await ensurePlatformTopics(kafka, topics, config.PUSHLINE_KAFKA_PARTITIONS);
         await feeds.start();
         url = await listenForUrl(http, {
           port: config.PUSHLINE_CONSOLE_PORT,

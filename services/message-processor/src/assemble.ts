@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { topicNames, type MessageProcessorConfig } from '@pushline/config';
-import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { ensurePlatformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { closeRedis, serviceRedis, type RedisClient } from '@pushline/registry';
 import { assemblyLifecycle, type AssemblyOptions, type Component } from '@pushline/runtime';
 import { createMetricsRegistry, trace, type Registry } from '@pushline/telemetry';
@@ -69,15 +69,11 @@ export function assembleMessageProcessor(
       tracing: options.tracing,
       async start() {
         await ownedRedis?.connect();
-        // Auto-creation is off on the brokers; this admin also applies the replication check.
-        const admin = kafka.admin();
-        try {
-          await admin.ensureTopics(
-            platformTopics(topicNames(config.PUSHLINE_TOPIC_PREFIX), config.PUSHLINE_KAFKA_PARTITIONS),
-          );
-        } finally {
-          await admin.close();
-        }
+        await ensurePlatformTopics(
+          kafka,
+          topicNames(config.PUSHLINE_TOPIC_PREFIX),
+          config.PUSHLINE_KAFKA_PARTITIONS,
+        );
         await processor.start();
       },
       steps: [

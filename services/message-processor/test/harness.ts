@@ -13,7 +13,7 @@ import {
   type TopicNames,
 } from '@pushline/config';
 import { assembleConnectionServer, type ConnectionServer } from '@pushline/connection-server';
-import { platformTopics, type Consumer, type KafkaClient, type Producer } from '@pushline/kafka';
+import { ensurePlatformTopics, type Consumer, type KafkaClient, type Producer } from '@pushline/kafka';
 import { assembleMessageProcessor, type MessageProcessor } from '@pushline/message-processor';
 import { DeliveryEvent, pushTargetKey, type DeviceMessage, type PushRequest } from '@pushline/protocol';
 import { RedisDeviceRegistry, type RedisClient } from '@pushline/registry';
@@ -121,12 +121,7 @@ export class World {
   }
 
   async start(): Promise<void> {
-    const admin = this.kafka.admin();
-    try {
-      await admin.ensureTopics(platformTopics(this.topics, 3));
-    } finally {
-      await admin.close();
-    }
+    await ensurePlatformTopics(this.kafka, this.topics, 3);
     await this.#producer.start();
     await this.events.start();
   }

@@ -7,7 +7,7 @@ import {
   MessageRouter,
   type DeviceLocatorOptions,
 } from '@pushline/delivery';
-import { platformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
+import { ensurePlatformTopics, serviceKafkaClient, type KafkaClient } from '@pushline/kafka';
 import { OutboxRelay, RedisOfflineStore } from '@pushline/offline-store';
 import {
   closeRedis,
@@ -148,13 +148,7 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
       tracing: options.tracing,
       async start() {
         await ownedRedis?.connect();
-        // Auto-creation is off on the brokers; this admin also applies the replication check.
-        const admin = kafka.admin();
-        try {
-          await admin.ensureTopics(platformTopics(topics, config.PUSHLINE_KAFKA_PARTITIONS));
-        } finally {
-          await admin.close();
-        }
+        await ensurePlatformTopics(kafka, topics, config.PUSHLINE_KAFKA_PARTITIONS);
         await outcomesProducer.start();
         await relay.start();
         await registryWatch.start();

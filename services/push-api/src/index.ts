@@ -1,14 +1,10 @@
-export { createPushApi } from './server.ts';
-export type { PushApi, PushApiDeps } from './server.ts';
-export type { OfflineMessageStore, OutgoingMessage, PushRouter, RoutedResult } from './ports.ts';
-export { PROBLEMS, ProblemError, problemType } from './problem.ts';
+export type { PushApi } from './server.ts';
 export { PROBLEM_TYPE_BASE, Problem } from '@pushline/protocol';
-export type { ProblemCode } from './problem.ts';
 export { OPENAPI_PATH, openApiPath } from './openapi.ts';
 export { apiKeyId } from './auth.ts';
 export { IDEMPOTENCY_SCRIPTS, IdempotencyStore, idempotentMessageId } from './idempotency.ts';
 export { IDEMPOTENCY_HEADER, REPLAYED_HEADER } from './routes/publish.ts';
 export { cachedReadiness, probeReadiness } from './routes/health.ts';
 export type { Readiness } from './routes/health.ts';
-export { assemblePushApi, pushApiInstanceId } from './assemble.ts';
-export type { AssemblePushApiOptions, AssembledPushApi } from './assemble.ts';
+export { assemblePushApi } from './assemble.ts';
+export type { AssembledPushApi } from './assemble.ts';

@@ -12,7 +12,7 @@ import type {
  * @pushline/offline-store satisfy these structurally.
  */
 
-export interface OutgoingMessage {
+interface OutgoingMessage {
   readonly messageId: string;
   readonly payload: unknown;
   readonly source: DeliverySource;

@@ -37,7 +37,7 @@ export const PROBLEMS = {
 
 export type ProblemCode = keyof typeof PROBLEMS;
 
-export const problemType = (code: ProblemCode): string => problemTypeUri(code);
+const problemType = (code: ProblemCode): string => problemTypeUri(code);
 
 /** An error that maps to one problem response. Throw it from any handler or middleware. */
 export class ProblemError extends Error {
