@@ -1,5 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer as KjsConsumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
-import { closeOnce, runCleanup } from '@pushline/runtime';
+import { backoffMs, closeOnce, runCleanup } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 import { OffsetCommitter, type PartitionOffset } from './offset-committer.ts';
 import { PartitionPipeline } from './partition-pipeline.ts';
@@ -37,6 +38,11 @@ export class KafkajsConsumer implements Consumer {
   readonly #committer: OffsetCommitter;
   #membership: Membership | undefined;
   #closed = false;
+  readonly #stop = new AbortController();
+  /** The consumer's own restart after a crash the client gave up on, while it runs. */
+  #restarting: Promise<void> | undefined;
+  /** A crash the client gave up on came since the restart's last attempt began. */
+  #gaveUp = false;
   #joined = false;
 
   constructor(kafka: Kafka, options: ConsumerOptions, log: Logger) {
@@ -110,7 +116,15 @@ export class KafkajsConsumer implements Consumer {
       this.#pipeline.invalidate();
       this.#membership = undefined;
       this.#joined = false;
-      this.#log.error({ err: event.payload.error, restart: event.payload.restart }, 'consumer crashed');
+      const { error, restart } = event.payload;
+      this.#log.error({ err: error, restart }, 'consumer crashed');
+      options.onCrash?.(error, restart ? 'client' : 'consumer');
+      // kafkajs restarts only after errors it deems retriable; after any other (a group
+      // coordinator not found while the broker restarts, a protocol the group refuses) it has
+      // left the group for good, and the partitions would sit unconsumed until the process ends.
+      if (restart || this.#closed) return;
+      this.#gaveUp = true;
+      this.#restarting ??= this.#restartAfterCrash();
     });
   }
 
@@ -121,6 +135,12 @@ export class KafkajsConsumer implements Consumer {
         resolve();
       });
     });
+    await this.#run();
+    await joined;
+  }
+
+  /** Connects, subscribes and runs kafkajs's consumer; resolves once it is running (not joined). */
+  async #run(): Promise<void> {
     await this.#consumer.connect();
     await this.#consumer.subscribe({
       topics: [...this.#options.topics],
@@ -133,7 +153,30 @@ export class KafkajsConsumer implements Consumer {
       partitionsConsumedConcurrently: 1,
       eachBatch: async (payload) => this.#take(payload),
     });
-    await joined;
+  }
+
+  /** Runs the client again, with backoff, until it runs or the consumer closes. */
+  async #restartAfterCrash(): Promise<void> {
+    try {
+      for (let attempt = 1; !this.#closed; attempt++) {
+        const waitMs = backoffMs(attempt, 500, 10_000);
+        this.#log.warn({ attempt, waitMs }, 'the client gave up on the consumer; starting it again');
+        await sleep(waitMs, undefined, { signal: this.#stop.signal });
+        try {
+          this.#gaveUp = false;
+          // A join that fails again crashes inside run(), which still resolves: try once more.
+          await this.#run();
+          if (!this.#gaveUp) return;
+        } catch (err) {
+          this.#log.error({ err, attempt }, 'starting the consumer again failed; retrying');
+          await this.#consumer.disconnect().catch(() => undefined);
+        }
+      }
+    } catch {
+      // Aborted by close().
+    } finally {
+      this.#restarting = undefined;
+    }
   }
 
   get joined(): boolean {
@@ -147,12 +190,14 @@ export class KafkajsConsumer implements Consumer {
   readonly close = closeOnce(async () => {
     this.#closed = true;
     this.#joined = false;
+    this.#stop.abort();
     // Synchronously, so a handler asking isActive() right after close() hears no: nothing more is
     // fetched for paused partitions, whatever is already on its way is not taken, queued batches
     // are dropped (the next owner reads them) and running handlers and records are asked to stop.
     this.#pause(this.#options.topics.map((topic) => ({ topic })));
     const drained = this.#pipeline.drain();
     await runCleanup([
+      { name: 'restart after a crash', run: () => this.#restarting ?? Promise.resolve() },
       { name: 'finish running batches', run: () => drained },
       { name: 'commit finished batches', run: () => this.#committer.flush() },
       { name: 'leave group', run: () => this.#consumer.disconnect() },

@@ -120,6 +120,11 @@ export interface ConsumerOptions {
   readonly maxQueuedBatchesPerPartition?: number;
   /** Called when the member's assignment changes. */
   readonly onAssignment?: (assignment: Readonly<Record<string, number[]>>) => void;
+  /**
+   * Called when the member crashed out of the group, with who starts it again: the client itself
+   * (a retriable error) or the consumer (an error the client gives up on), for metrics.
+   */
+  readonly onCrash?: (err: unknown, restartedBy: 'client' | 'consumer') => void;
   /** Default 30 000 ms. */
   readonly sessionTimeoutMs?: number;
   /** Default 3 000 ms. */

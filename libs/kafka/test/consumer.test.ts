@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { Partitioners } from 'kafkajs';
+import { AssignerProtocol, Kafka, Partitioners, logLevel, type PartitionAssigner } from 'kafkajs';
 import {
   type BatchContext,
   type Consumer,
@@ -9,7 +9,7 @@ import {
   type Producer,
   type RecordBatch,
 } from '@pushline/kafka';
-import { testKafkaClient, uniquePrefix, waitUntil, within } from '@pushline/testkit';
+import { testInfra, testKafkaClient, uniquePrefix, waitUntil, within } from '@pushline/testkit';
 
 const cleanups: (() => Promise<void>)[] = [];
 const gates: (() => void)[] = [];
@@ -390,4 +390,82 @@ test('per-record completions: later records run past an unfinished one, whose of
   });
   assert.deepEqual(second, ['slow', 'a', 'b', 'c'], 'nothing after the committed offset was skipped');
   held.open();
+});
+
+/**
+ * A group member speaking a partition-assignment protocol no other member knows: the coordinator
+ * refuses any member that shares none with it (INCONSISTENT_GROUP_PROTOCOL), an error kafkajs
+ * does not retry.
+ */
+const foreignAssigner: PartitionAssigner = () => ({
+  name: 'PushlineTestForeignAssigner',
+  version: 1,
+  assign: ({ members }) =>
+    Promise.resolve(
+      members.map((m) => ({
+        memberId: m.memberId,
+        memberAssignment: AssignerProtocol.MemberAssignment.encode({
+          version: 1,
+          assignment: {},
+          userData: Buffer.alloc(0),
+        }),
+      })),
+    ),
+  protocol: ({ topics }) => ({
+    name: 'PushlineTestForeignAssigner',
+    metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: Buffer.alloc(0) }),
+  }),
+});
+
+test('a crash the client gives up on does not end the consumer: it starts again and consumes', async () => {
+  const s = await setup(1);
+  const foreign = new Kafka({ brokers: testInfra().kafkaBrokers, logLevel: logLevel.NOTHING }).consumer({
+    groupId: s.groupId,
+    partitionAssigners: [foreignAssigner],
+  });
+  let foreignRunning = true;
+  cleanups.push(async () => {
+    if (foreignRunning) await foreign.disconnect();
+  });
+  const foreignJoined = new Promise<void>((resolve) =>
+    foreign.on(foreign.events.GROUP_JOIN, () => resolve()),
+  );
+  await foreign.connect();
+  await foreign.subscribe({ topics: [s.topic] });
+  await foreign.run({ eachMessage: () => Promise.resolve() });
+  await foreignJoined;
+
+  const crashes: string[] = [];
+  let crashed!: () => void;
+  const firstCrash = new Promise<void>((resolve) => (crashed = resolve));
+  const seen: string[] = [];
+  const consumer = s.kafka.consumer({
+    groupId: s.groupId,
+    topics: [s.topic],
+    fromBeginning: true,
+    handleBatch: (batch) => {
+      seen.push(...values(batch));
+      return Promise.resolve();
+    },
+    onCrash: (_err, restartedBy) => {
+      crashes.push(restartedBy);
+      crashed();
+    },
+  });
+  cleanups.push(() => consumer.close());
+  const started = consumer.start();
+  started.catch(() => undefined);
+
+  // Refused by the group: kafkajs leaves it for good.
+  await within(firstCrash, 30_000, 'the consumer to be refused by the group');
+  assert.equal(crashes[0], 'consumer', 'kafkajs gave up on this crash itself');
+  assert.equal(consumer.joined, false);
+
+  // The foreign member leaves; the consumer is started again by itself and joins.
+  await foreign.disconnect();
+  foreignRunning = false;
+  await within(started, 60_000, 'the consumer to join after starting again');
+  assert.equal(consumer.joined, true);
+  await s.producer.send(s.topic, [{ key: 'k', value: 'after-the-crash' }]);
+  await waitUntil(() => seen.includes('after-the-crash'), { what: 'the record after the crash' });
 });

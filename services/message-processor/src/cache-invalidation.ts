@@ -37,6 +37,7 @@ export class CacheInvalidator {
       fromBeginning: false,
       partitionsConsumedConcurrently: 1,
       handleBatch: async (batch) => this.#apply(batch),
+      onCrash: () => options.metrics.loopFailures.inc({ loop: 'consumer_crash' }),
     });
   }
 

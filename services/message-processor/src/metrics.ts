@@ -47,6 +47,7 @@ const PROCESSOR_LABELS = {
     'claim_renewal',
     'probe_redis',
     'probe_kafka',
+    'consumer_crash',
     'probe_registry',
     'registry_watch',
   ],

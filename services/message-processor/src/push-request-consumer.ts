@@ -141,6 +141,7 @@ export class PushRequestConsumer {
       sessionTimeoutMs: options.sessionTimeoutMs,
       heartbeatIntervalMs: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
       handleBatch: (batch, ctx) => this.#take(batch, ctx),
+      onCrash: () => options.metrics.loopFailures.inc({ loop: 'consumer_crash' }),
       ...(options.onAssignment ? { onAssignment: options.onAssignment } : {}),
     });
   }
