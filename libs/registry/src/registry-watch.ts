@@ -1,4 +1,4 @@
-import type { Logger } from '@pushline/telemetry';
+import { Counter, Gauge, type Logger, type Registry } from '@pushline/telemetry';
 import type { RedisClient } from './redis-client.ts';
 import type { DeviceRegistry, RegistryRecovery } from './types.ts';
 
@@ -51,8 +51,37 @@ export interface RegistryWatchOptions {
   readonly markTtlSeconds?: number;
   /** Called when the registry turns incomplete (false) and complete again (true). */
   readonly onChange?: (complete: boolean) => void;
-  /** Called on every failed background check. */
-  readonly onCheckFailure?: () => void;
+  /**
+   * When given, records `pushline_registry_complete` (1, 0 while Redis's lost entries are
+   * written back) and `pushline_registry_watch_failures_total` (failed background checks).
+   */
+  readonly metrics?: Registry;
+}
+
+interface WatchMetrics {
+  readonly complete: Gauge;
+  readonly failures: Counter;
+}
+
+function watchMetrics(registry: Registry | undefined): WatchMetrics | undefined {
+  if (!registry) return undefined;
+  const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined;
+  return {
+    complete:
+      existing<Gauge>('pushline_registry_complete') ??
+      new Gauge({
+        name: 'pushline_registry_complete',
+        help: 'Whether this instance trusts the registry’s silence (1), or waits while connection servers write back the entries Redis lost (0).',
+        registers: [registry],
+      }),
+    failures:
+      existing<Counter>('pushline_registry_watch_failures_total') ??
+      new Counter({
+        name: 'pushline_registry_watch_failures_total',
+        help: 'Background checks of whether Redis lost the registry that failed (Redis did not answer); retried every second.',
+        registers: [registry],
+      }),
+  };
 }
 
 interface Restoring {
@@ -89,6 +118,7 @@ export class RegistryWatch implements RegistryCompleteness {
   #next: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  readonly #metrics: WatchMetrics | undefined;
   readonly #onReady = () => {
     this.check().catch(() => undefined);
   };
@@ -99,6 +129,8 @@ export class RegistryWatch implements RegistryCompleteness {
     this.#markId = `watch:${options.watcherId}`;
     this.#markTtlSeconds = options.markTtlSeconds ?? 60;
     this.#goneAfterMs = options.serverGoneAfterMs ?? 15_000;
+    this.#metrics = watchMetrics(options.metrics);
+    this.#metrics?.complete.set(1);
   }
 
   /** Writes the watch's mark, learns the live servers and starts the background check. */
@@ -153,7 +185,7 @@ export class RegistryWatch implements RegistryCompleteness {
       this.check()
         .catch((err: unknown) => {
           if (this.#closed) return;
-          this.#options.onCheckFailure?.();
+          this.#metrics?.failures.inc();
           this.#log.warn({ err }, 'checking whether Redis lost the registry failed; checking again');
         })
         .finally(() => this.#schedule());
@@ -178,7 +210,10 @@ export class RegistryWatch implements RegistryCompleteness {
         { shards: mark.lostShards, waitingFor: [...waitingFor] },
         'Redis lost registry data; negative answers wait until every connection server has written its entries back',
       );
-      if (first) this.#options.onChange?.(false);
+      if (first) {
+        this.#metrics?.complete.set(0);
+        this.#options.onChange?.(false);
+      }
     }
     const live = await registry.liveServers();
     for (const s of live) this.#known.set(s.serverId, now);
@@ -200,6 +235,7 @@ export class RegistryWatch implements RegistryCompleteness {
         { restoringForMs: now - restoring.since },
         'every connection server has written its entries back; the registry is complete again',
       );
+      this.#metrics?.complete.set(1);
       this.#options.onChange?.(true);
     }
   }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { silentLogger } from '@pushline/telemetry';
+import { createMetricsRegistry, silentLogger, type Registry } from '@pushline/telemetry';
 import { deleteKeys, keysMatching, testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
 import {
   RedisDeviceRegistry,
@@ -30,6 +30,11 @@ function load(serverId: string): ServerLoad {
     draining: false,
     at: Date.now(),
   };
+}
+
+async function gauge(metrics: Registry): Promise<number | undefined> {
+  const metric = await metrics.getSingleMetric('pushline_registry_complete')?.get();
+  return metric?.values[0]?.value;
 }
 
 describe('RegistryWatch', () => {
@@ -89,7 +94,9 @@ describe('RegistryWatch', () => {
     await liveServer('cs-a');
     await liveServer('cs-b');
     const changes: boolean[] = [];
-    const w = await watch({ onChange: (complete) => changes.push(complete) });
+    const metrics = createMetricsRegistry({}, false);
+    const w = await watch({ onChange: (complete) => changes.push(complete), metrics });
+    assert.equal(await gauge(metrics), 1);
     await loseEverything();
 
     const refused = await w.confirm().then(
@@ -99,6 +106,7 @@ describe('RegistryWatch', () => {
     assert.ok(refused instanceof RegistryIncompleteError);
     assert.deepEqual([...refused.restoringServers].sort(), ['cs-a', 'cs-b']);
     assert.equal(w.complete, false);
+    assert.equal(await gauge(metrics), 0);
 
     // cs-a has written its entries back and marked them; cs-b is still at it (listed, unmarked).
     await liveServer('cs-a');
@@ -111,6 +119,7 @@ describe('RegistryWatch', () => {
     await w.confirm();
     assert.equal(w.complete, true);
     assert.deepEqual(changes, [false, true]);
+    assert.equal(await gauge(metrics), 1);
   });
 
   it('waits for a marked server to be listed again, so broadcasts find it', async () => {

@@ -73,7 +73,6 @@ const CONNECTION_SERVER_LABELS = {
     'replaced_notice',
     'token_expiry',
     'registry_check',
-    'registry_watch',
     'socketio_adapter',
   ],
   /** Device request events, plus `unknown` for any other event name. */

@@ -329,7 +329,7 @@ class PushlineConnectionServer implements ConnectionServer {
       watcherId: `connection-server:${this.serverId}`,
       logger,
       serverGoneAfterMs: 3 * config.PUSHLINE_LOAD_REPORT_MS,
-      onCheckFailure: () => metrics.loopFailures.inc({ loop: 'registry_watch' }),
+      metrics: deps.metrics,
     });
     const router = new MessageRouter({
       completeness: this.#registryWatch,

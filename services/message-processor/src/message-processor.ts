@@ -137,7 +137,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     redis,
     watcherId: `processor:${instanceId}`,
     logger,
-    onCheckFailure: () => m.loopFailures.inc({ loop: 'registry_watch' }),
+    metrics,
   });
   const router = new MessageRouter({
     locator,

@@ -49,7 +49,6 @@ const PROCESSOR_LABELS = {
     'probe_kafka',
     'consumer_crash',
     'probe_registry',
-    'registry_watch',
   ],
   /** Loops that run on a timer and count their completed iterations. */
   loopsWithRuns: ['sweeper'],

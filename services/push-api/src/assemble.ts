@@ -78,6 +78,7 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     redis,
     watcherId: `push-api:${pushApiInstanceId(config)}`,
     logger,
+    metrics,
   });
   const router = new MessageRouter({
     locator,
