@@ -37,7 +37,10 @@ export class CacheInvalidator {
       fromBeginning: false,
       partitionsConsumedConcurrently: 1,
       handleBatch: async (batch) => this.#apply(batch),
-      onCrash: () => options.metrics.loopFailures.inc({ loop: 'consumer_crash' }),
+      // Crashes kafkajs restarts from by itself are logged only (topics still being created at boot).
+      onCrash: (_err, restartedBy) => {
+        if (restartedBy === 'consumer') options.metrics.loopFailures.inc({ loop: 'consumer_crash' });
+      },
     });
   }
 

@@ -141,7 +141,10 @@ export class PushRequestConsumer {
       sessionTimeoutMs: options.sessionTimeoutMs,
       heartbeatIntervalMs: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
       handleBatch: (batch, ctx) => this.#take(batch, ctx),
-      onCrash: () => options.metrics.loopFailures.inc({ loop: 'consumer_crash' }),
+      // Crashes kafkajs restarts from by itself are logged only (topics still being created at boot).
+      onCrash: (_err, restartedBy) => {
+        if (restartedBy === 'consumer') options.metrics.loopFailures.inc({ loop: 'consumer_crash' });
+      },
       ...(options.onAssignment ? { onAssignment: options.onAssignment } : {}),
     });
   }
