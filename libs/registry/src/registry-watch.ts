@@ -47,6 +47,8 @@ export interface RegistryWatchOptions {
    * restoring: the load report's TTL (3 × PUSHLINE_LOAD_REPORT_MS). Default 15 000 ms.
    */
   readonly serverGoneAfterMs?: number;
+  /** The clock (ms since epoch). Default `Date.now`. */
+  readonly now?: () => number;
   /** Lifetime of the watch's own mark, extended by every check. Default 60 s. */
   readonly markTtlSeconds?: number;
   /** Called when the registry turns incomplete (false) and complete again (true). */
@@ -110,7 +112,7 @@ export class RegistryWatch implements RegistryCompleteness {
   readonly #markId: string;
   readonly #markTtlSeconds: number;
   readonly #goneAfterMs: number;
-  /** serverId → when its load report was last seen (ms since epoch). */
+  /** serverId → when its load report was last seen (ms since epoch), by checks that answered. */
   readonly #known = new Map<string, number>();
   #restoring: Restoring | undefined;
   #running: Promise<void> | undefined;
@@ -196,11 +198,11 @@ export class RegistryWatch implements RegistryCompleteness {
   async #checkOnce(): Promise<void> {
     const { registry } = this.#options;
     const mark = await registry.checkServer(this.#markId, this.#markTtlSeconds);
-    const now = Date.now();
+    const now = (this.#options.now ?? Date.now)();
     if (mark.lost) {
-      const waitingFor = new Set(
-        [...this.#known].filter(([, seen]) => now - seen < this.#goneAfterMs).map(([id]) => id),
-      );
+      // Every server live at the last check that answered, however long ago: after an outage of
+      // Redis the watch has seen nothing for its length, and the servers are still there.
+      const waitingFor = new Set(this.#known.keys());
       for (const id of this.#restoring?.waitingFor ?? []) waitingFor.add(id);
       const first = this.#restoring === undefined;
       this.#restoring = { since: this.#restoring?.since ?? now, waitingFor };

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { createMetricsRegistry, silentLogger, type Registry } from '@pushline/telemetry';
-import { deleteKeys, keysMatching, testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
+import { deleteKeys, keysMatching, testRedis, uniquePrefix } from '@pushline/testkit';
 import {
   RedisDeviceRegistry,
   RegistryIncompleteError,
@@ -144,19 +144,39 @@ describe('RegistryWatch', () => {
     await w.confirm();
   });
 
+  it('after an outage longer than a report TTL, still waits for the servers it knew before it', async () => {
+    await liveServer('cs-a');
+    let down = false;
+    const outage: RegistryWatchOptions['registry'] = {
+      liveServers: () => registry.liveServers(),
+      markServer: (...args) => registry.markServer(...args),
+      serversMarked: (ids) => registry.serversMarked(ids),
+      checkServer: (...args) =>
+        down ? Promise.reject(new Error('Connection is closed.')) : registry.checkServer(...args),
+    };
+    let clock = Date.now();
+    const w = await watch({ registry: outage, serverGoneAfterMs: 15_000, now: () => clock });
+    down = true;
+    await assert.rejects(w.confirm(), /Connection is closed/);
+    clock += 30_000; // the outage lasts two report TTLs
+    // Redis is back, empty; cs-a has not reconnected yet (nothing of it is listed).
+    await loseEverything();
+    down = false;
+    const refused = await w.confirm().catch((err: unknown) => err);
+    assert.ok(refused instanceof RegistryIncompleteError);
+    assert.deepEqual(refused.restoringServers, ['cs-a']);
+  });
+
   it('lets a server that stays unlisted for a report TTL go: it died with the loss', async () => {
     await liveServer('cs-dead');
-    const w = await watch({ serverGoneAfterMs: 300 });
+    let clock = Date.now();
+    const w = await watch({ serverGoneAfterMs: 15_000, now: () => clock });
     await loseEverything();
     await assert.rejects(w.confirm(), RegistryIncompleteError);
-    await waitUntil(
-      () =>
-        w.confirm().then(
-          () => true,
-          () => false,
-        ),
-      { what: 'the dead server to be let go' },
-    );
+    clock += 14_999;
+    await assert.rejects(w.confirm(), RegistryIncompleteError);
+    clock += 1;
+    await w.confirm();
     assert.equal(w.complete, true);
   });
 
