@@ -126,6 +126,7 @@ export class MessageRouter {
   toDevice(deviceId: string, msg: OutgoingMessage): Promise<RoutedResult> {
     return context.with(parentContext(msg), async () => {
       const started = performance.now();
+      const readAt = this.#readAt();
       try {
         const resolved = await withSpan(
           this.#tracer,
@@ -137,7 +138,7 @@ export class MessageRouter {
             return found;
           },
         );
-        const result = await this.#route(deviceId, resolved, msg);
+        const result = await this.#route(deviceId, resolved, msg, readAt);
         this.#record(msg, result.outcome, started);
         return result;
       } catch (err) {
@@ -165,10 +166,11 @@ export class MessageRouter {
             'registry lookup',
             { kind: SpanKind.CLIENT, attributes: { 'db.operation.name': 'userDevices' } },
             async (span) => {
+              const readAt = this.#readAt();
               const devices = await this.#registry.userDevices(userId);
               span.setAttribute('pushline.devices', devices.length);
               // A device missing from the list gets no outcome at all: the list must be whole.
-              await this.#completeness?.confirm();
+              await this.#completeness?.confirm(readAt);
               return devices;
             },
           ),
@@ -177,7 +179,7 @@ export class MessageRouter {
         records.map(async (record) => {
           const started = performance.now();
           try {
-            const result = await this.#route(record.deviceId, { record, cached: false }, msg);
+            const result = await this.#route(record.deviceId, { record, cached: false }, msg, 0);
             this.#record(msg, result.outcome, started);
             return result;
           } catch (err) {
@@ -215,7 +217,7 @@ export class MessageRouter {
         'resolve target',
         { attributes: { 'pushline.target.type': 'topic' } },
         async (span) => {
-          await this.#completeness?.confirm();
+          await this.#completeness?.confirm(this.#readAt());
           const { list, cached } = await this.#liveServers();
           span.setAttribute('pushline.cache_hit', cached);
           return list;
@@ -267,7 +269,18 @@ export class MessageRouter {
     });
   }
 
-  async #route(deviceId: string, resolved: Resolved, msg: OutgoingMessage): Promise<RoutedResult> {
+  /** The completeness watch's clock now, taken before a registry read whose silence may become an answer. */
+  #readAt(): number {
+    return this.#completeness?.now() ?? 0;
+  }
+
+  /** `readAt`: when the read behind `resolved` began (`#readAt()`), for a "not registered" answer. */
+  async #route(
+    deviceId: string,
+    resolved: Resolved,
+    msg: OutgoingMessage,
+    readAt: number,
+  ): Promise<RoutedResult> {
     const { record, cached } = resolved;
     if (!record) {
       // A cached "not registered" may predate the device's connect: only the registry may say
@@ -275,9 +288,9 @@ export class MessageRouter {
       if (cached) {
         this.#locator.invalidate(deviceId);
         const fresh = await this.#locator.lookup(deviceId);
-        if (fresh.record) return this.#route(deviceId, fresh, msg);
+        if (fresh.record) return this.#route(deviceId, fresh, msg, readAt);
       }
-      await this.#completeness?.confirm();
+      await this.#completeness?.confirm(readAt);
       return { outcome: 'not_connected', reason: 'not_registered', latencyMs: 0, deviceId, attempts: 1 };
     }
     const first = await this.#deliver(record, msg, 1);

@@ -342,6 +342,7 @@ describe('MessageRouter', () => {
       tracer,
       logger: silentLogger(),
       completeness: {
+        now: () => Date.now(),
         confirm: () => {
           confirms++;
           return restoring

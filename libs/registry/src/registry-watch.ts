@@ -25,11 +25,15 @@ export class RegistryIncompleteError extends Error {
 
 /** What a router asks before it trusts a negative answer of the registry. */
 export interface RegistryCompleteness {
+  /** The watch's clock: read it before the registry read that `confirm` is to vouch for. */
+  now(): number;
   /**
-   * Resolves when the registry holds every live connection, as checked after this call began;
-   * rejects with `RegistryIncompleteError` while it is being restored, or with Redis's error.
+   * Resolves when the registry held every live connection for the whole time since `readAt`
+   * (taken with `now()` before the read), as a check that began after this call finds; rejects
+   * with `RegistryIncompleteError` while it is being restored or when a restore ended after
+   * `readAt` (the read may have seen a part of it), or with Redis's error.
    */
-  confirm(): Promise<void>;
+  confirm(readAt: number): Promise<void>;
 }
 
 export interface RegistryWatchOptions {
@@ -102,9 +106,10 @@ interface Restoring {
  * master changed) means Redis lost data: the registry is incomplete until each server that was
  * live before the loss, or is listed since without its marks, has its marks back (its restore
  * ended) and its load report written, or has stayed unseen for a load report's TTL (it died
- * meanwhile). `confirm()` runs a check that
- * starts after it was called, shared by every caller waiting at that moment, so a router's
- * negative answer is confirmed by a check later than its own lookup.
+ * meanwhile). `confirm()` runs a check that starts after it was called, shared by every caller
+ * waiting at that moment, and refuses a read that began before the last restore ended: a
+ * router's negative answer stands only on a registry that was whole from before its lookup until
+ * after it.
  */
 export class RegistryWatch implements RegistryCompleteness {
   readonly #options: RegistryWatchOptions;
@@ -115,6 +120,8 @@ export class RegistryWatch implements RegistryCompleteness {
   /** serverId → when its load report was last seen (ms since epoch), by checks that answered. */
   readonly #known = new Map<string, number>();
   #restoring: Restoring | undefined;
+  /** When the registry was last found whole after a loss (the watch's clock); reads before it are refused. */
+  #wholeSince = Number.NEGATIVE_INFINITY;
   #running: Promise<void> | undefined;
   /** The check that starts when the running one ends, shared by everyone who asked meanwhile. */
   #next: Promise<void> | undefined;
@@ -160,10 +167,16 @@ export class RegistryWatch implements RegistryCompleteness {
     return [...this.#known.keys()];
   }
 
-  async confirm(): Promise<void> {
+  now(): number {
+    return (this.#options.now ?? Date.now)();
+  }
+
+  async confirm(readAt: number): Promise<void> {
     await this.check();
     const restoring = this.#restoring;
     if (restoring) throw new RegistryIncompleteError([...restoring.waitingFor], restoring.since);
+    // Whole now, but lost and restored since the read began: the read may have seen a part.
+    if (readAt <= this.#wholeSince) throw new RegistryIncompleteError([], this.#wholeSince);
   }
 
   /** Runs a check that starts now or, if one is running, right after it. */
@@ -198,7 +211,7 @@ export class RegistryWatch implements RegistryCompleteness {
   async #checkOnce(): Promise<void> {
     const { registry } = this.#options;
     const mark = await registry.checkServer(this.#markId, this.#markTtlSeconds);
-    const now = (this.#options.now ?? Date.now)();
+    const now = this.now();
     if (mark.lost) {
       // Every server live at the last check that answered, however long ago: after an outage of
       // Redis the watch has seen nothing for its length, and the servers are still there.
@@ -233,6 +246,8 @@ export class RegistryWatch implements RegistryCompleteness {
     }
     if (restoring.waitingFor.size === 0 && this.#restoring === restoring) {
       this.#restoring = undefined;
+      // After this check's reads: a read that began before them may have seen a part.
+      this.#wholeSince = this.now();
       this.#log.warn(
         { restoringForMs: now - restoring.since },
         'every connection server has written its entries back; the registry is complete again',

@@ -32,6 +32,11 @@ function load(serverId: string): ServerLoad {
   };
 }
 
+function tickingClock(): () => number {
+  let t = Date.now();
+  return () => ++t;
+}
+
 async function gauge(metrics: Registry): Promise<number | undefined> {
   const metric = await metrics.getSingleMetric('pushline_registry_complete')?.get();
   return metric?.values[0]?.value;
@@ -65,6 +70,8 @@ describe('RegistryWatch', () => {
       logger: silentLogger(),
       // The background check stays out of the way: each test drives the checks itself.
       checkMs: 60_000,
+      // A clock that moves on every reading, so "before" and "after" never share a millisecond.
+      now: tickingClock(),
       ...options,
     });
     watches.push(w);
@@ -86,7 +93,7 @@ describe('RegistryWatch', () => {
     await liveServer('cs-a');
     const w = await watch();
     assert.deepEqual(w.knownServers, ['cs-a']);
-    await w.confirm();
+    await w.confirm(w.now());
     assert.equal(w.complete, true);
   });
 
@@ -99,7 +106,7 @@ describe('RegistryWatch', () => {
     assert.equal(await gauge(metrics), 1);
     await loseEverything();
 
-    const refused = await w.confirm().then(
+    const refused = await w.confirm(w.now()).then(
       () => assert.fail('confirmed an empty registry'),
       (err: unknown) => err,
     );
@@ -111,12 +118,13 @@ describe('RegistryWatch', () => {
     // cs-a has written its entries back and marked them; cs-b is still at it (listed, unmarked).
     await liveServer('cs-a');
     await registry.reportLoad(load('cs-b'), 60);
-    const still = await w.confirm().catch((err: unknown) => err);
+    const still = await w.confirm(w.now()).catch((err: unknown) => err);
     assert.ok(still instanceof RegistryIncompleteError);
     assert.deepEqual(still.restoringServers, ['cs-b']);
 
     await registry.markServer('cs-b', 60);
-    await w.confirm();
+    await w.check(); // sees the restore end; a read after that is confirmed
+    await w.confirm(w.now());
     assert.equal(w.complete, true);
     assert.deepEqual(changes, [false, true]);
     assert.equal(await gauge(metrics), 1);
@@ -127,9 +135,10 @@ describe('RegistryWatch', () => {
     const w = await watch();
     await loseEverything();
     await registry.markServer('cs-a', 60);
-    await assert.rejects(w.confirm(), RegistryIncompleteError);
+    await assert.rejects(w.confirm(w.now()), RegistryIncompleteError);
     await registry.reportLoad(load('cs-a'), 60);
-    await w.confirm();
+    await w.check(); // sees the restore end; a read after that is confirmed
+    await w.confirm(w.now());
   });
 
   it('counts a server it never saw, listed after the loss without its marks, as restoring', async () => {
@@ -137,11 +146,29 @@ describe('RegistryWatch', () => {
     await loseEverything();
     // Listed again before its restore ended (servers write their load report on reconnect).
     await registry.reportLoad(load('cs-new'), 60);
-    const refused = await w.confirm().catch((err: unknown) => err);
+    const refused = await w.confirm(w.now()).catch((err: unknown) => err);
     assert.ok(refused instanceof RegistryIncompleteError);
     assert.deepEqual(refused.restoringServers, ['cs-new']);
     await registry.markServer('cs-new', 60);
-    await w.confirm();
+    await w.check(); // sees the restore end; a read after that is confirmed
+    await w.confirm(w.now());
+  });
+
+  it('refuses a read that began before a restore ended, though the registry is whole by the check', async () => {
+    await liveServer('cs-a');
+    let clock = Date.now();
+    const w = await watch({ now: () => clock });
+    const readAt = w.now();
+    clock += 10;
+    // Between the read and the check: Redis lost everything and cs-a wrote it all back.
+    await loseEverything();
+    await liveServer('cs-a');
+    clock += 10;
+    const refused = await w.confirm(readAt).catch((err: unknown) => err);
+    assert.ok(refused instanceof RegistryIncompleteError, 'the read may have seen a part of the restore');
+    assert.equal(w.complete, true);
+    clock += 10;
+    await w.confirm(w.now());
   });
 
   it('after an outage longer than a report TTL, still waits for the servers it knew before it', async () => {
@@ -157,12 +184,12 @@ describe('RegistryWatch', () => {
     let clock = Date.now();
     const w = await watch({ registry: outage, serverGoneAfterMs: 15_000, now: () => clock });
     down = true;
-    await assert.rejects(w.confirm(), /Connection is closed/);
+    await assert.rejects(w.confirm(w.now()), /Connection is closed/);
     clock += 30_000; // the outage lasts two report TTLs
     // Redis is back, empty; cs-a has not reconnected yet (nothing of it is listed).
     await loseEverything();
     down = false;
-    const refused = await w.confirm().catch((err: unknown) => err);
+    const refused = await w.confirm(w.now()).catch((err: unknown) => err);
     assert.ok(refused instanceof RegistryIncompleteError);
     assert.deepEqual(refused.restoringServers, ['cs-a']);
   });
@@ -172,11 +199,13 @@ describe('RegistryWatch', () => {
     let clock = Date.now();
     const w = await watch({ serverGoneAfterMs: 15_000, now: () => clock });
     await loseEverything();
-    await assert.rejects(w.confirm(), RegistryIncompleteError);
+    await assert.rejects(w.confirm(w.now()), RegistryIncompleteError);
     clock += 14_999;
-    await assert.rejects(w.confirm(), RegistryIncompleteError);
+    await assert.rejects(w.confirm(w.now()), RegistryIncompleteError);
     clock += 1;
-    await w.confirm();
+    await w.check();
+    clock += 1;
+    await w.confirm(w.now());
     assert.equal(w.complete, true);
   });
 
@@ -194,7 +223,7 @@ describe('RegistryWatch', () => {
     };
     const w = await watch({ registry: counted });
     checks = 0;
-    await Promise.all(Array.from({ length: 50 }, () => w.confirm()));
+    await Promise.all(Array.from({ length: 50 }, () => w.confirm(w.now())));
     // One check started by the first confirm, one after it for everyone who came while it ran.
     assert.ok(checks <= 2, `${checks} checks for 50 confirms`);
     assert.ok(checks >= 1);
@@ -211,7 +240,7 @@ describe('RegistryWatch', () => {
     let checksFail = false;
     const w = await watch({ registry: failing });
     checksFail = true;
-    await assert.rejects(w.confirm(), /Connection is closed/);
+    await assert.rejects(w.confirm(w.now()), /Connection is closed/);
     assert.equal(w.complete, true);
   });
 });

@@ -156,7 +156,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     probes: {
       redis: () => redis.ping(),
       kafka: () => (probeAdmin ??= kafka.admin()).listTopics(),
-      registry: () => registryWatch.confirm(),
+      registry: () => registryWatch.confirm(registryWatch.now()),
     },
     logger,
     onProbeFailure: (dependency) => m.loopFailures.inc({ loop: `probe_${dependency}` }),
