@@ -120,8 +120,8 @@ export class MessageRouter {
    * A `not_connected` from a cached record means the cache may be stale: the entry is dropped, the
    * registry read once more and, if the device now has another connection, the message is
    * delivered there. While the registry is being restored, "not registered" is no answer: throws
-   * `RegistryIncompleteError` (see `completeness`). Throws the transport's typed errors and registry errors; device outcomes are
-   * results.
+   * `RegistryIncompleteError` (see `completeness`). Throws the transport's typed errors and
+   * registry errors; device outcomes are results.
    */
   toDevice(deviceId: string, msg: OutgoingMessage): Promise<RoutedResult> {
     return context.with(parentContext(msg), async () => {

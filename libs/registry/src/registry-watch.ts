@@ -12,11 +12,13 @@ export class RegistryIncompleteError extends Error {
   override readonly name = 'RegistryIncompleteError';
   /** Connection servers not yet seen to have written their entries back. */
   readonly restoringServers: readonly string[];
-  /** When the loss was noticed (ms since epoch). */
+  /** When the loss was noticed, or (no server listed) when the restore ended: the watch's clock. */
   readonly since: number;
   constructor(restoringServers: readonly string[], since: number) {
     super(
-      `the registry is being restored after Redis lost it; ${restoringServers.length} connection server(s) have not written their entries back yet`,
+      restoringServers.length > 0
+        ? `the registry is being restored after Redis lost it; ${restoringServers.length} connection server(s) have not written their entries back yet`
+        : 'the registry was restored after Redis lost it while this read ran; the read may have seen a part of it',
     );
     this.restoringServers = restoringServers;
     this.since = since;

@@ -156,7 +156,11 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     probes: {
       redis: () => redis.ping(),
       kafka: () => (probeAdmin ??= kafka.admin()).listTopics(),
-      registry: () => registryWatch.confirm(registryWatch.now()),
+      // Whole now is enough to reopen: each record reads the registry again when it runs.
+      registry: async () => {
+        await registryWatch.check();
+        if (!registryWatch.complete) throw new Error('the registry is still being restored');
+      },
     },
     logger,
     onProbeFailure: (dependency) => m.loopFailures.inc({ loop: `probe_${dependency}` }),
