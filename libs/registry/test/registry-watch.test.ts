@@ -85,6 +85,18 @@ describe('RegistryWatch', () => {
     await registry.reportLoad(load(serverId), 60);
   }
 
+  /** The real registry, with the mark check the test wants in its place (counted, failing). */
+  function withCheck(
+    checkServer: RegistryWatchOptions['registry']['checkServer'],
+  ): RegistryWatchOptions['registry'] {
+    return {
+      liveServers: () => registry.liveServers(),
+      markServer: (...args) => registry.markServer(...args),
+      serversMarked: (ids) => registry.serversMarked(ids),
+      checkServer,
+    };
+  }
+
   async function loseEverything(): Promise<void> {
     await deleteKeys(redis, await keysMatching(redis, `${prefix}*`));
   }
@@ -174,13 +186,9 @@ describe('RegistryWatch', () => {
   it('after an outage longer than a report TTL, still waits for the servers it knew before it', async () => {
     await liveServer('cs-a');
     let down = false;
-    const outage: RegistryWatchOptions['registry'] = {
-      liveServers: () => registry.liveServers(),
-      markServer: (...args) => registry.markServer(...args),
-      serversMarked: (ids) => registry.serversMarked(ids),
-      checkServer: (...args) =>
-        down ? Promise.reject(new Error('Connection is closed.')) : registry.checkServer(...args),
-    };
+    const outage = withCheck((...args) =>
+      down ? Promise.reject(new Error('Connection is closed.')) : registry.checkServer(...args),
+    );
     let clock = Date.now();
     const w = await watch({ registry: outage, serverGoneAfterMs: 15_000, now: () => clock });
     down = true;
@@ -212,15 +220,10 @@ describe('RegistryWatch', () => {
   it('shares one check among the confirms that wait at the same time', async () => {
     await liveServer('cs-a');
     let checks = 0;
-    const counted: RegistryWatchOptions['registry'] = {
-      liveServers: () => registry.liveServers(),
-      markServer: (...args) => registry.markServer(...args),
-      serversMarked: (ids) => registry.serversMarked(ids),
-      checkServer: (...args) => {
-        checks++;
-        return registry.checkServer(...args);
-      },
-    };
+    const counted = withCheck((...args) => {
+      checks++;
+      return registry.checkServer(...args);
+    });
     const w = await watch({ registry: counted });
     checks = 0;
     await Promise.all(Array.from({ length: 50 }, () => w.confirm(w.now())));
@@ -230,13 +233,9 @@ describe('RegistryWatch', () => {
   });
 
   it('reports Redis failing as Redis’s error, not as an incomplete registry', async () => {
-    const failing: RegistryWatchOptions['registry'] = {
-      liveServers: () => registry.liveServers(),
-      markServer: (...args) => registry.markServer(...args),
-      serversMarked: (ids) => registry.serversMarked(ids),
-      checkServer: (...args) =>
-        checksFail ? Promise.reject(new Error('Connection is closed.')) : registry.checkServer(...args),
-    };
+    const failing = withCheck((...args) =>
+      checksFail ? Promise.reject(new Error('Connection is closed.')) : registry.checkServer(...args),
+    );
     let checksFail = false;
     const w = await watch({ registry: failing });
     checksFail = true;
