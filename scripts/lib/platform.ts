@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { connectionServerEnv, parseEnv } from '@pushline/config';
@@ -334,7 +335,7 @@ async function waitReady(
   void exited.then(() => (gone = true));
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (gone) throw new Error(`${name} exited during start-up; see ${logFile}`);
+    if (gone) throw new Error(`${name} exited during start-up; see ${logFile}${await logTail(logFile)}`);
     try {
       const res = await fetch(`${opsUrl}/readyz`, { signal: AbortSignal.timeout(1_000) });
       if (res.ok) return;
@@ -345,6 +346,16 @@ async function waitReady(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`${name} was not ready within ${timeoutMs} ms; see ${logFile}`);
+}
+
+/** The last lines of a service's log, for an error that outlives the log (a test's temp dir). */
+async function logTail(logFile: string, lines = 15): Promise<string> {
+  try {
+    const text = await readFile(logFile, 'utf8');
+    return `\n--- last lines of ${logFile} ---\n${text.trimEnd().split('\n').slice(-lines).join('\n')}`;
+  } catch {
+    return '';
+  }
 }
 
 /** The preferred port if it is free on loopback, else any free port. */

@@ -1,12 +1,53 @@
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 
-function listenEphemeral(host: string): Promise<net.Server> {
+function listenOn(host: string, port: number): Promise<net.Server> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
     server.once('error', reject);
-    server.listen({ port: 0, host, exclusive: true }, () => resolve(server));
+    server.listen({ port, host, exclusive: true }, () => resolve(server));
   });
+}
+
+/** Lowest port of the pool free ports are drawn from (below it: well-known and registered services). */
+const POOL_START = 10_000;
+const POOL_TRIES = 20;
+
+/**
+ * The first port the kernel hands to outgoing connections (Linux: ip_local_port_range), or
+ * undefined where that cannot be read.
+ */
+function ephemeralRangeStart(): number | undefined {
+  try {
+    const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/);
+    const start = Number(low);
+    return Number.isInteger(start) && start > POOL_START + 1_000 ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Listens on a free port below the kernel's ephemeral range, else on one the kernel picks. A port
+ * handed to a child process is bound only later; one from the ephemeral range can meanwhile become
+ * the local port of any outgoing connection on the host (a balancer's health checks, a client's
+ * reconnects), and the child then fails with EADDRINUSE. Ports below the range are never used that
+ * way, so only a listener can take them.
+ */
+async function listenFree(host: string): Promise<net.Server> {
+  const end = ephemeralRangeStart();
+  if (end !== undefined) {
+    for (let i = 0; i < POOL_TRIES; i++) {
+      const port = POOL_START + Math.floor(Math.random() * (end - POOL_START));
+      try {
+        return await listenOn(host, port);
+      } catch {
+        // Taken (or not ours to bind): draw another.
+      }
+    }
+  }
+  return listenOn(host, 0);
 }
 
 function portOf(server: net.Server): number {
@@ -26,11 +67,11 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   return port;
 }
 
-/** `count` distinct free ports; all are held open together so the kernel cannot hand out the same one twice. */
+/** `count` distinct free ports; all are held open together so none is drawn twice. */
 export async function freePorts(count: number, host = '127.0.0.1'): Promise<number[]> {
   const servers: net.Server[] = [];
   try {
-    for (let i = 0; i < count; i++) servers.push(await listenEphemeral(host));
+    for (let i = 0; i < count; i++) servers.push(await listenFree(host));
     return servers.map(portOf);
   } finally {
     await Promise.all(servers.map(close));
