@@ -151,6 +151,7 @@ describe('a Redis restart', () => {
     const direct = await platform.call('POST', `/v1/devices/${ids.at(-1)}/messages`, {
       payload: { direct: 'during restore' },
     });
+    const presence = await platform.call('GET', `/v1/devices/${ids.at(-1)}/presence`);
     const published = await platform.call('POST', '/v1/publish', {
       messages: [
         ...ids.map((id) => ({ id: `restoring-${id}`, target: { type: 'device', id }, payload: { n: id } })),
@@ -187,12 +188,17 @@ describe('a Redis restart', () => {
     // Never a 404: the device may be connected and not written back yet.
     assert.equal(direct.status, 503, JSON.stringify(direct.body));
     assert.match(JSON.stringify(direct.body), /being restored/);
+    // Nor `online: false`, for the same reason.
+    assert.equal(presence.status, 503, JSON.stringify(presence.body));
+    assert.match(JSON.stringify(presence.body), /being restored/);
     // The registry is whole again: the same push is delivered.
     const after = await platform.call('POST', `/v1/devices/${ids.at(-1)}/messages`, {
       payload: { direct: 'after restore' },
     });
     assert.equal(after.status, 200, JSON.stringify(after.body));
     assert.equal((after.body as { outcome?: string }).outcome, 'delivered');
+    const online = await platform.call('GET', `/v1/devices/${ids.at(-1)}/presence`);
+    assert.equal((online.body as { online?: boolean }).online, true);
   });
 
   it('with AOF, an outage that outlived the load reports: each server writes its report again on reconnect', async () => {

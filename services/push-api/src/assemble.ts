@@ -122,6 +122,7 @@ export function assemblePushApi(config: PushApiConfig, options: AssemblePushApiO
     config,
     redis,
     registry,
+    completeness: registryWatch,
     router,
     kafka,
     offlineStore,

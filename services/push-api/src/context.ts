@@ -1,6 +1,6 @@
 import type { PushApiConfig, TopicNames } from '@pushline/config';
 import type { Producer } from '@pushline/kafka';
-import type { DeviceRegistry } from '@pushline/registry';
+import type { DeviceRegistry, RegistryCompleteness } from '@pushline/registry';
 import type { Logger, Tracer } from '@pushline/telemetry';
 import type { IdempotencyStore } from './idempotency.ts';
 import type { ApiMetrics } from './metrics.ts';
@@ -13,6 +13,8 @@ export interface ApiContext {
   readonly schemas: ApiSchemas;
   readonly topics: TopicNames;
   readonly registry: DeviceRegistry;
+  /** Whether the registry's silence can be trusted now (see `PushApiDeps.completeness`). */
+  readonly completeness: RegistryCompleteness | undefined;
   readonly router: PushRouter;
   readonly producer: Producer;
   readonly offlineStore: OfflineMessageStore | undefined;

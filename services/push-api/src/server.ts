@@ -2,7 +2,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Express } from 'express';
 import { topicNames, type PushApiConfig } from '@pushline/config';
 import type { Admin, KafkaClient, Producer } from '@pushline/kafka';
-import type { DeviceRegistry, RedisClient } from '@pushline/registry';
+import type { DeviceRegistry, RedisClient, RegistryCompleteness } from '@pushline/registry';
 import { OpsServer, closeOnce, listenForUrl, runCleanup } from '@pushline/runtime';
 import type { Logger, Registry, Tracer } from '@pushline/telemetry';
 import { createApp } from './app.ts';
@@ -20,6 +20,11 @@ export interface PushApiDeps {
   /** ioredis client owned by the caller: idempotency keys and the readiness PING. */
   readonly redis: RedisClient;
   readonly registry: DeviceRegistry;
+  /**
+   * Asked before presence answers from the registry's silence (the router's own): while Redis's
+   * lost entries are written back, a device not found is a 503, not `online: false`.
+   */
+  readonly completeness?: RegistryCompleteness | undefined;
   /** Direct push routing (`MessageRouter` from @pushline/delivery). Its transport is the caller's to close. */
   readonly router: PushRouter;
   /** The API creates its own producer and admin client from it, and closes them. The topics must exist. */
@@ -69,6 +74,7 @@ export function createPushApi(deps: PushApiDeps): PushApi {
     }),
     topics,
     registry: deps.registry,
+    completeness: deps.completeness,
     router: deps.router,
     producer,
     offlineStore: deps.offlineStore,

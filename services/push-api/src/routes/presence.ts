@@ -1,3 +1,4 @@
+import { RegistryIncompleteError } from '@pushline/registry';
 import type { ApiContext } from '../context.ts';
 import { ProblemError } from '../problem.ts';
 import type { RouteTable } from '../routing.ts';
@@ -11,7 +12,7 @@ export function registerPresenceRoutes(table: RouteTable, ctx: ApiContext): void
       operationId: 'devicePresence',
       summary: 'Is a device connected, where, and since when',
       description:
-        'Reads the device registry (not a cache). An unknown or offline device is `online: false` with 200.',
+        'Reads the device registry (not a cache). An unknown or offline device is `online: false` with 200. While the registry is being restored after Redis lost it, a device not found is a 503 with Retry-After: it may be connected.',
       tag: 'presence',
       scope: 'presence',
       params: schemas.DeviceParams,
@@ -20,7 +21,12 @@ export function registerPresenceRoutes(table: RouteTable, ctx: ApiContext): void
       problems: ['service-unavailable'],
     },
     async ({ params }) => {
-      const record = await registryCall(ctx, () => ctx.registry.lookup(params.deviceId));
+      const record = await registryCall(ctx, async () => {
+        const readAt = ctx.completeness?.now() ?? 0;
+        const found = await ctx.registry.lookup(params.deviceId);
+        if (!found) await ctx.completeness?.confirm(readAt);
+        return found;
+      });
       return {
         status: 200,
         body: record
@@ -51,7 +57,13 @@ export function registerPresenceRoutes(table: RouteTable, ctx: ApiContext): void
       problems: ['service-unavailable'],
     },
     async ({ params }) => {
-      const devices = await registryCall(ctx, () => ctx.registry.userDevices(params.userId));
+      const devices = await registryCall(ctx, async () => {
+        const readAt = ctx.completeness?.now() ?? 0;
+        const found = await ctx.registry.userDevices(params.userId);
+        // A device missing from the list would read as offline: the list must be whole.
+        await ctx.completeness?.confirm(readAt);
+        return found;
+      });
       return {
         status: 200,
         body: {
@@ -72,6 +84,14 @@ async function registryCall<T>(ctx: ApiContext, call: () => Promise<T>): Promise
   try {
     return await call();
   } catch (err) {
+    if (err instanceof RegistryIncompleteError) {
+      ctx.logger.warn({ err }, 'presence waits for the registry to be restored');
+      throw new ProblemError(
+        'service-unavailable',
+        'The device registry is being restored after Redis lost it; the device may be connected. Retry in a second.',
+        { retryAfterSeconds: 1, cause: err },
+      );
+    }
     ctx.logger.error({ err }, 'device registry lookup failed');
     throw new ProblemError('service-unavailable', 'The device registry is unreachable; retry later.', {
       retryAfterSeconds: 1,
