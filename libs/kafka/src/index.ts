@@ -21,6 +21,7 @@ export type { BufferedPublisherOptions } from './buffered-publisher.ts';
 export { ensurePlatformTopics } from './topics.ts';
 export type { PlatformTopicNames } from './topics.ts';
 export { ProduceError, SendWithdrawnError } from './errors.ts';
+export { LogScanTimeoutError } from './log-scan.ts';
 export { partitionForKey } from './partitioner.ts';
 export { UnderReplicatedTopicsError, replicationPlan } from './replication.ts';
 export type { ReplicationPlan, ReplicationPolicy, TopicReplicationProblem } from './replication.ts';

@@ -2,6 +2,7 @@ import { Kafka, logLevel as KafkaLogLevel, type ConfigResourceTypes, type LogEnt
 import type { Logger } from '@pushline/telemetry';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
 import { KafkajsProducer } from './kafkajs-producer.ts';
+import { scanTopicSince } from './log-scan.ts';
 import {
   UnderReplicatedTopicsError,
   replicationPlan,
@@ -9,7 +10,7 @@ import {
   type ReplicationPolicy,
   type TopicReplicationProblem,
 } from './replication.ts';
-import type { Admin, KafkaClient, PartitionLag, TopicSpec } from './types.ts';
+import type { Admin, IncomingRecord, KafkaClient, PartitionLag, TopicSpec } from './types.ts';
 
 /**
  * `ConfigResourceTypes.TOPIC`: kafkajs is CommonJS and node's named-export detection misses that
@@ -62,6 +63,7 @@ function logKafka(log: Logger, entry: LogEntry): void {
 }
 
 class KafkajsAdmin implements Admin {
+  readonly #kafka: Kafka;
   readonly #admin;
   readonly #log: Logger;
   readonly #replication: ReplicationPolicy;
@@ -69,6 +71,7 @@ class KafkajsAdmin implements Admin {
   #closing: Promise<void> | undefined;
 
   constructor(kafka: Kafka, log: Logger, replication: ReplicationPolicy) {
+    this.#kafka = kafka;
     this.#admin = kafka.admin();
     this.#log = log;
     this.#replication = replication;
@@ -203,6 +206,16 @@ class KafkajsAdmin implements Admin {
         return { partition: p.partition, end, committed: done, lag };
       })
       .sort((x, y) => x.partition - y.partition);
+  }
+
+  async recordsSince(
+    topic: string,
+    sinceMs: number,
+    visit: (record: IncomingRecord) => void,
+    timeoutMs = 30_000,
+  ): Promise<void> {
+    await this.#connect();
+    await scanTopicSince(this.#kafka, this.#admin, this.#log, topic, sinceMs, visit, timeoutMs);
   }
 
   close(): Promise<void> {

@@ -282,7 +282,7 @@ export class KafkajsConsumer implements Consumer {
   }
 }
 
-function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
+export function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   if (!headers) return out;
   for (const [name, value] of Object.entries(headers)) {

@@ -175,6 +175,18 @@ export interface Admin {
    * are doing (hung, dead or gone).
    */
   groupLagByPartition(groupId: string, topic: string): Promise<PartitionLag[]>;
+  /**
+   * Hands `visit` every record of the topic with a timestamp at or after `sinceMs` that is in the
+   * log when the call begins (each partition up to its end then), in offset order per partition.
+   * Joins a consumer group of its own, so it costs a group round: for rare checks, such as what a
+   * dead process published before it died. Rejects after `timeoutMs` (default 30 000 ms).
+   */
+  recordsSince(
+    topic: string,
+    sinceMs: number,
+    visit: (record: IncomingRecord) => void,
+    timeoutMs?: number,
+  ): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -13,7 +13,14 @@ import {
   type KafkaClient,
 } from '@pushline/kafka';
 import { createLogger, silentLogger } from '@pushline/telemetry';
-import { collectRecords, testInfra, testKafkaClient, uniquePrefix, within } from '@pushline/testkit';
+import {
+  collectRecords,
+  testInfra,
+  testKafkaClient,
+  uniquePrefix,
+  waitUntil,
+  within,
+} from '@pushline/testkit';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -126,6 +133,7 @@ function countingAdmins(kafka: KafkaClient): {
           listTopics: () => admin.listTopics(),
           groupLag: (groupId, topic) => admin.groupLag(groupId, topic),
           groupLagByPartition: (groupId, topic) => admin.groupLagByPartition(groupId, topic),
+          recordsSince: (...args) => admin.recordsSince(...args),
           close: async () => {
             counts.closed++;
             await admin.close();
@@ -332,4 +340,54 @@ test('processes racing to create the same topics all succeed once leaders exist'
   await producer.start();
   await producer.send(names[0] ?? '', [{ key: 'k', value: 'v' }]);
   assert.equal((await collectRecords(kafka, names[0] ?? '', 1)).length, 1);
+});
+
+test('recordsSince reads what the log holds from a time on, to where each partition ended, and leaves no group', async () => {
+  const kafka = testKafkaClient('records-since');
+  const topic = await freshTopic(kafka);
+  const producer = kafka.producer();
+  cleanups.push(() => producer.close());
+  await producer.start();
+  await producer.send(
+    topic,
+    ['old-a', 'old-b'].map((key) => ({ key, value: key })),
+  );
+  // Record timestamps have millisecond resolution: the later records are a millisecond on.
+  const before = Date.now();
+  await waitUntil(() => Date.now() > before, { what: 'the clock to move on' });
+  const since = Date.now();
+  const keys = Array.from({ length: 12 }, (_, i) => `new-${i}`);
+  await producer.send(
+    topic,
+    keys.map((key) => ({ key, value: key, headers: { h: key } })),
+  );
+
+  const admin = kafka.admin();
+  cleanups.push(() => admin.close());
+  const seen: IncomingRecord[] = [];
+  await admin.recordsSince(topic, since, (r) => seen.push(r));
+  assert.deepEqual(seen.map((r) => r.key).sort(), [...keys].sort());
+  for (const r of seen) {
+    assert.equal(r.value?.toString(), r.key);
+    assert.deepEqual(r.headers, { h: r.key });
+    assert.ok(r.timestamp >= since);
+  }
+
+  // Nothing written since: no group joins at all, the answer comes at once.
+  const none: IncomingRecord[] = [];
+  await admin.recordsSince(topic, Date.now() + 60_000, (r) => none.push(r));
+  assert.deepEqual(none, []);
+
+  const raw = new Kafka({ brokers: testInfra().kafkaBrokers, logLevel: logLevel.NOTHING }).admin();
+  await raw.connect();
+  try {
+    const { groups } = await raw.listGroups();
+    assert.deepEqual(
+      groups.filter((g) => g.groupId.startsWith('pushline-scan-')).map((g) => g.groupId),
+      [],
+      'the scan deleted its group',
+    );
+  } finally {
+    await raw.disconnect();
+  }
 });

@@ -105,6 +105,18 @@ export const DeliveryEvent = z.object({
 });
 export type DeliveryEvent = z.infer<typeof DeliveryEvent>;
 
+/**
+ * A request's delivery events as the message processor records them in Redis
+ * (`<P>outcome:{<origin>/<id>}`) before it publishes them, with when it recorded them. A processor
+ * that takes the request over after the first one died publishes those of them the
+ * delivery-events topic does not have, instead of delivering the request again.
+ */
+export const RecordedOutcome = z.object({
+  at: z.number().int(),
+  events: z.array(DeliveryEvent),
+});
+export type RecordedOutcome = z.infer<typeof RecordedOutcome>;
+
 /** Headers set on a dead-lettered record in `<prefix>push-requests.dlq`. */
 export const DlqHeaders = {
   reason: 'pushline-dlq-reason',

@@ -63,6 +63,7 @@ export {
   pushTargetKey,
   PushRequest,
   DeliveryEvent,
+  RecordedOutcome,
   DlqHeaders,
   DlqReason,
   StoredMessage,

@@ -22,6 +22,7 @@ import { DeadLetterQueue } from './dead-letter.ts';
 import { DependencyGate } from './dependency-gate.ts';
 import { createProcessorMetrics } from './metrics.ts';
 import { OutcomeCommitter } from './outcome-committer.ts';
+import { PublishedOutcomes } from './published-outcomes.ts';
 import { OutcomeRecorder } from './outcomes.ts';
 import { PushRequestConsumer } from './push-request-consumer.ts';
 import { PushRequestHandler } from './request-handler.ts';
@@ -210,6 +211,15 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
     onLost: () => m.claimsLost.inc(),
     onRenewFailure: () => m.loopFailures.inc({ loop: 'claim_renewal' }),
   });
+  // Only when a request's earlier holder died between recording its outcome and marking it done.
+  let scanAdmin: Admin | undefined;
+  const published = new PublishedOutcomes({
+    admin: {
+      recordsSince: (...args) => (scanAdmin ??= kafka.admin()).recordsSince(...args),
+    },
+    topic: topics.deliveryEvents,
+    logger,
+  });
   const handler = new PushRequestHandler({
     resolver: new TargetResolver({ router, logger }),
     router,
@@ -242,6 +252,7 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       logger,
       onRetry: (dependency) => m.retries.inc({ cause: dependency }),
     }),
+    published,
     gate: dependencyGate,
     metrics: m,
     tracer,
@@ -322,6 +333,13 @@ export function createMessageProcessor(deps: MessageProcessorDeps): MessageProce
       // Stop taking records first; the records in hand finish (or give up waiting) and are committed.
       { name: 'push-request consumer', run: () => pushRequests.close() },
       { name: 'request claims', run: () => ledger.close() },
+      {
+        name: 'published-outcome checks',
+        run: async () => {
+          await published.close();
+          await scanAdmin?.close();
+        },
+      },
       {
         name: 'dependency gate',
         run: async () => {

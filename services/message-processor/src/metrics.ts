@@ -27,6 +27,7 @@ export interface ProcessorMetrics {
   readonly retries: Counter<'cause'>;
   readonly claimWaits: Counter;
   readonly claimsLost: Counter;
+  readonly recoveredOutcomes: Counter<'result'>;
   readonly sweptExpired: Counter;
   readonly invalidations: Counter<'type'>;
 }
@@ -54,6 +55,7 @@ const PROCESSOR_LABELS = {
   loopsWithRuns: ['sweeper'],
   retryCauses: ['redis', 'kafka', 'registry', 'record'],
   invalidationTypes: ['connected', 'disconnected', 'invalid'],
+  recoveredResults: ['published', 'missing'],
 } as const;
 
 /** What the processor's gauges read when scraped. */
@@ -178,6 +180,12 @@ export function createProcessorMetrics(registry: Registry, gauges: ProcessorGaug
       name: 'pushline_processor_claims_lost_total',
       help: 'Held request claims a renewal found gone (expired while Redis was unreachable, or taken over); the record claims again before going on.',
       registers,
+    }),
+    recoveredOutcomes: stageCounter({
+      name: 'pushline_processor_recovered_outcomes_total',
+      help: 'Events of outcomes a processor recorded and died (or gave up) before marking done, as the next holder found them: published (already in Kafka, not written again) or missing (written by the next holder).',
+      labels: { result: L.recoveredResults },
+      registry,
     }),
     sweptExpired: new Counter({
       name: 'pushline_processor_swept_expired_total',

@@ -27,9 +27,16 @@ export interface OutcomeCommitterOptions {
 
 /**
  * Group commit of request outcomes: every request handled while the previous commit was in flight
- * goes into the next one, which writes all their events in one produce (acks=all) and then marks
- * them all done in one Redis round trip. No request waits for another's delivery, only for the
- * commit in flight, so there is no barrier between records.
+ * goes into the next one, which records all their events in the request ledger (one Redis round
+ * trip), writes them in one produce (acks=all) and then marks them all done (one more). No request
+ * waits for another's delivery, only for the commit in flight, so there is no barrier between
+ * records.
+ *
+ * Recording before producing closes the window a processor killed during the produce used to
+ * leave: the request was not done, so the next owner delivered it again and wrote a second
+ * terminal event if the first produce had landed. Now the next owner finds the recorded events,
+ * publishes only those the log does not have, and never delivers again
+ * (docs/delivery-guarantees.md).
  *
  * The delivery already happened when a request gets here, so a failing Kafka or Redis is retried
  * in place (with backoff, closing the dependency gate so no new record starts meanwhile) rather
@@ -68,7 +75,13 @@ export class OutcomeCommitter {
   }
 
   async #commitGroup(group: readonly Pending[]): Promise<void> {
-    const produced = await this.#stage(group, 'kafka', (live) =>
+    const recorded = await this.#stage(group, 'redis', (live) =>
+      this.#options.ledger.recordOutcomes(
+        live.filter((p) => p.events.length > 0),
+        Date.now(),
+      ),
+    );
+    const produced = await this.#stage(recorded, 'kafka', (live) =>
       this.#options.outcomes.recordBatch(live.map((p) => ({ events: p.events, headers: p.headers }))),
     );
     const completed = await this.#stage(produced, 'redis', (live) =>
@@ -99,7 +112,7 @@ export class OutcomeCommitter {
           { err, dependency, requests: live.length, gaveUp: gaveUp.length, attempt },
           dependency === 'kafka'
             ? 'writing delivery events failed; retrying'
-            : 'marking requests done failed; retrying',
+            : 'recording outcomes or marking requests done failed; retrying',
         );
         if (live.length > 0) await sleep(Math.max(50, backoffMs(attempt, 100, 2_000)));
       }

@@ -32,6 +32,7 @@ import {
 import { KeyedChains } from './keyed-chains.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import type { OutcomeCommitter } from './outcome-committer.ts';
+import type { PublishedOutcomes } from './published-outcomes.ts';
 import { decodePushRequest, truncate, type DecodeLimits, type DecodeResult } from './request-decoder.ts';
 import type { PushRequestHandler, StoredHint } from './request-handler.ts';
 import { ClaimAbandonedError, type Claim, type ClaimStatus, type RequestLedger } from './request-ledger.ts';
@@ -81,6 +82,8 @@ export interface PushRequestConsumerOptions {
   readonly store: RedisOfflineStore;
   /** Writes each handled request's events and marks it done, many requests per round trip. */
   readonly committer: OutcomeCommitter;
+  /** Tells which events of an outcome a dead holder recorded are not in Kafka yet. */
+  readonly published: PublishedOutcomes;
   /** Closed while Redis or Kafka is down: records wait in it instead of starting. */
   readonly gate: DependencyGate;
   readonly metrics: ProcessorMetrics;
@@ -327,8 +330,9 @@ export class PushRequestConsumer {
         span.setAttribute('messaging.message.id', req.id);
         span.setAttribute('pushline.target.type', req.target.type);
         let status = prepared.claims.get(claim.key);
-        if (status === 'claimed' && !this.#options.ledger.holds(claim)) status = undefined;
-        if (status !== 'claimed' && status !== 'done') {
+        if ((status === 'claimed' || status === 'recorded') && !this.#options.ledger.holds(claim))
+          status = undefined;
+        if (status !== 'claimed' && status !== 'recorded' && status !== 'done') {
           // Held by another holder (waited for), a renewal found it gone, or the batch could not
           // claim: one by one, with the same token.
           try {
@@ -341,6 +345,10 @@ export class PushRequestConsumer {
         if (status === 'done') {
           span.setAttribute('pushline.duplicate', true);
           return 'duplicate';
+        }
+        if (status === 'recorded') {
+          const finished = await this.#publishRecorded(claim, signal);
+          if (finished) return finished;
         }
         const hint =
           prepared.hint && Date.now() - prepared.hint.at <= HINT_FRESH_MS ? prepared.hint : undefined;
@@ -357,6 +365,33 @@ export class PushRequestConsumer {
         return 'processed';
       },
     );
+  }
+
+  /**
+   * Finishes a request whose earlier holder recorded its outcome and died (or gave up) before
+   * marking it done: publishes the recorded events the log does not have, never delivers again.
+   * Undefined when nothing readable was recorded: the request is then handled as new.
+   */
+  async #publishRecorded(claim: Claim, signal: AbortSignal): Promise<Finished | undefined> {
+    const recorded = await this.#redis(() => this.#options.ledger.recordedOutcome(claim));
+    if (!recorded) return undefined;
+    const missing = await this.#options.published.missing(recorded);
+    this.#options.metrics.recoveredOutcomes.inc(
+      { result: 'published' },
+      recorded.events.length - missing.length,
+    );
+    this.#options.metrics.recoveredOutcomes.inc({ result: 'missing' }, missing.length);
+    this.#log.info(
+      { requestId: claim.requestId, recorded: recorded.events.length, missing: missing.length },
+      'finishing a request an earlier holder recorded the outcome of',
+    );
+    await this.#options.committer.commit(
+      claim,
+      missing,
+      injectTraceHeaders() as Record<string, string>,
+      signal,
+    );
+    return missing.length === 0 ? 'duplicate' : 'processed';
   }
 
   #claimFor(req: PushRequest): Claim {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { RecordedOutcome, type DeliveryEvent } from '@pushline/protocol';
 import { sendAll, type BatchCall, type RedisClient } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 
@@ -48,11 +49,19 @@ export interface Claim {
    * takes it over after a crash knows it was sent in time (`<P>sent:{<origin>/<id>}`).
    */
   readonly sentKey: string | undefined;
+  /** Where the request's outcome is recorded before it is published (`recordOutcomes`). */
+  readonly outcomeKey: string;
 }
 
 export type ClaimStatus =
   /** This caller holds the request and must `complete` or `release` it. */
   | 'claimed'
+  /**
+   * This caller holds the request, and an earlier holder recorded its outcome (`recordOutcomes`)
+   * and died or gave up before marking it done: its events may or may not be in Kafka. Publish
+   * those that are not (`recordedOutcome`), then `completeMany`; never handle the request again.
+   */
+  | 'recorded'
   /** The request already has its outcome recorded: skip it. */
   | 'done'
   /** Someone else holds it now. */
@@ -61,21 +70,22 @@ export type ClaimStatus =
 const DONE = 'done';
 
 /**
- * Takes the claim if nobody holds it, or renews it if we already do. Returns 1 claimed, 2 done,
- * 0 held by someone else.
+ * KEYS claim outcome. Takes the claim if nobody holds it, or renews it if we already do. Returns
+ * 1 claimed, 3 claimed with an outcome recorded by an earlier holder, 2 done, 0 held by someone
+ * else.
  */
 const CLAIM = `
 local v = redis.call('GET', KEYS[1])
+if v == '${DONE}' then return 2 end
 if v == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if v == ARGV[1] then
+elseif v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+else
+  return 0
 end
-if v == '${DONE}' then return 2 end
-return 0
+if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
+return 1
 `;
 
 // Compare-and-expire: only our own claim is renewed, never a newer holder's or `done`.
@@ -91,15 +101,15 @@ return 0
 `;
 
 interface LedgerCommands {
-  pushlineLedgerClaim(key: string, token: string, ttlMs: number): Promise<number>;
+  pushlineLedgerClaim(key: string, outcomeKey: string, token: string, ttlMs: number): Promise<number>;
   pushlineLedgerRenew(key: string, token: string, ttlMs: number): Promise<number>;
   pushlineLedgerRelease(key: string, token: string): Promise<number>;
 }
 type LedgerRedis = RedisClient & LedgerCommands;
 
-/** Every script the ledger sends; each takes one key (for the slot test). */
+/** Every script the ledger sends, with its keys (one request's, so one slot: the slot test). */
 export const LEDGER_SCRIPTS = {
-  pushlineLedgerClaim: { numberOfKeys: 1, lua: CLAIM },
+  pushlineLedgerClaim: { numberOfKeys: 2, lua: CLAIM },
   pushlineLedgerRenew: { numberOfKeys: 1, lua: RENEW },
   pushlineLedgerRelease: { numberOfKeys: 1, lua: RELEASE },
 } as const;
@@ -111,8 +121,12 @@ const NO_ORIGIN_SCOPE = '~kafka';
  * The ledger's keys of a request of `origin` (scoped `<origin>/<id>`): both carry the request as
  * hash tag, so they share a slot on a Redis Cluster, and requests spread over the slots.
  */
-function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: string } {
-  return { claim: `${keyPrefix}req:{${scoped}}`, sent: `${keyPrefix}sent:{${scoped}}` };
+function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: string; outcome: string } {
+  return {
+    claim: `${keyPrefix}req:{${scoped}}`,
+    sent: `${keyPrefix}sent:{${scoped}}`,
+    outcome: `${keyPrefix}outcome:{${scoped}}`,
+  };
 }
 
 /**
@@ -120,9 +134,11 @@ function ledgerKeys(keyPrefix: string, scoped: string): { claim: string; sent: s
  * `<P>req:{<origin>/<id>}` (`~kafka` for records without an origin, which no API key id can be):
  *   absent                 never seen (or forgotten after the window)
  *   `proc:<instance>:<n>`  being processed; expires `claimTtlMs` after its holder last renewed it
- *   `done`                 outcome recorded, remembered `windowSeconds` (EX)
- * A record redelivered by Kafka (restart, rebalance) finds `done` and is skipped, so it does not
- * produce a second terminal outcome; another origin's request with the same id is a different
+ *   `done`                 outcome published, remembered `windowSeconds` (EX)
+ * and, between recording a request's outcome and marking it done, `<P>outcome:{<origin>/<id>}`
+ * holds the events to publish (`recordOutcomes`). A record redelivered by Kafka (restart,
+ * rebalance) finds `done` and is skipped, or finds the recorded outcome and publishes only what
+ * the log lacks, so it does not produce a second terminal outcome; another origin's request with the same id is a different
  * key. Claims held by this instance are renewed in the background, so a long wait behind a slow
  * device never lets another processor take a request over, while a dead processor's claims are
  * free within `claimTtlMs` (docs/delivery-guarantees.md).
@@ -175,6 +191,7 @@ export class RequestLedger {
       key: keys.claim,
       token: `proc:${this.#options.instanceId}:${randomUUID()}`,
       sentKey: hasTtl ? keys.sent : undefined,
+      outcomeKey: keys.outcome,
     };
   }
 
@@ -207,11 +224,17 @@ export class RequestLedger {
     if (claims.length === 0) return out;
     const replies = await sendAll(
       this.#redis,
-      claims.map((c): BatchCall => ['pushlineLedgerClaim', c.key, c.token, this.#options.claimTtlMs]),
+      claims.map((c): BatchCall => [
+        'pushlineLedgerClaim',
+        c.key,
+        c.outcomeKey,
+        c.token,
+        this.#options.claimTtlMs,
+      ]),
     );
     claims.forEach((c, i) => {
       const status = claimStatus(replies[i]);
-      if (status === 'claimed') this.#held.set(c.key, c.token);
+      if (status === 'claimed' || status === 'recorded') this.#held.set(c.key, c.token);
       out.set(c.key, status);
     });
     return out;
@@ -222,15 +245,20 @@ export class RequestLedger {
    * an earlier record of the same id), waits until that holder completes (`done`) or its claim
    * expires (then claims it), until `signal` aborts.
    */
-  async claim(claim: Claim, signal: AbortSignal): Promise<'claimed' | 'done'> {
+  async claim(claim: Claim, signal: AbortSignal): Promise<'claimed' | 'recorded' | 'done'> {
     let waited = false;
     for (let attempt = 0; ; attempt++) {
       const status = claimStatus(
-        await this.#redis.pushlineLedgerClaim(claim.key, claim.token, this.#options.claimTtlMs),
+        await this.#redis.pushlineLedgerClaim(
+          claim.key,
+          claim.outcomeKey,
+          claim.token,
+          this.#options.claimTtlMs,
+        ),
       );
-      if (status === 'claimed') {
+      if (status === 'claimed' || status === 'recorded') {
         this.#held.set(claim.key, claim.token);
-        return 'claimed';
+        return status;
       }
       if (status === 'done') return 'done';
       if (signal.aborted) throw new ClaimAbandonedError(claim.requestId);
@@ -251,13 +279,54 @@ export class RequestLedger {
     }
   }
 
-  /** Marks many requests' outcomes as recorded, in one round trip. */
+  /**
+   * Records many requests' outcomes before they are published, in one round trip: a holder that
+   * takes a request over after this one died publishes what the log lacks of them instead of
+   * handling the request again (`recorded`). `at` bounds when the events can have been written.
+   */
+  async recordOutcomes(
+    entries: readonly { readonly claim: Claim; readonly events: readonly DeliveryEvent[] }[],
+    at: number,
+  ): Promise<void> {
+    if (entries.length === 0) return;
+    await sendAll(
+      this.#redis,
+      entries.map(({ claim, events }): BatchCall => [
+        'set',
+        claim.outcomeKey,
+        JSON.stringify({ at, events: [...events] } satisfies RecordedOutcome),
+        'EX',
+        this.#options.windowSeconds,
+      ]),
+    );
+  }
+
+  /**
+   * The outcome an earlier holder recorded (status `recorded`); undefined when there is none, or
+   * it is unreadable (logged): the request is then handled again, as before outcomes were recorded.
+   */
+  async recordedOutcome(claim: Claim): Promise<RecordedOutcome | undefined> {
+    const raw = await this.#redis.get(claim.outcomeKey);
+    if (raw === null) return undefined;
+    try {
+      return RecordedOutcome.parse(JSON.parse(raw));
+    } catch (err) {
+      this.#options.logger.error(
+        { err, requestId: claim.requestId, key: claim.outcomeKey },
+        'a recorded outcome is unreadable; the request is handled again',
+      );
+      return undefined;
+    }
+  }
+
+  /** Marks many requests done once their events are published, in one round trip. */
   async completeMany(claims: readonly Claim[]): Promise<void> {
     if (claims.length === 0) return;
     await sendAll(
       this.#redis,
       claims.flatMap((c): BatchCall[] => [
         ['set', c.key, DONE, 'EX', this.#options.windowSeconds],
+        ['del', c.outcomeKey],
         ...(c.sentKey ? [['del', c.sentKey] as const] : []),
       ]),
     );
@@ -306,5 +375,14 @@ export class RequestLedger {
 }
 
 function claimStatus(reply: unknown): ClaimStatus {
-  return reply === 1 ? 'claimed' : reply === 2 ? 'done' : 'held';
+  switch (reply) {
+    case 1:
+      return 'claimed';
+    case 3:
+      return 'recorded';
+    case 2:
+      return 'done';
+    default:
+      return 'held';
+  }
 }

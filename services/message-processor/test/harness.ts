@@ -102,14 +102,20 @@ export class World {
   /** PUSHLINE_REDIS_URL (and PUSHLINE_REDIS_CLUSTER_NODES) of that Redis. */
   readonly redisEnv: Readonly<Record<string, string>>;
   readonly redis: RedisClient;
-  readonly kafka: KafkaClient = testKafkaClient(`${this.prefix}-test`);
+  /** The Kafka every part of this world uses (default: the run's). */
+  readonly kafkaBrokers: readonly string[];
+  readonly kafka: KafkaClient;
   readonly registry: RedisDeviceRegistry;
   readonly groupId = `${this.prefix}-processors`;
-  readonly events = new EventLog(this.kafka, this.topics.deliveryEvents);
-  readonly #producer: Producer = this.kafka.producer();
+  readonly events: EventLog;
+  readonly #producer: Producer;
   readonly #closers: (() => Promise<unknown>)[] = [];
 
-  constructor(options: { readonly redisUrl?: string } = {}) {
+  constructor(options: { readonly redisUrl?: string; readonly kafkaBrokers?: readonly string[] } = {}) {
+    this.kafkaBrokers = options.kafkaBrokers ?? testInfra().kafkaBrokers;
+    this.kafka = testKafkaClient(`${this.prefix}-test`, this.kafkaBrokers);
+    this.events = new EventLog(this.kafka, this.topics.deliveryEvents);
+    this.#producer = this.kafka.producer();
     this.redisUrl = options.redisUrl ?? testInfra().redisUrl;
     const redisClusterNodes = options.redisUrl === undefined ? testInfra().redisClusterNodes : undefined;
     this.redisEnv =
@@ -128,7 +134,7 @@ export class World {
 
   processorEnv(overrides: Record<string, string> = {}): Record<string, string> {
     return {
-      PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
+      PUSHLINE_KAFKA_BROKERS: this.kafkaBrokers.join(','),
       ...this.redisEnv,
       PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
       PUSHLINE_KEY_PREFIX: this.keyPrefix,
@@ -184,7 +190,7 @@ export class World {
   /** A connection server in this process, draining the offline store to devices on connect. */
   async startConnectionServer(id: string): Promise<ConnectionServer> {
     const config = parseEnv(connectionServerEnv, {
-      PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers.join(','),
+      PUSHLINE_KAFKA_BROKERS: this.kafkaBrokers.join(','),
       ...this.redisEnv,
       PUSHLINE_TOPIC_PREFIX: this.topicPrefix,
       PUSHLINE_KEY_PREFIX: this.keyPrefix,

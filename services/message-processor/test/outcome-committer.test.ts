@@ -175,6 +175,35 @@ describe('OutcomeCommitter', () => {
     assert.equal(r.ledger.held, 0);
   });
 
+  it('records the events in the ledger before it produces them, and clears them with the done mark', async () => {
+    const r = rig('oc-recorded');
+    const c = await claimed(r, 'r-1');
+    const events = [event('r-1', 'dev-a'), event('r-1', 'dev-b')];
+    let release = () => {};
+    r.producer.hold = new Promise<void>((resolve) => (release = resolve));
+    const before = Date.now();
+    const committed = r.committer.commit(c, events, {}, never);
+    await waitUntil(() => r.producer.attempts === 1, { what: 'the produce in flight' });
+    // Killed here, a processor leaves the events for the request's next holder.
+    const recorded = await r.ledger.recordedOutcome(c);
+    assert.deepEqual(recorded?.events, events);
+    assert.ok(recorded !== undefined && recorded.at >= before && recorded.at <= Date.now());
+    assert.notEqual(await redis.get(c.key), 'done');
+    release();
+    await committed;
+    assert.equal(await redis.get(c.key), 'done');
+    assert.equal(await r.ledger.recordedOutcome(c), undefined);
+    assert.equal(await redis.exists(c.outcomeKey), 0);
+  });
+
+  it('a request with nothing left to publish is only marked done', async () => {
+    const r = rig('oc-empty');
+    const c = await claimed(r, 'r-1');
+    await r.committer.commit(c, [], {}, never);
+    assert.equal(r.producer.attempts, 0, 'no produce');
+    assert.equal(await redis.get(c.key), 'done');
+  });
+
   it('keeps every event of a request, in order, keyed by device (by target when none)', async () => {
     const r = rig('oc-order');
     const c = await claimed(r, 'r-1');
@@ -265,7 +294,7 @@ describe('OutcomeCommitter', () => {
     assert.equal(await redis.get((b as Claim).key), 'done');
   });
 
-  it('retries marking done without producing again, and gives up only when revoked', async () => {
+  it('produces nothing while it cannot record the outcome, and gives up only when revoked', async () => {
     // A ledger whose Redis has nothing listening: every round trip fails as an outage does.
     const port = await freePort();
     const deadRedis = createRedisClient(
@@ -297,8 +326,40 @@ describe('OutcomeCommitter', () => {
       committed,
       (err: unknown) => err instanceof DependencyError && err.dependency === 'redis',
     );
+    // An outcome published without its record would be published again by the next holder.
+    assert.equal(r.producer.attempts, 0, 'nothing produced before the outcome was recorded');
+    assert.ok(!r.retriedDependencies.includes('kafka'));
+  });
+
+  it('retries marking done without producing again, and gives up only when revoked', async () => {
+    // The ledger's own connection, closed while the produce is in flight: marking done fails
+    // as it does when Redis goes away between the two steps.
+    const ledgerRedis = testRedis({ maxRetriesPerRequest: 0 });
+    ledgerRedis.on('error', () => undefined);
+    cleanup.push(() => ledgerRedis.disconnect());
+    const r = rig('oc-redis-done', ledgerRedis);
+    const c = await claimed(r, 'r-1');
+    let release = () => {};
+    r.producer.hold = new Promise<void>((resolve) => (release = resolve));
+    const revoke = new AbortController();
+    cleanup.push(() => revoke.abort());
+    const committed = r.committer.commit(c, [event('r-1', 'dev-1')], {}, revoke.signal);
+    await waitUntil(() => r.producer.attempts === 1, { what: 'the produce in flight' });
+    ledgerRedis.disconnect();
+    release();
+    await waitUntil(() => r.retriedDependencies.filter((d) => d === 'redis').length >= 2, {
+      what: 'two failed attempts to mark the request done',
+    });
+    revoke.abort();
+    await assert.rejects(
+      committed,
+      (err: unknown) => err instanceof DependencyError && err.dependency === 'redis',
+    );
     assert.equal(r.producer.sends.length, 1, 'the events were written once, not once per Redis retry');
     assert.ok(!r.retriedDependencies.includes('kafka'));
+    // What the next holder finds: the recorded outcome, not a done mark.
+    assert.notEqual(await redis.get(c.key), 'done');
+    assert.equal(await redis.exists(c.outcomeKey), 1);
   });
 
   it('commits again after a failed group, for requests that come later', async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { ClaimAbandonedError, RequestLedger } from '@pushline/message-processor';
+import type { DeliveryEvent } from '@pushline/protocol';
 import { silentLogger } from '@pushline/telemetry';
 import type { RedisClient } from '@pushline/registry';
 import { testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
@@ -53,6 +54,53 @@ describe('RequestLedger', () => {
     assert.equal(await b.claim(b.claimFor('r1', undefined), never), 'done');
     const ttl = await redis.ttl(claim.key);
     assert.ok(ttl > 50 && ttl <= 60);
+  });
+
+  it('hands an outcome recorded by a holder that died to the next holder, and forgets it once done', async () => {
+    const a = ledger('a', { claimTtlMs: 300 });
+    const claimA = a.claimFor('r1', 'key-a');
+    assert.equal(await a.claim(claimA, never), 'claimed');
+    const events: DeliveryEvent[] = [
+      {
+        v: 1,
+        requestId: 'r1',
+        target: { type: 'user', id: 'u1' },
+        deviceId: 'd1',
+        outcome: 'delivered',
+        terminal: true,
+        source: 'async',
+        latencyMs: 4,
+        attempts: 1,
+        at: 1_700_000_000_123,
+      },
+    ];
+    await a.recordOutcomes([{ claim: claimA, events }], 1_700_000_000_100);
+    assert.equal(claimA.outcomeKey, `${prefix}outcome:{key-a/r1}`);
+
+    // `a` dies: its claim expires, and `b` takes the request over with the recorded outcome.
+    await a.close();
+    const b = ledger('b');
+    const claimB = b.claimFor('r1', 'key-a');
+    const held = await b.claimMany([claimB]);
+    assert.equal(held.get(claimB.key), 'held', 'not before the dead holder’s claim expired');
+    await waitUntil(async () => (await b.claimMany([claimB])).get(claimB.key) === 'recorded', {
+      what: 'the dead holder’s claim to expire',
+    });
+    assert.equal(b.holds(claimB), true);
+    assert.equal(await b.claim(claimB, never), 'recorded', 'the holder renews, and is told again');
+    assert.deepEqual(await b.recordedOutcome(claimB), { at: 1_700_000_000_100, events });
+
+    await b.completeMany([claimB]);
+    assert.equal(await b.recordedOutcome(claimB), undefined);
+    assert.equal(await b.claim(b.claimFor('r1', 'key-a'), never), 'done');
+  });
+
+  it('handles a request again when what was recorded for it is unreadable', async () => {
+    const a = ledger('a');
+    const claim = a.claimFor('r2', undefined);
+    await redis.set(claim.outcomeKey, '{"at":1,"events":[{"v":2}]}');
+    assert.equal(await a.claim(claim, never), 'recorded');
+    assert.equal(await a.recordedOutcome(claim), undefined);
   });
 
   it('scopes request ids by origin: the same id of two origins is two requests', async () => {
