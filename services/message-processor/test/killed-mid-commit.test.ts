@@ -159,6 +159,7 @@ describe('a processor killed while it writes a request’s events', () => {
     assert.match(
       outputOf(second),
       /"found":1,"missing":0,.*"checked which recorded outcomes a dead holder published"/,
+      `the first processor:\n${outputOf(first)}\nthe replacement:\n${outputOf(second)}`,
     );
   });
 });
