@@ -12,12 +12,12 @@ export class RegistryIncompleteError extends Error {
   override readonly name = 'RegistryIncompleteError';
   /** Connection servers not yet seen to have written their entries back. */
   readonly restoringServers: readonly string[];
-  /** When the loss was noticed, or (no server listed) when the restore ended: the watch's clock. */
+  /** When the loss (or the blind spell) was noticed, or (no server listed) when the restore ended: the watch’s clock. */
   readonly since: number;
   constructor(restoringServers: readonly string[], since: number) {
     super(
       restoringServers.length > 0
-        ? `the registry is being restored after Redis lost it; ${restoringServers.length} connection server(s) have not written their entries back yet`
+        ? `the registry is being restored after Redis lost it or was unreachable; ${restoringServers.length} connection server(s) have not written their entries or load reports back yet`
         : 'the registry was restored after Redis lost it while this read ran; the read may have seen a part of it',
     );
     this.restoringServers = restoringServers;
