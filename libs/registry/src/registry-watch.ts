@@ -79,7 +79,7 @@ function watchMetrics(registry: Registry | undefined): WatchMetrics | undefined 
       existing<Gauge>('pushline_registry_complete') ??
       new Gauge({
         name: 'pushline_registry_complete',
-        help: 'Whether this instance trusts the registry’s silence (1), or waits while connection servers write back the entries Redis lost (0).',
+        help: 'Whether this instance trusts the registry’s silence (1), or waits while connection servers write back the entries Redis lost, or the load reports that expired while it was unreachable (0).',
         registers: [registry],
       }),
     failures:
