@@ -3,7 +3,9 @@ import { after, afterEach, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { startRedis, type RedisInstance } from '@pushline/devstack';
 import { DeliveryEvent, DeviceEvents } from '@pushline/protocol';
+import { RegistryIncompleteError } from '@pushline/registry';
 import { collectRecords, recordJson, waitUntil } from '@pushline/testkit';
+import { childServers, type ChildServers } from './support/child-servers.ts';
 import { startOwnRedisPlatform, type OwnRedisPlatform } from './support/own-redis-platform.ts';
 
 /**
@@ -16,8 +18,12 @@ import { startOwnRedisPlatform, type OwnRedisPlatform } from './support/own-redi
 
 let redis: RedisInstance | undefined;
 let platform: OwnRedisPlatform | undefined;
+/** Connection servers as child processes, for a test that SIGSTOPs one; close() resumes and stops them. */
+let children: ChildServers | undefined;
 
 afterEach(async () => {
+  await children?.close();
+  children = undefined;
   await platform?.close();
   platform = undefined;
   await redis?.stop();
@@ -250,5 +256,114 @@ describe('a Redis restart', () => {
     assert.equal(published.status, 200, JSON.stringify(published.body));
     assert.equal((published.body as { delivered?: number }).delivered, 1);
     assert.ok(listener.received.some((m) => m.id === 'news-after-aof-restart'));
+  });
+  it('with AOF, a server whose report expired during the outage and that has not reconnected yet: a broadcast waits for it instead of finding nobody', async () => {
+    redis = await startRedis({ persistence: 'aof' });
+    // Reports only on start and on reconnect within the test: a report missing after the outage
+    // stays missing until its server reconnects.
+    const env = { PUSHLINE_LOAD_REPORT_MS: '120000' };
+    platform = await startOwnRedisPlatform('redis-aof-blind', redis.url, {
+      servers: 1,
+      processor: true,
+      env,
+    });
+    const [serverA] = platform.servers;
+    const processor = platform.processor?.processor;
+    assert.ok(serverA && processor);
+    // Server B runs as its own process, so it can be frozen for real while Redis restarts.
+    children = childServers(platform);
+    const serverB = await children.start('cs-b', env);
+    const listener = await platform.connect(serverB, 'blind-listener', { topics: ['news'] });
+    assert.deepEqual(await listener.request(DeviceEvents.subscribe, { topic: 'news' }), {
+      ok: true,
+      topic: 'news',
+    });
+    // As in a platform that has run a while: the processor's watch has seen both servers.
+    const serverIds = [serverA.serverId, serverB.serverId].sort();
+    await waitUntil(
+      () => JSON.stringify([...processor.registryWatch.knownServers].sort()) === JSON.stringify(serverIds),
+      {
+        what: 'the processor to know both servers',
+      },
+    );
+
+    const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await admin.connect();
+      // Every write reaches the AOF before its reply, so the kill below keeps it.
+      await admin.config('SET', 'appendfsync', 'always');
+    } finally {
+      admin.disconnect();
+    }
+    serverB.pause();
+    try {
+      // B's report runs out while Redis is down (AOF keeps the expiry's deadline), as a report of a
+      // server that reported last more than a TTL before Redis came back does.
+      const reportB = (await platform.registry.liveServers()).find((s) => s.serverId === serverB.serverId);
+      assert.ok(reportB, 'B is listed before the outage');
+      await platform.registry.reportLoad(reportB, 1);
+      await redis.restart({ kill: true, downForMs: 2_000 });
+      // A reconnects and writes its report again; B, frozen, cannot.
+      await waitUntil(
+        async () => {
+          const live = await platform?.registry.liveServers().catch(() => undefined);
+          return live?.length === 1 && live[0]?.serverId === serverA.serverId;
+        },
+        { timeoutMs: 15_000, what: 'Redis to answer again with A listed and B not' },
+      );
+
+      const events = collectRecords(platform.kafka, platform.topics.deliveryEvents, 1, {
+        filter: (r) => {
+          const event = DeliveryEvent.parse(recordJson(r));
+          return event.terminal && event.requestId === 'news-while-b-frozen';
+        },
+        timeoutMs: 60_000,
+      });
+      let terminal = false;
+      void events.then(
+        () => (terminal = true),
+        () => (terminal = true),
+      );
+      const published = await platform.call('POST', '/v1/publish', {
+        messages: [
+          {
+            id: 'news-while-b-frozen',
+            target: { type: 'topic', id: 'news' },
+            payload: { headline: 'wait for B' },
+          },
+        ],
+      });
+      assert.equal(published.status, 202, JSON.stringify(published.body));
+      // Either the processor ended the broadcast (the fault: nobody listed, or only A, and the
+      // adapter cannot reach frozen B) or it holds it back because the registry is incomplete.
+      await waitUntil(
+        async () => {
+          if (terminal) return true;
+          const body = await fetch(`${processor.opsUrl}/readyz`, { signal: AbortSignal.timeout(1_000) }).then(
+            (res) => res.json() as Promise<{ registryComplete?: boolean }>,
+            () => undefined,
+          );
+          return body?.registryComplete === false;
+        },
+        { timeoutMs: 30_000, what: 'the processor to handle the broadcast or hold it back' },
+      );
+      // What the processor waits for, unless it already ended the broadcast.
+      const waitingFor = terminal
+        ? 'nothing: the broadcast had ended'
+        : await processor.registryWatch.confirm(processor.registryWatch.now()).then(
+            () => 'nothing: the registry is complete',
+            (err: unknown) => (err instanceof RegistryIncompleteError ? err.restoringServers : err),
+          );
+
+      serverB.resume();
+      const [record] = await events;
+      assert.ok(record);
+      const event = DeliveryEvent.parse(recordJson(record));
+      assert.deepEqual([event.outcome, event.deliveredCount], ['delivered', 1], JSON.stringify(event));
+      assert.ok(listener.received.some((m) => m.id === 'news-while-b-frozen'));
+      assert.deepEqual(waitingFor, [serverB.serverId], 'held back until B was listed again');
+    } finally {
+      serverB.resume();
+    }
   });
 });

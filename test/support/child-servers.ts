@@ -19,6 +19,10 @@ export interface ChildServer {
   kill(): void;
   /** SIGTERM: the server drains (reconnect hints), then exits. Resolves on exit. */
   drain(): Promise<void>;
+  /** SIGSTOP: the process freezes (no timer, no socket read) until `resume()`; close() resumes it too. */
+  pause(): void;
+  /** SIGCONT. */
+  resume(): void;
 }
 
 export interface ChildServers {
@@ -30,7 +34,7 @@ export interface ChildServers {
  * Connection servers as child processes of the test (each behind the devstack guardian, so none
  * outlives the run), on the platform's Kafka, Redis, prefixes and secrets.
  */
-export function childServers(platform: Platform): ChildServers {
+export function childServers(platform: Pick<Platform, 'prefix' | 'serviceEnv' | 'jwtSecret'>): ChildServers {
   const logDir = mkdtempSync(join(tmpdir(), 'pushline-children-'));
   const started: ChildServer[] = [];
   return {
@@ -71,6 +75,8 @@ export function childServers(platform: Platform): ChildServers {
         process: child,
         logFile,
         kill: () => process.kill(child.pid, 'SIGKILL'),
+        pause: () => process.kill(child.pid, 'SIGSTOP'),
+        resume: () => process.kill(child.pid, 'SIGCONT'),
         drain: async () => {
           await child.stop(15_000);
         },
@@ -94,7 +100,23 @@ export function childServers(platform: Platform): ChildServers {
     },
     close: () =>
       runCleanup(
-        started.map((s) => ({ name: s.serverId, run: () => s.process.stop(5_000).then(() => undefined) })),
+        started.map((s) => ({
+          name: s.serverId,
+          run: async () => {
+            // A paused server would handle the SIGTERM only once resumed (or die by the SIGKILL).
+            if (!s.process.exitInfo()) resumeQuietly(s.process.pid);
+            await s.process.stop(5_000);
+          },
+        })),
       ),
   };
+}
+
+/** SIGCONT to a process that may have exited meanwhile. */
+function resumeQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    // Gone already: nothing to resume.
+  }
 }

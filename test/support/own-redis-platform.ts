@@ -7,7 +7,11 @@ import {
   topicNames,
   type ConnectionServerConfig,
 } from '@pushline/config';
-import { assembleConnectionServer, type AssembledConnectionServer } from '@pushline/connection-server';
+import {
+  assembleConnectionServer,
+  type AssembledConnectionServer,
+  type ConnectionServer,
+} from '@pushline/connection-server';
 import { ensurePlatformTopics, type KafkaClient } from '@pushline/kafka';
 import { assembleMessageProcessor, type AssembledMessageProcessor } from '@pushline/message-processor';
 import { assemblePushApi, type AssembledPushApi } from '@pushline/push-api';
@@ -38,8 +42,13 @@ export interface OwnRedisPlatform {
   readonly kafka: KafkaClient;
   /** A registry on a client configured like the services' (bounded commands), owned here. */
   readonly registry: RedisDeviceRegistry;
+  /** Settings every service of this platform shares (Kafka, this Redis, prefixes, token), for child processes. */
+  readonly serviceEnv: Readonly<Record<string, string>>;
+  /** HS256 secret the connection servers verify device tokens with. */
+  readonly jwtSecret: string;
+  /** To a server in this process, or to one running as a child process (its id and device URL). */
   connect(
-    server: AssembledConnectionServer,
+    server: AssembledConnectionServer | Pick<ConnectionServer, 'serverId' | 'deviceUrl'>,
     deviceId: string,
     options?: { behaviour?: DeviceBehaviour; topics?: string[]; userId?: string },
   ): Promise<TestDevice>;
@@ -148,9 +157,11 @@ export async function startOwnRedisPlatform(
       topics,
       kafka,
       registry,
+      serviceEnv: common,
+      jwtSecret,
       connect: (server, deviceId, connectOptions = {}) =>
         connectDevice({
-          server: server.server,
+          server: 'server' in server ? server.server : server,
           registry,
           jwtSecret,
           deviceId,

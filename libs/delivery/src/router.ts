@@ -61,6 +61,14 @@ const SERVER_ATTRIBUTES_MAX = 1024;
 
 type Resolved = { readonly record: DeviceRecord | null; readonly cached: boolean };
 
+/** The live-server list broadcasts reuse for a while. */
+interface LiveServersEntry {
+  readonly list: Promise<ServerLoad[]>;
+  readonly expiresAt: number;
+  /** The completeness watch's clock when the read began (`#readAt()`): what a confirm of this list is asked by. */
+  readonly readAt: number;
+}
+
 /**
  * Routes a message to a device, a user's devices or a topic: registry (through the locator's
  * cache) → owning connection server → the device's ack, reported as one outcome per device.
@@ -79,7 +87,7 @@ export class MessageRouter {
   readonly #deliveries: Counter<'source' | 'outcome'> | undefined;
   readonly #seconds: Histogram<'source' | 'outcome'> | undefined;
   readonly #broadcasts: Counter<'result'> | undefined;
-  #servers: { readonly list: Promise<ServerLoad[]>; readonly expiresAt: number } | undefined;
+  #servers: LiveServersEntry | undefined;
   readonly #attributes = new Map<string, Readonly<Record<string, string | number>>>();
 
   constructor(options: MessageRouterOptions) {
@@ -207,7 +215,9 @@ export class MessageRouter {
    * Broadcasts through one live connection server, which reaches the topic's subscribers on every
    * server (the socket.io Redis adapter). Prefers servers that are not draining, picks at random to
    * spread the work, and tries a second server if the first is unreachable. No live server: no
-   * subscriber can be connected, so `{ delivered: 0 }`.
+   * subscriber can be connected, so `{ delivered: 0 }`. The list (read or reused) must be one the
+   * completeness watch vouches for: while a server may be missing from it (a restore, or reports
+   * that expired while Redis was away), throws `RegistryIncompleteError` and forgets the list.
    */
   toTopic(topic: string, msg: OutgoingMessage): Promise<BroadcastResult> {
     return context.with(parentContext(msg), async () => {
@@ -217,9 +227,16 @@ export class MessageRouter {
         'resolve target',
         { attributes: { 'pushline.target.type': 'topic' } },
         async (span) => {
-          await this.#completeness?.confirm(this.#readAt());
-          const { list, cached } = await this.#liveServers();
+          const { list, cached, readAt, entry } = await this.#liveServers();
           span.setAttribute('pushline.cache_hit', cached);
+          // A server missing from the list is a subscriber the broadcast misses: the confirm must
+          // vouch for this list's read (cached or not), so it is asked by when that read began.
+          try {
+            await this.#completeness?.confirm(readAt);
+          } catch (err) {
+            if (this.#servers === entry) this.#servers = undefined;
+            throw err;
+          }
           return list;
         },
       );
@@ -354,24 +371,31 @@ export class MessageRouter {
     );
   }
 
-  async #liveServers(): Promise<{ list: ServerLoad[]; cached: boolean }> {
+  async #liveServers(): Promise<{
+    list: ServerLoad[];
+    cached: boolean;
+    readAt: number;
+    entry: LiveServersEntry;
+  }> {
     const now = Date.now();
-    if (this.#servers && this.#servers.expiresAt > now) {
-      return { list: await this.#servers.list, cached: true };
+    const current = this.#servers;
+    if (current && current.expiresAt > now) {
+      return { list: await current.list, cached: true, readAt: current.readAt, entry: current };
     }
+    const readAt = this.#readAt();
     const list = withSpan(
       this.#tracer,
       'registry lookup',
       { kind: SpanKind.CLIENT, attributes: { 'db.operation.name': 'liveServers' } },
       () => this.#registry.liveServers(),
     );
-    const entry = { list, expiresAt: now + this.#serversTtlMs };
+    const entry: LiveServersEntry = { list, expiresAt: now + this.#serversTtlMs, readAt };
     this.#servers = entry;
     // A failed read is not reused: the next broadcast asks again.
     list.catch(() => {
       if (this.#servers === entry) this.#servers = undefined;
     });
-    return { list: await list, cached: false };
+    return { list: await list, cached: false, readAt, entry };
   }
 
   /** A server's span attributes, parsed once per server: its URL does not change. */

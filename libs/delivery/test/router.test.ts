@@ -372,4 +372,60 @@ describe('MessageRouter', () => {
       ['delivered'],
     );
   });
+  it('confirms a broadcast’s server list by when that list was read, reused or not, and forgets a refused one', async () => {
+    let clock = 1_000;
+    /** liveServers reads done when the watch's clock was read, and the time given. */
+    const clockReads: { reads: number; at: number }[] = [];
+    const confirms: { reads: number; readAt: number }[] = [];
+    let refuse = false;
+    router = new MessageRouter({
+      locator,
+      registry,
+      transport,
+      tracer,
+      logger: silentLogger(),
+      // Long enough that the second broadcast reuses the list on any machine.
+      serversTtlMs: 60_000,
+      completeness: {
+        now: () => {
+          clock += 10;
+          clockReads.push({ reads: registry.liveServerReads, at: clock });
+          return clock;
+        },
+        confirm: (readAt) => {
+          confirms.push({ reads: registry.liveServerReads, readAt });
+          return refuse ? Promise.reject(new RegistryIncompleteError(['srv-a'], clock)) : Promise.resolve();
+        },
+      },
+    });
+    serverB.broadcastDelivered = 1;
+    await registry.reportLoad(serverLoad({ serverId: 'srv-b', serverUrl: serverB.url }), 60);
+
+    assert.equal((await router.toTopic('news', message({ messageId: 't-1' }))).delivered, 1);
+    // Reused: the confirm still vouches for the read it came from, not for a later moment.
+    assert.equal((await router.toTopic('news', message({ messageId: 't-2' }))).delivered, 1);
+    refuse = true;
+    await assert.rejects(router.toTopic('news', message({ messageId: 't-3' })), RegistryIncompleteError);
+    refuse = false;
+    // The refused list is not reused: the next broadcast reads the servers again.
+    assert.equal((await router.toTopic('news', message({ messageId: 't-4' }))).delivered, 1);
+
+    assert.deepEqual(clockReads, [
+      { reads: 0, at: 1_010 },
+      { reads: 1, at: 1_020 },
+    ]);
+    assert.deepEqual(confirms, [
+      { reads: 1, readAt: 1_010 },
+      { reads: 1, readAt: 1_010 },
+      { reads: 1, readAt: 1_010 },
+      { reads: 2, readAt: 1_020 },
+    ]);
+    assert.deepEqual(
+      serverB.calls
+        .filter((c) => c.op === 'broadcast')
+        .map((c) => (c.req as { messageId?: string }).messageId),
+      ['t-1', 't-2', 't-4'],
+      'the refused broadcast went nowhere',
+    );
+  });
 });

@@ -1,6 +1,7 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { ensureDebianTool } from './apt.ts';
 import { spawnGuarded, type GuardedProcess } from './guard.ts';
@@ -24,9 +25,10 @@ export interface RedisInstance {
    * Stops redis-server (SIGTERM, or SIGKILL with `kill: true`) and starts it again on the same
    * port, dir and config; resolves when it answers PING again. The fault tests and benchmarks
    * inject: clients see their connections drop and reconnect to a Redis that kept only what its
-   * persistence kept.
+   * persistence kept. `downForMs` keeps it stopped that long before it starts again: an outage
+   * that outlives the TTLs of keys written just before it (with AOF they expire while it is down).
    */
-  restart(options?: { kill?: boolean }): Promise<void>;
+  restart(options?: { kill?: boolean; downForMs?: number }): Promise<void>;
   /** Idempotent: every call returns the same promise. */
   stop(): Promise<void>;
 }
@@ -211,6 +213,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisIns
           } else {
             await proc.stop(stopTimeoutMs);
           }
+          if (restartOpts.downForMs !== undefined) await sleep(restartOpts.downForMs);
           proc = (await launch(port)).proc;
           log(
             `redis restarted in ${Math.round(performance.now() - t)} ms (pid ${proc.pid}, persistence ${persistence})`,

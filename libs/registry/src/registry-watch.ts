@@ -12,12 +12,12 @@ export class RegistryIncompleteError extends Error {
   override readonly name = 'RegistryIncompleteError';
   /** Connection servers not yet seen to have written their entries back. */
   readonly restoringServers: readonly string[];
-  /** When the loss was noticed, or (no server listed) when the restore ended: the watch's clock. */
+  /** When the loss (or the blind spell) was noticed, or (no server listed) when the restore ended: the watch’s clock. */
   readonly since: number;
   constructor(restoringServers: readonly string[], since: number) {
     super(
       restoringServers.length > 0
-        ? `the registry is being restored after Redis lost it; ${restoringServers.length} connection server(s) have not written their entries back yet`
+        ? `the registry is being restored after Redis lost it or was unreachable; ${restoringServers.length} connection server(s) have not written their entries or load reports back yet`
         : 'the registry was restored after Redis lost it while this read ran; the read may have seen a part of it',
     );
     this.restoringServers = restoringServers;
@@ -79,7 +79,7 @@ function watchMetrics(registry: Registry | undefined): WatchMetrics | undefined 
       existing<Gauge>('pushline_registry_complete') ??
       new Gauge({
         name: 'pushline_registry_complete',
-        help: 'Whether this instance trusts the registry’s silence (1), or waits while connection servers write back the entries Redis lost (0).',
+        help: 'Whether this instance trusts the registry’s silence (1), or waits while connection servers write back the entries Redis lost, or the load reports that expired while it was unreachable (0).',
         registers: [registry],
       }),
     failures:
@@ -94,8 +94,11 @@ function watchMetrics(registry: Registry | undefined): WatchMetrics | undefined 
 
 interface Restoring {
   readonly since: number;
-  /** Servers live before the loss that have not yet marked their entries as back. */
-  readonly waitingFor: Set<string>;
+  /**
+   * Servers live before the loss (or missing after a blind spell) that have not yet marked their
+   * entries as back, with when the watch began to wait for each (its report TTL counts from there).
+   */
+  readonly waitingFor: Map<string, number>;
 }
 
 /**
@@ -112,6 +115,13 @@ interface Restoring {
  * waiting at that moment, and refuses a read that began before the last restore ended: a
  * router's negative answer stands only on a registry that was whole from before its lookup until
  * after it.
+ *
+ * Redis can also keep its data (AOF) and still lose the load reports: they expire while Redis is
+ * away, and each server writes its report again only once it has reconnected. So after a blind
+ * spell (a check failed, or the client connected again) the first check that answers counts every
+ * server listed at the last check before it and missing now as restoring, like a loss, until it
+ * is listed (and marked) again or has stayed unlisted for a report's TTL. A report that expires
+ * while the watch is watching is a server going away, and nobody waits for it.
  */
 export class RegistryWatch implements RegistryCompleteness {
   readonly #options: RegistryWatchOptions;
@@ -121,6 +131,13 @@ export class RegistryWatch implements RegistryCompleteness {
   readonly #goneAfterMs: number;
   /** serverId → when its load report was last seen (ms since epoch), by checks that answered. */
   readonly #known = new Map<string, number>();
+  /** The servers listed by the last check that answered. */
+  #listed = new Set<string>();
+  /**
+   * The watch could not see Redis since the last check that answered (a check failed, or the
+   * client connected again): reports may have expired unseen meanwhile.
+   */
+  #blind = false;
   #restoring: Restoring | undefined;
   /** When the registry was last found whole after a loss (the watch's clock); reads before it are refused. */
   #wholeSince = Number.NEGATIVE_INFINITY;
@@ -131,6 +148,8 @@ export class RegistryWatch implements RegistryCompleteness {
   #closed = false;
   readonly #metrics: WatchMetrics | undefined;
   readonly #onReady = () => {
+    // A 'ready' after the first connection: Redis was away for a while, however short.
+    this.#blind = true;
     this.check().catch(() => undefined);
   };
 
@@ -176,7 +195,7 @@ export class RegistryWatch implements RegistryCompleteness {
   async confirm(readAt: number): Promise<void> {
     await this.check();
     const restoring = this.#restoring;
-    if (restoring) throw new RegistryIncompleteError([...restoring.waitingFor], restoring.since);
+    if (restoring) throw new RegistryIncompleteError([...restoring.waitingFor.keys()], restoring.since);
     // Whole now, but lost and restored since the read began: the read may have seen a part.
     if (readAt <= this.#wholeSince) throw new RegistryIncompleteError([], this.#wholeSince);
   }
@@ -211,38 +230,57 @@ export class RegistryWatch implements RegistryCompleteness {
   }
 
   async #checkOnce(): Promise<void> {
+    try {
+      await this.#checkAnswered();
+    } catch (err) {
+      this.#blind = true;
+      throw err;
+    }
+  }
+
+  async #checkAnswered(): Promise<void> {
     const { registry } = this.#options;
     const mark = await registry.checkServer(this.#markId, this.#markTtlSeconds);
     const now = this.now();
     if (mark.lost) {
       // Every server live at the last check that answered, however long ago: after an outage of
       // Redis the watch has seen nothing for its length, and the servers are still there.
-      const waitingFor = new Set(this.#known.keys());
-      for (const id of this.#restoring?.waitingFor ?? []) waitingFor.add(id);
-      const first = this.#restoring === undefined;
-      this.#restoring = { since: this.#restoring?.since ?? now, waitingFor };
+      const first = this.#wait(now, this.#known.keys());
       // Written after the state above: a check that finds the mark back finds the state too.
       await registry.markServer(this.#markId, this.#markTtlSeconds, mark);
       this.#log.warn(
-        { shards: mark.lostShards, waitingFor: [...waitingFor] },
+        { shards: mark.lostShards, waitingFor: this.#waitingFor() },
         'Redis lost registry data; negative answers wait until every connection server has written its entries back',
       );
-      if (first) {
-        this.#metrics?.complete.set(0);
-        this.#options.onChange?.(false);
-      }
+      if (first) this.#turnedIncomplete();
     }
     const live = await registry.liveServers();
-    for (const s of live) this.#known.set(s.serverId, now);
+    const liveIds = new Set(live.map((s) => s.serverId));
+    // Looked at once the list is read: a check queued while Redis was away and answered after the
+    // reconnect must see the reconnect's flag ('ready' is emitted before any reply is read).
+    if (this.#blind) {
+      this.#blind = false;
+      const unlisted = [...this.#listed].filter((id) => !liveIds.has(id));
+      if (unlisted.length > 0) {
+        const first = this.#wait(now, unlisted);
+        this.#log.warn(
+          { unlisted, waitingFor: this.#waitingFor() },
+          'Redis was unreachable and connection servers listed before are missing now (their load reports expired meanwhile?); negative answers wait until they report again or a report TTL passes',
+        );
+        if (first) this.#turnedIncomplete();
+      }
+    }
+    this.#listed = liveIds;
+    for (const id of liveIds) this.#known.set(id, now);
     for (const [id, seen] of this.#known) if (now - seen >= this.#goneAfterMs) this.#known.delete(id);
     const restoring = this.#restoring;
     if (!restoring) return;
-    const liveIds = new Set(live.map((s) => s.serverId));
     // A server the watch never saw before the loss, listed again but not marked, is restoring too.
-    const marked = await registry.serversMarked([...new Set([...restoring.waitingFor, ...liveIds])]);
-    for (const id of liveIds) if (!marked.has(id)) restoring.waitingFor.add(id);
-    for (const id of restoring.waitingFor) {
-      const gone = !liveIds.has(id) && now - restoring.since >= this.#goneAfterMs;
+    const marked = await registry.serversMarked([...new Set([...restoring.waitingFor.keys(), ...liveIds])]);
+    for (const id of liveIds)
+      if (!marked.has(id) && !restoring.waitingFor.has(id)) restoring.waitingFor.set(id, now);
+    for (const [id, waitingSince] of restoring.waitingFor) {
+      const gone = !liveIds.has(id) && now - waitingSince >= this.#goneAfterMs;
       // Marked and listed: its entries are back and broadcasts find it again.
       if ((marked.has(id) && liveIds.has(id)) || gone) restoring.waitingFor.delete(id);
     }
@@ -257,5 +295,22 @@ export class RegistryWatch implements RegistryCompleteness {
       this.#metrics?.complete.set(1);
       this.#options.onChange?.(true);
     }
+  }
+
+  /** Enters (or extends) the restoring state, waiting for `serverIds` from `now`; true when it entered it. */
+  #wait(now: number, serverIds: Iterable<string>): boolean {
+    const first = this.#restoring === undefined;
+    const restoring = (this.#restoring ??= { since: now, waitingFor: new Map() });
+    for (const id of serverIds) if (!restoring.waitingFor.has(id)) restoring.waitingFor.set(id, now);
+    return first;
+  }
+
+  #waitingFor(): string[] {
+    return [...(this.#restoring?.waitingFor.keys() ?? [])];
+  }
+
+  #turnedIncomplete(): void {
+    this.#metrics?.complete.set(0);
+    this.#options.onChange?.(false);
   }
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { createMetricsRegistry, silentLogger, type Registry } from '@pushline/telemetry';
 import { deleteKeys, keysMatching, testRedis, uniquePrefix } from '@pushline/testkit';
@@ -200,6 +201,126 @@ describe('RegistryWatch', () => {
     const refused = await w.confirm(w.now()).catch((err: unknown) => err);
     assert.ok(refused instanceof RegistryIncompleteError);
     assert.deepEqual(refused.restoringServers, ['cs-a']);
+  });
+
+  /** A registry whose mark check fails while `down` is set: Redis unreachable for the watch. */
+  function outageRegistry(): { registry: RegistryWatchOptions['registry']; setDown(down: boolean): void } {
+    let down = false;
+    return {
+      registry: withCheck((...args) =>
+        down ? Promise.reject(new Error('Connection is closed.')) : registry.checkServer(...args),
+      ),
+      setDown: (value) => (down = value),
+    };
+  }
+
+  it('after Redis was unreachable, waits for a server listed before whose report expired meanwhile (AOF kept the rest)', async () => {
+    await liveServer('cs-a');
+    await liveServer('cs-b');
+    const outage = outageRegistry();
+    const changes: boolean[] = [];
+    const metrics = createMetricsRegistry({}, false);
+    let clock = Date.now();
+    const w = await watch({
+      registry: outage.registry,
+      serverGoneAfterMs: 15_000,
+      now: () => clock,
+      onChange: (complete) => changes.push(complete),
+      metrics,
+    });
+    outage.setDown(true);
+    await assert.rejects(w.confirm(w.now()), /Connection is closed/);
+    clock += 30_000; // two report TTLs
+    // Redis is back with its data (AOF) but cs-b's load report, which expired during the outage;
+    // cs-a has written its report again on reconnect, cs-b has not reconnected yet.
+    await registry.removeLoad('cs-b');
+    outage.setDown(false);
+
+    const refused = await w.confirm(w.now()).catch((err: unknown) => err);
+    assert.ok(refused instanceof RegistryIncompleteError, 'a broadcast would have missed cs-b');
+    assert.deepEqual(refused.restoringServers, ['cs-b']);
+    assert.equal(w.complete, false);
+    assert.equal(await gauge(metrics), 0);
+    clock += 1_000;
+    await assert.rejects(w.confirm(w.now()), RegistryIncompleteError);
+
+    // cs-b reconnects and reports again; its marks survived with the rest of Redis's data.
+    await registry.reportLoad(load('cs-b'), 60);
+    await w.check(); // sees the wait end; a read after that is confirmed
+    clock += 1;
+    await w.confirm(w.now());
+    assert.equal(w.complete, true);
+    assert.deepEqual(changes, [false, true]);
+    assert.equal(await gauge(metrics), 1);
+  });
+
+  it('after Redis was unreachable, lets a missing server go once it stayed unlisted for a report TTL', async () => {
+    await liveServer('cs-a');
+    await liveServer('cs-dead');
+    const outage = outageRegistry();
+    let clock = Date.now();
+    const w = await watch({ registry: outage.registry, serverGoneAfterMs: 15_000, now: () => clock });
+    outage.setDown(true);
+    await assert.rejects(w.confirm(w.now()), /Connection is closed/);
+    await registry.removeLoad('cs-dead');
+    outage.setDown(false);
+    await assert.rejects(w.confirm(w.now()), RegistryIncompleteError);
+    clock += 14_999;
+    await assert.rejects(w.confirm(w.now()), RegistryIncompleteError);
+    clock += 1;
+    await w.check();
+    clock += 1;
+    await w.confirm(w.now());
+    assert.equal(w.complete, true);
+  });
+
+  it('lets a server whose report expires while it watches go at once, blind spell or not afterwards', async () => {
+    await liveServer('cs-a');
+    await liveServer('cs-b');
+    const outage = outageRegistry();
+    const changes: boolean[] = [];
+    const w = await watch({ registry: outage.registry, onChange: (complete) => changes.push(complete) });
+    // cs-b crashed: its report expires and a check sees it unlisted.
+    await registry.removeLoad('cs-b');
+    await w.confirm(w.now());
+    assert.equal(w.complete, true);
+    // An outage afterwards does not bring the server that was already gone back into the wait.
+    outage.setDown(true);
+    await assert.rejects(w.confirm(w.now()), /Connection is closed/);
+    outage.setDown(false);
+    await w.confirm(w.now());
+    assert.equal(w.complete, true);
+    assert.deepEqual(changes, []);
+  });
+
+  it('counts a reconnect of its client as a blind spell: a server listed before and missing after it is waited for', async () => {
+    await liveServer('cs-a');
+    await liveServer('cs-b');
+    // A client of its own, so the reconnect below is the watch's alone.
+    const own = testRedis();
+    try {
+      await own.connect();
+      const w = await watch({
+        redis: own,
+        registry: new RedisDeviceRegistry({ redis: own, keyPrefix: prefix }),
+      });
+      // cs-b's report is gone by the time the client is connected again (no check ran meanwhile).
+      await registry.removeLoad('cs-b');
+      const ready = once(own, 'ready');
+      own.disconnect(true);
+      await ready;
+      const refused = await w.confirm(w.now()).catch((err: unknown) => err);
+      assert.ok(refused instanceof RegistryIncompleteError);
+      assert.deepEqual(refused.restoringServers, ['cs-b']);
+
+      await registry.reportLoad(load('cs-b'), 60);
+      await w.check();
+      await w.confirm(w.now());
+      assert.equal(w.complete, true);
+      await w.close();
+    } finally {
+      own.disconnect();
+    }
   });
 
   it('lets a server that stays unlisted for a report TTL go: it died with the loss', async () => {
