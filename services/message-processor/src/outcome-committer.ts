@@ -9,6 +9,8 @@ import type { Claim, RequestLedger } from './request-ledger.ts';
 interface Pending {
   readonly claim: Claim;
   readonly events: readonly DeliveryEvent[];
+  /** The events as written to the ledger and to Kafka (`OutcomeRecorder.serialize`). */
+  readonly serialized: readonly string[];
   readonly headers: Record<string, string>;
   /** Aborted when the record is revoked or the processor closes: its commit stops retrying. */
   readonly signal: AbortSignal;
@@ -70,7 +72,8 @@ export class OutcomeCommitter {
     signal: AbortSignal,
   ): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.#batcher.add({ claim, events, headers, signal, resolve, reject });
+      const serialized = this.#options.outcomes.serialize(events);
+      this.#batcher.add({ claim, events, serialized, headers, signal, resolve, reject });
     });
   }
 
@@ -82,7 +85,9 @@ export class OutcomeCommitter {
       ),
     );
     const produced = await this.#stage(recorded, 'kafka', (live) =>
-      this.#options.outcomes.recordBatch(live.map((p) => ({ events: p.events, headers: p.headers }))),
+      this.#options.outcomes.recordBatch(
+        live.map((p) => ({ events: p.events, serialized: p.serialized, headers: p.headers })),
+      ),
     );
     const completed = await this.#stage(produced, 'redis', (live) =>
       this.#options.ledger.completeMany(live.map((p) => p.claim)),

@@ -27,18 +27,29 @@ export class OutcomeRecorder {
   }
 
   /**
+   * The events as they are written: checked against the schema once, serialized once (the
+   * committer records the same strings in the request ledger before it produces them).
+   */
+  serialize(events: readonly DeliveryEvent[]): string[] {
+    return events.map((ev) => JSON.stringify(DeliveryEvent.parse(ev)));
+  }
+
+  /**
    * Writes the events of many requests in one produce, in the given order; each request's events
-   * carry its own trace headers (those of its `process` span).
+   * carry its own trace headers (those of its `process` span). `serialized` is `serialize(events)`
+   * when the caller has it already.
    */
   async recordBatch(
     entries: readonly {
       readonly events: readonly DeliveryEvent[];
+      readonly serialized?: readonly string[];
       readonly headers: Record<string, string>;
     }[],
   ): Promise<void> {
-    const records = entries.flatMap((entry) =>
-      entry.events.map((ev) => ({ ev: DeliveryEvent.parse(ev), headers: entry.headers })),
-    );
+    const records = entries.flatMap((entry) => {
+      const values = entry.serialized ?? this.serialize(entry.events);
+      return entry.events.map((ev, i) => ({ ev, value: values[i] as string, headers: entry.headers }));
+    });
     if (records.length === 0) return;
     await withSpan(
       this.#tracer,
@@ -55,9 +66,9 @@ export class OutcomeRecorder {
       async () => {
         await this.#producer.send(
           this.#topic,
-          records.map(({ ev, headers }) => ({
+          records.map(({ ev, value, headers }) => ({
             key: ev.deviceId ?? ev.target.id,
-            value: JSON.stringify(ev),
+            value,
             headers,
           })),
         );

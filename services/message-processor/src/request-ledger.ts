@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RecordedOutcome, type DeliveryEvent } from '@pushline/protocol';
+import { RecordedOutcome } from '@pushline/protocol';
 import { sendAll, type BatchCall, type RedisClient } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 
@@ -94,6 +94,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 `;
 
+/** KEYS claim outcome sent; ARGV windowSeconds. Marks the request done and forgets what led there. */
+const COMPLETE = `
+redis.call('SET', KEYS[1], '${DONE}', 'EX', ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+return 1
+`;
+
 // Compare-and-delete: only the holder's own claim is dropped, never a newer holder's or `done`.
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -104,6 +111,12 @@ interface LedgerCommands {
   pushlineLedgerClaim(key: string, outcomeKey: string, token: string, ttlMs: number): Promise<number>;
   pushlineLedgerRenew(key: string, token: string, ttlMs: number): Promise<number>;
   pushlineLedgerRelease(key: string, token: string): Promise<number>;
+  pushlineLedgerComplete(
+    key: string,
+    outcomeKey: string,
+    sentKey: string,
+    windowSeconds: number,
+  ): Promise<number>;
 }
 type LedgerRedis = RedisClient & LedgerCommands;
 
@@ -112,6 +125,7 @@ export const LEDGER_SCRIPTS = {
   pushlineLedgerClaim: { numberOfKeys: 2, lua: CLAIM },
   pushlineLedgerRenew: { numberOfKeys: 1, lua: RENEW },
   pushlineLedgerRelease: { numberOfKeys: 1, lua: RELEASE },
+  pushlineLedgerComplete: { numberOfKeys: 3, lua: COMPLETE },
 } as const;
 
 /** The scope of request ids produced straight into Kafka, without an origin (not a valid origin id). */
@@ -285,16 +299,21 @@ export class RequestLedger {
    * handling the request again (`recorded`). `at` bounds when the events can have been written.
    */
   async recordOutcomes(
-    entries: readonly { readonly claim: Claim; readonly events: readonly DeliveryEvent[] }[],
+    entries: readonly {
+      readonly claim: Claim;
+      /** The events, each serialized as it is produced (one JSON object per event). */
+      readonly serialized: readonly string[];
+    }[],
     at: number,
   ): Promise<void> {
     if (entries.length === 0) return;
     await sendAll(
       this.#redis,
-      entries.map(({ claim, events }): BatchCall => [
+      entries.map(({ claim, serialized }): BatchCall => [
         'set',
         claim.outcomeKey,
-        JSON.stringify({ at, events: [...events] } satisfies RecordedOutcome),
+        // A `RecordedOutcome`, joined from the strings Kafka gets rather than serialized again.
+        `{"at":${at},"events":[${serialized.join(',')}]}`,
         'EX',
         this.#options.windowSeconds,
       ]),
@@ -324,10 +343,12 @@ export class RequestLedger {
     if (claims.length === 0) return;
     await sendAll(
       this.#redis,
-      claims.flatMap((c): BatchCall[] => [
-        ['set', c.key, DONE, 'EX', this.#options.windowSeconds],
-        ['del', c.outcomeKey],
-        ...(c.sentKey ? [['del', c.sentKey] as const] : []),
+      claims.map((c): BatchCall => [
+        'pushlineLedgerComplete',
+        c.key,
+        c.outcomeKey,
+        c.sentKey ?? c.outcomeKey,
+        this.#options.windowSeconds,
       ]),
     );
     for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);

@@ -74,7 +74,10 @@ describe('RequestLedger', () => {
         at: 1_700_000_000_123,
       },
     ];
-    await a.recordOutcomes([{ claim: claimA, events }], 1_700_000_000_100);
+    await a.recordOutcomes(
+      [{ claim: claimA, serialized: events.map((ev) => JSON.stringify(ev)) }],
+      1_700_000_000_100,
+    );
     assert.equal(claimA.outcomeKey, `${prefix}outcome:{key-a/r1}`);
 
     // `a` dies: its claim expires, and `b` takes the request over with the recorded outcome.
