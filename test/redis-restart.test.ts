@@ -137,7 +137,11 @@ describe('a Redis restart', () => {
     const serverIds = [serverA.serverId, serverB.serverId].sort();
     await waitUntil(
       () =>
-        [platform?.api.registryWatch, platform?.processor?.processor.registryWatch].every(
+        [
+          platform?.api.registryWatch,
+          platform?.processor?.processor.registryWatch,
+          serverA.server.registryWatch,
+        ].every(
           (watch) => JSON.stringify([...(watch?.knownServers ?? [])].sort()) === JSON.stringify(serverIds),
         ),
       { what: 'the routers to know both servers' },
@@ -158,6 +162,14 @@ describe('a Redis restart', () => {
       payload: { direct: 'during restore' },
     });
     const presence = await platform.call('GET', `/v1/devices/${ids.at(-1)}/presence`);
+    // A device of the same user on the other server, not written back yet: not `not_connected`.
+    const [sender] = devices;
+    assert.ok(sender);
+    const sent = await sender.request(DeviceEvents.send, {
+      to: ids.at(-1),
+      id: 'd2d-during-restore',
+      payload: { d2d: 'during restore' },
+    });
     const published = await platform.call('POST', '/v1/publish', {
       messages: [
         ...ids.map((id) => ({ id: `restoring-${id}`, target: { type: 'device', id }, payload: { n: id } })),
@@ -197,6 +209,13 @@ describe('a Redis restart', () => {
     // Nor `online: false`, for the same reason.
     assert.equal(presence.status, 503, JSON.stringify(presence.body));
     assert.match(JSON.stringify(presence.body), /being restored/);
+    // A device-to-device send is refused with an error to retry, never answered `not_connected`.
+    assert.deepEqual(
+      { ok: (sent as { ok?: boolean }).ok, code: (sent as { error?: { code?: string } }).error?.code },
+      { ok: false, code: 'internal' },
+      JSON.stringify(sent),
+    );
+    assert.match(JSON.stringify(sent), /being restored|may be incomplete/);
     // The registry is whole again: the same push is delivered.
     const after = await platform.call('POST', `/v1/devices/${ids.at(-1)}/messages`, {
       payload: { direct: 'after restore' },

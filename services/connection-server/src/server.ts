@@ -79,6 +79,8 @@ export interface ConnectionServer {
   /** Base URL of the internal port (the internal channel, health, metrics). */
   readonly internalUrl: string;
   readonly connectionCount: number;
+  /** Whether this server's router trusts the registry's silence (see `RegistryWatch`). */
+  readonly registryWatch: Pick<RegistryWatch, 'complete' | 'knownServers'>;
   /** Handshakes in flight: connections opened whose device has not authenticated yet. */
   readonly pendingHandshakes: number;
   /** Started and not draining: what /readyz answers, and what the load-balancer agent reports. */
@@ -386,6 +388,11 @@ class PushlineConnectionServer implements ConnectionServer {
   get internalUrl(): string {
     if (!this.#internalUrl) throw new Error('connection server not started');
     return this.#internalUrl;
+  }
+
+  /** Whether this server's router trusts the registry's silence (see `RegistryWatch`). */
+  get registryWatch(): Pick<RegistryWatch, 'complete' | 'knownServers'> {
+    return this.#registryWatch;
   }
 
   get connectionCount(): number {
