@@ -114,7 +114,7 @@ export class DeviceToDevice {
       return errorAck(
         code,
         err instanceof RegistryIncompleteError
-          ? 'the device registry is being restored after Redis lost it; retry in a second'
+          ? 'the device registry is being restored (Redis lost it or was unreachable); retry in a second'
           : 'could not route the message; retry later',
       );
     }

@@ -117,7 +117,7 @@ export class DependencyGate {
       this.#log.error(
         { err, dependency },
         dependency === 'registry'
-          ? 'the registry is being restored after Redis lost it; no record starts until it is complete'
+          ? 'the registry may be incomplete (Redis lost it, or was unreachable while load reports expired); no record starts until it is whole'
           : `${dependency} is unreachable; no record starts until it answers again`,
       );
       this.#options.onChange?.(dependency, false);

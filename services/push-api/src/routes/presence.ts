@@ -88,7 +88,7 @@ async function registryCall<T>(ctx: ApiContext, call: () => Promise<T>): Promise
       ctx.logger.warn({ err }, 'presence waits for the registry to be restored');
       throw new ProblemError(
         'service-unavailable',
-        'The device registry is being restored after Redis lost it; the device may be connected. Retry in a second.',
+        'The device registry is being restored (Redis lost it or was unreachable); the device may be connected. Retry in a second.',
         { retryAfterSeconds: 1, cause: err },
       );
     }

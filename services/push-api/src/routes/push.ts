@@ -229,7 +229,7 @@ async function route<T>(
       ctx.logger.warn({ err }, 'a direct push waits for the registry to be restored');
       throw new ProblemError(
         'service-unavailable',
-        'The device registry is being restored after Redis lost it; the device may be connected. Retry in a second.',
+        'The device registry is being restored (Redis lost it or was unreachable); the device may be connected. Retry in a second.',
         { retryAfterSeconds: 1, cause: err },
       );
     }
