@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Consumer as KjsConsumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
+import type { Consumer as KjsConsumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { backoffMs, closeOnce, runCleanup } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
 import { OffsetCommitter, type PartitionOffset } from './offset-committer.ts';
@@ -219,15 +219,7 @@ export class KafkajsConsumer implements Consumer {
     // Not taken (closing, stale after a seek, or the partition waits to refetch a failed batch):
     // left unresolved, so kafkajs does not move past it.
     if (this.#closed || payload.isStale() || !this.#pipeline.accepts(batch.topic, batch.partition)) return;
-    const records: IncomingRecord[] = batch.messages.map((m) => ({
-      topic: batch.topic,
-      partition: batch.partition,
-      offset: m.offset,
-      key: m.key ? m.key.toString('utf8') : null,
-      value: m.value,
-      headers: decodeHeaders(m.headers),
-      timestamp: Number(m.timestamp),
-    }));
+    const records = batch.messages.map((m) => incomingRecord(batch.topic, batch.partition, m));
     // The fetch position moves now, so the next fetch brings this partition's next records
     // while the handler works; the commit waits for the handler.
     payload.resolveOffset(last.offset);
@@ -282,7 +274,20 @@ export class KafkajsConsumer implements Consumer {
   }
 }
 
-export function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
+/** A kafkajs message of a batch as the platform's `IncomingRecord`. */
+export function incomingRecord(topic: string, partition: number, m: KafkaMessage): IncomingRecord {
+  return {
+    topic,
+    partition,
+    offset: m.offset,
+    key: m.key ? m.key.toString('utf8') : null,
+    value: m.value,
+    headers: decodeHeaders(m.headers),
+    timestamp: Number(m.timestamp),
+  };
+}
+
+function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   if (!headers) return out;
   for (const [name, value] of Object.entries(headers)) {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Admin as KjsAdmin, Kafka } from 'kafkajs';
 import { runCleanup } from '@pushline/runtime';
 import type { Logger } from '@pushline/telemetry';
-import { decodeHeaders } from './kafkajs-consumer.ts';
+import { incomingRecord } from './kafkajs-consumer.ts';
 import type { IncomingRecord } from './types.ts';
 
 /** The scan did not reach the end of every partition in time (a broker that does not answer). */
@@ -63,15 +63,7 @@ export async function scanTopicSince(
             if (end === undefined) return Promise.resolve();
             for (const m of batch.messages) {
               if (BigInt(m.offset) >= end) break;
-              visit({
-                topic,
-                partition: batch.partition,
-                offset: m.offset,
-                key: m.key ? m.key.toString('utf8') : null,
-                value: m.value,
-                headers: decodeHeaders(m.headers),
-                timestamp: Number(m.timestamp),
-              });
+              visit(incomingRecord(topic, batch.partition, m));
             }
             if (BigInt(batch.lastOffset()) + 1n >= end) unread.delete(batch.partition);
             if (unread.size === 0) resolve();
