@@ -347,6 +347,7 @@ export class RequestLedger {
         'pushlineLedgerComplete',
         c.key,
         c.outcomeKey,
+        // No sent mark (no ttl): the script's third key repeats one it deletes anyway.
         c.sentKey ?? c.outcomeKey,
         this.#options.windowSeconds,
       ]),

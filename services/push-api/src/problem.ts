@@ -39,6 +39,19 @@ export type ProblemCode = keyof typeof PROBLEMS;
 
 const problemType = (code: ProblemCode): string => problemTypeUri(code);
 
+/**
+ * The answer while the device registry may be incomplete (`RegistryIncompleteError`): a device
+ * not found may be connected and not written back yet, so it is "retry in a second", never a 404
+ * or `online: false`.
+ */
+export function registryRestoringProblem(cause: unknown): ProblemError {
+  return new ProblemError(
+    'service-unavailable',
+    'The device registry is being restored (Redis lost it or was unreachable); the device may be connected. Retry in a second.',
+    { retryAfterSeconds: 1, cause },
+  );
+}
+
 /** An error that maps to one problem response. Throw it from any handler or middleware. */
 export class ProblemError extends Error {
   override readonly name = 'ProblemError';

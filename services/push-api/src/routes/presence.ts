@@ -1,6 +1,6 @@
 import { RegistryIncompleteError } from '@pushline/registry';
 import type { ApiContext } from '../context.ts';
-import { ProblemError } from '../problem.ts';
+import { ProblemError, registryRestoringProblem } from '../problem.ts';
 import type { RouteTable } from '../routing.ts';
 
 export function registerPresenceRoutes(table: RouteTable, ctx: ApiContext): void {
@@ -86,11 +86,7 @@ async function registryCall<T>(ctx: ApiContext, call: () => Promise<T>): Promise
   } catch (err) {
     if (err instanceof RegistryIncompleteError) {
       ctx.logger.warn({ err }, 'presence waits for the registry to be restored');
-      throw new ProblemError(
-        'service-unavailable',
-        'The device registry is being restored (Redis lost it or was unreachable); the device may be connected. Retry in a second.',
-        { retryAfterSeconds: 1, cause: err },
-      );
+      throw registryRestoringProblem(err);
     }
     ctx.logger.error({ err }, 'device registry lookup failed');
     throw new ProblemError('service-unavailable', 'The device registry is unreachable; retry later.', {

@@ -6,7 +6,7 @@ import { principalOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { checkPayload } from '../payload.ts';
 import type { RoutedResult } from '../ports.ts';
-import { ProblemError } from '../problem.ts';
+import { ProblemError, registryRestoringProblem } from '../problem.ts';
 import type { RouteTable } from '../routing.ts';
 
 /** HTTP status of a direct push to one device, by outcome. The body always carries the outcome. */
@@ -227,11 +227,7 @@ async function route<T>(
     if (err instanceof RegistryIncompleteError) {
       // No message left: the device may be connected and not yet written back after Redis lost it.
       ctx.logger.warn({ err }, 'a direct push waits for the registry to be restored');
-      throw new ProblemError(
-        'service-unavailable',
-        'The device registry is being restored (Redis lost it or was unreachable); the device may be connected. Retry in a second.',
-        { retryAfterSeconds: 1, cause: err },
-      );
+      throw registryRestoringProblem(err);
     }
     ctx.logger.error({ err }, 'routing a direct push failed');
     if (options.mayHaveDelivered?.(err)) {
