@@ -62,7 +62,8 @@ function logKafka(log: Logger, entry: LogEntry): void {
   else log.debug(fields, message);
 }
 
-class KafkajsAdmin implements Admin {
+/** Exported for its unit test only; the package entry exports `createKafkaClient`. */
+export class KafkajsAdmin implements Admin {
   readonly #kafka: Kafka;
   readonly #admin;
   readonly #log: Logger;
@@ -90,7 +91,7 @@ class KafkajsAdmin implements Admin {
     const existing = new Set(topicNames);
     const plan = replicationPlan(cluster.brokers.length, this.#replication.minReplicationFactor);
     const present = specs.filter((s) => existing.has(s.name));
-    if (present.length > 0) await this.#checkReplication(present, plan);
+    if (present.length > 0) await this.#checkReplication(present, plan, timeoutMs);
     const missing = specs.filter((s) => !existing.has(s.name));
     if (missing.length === 0) return;
     try {
@@ -120,19 +121,30 @@ class KafkajsAdmin implements Admin {
   }
 
   /** Compares existing topics with the plan's minimum; warns or refuses (`UnderReplicatedTopicsError`). */
-  async #checkReplication(specs: readonly TopicSpec[], plan: ReplicationPlan): Promise<void> {
+  async #checkReplication(
+    specs: readonly TopicSpec[],
+    plan: ReplicationPlan,
+    timeoutMs: number,
+  ): Promise<void> {
     const names = specs.map((s) => s.name);
-    const [metadata, configs] = await Promise.all([
-      this.#admin.fetchTopicMetadata({ topics: names }),
-      this.#admin.describeConfigs({
-        includeSynonyms: false,
-        resources: names.map((name) => ({
-          type: TOPIC_RESOURCE,
-          name,
-          configNames: ['min.insync.replicas'],
-        })),
+    // Listed by one broker, these topics may still be unknown to the broker asked next.
+    const [metadata, configs] = await this.#untilSettled(
+      `topics ${names.join(', ')}`,
+      timeoutMs,
+      async () => ({
+        settled: await Promise.all([
+          this.#admin.fetchTopicMetadata({ topics: names }),
+          this.#admin.describeConfigs({
+            includeSynonyms: false,
+            resources: names.map((name) => ({
+              type: TOPIC_RESOURCE,
+              name,
+              configNames: ['min.insync.replicas'],
+            })),
+          }),
+        ]),
       }),
-    ]);
+    );
     const minIsrOf = new Map<string, number>();
     for (const r of configs.resources) {
       const entry = r.configEntries.find((e) => e.configName === 'min.insync.replicas');
@@ -158,22 +170,39 @@ class KafkajsAdmin implements Admin {
   }
 
   async #waitForLeaders(topics: string[], timeoutMs: number): Promise<void> {
+    await this.#untilSettled(`topics ${topics.join(', ')}`, timeoutMs, async () => {
+      const metadata = await this.#admin.fetchTopicMetadata({ topics });
+      const leaderless = metadata.topics.filter(
+        (t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0),
+      );
+      return leaderless.length === 0
+        ? { settled: undefined }
+        : { waitingFor: `a leader for ${leaderless.map((t) => t.name).join(', ')}` };
+    });
+  }
+
+  /**
+   * Repeats `read`, with backoff, until it settles or `timeoutMs` passes. Every error counts as a
+   * reason to wait: on Kafka 4 each broker learns of a fresh topic on its own time, so for a moment
+   * one lists it while another, asked next, answers UNKNOWN_TOPIC_OR_PARTITION or has no leader.
+   */
+  async #untilSettled<T>(
+    what: string,
+    timeoutMs: number,
+    read: () => Promise<{ settled: T } | { waitingFor: string }>,
+  ): Promise<T> {
     const deadline = Date.now() + timeoutMs;
-    let lastProblem = 'no metadata yet';
+    let lastProblem = 'no answer yet';
     for (let attempt = 0; ; attempt++) {
       try {
-        const metadata = await this.#admin.fetchTopicMetadata({ topics });
-        const leaderless = metadata.topics.filter(
-          (t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0),
-        );
-        if (leaderless.length === 0) return;
-        lastProblem = `no leader yet for ${leaderless.map((t) => t.name).join(', ')}`;
+        const answer = await read();
+        if ('settled' in answer) return answer.settled;
+        lastProblem = `waiting for ${answer.waitingFor}`;
       } catch (err) {
         lastProblem = err instanceof Error ? err.message : String(err);
       }
-      if (Date.now() > deadline) {
-        throw new Error(`topics ${topics.join(', ')} have no leaders after ${timeoutMs} ms: ${lastProblem}`);
-      }
+      if (Date.now() > deadline)
+        throw new Error(`${what}: not settled after ${timeoutMs} ms: ${lastProblem}`);
       await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, 25 * 2 ** attempt)));
     }
   }
