@@ -12,19 +12,24 @@ type Dispatch = Record<string, (...args: (string | number)[]) => unknown>;
 
 /**
  * Sends `calls` as one batch and resolves with each one's reply or error, in order. On one Redis
- * the batch is a pipeline: one write, one round trip, executed in order. On a cluster a pipeline
- * must stay on one node, so each command is sent on its own and the cluster client's
- * auto-pipelining groups those of one event-loop turn per node: one round trip per node, in
- * parallel, and no order between nodes.
+ * the batch is a pipeline: one write, one round trip, executed in order. A client that
+ * auto-pipelines gets each command on its own instead: they join the pipeline of the current
+ * event-loop turn with every other command of it, in the order issued, so the batches of several
+ * callers in one turn (a burst of connects) share one write; a pipeline of the batch's own would
+ * be a write of its own. On a cluster a pipeline must stay on one node, so each command is sent
+ * on its own too and the cluster client's auto-pipelining groups those of one turn per node: one
+ * round trip per node, in parallel, and no order between nodes. A batch naming a command the
+ * client does not have is refused whole, before anything is sent.
  */
 export async function sendAllSettled(redis: RedisClient, calls: readonly BatchCall[]): Promise<BatchReply[]> {
   if (calls.length === 0) return [];
-  if (isCluster(redis)) {
+  for (const [method] of calls) {
+    if (typeof (redis as unknown as Dispatch)[method] !== 'function')
+      throw new TypeError(`no Redis command ${method}`);
+  }
+  if (isCluster(redis) || redis.options.enableAutoPipelining === true) {
     const target = redis as unknown as Dispatch;
-    const settled = await Promise.allSettled(
-      calls.map(async ([method, ...args]) => callMethod(target, method, args)),
-    );
-    return settled.map((s) => (s.status === 'fulfilled' ? { value: s.value } : { error: asError(s.reason) }));
+    return Promise.all(calls.map(([method, ...args]) => settle(callMethod(target, method, args))));
   }
   const pipeline = redis.pipeline();
   const target = pipeline as unknown as Dispatch;
@@ -44,10 +49,17 @@ export async function sendAll(redis: RedisClient, calls: readonly BatchCall[]): 
   });
 }
 
+/** Issues one command of a checked batch: its reply's promise, or on a pipeline the pipeline. */
 function callMethod(target: Dispatch, method: string, args: (string | number)[]): unknown {
-  const fn = target[method];
-  if (typeof fn !== 'function') throw new TypeError(`no Redis command ${method}`);
-  return fn.apply(target, args);
+  return (target[method] as (...a: (string | number)[]) => unknown).apply(target, args);
+}
+
+async function settle(reply: unknown): Promise<BatchReply> {
+  try {
+    return { value: await reply };
+  } catch (err) {
+    return { error: asError(err) };
+  }
 }
 
 function asError(reason: unknown): Error {
