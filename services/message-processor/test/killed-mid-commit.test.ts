@@ -41,10 +41,11 @@ function tcpSockets(): TcpSocket[] {
 }
 
 /**
- * Bytes the broker has not read yet (it is stopped) on the connections process `pid` holds to it:
- * what the process has sent since the stop, as the kernel's receive queues on the broker's side.
+ * Bytes the broker has not read yet (it is stopped) on each connection process `pid` holds to it,
+ * by the process's port: what the process sent on it since the stop, as the kernel's receive
+ * queue on the broker's side.
  */
-function unreadByBrokerFrom(pid: number, brokerPort: number): number {
+function unreadByBrokerFrom(pid: number, brokerPort: number): Map<number, number> {
   const inodes = new Set<string>();
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     try {
@@ -58,13 +59,29 @@ function unreadByBrokerFrom(pid: number, brokerPort: number): number {
   const clientPorts = new Set(
     sockets.filter((s) => inodes.has(s.inode) && s.remotePort === brokerPort).map((s) => s.localPort),
   );
-  return sockets
-    .filter((s) => s.localPort === brokerPort && clientPorts.has(s.remotePort))
-    .reduce((sum, s) => sum + s.unread, 0);
+  return new Map(
+    sockets
+      .filter((s) => s.localPort === brokerPort && clientPorts.has(s.remotePort))
+      .map((s) => [s.remotePort, s.unread]),
+  );
 }
 
-/** A produce of one event (its JSON alone is about 300 bytes) is more than any heartbeat or fetch. */
-const PRODUCE_BYTES = 400;
+/** The most any one connection gained since `before`. */
+function largestGain(now: Map<number, number>, before: Map<number, number>): number {
+  return Math.max(0, ...[...now].map(([port, unread]) => unread - (before.get(port) ?? 0)));
+}
+
+/**
+ * Ids at their longest (128 characters), so the produce of the held request's event, which
+ * carries them four times over (record key, request id, target, device), is 858 bytes: more than
+ * a fetch of a topic's three partitions (about 200), a heartbeat or a metadata request, which the
+ * processor's consumers may send to the stopped broker at the same moment on connections of
+ * their own. With short ids and the bytes of all connections summed, such requests could pass
+ * for the produce, and the processor was killed before it had sent it.
+ */
+const DEVICE = `dev-${'d'.repeat(124)}`;
+const HELD = `held-${'h'.repeat(123)}`;
+const PRODUCE_BYTES = 800;
 
 describe('a processor killed while it writes a request’s events', () => {
   let kafka: KafkaInstance;
@@ -85,11 +102,11 @@ describe('a processor killed while it writes a request’s events', () => {
     await w.start();
     const server = await w.startConnectionServer('a');
     const brokerPort = Number(kafka.brokers[0]?.split(':')[1]);
-    let unreadAtStop = 0;
+    let unreadAtStop = new Map<number, number>();
     let pid = 0;
-    const device = await w.connectDevice(server, 'dev', 'user-1', undefined, {
+    const device = await w.connectDevice(server, DEVICE, 'user-1', undefined, {
       onMessage: (msg, ack) => {
-        if (msg.id === 'held') {
+        if (msg.id === HELD) {
           // The produce of the outcome comes right after the ack: it finds the broker stopped.
           process.kill(kafka.pid, 'SIGSTOP');
           brokerStopped = true;
@@ -106,20 +123,20 @@ describe('a processor killed while it writes a request’s events', () => {
     });
     // A first request makes the processor's producer learn where delivery-events lives, so the
     // next produce goes straight out (a metadata request would wait in the broker instead).
-    await w.publish([w.request('warm', { type: 'device', id: 'dev' })]);
+    await w.publish([w.request('warm', { type: 'device', id: DEVICE })]);
     await w.events.waitFor((evs) => evs.some((e) => e.requestId === 'warm' && e.terminal), 'the first event');
-    await w.publish([w.request('held', { type: 'device', id: 'dev' })]);
+    await w.publish([w.request(HELD, { type: 'device', id: DEVICE })]);
 
     // The outcome is recorded in Redis before it is produced; then the produce goes out, and
     // waits in the stopped broker's receive queue.
-    const outcomeKey = `${w.keyPrefix}outcome:{~kafka/held}`;
+    const outcomeKey = `${w.keyPrefix}outcome:{~kafka/${HELD}}`;
     await waitUntil(async () => brokerStopped && (await w.redis.exists(outcomeKey)) === 1, {
       what: 'the delivered request’s outcome to be recorded',
       timeoutMs: 20_000,
     }).catch((err: unknown) => {
       throw new Error(`${String(err)}\n${outputOf(first)}`);
     });
-    await waitUntil(() => unreadByBrokerFrom(pid, brokerPort) - unreadAtStop >= PRODUCE_BYTES, {
+    await waitUntil(() => largestGain(unreadByBrokerFrom(pid, brokerPort), unreadAtStop) >= PRODUCE_BYTES, {
       what: 'the produce of the outcome to reach the stopped broker',
       timeoutMs: 10_000,
     });
@@ -131,7 +148,7 @@ describe('a processor killed while it writes a request’s events', () => {
     const second = w.spawnProcessor({ PUSHLINE_LOG_LEVEL: 'info' });
     // The replacement takes the request over once the dead processor's claim expires, finds its
     // recorded outcome, and marks the request done.
-    const claimKey = `${w.keyPrefix}req:{~kafka/held}`;
+    const claimKey = `${w.keyPrefix}req:{~kafka/${HELD}}`;
     await waitUntil(async () => (await w.redis.get(claimKey)) === 'done', {
       what: 'the replacement to finish the request',
       timeoutMs: 40_000,
@@ -142,7 +159,7 @@ describe('a processor killed while it writes a request’s events', () => {
 
     // A later request of the same device shares the partition: once its event is read, every
     // event of `held` is too.
-    await w.publish([w.request('after', { type: 'device', id: 'dev' })]);
+    await w.publish([w.request('after', { type: 'device', id: DEVICE })]);
     await within(
       w.events.waitFor((evs) => evs.some((e) => e.requestId === 'after' && e.terminal), 'the later event'),
       30_000,
@@ -151,10 +168,10 @@ describe('a processor killed while it writes a request’s events', () => {
       throw new Error(`${String(err)}\n${outputOf(second)}`);
     });
 
-    const held = w.events.terminal('held');
+    const held = w.events.terminal(HELD);
     assert.equal(held.length, 1, `exactly one terminal event: ${JSON.stringify(held)}`);
     assert.equal(held[0]?.outcome, 'delivered');
-    assert.deepEqual(device.ids(), ['warm', 'held', 'after'], 'the device got each message once');
+    assert.deepEqual(device.ids(), ['warm', HELD, 'after'], 'the device got each message once');
     // The broker appended what the dead processor had sent: the replacement found it there.
     assert.match(
       outputOf(second),
