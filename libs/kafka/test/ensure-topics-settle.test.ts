@@ -22,7 +22,7 @@ function unknownTopic(): Error {
 }
 
 function laggingCluster(topic: string, unknownAnswers: number) {
-  const calls = { metadata: 0, configs: 0 };
+  const calls = { metadata: 0 };
   const admin = {
     connect: () => Promise.resolve(),
     disconnect: () => Promise.resolve(),
@@ -46,14 +46,12 @@ function laggingCluster(topic: string, unknownAnswers: number) {
         ],
       });
     },
-    describeConfigs: () => {
-      calls.configs++;
-      return Promise.resolve({
+    describeConfigs: () =>
+      Promise.resolve({
         resources: [
           { resourceName: topic, configEntries: [{ configName: 'min.insync.replicas', configValue: '1' }] },
         ],
-      });
-    },
+      }),
   };
   return { kafka: { admin: () => admin } as unknown as Kafka, calls };
 }

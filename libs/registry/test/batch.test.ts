@@ -23,7 +23,7 @@ function countWrites(redis: RedisClient): { readonly count: number } {
   return counter;
 }
 
-/** Two counters and a read of one of them, one of the reads of a hash that is not there. */
+/** Two counters, a hash read of the first (WRONGTYPE: it holds a string) and a read of the second. */
 function batchOf(prefix: string): BatchCall[] {
   return [
     ['incr', `${prefix}:a`],
