@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordedOutcome } from '@pushline/protocol';
-import { sendAll, type BatchCall, type RedisClient } from '@pushline/registry';
+import { isCluster, sendAll, type BatchCall, type RedisClient } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 
 /** The request's record was revoked or the processor is closing while it waited for another holder. */
@@ -70,22 +70,29 @@ export type ClaimStatus =
 const DONE = 'done';
 
 /**
- * KEYS claim outcome. Takes the claim if nobody holds it, or renews it if we already do. Returns
- * 1 claimed, 3 claimed with an outcome recorded by an earlier holder, 2 done, 0 held by someone
- * else.
+ * KEYS claim₁ outcome₁ claim₂ outcome₂ …; ARGV ttlMs token₁ token₂ …. For each request: takes the
+ * claim if nobody holds it, or renews it if we already do. Returns one status per request: 1
+ * claimed, 3 claimed with an outcome recorded by an earlier holder, 2 done, 0 held by someone else.
  */
 const CLAIM = `
-local v = redis.call('GET', KEYS[1])
-if v == '${DONE}' then return 2 end
-if v == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-elseif v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-else
-  return 0
+local statuses = {}
+for i = 1, #KEYS / 2 do
+  local key, token = KEYS[2 * i - 1], ARGV[i + 1]
+  local v = redis.call('GET', key)
+  local status = 1
+  if v == '${DONE}' then
+    status = 2
+  elseif v == false then
+    redis.call('SET', key, token, 'PX', ARGV[1])
+  elseif v == token then
+    redis.call('PEXPIRE', key, ARGV[1])
+  else
+    status = 0
+  end
+  if status == 1 and redis.call('EXISTS', KEYS[2 * i]) == 1 then status = 3 end
+  statuses[i] = status
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
-return 1
+return statuses
 `;
 
 // Compare-and-expire: only our own claim is renewed, never a newer holder's or `done`.
@@ -94,11 +101,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 `;
 
-/** KEYS claim outcome sent; ARGV windowSeconds. Marks the request done and forgets what led there. */
+/**
+ * KEYS outcome₁ outcome₂ …; ARGV windowSeconds value₁ value₂ …. Records each request's outcome
+ * for the dedupe window.
+ */
+const RECORD = `
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1]) end
+return #KEYS
+`;
+
+/**
+ * KEYS claim₁ outcome₁ sent₁ claim₂ …; ARGV windowSeconds. Marks each request done and forgets
+ * what led there.
+ */
 const COMPLETE = `
-redis.call('SET', KEYS[1], '${DONE}', 'EX', ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[3])
-return 1
+for i = 1, #KEYS, 3 do
+  redis.call('SET', KEYS[i], '${DONE}', 'EX', ARGV[1])
+  redis.call('DEL', KEYS[i + 1], KEYS[i + 2])
+end
+return #KEYS / 3
 `;
 
 // Compare-and-delete: only the holder's own claim is dropped, never a newer holder's or `done`.
@@ -107,26 +128,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+/**
+ * Every script the ledger sends, with its keys. Claim, record and complete take any number of
+ * requests (the number of keys goes first in each call); a call's requests share one slot on a
+ * cluster, where each request is sent alone (the slot test), and are many on one Redis
+ * (`REQUESTS_PER_CALL`).
+ */
+export const LEDGER_SCRIPTS = {
+  pushlineLedgerClaim: { lua: CLAIM },
+  pushlineLedgerRenew: { numberOfKeys: 1, lua: RENEW },
+  pushlineLedgerRecord: { lua: RECORD },
+  pushlineLedgerComplete: { lua: COMPLETE },
+  pushlineLedgerRelease: { numberOfKeys: 1, lua: RELEASE },
+} as const;
+
+/**
+ * Most requests one script call takes on one Redis. A call runs the whole batch's commands at
+ * once and replies once, instead of one script run, reply, command timer and promise per request
+ * (docs/performance.md, "One script call per batch"); the bound keeps one call from holding Redis
+ * for long: about half a millisecond for the claims of this many.
+ */
+const REQUESTS_PER_CALL = 256;
+
 interface LedgerCommands {
-  pushlineLedgerClaim(key: string, outcomeKey: string, token: string, ttlMs: number): Promise<number>;
+  /** The number of keys first, then the keys, then the arguments (`CLAIM`). */
+  pushlineLedgerClaim(numberOfKeys: number, ...keysThenArgs: (string | number)[]): Promise<unknown>;
   pushlineLedgerRenew(key: string, token: string, ttlMs: number): Promise<number>;
   pushlineLedgerRelease(key: string, token: string): Promise<number>;
-  pushlineLedgerComplete(
-    key: string,
-    outcomeKey: string,
-    sentKey: string,
-    windowSeconds: number,
-  ): Promise<number>;
 }
 type LedgerRedis = RedisClient & LedgerCommands;
-
-/** Every script the ledger sends, with its keys (one request's, so one slot: the slot test). */
-export const LEDGER_SCRIPTS = {
-  pushlineLedgerClaim: { numberOfKeys: 2, lua: CLAIM },
-  pushlineLedgerRenew: { numberOfKeys: 1, lua: RENEW },
-  pushlineLedgerRelease: { numberOfKeys: 1, lua: RELEASE },
-  pushlineLedgerComplete: { numberOfKeys: 3, lua: COMPLETE },
-} as const;
 
 /** The scope of request ids produced straight into Kafka, without an origin (not a valid origin id). */
 const NO_ORIGIN_SCOPE = '~kafka';
@@ -236,18 +266,19 @@ export class RequestLedger {
   async claimMany(claims: readonly Claim[]): Promise<Map<string, ClaimStatus>> {
     const out = new Map<string, ClaimStatus>();
     if (claims.length === 0) return out;
-    const replies = await sendAll(
-      this.#redis,
-      claims.map((c): BatchCall => [
-        'pushlineLedgerClaim',
-        c.key,
-        c.outcomeKey,
-        c.token,
-        this.#options.claimTtlMs,
-      ]),
-    );
+    const replies = await this.#perCall(claims, (group) => [
+      'pushlineLedgerClaim',
+      group.length * 2,
+      ...group.flatMap((c) => [c.key, c.outcomeKey]),
+      this.#options.claimTtlMs,
+      ...group.map((c) => c.token),
+    ]);
+    const statuses = replies.flatMap((reply) => (Array.isArray(reply) ? (reply as unknown[]) : []));
+    if (statuses.length !== claims.length) {
+      throw new Error(`the claim script answered ${statuses.length} statuses for ${claims.length} requests`);
+    }
     claims.forEach((c, i) => {
-      const status = claimStatus(replies[i]);
+      const status = claimStatus(statuses[i]);
       if (status === 'claimed' || status === 'recorded') this.#held.set(c.key, c.token);
       out.set(c.key, status);
     });
@@ -262,14 +293,14 @@ export class RequestLedger {
   async claim(claim: Claim, signal: AbortSignal): Promise<'claimed' | 'recorded' | 'done'> {
     let waited = false;
     for (let attempt = 0; ; attempt++) {
-      const status = claimStatus(
-        await this.#redis.pushlineLedgerClaim(
-          claim.key,
-          claim.outcomeKey,
-          claim.token,
-          this.#options.claimTtlMs,
-        ),
-      );
+      const [reply] = (await this.#redis.pushlineLedgerClaim(
+        2,
+        claim.key,
+        claim.outcomeKey,
+        this.#options.claimTtlMs,
+        claim.token,
+      )) as unknown[];
+      const status = claimStatus(reply);
       if (status === 'claimed' || status === 'recorded') {
         this.#held.set(claim.key, claim.token);
         return status;
@@ -307,17 +338,14 @@ export class RequestLedger {
     at: number,
   ): Promise<void> {
     if (entries.length === 0) return;
-    await sendAll(
-      this.#redis,
-      entries.map(({ claim, serialized }): BatchCall => [
-        'set',
-        claim.outcomeKey,
-        // A `RecordedOutcome`, joined from the strings Kafka gets rather than serialized again.
-        `{"at":${at},"events":[${serialized.join(',')}]}`,
-        'EX',
-        this.#options.windowSeconds,
-      ]),
-    );
+    await this.#perCall(entries, (group) => [
+      'pushlineLedgerRecord',
+      group.length,
+      ...group.map(({ claim }) => claim.outcomeKey),
+      this.#options.windowSeconds,
+      // A `RecordedOutcome`, joined from the strings Kafka gets rather than serialized again.
+      ...group.map(({ serialized }) => `{"at":${at},"events":[${serialized.join(',')}]}`),
+    ]);
   }
 
   /**
@@ -341,17 +369,13 @@ export class RequestLedger {
   /** Marks many requests done once their events are published, in one round trip. */
   async completeMany(claims: readonly Claim[]): Promise<void> {
     if (claims.length === 0) return;
-    await sendAll(
-      this.#redis,
-      claims.map((c): BatchCall => [
-        'pushlineLedgerComplete',
-        c.key,
-        c.outcomeKey,
-        // No sent mark (no ttl): the script's third key repeats one it deletes anyway.
-        c.sentKey ?? c.outcomeKey,
-        this.#options.windowSeconds,
-      ]),
-    );
+    await this.#perCall(claims, (group) => [
+      'pushlineLedgerComplete',
+      group.length * 3,
+      // No sent mark (no ttl): the third key repeats one the script deletes anyway.
+      ...group.flatMap((c) => [c.key, c.outcomeKey, c.sentKey ?? c.outcomeKey]),
+      this.#options.windowSeconds,
+    ]);
     for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);
   }
 
@@ -368,6 +392,18 @@ export class RequestLedger {
   /** Stops renewing a claim without touching Redis (it expires after the TTL). */
   forget(claim: Claim): void {
     if (this.#held.get(claim.key) === claim.token) this.#held.delete(claim.key);
+  }
+
+  /**
+   * Sends `items` in script calls of `REQUESTS_PER_CALL` requests each (one per request on a
+   * cluster, where each request's keys have a slot of their own) and resolves with each call's
+   * reply, in order.
+   */
+  async #perCall<T>(items: readonly T[], call: (group: readonly T[]) => BatchCall): Promise<unknown[]> {
+    const size = isCluster(this.#redis) ? 1 : REQUESTS_PER_CALL;
+    const calls: BatchCall[] = [];
+    for (let i = 0; i < items.length; i += size) calls.push(call(items.slice(i, i + size)));
+    return sendAll(this.#redis, calls);
   }
 
   async #renew(): Promise<void> {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { ClaimAbandonedError, RequestLedger } from '@pushline/message-processor';
+import type { Command } from 'ioredis';
+import { ClaimAbandonedError, LEDGER_SCRIPTS, RequestLedger } from '@pushline/message-processor';
 import type { DeliveryEvent } from '@pushline/protocol';
 import { silentLogger } from '@pushline/telemetry';
 import type { RedisClient } from '@pushline/registry';
@@ -131,6 +132,73 @@ describe('RequestLedger', () => {
     const statuses = await a.claimMany([fresh, a.claimFor('held', undefined), a.claimFor('done', undefined)]);
     assert.deepEqual([...statuses.values()], ['claimed', 'held', 'done']);
     assert.equal(a.holds(fresh), true);
+  });
+
+  it('claims, records and completes a batch in one script call per 256 requests, each request still on its own', async () => {
+    // A client of its own, so its script calls can be counted.
+    const counted = testRedis();
+    const scriptCalls: number[] = [];
+    const send = counted.sendCommand.bind(counted);
+    counted.sendCommand = (command: Command, ...rest: unknown[]) => {
+      if (command.name === 'evalsha' || command.name === 'eval') scriptCalls.push(Number(command.args[1]));
+      return (send as (c: Command, ...r: unknown[]) => unknown)(command, ...rest) as ReturnType<
+        typeof counted.sendCommand
+      >;
+    };
+    // Loaded first, so each call is one EVALSHA (not a NOSCRIPT answer, then an EVAL).
+    for (const { lua } of Object.values(LEDGER_SCRIPTS)) await counted.script('LOAD', lua);
+    const a = new RequestLedger({
+      redis: counted,
+      keyPrefix: prefix,
+      instanceId: 'a',
+      claimTtlMs: 10_000,
+      windowSeconds: 60,
+      logger: silentLogger(),
+    });
+    try {
+      const other = ledger('b');
+      const heldElsewhere = other.claimFor('r-7', undefined);
+      await other.claim(heldElsewhere, never);
+      const claims = Array.from({ length: 300 }, (_, i) => a.claimFor(`r-${i}`, undefined, i % 2 === 0));
+
+      const statuses = await a.claimMany(claims);
+      assert.deepEqual(scriptCalls.splice(0), [256 * 2, 44 * 2], 'two calls: 256 requests, then 44');
+      assert.equal(statuses.get(heldElsewhere.key), 'held');
+      assert.equal([...statuses.values()].filter((s) => s === 'claimed').length, 299);
+
+      const mine = claims.filter((c) => c.key !== heldElsewhere.key);
+      const eventOf = (requestId: string): DeliveryEvent => ({
+        v: 1,
+        requestId,
+        target: { type: 'device', id: `d-${requestId}` },
+        deviceId: `d-${requestId}`,
+        outcome: 'delivered',
+        terminal: true,
+        source: 'async',
+        latencyMs: 2,
+        attempts: 1,
+        at: 1_700_000_000_000,
+      });
+      await a.recordOutcomes(
+        mine.map((claim) => ({ claim, serialized: [JSON.stringify(eventOf(claim.requestId))] })),
+        1_700_000_000_001,
+      );
+      assert.deepEqual(scriptCalls.splice(0), [256, 43]);
+      const r43 = mine[42];
+      assert.ok(r43);
+      assert.deepEqual(await a.recordedOutcome(r43), { at: 1_700_000_000_001, events: [eventOf('r-43')] });
+
+      await a.completeMany(mine);
+      assert.deepEqual(scriptCalls.splice(0), [256 * 3, 43 * 3]);
+      assert.equal(a.held, 0);
+      const again = await ledger('c').claimMany(claims);
+      assert.equal(again.get(heldElsewhere.key), 'held');
+      assert.ok(mine.every((c) => again.get(c.key) === 'done'));
+      assert.equal(await redis.exists(...mine.map((c) => c.outcomeKey)), 0, 'recorded outcomes forgotten');
+    } finally {
+      await a.close();
+      await counted.quit();
+    }
   });
 
   it('a claim made again with its own token is ours, not someone else’s to wait for', async () => {
