@@ -198,7 +198,7 @@ describe('every Lua script touches one slot', () => {
       }
       assert.ok((await store.sweepExpired(Date.now() + 120_000)) > 0);
 
-      // Request ledger: claim (one and many), renew, complete, release.
+      // Request ledger: claim (one and many), renew, record, complete, release.
       const ledger = new RequestLedger({
         redis: client,
         keyPrefix: prefix,
@@ -224,6 +224,10 @@ describe('every Lua script touches one slot', () => {
       } finally {
         await ledger.close();
       }
+      await ledger.recordOutcomes(
+        claims.slice(0, 12).map((claim) => ({ claim, serialized: [] })),
+        Date.now(),
+      );
       await ledger.completeMany(claims.slice(0, 12));
       await ledger.releaseMany(claims.slice(12));
 

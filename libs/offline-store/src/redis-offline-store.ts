@@ -3,6 +3,7 @@ import {
   isCluster,
   keySlot,
   sendAll,
+  sendGrouped,
   spreadTags,
   type BatchCall,
   type RedisClient,
@@ -18,6 +19,9 @@ import {
   type Logger,
 } from '@pushline/telemetry';
 import { OFFLINE_SCRIPTS } from './scripts.ts';
+
+/** Most devices one pending count takes on one Redis (`sendGrouped`). */
+const DEVICES_PER_PENDING_CALL = 256;
 
 /**
  * The store's key names under `prefix` with `partitions` partitions (see scripts.ts): a device's
@@ -126,7 +130,7 @@ type StoreRedis = RedisClient & {
   pushlineOfflineRelease(...args: (string | number)[]): Promise<number>;
   pushlineOfflineReclaim(...args: (string | number)[]): Promise<number>;
   pushlineOfflineClaimExpired(...args: (string | number)[]): Promise<number>;
-  pushlineOfflinePending(...args: (string | number)[]): Promise<number>;
+  pushlineOfflinePending(queueKey: string, inflightKey: string): Promise<number[]>;
 };
 
 interface StoreMetrics {
@@ -280,8 +284,9 @@ export class RedisOfflineStore implements OfflineInbox {
   }
 
   /** Stored messages of a device, queued or in flight. */
-  pending(deviceId: string): Promise<number> {
-    return this.#redis.pushlineOfflinePending(this.#queue(deviceId), this.#inflight(deviceId));
+  async pending(deviceId: string): Promise<number> {
+    const [count] = await this.#redis.pushlineOfflinePending(this.#queue(deviceId), this.#inflight(deviceId));
+    return Number(count ?? 0);
   }
 
   /**
@@ -290,11 +295,14 @@ export class RedisOfflineStore implements OfflineInbox {
    */
   async withPending(deviceIds: Iterable<string>): Promise<Set<string>> {
     const ids = [...new Set(deviceIds)];
-    const counts = await sendAll(
-      this.#redis,
-      ids.map((id): BatchCall => ['pushlineOfflinePending', this.#queue(id), this.#inflight(id)]),
-    );
-    return new Set(ids.filter((_, i) => Number(counts[i]) > 0));
+    const replies = await sendGrouped(this.#redis, ids, DEVICES_PER_PENDING_CALL, {
+      one: 'pushlineOfflinePending',
+      many: 'pushlineOfflinePendingMany',
+      keys: (id) => [this.#queue(id), this.#inflight(id)],
+    });
+    const counts = replies.flatMap((reply) => (Array.isArray(reply) ? (reply as unknown[]) : []));
+    // A count missing from a reply reads as "may have some": the caller's per-request check runs.
+    return new Set(ids.filter((_, i) => Number(counts[i] ?? 1) > 0));
   }
 
   /**

@@ -212,12 +212,19 @@ redis.call('XADD', KEYS[5], '*', 'd', ARGV[5], 'o', 'expired', 'r', 'ttl_elapsed
 return 1
 `;
 
-/** KEYS q f; the device's stored messages, queued plus in flight. */
+/** KEYS q₁ f₁ q₂ f₂ …; each device's stored messages, queued plus in flight, one count per device. */
 const PENDING = `
-return redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+local counts = {}
+for i = 1, #KEYS, 2 do
+  counts[#counts + 1] = redis.call('ZCARD', KEYS[i]) + redis.call('ZCARD', KEYS[i + 1])
+end
+return counts
 `;
 
-/** Every script the store sends, with the number of keys each takes (for the slot test). */
+/**
+ * Every script the store sends, with the number of keys each takes (for the slot test); the pending
+ * count is defined a second time for calls of many devices on one Redis (`GroupedScript`).
+ */
 export const OFFLINE_SCRIPTS = {
   pushlineOfflineStore: { numberOfKeys: 6, lua: STORE },
   pushlineOfflineBegin: { numberOfKeys: 2, lua: BEGIN },
@@ -228,4 +235,5 @@ export const OFFLINE_SCRIPTS = {
   pushlineOfflineReclaim: { numberOfKeys: 3, lua: RECLAIM },
   pushlineOfflineClaimExpired: { numberOfKeys: 5, lua: CLAIM_EXPIRED },
   pushlineOfflinePending: { numberOfKeys: 2, lua: PENDING },
+  pushlineOfflinePendingMany: { lua: PENDING },
 } as const;

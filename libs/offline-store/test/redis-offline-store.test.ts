@@ -157,6 +157,38 @@ describe('RedisOfflineStore', () => {
     }
   });
 
+  it('withPending names the devices with stored messages, in one script call per 256 devices', async (t) => {
+    const devices = Array.from({ length: 300 }, (_, i) => `dev-${i}`);
+    await store.store('dev-3', stored('m1', { target: { type: 'device', id: 'dev-3' } }));
+    await store.store('dev-299', stored('m2', { target: { type: 'device', id: 'dev-299' } }));
+    // In flight counts too: dev-3's one message is leased by a drain that has not finished.
+    let leased = false;
+    void store.drain('dev-3', () => {
+      leased = true;
+      return new Promise<DeliverResult>(() => {});
+    });
+    await waitUntil(() => leased, { what: 'dev-3’s message to be leased' });
+    assert.equal(await store.pending('dev-3'), 1, 'the pending count is loaded before MONITOR looks');
+
+    if (isCluster(redis)) {
+      assert.deepEqual([...(await store.withPending(devices))].sort(), ['dev-299', 'dev-3']);
+      t.diagnostic('MONITOR shows one node of a cluster: calls not counted');
+      return;
+    }
+    const watch = await watchCommands(redis as Redis, prefix);
+    try {
+      assert.deepEqual([...(await store.withPending([...devices, 'dev-3']))].sort(), ['dev-299', 'dev-3']);
+      const calls = await watch.take();
+      assert.deepEqual(
+        calls.map((args) => Number(args[2])),
+        [256 * 2, 44 * 2],
+        'EVALSHA, sha, number of keys: two calls',
+      );
+    } finally {
+      watch.close();
+    }
+  });
+
   it('storing the same request id twice keeps one copy', async () => {
     await store.store('dev-1', stored('m1'));
     assert.deepEqual(await store.store('dev-1', stored('m1')), { stored: true, evicted: 0, duplicate: true });

@@ -49,6 +49,54 @@ export async function sendAll(redis: RedisClient, calls: readonly BatchCall[]): 
   });
 }
 
+/**
+ * A Lua script that works on any number of items: KEYS are every item's keys in turn, ARGV the
+ * shared arguments, then every item's own in turn. It is defined twice on the client, under two
+ * names: with `numberOfKeys` set to one item's keys, and without (the number of keys then goes
+ * first in each call).
+ */
+export interface GroupedScript<T> {
+  /** The definition with one item's `numberOfKeys`: a call of one item. */
+  readonly one: string;
+  /** The definition without `numberOfKeys`: a call of many items. */
+  readonly many: string;
+  readonly keys: (item: T) => readonly string[];
+  /** Arguments of every call, before the items' own. */
+  readonly shared?: readonly (string | number)[];
+  readonly args?: (item: T) => readonly (string | number)[];
+}
+
+/**
+ * Sends `items` to a `GroupedScript` and resolves with each call's reply, in order. On one Redis
+ * a call takes up to `perCall` items, so a batch costs one command, command timer, promise, script
+ * run and reply per group instead of per item (docs/performance.md, "One script call per batch");
+ * `perCall` bounds how long one call holds Redis. On a cluster every item goes alone, through the
+ * one-item definition: the keys of different items are on different slots, and the cluster
+ * client's auto-pipelining routes a command by its first argument, which must be a key.
+ */
+export async function sendGrouped<T>(
+  redis: RedisClient,
+  items: readonly T[],
+  perCall: number,
+  script: GroupedScript<T>,
+): Promise<unknown[]> {
+  const shared = script.shared ?? [];
+  const argsOf = (item: T) => script.args?.(item) ?? [];
+  if (isCluster(redis)) {
+    return sendAll(
+      redis,
+      items.map((item): BatchCall => [script.one, ...script.keys(item), ...shared, ...argsOf(item)]),
+    );
+  }
+  const calls: BatchCall[] = [];
+  for (let i = 0; i < items.length; i += Math.max(1, perCall)) {
+    const group = items.slice(i, i + Math.max(1, perCall));
+    const keys = group.flatMap(script.keys);
+    calls.push([script.many, keys.length, ...keys, ...shared, ...group.flatMap(argsOf)]);
+  }
+  return sendAll(redis, calls);
+}
+
 /** Issues one command of a checked batch: its reply's promise, or on a pipeline the pipeline. */
 function callMethod(target: Dispatch, method: string, args: (string | number)[]): unknown {
   return (target[method] as (...a: (string | number)[]) => unknown).apply(target, args);

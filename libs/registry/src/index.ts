@@ -21,8 +21,8 @@ export {
   serviceRedis,
 } from './redis-client.ts';
 export type { RedisClient, ServiceRedis, RedisClientConfig } from './redis-client.ts';
-export { sendAll, sendAllSettled } from './batch.ts';
-export type { BatchCall, BatchReply } from './batch.ts';
+export { sendAll, sendAllSettled, sendGrouped } from './batch.ts';
+export type { BatchCall, BatchReply, GroupedScript } from './batch.ts';
 export {
   CLUSTER_SLOTS,
   SINGLE_SHARD,

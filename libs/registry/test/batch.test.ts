@@ -5,6 +5,7 @@ import {
   isCluster,
   sendAll,
   sendAllSettled,
+  sendGrouped,
   type BatchCall,
   type RedisClient,
 } from '@pushline/registry';
@@ -70,6 +71,33 @@ for (const autoPipelining of [false, true]) {
         { name: 'TypeError', message: 'no Redis command nosuchcommand' },
       );
       assert.equal(await redis.get(key), null);
+    });
+
+    it('sendGrouped sends items to a many-item script in calls of at most perCall, replies in order', async () => {
+      const redis = await client();
+      // Each item's key and a default for it; the reply is each key's value or its default.
+      const lua = `
+        local values = {}
+        for i = 1, #KEYS do values[i] = redis.call('GET', KEYS[i]) or (ARGV[1] .. ARGV[i + 1]) end
+        return values`;
+      redis.defineCommand('testGetOr', { numberOfKeys: 1, lua });
+      redis.defineCommand('testGetOrMany', { lua });
+      const prefix = uniquePrefix('batch');
+      const items = Array.from({ length: 5 }, (_, i) => ({ key: `${prefix}:${i}`, fallback: `#${i}` }));
+      await redis.set(`${prefix}:3`, 'three');
+      const script = {
+        one: 'testGetOr',
+        many: 'testGetOrMany',
+        keys: (item: (typeof items)[number]) => [item.key],
+        shared: ['none'],
+        args: (item: (typeof items)[number]) => [item.fallback],
+      };
+      assert.deepEqual(await sendGrouped(redis, items, 2, script), [
+        ['none#0', 'none#1'],
+        ['none#2', 'three'],
+        ['none#4'],
+      ]);
+      assert.deepEqual(await sendGrouped(redis, [], 2, script), []);
     });
 
     it(

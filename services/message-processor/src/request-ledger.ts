@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordedOutcome } from '@pushline/protocol';
-import { isCluster, sendAll, type BatchCall, type RedisClient } from '@pushline/registry';
+import { sendAll, sendGrouped, type BatchCall, type RedisClient } from '@pushline/registry';
 import type { Logger } from '@pushline/telemetry';
 
 /** The request's record was revoked or the processor is closing while it waited for another holder. */
@@ -129,30 +129,29 @@ return 0
 `;
 
 /**
- * Every script the ledger sends, with its keys. Claim, record and complete take any number of
- * requests (the number of keys goes first in each call); a call's requests share one slot on a
- * cluster, where each request is sent alone (the slot test), and are many on one Redis
- * (`REQUESTS_PER_CALL`).
+ * Every script the ledger sends, with its keys (one request's, so one slot: the slot test). Claim,
+ * record and complete take any number of requests: each is defined a second time without
+ * `numberOfKeys`, for calls of many requests on one Redis (`GroupedScript`).
  */
 export const LEDGER_SCRIPTS = {
-  pushlineLedgerClaim: { lua: CLAIM },
+  pushlineLedgerClaim: { numberOfKeys: 2, lua: CLAIM },
+  pushlineLedgerClaimMany: { lua: CLAIM },
   pushlineLedgerRenew: { numberOfKeys: 1, lua: RENEW },
-  pushlineLedgerRecord: { lua: RECORD },
-  pushlineLedgerComplete: { lua: COMPLETE },
+  pushlineLedgerRecord: { numberOfKeys: 1, lua: RECORD },
+  pushlineLedgerRecordMany: { lua: RECORD },
+  pushlineLedgerComplete: { numberOfKeys: 3, lua: COMPLETE },
+  pushlineLedgerCompleteMany: { lua: COMPLETE },
   pushlineLedgerRelease: { numberOfKeys: 1, lua: RELEASE },
 } as const;
 
 /**
- * Most requests one script call takes on one Redis. A call runs the whole batch's commands at
- * once and replies once, instead of one script run, reply, command timer and promise per request
- * (docs/performance.md, "One script call per batch"); the bound keeps one call from holding Redis
- * for long: about half a millisecond for the claims of this many.
+ * Most requests one script call takes on one Redis (`sendGrouped`): it keeps one call from holding
+ * Redis for long, about half a millisecond for the claims of this many.
  */
 const REQUESTS_PER_CALL = 256;
 
 interface LedgerCommands {
-  /** The number of keys first, then the keys, then the arguments (`CLAIM`). */
-  pushlineLedgerClaim(numberOfKeys: number, ...keysThenArgs: (string | number)[]): Promise<unknown>;
+  pushlineLedgerClaim(key: string, outcomeKey: string, ttlMs: number, token: string): Promise<unknown>;
   pushlineLedgerRenew(key: string, token: string, ttlMs: number): Promise<number>;
   pushlineLedgerRelease(key: string, token: string): Promise<number>;
 }
@@ -266,13 +265,13 @@ export class RequestLedger {
   async claimMany(claims: readonly Claim[]): Promise<Map<string, ClaimStatus>> {
     const out = new Map<string, ClaimStatus>();
     if (claims.length === 0) return out;
-    const replies = await this.#perCall(claims, (group) => [
-      'pushlineLedgerClaim',
-      group.length * 2,
-      ...group.flatMap((c) => [c.key, c.outcomeKey]),
-      this.#options.claimTtlMs,
-      ...group.map((c) => c.token),
-    ]);
+    const replies = await sendGrouped(this.#redis, claims, REQUESTS_PER_CALL, {
+      one: 'pushlineLedgerClaim',
+      many: 'pushlineLedgerClaimMany',
+      keys: (c) => [c.key, c.outcomeKey],
+      shared: [this.#options.claimTtlMs],
+      args: (c) => [c.token],
+    });
     const statuses = replies.flatMap((reply) => (Array.isArray(reply) ? (reply as unknown[]) : []));
     if (statuses.length !== claims.length) {
       throw new Error(`the claim script answered ${statuses.length} statuses for ${claims.length} requests`);
@@ -294,7 +293,6 @@ export class RequestLedger {
     let waited = false;
     for (let attempt = 0; ; attempt++) {
       const [reply] = (await this.#redis.pushlineLedgerClaim(
-        2,
         claim.key,
         claim.outcomeKey,
         this.#options.claimTtlMs,
@@ -338,14 +336,14 @@ export class RequestLedger {
     at: number,
   ): Promise<void> {
     if (entries.length === 0) return;
-    await this.#perCall(entries, (group) => [
-      'pushlineLedgerRecord',
-      group.length,
-      ...group.map(({ claim }) => claim.outcomeKey),
-      this.#options.windowSeconds,
+    await sendGrouped(this.#redis, entries, REQUESTS_PER_CALL, {
+      one: 'pushlineLedgerRecord',
+      many: 'pushlineLedgerRecordMany',
+      keys: ({ claim }) => [claim.outcomeKey],
+      shared: [this.#options.windowSeconds],
       // A `RecordedOutcome`, joined from the strings Kafka gets rather than serialized again.
-      ...group.map(({ serialized }) => `{"at":${at},"events":[${serialized.join(',')}]}`),
-    ]);
+      args: ({ serialized }) => [`{"at":${at},"events":[${serialized.join(',')}]}`],
+    });
   }
 
   /**
@@ -369,13 +367,13 @@ export class RequestLedger {
   /** Marks many requests done once their events are published, in one round trip. */
   async completeMany(claims: readonly Claim[]): Promise<void> {
     if (claims.length === 0) return;
-    await this.#perCall(claims, (group) => [
-      'pushlineLedgerComplete',
-      group.length * 3,
+    await sendGrouped(this.#redis, claims, REQUESTS_PER_CALL, {
+      one: 'pushlineLedgerComplete',
+      many: 'pushlineLedgerCompleteMany',
       // No sent mark (no ttl): the third key repeats one the script deletes anyway.
-      ...group.flatMap((c) => [c.key, c.outcomeKey, c.sentKey ?? c.outcomeKey]),
-      this.#options.windowSeconds,
-    ]);
+      keys: (c) => [c.key, c.outcomeKey, c.sentKey ?? c.outcomeKey],
+      shared: [this.#options.windowSeconds],
+    });
     for (const c of claims) if (this.#held.get(c.key) === c.token) this.#held.delete(c.key);
   }
 
@@ -392,18 +390,6 @@ export class RequestLedger {
   /** Stops renewing a claim without touching Redis (it expires after the TTL). */
   forget(claim: Claim): void {
     if (this.#held.get(claim.key) === claim.token) this.#held.delete(claim.key);
-  }
-
-  /**
-   * Sends `items` in script calls of `REQUESTS_PER_CALL` requests each (one per request on a
-   * cluster, where each request's keys have a slot of their own) and resolves with each call's
-   * reply, in order.
-   */
-  async #perCall<T>(items: readonly T[], call: (group: readonly T[]) => BatchCall): Promise<unknown[]> {
-    const size = isCluster(this.#redis) ? 1 : REQUESTS_PER_CALL;
-    const calls: BatchCall[] = [];
-    for (let i = 0; i < items.length; i += size) calls.push(call(items.slice(i, i + size)));
-    return sendAll(this.#redis, calls);
   }
 
   async #renew(): Promise<void> {
