@@ -134,7 +134,7 @@ describe('RequestLedger', () => {
     assert.equal(a.holds(fresh), true);
   });
 
-  it('claims, records and completes a batch in one script call per 256 requests, each request still on its own', async () => {
+  it('claims, records and completes a batch in one script call per 64 requests, each request still on its own', async () => {
     // A client of its own, so its script calls can be counted.
     const counted = testRedis();
     const scriptCalls: number[] = [];
@@ -162,7 +162,7 @@ describe('RequestLedger', () => {
       const claims = Array.from({ length: 300 }, (_, i) => a.claimFor(`r-${i}`, undefined, i % 2 === 0));
 
       const statuses = await a.claimMany(claims);
-      assert.deepEqual(scriptCalls.splice(0), [256 * 2, 44 * 2], 'two calls: 256 requests, then 44');
+      assert.deepEqual(scriptCalls.splice(0), [128, 128, 128, 128, 88], 'four calls of 64 requests, then 44');
       assert.equal(statuses.get(heldElsewhere.key), 'held');
       assert.equal([...statuses.values()].filter((s) => s === 'claimed').length, 299);
 
@@ -183,13 +183,13 @@ describe('RequestLedger', () => {
         mine.map((claim) => ({ claim, serialized: [JSON.stringify(eventOf(claim.requestId))] })),
         1_700_000_000_001,
       );
-      assert.deepEqual(scriptCalls.splice(0), [256, 43]);
+      assert.deepEqual(scriptCalls.splice(0), [64, 64, 64, 64, 43]);
       const r43 = mine[42];
       assert.ok(r43);
       assert.deepEqual(await a.recordedOutcome(r43), { at: 1_700_000_000_001, events: [eventOf('r-43')] });
 
       await a.completeMany(mine);
-      assert.deepEqual(scriptCalls.splice(0), [256 * 3, 43 * 3]);
+      assert.deepEqual(scriptCalls.splice(0), [192, 192, 192, 192, 129]);
       assert.equal(a.held, 0);
       const again = await ledger('c').claimMany(claims);
       assert.equal(again.get(heldElsewhere.key), 'held');
