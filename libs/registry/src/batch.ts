@@ -12,7 +12,9 @@ type Dispatch = Record<string, (...args: (string | number)[]) => unknown>;
 
 /**
  * Sends `calls` as one batch and resolves with each one's reply or error, in order. On one Redis
- * the batch is a pipeline: one write, one round trip, executed in order. A client that
+ * the batch is a pipeline: one write, one round trip, executed in order; a batch of one command is
+ * sent as that command, without a pipeline (ioredis copies every defined script onto each pipeline
+ * it builds: docs/performance.md, "One script call per batch"). A client that
  * auto-pipelines gets each command on its own instead: they join the pipeline of the current
  * event-loop turn with every other command of it, in the order issued, so the batches of several
  * callers in one turn (a burst of connects) share one write; a pipeline of the batch's own would
@@ -27,7 +29,7 @@ export async function sendAllSettled(redis: RedisClient, calls: readonly BatchCa
     if (typeof (redis as unknown as Dispatch)[method] !== 'function')
       throw new TypeError(`no Redis command ${method}`);
   }
-  if (isCluster(redis) || redis.options.enableAutoPipelining === true) {
+  if (calls.length === 1 || isCluster(redis) || redis.options.enableAutoPipelining === true) {
     const target = redis as unknown as Dispatch;
     return Promise.all(calls.map(([method, ...args]) => settle(callMethod(target, method, args))));
   }

@@ -73,6 +73,28 @@ for (const autoPipelining of [false, true]) {
       assert.equal(await redis.get(key), null);
     });
 
+    // (An auto-pipelining client builds its own pipeline per turn, so this is about the other kind.)
+    it(
+      'sends a batch of one command as that command, without building a pipeline',
+      { skip: autoPipelining },
+      async () => {
+        const redis = await client();
+        let pipelines = 0;
+        const pipeline = redis.pipeline.bind(redis);
+        redis.pipeline = ((...args: Parameters<typeof redis.pipeline>) => {
+          pipelines++;
+          return pipeline(...args);
+        }) as typeof redis.pipeline;
+        const prefix = uniquePrefix('batch');
+        assert.deepEqual(await sendAll(redis, [['incr', `${prefix}:one`]]), [1]);
+        const [reply] = await sendAllSettled(redis, [['hget', `${prefix}:one`, 'field']]);
+        assert.match(String(reply?.error?.message), /WRONGTYPE/, 'its error is its own reply');
+        assert.equal(pipelines, 0);
+        await sendAll(redis, batchOf(prefix).slice(0, 2));
+        assert.equal(pipelines, 1, 'two commands: one pipeline');
+      },
+    );
+
     it('sendGrouped sends items to a many-item script in calls of at most perCall, replies in order', async () => {
       const redis = await client();
       // Each item's key and a default for it; the reply is each key's value or its default.
