@@ -56,6 +56,7 @@ export {
   RefreshTokenAck,
 } from './device.ts';
 export type { DeviceRequestEvent } from './device.ts';
+export { ServerBroadcastEvents, RemoteBroadcast, RemoteBroadcastResult } from './server-broadcast.ts';
 export {
   DisconnectReason,
   ConnectionEvent,

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import type { Redis } from 'ioredis';
 import { ChannelDeliveryTransport } from '@pushline/delivery';
 import { DeviceMessage, SubscribeAck } from '@pushline/protocol';
+import { isCluster } from '@pushline/registry';
 import { silentLogger } from '@pushline/telemetry';
+import { testRedis, waitUntil } from '@pushline/testkit';
 import { defaultTopicAuthorizer } from '@pushline/connection-server';
 import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
 
@@ -10,6 +13,36 @@ type Ack = (answer: unknown) => void;
 
 function request(socket: ClientSocket, event: string, body: unknown): Promise<unknown> {
   return socket.timeout(5_000).emitWithAck(event, body);
+}
+
+/**
+ * The messages published to the socket.io adapter's channels (under `channelPrefix`) from now on,
+ * seen through MONITOR. `take` returns those since the last call, once MONITOR has caught up.
+ */
+async function watchAdapterPublishes(channelPrefix: string) {
+  const client = testRedis() as Redis;
+  const monitor = await client.monitor();
+  const seen: string[][] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => seen.push(args));
+  let marks = 0;
+  return {
+    async take(): Promise<string[][]> {
+      const mark = `${channelPrefix}mark:${++marks}`;
+      await client.exists(mark);
+      await waitUntil(() => seen.some((args) => args.includes(mark)), { what: 'MONITOR to catch up' });
+      const at = seen.findIndex((args) => args.includes(mark));
+      return seen
+        .splice(0, at + 1)
+        .filter(
+          ([command, channel]) =>
+            (command === 'publish' || command === 'spublish') && channel?.startsWith(channelPrefix),
+        );
+    },
+    async close(): Promise<void> {
+      monitor.disconnect();
+      await client.quit();
+    },
+  };
 }
 
 function collect(socket: ClientSocket, answer: unknown = { ok: true }): DeviceMessage[] {
@@ -167,6 +200,104 @@ describe('topic subscriptions', () => {
       );
       assert.deepEqual(seenB[0]?.payload, { headline: 'hi' });
       assert.equal(seenBystander.length, 0);
+    });
+
+    it(`a broadcast to many subscribers on another server sends a few adapter messages, not one per ack (${adapter} adapter)`, async (t) => {
+      if (isCluster(world.redis)) {
+        t.skip('MONITOR shows one node of a cluster');
+        return;
+      }
+      const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
+      const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
+      const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
+      const token = (sub: string) => world.token({ sub, topics: ['news'] });
+      const devices = [await world.connect(a.server.deviceUrl, await token('dev-a'))];
+      for (let i = 0; i < 12; i++)
+        devices.push(await world.connect(b.server.deviceUrl, await token(`dev-b${i}`)));
+      for (const d of devices) await request(d, 'subscribe', { topic: 'news' });
+      const seen = devices.map((d) => collect(d));
+
+      const watch = await watchAdapterPublishes(`${world.prefix}:socket.io`);
+      try {
+        await watch.take();
+        const result = await a.server.broadcast({
+          messageId: 'm-many',
+          topic: 'news',
+          payload: 1,
+          timeoutMs: 5_000,
+        });
+        assert.equal(result.delivered, 13);
+        assert.ok(seen.every((s) => s.length === 1 && s[0]?.id === 'm-many'));
+        // The request to the other server and its one answer; socket.io's acked broadcast through
+        // the adapter sent one message per subscriber's ack on the other server, and more.
+        const published = await watch.take();
+        assert.equal(published.length, 2, JSON.stringify(published.map(([c, ch]) => [c, ch])));
+      } finally {
+        await watch.close();
+      }
+    });
+
+    it(`a broadcast counts the acks that came by its timeout, on this server and the others (${adapter} adapter)`, async () => {
+      const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
+      const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
+      const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
+      const token = (sub: string) => world.token({ sub, topics: ['news'] });
+      const onA = await world.connect(a.server.deviceUrl, await token('dev-a'));
+      const silentOnA = await world.connect(a.server.deviceUrl, await token('dev-a-silent'));
+      const onB = await world.connect(b.server.deviceUrl, await token('dev-b'));
+      const silentOnB = await world.connect(b.server.deviceUrl, await token('dev-b-silent'));
+      for (const d of [onA, silentOnA, onB, silentOnB]) await request(d, 'subscribe', { topic: 'news' });
+      collect(onA);
+      collect(onB);
+      const heard: string[] = [];
+      for (const d of [silentOnA, silentOnB]) d.on('message', (msg: { id: string }) => heard.push(msg.id));
+
+      // Server B answers once its silent subscriber timed out; A waits for that answer.
+      const result = await a.server.broadcast({
+        messageId: 'm-late',
+        topic: 'news',
+        payload: 1,
+        timeoutMs: 300,
+      });
+      assert.equal(result.delivered, 2);
+      assert.deepEqual(heard.sort(), ['m-late', 'm-late']);
+      assert.equal(
+        await metricValue(a.metrics, 'pushline_broadcasts_total', { result: 'partial_timeout' }),
+        1,
+      );
+    });
+
+    it(`a server that is counted but never answers: the broadcast ends after its timeout with the others' counts (${adapter} adapter)`, async () => {
+      const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
+      const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
+      const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
+      const token = (sub: string) => world.token({ sub, topics: ['news'] });
+      const onA = await world.connect(a.server.deviceUrl, await token('dev-a'));
+      const onB = await world.connect(b.server.deviceUrl, await token('dev-b'));
+      for (const d of [onA, onB]) await request(d, 'subscribe', { topic: 'news' });
+      collect(onA);
+      collect(onB);
+      // A third "server" that hung: subscribed to the adapter's channel, so counted, and silent.
+      const hung = testRedis() as Redis;
+      const channel =
+        adapter === 'classic' ? `${world.prefix}:socket.io-request#/#` : `${world.prefix}:socket.io#/#`;
+      try {
+        if (adapter === 'classic') await hung.subscribe(channel);
+        else await hung.ssubscribe(channel);
+        const result = await a.server.broadcast({
+          messageId: 'm-hung',
+          topic: 'news',
+          payload: 1,
+          timeoutMs: 300,
+        });
+        assert.equal(result.delivered, 2, 'its own subscriber and the answering server’s');
+        assert.equal(
+          await metricValue(a.metrics, 'pushline_broadcasts_total', { result: 'partial_timeout' }),
+          1,
+        );
+      } finally {
+        hung.disconnect();
+      }
     });
   }
 });
