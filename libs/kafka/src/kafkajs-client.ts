@@ -3,6 +3,7 @@ import type { Logger } from '@pushline/telemetry';
 import { KafkajsConsumer } from './kafkajs-consumer.ts';
 import { KafkajsProducer } from './kafkajs-producer.ts';
 import { scanTopicSince } from './log-scan.ts';
+import { armQueueChecksOnlyWhenQueued } from './request-queue-timer.ts';
 import {
   UnderReplicatedTopicsError,
   replicationPlan,
@@ -38,6 +39,7 @@ export interface KafkaClientOptions {
 
 /** The kafkajs implementation of the platform's Kafka interfaces. */
 export function createKafkaClient(options: KafkaClientOptions): KafkaClient {
+  armQueueChecksOnlyWhenQueued();
   const log = options.logger.child({ component: 'kafka' });
   const kafka = new Kafka({
     clientId: options.clientId,
