@@ -15,7 +15,8 @@ case "$cmd" in
     node scripts/fetch-kafka.ts
     node_modules/.bin/tsc -p tsconfig.json
     node_modules/.bin/tsc -p services/console/ui/tsconfig.json
-    # kafkajs 2.2.4 trips Node 24's TimeoutNegativeWarning (kafkajs#1751); harmless, and noisy.
+    # kafkajs 2.2.4 trips Node 24's TimeoutNegativeWarning (kafkajs#1751). createKafkaClient removes
+    # the cause (decision 0026); raw kafkajs clients in tests can still print it.
     exec node --disable-warning=TimeoutNegativeWarning --test --test-global-setup=test/global-setup.ts --test-concurrency=1 \
       --test-timeout=120000 "$@" 'libs/*/test/**/*.test.ts' 'services/*/test/**/*.test.ts' 'test/**/*.test.ts' ;;
   typecheck)

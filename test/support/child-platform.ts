@@ -120,7 +120,8 @@ export async function startChildPlatform(
     const logFile = join(logDir, `${name}.log`);
     const child = await spawnGuarded({
       command: process.execPath,
-      // kafkajs 2.2.4 trips Node 24's TimeoutNegativeWarning (kafkajs#1751); harmless, and noisy.
+      // kafkajs 2.2.4 trips Node 24's TimeoutNegativeWarning (kafkajs#1751); createKafkaClient
+      // removes the cause (decision 0026), so this only quiets raw kafkajs clients.
       args: ['--disable-warning=TimeoutNegativeWarning', join(repoRoot, 'services', kind, 'src', 'main.ts')],
       outFile: logFile,
       cwd: repoRoot,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { Redis } from 'ioredis';
 import { isCluster, sendAll, type RedisClient } from '@pushline/registry';
-import { keysMatching, testRedis, uniquePrefix, waitUntil } from '@pushline/testkit';
+import { keysMatching, testRedis, uniquePrefix, waitUntil, watchRedisCommands } from '@pushline/testkit';
 import { silentLogger, createMetricsRegistry, type Registry } from '@pushline/telemetry';
 import { StoredMessage, type DeliverResult, type DeliveryEvent } from '@pushline/protocol';
 import { OutboxRelay, RedisOfflineStore, type OfflineKeys } from '@pushline/offline-store';
@@ -24,27 +24,15 @@ function stored(requestId: string, overrides: Partial<StoredMessage> = {}): Stor
 const delivered: DeliverResult = { outcome: 'delivered', latencyMs: 1 };
 
 /**
- * The commands clients send that touch keys under `prefix`, seen through a MONITOR connection
- * (commands a script runs are left out: one script call is one round trip).
+ * The commands clients send that touch keys under `prefix`, seen through MONITOR (commands a
+ * script runs are left out: one script call is one round trip).
  */
-async function watchCommands(redis: Redis, prefix: string) {
-  const monitor = await redis.monitor();
-  const seen: string[][] = [];
-  monitor.on('monitor', (_time: string, args: string[], source: string) => {
-    if (source !== 'lua' && args.some((a) => a.startsWith(prefix))) seen.push(args);
-  });
-  let marks = 0;
-  return {
-    /** The commands since the previous call, once MONITOR has reported all of them. */
-    async take(): Promise<string[][]> {
-      const mark = `${prefix}mark:${++marks}`;
-      await redis.exists(mark);
-      await waitUntil(() => seen.some((args) => args.includes(mark)), { what: 'MONITOR to catch up' });
-      const at = seen.findIndex((args) => args.includes(mark));
-      return seen.splice(0, at + 1).slice(0, at);
-    },
-    close: () => monitor.disconnect(),
-  };
+function watchCommands(redis: Redis, prefix: string) {
+  return watchRedisCommands(
+    redis,
+    prefix,
+    (args, source) => source !== 'lua' && args.some((a) => a.startsWith(prefix)),
+  );
 }
 
 describe('RedisOfflineStore', () => {

@@ -11,4 +11,6 @@ export {
 } from './infra.ts';
 export type { TestInfra } from './infra.ts';
 export { waitUntil, within } from './wait.ts';
+export { watchRedisCommands } from './monitor.ts';
+export type { MonitoredCommand } from './monitor.ts';
 export { testKafkaClient, collectRecords, recordJson } from './kafka.ts';

@@ -5,7 +5,7 @@ import { ChannelDeliveryTransport } from '@pushline/delivery';
 import { DeviceMessage, SubscribeAck } from '@pushline/protocol';
 import { isCluster } from '@pushline/registry';
 import { silentLogger } from '@pushline/telemetry';
-import { testRedis, waitUntil } from '@pushline/testkit';
+import { testRedis, watchRedisCommands } from '@pushline/testkit';
 import { defaultTopicAuthorizer } from '@pushline/connection-server';
 import { createWorld, metricValue, type ClientSocket, type TestWorld } from './helpers.ts';
 
@@ -13,36 +13,6 @@ type Ack = (answer: unknown) => void;
 
 function request(socket: ClientSocket, event: string, body: unknown): Promise<unknown> {
   return socket.timeout(5_000).emitWithAck(event, body);
-}
-
-/**
- * The messages published to the socket.io adapter's channels (under `channelPrefix`) from now on,
- * seen through MONITOR. `take` returns those since the last call, once MONITOR has caught up.
- */
-async function watchAdapterPublishes(channelPrefix: string) {
-  const client = testRedis() as Redis;
-  const monitor = await client.monitor();
-  const seen: string[][] = [];
-  monitor.on('monitor', (_time: string, args: string[]) => seen.push(args));
-  let marks = 0;
-  return {
-    async take(): Promise<string[][]> {
-      const mark = `${channelPrefix}mark:${++marks}`;
-      await client.exists(mark);
-      await waitUntil(() => seen.some((args) => args.includes(mark)), { what: 'MONITOR to catch up' });
-      const at = seen.findIndex((args) => args.includes(mark));
-      return seen
-        .splice(0, at + 1)
-        .filter(
-          ([command, channel]) =>
-            (command === 'publish' || command === 'spublish') && channel?.startsWith(channelPrefix),
-        );
-    },
-    async close(): Promise<void> {
-      monitor.disconnect();
-      await client.quit();
-    },
-  };
 }
 
 function collect(socket: ClientSocket, answer: unknown = { ok: true }): DeviceMessage[] {
@@ -156,21 +126,30 @@ describe('topic subscriptions', () => {
   });
 
   for (const adapter of ['sharded', 'classic'] as const) {
-    it(`a broadcast reaches subscribers on every server (${adapter} adapter)`, async () => {
+    /** Servers A and B on this adapter, and how to connect a subscriber of `news` to one of them. */
+    async function twoServers() {
       const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
       const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
       const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
-      const token = (sub: string) => world.token({ sub, topics: ['news'] });
-      const onA = await world.connect(a.server.deviceUrl, await token('dev-a'));
-      const onB = await world.connect(b.server.deviceUrl, await token('dev-b'));
-      const refusing = await world.connect(b.server.deviceUrl, await token('dev-c'));
-      const bystander = await world.connect(b.server.deviceUrl, await token('dev-d'));
-      for (const d of [onA, onB, refusing]) {
-        assert.deepEqual(SubscribeAck.parse(await request(d, 'subscribe', { topic: 'news' })), {
+      const connect = async (on: typeof a, sub: string) =>
+        world.connect(on.server.deviceUrl, await world.token({ sub, topics: ['news'] }));
+      const subscriber = async (on: typeof a, sub: string) => {
+        const device = await connect(on, sub);
+        assert.deepEqual(SubscribeAck.parse(await request(device, 'subscribe', { topic: 'news' })), {
           ok: true,
           topic: 'news',
         });
-      }
+        return device;
+      };
+      return { a, b, connect, subscriber };
+    }
+
+    it(`a broadcast reaches subscribers on every server (${adapter} adapter)`, async () => {
+      const { a, b, connect, subscriber } = await twoServers();
+      const onA = await subscriber(a, 'dev-a');
+      const onB = await subscriber(b, 'dev-b');
+      const refusing = await subscriber(b, 'dev-c');
+      const bystander = await connect(b, 'dev-d');
       const seenA = collect(onA);
       const seenB = collect(onB);
       collect(refusing, { ok: false, reason: 'muted' });
@@ -207,17 +186,19 @@ describe('topic subscriptions', () => {
         t.skip('MONITOR shows one node of a cluster');
         return;
       }
-      const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
-      const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
-      const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
-      const token = (sub: string) => world.token({ sub, topics: ['news'] });
-      const devices = [await world.connect(a.server.deviceUrl, await token('dev-a'))];
-      for (let i = 0; i < 12; i++)
-        devices.push(await world.connect(b.server.deviceUrl, await token(`dev-b${i}`)));
-      for (const d of devices) await request(d, 'subscribe', { topic: 'news' });
+      const { a, b, subscriber } = await twoServers();
+      const devices = [await subscriber(a, 'dev-a')];
+      for (let i = 0; i < 12; i++) devices.push(await subscriber(b, `dev-b${i}`));
       const seen = devices.map((d) => collect(d));
 
-      const watch = await watchAdapterPublishes(`${world.prefix}:socket.io`);
+      const channels = `${world.prefix}:socket.io`;
+      const monitored = testRedis() as Redis;
+      const watch = await watchRedisCommands(
+        monitored,
+        channels,
+        ([command, channel]) =>
+          (command === 'publish' || command === 'spublish') && channel?.startsWith(channels) === true,
+      );
       try {
         await watch.take();
         const result = await a.server.broadcast({
@@ -233,20 +214,17 @@ describe('topic subscriptions', () => {
         const published = await watch.take();
         assert.equal(published.length, 2, JSON.stringify(published.map(([c, ch]) => [c, ch])));
       } finally {
-        await watch.close();
+        watch.close();
+        await monitored.quit();
       }
     });
 
     it(`a broadcast counts the acks that came by its timeout, on this server and the others (${adapter} adapter)`, async () => {
-      const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
-      const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
-      const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
-      const token = (sub: string) => world.token({ sub, topics: ['news'] });
-      const onA = await world.connect(a.server.deviceUrl, await token('dev-a'));
-      const silentOnA = await world.connect(a.server.deviceUrl, await token('dev-a-silent'));
-      const onB = await world.connect(b.server.deviceUrl, await token('dev-b'));
-      const silentOnB = await world.connect(b.server.deviceUrl, await token('dev-b-silent'));
-      for (const d of [onA, silentOnA, onB, silentOnB]) await request(d, 'subscribe', { topic: 'news' });
+      const { a, b, subscriber } = await twoServers();
+      const onA = await subscriber(a, 'dev-a');
+      const silentOnA = await subscriber(a, 'dev-a-silent');
+      const onB = await subscriber(b, 'dev-b');
+      const silentOnB = await subscriber(b, 'dev-b-silent');
       collect(onA);
       collect(onB);
       const heard: string[] = [];
@@ -268,13 +246,9 @@ describe('topic subscriptions', () => {
     });
 
     it(`a server that is counted but never answers: the broadcast ends after its timeout with the others' counts (${adapter} adapter)`, async () => {
-      const env = { PUSHLINE_SOCKETIO_ADAPTER: adapter };
-      const a = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-a' } });
-      const b = await world.startServer({ env: { ...env, PUSHLINE_SERVER_ID: 'srv-b' } });
-      const token = (sub: string) => world.token({ sub, topics: ['news'] });
-      const onA = await world.connect(a.server.deviceUrl, await token('dev-a'));
-      const onB = await world.connect(b.server.deviceUrl, await token('dev-b'));
-      for (const d of [onA, onB]) await request(d, 'subscribe', { topic: 'news' });
+      const { a, b, subscriber } = await twoServers();
+      const onA = await subscriber(a, 'dev-a');
+      const onB = await subscriber(b, 'dev-b');
       collect(onA);
       collect(onB);
       // A third "server" that hung: subscribed to the adapter's channel, so counted, and silent.
