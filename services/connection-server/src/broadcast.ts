@@ -145,6 +145,8 @@ export class TopicBroadcaster {
         }
         finish(false);
       }, timeoutMs);
+      // Closing the server does not wait for the subscribers' acks.
+      timer.unref();
       nsp.adapter.broadcastWithAck(
         packet,
         { rooms: new Set([topicRoom(topic)]), except: new Set(), flags: { local: true } },
@@ -193,10 +195,15 @@ export class TopicBroadcaster {
       return;
     }
     const { requestId, topic, message, timeoutMs } = parsed.data;
-    void this.#emitLocal(topic, message, timeoutMs).then(({ delivered }) => {
-      const result: RemoteBroadcastResult = { requestId, delivered };
-      this.#io.serverSideEmit(ServerBroadcastEvents.result, result);
-    });
+    this.#emitLocal(topic, message, timeoutMs)
+      .then(({ delivered }) => {
+        const result: RemoteBroadcastResult = { requestId, delivered };
+        this.#io.serverSideEmit(ServerBroadcastEvents.result, result);
+      })
+      .catch((err: unknown) => {
+        // The broadcasting server then counts none of this server's subscribers.
+        this.#logger.warn({ err, topic }, "could not answer another server's broadcast");
+      });
   }
 
   /** A count for a broadcast of this server (every server hears every count; others' are ignored). */
