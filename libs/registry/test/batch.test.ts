@@ -73,11 +73,9 @@ for (const autoPipelining of [false, true]) {
       assert.equal(await redis.get(key), null);
     });
 
-    // (An auto-pipelining client builds its own pipeline per turn, so this is about the other kind.)
-    it(
-      'sends a batch of one command as that command, without building a pipeline',
-      { skip: autoPipelining },
-      async () => {
+    // An auto-pipelining client builds its own pipeline per turn, so this is about the other kind.
+    if (!autoPipelining)
+      it('sends a batch of one command as that command, without building a pipeline', async () => {
         const redis = await client();
         let pipelines = 0;
         const pipeline = redis.pipeline.bind(redis);
@@ -92,8 +90,7 @@ for (const autoPipelining of [false, true]) {
         assert.equal(pipelines, 0);
         await sendAll(redis, batchOf(prefix).slice(0, 2));
         assert.equal(pipelines, 1, 'two commands: one pipeline');
-      },
-    );
+      });
 
     it('sendGrouped sends items to a many-item script in calls of at most perCall, replies in order', async () => {
       const redis = await client();
