@@ -114,3 +114,16 @@ export function topicNames(prefix: string) {
   } as const;
 }
 export type TopicNames = ReturnType<typeof topicNames>;
+
+/** Variables of the services that consume from Kafka (the message processor, the console). */
+export const kafkaConsumerEnvShape = {
+  PUSHLINE_KAFKA_FETCH_WAIT_MS: z.coerce
+    .number()
+    .int()
+    .min(10)
+    .max(10_000)
+    .default(500)
+    .describe(
+      "Longest a consumer's fetch waits at the broker for records (kafkajs maxWaitTimeInMs). A record that arrives ends the wait at once, so this does not delay delivery; it sets what an idle consumer costs (one fetch per wait, in the service and in the broker), and how long close() and a partition resumed while every other one was paused can wait for the fetch in flight.",
+    ),
+} as const;

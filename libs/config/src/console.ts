@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonEnvShape } from './common.ts';
+import { commonEnvShape, kafkaConsumerEnvShape } from './common.ts';
 import { port, positiveInt } from './fields.ts';
 import { apiKeys } from './push-api.ts';
 
@@ -39,6 +39,7 @@ const scrapeTargets = z
 
 export const consoleEnv = z.object({
   ...shared,
+  ...kafkaConsumerEnvShape,
   PUSHLINE_CONSOLE_HOST: z.string().default('127.0.0.1').describe('Interface the operator console binds to.'),
   PUSHLINE_CONSOLE_PORT: port(8090).describe(
     'Port of the operator console (/console) and the demo device (/demo). 0 picks a free port.',

@@ -1,9 +1,15 @@
 import { z } from 'zod';
-import { commonEnvShape, internalChannelClientEnvShape, offlineQuotaEnvShape } from './common.ts';
+import {
+  commonEnvShape,
+  internalChannelClientEnvShape,
+  kafkaConsumerEnvShape,
+  offlineQuotaEnvShape,
+} from './common.ts';
 import { nonNegativeInt, port, positiveInt } from './fields.ts';
 
 export const messageProcessorEnv = z.object({
   ...commonEnvShape,
+  ...kafkaConsumerEnvShape,
   ...internalChannelClientEnvShape,
   PUSHLINE_PROCESSOR_GROUP_ID: z
     .string()

@@ -129,6 +129,8 @@ export interface ConsumerOptions {
   readonly sessionTimeoutMs?: number;
   /** Default 3 000 ms. */
   readonly heartbeatIntervalMs?: number;
+  /** Longest one fetch waits at the broker for records. Default: the client's, else 500 ms. */
+  readonly fetchWaitMs?: number;
 }
 
 export interface Consumer {
