@@ -124,6 +124,6 @@ export const kafkaConsumerEnvShape = {
     .max(10_000)
     .default(500)
     .describe(
-      "Longest a consumer's fetch waits at the broker for records (kafkajs maxWaitTimeInMs). A record that arrives ends the wait at once, so this does not delay delivery; it sets what an idle consumer costs (one fetch per wait, in the service and in the broker), and how long close() and a partition resumed while every other one was paused can wait for the fetch in flight.",
+      "Longest a consumer's fetch waits at the broker for records (kafkajs maxWaitTimeInMs): the console's consumers and the message processor's connection-event consumer (its push-request consumer, which pauses partitions for backpressure, keeps 100 ms). A record that arrives ends the wait at once; the wait sets what an idle consumer costs (one fetch per wait, in the service and in the broker) and how long close() can wait for the fetch in flight.",
     ),
 } as const;
