@@ -19,8 +19,9 @@ const COMMIT_LINGER_MS = 100;
  * How long a fetch waits at the broker when there is nothing to read: 500 ms, the Java
  * consumer's `fetch.max.wait.ms`. The broker answers at once when a record arrives, so this is
  * not added to delivery; it sets how often an idle consumer asks again. At the 100 ms used
- * before, the idle processor and console each spent 10-11 ms of CPU a second on fetching, and
- * the broker more on answering (docs/performance.md, "Idle consumers fetch twice a second").
+ * before, an idle console spent about 8 ms of CPU a second more on fetching, the processor about
+ * as much, and the broker more on answering them (docs/performance.md, "Idle consumers fetch
+ * twice a second").
  * Its price: close(), a seek, and a partition resumed while every other one was paused, wait up
  * to this long for the fetch in flight.
  */

@@ -1,48 +1,18 @@
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { afterEach, test } from 'node:test';
-import { createKafkaClient, type ConsumerOptions, type KafkaClient } from '@pushline/kafka';
+import {
+  createKafkaClient,
+  serviceKafkaClient,
+  type ConsumerOptions,
+  type KafkaClient,
+} from '@pushline/kafka';
 import { silentLogger } from '@pushline/telemetry';
-import { testInfra, testKafkaClient, uniquePrefix } from '@pushline/testkit';
+import { nextFetchWait, testInfra, testKafkaClient, uniquePrefix } from '@pushline/testkit';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-/** What the test reads of one fetch request kafkajs sends. */
-interface FetchArgs {
-  readonly maxWaitTime: number;
-  readonly topics: readonly { readonly topic: string }[];
-}
-
-/**
- * Calls `onFetch` with the arguments of every fetch request any kafkajs broker connection sends
- * from now on (until the test ends).
- */
-function watchFetches(onFetch: (args: FetchArgs) => void): void {
-  const require = createRequire(import.meta.url);
-  const Broker = require('kafkajs/src/broker/index.js') as {
-    prototype: { fetch(this: unknown, args: FetchArgs): Promise<unknown> };
-  };
-  const fetch = Broker.prototype.fetch;
-  Broker.prototype.fetch = function (this: unknown, args: FetchArgs) {
-    onFetch(args);
-    return fetch.call(this, args);
-  };
-  cleanups.push(async () => {
-    Broker.prototype.fetch = fetch;
-  });
-}
-
-/** The `maxWaitTime` of the first fetch that asks for `topic`. */
-function firstFetchWait(topic: string): Promise<number> {
-  return new Promise((resolve) => {
-    watchFetches((args) => {
-      if (args.topics.some((t) => t.topic === topic)) resolve(args.maxWaitTime);
-    });
-  });
-}
 
 async function topicWithConsumer(
   kafka: KafkaClient,
@@ -71,7 +41,7 @@ async function topicWithConsumer(
 test('an idle consumer asks the broker to hold each fetch 500 ms (the Java client’s default), not 100 ms', async () => {
   const kafka = testKafkaClient('fetch-wait-default');
   const topic = `${uniquePrefix('fetch-default')}.records`;
-  const waited = firstFetchWait(topic);
+  const waited = nextFetchWait(topic);
   const admin = kafka.admin();
   cleanups.push(() => admin.close());
   await admin.ensureTopics([{ name: topic, partitions: 1 }]);
@@ -96,11 +66,25 @@ test('the client’s fetch wait applies to its consumers, and a consumer’s own
   const fromClient = await topicWithConsumer(kafka, 'fetch-client');
   const fromConsumer = await topicWithConsumer(kafka, 'fetch-consumer', { fetchWaitMs: 40 });
   const [clientWait, consumerWait] = await Promise.all([
-    firstFetchWait(fromClient.topic),
-    firstFetchWait(fromConsumer.topic),
+    nextFetchWait(fromClient.topic),
+    nextFetchWait(fromConsumer.topic),
   ]);
   assert.equal(clientWait, 250);
   assert.equal(consumerWait, 40);
+});
+
+test('a service’s PUSHLINE_KAFKA_FETCH_WAIT_MS sets the wait of its consumers', async () => {
+  const kafka = serviceKafkaClient(
+    {
+      PUSHLINE_KAFKA_BROKERS: testInfra().kafkaBrokers,
+      PUSHLINE_KAFKA_CLIENT_ID: 'fetch-wait-service',
+      PUSHLINE_KAFKA_FETCH_WAIT_MS: 300,
+    },
+    'test',
+    silentLogger(),
+  );
+  const { topic } = await topicWithConsumer(kafka, 'fetch-service');
+  assert.equal(await nextFetchWait(topic), 300);
 });
 
 test('a record that arrives while a fetch waits is handled without waiting out the fetch', async () => {
@@ -109,7 +93,7 @@ test('a record that arrives while a fetch waits is handled without waiting out t
   const { topic, handled } = await topicWithConsumer(kafka, 'fetch-record', { fetchWaitMs });
   // The next fetch of the topic is the one a record sent now lands in (or, if the record is
   // faster, the one that finds it at once): either way the broker must not hold it to the end.
-  const fetching = firstFetchWait(topic);
+  const fetching = nextFetchWait(topic);
   const producer = kafka.producer();
   cleanups.push(() => producer.close());
   await producer.start();

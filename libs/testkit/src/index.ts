@@ -13,4 +13,4 @@ export type { TestInfra } from './infra.ts';
 export { waitUntil, within } from './wait.ts';
 export { watchRedisCommands } from './monitor.ts';
 export type { MonitoredCommand } from './monitor.ts';
-export { testKafkaClient, collectRecords, recordJson } from './kafka.ts';
+export { testKafkaClient, collectRecords, recordJson, nextFetchWait } from './kafka.ts';

@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { createKafkaClient, type IncomingRecord, type KafkaClient } from '@pushline/kafka';
 import { silentLogger } from '@pushline/telemetry';
 import { testInfra } from './infra.ts';
@@ -56,4 +57,53 @@ export async function collectRecords(
 /** Parses a record's JSON value. */
 export function recordJson(record: IncomingRecord): unknown {
   return JSON.parse(record.value?.toString('utf8') ?? 'null');
+}
+
+/** What a test reads of one fetch request kafkajs sends. */
+interface KafkaFetchArgs {
+  readonly maxWaitTime: number;
+  readonly topics: readonly { readonly topic: string }[];
+}
+
+const fetchWatchers = new Set<(args: KafkaFetchArgs) => void>();
+let unpatchFetch: (() => void) | undefined;
+
+/**
+ * Calls `onFetch` with the arguments of every fetch request any kafkajs broker connection of this
+ * process sends, until the returned function is called. For tests of what a consumer asks the
+ * broker for (the wait of each fetch); kafkajs has no event that carries a request's arguments.
+ * One wrapper serves every watcher, so watches may end in any order.
+ */
+function watchKafkaFetches(onFetch: (args: KafkaFetchArgs) => void): () => void {
+  if (!unpatchFetch) {
+    const require = createRequire(import.meta.url);
+    const Broker = require('kafkajs/src/broker/index.js') as {
+      prototype: { fetch(this: unknown, args: KafkaFetchArgs): Promise<unknown> };
+    };
+    const fetch = Broker.prototype.fetch;
+    Broker.prototype.fetch = function (this: unknown, args: KafkaFetchArgs) {
+      for (const watcher of [...fetchWatchers]) watcher(args);
+      return fetch.call(this, args);
+    };
+    unpatchFetch = () => {
+      Broker.prototype.fetch = fetch;
+      unpatchFetch = undefined;
+    };
+  }
+  fetchWatchers.add(onFetch);
+  return () => {
+    fetchWatchers.delete(onFetch);
+    if (fetchWatchers.size === 0) unpatchFetch?.();
+  };
+}
+
+/** The wait the next fetch request for `topic` asks the broker for (the watch ends with it). */
+export function nextFetchWait(topic: string): Promise<number> {
+  return new Promise((resolve) => {
+    const stop = watchKafkaFetches((args) => {
+      if (!args.topics.some((t) => t.topic === topic)) return;
+      stop();
+      resolve(args.maxWaitTime);
+    });
+  });
 }
