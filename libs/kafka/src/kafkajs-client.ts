@@ -56,14 +56,7 @@ export function createKafkaClient(options: KafkaClientOptions): KafkaClient {
   });
   return {
     producer: () => new KafkajsProducer(kafka, log),
-    consumer: (consumerOptions) =>
-      new KafkajsConsumer(
-        kafka,
-        options.fetchWaitMs === undefined || consumerOptions.fetchWaitMs !== undefined
-          ? consumerOptions
-          : { ...consumerOptions, fetchWaitMs: options.fetchWaitMs },
-        log,
-      ),
+    consumer: (consumerOptions) => new KafkajsConsumer(kafka, consumerOptions, log, options.fetchWaitMs),
     admin: () => new KafkajsAdmin(kafka, log, options.replication ?? { onUnderReplicated: 'warn' }),
   };
 }

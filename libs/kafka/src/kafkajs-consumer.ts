@@ -57,7 +57,13 @@ export class KafkajsConsumer implements Consumer {
   #gaveUp = false;
   #joined = false;
 
-  constructor(kafka: Kafka, options: ConsumerOptions, log: Logger) {
+  /** `clientFetchWaitMs`: the client's wait, for consumers that set none of their own. */
+  constructor(
+    kafka: Kafka,
+    options: ConsumerOptions,
+    log: Logger,
+    clientFetchWaitMs: number = DEFAULT_FETCH_WAIT_MS,
+  ) {
     this.#options = options;
     this.#log = log.child({ groupId: options.groupId });
     this.#consumer = kafka.consumer({
@@ -66,7 +72,7 @@ export class KafkajsConsumer implements Consumer {
       sessionTimeout: options.sessionTimeoutMs ?? 30_000,
       heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
       rebalanceTimeout: 60_000,
-      maxWaitTimeInMs: options.fetchWaitMs ?? DEFAULT_FETCH_WAIT_MS,
+      maxWaitTimeInMs: options.fetchWaitMs ?? clientFetchWaitMs,
       retry: { initialRetryTime: 100, retries: 10 },
     });
     this.#pipeline = new PartitionPipeline({

@@ -14,6 +14,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/** A one-partition topic and a consumer on it; `handled` resolves (with the time) at its first record. */
 async function topicWithConsumer(
   kafka: KafkaClient,
   name: string,
@@ -39,21 +40,8 @@ async function topicWithConsumer(
 }
 
 test('an idle consumer asks the broker to hold each fetch 500 ms (the Java client’s default), not 100 ms', async () => {
-  const kafka = testKafkaClient('fetch-wait-default');
-  const topic = `${uniquePrefix('fetch-default')}.records`;
-  const waited = nextFetchWait(topic);
-  const admin = kafka.admin();
-  cleanups.push(() => admin.close());
-  await admin.ensureTopics([{ name: topic, partitions: 1 }]);
-  const consumer = kafka.consumer({
-    groupId: `${topic}.group`,
-    topics: [topic],
-    fromBeginning: true,
-    handleBatch: async () => {},
-  });
-  cleanups.push(() => consumer.close());
-  await consumer.start();
-  assert.equal(await waited, 500);
+  const { topic } = await topicWithConsumer(testKafkaClient('fetch-wait-default'), 'fetch-default');
+  assert.equal(await nextFetchWait(topic), 500);
 });
 
 test('the client’s fetch wait applies to its consumers, and a consumer’s own overrides it', async () => {
