@@ -5,6 +5,8 @@ export { parseOptions, USAGE, ALL_SCENARIOS } from './options.ts';
 export type { BenchOptions } from './options.ts';
 export { BenchResult, ScenarioResult, Row, TargetCheck } from './report/model.ts';
 export { startBaseline } from '../baseline/src/app.ts';
+export { readJitCompileMs, jitCompileDeltaMs, measureCpu, perMessage } from './targets/memory.ts';
+export type { ProcessCost, PerMessageCost } from './targets/memory.ts';
 export type { BaselineOptions, BaselineServer } from '../baseline/src/app.ts';
 // The chaos suite (`npm run chaos`); see docs/delivery-guarantees.md.
 export { runChaos } from './chaos/run.ts';

@@ -109,6 +109,13 @@ export const asyncPath: Scenario = {
             { pushline: maxResult.cost.cpuUs },
             'lower',
           ),
+          row(
+            'async.max_cpu_jit',
+            'max: of it, the Kafka broker compiling its own code (JIT)',
+            'µs',
+            { pushline: maxResult.cost.jitUs },
+            'lower',
+          ),
           row('async.half_rate', 'half of max: offered rate', 'msg/s', { pushline: rate }, 'higher'),
           row(
             'async.half_p50',

@@ -127,6 +127,13 @@ export const capacity: Scenario = {
         'lower',
       ),
       row(
+        'capacity.cpu_per_connect_jit',
+        'of it, the Kafka broker compiling its own code (JIT)',
+        'µs',
+        { pushline: p?.connectCost.jitUs },
+        'lower',
+      ),
+      row(
         'capacity.registry_rate',
         'registry write rate (connect → visible in Redis)',
         'writes/s',

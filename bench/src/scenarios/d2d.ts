@@ -107,6 +107,13 @@ export const deviceToDevice: Scenario = {
           'lower',
         ),
         row(
+          `d2d.r${rate}.cpu_jit`,
+          `${rate}/s: of it, the Kafka broker compiling its own code (JIT)`,
+          'µs',
+          { pushline: p?.cost.jitUs },
+          'lower',
+        ),
+        row(
           `d2d.r${rate}.writes`,
           `${rate}/s: server write syscalls per message`,
           'writes',

@@ -165,6 +165,13 @@ function render(
         'lower',
       ),
       row(
+        `direct.c${c}.cpu_jit`,
+        `c=${c} of it, the Kafka broker compiling its own code (JIT)`,
+        'µs',
+        { pushline: p?.cost.jitUs },
+        'lower',
+      ),
+      row(
         `direct.c${c}.writes`,
         `c=${c} server write syscalls per message`,
         'writes',

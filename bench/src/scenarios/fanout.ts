@@ -96,6 +96,13 @@ export const fanout: Scenario = {
         'lower',
       ),
       row(
+        'fanout.cpu_jit',
+        'of it, the Kafka broker compiling its own code (JIT)',
+        'µs',
+        { pushline: p?.cost.jitUs },
+        'lower',
+      ),
+      row(
         'fanout.received_pct',
         'received / expected',
         '%',
