@@ -59,6 +59,11 @@ test(
       [1, 2, 5, 4, 3, 7, 8, 9, 6].map((id) => [id, 'ok', undefined]),
     );
     for (const s of result.scenarios) assert.ok(s.rows.length > 0, `scenario ${s.id} reported no rows`);
+    // The registry probe (the servers' device sets) saw every device of scenario 1 arrive.
+    const registryRate = result.scenarios
+      .find((s) => s.id === 1)
+      ?.rows.find((r) => r.key === 'capacity.registry_rate')?.pushline;
+    assert.ok(typeof registryRate === 'number' && registryRate > 0, `registry rate ${String(registryRate)}`);
     // Memory, connect CPU, direct push throughput / CPU / p99, d2d, async, fan-out CPU (issue 13 split
     // direct push into three and added connect and fan-out), async with silent devices, reconnect
     // storm, Redis restart.

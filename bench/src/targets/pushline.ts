@@ -60,6 +60,8 @@ export interface PushlineTarget extends Target {
   /** Prefix of every Redis key the platform writes in this run. */
   readonly keyPrefix: string;
   readonly registry: RedisDeviceRegistry;
+  /** The client under `registry`, for cheap progress probes. */
+  readonly redis: Redis;
   readonly hasProcessor: boolean;
   /** Starts one more connection server like the others (the storm's extra survivors); stopped with the target. */
   addConnectionServer(): Promise<ConnectionServerProcess>;
@@ -247,6 +249,7 @@ export async function startPushlineTarget(opts: StartPushlineOptions): Promise<P
       topics,
       keyPrefix: `bench:${run}:`,
       registry,
+      redis,
       hasProcessor,
       deviceUrls: servers.map((s) => s.deviceUrl),
       async addConnectionServer(): Promise<ConnectionServerProcess> {
