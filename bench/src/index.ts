@@ -7,6 +7,8 @@ export { BenchResult, ScenarioResult, Row, TargetCheck } from './report/model.ts
 export { startBaseline } from '../baseline/src/app.ts';
 export { readJitCompileMs, jitCompileDeltaMs, measureCpu, perMessage } from './targets/memory.ts';
 export type { ProcessCost, PerMessageCost } from './targets/memory.ts';
+// The load generators' devices, for the tests of how they behave against a server.
+export { DeviceFleet } from './load/fleet.ts';
 export type { BaselineOptions, BaselineServer } from '../baseline/src/app.ts';
 // The chaos suite (`npm run chaos`); see docs/delivery-guarantees.md.
 export { runChaos } from './chaos/run.ts';

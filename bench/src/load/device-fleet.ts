@@ -85,13 +85,25 @@ function openSocket(device: Device): Promise<void> {
   device.socket = socket;
   socket.on('message', onMessage);
   return new Promise((resolve, reject) => {
+    // A server can end the connection after the websocket opened and before it answers
+    // socket.io's CONNECT (a survivor of a storm timing out a handshake it could not get to):
+    // socket.io-client then emits only `disconnect`, and without this the attempt would wait
+    // for ever, a device that silently stopped trying.
+    const closedBeforeConnect = (reason: string) => {
+      socket.off('connect_error');
+      socket.close();
+      reject(new Error(`closed before connect: ${reason}`));
+    };
+    socket.once('disconnect', closedBeforeConnect);
     socket.once('connect', () => {
       device.connected = true;
       socket.off('connect_error');
+      socket.off('disconnect', closedBeforeConnect);
       socket.on('disconnect', (reason) => onDisconnect(device, socket, reason));
       resolve();
     });
     socket.once('connect_error', (err: Error) => {
+      socket.off('disconnect', closedBeforeConnect);
       socket.close();
       reject(err);
     });
