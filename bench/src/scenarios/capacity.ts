@@ -307,8 +307,8 @@ async function devicesPerServer(
  * SCARD per server, relative to when it was made. The registry writes a device's set member in
  * the same script as its record, so the count is what is visible in Redis. Reading every device's
  * record instead, five times a second while they connected, cost Redis about as much as the
- * connects it measured, and that was charged to them (docs/performance.md, "The bench's own
- * registry reads").
+ * connects it measured, and that was charged to them (docs/performance.md, "What the bench charged
+ * that is not the platform's").
  */
 async function registrationCount(pushline: PushlineTarget, servers: number): Promise<() => Promise<number>> {
   const keys = registryKeys(pushline.keyPrefix);

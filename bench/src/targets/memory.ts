@@ -42,7 +42,7 @@ const JIT_COMPILER_THREAD = /^C[12] CompilerThre/;
  * CPU milliseconds each JIT compiler thread of a JVM has used so far, by thread id; empty for a
  * process without such threads (node, Redis). A fresh Kafka broker spends a large share of its
  * CPU compiling its own code, which a long-running broker no longer does, so the bench shows it
- * apart (docs/performance.md, "The broker compiles itself").
+ * apart (docs/performance.md, "What the bench charged that is not the platform's").
  */
 export async function readJitCompileMs(pid: number): Promise<Map<string, number>> {
   const byThread = new Map<string, number>();
