@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { registryKeys } from '@pushline/registry';
 import { CAPACITY_DEVICES_PER_SERVER } from '../options.ts';
 import { row, type Row } from '../report/model.ts';
 import { perSecond, round } from '../stats.ts';
@@ -12,7 +11,7 @@ import {
   type PerConnectionRow,
 } from '../tools/heap-summary.ts';
 import { measureCpu, perMessage, type PerMessageCost } from '../targets/memory.ts';
-import { pollUntil, settledMemory, sideBySide, withFleet } from './common.ts';
+import { pollUntil, registrationsOn, settledMemory, sideBySide, withFleet } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioOutput } from './types.ts';
 
 interface ServerMemory {
@@ -192,7 +191,12 @@ async function measure(ctx: ScenarioContext, target: Target, n: number): Promise
   const beforeFile = snapshot ? await snapshot(0, `${target.name}-before`) : undefined;
   const before = await Promise.all(indexes.map((i) => settledMemory(target, i)));
   const registrations =
-    target.name === 'pushline' ? await registrationCount(target as PushlineTarget, urls.length) : undefined;
+    target.name === 'pushline'
+      ? await registrationsOn(
+          target as PushlineTarget,
+          (target as PushlineTarget).servers.slice(0, urls.length).map((s) => s.serverId),
+        )
+      : undefined;
   return withFleet(ctx, `cap-${target.name}`, n, async (fleet, ids) => {
     const started = performance.now();
     const registered = registrations
@@ -300,23 +304,6 @@ async function devicesPerServer(
     for (const r of records) if (r) byServer.set(r.serverId, (byServer.get(r.serverId) ?? 0) + 1);
   }
   return pushline.servers.slice(0, servers).map((s) => byServer.get(s.serverId) ?? 0);
-}
-
-/**
- * Counts registrations on the first `servers` connection servers from their device sets, one
- * SCARD per server, relative to when it was made. The registry writes a device's set member in
- * the same script as its record, so the count is what is visible in Redis. Reading every device's
- * record instead, five times a second while they connected, cost Redis about as much as the
- * connects it measured, and that was charged to them (docs/performance.md, "What the bench charged
- * that is not the platform's").
- */
-async function registrationCount(pushline: PushlineTarget, servers: number): Promise<() => Promise<number>> {
-  const keys = registryKeys(pushline.keyPrefix);
-  const sets = pushline.servers.slice(0, servers).map((s) => keys.server(s.serverId));
-  const count = async () =>
-    (await Promise.all(sets.map((k) => pushline.redis.scard(k)))).reduce((a, b) => a + b, 0);
-  const before = await count();
-  return async () => (await count()) - before;
 }
 
 /** Milliseconds from `started` until `devices` more are in the registry, or null if that never happens. */

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { registryKeys } from '@pushline/registry';
 import { DeviceFleet } from '../load/fleet.ts';
 import { benchDevices } from '../tokens.ts';
 import type { MemorySample, Target } from '../targets/types.ts';
@@ -80,6 +81,25 @@ export async function countRegistered(
     for (const r of records) if (r && (serverId === undefined || r.serverId === serverId)) n++;
   }
   return n;
+}
+
+/**
+ * Counts the members added to the given connection servers' device sets since it was made, one
+ * SCARD per server. The registry writes a device's set member in the same script as its record,
+ * so the count is what is visible in Redis, at a cost that does not grow with the devices: reading
+ * their records instead, inside a CPU window, was charged to what it measured
+ * (docs/performance.md, "What the bench charged that is not the platform's").
+ */
+export async function registrationsOn(
+  pushline: PushlineTarget,
+  serverIds: readonly string[],
+): Promise<() => Promise<number>> {
+  const keys = registryKeys(pushline.keyPrefix);
+  const sets = serverIds.map((id) => keys.server(id));
+  const count = async () =>
+    (await Promise.all(sets.map((k) => pushline.redis.scard(k)))).reduce((a, b) => a + b, 0);
+  const before = await count();
+  return async () => (await count()) - before;
 }
 
 export function requirePushline(ctx: ScenarioContext): PushlineTarget {

@@ -1,10 +1,9 @@
 import { cpus } from 'node:os';
-import { registryKeys } from '@pushline/registry';
 import { row } from '../report/model.ts';
 import { round } from '../stats.ts';
 import { measureCpu, perMessage } from '../targets/memory.ts';
 import type { ConnectionServerProcess, PushlineTarget } from '../targets/pushline.ts';
-import { pollUntil, requirePushline, withFleet } from './common.ts';
+import { pollUntil, registrationsOn, requirePushline, withFleet } from './common.ts';
 import { ScenarioSkipped, type Scenario, type ScenarioContext, type ScenarioOutput } from './types.ts';
 
 /** How many of `ids` the registry maps to each of `serverIds` (one lookupMany per 1000 ids). */
@@ -58,19 +57,6 @@ class RegistrationProgress {
   }
 }
 
-/** Counts members added to the survivors' device sets since it was made (one SCARD per survivor). */
-async function survivorSetSizes(
-  pushline: PushlineTarget,
-  survivorIds: readonly string[],
-): Promise<() => Promise<number>> {
-  const keys = registryKeys(pushline.keyPrefix);
-  const sets = survivorIds.map((id) => keys.server(id));
-  const count = async () =>
-    (await Promise.all(sets.map((k) => pushline.redis.scard(k)))).reduce((a, b) => a + b, 0);
-  const before = await count();
-  return async () => (await count()) - before;
-}
-
 /**
  * Scenario 6: kill -9 the server holding N devices; they reconnect to a random live server of
  * `--storm-survivors` others (a client's server list without the dead one), as one process cannot
@@ -109,7 +95,7 @@ export const reconnectStorm: Scenario = {
         `storm: ${connect.connected}/${n} connected, ${before.value.total} registered on ${victim.serverId}; kill -9, ${survivors.length} survivors`,
       );
       const progress = new RegistrationProgress(pushline, ids, survivorIds);
-      const survivorSets = await survivorSetSizes(pushline, survivorIds);
+      const survivorSets = await registrationsOn(pushline, survivorIds);
       const killedAt = performance.now();
       // Server CPU per re-registered device: unlike the times, it does not depend on what else
       // runs on the machine. The victim is gone, so it counts 0.
